@@ -1,0 +1,88 @@
+//! The crate's one error type.
+
+use crate::DType;
+
+/// Everything that can go wrong in this crate.
+///
+/// Messages are written for the person reading them: they say what was wrong and, where there
+/// is one, what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No GPU adapter could be opened.
+    #[error(
+        "no GPU adapter found for backends {backends} ({detail}). On a Linux machine without a GPU, \
+         install Mesa's software drivers (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` for \
+         Vulkan/lavapipe, `libegl1 libgl1-mesa-dri` for GL/llvmpipe); choose a backend with \
+         WGPU_BACKEND=vulkan|gl|metal|dx12 and an adapter with WGPU_ADAPTER_NAME"
+    )]
+    NoAdapter {
+        /// The backends that were searched.
+        backends: String,
+        /// What wgpu reported.
+        detail: String,
+    },
+    /// The adapter refused to open a device.
+    #[error("could not open a device on adapter `{adapter}`: {detail}")]
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// What wgpu reported.
+        detail: String,
+    },
+    /// A shape is invalid or does not match what the operation needs.
+    #[error("shape error: {0}")]
+    Shape(String),
+    /// A tensor or dimension is empty.
+    #[error("empty input: {0} has no elements (zero-size dimension)")]
+    Empty(String),
+    /// A dtype does not match what the operation needs.
+    #[error("dtype mismatch for {what}: expected {expected}, found {found}")]
+    DType {
+        /// What was being checked.
+        what: String,
+        /// The dtype that was needed.
+        expected: DType,
+        /// The dtype that was given.
+        found: DType,
+    },
+    /// A quantization scheme does not fit the tensor.
+    #[error("invalid quantization scheme: {0}")]
+    Scheme(String),
+    /// An input holds NaN or an infinity.
+    #[error("{what} holds a non-finite value {value} at position {position:?} (flat index {index})")]
+    NonFinite {
+        /// Which input.
+        what: String,
+        /// Multi-dimensional position of the first non-finite value.
+        position: Vec<usize>,
+        /// Flat (row-major) index of that value.
+        index: usize,
+        /// The value itself.
+        value: f32,
+    },
+    /// The range of a channel does not fit in f32 arithmetic.
+    #[error(
+        "the value range of quantization parameter {param} overflows f32 (max - min is infinite); \
+         use the symmetric scheme or rescale the weights"
+    )]
+    RangeOverflow {
+        /// Index of the offending scale (channel or group).
+        param: usize,
+    },
+    /// A tensor is too large for the device or for 32-bit indexing.
+    #[error("{what} is too large: {size} exceeds the limit {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// wgpu reported an error (validation, out of memory, a failed buffer mapping).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

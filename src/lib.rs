@@ -1,0 +1,12 @@
+#![warn(missing_docs)]
+//! int8-wgpu
+mod dtype;
+mod error;
+pub mod quantized;
+pub mod reference;
+pub mod scheme;
+
+pub use dtype::{DType, Element};
+pub use error::{Error, Result};
+pub use quantized::{QuantError, QuantizedTensor};
+pub use scheme::{Granularity, Mode, ParamLayout, QuantScheme};

@@ -1,0 +1,213 @@
+//! Quantization schemes: how scales are computed and which elements share one.
+
+use crate::{Error, Result};
+
+/// How a block of values is mapped onto int8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Absmax: `scale = absmax / 127`, zero point 0.
+    Symmetric,
+    /// Zero-point: `scale = (max - min) / 255`, `zp = round(-128 - min / scale)` clamped to int8.
+    Asymmetric,
+}
+
+/// Which elements share one scale (and zero point).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Granularity {
+    /// One scale for the whole tensor.
+    PerTensor,
+    /// One scale per index along `axis`. For a linear weight `[out, in]`, axis 0 is one scale
+    /// per output row (the usual choice), axis 1 one per input column.
+    PerChannel {
+        /// The channel axis.
+        axis: usize,
+    },
+    /// One scale per `size` contiguous elements along the last axis, which `size` must divide.
+    PerGroup {
+        /// Elements per group.
+        size: usize,
+    },
+}
+
+/// A quantization scheme: mode plus granularity.
+///
+/// ```
+/// use int8_wgpu::{QuantScheme, Mode, Granularity};
+/// let s = QuantScheme::asymmetric(Granularity::PerGroup { size: 128 });
+/// assert_eq!(s.mode, Mode::Asymmetric);
+/// assert_eq!(QuantScheme::default(), QuantScheme::symmetric(Granularity::PerChannel { axis: 0 }));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QuantScheme {
+    /// Symmetric or asymmetric.
+    pub mode: Mode,
+    /// Which elements share a scale.
+    pub granularity: Granularity,
+}
+
+impl Default for QuantScheme {
+    /// The course's default: symmetric, per output channel.
+    fn default() -> Self {
+        Self::symmetric(Granularity::PerChannel { axis: 0 })
+    }
+}
+
+impl QuantScheme {
+    /// A symmetric (absmax) scheme.
+    pub const fn symmetric(granularity: Granularity) -> Self {
+        Self { mode: Mode::Symmetric, granularity }
+    }
+
+    /// An asymmetric (zero-point) scheme.
+    pub const fn asymmetric(granularity: Granularity) -> Self {
+        Self { mode: Mode::Asymmetric, granularity }
+    }
+
+    /// Whether the scheme stores zero points.
+    pub const fn has_zero_point(&self) -> bool {
+        matches!(self.mode, Mode::Asymmetric)
+    }
+
+    /// Checks the scheme against a shape and describes which elements share each scale.
+    pub fn layout(&self, shape: &[usize]) -> Result<ParamLayout> {
+        let numel = check_shape(shape, "tensor")?;
+        let layout = match self.granularity {
+            Granularity::PerTensor => ParamLayout { outer: 1, channels: 1, inner: numel },
+            Granularity::PerChannel { axis } => {
+                if axis >= shape.len() {
+                    return Err(Error::Scheme(format!(
+                        "per-channel axis {axis} is out of range for a tensor of shape {shape:?}"
+                    )));
+                }
+                ParamLayout {
+                    outer: shape[..axis].iter().product(),
+                    channels: shape[axis],
+                    inner: shape[axis + 1..].iter().product(),
+                }
+            }
+            Granularity::PerGroup { size } => {
+                let last = *shape.last().unwrap_or(&1);
+                if size == 0 || last % size != 0 {
+                    return Err(Error::Scheme(format!(
+                        "group size {size} does not divide the last dimension {last} of shape {shape:?}"
+                    )));
+                }
+                ParamLayout { outer: 1, channels: numel / size, inner: size }
+            }
+        };
+        Ok(layout)
+    }
+}
+
+/// Which elements of a row-major tensor share a scale, as `outer × channels × inner`.
+///
+/// Every granularity is one case of this: element `e` uses parameter `(e / inner) % channels`,
+/// and parameter `p` owns `outer * inner` elements. Per tensor is `1 × 1 × numel`; per channel
+/// along axis `a` is `prod(shape[..a]) × shape[a] × prod(shape[a+1..])`; per group of `g` is
+/// `1 × numel/g × g`. The GPU kernels use the same three numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamLayout {
+    /// Product of the dimensions before the channel axis.
+    pub outer: usize,
+    /// Number of scales.
+    pub channels: usize,
+    /// Run of contiguous elements sharing a scale.
+    pub inner: usize,
+}
+
+impl ParamLayout {
+    /// Number of scales (and zero points).
+    pub fn num_params(&self) -> usize {
+        self.channels
+    }
+
+    /// Elements per scale.
+    pub fn elems_per_param(&self) -> usize {
+        self.outer * self.inner
+    }
+
+    /// The parameter index of flat element `e`.
+    #[inline]
+    pub fn param_of(&self, e: usize) -> usize {
+        (e / self.inner) % self.channels
+    }
+
+    /// The flat index of the `k`-th element of parameter `p`.
+    #[inline]
+    pub fn element(&self, p: usize, k: usize) -> usize {
+        let (o, i) = (k / self.inner, k % self.inner);
+        (o * self.channels + p) * self.inner + i
+    }
+}
+
+/// Checks that a shape has at least one dimension and no zero-size one; returns its element count.
+pub(crate) fn check_shape(shape: &[usize], what: &str) -> Result<usize> {
+    if shape.is_empty() {
+        return Err(Error::Shape(format!("{what} has no dimensions; use shape [n] for a vector")));
+    }
+    if shape.contains(&0) {
+        return Err(Error::Empty(format!("{what} of shape {shape:?}")));
+    }
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
+        Error::TooLarge { what: format!("{what} of shape {shape:?}"), size: u64::MAX, limit: usize::MAX as u64 }
+    })
+}
+
+/// Converts a flat index into a position in `shape`.
+pub(crate) fn unravel(mut index: usize, shape: &[usize]) -> Vec<usize> {
+    let mut pos = vec![0; shape.len()];
+    for (p, &d) in pos.iter_mut().zip(shape).rev() {
+        *p = index % d;
+        index /= d;
+    }
+    pos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_cover_every_element_once() {
+        let shape = [3, 4, 6];
+        for g in [
+            Granularity::PerTensor,
+            Granularity::PerChannel { axis: 0 },
+            Granularity::PerChannel { axis: 1 },
+            Granularity::PerChannel { axis: 2 },
+            Granularity::PerGroup { size: 3 },
+        ] {
+            let l = QuantScheme::symmetric(g).layout(&shape).unwrap();
+            let mut seen = vec![0u8; 72];
+            for p in 0..l.num_params() {
+                for k in 0..l.elems_per_param() {
+                    let e = l.element(p, k);
+                    assert_eq!(l.param_of(e), p, "{g:?} p={p} k={k}");
+                    seen[e] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&c| c == 1), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn axis0_is_per_row_and_axis1_per_column() {
+        let l = QuantScheme::symmetric(Granularity::PerChannel { axis: 0 }).layout(&[2, 3]).unwrap();
+        assert_eq!((0..6).map(|e| l.param_of(e)).collect::<Vec<_>>(), [0, 0, 0, 1, 1, 1]);
+        let l = QuantScheme::symmetric(Granularity::PerChannel { axis: 1 }).layout(&[2, 3]).unwrap();
+        assert_eq!((0..6).map(|e| l.param_of(e)).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn bad_schemes_are_errors() {
+        let g = QuantScheme::symmetric(Granularity::PerGroup { size: 3 });
+        assert!(matches!(g.layout(&[2, 4]), Err(Error::Scheme(_))));
+        let g = QuantScheme::symmetric(Granularity::PerGroup { size: 0 });
+        assert!(matches!(g.layout(&[2, 4]), Err(Error::Scheme(_))));
+        let c = QuantScheme::symmetric(Granularity::PerChannel { axis: 2 });
+        assert!(matches!(c.layout(&[2, 4]), Err(Error::Scheme(_))));
+        assert!(matches!(QuantScheme::default().layout(&[2, 0]), Err(Error::Empty(_))));
+        assert!(matches!(QuantScheme::default().layout(&[]), Err(Error::Shape(_))));
+        assert_eq!(unravel(5, &[2, 3]), [1, 2]);
+    }
+}
