@@ -1,0 +1,133 @@
+// Quantization in three passes over row blocks of a float tensor:
+//   stats     min/max of each parameter's elements (order-independent atomics on ordered keys),
+//             and the first non-finite element (flags[0] = max of ~index);
+//   finalize  scale and zero point of each parameter (flags[1] = max of ~param on overflow);
+//   quantize  one packed word (four int8) per thread into `out`.
+
+struct Params {
+    channels: u32,
+    inner: u32,
+    elems_per_param: u32,
+    num_params: u32,
+    cols: u32,
+    words_per_row: u32,
+    row0: u32,          // first row of this block
+    rows: u32,          // rows in this block
+    elem0: u32,         // first flat element held by `input`
+    elems: u32,         // elements held by `input`
+    run: u32,           // elements per stats thread
+    runs_per_param: u32,
+    asym: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> input: array<u32>;
+@group(0) @binding(3) var<storage, read_write> stats: array<atomic<u32>>;
+@group(0) @binding(4) var<storage, read_write> flags: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read_write> scales: array<f32>;
+@group(0) @binding(6) var<storage, read_write> zps: array<i32>;
+
+fn load_input(e: u32) -> f32 {
+    let i = e - p.elem0;
+    return decode(input[word_index(i, IN_DT)], i, IN_DT);
+}
+
+// Order-preserving map of f32 onto u32 (for atomicMax); min is tracked as max of ~key.
+fn order_key(x: f32) -> u32 {
+    let b = bitcast<u32>(x);
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+fn from_key(k: u32) -> f32 {
+    return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+}
+
+@compute @workgroup_size(256)
+fn stats_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.y * nwg.x * 256u + gid.x;
+    if t >= p.num_params * p.runs_per_param {
+        return;
+    }
+    let param = t / p.runs_per_param;
+    let k0 = (t % p.runs_per_param) * p.run;
+    let k1 = min(k0 + p.run, p.elems_per_param);
+    var hi = 0u;
+    var lo_inv = 0u;
+    var any = false;
+    for (var k = k0; k < k1; k++) {
+        let e = ((k / p.inner) * p.channels + param) * p.inner + k % p.inner;
+        if e < p.elem0 {
+            continue;
+        }
+        if e >= p.elem0 + p.elems {
+            break;
+        }
+        let x = load_input(e);
+        if is_non_finite(x) {
+            atomicMax(&flags[0], ~e);
+            continue;
+        }
+        let key = order_key(flush_subnormal(x));
+        hi = max(hi, key);
+        lo_inv = max(lo_inv, ~key);
+        any = true;
+    }
+    if any {
+        atomicMax(&stats[2u * param], hi);
+        atomicMax(&stats[2u * param + 1u], lo_inv);
+    }
+}
+
+@compute @workgroup_size(256)
+fn finalize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let param = gid.y * nwg.x * 256u + gid.x;
+    if param >= p.num_params {
+        return;
+    }
+    let hi = from_key(atomicLoad(&stats[2u * param]));
+    let lo = from_key(~atomicLoad(&stats[2u * param + 1u]));
+    var scale = symmetric_scale(max(hi, -lo));
+    var zp = 0;
+    if p.asym != 0u {
+        let s = (hi - lo) / 255.0;
+        if is_non_finite(s) {
+            atomicMax(&flags[1], ~param);
+        } else if !is_tiny(s) {
+            scale = s;
+            let z = -128.0 - lo / s;
+            if z < -128.0 {
+                zp = -128;
+            } else if z > 127.0 {
+                zp = 127;
+            } else {
+                zp = i32(round(z));
+            }
+        }
+    }
+    scales[param] = scale;
+    zps[param] = zp;
+}
+
+@compute @workgroup_size(256)
+fn quantize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = gid.y * nwg.x * 256u + gid.x;
+    if w >= p.rows * p.words_per_row {
+        return;
+    }
+    let r = w / p.words_per_row;
+    let c0 = (w % p.words_per_row) * 4u;
+    var word = 0u;
+    for (var j = 0u; j < 4u; j++) {
+        let c = c0 + j;
+        if c < p.cols {
+            let e = (p.row0 + r) * p.cols + c;
+            let pi = param_of(e, p.inner, p.channels);
+            let q = quantize_value(load_input(e), scales[pi], zps[pi]);
+            word |= (bitcast<u32>(q) & 0xffu) << (8u * j);
+        }
+    }
+    atomicStore(&out[w], word);
+}

@@ -1,0 +1,413 @@
+//! The GPU handle: adapter and device, optional features, the pipeline cache, and readback.
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex};
+
+use crate::gpu::kernels::{Family, Kernel};
+use crate::{DType, Error, Result};
+
+/// Options for opening a device with [`Gpu::with_options`].
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Backends to search; `None` honours `WGPU_BACKEND` (e.g. `vulkan`, `gl`), else all.
+    pub backends: Option<wgpu::Backends>,
+    /// Substring of the adapter name to pick; `None` honours `WGPU_ADAPTER_NAME`.
+    pub adapter_name: Option<String>,
+    /// Ask the device for a smaller `max_storage_buffer_binding_size` than the adapter offers
+    /// (tests use this to force weights to be split into row blocks).
+    pub max_storage_buffer_binding_size: Option<u64>,
+}
+
+/// Optional device features this crate detected (and requested) on the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `SHADER_F16`.
+    pub shader_f16: bool,
+    /// `SUBGROUP`.
+    pub subgroups: bool,
+    /// `TIMESTAMP_QUERY`.
+    pub timestamps: bool,
+}
+
+/// A GPU device with its queue and a cache of compiled pipelines.
+///
+/// Cheap to clone (`Arc` inside), `Send + Sync`. Open one with [`Gpu::new`] or adopt an
+/// application's device with [`Gpu::from_device`].
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: Option<wgpu::AdapterInfo>,
+    caps: Capabilities,
+    limits: wgpu::Limits,
+    families: Mutex<HashMap<Family, Arc<FamilyObjects>>>,
+    pipelines: Mutex<HashMap<(Kernel, DType, DType), Arc<wgpu::ComputePipeline>>>,
+    poll_requests: Mutex<mpsc::Sender<()>>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+pub(crate) struct FamilyObjects {
+    module: wgpu::ShaderModule,
+    pub(crate) bind_group_layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.describe())
+            .field("caps", &self.inner.caps)
+            .finish()
+    }
+}
+
+impl Gpu {
+    /// Opens a headless device, honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
+    ///
+    /// Fails with [`Error::NoAdapter`], whose message says what to install, when no adapter exists.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::with_options_async(GpuOptions::default()))
+    }
+
+    /// [`Gpu::new`] with options.
+    pub fn with_options(options: GpuOptions) -> Result<Self> {
+        pollster::block_on(Self::with_options_async(options))
+    }
+
+    /// Async form of [`Gpu::with_options`].
+    pub async fn with_options_async(options: GpuOptions) -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if let Some(b) = options.backends {
+            desc.backends = b;
+        }
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let name = options.adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let adapter = match name {
+            Some(name) => {
+                let adapters = instance.enumerate_adapters(backends).await;
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&name.to_lowercase()))
+                    .ok_or_else(|| Error::NoAdapter {
+                        backends: format!("{backends:?}"),
+                        detail: format!("none is named like `{name}`; found {names:?}"),
+                    })?
+            }
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::from_env()
+                        .unwrap_or(wgpu::PowerPreference::HighPerformance),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::NoAdapter { backends: format!("{backends:?}"), detail: e.to_string() })?,
+        };
+        let info = adapter.get_info();
+        let disabled = std::env::var("INT8_WGPU_DISABLE").unwrap_or_default().to_lowercase();
+        let mut wanted = wgpu::Features::empty();
+        for (feature, key) in [
+            (wgpu::Features::SHADER_F16, "f16"),
+            (wgpu::Features::SUBGROUP, "subgroups"),
+            (wgpu::Features::TIMESTAMP_QUERY, "timestamps"),
+        ] {
+            if !disabled.contains(key) {
+                wanted |= feature;
+            }
+        }
+        let features = adapter.features() & wanted;
+        let mut limits = adapter.limits();
+        if let Some(max) = options.max_storage_buffer_binding_size {
+            limits.max_storage_buffer_binding_size = max.min(limits.max_storage_buffer_binding_size);
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("int8-wgpu"),
+                required_features: features,
+                required_limits: limits,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), detail: e.to_string() })?;
+        log::info!("int8-wgpu: adapter {} ({:?}, {})", info.name, info.backend, info.driver_info);
+        Ok(Self::build(device, queue, Some(info), true))
+    }
+
+    /// Adopts an application's own device and queue. Features the device was opened with
+    /// (`SHADER_F16`, `SUBGROUP`, `TIMESTAMP_QUERY`) are detected; none is required. The
+    /// device's uncaptured-error handler is left to the application.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Self::build(device, queue, None, false)
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>, own: bool) -> Self {
+        let f = device.features();
+        let caps = Capabilities {
+            shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroups: f.contains(wgpu::Features::SUBGROUP),
+            timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+        };
+        let uncaptured = Arc::new(Mutex::new(None));
+        if own {
+            // The default handler panics; we turn late errors into an Error at the next readback.
+            let sink = uncaptured.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                log::error!("int8-wgpu: uncaptured GPU error: {e}");
+                let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert_with(|| e.to_string());
+            }));
+        }
+        // Map callbacks only fire while the device is polled; one thread polls on request so
+        // that async readbacks never block their caller's executor.
+        let (tx, rx) = mpsc::channel::<()>();
+        let poll_device = device.clone();
+        std::thread::Builder::new()
+            .name("int8-wgpu-poll".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let _ = poll_device.poll(wgpu::PollType::wait_indefinitely());
+                }
+            })
+            .expect("spawning the poll thread");
+        let limits = device.limits();
+        Self {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                caps,
+                limits,
+                families: Mutex::default(),
+                pipelines: Mutex::default(),
+                poll_requests: Mutex::new(tx),
+                uncaptured,
+            }),
+        }
+    }
+
+    /// Whether two handles share one device.
+    pub fn same_device(&self, other: &Gpu) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.device == other.inner.device
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The adapter's description (`None` for a device adopted with [`Gpu::from_device`]).
+    pub fn adapter_info(&self) -> Option<&wgpu::AdapterInfo> {
+        self.inner.info.as_ref()
+    }
+
+    /// Optional features in use.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.caps
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// Largest buffer this crate binds at once: weights beyond it are split into row blocks.
+    pub fn max_binding_size(&self) -> u64 {
+        self.inner.limits.max_storage_buffer_binding_size.min(self.inner.limits.max_buffer_size)
+    }
+
+    /// A one-line description: adapter, backend, driver.
+    pub fn describe(&self) -> String {
+        match &self.inner.info {
+            Some(i) => format!("{} ({:?}, {:?}, {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info),
+            None => "application device".into(),
+        }
+    }
+
+    /// Waits until all submitted work is done.
+    pub fn synchronize(&self) -> Result<()> {
+        self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+        self.take_uncaptured()
+    }
+
+    pub(crate) fn take_uncaptured(&self) -> Result<()> {
+        match self.inner.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Splits `groups` workgroups over x and y within the per-dimension limit.
+    pub(crate) fn grid(&self, groups: u32) -> (u32, u32) {
+        let max = self.inner.limits.max_compute_workgroups_per_dimension.max(1);
+        if groups <= max { (groups.max(1), 1) } else { (max, groups.div_ceil(max)) }
+    }
+
+    pub(crate) fn family(&self, family: Family) -> Result<Arc<FamilyObjects>> {
+        let mut map = self.inner.families.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = map.get(&family) {
+            return Ok(f.clone());
+        }
+        let device = &self.inner.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(family.name()),
+            source: wgpu::ShaderSource::Wgsl(family.source().into()),
+        });
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = family
+            .bindings()
+            .iter()
+            .map(|&(binding, ty)| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+                count: None,
+            })
+            .collect();
+        let bind_group_layout =
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(family.name()), entries: &entries });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(family.name()),
+            bind_group_layouts: &[Some(&bind_group_layout)],
+            immediate_size: 0,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("compiling shader family {}: {e}", family.name())));
+        }
+        let objects = Arc::new(FamilyObjects { module, bind_group_layout, pipeline_layout });
+        map.insert(family, objects.clone());
+        Ok(objects)
+    }
+
+    /// The compiled pipeline of `kernel` for input and output dtypes, compiled once and cached.
+    pub(crate) fn pipeline(&self, kernel: Kernel, in_dt: DType, out_dt: DType) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = (kernel, in_dt, out_dt);
+        if let Some(p) = self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let fam = self.family(kernel.family())?;
+        let device = &self.inner.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let constants = [("IN_DT", f64::from(in_dt.shader_code())), ("OUT_DT", f64::from(out_dt.shader_code()))];
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry()),
+            layout: Some(&fam.pipeline_layout),
+            module: &fam.module,
+            entry_point: Some(kernel.entry()),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("compiling kernel {}: {e}", kernel.entry())));
+        }
+        let pipeline = Arc::new(pipeline);
+        self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` back to the host.
+    pub(crate) async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let device = &self.inner.device;
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("int8-wgpu readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.inner.queue.submit([enc.finish()]);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.inner
+            .poll_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(())
+            .map_err(|_| Error::Gpu("the poll thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Gpu("the buffer mapping was dropped (device lost?)".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        self.take_uncaptured()?;
+        let bytes = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+
+    /// Creates a storage buffer holding `bytes` (padded to a multiple of 4).
+    pub(crate) fn storage_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        use wgpu::util::DeviceExt;
+        self.check_binding(label, bytes.len() as u64)?;
+        let mut padded;
+        let contents = if bytes.len() % 4 == 0 && !bytes.is_empty() {
+            bytes
+        } else {
+            padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+            &padded
+        };
+        Ok(self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        }))
+    }
+
+    /// Creates a zeroed storage buffer of at least `size` bytes.
+    pub(crate) fn zeroed_buffer(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        self.check_binding(label, size)?;
+        Ok(self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.div_ceil(4).max(1) * 4,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    pub(crate) fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    pub(crate) fn check_binding(&self, what: &str, size: u64) -> Result<()> {
+        let limit = self.max_binding_size();
+        if size > limit {
+            return Err(Error::TooLarge {
+                what: format!("{what} ({size} bytes, one storage binding)"),
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn bind_group(&self, family: &FamilyObjects, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .map(|&(binding, buffer)| wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() })
+            .collect();
+        self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &family.bind_group_layout,
+            entries: &entries,
+        })
+    }
+}

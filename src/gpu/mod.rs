@@ -1,0 +1,12 @@
+//! The GPU path: device, tensors, and the host side of each kernel family.
+
+mod device;
+pub(crate) mod kernels;
+pub(crate) mod linear;
+mod quantize;
+mod tensor;
+
+pub use device::{Capabilities, Gpu, GpuOptions};
+pub use linear::GEMV_MAX_ROWS;
+pub use quantize::GpuQuantizedTensor;
+pub use tensor::GpuTensor;

@@ -1,0 +1,348 @@
+//! Host side of `quantize.wgsl` and `dequantize.wgsl`: GPU-resident quantized tensors.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::kernels::{Family, Kernel};
+use crate::gpu::tensor::check_numel;
+use crate::gpu::{Gpu, GpuTensor};
+use crate::quantized::{pack_rows, unpack_rows};
+use crate::reference::check_finite;
+use crate::scheme::{unravel, ParamLayout};
+use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
+
+/// A quantized tensor on the GPU: packed int8 rows (four per `u32`, each row zero-padded to a
+/// multiple of four), f32 scales and i32 zero points.
+///
+/// Rows are split into blocks of separate buffers when the packed weight exceeds the device's
+/// `max_storage_buffer_binding_size`; kernels run once per block.
+#[derive(Debug)]
+pub struct GpuQuantizedTensor {
+    gpu: Gpu,
+    shape: Vec<usize>,
+    scheme: QuantScheme,
+    layout: ParamLayout,
+    pub(crate) blocks: Vec<RowBlock>,
+    pub(crate) scales: wgpu::Buffer,
+    pub(crate) zero_points: wgpu::Buffer,
+}
+
+/// Rows `row0 .. row0 + rows` of a 2-D view, in their own buffer.
+#[derive(Debug)]
+pub(crate) struct RowBlock {
+    pub(crate) row0: usize,
+    pub(crate) rows: usize,
+    pub(crate) buffer: wgpu::Buffer,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct QuantizeParams {
+    channels: u32,
+    inner: u32,
+    elems_per_param: u32,
+    num_params: u32,
+    cols: u32,
+    words_per_row: u32,
+    row0: u32,
+    rows: u32,
+    elem0: u32,
+    elems: u32,
+    run: u32,
+    runs_per_param: u32,
+    asym: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DequantizeParams {
+    channels: u32,
+    inner: u32,
+    cols: u32,
+    words_per_row: u32,
+    row0: u32,
+    rows: u32,
+    _pad: [u32; 2],
+}
+
+const WG: u32 = 256;
+const STATS_RUN: usize = 256;
+
+/// `(rows, cols)` of the 2-D view whose rows are the last axis.
+fn rows_cols(shape: &[usize]) -> (usize, usize) {
+    let cols = *shape.last().expect("checked shape");
+    (shape.iter().product::<usize>() / cols, cols)
+}
+
+/// Splits `rows` rows of `row_bytes` each into blocks that each fit in one binding.
+fn row_blocks(gpu: &Gpu, rows: usize, row_bytes: usize, what: &str) -> Result<Vec<(usize, usize)>> {
+    let limit = gpu.max_binding_size() as usize;
+    let per = (limit / row_bytes.div_ceil(4).max(1) / 4).min(rows);
+    if per == 0 {
+        return Err(Error::TooLarge { what: format!("one row of {what}"), size: row_bytes as u64, limit: limit as u64 });
+    }
+    Ok((0..rows).step_by(per).map(|r| (r, per.min(rows - r))).collect())
+}
+
+impl Gpu {
+    /// Quantizes a host tensor on the GPU. The input is streamed to the device in row blocks,
+    /// so weights larger than one storage binding work. Ints and scales equal
+    /// [`reference::quantize`](crate::reference::quantize) bit for bit.
+    pub fn quantize<T: Element>(&self, x: &[T], shape: &[usize], scheme: QuantScheme) -> Result<GpuQuantizedTensor> {
+        pollster::block_on(self.quantize_async(x, shape, scheme))
+    }
+
+    /// Async form of [`Gpu::quantize`].
+    pub async fn quantize_async<T: Element>(
+        &self,
+        x: &[T],
+        shape: &[usize],
+        scheme: QuantScheme,
+    ) -> Result<GpuQuantizedTensor> {
+        let numel = check_numel(shape, "weight")?;
+        if x.len() != numel {
+            return Err(Error::Shape(format!("weight has {} elements but shape {shape:?} needs {numel}", x.len())));
+        }
+        scheme.layout(shape)?;
+        let (rows, cols) = rows_cols(shape);
+        let mut inputs = Vec::new();
+        for (row0, n) in row_blocks(self, rows, cols * T::DTYPE.size(), "the float weight")? {
+            let data = &x[row0 * cols..(row0 + n) * cols];
+            inputs.push(RowBlock { row0, rows: n, buffer: self.storage_buffer("int8-wgpu weight", bytemuck::cast_slice(data))? });
+        }
+        let result = self.quantize_blocks(&inputs, T::DTYPE, shape, scheme).await;
+        match result {
+            // The GPU found a non-finite value: name it, using the host copy for the value.
+            Err(Error::NonFinite { index, .. }) => check_finite(x, shape, "weight").and(Err(Error::Gpu(format!(
+                "the GPU flagged element {index} as non-finite but the host copy is finite"
+            )))),
+            other => other,
+        }
+    }
+
+    /// Quantizes a tensor already on the GPU (it must fit in one binding).
+    pub fn quantize_tensor(&self, x: &GpuTensor, scheme: QuantScheme) -> Result<GpuQuantizedTensor> {
+        pollster::block_on(self.quantize_tensor_async(x, scheme))
+    }
+
+    /// Async form of [`Gpu::quantize_tensor`].
+    pub async fn quantize_tensor_async(&self, x: &GpuTensor, scheme: QuantScheme) -> Result<GpuQuantizedTensor> {
+        x.same_gpu(self)?;
+        let (rows, _) = rows_cols(x.shape());
+        // The block shares the tensor's buffer; wgpu buffers are reference counted.
+        let input = RowBlock { row0: 0, rows, buffer: x.buffer().clone() };
+        let result = self.quantize_blocks(std::slice::from_ref(&input), x.dtype(), x.shape(), scheme).await;
+        match result {
+            Err(Error::NonFinite { what, position, index, .. }) => {
+                let word = (index * x.dtype().size() / 4 * 4) as u64;
+                let bytes = self.read_bytes(x.buffer(), word, 4).await?;
+                let w = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                let value = match x.dtype() {
+                    DType::F32 => f32::from_bits(w),
+                    DType::F16 => half::f16::from_bits((w >> (16 * (index % 2))) as u16).to_f32(),
+                    DType::BF16 => half::bf16::from_bits((w >> (16 * (index % 2))) as u16).to_f32(),
+                };
+                Err(Error::NonFinite { what, position, index, value })
+            }
+            other => other,
+        }
+    }
+
+    async fn quantize_blocks(
+        &self,
+        inputs: &[RowBlock],
+        dtype: DType,
+        shape: &[usize],
+        scheme: QuantScheme,
+    ) -> Result<GpuQuantizedTensor> {
+        let layout = scheme.layout(shape)?;
+        let (_, cols) = rows_cols(shape);
+        let wpr = cols.div_ceil(4);
+        let np = layout.num_params();
+        let stats = self.zeroed_buffer("int8-wgpu stats", 8 * np as u64)?;
+        let flags = self.zeroed_buffer("int8-wgpu flags", 8)?;
+        let scales = self.zeroed_buffer("int8-wgpu scales", 4 * np as u64)?;
+        let zero_points = self.zeroed_buffer("int8-wgpu zero points", 4 * np as u64)?;
+        let fam = self.family(Family::Quantize)?;
+        let epp = layout.elems_per_param();
+        let run = STATS_RUN.min(epp);
+        let runs_per_param = epp.div_ceil(run);
+        if np.checked_mul(runs_per_param).is_none_or(|t| t >= u32::MAX as usize) {
+            return Err(Error::TooLarge { what: "quantization work items".into(), size: (np * runs_per_param) as u64, limit: u64::from(u32::MAX) });
+        }
+        let mut blocks = Vec::with_capacity(inputs.len());
+        let mut groups = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let buffer = self.zeroed_buffer("int8-wgpu packed weight", (input.rows * wpr * 4) as u64)?;
+            let params = QuantizeParams {
+                channels: layout.channels as u32,
+                inner: layout.inner as u32,
+                elems_per_param: epp as u32,
+                num_params: np as u32,
+                cols: cols as u32,
+                words_per_row: wpr as u32,
+                row0: input.row0 as u32,
+                rows: input.rows as u32,
+                elem0: (input.row0 * cols) as u32,
+                elems: (input.rows * cols) as u32,
+                run: run as u32,
+                runs_per_param: runs_per_param as u32,
+                asym: u32::from(scheme.has_zero_point()),
+                _pad: [0; 3],
+            };
+            let uniform = self.uniform_buffer("int8-wgpu quantize params", bytemuck::bytes_of(&params));
+            groups.push(self.bind_group(
+                &fam,
+                &[(0, &uniform), (1, &buffer), (2, &input.buffer), (3, &stats), (4, &flags), (5, &scales), (6, &zero_points)],
+            ));
+            blocks.push(RowBlock { row0: input.row0, rows: input.rows, buffer });
+        }
+        let stats_p = self.pipeline(Kernel::Stats, dtype, DType::F32)?;
+        let fin_p = self.pipeline(Kernel::Finalize, dtype, DType::F32)?;
+        let quant_p = self.pipeline(Kernel::Quantize, dtype, DType::F32)?;
+        let mut enc = self.device().create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&stats_p);
+            for g in &groups {
+                pass.set_bind_group(0, g, &[]);
+                let (gx, gy) = self.grid(((np * runs_per_param) as u32).div_ceil(WG));
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+            pass.set_pipeline(&fin_p);
+            pass.set_bind_group(0, &groups[0], &[]);
+            let (gx, gy) = self.grid((np as u32).div_ceil(WG));
+            pass.dispatch_workgroups(gx, gy, 1);
+            pass.set_pipeline(&quant_p);
+            for (g, b) in groups.iter().zip(&blocks) {
+                pass.set_bind_group(0, g, &[]);
+                let (gx, gy) = self.grid(((b.rows * wpr) as u32).div_ceil(WG));
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+        }
+        self.queue().submit([enc.finish()]);
+        let f = self.read_bytes(&flags, 0, 8).await?;
+        let bad = u32::from_le_bytes([f[0], f[1], f[2], f[3]]);
+        let overflow = u32::from_le_bytes([f[4], f[5], f[6], f[7]]);
+        if bad != 0 {
+            let index = (!bad) as usize;
+            return Err(Error::NonFinite { what: "weight".into(), position: unravel(index, shape), index, value: f32::NAN });
+        }
+        if overflow != 0 {
+            return Err(Error::RangeOverflow { param: (!overflow) as usize });
+        }
+        Ok(GpuQuantizedTensor { gpu: self.clone(), shape: shape.to_vec(), scheme, layout, blocks, scales, zero_points })
+    }
+}
+
+impl GpuQuantizedTensor {
+    /// Uploads a host quantized tensor (e.g. int8 weights and scales from a checkpoint).
+    pub fn from_host(gpu: &Gpu, q: &QuantizedTensor) -> Result<Self> {
+        check_numel(q.shape(), "quantized tensor")?;
+        let (rows, cols) = q.rows_cols();
+        let wpr = cols.div_ceil(4);
+        let mut blocks = Vec::new();
+        for (row0, n) in row_blocks(gpu, rows, wpr * 4, "the packed weight")? {
+            let words = pack_rows(&q.values()[row0 * cols..(row0 + n) * cols], n, cols);
+            blocks.push(RowBlock { row0, rows: n, buffer: gpu.storage_buffer("int8-wgpu packed weight", bytemuck::cast_slice(&words))? });
+        }
+        let zps: Vec<i32> = (0..q.layout().num_params()).map(|p| i32::from(q.zero_point(p))).collect();
+        Ok(Self {
+            gpu: gpu.clone(),
+            shape: q.shape().to_vec(),
+            scheme: q.scheme(),
+            layout: q.layout(),
+            blocks,
+            scales: gpu.storage_buffer("int8-wgpu scales", bytemuck::cast_slice(q.scales()))?,
+            zero_points: gpu.storage_buffer("int8-wgpu zero points", bytemuck::cast_slice(&zps))?,
+        })
+    }
+
+    /// The logical shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> QuantScheme {
+        self.scheme
+    }
+
+    /// Which elements share each scale.
+    pub fn layout(&self) -> ParamLayout {
+        self.layout
+    }
+
+    /// How many row blocks (separate buffers) hold the packed weight.
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The device it lives on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Bytes on the device: packed int8 rows, f32 scales and i32 zero points.
+    pub fn nbytes(&self) -> u64 {
+        self.blocks.iter().map(|b| b.buffer.size()).sum::<u64>() + self.scales.size() + self.zero_points.size()
+    }
+
+    /// Reads the ints, scales and zero points back into a host [`QuantizedTensor`].
+    pub async fn to_host_async(&self) -> Result<QuantizedTensor> {
+        let (_, cols) = rows_cols(&self.shape);
+        let mut values = Vec::with_capacity(self.shape.iter().product());
+        for b in &self.blocks {
+            let bytes = self.gpu.read_bytes(&b.buffer, 0, b.buffer.size()).await?;
+            values.extend(unpack_rows(&bytemuck::pod_collect_to_vec::<u8, u32>(&bytes), b.rows, cols));
+        }
+        let np = self.layout.num_params() as u64;
+        let scales = self.gpu.read_bytes(&self.scales, 0, 4 * np).await?;
+        let zps: Vec<i32> = bytemuck::pod_collect_to_vec(&self.gpu.read_bytes(&self.zero_points, 0, 4 * np).await?);
+        let zps = self.scheme.has_zero_point().then(|| zps.into_iter().map(|z| z as i8).collect());
+        QuantizedTensor::new(&self.shape, self.scheme, values, bytemuck::pod_collect_to_vec(&scales), zps)
+    }
+
+    /// Blocking form of [`GpuQuantizedTensor::to_host_async`].
+    pub fn to_host(&self) -> Result<QuantizedTensor> {
+        pollster::block_on(self.to_host_async())
+    }
+
+    /// Dequantizes on the GPU into a new tensor of `dtype` (f32 results equal the CPU's bits).
+    pub fn dequantize(&self, dtype: DType) -> Result<GpuTensor> {
+        let out = GpuTensor::zeros(&self.gpu, &self.shape, dtype)?;
+        let (_, cols) = rows_cols(&self.shape);
+        let fam = self.gpu.family(Family::Dequantize)?;
+        let pipeline = self.gpu.pipeline(Kernel::Dequantize, DType::F32, dtype)?;
+        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
+        let mut groups = Vec::new();
+        for b in &self.blocks {
+            let params = DequantizeParams {
+                channels: self.layout.channels as u32,
+                inner: self.layout.inner as u32,
+                cols: cols as u32,
+                words_per_row: cols.div_ceil(4) as u32,
+                row0: b.row0 as u32,
+                rows: b.rows as u32,
+                _pad: [0; 2],
+            };
+            let uniform = self.gpu.uniform_buffer("int8-wgpu dequantize params", bytemuck::bytes_of(&params));
+            let g = self.gpu.bind_group(
+                &fam,
+                &[(0, &uniform), (1, out.buffer()), (2, &b.buffer), (3, &self.scales), (4, &self.zero_points)],
+            );
+            groups.push((g, (b.rows * cols) as u32));
+        }
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            for (g, n) in &groups {
+                pass.set_bind_group(0, g, &[]);
+                let (gx, gy) = self.gpu.grid(n.div_ceil(WG));
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+        }
+        self.gpu.queue().submit([enc.finish()]);
+        Ok(out)
+    }
+}

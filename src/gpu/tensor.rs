@@ -1,0 +1,122 @@
+//! GPU-resident float tensors: a buffer, a shape and a dtype.
+
+use std::sync::Arc;
+
+use crate::gpu::Gpu;
+use crate::scheme::check_shape;
+use crate::{DType, Element, Error, Result};
+
+/// A float tensor in one GPU storage buffer (16-bit dtypes packed two per `u32`).
+///
+/// Layers take and return these, so a chain of layers never goes through the host.
+/// Cloning is cheap and shares the buffer.
+#[derive(Clone, Debug)]
+pub struct GpuTensor {
+    gpu: Gpu,
+    buffer: Arc<wgpu::Buffer>,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+impl GpuTensor {
+    /// Uploads a host slice (row-major, `shape`).
+    pub fn from_host<T: Element>(gpu: &Gpu, data: &[T], shape: &[usize]) -> Result<Self> {
+        let numel = check_numel(shape, "tensor")?;
+        if data.len() != numel {
+            return Err(Error::Shape(format!("{} elements given for shape {shape:?} ({numel})", data.len())));
+        }
+        let buffer = gpu.storage_buffer("int8-wgpu tensor", bytemuck::cast_slice(data))?;
+        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype: T::DTYPE })
+    }
+
+    /// A zero-filled tensor.
+    pub fn zeros(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Self> {
+        let numel = check_numel(shape, "tensor")?;
+        let buffer = gpu.zeroed_buffer("int8-wgpu tensor", (numel * dtype.size()) as u64)?;
+        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Bytes of data (without padding).
+    pub fn nbytes(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    /// The underlying buffer (`STORAGE | COPY_SRC | COPY_DST`).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// The device this tensor lives on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The same data under another shape with the same number of elements.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
+        let numel = check_numel(shape, "reshape target")?;
+        if numel != self.numel() {
+            return Err(Error::Shape(format!("cannot reshape {:?} into {shape:?}", self.shape)));
+        }
+        Ok(Self { shape: shape.to_vec(), ..self.clone() })
+    }
+
+    /// Reads the tensor back; `T` must match its dtype.
+    pub async fn read_async<T: Element>(&self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::DType { what: "readback".into(), expected: self.dtype, found: T::DTYPE });
+        }
+        let size = (self.nbytes() as u64).div_ceil(4) * 4;
+        let bytes = self.gpu.read_bytes(&self.buffer, 0, size).await?;
+        Ok(bytemuck::pod_collect_to_vec::<u8, T>(&bytes[..self.nbytes()]))
+    }
+
+    /// Blocking form of [`GpuTensor::read_async`].
+    pub fn read<T: Element>(&self) -> Result<Vec<T>> {
+        pollster::block_on(self.read_async())
+    }
+
+    /// Reads the tensor back widened to f32, whatever its dtype.
+    pub fn read_f32(&self) -> Result<Vec<f32>> {
+        Ok(match self.dtype {
+            DType::F32 => self.read::<f32>()?,
+            DType::F16 => self.read::<half::f16>()?.into_iter().map(half::f16::to_f32).collect(),
+            DType::BF16 => self.read::<half::bf16>()?.into_iter().map(half::bf16::to_f32).collect(),
+        })
+    }
+
+    pub(crate) fn same_gpu(&self, gpu: &Gpu) -> Result<()> {
+        if self.gpu.same_device(gpu) {
+            Ok(())
+        } else {
+            Err(Error::Gpu("tensor belongs to another device".into()))
+        }
+    }
+}
+
+/// Checks a shape and that its element count fits the kernels' 32-bit indexing.
+pub(crate) fn check_numel(shape: &[usize], what: &str) -> Result<usize> {
+    let numel = check_shape(shape, what)?;
+    if numel >= u32::MAX as usize {
+        return Err(Error::TooLarge {
+            what: format!("{what} of shape {shape:?} (elements)"),
+            size: numel as u64,
+            limit: u64::from(u32::MAX) - 1,
+        });
+    }
+    Ok(numel)
+}

@@ -1,0 +1,178 @@
+//! `QuantizedLinear`: a W8A32 / W8A16 linear layer computed straight from packed int8 weights.
+
+use std::sync::Mutex;
+
+use crate::gpu::linear::{block_params, encode_linear};
+use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
+use crate::reference::check_finite;
+use crate::scheme::check_shape;
+use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
+
+/// A linear layer `y = x · Wᵀ + b` whose weight `W` (`[out, in]`) is int8 on the GPU.
+///
+/// The activation dtype fixes the flavour: [`DType::F32`] is W8A32, [`DType::F16`] and
+/// [`DType::BF16`] are W8A16. Inputs are `[..., in]` in that dtype, outputs `[..., out]` in the
+/// same dtype, accumulated in f32 and rounded once. Up to
+/// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows run the GEMV kernel, more the tiled GEMM.
+#[derive(Debug)]
+pub struct QuantizedLinear {
+    gpu: Gpu,
+    weight: GpuQuantizedTensor,
+    bias: Option<GpuTensor>,
+    /// Stands in for an absent bias (every binding must be bound).
+    placeholder: wgpu::Buffer,
+    dtype: DType,
+    /// One uniform block per row block, rewritten per forward under the lock.
+    uniforms: Mutex<Vec<wgpu::Buffer>>,
+}
+
+impl QuantizedLinear {
+    /// Quantizes a float weight `[out, in]` on the GPU and builds the layer.
+    ///
+    /// `bias` (length `out`) is converted to the activation dtype.
+    pub fn from_float<T: Element, B: Element>(
+        gpu: &Gpu,
+        weight: &[T],
+        shape: [usize; 2],
+        bias: Option<&[B]>,
+        scheme: QuantScheme,
+        activation: DType,
+    ) -> Result<Self> {
+        let w = gpu.quantize(weight, &shape, scheme)?;
+        Self::from_gpu(w, bias, activation)
+    }
+
+    /// Builds the layer from existing int8 weights and scales (and zero points), like the
+    /// course's `W8A16LinearLayer` buffers `int8_weights`, `scales` and `bias`.
+    pub fn from_quantized<B: Element>(
+        gpu: &Gpu,
+        weight: &QuantizedTensor,
+        bias: Option<&[B]>,
+        activation: DType,
+    ) -> Result<Self> {
+        Self::from_gpu(GpuQuantizedTensor::from_host(gpu, weight)?, bias, activation)
+    }
+
+    /// Builds the layer from a weight already quantized on the GPU.
+    pub fn from_gpu<B: Element>(weight: GpuQuantizedTensor, bias: Option<&[B]>, activation: DType) -> Result<Self> {
+        let gpu = weight.gpu().clone();
+        let &[out, _] = weight.shape() else {
+            return Err(Error::Shape(format!("a linear weight must be 2-D [out, in], found {:?}", weight.shape())));
+        };
+        let bias = match bias {
+            None => None,
+            Some(b) if b.len() != out => {
+                return Err(Error::Shape(format!("bias has {} elements, out_features = {out}", b.len())));
+            }
+            Some(b) => {
+                check_finite(b, &[out], "bias")?;
+                Some(match activation {
+                    DType::F32 => upload_as::<B, f32>(&gpu, b)?,
+                    DType::F16 => upload_as::<B, half::f16>(&gpu, b)?,
+                    DType::BF16 => upload_as::<B, half::bf16>(&gpu, b)?,
+                })
+            }
+        };
+        let placeholder = gpu.zeroed_buffer("int8-wgpu no bias", 4)?;
+        let uniforms = (0..weight.num_blocks())
+            .map(|_| gpu.uniform_buffer("int8-wgpu linear params", &[0; 48]))
+            .collect();
+        Ok(Self { gpu, weight, bias, placeholder, dtype: activation, uniforms: Mutex::new(uniforms) })
+    }
+
+    /// `in` of the `[out, in]` weight.
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// `out` of the `[out, in]` weight.
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// The activation (and output) dtype.
+    pub fn activation_dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The quantized weight.
+    pub fn weight(&self) -> &GpuQuantizedTensor {
+        &self.weight
+    }
+
+    /// The bias, in the activation dtype.
+    pub fn bias(&self) -> Option<&GpuTensor> {
+        self.bias.as_ref()
+    }
+
+    fn output_shape(&self, x: &GpuTensor) -> Result<(usize, Vec<usize>)> {
+        if x.dtype() != self.dtype {
+            return Err(Error::DType { what: "linear activation".into(), expected: self.dtype, found: x.dtype() });
+        }
+        let k = self.in_features();
+        if x.shape().last() != Some(&k) {
+            return Err(Error::Shape(format!("activation shape {:?} does not end in in_features = {k}", x.shape())));
+        }
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("non-empty") = self.out_features();
+        Ok((x.numel() / k, shape))
+    }
+
+    /// Runs the layer on a GPU tensor `[..., in]`, returning `[..., out]` on the GPU.
+    ///
+    /// Work is submitted, not awaited: chain layers freely and read the last result back.
+    pub fn forward(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        let (_, shape) = self.output_shape(x)?;
+        let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
+        self.forward_into(x, &y)?;
+        Ok(y)
+    }
+
+    /// Like [`QuantizedLinear::forward`], writing into an existing tensor of the output shape.
+    pub fn forward_into(&self, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+        x.same_gpu(&self.gpu)?;
+        y.same_gpu(&self.gpu)?;
+        let (m, shape) = self.output_shape(x)?;
+        if y.shape() != shape.as_slice() || y.dtype() != self.dtype {
+            return Err(Error::Shape(format!(
+                "output tensor is {:?} {}, expected {shape:?} {}",
+                y.shape(),
+                y.dtype(),
+                self.dtype
+            )));
+        }
+        let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);
+        let params = block_params(&self.weight, m, self.bias.is_some());
+        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
+        // write_buffer lands before the next submit, so writing and submitting under one lock
+        // keeps concurrent forwards from seeing each other's parameters.
+        let uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
+        for (u, p) in uniforms.iter().zip(&params) {
+            self.gpu.queue().write_buffer(u, 0, bytemuck::bytes_of(p));
+        }
+        encode_linear(&self.gpu, &mut enc, &self.weight, &uniforms, self.dtype, m, x.buffer(), bias, y.buffer())?;
+        self.gpu.queue().submit([enc.finish()]);
+        Ok(())
+    }
+
+    /// Host convenience: uploads `x` (`shape = [..., in]`, dtype = the activation dtype), runs
+    /// the layer and reads the `[..., out]` result back. NaN or infinite inputs are an
+    /// [`Error::NonFinite`] naming the position.
+    pub fn forward_host<T: Element>(&self, x: &[T], shape: &[usize]) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::DType { what: "linear activation".into(), expected: self.dtype, found: T::DTYPE });
+        }
+        let numel = check_shape(shape, "activation")?;
+        if numel != x.len() {
+            return Err(Error::Shape(format!("activation has {} elements, shape {shape:?} needs {numel}", x.len())));
+        }
+        check_finite(x, shape, "activation")?;
+        let xt = GpuTensor::from_host(&self.gpu, x, shape)?;
+        self.forward(&xt)?.read()
+    }
+}
+
+fn upload_as<B: Element, T: Element>(gpu: &Gpu, b: &[B]) -> Result<GpuTensor> {
+    let v: Vec<T> = b.iter().map(|x| T::from_f32(x.to_f32())).collect();
+    GpuTensor::from_host(gpu, &v, &[v.len()])
+}

@@ -1,0 +1,105 @@
+//! Shared by the GPU test files: opening the device, and assertions with tolerances.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use int8_wgpu::{reference, DType, Element, Gpu, QuantizedTensor};
+
+/// The test device, opened once per test binary. Honours `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`.
+///
+/// No adapter: under `CI=true` the test fails (CI must prove the GPU path); elsewhere it
+/// reports itself skipped and returns `None`.
+pub fn gpu() -> Option<Gpu> {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    let r = GPU.get_or_init(|| {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let g = Gpu::new().map_err(|e| e.to_string());
+        if let Ok(g) = &g {
+            eprintln!("GPU tests run on: {}", g.describe());
+        }
+        g
+    });
+    match r {
+        Ok(g) => Some(g.clone()),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("CI=true and no GPU adapter: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU adapter ({e})");
+            None
+        }
+    }
+}
+
+/// Opens the device or returns from the test (skipped) when there is none outside CI.
+#[macro_export]
+macro_rules! gpu_or_skip {
+    () => {
+        match common::gpu() {
+            Some(g) => g,
+            None => return,
+        }
+    };
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (xorshift), so failures reproduce.
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Asserts two quantized tensors are identical: ints, scale bits, zero points.
+pub fn assert_same_quantized(gpu: &QuantizedTensor, cpu: &QuantizedTensor, ctx: &str) {
+    assert_eq!(gpu.shape(), cpu.shape(), "{ctx}: shape");
+    for (p, (g, c)) in gpu.scales().iter().zip(cpu.scales()).enumerate() {
+        assert_eq!(g.to_bits(), c.to_bits(), "{ctx}: scale {p}: gpu {g:e} cpu {c:e}");
+    }
+    assert_eq!(gpu.zero_points(), cpu.zero_points(), "{ctx}: zero points");
+    if let Some(i) = gpu.values().iter().zip(cpu.values()).position(|(g, c)| g != c) {
+        panic!(
+            "{ctx}: int {i} (param {}): gpu {} cpu {}",
+            cpu.layout().param_of(i),
+            gpu.values()[i],
+            cpu.values()[i]
+        );
+    }
+}
+
+/// The tolerance of one linear output against the f64 oracle, for outputs in `dtype`.
+///
+/// f32 accumulation over k terms errs by at most about k·u·Σ|x·w| (u = 2^-24; the dequant
+/// multiply and the segment scaling add a few more u), doubled for safety; then the one
+/// rounding to the output dtype adds half an ulp of |y| (f16: 2^-11, bf16: 2^-8 relative),
+/// plus f16's subnormal spacing 2^-24.
+pub fn tolerance(k: usize, magnitude: f64, y: f64, dtype: DType) -> f64 {
+    let u = f64::from(f32::EPSILON) / 2.0;
+    let acc = 2.0 * (k as f64 + 4.0) * u * magnitude + 1e-30;
+    acc + match dtype {
+        DType::F32 => 0.0,
+        DType::F16 => y.abs() * 2f64.powi(-11) * 1.001 + 2f64.powi(-25),
+        DType::BF16 => y.abs() * 2f64.powi(-8) * 1.001,
+    }
+}
+
+/// Asserts a linear layer's outputs against the f64 oracle within [`tolerance`].
+pub fn assert_linear_close<T: Element>(y: &[T], x: &[T], w: &QuantizedTensor, bias: Option<&[T]>, ctx: &str) {
+    let (want, mag) = reference::linear_f64(x, w, bias).expect("oracle");
+    assert_eq!(y.len(), want.len(), "{ctx}: output length");
+    let k = w.shape()[1];
+    for (i, ((got, want), mag)) in y.iter().zip(&want).zip(&mag).enumerate() {
+        let got = f64::from(got.to_f32());
+        let tol = tolerance(k, *mag, *want, T::DTYPE);
+        assert!(
+            (got - want).abs() <= tol,
+            "{ctx}: y[{i}] = {got:e}, f64 oracle {want:e}, |diff| {:e} > tolerance {tol:e}",
+            (got - want).abs()
+        );
+    }
+}
