@@ -1,0 +1,137 @@
+//! Fused linear layers (GEMV and GEMM paths) against the f64 oracle, every activation dtype.
+
+mod common;
+
+use half::{bf16, f16};
+use int8_wgpu::{reference, DType, Element, Gpu, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor};
+
+const SIZES: [usize; 7] = [1, 3, 4, 5, 17, 64, 257];
+const BATCHES: [usize; 6] = [1, 2, 7, 8, 9, 33];
+
+fn conv<T: Element>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f32(x)).collect()
+}
+
+/// Builds the layer from CPU-quantized ints, runs it, checks against the oracle.
+fn run<T: Element>(gpu: &Gpu, w: &QuantizedTensor, m: usize, bias: bool, seed: u64, ctx: &str) {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let x: Vec<T> = conv(&common::rand_vec(m * k, seed));
+    let b: Option<Vec<T>> = bias.then(|| conv(&common::rand_vec(n, seed + 1)));
+    let layer = QuantizedLinear::from_quantized(gpu, w, b.as_deref(), T::DTYPE).unwrap();
+    let y = layer.forward_host(&x, &[m, k]).unwrap();
+    common::assert_linear_close(&y, &x, w, b.as_deref(), &format!("{} {ctx} m={m}", T::DTYPE));
+}
+
+#[test]
+fn linear_grid_against_f64() {
+    let gpu = gpu_or_skip!();
+    let mut seed = 1000;
+    for n in SIZES {
+        for k in SIZES {
+            let mut gran = vec![Granularity::PerChannel { axis: 0 }, Granularity::PerTensor, Granularity::PerChannel { axis: 1 }];
+            gran.extend([1, 2, 3, 32, 128].iter().filter(|&&g| k % g == 0).map(|&size| Granularity::PerGroup { size }));
+            for (i, g) in gran.into_iter().enumerate() {
+                seed += 1;
+                let s = if seed % 2 == 0 { QuantScheme::symmetric(g) } else { QuantScheme::asymmetric(g) };
+                let w = reference::quantize(&common::rand_vec(n * k, seed), &[n, k], s).unwrap();
+                // Each batch size meets every shape across the dtypes over the grid.
+                let m = BATCHES[(seed as usize + i) % BATCHES.len()];
+                let ctx = format!("[{n}, {k}] {s:?}");
+                match seed % 3 {
+                    0 => run::<f32>(&gpu, &w, m, seed % 5 != 0, seed, &ctx),
+                    1 => run::<f16>(&gpu, &w, m, seed % 5 != 0, seed, &ctx),
+                    _ => run::<bf16>(&gpu, &w, m, seed % 5 != 0, seed, &ctx),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_batch_size_and_dtype() {
+    let gpu = gpu_or_skip!();
+    for (i, s) in [
+        QuantScheme::symmetric(Granularity::PerChannel { axis: 0 }),
+        QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }),
+        QuantScheme::symmetric(Granularity::PerGroup { size: 32 }),
+        QuantScheme::asymmetric(Granularity::PerGroup { size: 32 }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let w = reference::quantize(&common::rand_vec(17 * 64, 50 + i as u64), &[17, 64], s).unwrap();
+        for m in BATCHES {
+            run::<f32>(&gpu, &w, m, true, m as u64, &format!("{s:?}"));
+            run::<f16>(&gpu, &w, m, true, m as u64, &format!("{s:?}"));
+            run::<bf16>(&gpu, &w, m, false, m as u64, &format!("{s:?}"));
+        }
+    }
+}
+
+#[test]
+fn batch_shapes_and_chaining_stay_on_gpu() {
+    let gpu = gpu_or_skip!();
+    let s = QuantScheme::default();
+    let w1 = reference::quantize(&common::rand_vec(64 * 17, 1), &[64, 17], s).unwrap();
+    let w2 = reference::quantize(&common::rand_vec(5 * 64, 2), &[5, 64], s).unwrap();
+    let l1 = QuantizedLinear::from_quantized::<f32>(&gpu, &w1, None, DType::F32).unwrap();
+    let l2 = QuantizedLinear::from_quantized::<f32>(&gpu, &w2, None, DType::F32).unwrap();
+    let x = common::rand_vec(2 * 3 * 17, 3);
+    let xt = GpuTensor::from_host(&gpu, &x, &[2, 3, 17]).unwrap();
+    let h = l1.forward(&xt).unwrap();
+    assert_eq!(h.shape(), [2, 3, 64]);
+    let y = l2.forward(&h).unwrap();
+    assert_eq!(y.shape(), [2, 3, 5]);
+    let y = y.read::<f32>().unwrap();
+    // Reference: the same chain on the CPU path.
+    let h_cpu = reference::linear(&x, &w1, None).unwrap();
+    assert_eq!(h.read::<f32>().unwrap().len(), h_cpu.len());
+    common::assert_linear_close(&y, &h_cpu, &w2, None, "chained");
+    // forward_into reuses a buffer; a second run with other inputs overwrites it.
+    let out = GpuTensor::zeros(&gpu, &[2, 3, 64], DType::F32).unwrap();
+    l1.forward_into(&xt, &out).unwrap();
+    common::assert_linear_close(&out.read::<f32>().unwrap(), &x, &w1, None, "forward_into");
+}
+
+#[test]
+fn forward_into_reused_16bit_buffer_is_cleared() {
+    let gpu = gpu_or_skip!();
+    let w = reference::quantize(&common::rand_vec(5 * 8, 4), &[5, 8], QuantScheme::default()).unwrap();
+    let l = QuantizedLinear::from_quantized::<f32>(&gpu, &w, None, DType::BF16).unwrap();
+    let out = GpuTensor::zeros(&gpu, &[3, 5], DType::BF16).unwrap();
+    for seed in [5, 6] {
+        let x: Vec<bf16> = conv(&common::rand_vec(3 * 8, seed));
+        l.forward_into(&GpuTensor::from_host(&gpu, &x, &[3, 8]).unwrap(), &out).unwrap();
+        common::assert_linear_close(&out.read::<bf16>().unwrap(), &x, &w, None, "reuse");
+    }
+}
+
+#[test]
+fn from_float_quantizes_on_gpu_like_the_cpu() {
+    let gpu = gpu_or_skip!();
+    let wf = common::rand_vec(33 * 64, 8);
+    let b = common::rand_vec(33, 9);
+    for s in [QuantScheme::default(), QuantScheme::asymmetric(Granularity::PerGroup { size: 32 })] {
+        let layer = QuantizedLinear::from_float(&gpu, &wf, [33, 64], Some(&b), s, DType::F32).unwrap();
+        let cpu = reference::quantize(&wf, &[33, 64], s).unwrap();
+        common::assert_same_quantized(&layer.weight().to_host().unwrap(), &cpu, "from_float");
+        let x = common::rand_vec(2 * 64, 10);
+        let y = layer.forward_host(&x, &[2, 64]).unwrap();
+        common::assert_linear_close(&y, &x, &cpu, Some(&b), "from_float");
+        // The CPU path (f32, same formula) stays within the same tolerance.
+        common::assert_linear_close(&reference::linear(&x, &cpu, Some(&b)).unwrap(), &x, &cpu, Some(&b), "cpu path");
+    }
+}
+
+#[test]
+fn tolerance_is_tight_enough_to_catch_a_wrong_scale() {
+    // A test that cannot fail is a defect: a 1-ulp-of-scale error must already break it.
+    let w = reference::quantize(&common::rand_vec(4 * 64, 12), &[4, 64], QuantScheme::default()).unwrap();
+    let x = common::rand_vec(64, 13);
+    let mut bad = w.scales().to_vec();
+    bad[1] *= 1.0 + 1e-3;
+    let wb = QuantizedTensor::new(w.shape(), w.scheme(), w.values().to_vec(), bad, None).unwrap();
+    let y = reference::linear(&x, &wb, None).unwrap();
+    let r = std::panic::catch_unwind(|| common::assert_linear_close(&y, &x, &w, None, "bad"));
+    assert!(r.is_err(), "a 0.1% scale error went unnoticed");
+}
