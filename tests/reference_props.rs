@@ -249,9 +249,10 @@ proptest! {
         }
     }
 
-    /// Half-precision weights quantize exactly like their (exact) f32 widening.
+    /// Half-precision weights quantize exactly like their (exact) f32 widening. Magnitudes stay
+    /// below 4 · 2^10 so that f16 does not overflow.
     #[test]
-    fn half_inputs_quantize_like_their_f32_values((rows, cols, x) in matrix(6, 24, -10..=10)) {
+    fn half_inputs_quantize_like_their_f32_values((rows, cols, x) in matrix(6, 24, -6..=4)) {
         let xh: Vec<f16> = to(&x);
         let xb: Vec<bf16> = to(&x);
         let wh: Vec<f32> = xh.iter().map(|v| v.to_f32()).collect();

@@ -1,0 +1,118 @@
+//! Quantize a realistic 4096×4096 layer on the GPU, run it as W8A32 and W8A16 (f16, bf16),
+//! and check everything against the CPU reference.
+//!
+//! `cargo run --release --example quickstart [-- OUT IN]`
+
+use std::time::Instant;
+
+use half::{bf16, f16};
+use int8_wgpu::{reference, DType, Element, Gpu, QuantScheme, QuantizedLinear, QuantizedTensor};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    env_logger::init();
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let (out_f, in_f) = match args[..] {
+        [o, i] => (o, i),
+        _ => (4096, 4096),
+    };
+    let gpu = Gpu::new()?;
+    println!("adapter: {}", gpu.describe());
+    println!("features: {:?}", gpu.capabilities());
+
+    // A weight with the spread of a trained layer: mostly small, a few outliers.
+    let weight: Vec<f32> = (0..out_f * in_f)
+        .map(|i| {
+            let u = pseudo_random(i as u64);
+            0.02 * u + if i % 997 == 0 { 0.3 * u.signum() } else { 0.0 }
+        })
+        .collect();
+    let bias: Vec<f32> = (0..out_f).map(|i| 0.01 * pseudo_random(i as u64 + 7)).collect();
+    let scheme = QuantScheme::default();
+    println!("\nweight [{out_f}, {in_f}] f32, scheme {scheme:?}");
+
+    let t = Instant::now();
+    let layer = QuantizedLinear::from_float(&gpu, &weight, [out_f, in_f], Some(&bias), scheme, DType::F32)?;
+    let gpu_q = layer.weight().to_host()?;
+    println!("quantized on the GPU in {:.2?} (wall clock, upload and readback included)", t.elapsed());
+    let t = Instant::now();
+    let cpu_q = reference::quantize(&weight, &[out_f, in_f], scheme)?;
+    println!("quantized on the CPU reference in {:.2?}", t.elapsed());
+    let same_ints = gpu_q.values() == cpu_q.values();
+    let same_scales = gpu_q.scales().iter().zip(cpu_q.scales()).all(|(a, b)| a.to_bits() == b.to_bits());
+    println!("GPU vs CPU: ints identical: {same_ints}, scale bits identical: {same_scales}");
+    let err = cpu_q.error(&weight)?;
+    println!("quantization error: MSE {:.3e}, max abs {:.3e}", err.mse, err.max_abs);
+    let f32_bytes = weight.len() * 4;
+    println!(
+        "memory: f32 {:.1} MiB -> int8 + scales {:.1} MiB ({:.2}x smaller; {:.1} MiB on the GPU)",
+        mib(f32_bytes),
+        mib(cpu_q.nbytes()),
+        f32_bytes as f64 / cpu_q.nbytes() as f64,
+        layer.weight().nbytes() as f64 / 1048576.0
+    );
+
+    println!("\nforward (rows m; error vs the f64 oracle, relative to max |y|):");
+    let mut ok = same_ints && same_scales;
+    // W8A16 layers adopt the int8 weights already made (as from a checkpoint).
+    let l16 = QuantizedLinear::from_quantized(&gpu, &cpu_q, Some(&bias), DType::F16)?;
+    let lb16 = QuantizedLinear::from_quantized(&gpu, &cpu_q, Some(&bias), DType::BF16)?;
+    for m in [1, 4, 32] {
+        let x: Vec<f32> = (0..m * in_f).map(|i| pseudo_random(i as u64 + 99)).collect();
+        ok &= run::<f32>(&gpu, &layer, &cpu_q, &x, &bias, m, in_f)?;
+        ok &= run::<f16>(&gpu, &l16, &cpu_q, &x, &bias, m, in_f)?;
+        ok &= run::<bf16>(&gpu, &lb16, &cpu_q, &x, &bias, m, in_f)?;
+    }
+    println!("\n{}", if ok { "all checks passed" } else { "CHECKS FAILED" });
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Runs one forward in dtype `T` and compares with the f64 oracle; returns whether it is within
+/// the dtype's rounding (f32: 1e-5, f16: 2^-10, bf16: 2^-7, relative to max |y|).
+fn run<T: Element>(
+    gpu: &Gpu,
+    layer: &QuantizedLinear,
+    q: &QuantizedTensor,
+    x: &[f32],
+    bias: &[f32],
+    m: usize,
+    k: usize,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let xt: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+    let bt: Vec<T> = bias.iter().map(|&v| T::from_f32(v)).collect();
+    let t = Instant::now();
+    let y = layer.forward_host(&xt, &[m, k])?;
+    let dt = t.elapsed();
+    gpu.synchronize()?;
+    let (want, _) = reference::linear_f64(&xt, q, Some(&bt))?;
+    let ymax = want.iter().fold(0f64, |a, v| a.max(v.abs()));
+    let err = y.iter().zip(&want).fold(0f64, |a, (g, w)| a.max((f64::from(g.to_f32()) - w).abs())) / ymax;
+    let bound = match T::DTYPE {
+        DType::F32 => 1e-5,
+        DType::F16 => 2f64.powi(-10),
+        DType::BF16 => 2f64.powi(-7),
+    };
+    let kernel = if m <= int8_wgpu::gpu::GEMV_MAX_ROWS { "GEMV" } else { "GEMM" };
+    println!(
+        "  W8A{:<2} {:<4} m={m:<3} {kernel}: max rel error {err:.2e} (bound {bound:.1e}) {}  [{dt:.2?} wall: upload, first-use compile, readback]",
+        if T::DTYPE == DType::F32 { 32 } else { 16 },
+        T::DTYPE.to_string(),
+        if err <= bound { "ok" } else { "FAIL" }
+    );
+    Ok(err <= bound)
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+/// Deterministic values in [-1, 1).
+fn pseudo_random(i: u64) -> f32 {
+    let mut s = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    s ^= s >> 31;
+    s = s.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    s ^= s >> 29;
+    (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+}
