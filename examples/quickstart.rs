@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use half::{bf16, f16};
-use int8_wgpu::{reference, DType, Element, Gpu, QuantScheme, QuantizedLinear, QuantizedTensor};
+use int8_wgpu::{DType, Element, Gpu, QuantScheme, QuantizedLinear, QuantizedTensor, reference};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();

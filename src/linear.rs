@@ -74,9 +74,8 @@ impl QuantizedLinear {
             }
         };
         let placeholder = gpu.zeroed_buffer("int8-wgpu no bias", 4)?;
-        let uniforms = (0..weight.num_blocks())
-            .map(|_| gpu.uniform_buffer("int8-wgpu linear params", &[0; 48]))
-            .collect();
+        let uniforms =
+            (0..weight.num_blocks()).map(|_| gpu.uniform_buffer("int8-wgpu linear params", &[0; 48])).collect();
         Ok(Self { gpu, weight, bias, placeholder, dtype: activation, uniforms: Mutex::new(uniforms) })
     }
 

@@ -1,6 +1,6 @@
 //! Host-side quantized tensors: int8 values, scales, zero points, and their error metrics.
 
-use crate::scheme::{check_shape, ParamLayout};
+use crate::scheme::{ParamLayout, check_shape};
 use crate::{Element, Error, QuantScheme, Result};
 
 /// A quantized tensor on the host: one int8 per element (row-major, unpadded), one f32 scale
@@ -55,20 +55,11 @@ impl QuantizedTensor {
             )));
         }
         if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "scales".into(),
-                position: vec![i],
-                index: i,
-                value: scales[i],
-            });
+            return Err(Error::NonFinite { what: "scales".into(), position: vec![i], index: i, value: scales[i] });
         }
         match (&zero_points, scheme.has_zero_point()) {
             (Some(z), true) if z.len() != layout.num_params() => {
-                return Err(Error::Shape(format!(
-                    "{} zero points given; {} needed",
-                    z.len(),
-                    layout.num_params()
-                )));
+                return Err(Error::Shape(format!("{} zero points given; {} needed", z.len(), layout.num_params())));
             }
             (None, true) => {
                 return Err(Error::Scheme("an asymmetric scheme needs zero points".into()));

@@ -5,7 +5,7 @@
 //! performs the same f32 operations in the same order, so ints and scale bits agree exactly.
 
 use crate::quantized::QuantizedTensor;
-use crate::scheme::{check_shape, unravel, ParamLayout};
+use crate::scheme::{ParamLayout, check_shape, unravel};
 use crate::{Element, Error, Mode, QuantScheme, Result};
 
 /// Treats subnormal inputs as zero.
@@ -30,13 +30,16 @@ pub fn symmetric_scale(absmax: f32) -> f32 {
 
 /// The asymmetric scale and zero point of a block with range `[rmin, rmax]`, as in the course:
 /// `scale = (rmax - rmin) / 255`, `zp = -128 - rmin / scale`, clamped to [-128, 127], else
-/// rounded half to even.
+/// rounded half to even — after widening the range to contain 0 (as PyTorch's observers do).
 ///
-/// A constant block (zero or subnormal scale) falls back to the symmetric parameters
-/// (`scale = absmax / 127`, `zp = 0`): the constant then reconstructs within half a step,
-/// exactly for most values. Returns `None` when `rmax - rmin` overflows f32.
+/// Without the widening, a block that excludes 0 (common for small groups) needs a zero point
+/// outside int8; clamping it then maps most of the block onto one int. With it, the zero point
+/// is always representable, 0 is exact, and a constant block `c` reconstructs as `c` within
+/// rounding (it uses `q = 127` or `-128`). An all-zero block (zero or subnormal scale) gets the
+/// symmetric parameters: scale 1, zero point 0. Returns `None` when `rmax - rmin` overflows f32.
 #[inline]
 pub fn asymmetric_params(rmin: f32, rmax: f32) -> Option<(f32, i8)> {
+    let (rmin, rmax) = (rmin.min(0.0), rmax.max(0.0));
     let s = (rmax - rmin) / 255.0;
     if s.is_infinite() {
         return None;
@@ -70,12 +73,9 @@ pub fn find_non_finite<T: Element>(x: &[T]) -> Option<(usize, f32)> {
 pub(crate) fn check_finite<T: Element>(x: &[T], shape: &[usize], what: &str) -> Result<()> {
     match find_non_finite(x) {
         None => Ok(()),
-        Some((index, value)) => Err(Error::NonFinite {
-            what: what.into(),
-            position: unravel(index, shape),
-            index,
-            value,
-        }),
+        Some((index, value)) => {
+            Err(Error::NonFinite { what: what.into(), position: unravel(index, shape), index, value })
+        }
     }
 }
 
@@ -155,10 +155,8 @@ pub(crate) fn linear_dims(x_len: usize, w: &QuantizedTensor, bias_len: Option<us
     if x_len == 0 {
         return Err(Error::Empty("activation".into()));
     }
-    if x_len % k != 0 {
-        return Err(Error::Shape(format!(
-            "activation has {x_len} elements, not a multiple of in_features = {k}"
-        )));
+    if !x_len.is_multiple_of(k) {
+        return Err(Error::Shape(format!("activation has {x_len} elements, not a multiple of in_features = {k}")));
     }
     if let Some(b) = bias_len.filter(|&b| b != n) {
         return Err(Error::Shape(format!("bias has {b} elements, out_features = {n}")));
@@ -172,6 +170,10 @@ pub(crate) fn linear_dims(x_len: usize, w: &QuantizedTensor, bias_len: Option<us
 /// `x` is `[rows, in]` row-major; the result is `[rows, out]`.
 pub fn linear<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) -> Result<Vec<T>> {
     let (m, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
+    check_finite(x, &[m, k], "activation")?;
+    if let Some(b) = bias {
+        check_finite(b, &[n], "bias")?;
+    }
     let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
     let l = w.layout();
     let q = w.values();
@@ -201,15 +203,20 @@ pub fn linear<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) -> R
 
 /// The f64 oracle for linear outputs: `y = x · dequant(W)ᵀ + bias`, all in f64.
 ///
-/// Returns the outputs and, per output, `Σ_k |x[m,k] · w[n,k]| + |bias[n]|`, the scale of the
-/// rounding error an f32 accumulation may make (tests derive their tolerances from it).
+/// Returns the outputs and, per output, `Σ_k |x[m,k]| · s · (|q[n,k]| + |z|) + |bias[n]|`: the
+/// scale of the rounding error the factored f32 formula may make, since its two sums
+/// `Σ x·q` and `z·Σ x` can cancel (tests derive their tolerances from it; for symmetric
+/// schemes it is `Σ |x·w|`).
 pub fn linear_f64<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) -> Result<(Vec<f64>, Vec<f64>)> {
     let (_, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
     let l: ParamLayout = w.layout();
-    let wd: Vec<f64> = (0..w.numel())
+    // (dequantized weight, its error-scale s·(|q| + |z|)) per element
+    let wd: Vec<(f64, f64)> = (0..w.numel())
         .map(|e| {
             let p = l.param_of(e);
-            f64::from(w.scales()[p]) * f64::from(i32::from(w.values()[e]) - i32::from(w.zero_point(p)))
+            let (q, z) = (i32::from(w.values()[e]), i32::from(w.zero_point(p)));
+            let s = f64::from(w.scales()[p]);
+            (s * f64::from(q - z), s * f64::from(q.abs() + z.abs()))
         })
         .collect();
     let (mut y, mut mag) = (Vec::new(), Vec::new());
@@ -217,10 +224,10 @@ pub fn linear_f64<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) 
         for j in 0..n {
             let b = bias.map_or(0.0, |b| f64::from(b[j].to_f32()));
             let (mut s, mut a) = (b, b.abs());
-            for (xv, wv) in row.iter().zip(&wd[j * k..(j + 1) * k]) {
-                let t = f64::from(xv.to_f32()) * wv;
-                s += t;
-                a += t.abs();
+            for (xv, (wv, wm)) in row.iter().zip(&wd[j * k..(j + 1) * k]) {
+                let xv = f64::from(xv.to_f32());
+                s += xv * wv;
+                a += xv.abs() * wm;
             }
             y.push(s);
             mag.push(a);
@@ -250,9 +257,15 @@ mod tests {
         assert_eq!(symmetric_scale(0.0), 1.0);
         assert_eq!(asymmetric_params(0.0, 0.0), Some((1.0, 0)));
         let (s, z) = asymmetric_params(3.0, 3.0).unwrap();
-        assert_eq!((s, z), (3.0 / 127.0, 0));
+        assert_eq!((s, z), (3.0 / 255.0, -128));
         assert_eq!(quantize_value(3.0, s, z), 127);
-        assert!((s * 127.0 - 3.0).abs() <= s / 2.0);
+        assert!((s * 255.0 - 3.0).abs() <= s / 2.0);
+        let (s, z) = asymmetric_params(-3.0, -3.0).unwrap();
+        assert_eq!((s, z, quantize_value(-3.0, s, z)), (3.0 / 255.0, 127, -128));
+        // A block that excludes 0 keeps a representable zero point.
+        let (s, z) = asymmetric_params(0.3, 0.5).unwrap();
+        assert_eq!(z, -128);
+        assert!((s * (f32::from(quantize_value(0.3, s, z)) + 128.0) - 0.3).abs() <= s / 2.0);
         assert_eq!(asymmetric_params(-3e38, 3e38), None);
     }
 

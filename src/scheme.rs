@@ -87,7 +87,7 @@ impl QuantScheme {
             }
             Granularity::PerGroup { size } => {
                 let last = *shape.last().unwrap_or(&1);
-                if size == 0 || last % size != 0 {
+                if size == 0 || !last.is_multiple_of(size) {
                     return Err(Error::Scheme(format!(
                         "group size {size} does not divide the last dimension {last} of shape {shape:?}"
                     )));
@@ -148,8 +148,10 @@ pub(crate) fn check_shape(shape: &[usize], what: &str) -> Result<usize> {
     if shape.contains(&0) {
         return Err(Error::Empty(format!("{what} of shape {shape:?}")));
     }
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
-        Error::TooLarge { what: format!("{what} of shape {shape:?}"), size: u64::MAX, limit: usize::MAX as u64 }
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| Error::TooLarge {
+        what: format!("{what} of shape {shape:?}"),
+        size: u64::MAX,
+        limit: usize::MAX as u64,
     })
 }
 
@@ -178,7 +180,7 @@ mod tests {
             Granularity::PerGroup { size: 3 },
         ] {
             let l = QuantScheme::symmetric(g).layout(&shape).unwrap();
-            let mut seen = vec![0u8; 72];
+            let mut seen = [0u8; 72];
             for p in 0..l.num_params() {
                 for k in 0..l.elems_per_param() {
                     let e = l.element(p, k);

@@ -4,7 +4,7 @@
 mod common;
 
 use half::bf16;
-use int8_wgpu::{reference, DType, Gpu, GpuOptions, GpuQuantizedTensor, Granularity, QuantScheme, QuantizedLinear};
+use int8_wgpu::{DType, Gpu, GpuOptions, GpuQuantizedTensor, Granularity, QuantScheme, QuantizedLinear, reference};
 
 const LIMIT: u64 = 4096;
 

@@ -3,7 +3,7 @@
 mod common;
 
 use half::f16;
-use int8_wgpu::{reference, DType, Error, GpuQuantizedTensor, GpuTensor, Granularity, QuantScheme, QuantizedLinear};
+use int8_wgpu::{DType, Error, GpuQuantizedTensor, GpuTensor, Granularity, QuantScheme, QuantizedLinear, reference};
 
 #[test]
 fn non_finite_weights_name_their_position() {
@@ -70,8 +70,14 @@ fn shape_dtype_and_scheme_errors() {
     let w = common::rand_vec(4 * 6, 4);
     let s = QuantScheme::default();
     assert!(matches!(gpu.quantize(&w, &[4, 5], s), Err(Error::Shape(_))));
-    assert!(matches!(gpu.quantize(&w, &[4, 6], QuantScheme::symmetric(Granularity::PerGroup { size: 4 })), Err(Error::Scheme(_))));
-    assert!(matches!(gpu.quantize(&w, &[4, 6], QuantScheme::symmetric(Granularity::PerChannel { axis: 2 })), Err(Error::Scheme(_))));
+    assert!(matches!(
+        gpu.quantize(&w, &[4, 6], QuantScheme::symmetric(Granularity::PerGroup { size: 4 })),
+        Err(Error::Scheme(_))
+    ));
+    assert!(matches!(
+        gpu.quantize(&w, &[4, 6], QuantScheme::symmetric(Granularity::PerChannel { axis: 2 })),
+        Err(Error::Scheme(_))
+    ));
     assert!(matches!(gpu.quantize::<f32>(&[], &[0, 6], s), Err(Error::Empty(_))));
     assert!(matches!(gpu.quantize::<f32>(&[], &[], s), Err(Error::Shape(_))));
     assert!(matches!(GpuTensor::from_host::<f32>(&gpu, &[], &[3, 0]), Err(Error::Empty(_))));

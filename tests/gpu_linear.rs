@@ -3,7 +3,9 @@
 mod common;
 
 use half::{bf16, f16};
-use int8_wgpu::{reference, DType, Element, Gpu, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor};
+use int8_wgpu::{
+    DType, Element, Gpu, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference,
+};
 
 const SIZES: [usize; 7] = [1, 3, 4, 5, 17, 64, 257];
 const BATCHES: [usize; 6] = [1, 2, 7, 8, 9, 33];
@@ -28,7 +30,8 @@ fn linear_grid_against_f64() {
     let mut seed = 1000;
     for n in SIZES {
         for k in SIZES {
-            let mut gran = vec![Granularity::PerChannel { axis: 0 }, Granularity::PerTensor, Granularity::PerChannel { axis: 1 }];
+            let mut gran =
+                vec![Granularity::PerChannel { axis: 0 }, Granularity::PerTensor, Granularity::PerChannel { axis: 1 }];
             gran.extend([1, 2, 3, 32, 128].iter().filter(|&&g| k % g == 0).map(|&size| Granularity::PerGroup { size }));
             for (i, g) in gran.into_iter().enumerate() {
                 seed += 1;

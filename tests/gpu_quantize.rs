@@ -3,18 +3,16 @@
 mod common;
 
 use half::{bf16, f16};
-use int8_wgpu::{reference, DType, Element, Granularity, QuantScheme, QuantizedTensor};
+use int8_wgpu::{DType, Element, Granularity, QuantScheme, QuantizedTensor, reference};
 
 const SIZES: [usize; 7] = [1, 3, 4, 5, 17, 64, 257];
 
 /// Every scheme that fits a `[rows, cols]` tensor, group sizes from the grid.
 fn schemes(cols: usize) -> Vec<QuantScheme> {
-    let mut g = vec![
-        Granularity::PerTensor,
-        Granularity::PerChannel { axis: 0 },
-        Granularity::PerChannel { axis: 1 },
-    ];
-    g.extend([1, 2, 3, 32, 128].iter().filter(|&&s| cols % s == 0).map(|&size| Granularity::PerGroup { size }));
+    let mut g = vec![Granularity::PerTensor, Granularity::PerChannel { axis: 0 }, Granularity::PerChannel { axis: 1 }];
+    g.extend(
+        [1, 2, 3, 32, 128].iter().filter(|&&s| cols.is_multiple_of(s)).map(|&size| Granularity::PerGroup { size }),
+    );
     g.iter().flat_map(|&g| [QuantScheme::symmetric(g), QuantScheme::asymmetric(g)]).collect()
 }
 

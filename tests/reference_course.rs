@@ -62,7 +62,8 @@ fn asymmetric_with_given_scale_and_zero_point() {
     let err = q.error(&COURSE_TENSOR).unwrap();
     let expected_max = f64::from(728.6f32) - 689.5;
     assert_eq!(err.max_abs, expected_max, "max_abs: expected {expected_max}, found {}", err.max_abs);
-    let expected_mse = COURSE_TENSOR.iter().zip(&expected).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>() / 9.0;
+    let expected_mse =
+        COURSE_TENSOR.iter().zip(&expected).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>() / 9.0;
     assert!((err.mse - expected_mse).abs() <= 1e-12 * expected_mse, "mse: expected {expected_mse}, found {}", err.mse);
 }
 
@@ -150,7 +151,8 @@ fn w8a32_linear() {
     for (i, (&v, dot)) in y64.iter().zip([-177.0, 229.0, 555.0]).enumerate() {
         assert!((v - s * dot).abs() <= 1e-12, "y64[{i}]: expected {} found {v}", s * dot);
     }
-    for (i, (&m, dot)) in mag.iter().zip([118.0 + 134.0 + 75.0, 89.0 + 30.0 + 288.0, 14.0 + 160.0 + 381.0]).enumerate() {
+    for (i, (&m, dot)) in mag.iter().zip([118.0 + 134.0 + 75.0, 89.0 + 30.0 + 288.0, 14.0 + 160.0 + 381.0]).enumerate()
+    {
         assert!((m - s * dot).abs() <= 1e-12, "magnitude[{i}]: expected {} found {m}", s * dot);
     }
 
@@ -176,7 +178,9 @@ fn w8a32_linear() {
 // W8A16 per channel (bf16 weights)
 // ---------------------------------------------------------------------------------------------
 
+/// Written as the exact decimal expansions of their bf16 values.
 #[rustfmt::skip]
+#[allow(clippy::excessive_precision)]
 const W8A16_WEIGHT: [f32; 32] = [
     0.466796875, 0.375, -0.296875, 0.91796875, 1.2578125, 0.10888671875, 0.0, 1.0703125,
     -0.98046875, 0.06494140625, -0.6484375, -0.146484375, -1.421875, 0.0615234375, 0.0, 0.0,
@@ -251,28 +255,34 @@ fn w8a16_row_max_is_127_not_wrapped() {
 fn quantize_value_ties_round_half_to_even() {
     // Each x / scale (+ zp) is exactly a half-integer in f32.
     let cases: [(f32, f32, i8, i8); 14] = [
-        (1.25, 0.5, 0, 2),    // 2.5 -> 2
-        (1.75, 0.5, 0, 4),    // 3.5 -> 4
-        (2.25, 0.5, 0, 4),    // 4.5 -> 4
-        (0.25, 0.5, 0, 0),    // 0.5 -> 0
-        (0.75, 0.5, 0, 2),    // 1.5 -> 2
-        (-0.25, 0.5, 0, 0),   // -0.5 -> -0 -> 0
-        (-1.25, 0.5, 0, -2),  // -2.5 -> -2
-        (-1.75, 0.5, 0, -4),  // -3.5 -> -4
-        (-0.75, 0.5, 0, -2),  // -1.5 -> -2
-        (0.25, 0.5, 3, 4),    // 0.5 + 3 = 3.5 -> 4
-        (0.25, 0.5, -3, -2),  // 0.5 - 3 = -2.5 -> -2
-        (-0.25, 0.5, 5, 4),   // -0.5 + 5 = 4.5 -> 4
-        (63.75, 0.5, 0, 127), // 127.5 -> 128 -> clamped to 127
+        (1.25, 0.5, 0, 2),      // 2.5 -> 2
+        (1.75, 0.5, 0, 4),      // 3.5 -> 4
+        (2.25, 0.5, 0, 4),      // 4.5 -> 4
+        (0.25, 0.5, 0, 0),      // 0.5 -> 0
+        (0.75, 0.5, 0, 2),      // 1.5 -> 2
+        (-0.25, 0.5, 0, 0),     // -0.5 -> -0 -> 0
+        (-1.25, 0.5, 0, -2),    // -2.5 -> -2
+        (-1.75, 0.5, 0, -4),    // -3.5 -> -4
+        (-0.75, 0.5, 0, -2),    // -1.5 -> -2
+        (0.25, 0.5, 3, 4),      // 0.5 + 3 = 3.5 -> 4
+        (0.25, 0.5, -3, -2),    // 0.5 - 3 = -2.5 -> -2
+        (-0.25, 0.5, 5, 4),     // -0.5 + 5 = 4.5 -> 4
+        (63.75, 0.5, 0, 127),   // 127.5 -> 128 -> clamped to 127
         (-64.25, 0.5, 0, -128), // -128.5 -> -128
     ];
     for (x, s, z, expected) in cases {
         let found = quantize_value(x, s, z);
-        assert_eq!(found, expected, "quantize_value({x}, {s}, {z}) = round({}): expected {expected}, found {found}", x / s + f32::from(z));
+        assert_eq!(
+            found,
+            expected,
+            "quantize_value({x}, {s}, {z}) = round({}): expected {expected}, found {found}",
+            x / s + f32::from(z)
+        );
     }
     // The same ties through a whole tensor with given parameters.
     let x = [1.25f32, 1.75, -1.25, -1.75];
-    let q = reference::quantize_with_params(&x, &[4], QuantScheme::symmetric(Granularity::PerTensor), vec![0.5], None).unwrap();
+    let q = reference::quantize_with_params(&x, &[4], QuantScheme::symmetric(Granularity::PerTensor), vec![0.5], None)
+        .unwrap();
     assert_ints("ties through quantize_with_params", q.values(), &[2, 4, -2, -4], 4);
 }
 
@@ -286,10 +296,20 @@ fn all_zero_row_has_finite_scale_and_zero_ints() {
         let q = reference::quantize(&x, &[2, 3], scheme).unwrap();
         let s = q.scales()[0];
         assert!(s.is_finite() && s > 0.0, "{scheme:?}: zero row scale: expected finite and positive, found {s}");
-        assert_eq!(&q.values()[..3], [0, 0, 0], "{scheme:?}: zero row ints: expected [0, 0, 0], found {:?}", &q.values()[..3]);
+        assert_eq!(
+            &q.values()[..3],
+            [0, 0, 0],
+            "{scheme:?}: zero row ints: expected [0, 0, 0], found {:?}",
+            &q.values()[..3]
+        );
         assert_eq!(q.zero_point(0), 0, "{scheme:?}: zero row zero point: expected 0, found {}", q.zero_point(0));
         let d = q.dequantize();
-        assert_eq!(&d[..3], [0.0, 0.0, 0.0], "{scheme:?}: zero row dequantized: expected exactly 0, found {:?}", &d[..3]);
+        assert_eq!(
+            &d[..3],
+            [0.0, 0.0, 0.0],
+            "{scheme:?}: zero row dequantized: expected exactly 0, found {:?}",
+            &d[..3]
+        );
         assert!(d.iter().all(|v| v.is_finite()), "{scheme:?}: dequantized holds a non-finite value: {d:?}");
     }
     // A whole zero tensor.
@@ -330,7 +350,12 @@ fn error_metrics_on_a_tiny_case() {
     // values [2, -1, 0, 3] at scale 0.5 dequantize to [1.0, -0.5, 0.0, 1.5].
     let scheme = QuantScheme::symmetric(Granularity::PerTensor);
     let q = QuantizedTensor::new(&[2, 2], scheme, vec![2, -1, 0, 3], vec![0.5], None).unwrap();
-    assert_eq!(q.dequantize(), [1.0, -0.5, 0.0, 1.5], "dequantized: expected [1, -0.5, 0, 1.5], found {:?}", q.dequantize());
+    assert_eq!(
+        q.dequantize(),
+        [1.0, -0.5, 0.0, 1.5],
+        "dequantized: expected [1, -0.5, 0, 1.5], found {:?}",
+        q.dequantize()
+    );
     // Differences 0.125, 0, 0.25, 0.5: squares sum to 0.328125, mean 0.08203125; max 0.5.
     let original = [1.125f32, -0.5, 0.25, 1.0];
     let err = q.error(&original).unwrap();
@@ -369,14 +394,27 @@ fn non_finite_weights_name_their_position() {
             Err(Error::NonFinite { position, index, value, what }) => {
                 assert_eq!(position, [1, 1], "{bad} at flat 4 of [2, 3]: expected position [1, 1], found {position:?}");
                 assert_eq!(index, 4, "expected flat index 4, found {index}");
-                assert!(value.is_nan() == bad.is_nan() && (bad.is_nan() || value == bad), "expected value {bad}, found {value}");
+                assert!(
+                    value.is_nan() == bad.is_nan() && (bad.is_nan() || value == bad),
+                    "expected value {bad}, found {value}"
+                );
                 assert!(!what.is_empty(), "NonFinite should say which input");
             }
             other => panic!("{bad} in weights: expected Error::NonFinite, found {other:?}"),
         }
-        match reference::quantize_with_params(&x, &[2, 3], QuantScheme::symmetric(Granularity::PerTensor), vec![1.0], None) {
-            Err(Error::NonFinite { position, .. }) => assert_eq!(position, [1, 1], "quantize_with_params: expected [1, 1], found {position:?}"),
-            other => panic!("{bad} in quantize_with_params: expected Error::NonFinite, found {other:?}"),
+        match reference::quantize_with_params(
+            &x,
+            &[2, 3],
+            QuantScheme::symmetric(Granularity::PerTensor),
+            vec![1.0],
+            None,
+        ) {
+            Err(Error::NonFinite { position, .. }) => {
+                assert_eq!(position, [1, 1], "quantize_with_params: expected [1, 1], found {position:?}")
+            }
+            other => {
+                panic!("{bad} in quantize_with_params: expected Error::NonFinite, found {other:?}")
+            }
         }
     }
     // Three dimensions, and the first of several non-finite values wins.
@@ -394,7 +432,9 @@ fn non_finite_weights_name_their_position() {
     let mut h = vec![half::f16::from_f32(1.0); 6];
     h[5] = half::f16::INFINITY;
     match reference::quantize(&h, &[2, 3], scheme) {
-        Err(Error::NonFinite { position, .. }) => assert_eq!(position, [1, 2], "f16 inf at flat 5: expected [1, 2], found {position:?}"),
+        Err(Error::NonFinite { position, .. }) => {
+            assert_eq!(position, [1, 2], "f16 inf at flat 5: expected [1, 2], found {position:?}")
+        }
         other => panic!("inf in f16 weights: expected Error::NonFinite, found {other:?}"),
     }
 }
@@ -410,13 +450,21 @@ fn group_size_that_does_not_divide_is_a_scheme_error() {
     assert!(matches!(r, Err(Error::Scheme(_))), "axis 2 on [2, 4]: expected Error::Scheme, found {r:?}");
     // Non-positive or non-finite given scales.
     for s in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-        let r = reference::quantize_with_params(&x, &[2, 4], QuantScheme::symmetric(Granularity::PerTensor), vec![s], None);
+        let r =
+            reference::quantize_with_params(&x, &[2, 4], QuantScheme::symmetric(Granularity::PerTensor), vec![s], None);
         assert!(matches!(r, Err(Error::Scheme(_))), "given scale {s}: expected Error::Scheme, found {r:?}");
     }
     // Zero points missing for an asymmetric scheme, or given for a symmetric one.
-    let r = reference::quantize_with_params(&x, &[2, 4], QuantScheme::asymmetric(Granularity::PerTensor), vec![1.0], None);
+    let r =
+        reference::quantize_with_params(&x, &[2, 4], QuantScheme::asymmetric(Granularity::PerTensor), vec![1.0], None);
     assert!(matches!(r, Err(Error::Scheme(_))), "asymmetric without zero points: expected Error::Scheme, found {r:?}");
-    let r = reference::quantize_with_params(&x, &[2, 4], QuantScheme::symmetric(Granularity::PerTensor), vec![1.0], Some(vec![0]));
+    let r = reference::quantize_with_params(
+        &x,
+        &[2, 4],
+        QuantScheme::symmetric(Granularity::PerTensor),
+        vec![1.0],
+        Some(vec![0]),
+    );
     assert!(matches!(r, Err(Error::Scheme(_))), "symmetric with zero points: expected Error::Scheme, found {r:?}");
 }
 
@@ -462,9 +510,15 @@ fn linear_shape_errors() {
     for blen in [0, 2, 4, 6] {
         let b = vec![0.0f32; blen];
         let r = reference::linear(&x, &q, Some(&b));
-        assert!(matches!(r, Err(Error::Shape(_))), "bias of length {blen}, out = 3: expected Error::Shape, found {r:?}");
+        assert!(
+            matches!(r, Err(Error::Shape(_))),
+            "bias of length {blen}, out = 3: expected Error::Shape, found {r:?}"
+        );
         let r = reference::linear_f64(&x, &q, Some(&b));
-        assert!(matches!(r, Err(Error::Shape(_))), "linear_f64, bias of length {blen}: expected Error::Shape, found {r:?}");
+        assert!(
+            matches!(r, Err(Error::Shape(_))),
+            "linear_f64, bias of length {blen}: expected Error::Shape, found {r:?}"
+        );
     }
     // A weight that is not 2-D.
     let q1 = reference::quantize(&[1.0f32; 3], &[3], QuantScheme::symmetric(Granularity::PerTensor)).unwrap();
@@ -476,7 +530,10 @@ fn linear_shape_errors() {
 fn range_overflow_is_reported() {
     let x = [-3e38f32, 3e38];
     let r = reference::quantize(&x, &[2], QuantScheme::asymmetric(Granularity::PerTensor));
-    assert!(matches!(r, Err(Error::RangeOverflow { param: 0 })), "range -3e38..3e38: expected RangeOverflow {{ param: 0 }}, found {r:?}");
+    assert!(
+        matches!(r, Err(Error::RangeOverflow { param: 0 })),
+        "range -3e38..3e38: expected RangeOverflow {{ param: 0 }}, found {r:?}"
+    );
     // Symmetric handles the same values.
     let q = reference::quantize(&x, &[2], QuantScheme::symmetric(Granularity::PerTensor)).unwrap();
     assert_eq!(q.values(), [-127, 127], "symmetric of ±3e38: expected [-127, 127], found {:?}", q.values());

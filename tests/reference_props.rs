@@ -14,12 +14,8 @@ const U: f64 = 1.0 / (1u64 << 24) as f64;
 /// Every scheme that fits a `[rows, cols]` matrix: both modes × per tensor, per channel along
 /// either axis, and per group for every group size dividing `cols`.
 fn schemes(cols: usize) -> Vec<QuantScheme> {
-    let mut g = vec![
-        Granularity::PerTensor,
-        Granularity::PerChannel { axis: 0 },
-        Granularity::PerChannel { axis: 1 },
-    ];
-    g.extend((1..=cols).filter(|d| cols % d == 0).map(|size| Granularity::PerGroup { size }));
+    let mut g = vec![Granularity::PerTensor, Granularity::PerChannel { axis: 0 }, Granularity::PerChannel { axis: 1 }];
+    g.extend((1..=cols).filter(|&d| cols.is_multiple_of(d)).map(|size| Granularity::PerGroup { size }));
     g.iter().flat_map(|&g| [QuantScheme::symmetric(g), QuantScheme::asymmetric(g)]).collect()
 }
 
@@ -31,7 +27,9 @@ fn blocks(rows: usize, cols: usize, g: Granularity) -> Vec<Vec<usize>> {
         Granularity::PerChannel { axis: 0 } => (0..rows).map(|r| (0..cols).map(|c| r * cols + c).collect()).collect(),
         Granularity::PerChannel { axis: 1 } => (0..cols).map(|c| (0..rows).map(|r| r * cols + c).collect()).collect(),
         Granularity::PerChannel { axis } => panic!("axis {axis} on a matrix"),
-        Granularity::PerGroup { size } => (0..rows * cols / size).map(|b| (b * size..(b + 1) * size).collect()).collect(),
+        Granularity::PerGroup { size } => {
+            (0..rows * cols / size).map(|b| (b * size..(b + 1) * size).collect()).collect()
+        }
     }
 }
 
@@ -43,19 +41,20 @@ fn unit() -> impl Strategy<Value = f32> {
 /// A random finite `[rows, cols]` matrix (rows ≤ 9, cols ≤ 40): a unit value times 2^(e + row
 /// exponent), so rows differ in magnitude, optionally shifted by ±3·2^e so that whole blocks lie
 /// away from zero (the interesting case for asymmetric zero points).
-fn matrix(max_rows: usize, max_cols: usize, exp: std::ops::RangeInclusive<i32>) -> impl Strategy<Value = (usize, usize, Vec<f32>)> {
-    (1..=max_rows, 1..=max_cols, exp, prop_oneof![2 => Just(0.0f32), 1 => Just(3.0f32), 1 => Just(-3.0f32)]).prop_flat_map(
-        |(rows, cols, e, shift)| {
-            (prop::collection::vec(unit(), rows * cols), prop::collection::vec(-6i32..=6, rows)).prop_map(move |(v, row_e)| {
-                let x = v
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &u)| (u + shift) * 2f32.powi(e + row_e[i / cols]))
-                    .collect();
-                (rows, cols, x)
-            })
-        },
-    )
+fn matrix(
+    max_rows: usize,
+    max_cols: usize,
+    exp: std::ops::RangeInclusive<i32>,
+) -> impl Strategy<Value = (usize, usize, Vec<f32>)> {
+    (1..=max_rows, 1..=max_cols, exp, prop_oneof![2 => Just(0.0f32), 1 => Just(3.0f32), 1 => Just(-3.0f32)])
+        .prop_flat_map(|(rows, cols, e, shift)| {
+            (prop::collection::vec(unit(), rows * cols), prop::collection::vec(-6i32..=6, rows)).prop_map(
+                move |(v, row_e)| {
+                    let x = v.iter().enumerate().map(|(i, &u)| (u + shift) * 2f32.powi(e + row_e[i / cols])).collect();
+                    (rows, cols, x)
+                },
+            )
+        })
 }
 
 /// Checks one quantization of `x` against its scheme, element by element.
@@ -78,7 +77,13 @@ fn matrix(max_rows: usize, max_cols: usize, exp: std::ops::RangeInclusive<i32>) 
 ///   `s · (1/2 + 2^-12) + dist(0, [rmin, rmax])`.
 ///
 /// Every bound gets `f32::MIN_POSITIVE` more for subnormal inputs, which are flushed to zero.
-fn check_quantization(x: &[f32], rows: usize, cols: usize, scheme: QuantScheme, q: &QuantizedTensor) -> Result<(), TestCaseError> {
+fn check_quantization(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    scheme: QuantScheme,
+    q: &QuantizedTensor,
+) -> Result<(), TestCaseError> {
     let blocks = blocks(rows, cols, scheme.granularity);
     prop_assert_eq!(q.scales().len(), blocks.len(), "{:?}: number of scales", scheme);
     prop_assert_eq!(q.zero_points().is_some(), scheme.mode == Mode::Asymmetric, "{:?}: zero points present", scheme);
@@ -97,7 +102,17 @@ fn check_quantization(x: &[f32], rows: usize, cols: usize, scheme: QuantScheme, 
             Mode::Symmetric => (symmetric_scale(hi.max(-lo)), 0),
             Mode::Asymmetric => asymmetric_params(lo, hi).expect("test ranges do not overflow"),
         };
-        prop_assert_eq!(s.to_bits(), es.to_bits(), "{:?} block {} [{}, {}]: scale expected {} found {}", scheme, p, lo, hi, es, s);
+        prop_assert_eq!(
+            s.to_bits(),
+            es.to_bits(),
+            "{:?} block {} [{}, {}]: scale expected {} found {}",
+            scheme,
+            p,
+            lo,
+            hi,
+            es,
+            s
+        );
         prop_assert_eq!(z, ez, "{:?} block {} [{}, {}]: zero point", scheme, p, lo, hi);
         prop_assert!(s.is_finite() && s > 0.0, "{:?} block {}: scale {}", scheme, p, s);
 
@@ -118,7 +133,17 @@ fn check_quantization(x: &[f32], rows: usize, cols: usize, scheme: QuantScheme, 
             prop_assert!(
                 err <= bound,
                 "{:?} element {}: x = {} dequantized to {} (q = {}, s = {}, z = {}, block [{}, {}]): error {} > bound {}",
-                scheme, e, x[e], d[e], qe, s, z, lo, hi, err, bound
+                scheme,
+                e,
+                x[e],
+                d[e],
+                qe,
+                s,
+                z,
+                lo,
+                hi,
+                err,
+                bound
             );
             max_abs_q = max_abs_q.max(i32::from(qe).abs());
         }
@@ -145,7 +170,8 @@ fn f32_term_magnitude<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T
                 let e = j * k + kk;
                 let p = l.param_of(e);
                 let xa = f64::from(xv.to_f32()).abs();
-                m += f64::from(w.scales()[p]) * xa * (f64::from(w.values()[e]).abs() + f64::from(w.zero_point(p)).abs());
+                m +=
+                    f64::from(w.scales()[p]) * xa * (f64::from(w.values()[e]).abs() + f64::from(w.zero_point(p)).abs());
             }
             out.push(m);
         }
@@ -197,9 +223,12 @@ fn check_linear<T: Element>(
     Ok(())
 }
 
+/// `(n, k, weight [n, k], m, x [m, k], bias [n])`.
+type LinearCase = (usize, usize, Vec<f32>, usize, Vec<f32>, Option<Vec<f32>>);
+
 /// Operands of a linear layer: weight `[n, k]` (shifted like [`matrix`] sometimes), `m` rows of
 /// activations in [-4, 4], an optional bias. Magnitudes keep every output well inside f16 range.
-fn linear_case() -> impl Strategy<Value = (usize, usize, Vec<f32>, usize, Vec<f32>, Option<Vec<f32>>)> {
+fn linear_case() -> impl Strategy<Value = LinearCase> {
     (matrix(9, 40, -8..=-4), 1usize..=4, -4i32..=2, any::<bool>()).prop_flat_map(|((n, k, w), m, ex, with_bias)| {
         let sx = 2f32.powi(ex);
         (

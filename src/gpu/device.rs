@@ -1,7 +1,7 @@
 //! The GPU handle: adapter and device, optional features, the pipeline cache, and readback.
 
 use std::collections::HashMap;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use crate::gpu::kernels::{Family, Kernel};
 use crate::{DType, Error, Result};
@@ -58,10 +58,7 @@ pub(crate) struct FamilyObjects {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpu")
-            .field("adapter", &self.describe())
-            .field("caps", &self.inner.caps)
-            .finish()
+        f.debug_struct("Gpu").field("adapter", &self.describe()).field("caps", &self.inner.caps).finish()
     }
 }
 
@@ -273,8 +270,10 @@ impl Gpu {
                 count: None,
             })
             .collect();
-        let bind_group_layout =
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(family.name()), entries: &entries });
+        let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(family.name()),
+            entries: &entries,
+        });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(family.name()),
             bind_group_layouts: &[Some(&bind_group_layout)],
@@ -340,10 +339,8 @@ impl Gpu {
             .map_err(|_| Error::Gpu("the buffer mapping was dropped (device lost?)".into()))?
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
         self.take_uncaptured()?;
-        let bytes = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?
-            .to_vec();
+        let bytes =
+            staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?.to_vec();
         staging.unmap();
         Ok(bytes)
     }
@@ -353,7 +350,7 @@ impl Gpu {
         use wgpu::util::DeviceExt;
         self.check_binding(label, bytes.len() as u64)?;
         let mut padded;
-        let contents = if bytes.len() % 4 == 0 && !bytes.is_empty() {
+        let contents = if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
             bytes
         } else {
             padded = bytes.to_vec();
@@ -390,11 +387,7 @@ impl Gpu {
     pub(crate) fn check_binding(&self, what: &str, size: u64) -> Result<()> {
         let limit = self.max_binding_size();
         if size > limit {
-            return Err(Error::TooLarge {
-                what: format!("{what} ({size} bytes, one storage binding)"),
-                size,
-                limit,
-            });
+            return Err(Error::TooLarge { what: format!("{what} ({size} bytes, one storage binding)"), size, limit });
         }
         Ok(())
     }

@@ -59,9 +59,7 @@ impl Family {
         match self {
             Family::Quantize => &[(0, B::Uniform), (1, RW), (2, RO), (3, RW), (4, RW), (5, RW), (6, RW)],
             Family::Dequantize => &[(0, B::Uniform), (1, RW), (2, RO), (3, RO), (4, RO)],
-            Family::Gemv | Family::Gemm => {
-                &[(0, B::Uniform), (1, RW), (2, RO), (3, RO), (4, RO), (5, RO), (6, RO)]
-            }
+            Family::Gemv | Family::Gemm => &[(0, B::Uniform), (1, RW), (2, RO), (3, RO), (4, RO), (5, RO), (6, RO)],
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::{pack_rows, unpack_rows};
 use crate::reference::check_finite;
-use crate::scheme::{unravel, ParamLayout};
+use crate::scheme::{ParamLayout, unravel};
 use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 
 /// A quantized tensor on the GPU: packed int8 rows (four per `u32`, each row zero-padded to a
@@ -79,7 +79,11 @@ fn row_blocks(gpu: &Gpu, rows: usize, row_bytes: usize, what: &str) -> Result<Ve
     let limit = gpu.max_binding_size() as usize;
     let per = (limit / row_bytes.div_ceil(4).max(1) / 4).min(rows);
     if per == 0 {
-        return Err(Error::TooLarge { what: format!("one row of {what}"), size: row_bytes as u64, limit: limit as u64 });
+        return Err(Error::TooLarge {
+            what: format!("one row of {what}"),
+            size: row_bytes as u64,
+            limit: limit as u64,
+        });
     }
     Ok((0..rows).step_by(per).map(|r| (r, per.min(rows - r))).collect())
 }
@@ -108,7 +112,11 @@ impl Gpu {
         let mut inputs = Vec::new();
         for (row0, n) in row_blocks(self, rows, cols * T::DTYPE.size(), "the float weight")? {
             let data = &x[row0 * cols..(row0 + n) * cols];
-            inputs.push(RowBlock { row0, rows: n, buffer: self.storage_buffer("int8-wgpu weight", bytemuck::cast_slice(data))? });
+            inputs.push(RowBlock {
+                row0,
+                rows: n,
+                buffer: self.storage_buffer("int8-wgpu weight", bytemuck::cast_slice(data))?,
+            });
         }
         let result = self.quantize_blocks(&inputs, T::DTYPE, shape, scheme).await;
         match result {
@@ -168,7 +176,11 @@ impl Gpu {
         let run = STATS_RUN.min(epp);
         let runs_per_param = epp.div_ceil(run);
         if np.checked_mul(runs_per_param).is_none_or(|t| t >= u32::MAX as usize) {
-            return Err(Error::TooLarge { what: "quantization work items".into(), size: (np * runs_per_param) as u64, limit: u64::from(u32::MAX) });
+            return Err(Error::TooLarge {
+                what: "quantization work items".into(),
+                size: (np * runs_per_param) as u64,
+                limit: u64::from(u32::MAX),
+            });
         }
         let mut blocks = Vec::with_capacity(inputs.len());
         let mut groups = Vec::with_capacity(inputs.len());
@@ -193,7 +205,15 @@ impl Gpu {
             let uniform = self.uniform_buffer("int8-wgpu quantize params", bytemuck::bytes_of(&params));
             groups.push(self.bind_group(
                 &fam,
-                &[(0, &uniform), (1, &buffer), (2, &input.buffer), (3, &stats), (4, &flags), (5, &scales), (6, &zero_points)],
+                &[
+                    (0, &uniform),
+                    (1, &buffer),
+                    (2, &input.buffer),
+                    (3, &stats),
+                    (4, &flags),
+                    (5, &scales),
+                    (6, &zero_points),
+                ],
             ));
             blocks.push(RowBlock { row0: input.row0, rows: input.rows, buffer });
         }
@@ -226,7 +246,12 @@ impl Gpu {
         let overflow = u32::from_le_bytes([f[4], f[5], f[6], f[7]]);
         if bad != 0 {
             let index = (!bad) as usize;
-            return Err(Error::NonFinite { what: "weight".into(), position: unravel(index, shape), index, value: f32::NAN });
+            return Err(Error::NonFinite {
+                what: "weight".into(),
+                position: unravel(index, shape),
+                index,
+                value: f32::NAN,
+            });
         }
         if overflow != 0 {
             return Err(Error::RangeOverflow { param: (!overflow) as usize });
@@ -244,7 +269,11 @@ impl GpuQuantizedTensor {
         let mut blocks = Vec::new();
         for (row0, n) in row_blocks(gpu, rows, wpr * 4, "the packed weight")? {
             let words = pack_rows(&q.values()[row0 * cols..(row0 + n) * cols], n, cols);
-            blocks.push(RowBlock { row0, rows: n, buffer: gpu.storage_buffer("int8-wgpu packed weight", bytemuck::cast_slice(&words))? });
+            blocks.push(RowBlock {
+                row0,
+                rows: n,
+                buffer: gpu.storage_buffer("int8-wgpu packed weight", bytemuck::cast_slice(&words))?,
+            });
         }
         let zps: Vec<i32> = (0..q.layout().num_params()).map(|p| i32::from(q.zero_point(p))).collect();
         Ok(Self {

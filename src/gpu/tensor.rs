@@ -100,11 +100,7 @@ impl GpuTensor {
     }
 
     pub(crate) fn same_gpu(&self, gpu: &Gpu) -> Result<()> {
-        if self.gpu.same_device(gpu) {
-            Ok(())
-        } else {
-            Err(Error::Gpu("tensor belongs to another device".into()))
-        }
+        if self.gpu.same_device(gpu) { Ok(()) } else { Err(Error::Gpu("tensor belongs to another device".into())) }
     }
 }
 

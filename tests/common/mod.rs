@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use int8_wgpu::{reference, DType, Element, Gpu, QuantizedTensor};
+use int8_wgpu::{DType, Element, Gpu, QuantizedTensor, reference};
 
 /// The test device, opened once per test binary. Honours `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`.
 ///
@@ -63,18 +63,14 @@ pub fn assert_same_quantized(gpu: &QuantizedTensor, cpu: &QuantizedTensor, ctx: 
     }
     assert_eq!(gpu.zero_points(), cpu.zero_points(), "{ctx}: zero points");
     if let Some(i) = gpu.values().iter().zip(cpu.values()).position(|(g, c)| g != c) {
-        panic!(
-            "{ctx}: int {i} (param {}): gpu {} cpu {}",
-            cpu.layout().param_of(i),
-            gpu.values()[i],
-            cpu.values()[i]
-        );
+        panic!("{ctx}: int {i} (param {}): gpu {} cpu {}", cpu.layout().param_of(i), gpu.values()[i], cpu.values()[i]);
     }
 }
 
 /// The tolerance of one linear output against the f64 oracle, for outputs in `dtype`.
 ///
-/// f32 accumulation over k terms errs by at most about k·u·Σ|x·w| (u = 2^-24; the dequant
+/// f32 accumulation over k terms errs by at most about k·u·M (u = 2^-24, M = Σ|x|·s·(|q|+|z|)
+/// from `linear_f64`, which bounds the cancelling sums of the factored formula; the dequant
 /// multiply and the segment scaling add a few more u), doubled for safety; then the one
 /// rounding to the output dtype adds half an ulp of |y| (f16: 2^-11, bf16: 2^-8 relative),
 /// plus f16's subnormal spacing 2^-24.
