@@ -82,6 +82,45 @@ pub enum Error {
     /// wgpu reported an error (validation, out of memory, a failed buffer mapping).
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// A file or folder could not be read or written.
+    #[error("{op} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done (`reading`, `writing`, `creating folder`, ...).
+        op: &'static str,
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What the operating system reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint is malformed, inconsistent, or cannot be written as asked. The message names
+    /// the file or tensor and says what to do.
+    #[error("checkpoint error: {0}")]
+    Checkpoint(String),
+    /// An operation on one named tensor of a checkpoint failed.
+    #[error("tensor `{name}`: {source}")]
+    Tensor {
+        /// The tensor (or layer) name.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the operation and the path it concerned.
+    pub(crate) fn io(op: &'static str, path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { op, path: path.into(), source }
+    }
+
+    /// Attaches a tensor name to an error.
+    pub(crate) fn in_tensor(self, name: &str) -> Self {
+        match self {
+            e @ Error::Tensor { .. } => e,
+            e => Error::Tensor { name: name.to_string(), source: Box::new(e) },
+        }
+    }
 }
 
 /// The crate's result type.

@@ -41,6 +41,9 @@
 //! - [`GpuTensor`] and [`GpuQuantizedTensor`]: data that stays on the device.
 //! - [`QuantizedLinear`]: W8A32 (f32) and W8A16 (f16, bf16) layers computed straight from the
 //!   packed int8 weight, GEMV for few rows and tiled GEMM for many.
+//! - [`Quantizer`]: a whole safetensors checkpoint to int8, written in the compressed-tensors
+//!   `pack-quantized` layout with a per-layer error report; [`Checkpoint`] reads checkpoints
+//!   (float or quantized) and loads quantized layers as [`QuantizedLinear`]s by name.
 //!
 //! ## Numeric conventions
 //!
@@ -56,19 +59,23 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 mod dtype;
 mod error;
 pub mod gpu;
 mod linear;
 pub mod quantized;
+pub mod quantizer;
 pub mod reference;
 pub mod scheme;
 
+pub use checkpoint::Checkpoint;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor};
 pub use linear::QuantizedLinear;
 pub use quantized::{QuantError, QuantizedTensor};
+pub use quantizer::{Method, QuantReport, Quantizer};
 pub use scheme::{Granularity, Mode, ParamLayout, QuantScheme};
 
 #[cfg(doctest)]

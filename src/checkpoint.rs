@@ -1,0 +1,959 @@
+//! Safetensors checkpoints: reading a single file, a folder or a sharded folder; the
+//! compressed-tensors `pack-quantized` layout; loading quantized layers back onto the GPU.
+//!
+//! # The layout
+//!
+//! A quantized linear layer `P` (whose float weight was `P.weight`, `[out, in]`) is stored as
+//! the tensors that vLLM and transformers read for `format: "pack-quantized"`:
+//!
+//! | tensor | dtype | shape | content |
+//! |---|---|---|---|
+//! | `P.weight_packed` | I32 | `[out, ceil(in/4)]` | byte `j` of word `w` = `q[4w+j] + 128` (i.e. `q ^ 0x80`), rows zero-padded |
+//! | `P.weight_shape` | I64 | `[2]` | `[out, in]` |
+//! | `P.weight_scale` | the weight's dtype | `[out, 1]` per channel, `[out, in/G]` per group, `[1]` per tensor | scales |
+//! | `P.weight_zero_point` | I32 / I8 | `[ceil(out/4), n_groups]` packed along dim 0 (`zp + 128`); per tensor I8 `[1]` | asymmetric only |
+//!
+//! Every other tensor is copied byte for byte. `config.json` gains a `quantization_config`
+//! (see [`quantization_config`]).
+//!
+//! Scales are computed in f32 and exported in the weight's dtype (round to nearest even). For
+//! f32 checkpoints the file therefore holds exactly the in-memory quantization; for f16/bf16
+//! checkpoints the ints are identical and each scale is the in-memory scale rounded to that
+//! dtype ([`exported`] gives the tensor exactly as it is read back).
+//!
+//! # Loading
+//!
+//! [`Checkpoint::open`] reads the headers only; tensor data is read per file on first use.
+//! [`Checkpoint::linear`] builds a [`QuantizedLinear`] from `P.weight_packed` (ours or any
+//! compressed-tensors 8-bit checkpoint, `pack-quantized` or `int-quantized`). The packed bytes
+//! are converted to the kernels' two's-complement layout on the host at load.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+pub use safetensors::Dtype as TensorDtype;
+
+use crate::{DType, Error, Gpu, Granularity, Mode, QuantScheme, QuantizedLinear, QuantizedTensor, Result};
+
+/// The file name of a single-file checkpoint in a folder.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// The shard index of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The model configuration.
+pub const CONFIG_FILE: &str = "config.json";
+/// The `__metadata__` key where the quantizer records its method (`w8a16` / `w8a32`).
+pub const METHOD_METADATA_KEY: &str = "int8_wgpu.method";
+
+/// Header sizes above this are refused (the safetensors crate's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// One tensor of a checkpoint: its dtype, shape and where its bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Element type as stored.
+    pub dtype: TensorDtype,
+    /// Shape as stored.
+    pub shape: Vec<usize>,
+    /// Index of the file (see [`Checkpoint::files`]) that holds it.
+    pub file: usize,
+    /// Byte range inside that file.
+    range: Range<usize>,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Bytes of data.
+    pub fn nbytes(&self) -> usize {
+        self.range.len()
+    }
+
+    /// The float dtype this crate computes with, for F32 / F16 / BF16 tensors.
+    pub fn float_dtype(&self) -> Option<DType> {
+        to_dtype(self.dtype)
+    }
+}
+
+/// The [`DType`] of a safetensors float dtype (F32, F16, BF16).
+pub fn to_dtype(d: TensorDtype) -> Option<DType> {
+    match d {
+        TensorDtype::F32 => Some(DType::F32),
+        TensorDtype::F16 => Some(DType::F16),
+        TensorDtype::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+/// The safetensors dtype of a [`DType`].
+pub fn to_tensor_dtype(d: DType) -> TensorDtype {
+    match d {
+        DType::F32 => TensorDtype::F32,
+        DType::F16 => TensorDtype::F16,
+        DType::BF16 => TensorDtype::BF16,
+    }
+}
+
+#[derive(Debug)]
+struct FileEntry {
+    path: PathBuf,
+    len: u64,
+    metadata: Option<HashMap<String, String>>,
+    data: OnceLock<Vec<u8>>,
+}
+
+/// How a quantized layer's weight is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackFormat {
+    /// compressed-tensors `pack-quantized`: `weight_packed` I32, bytes `q ^ 0x80`.
+    PackQuantized,
+    /// compressed-tensors `int-quantized`: `weight` I8 `[out, in]`.
+    IntQuantized,
+}
+
+/// What a quantized layer of a checkpoint is, read from its tensors' headers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedLayerInfo {
+    /// The layer name `P` (tensors are `P.weight_packed`, `P.weight_scale`, ...).
+    pub name: String,
+    /// `[out, in]`.
+    pub shape: [usize; 2],
+    /// The scheme, inferred from the scale and zero-point shapes.
+    pub scheme: QuantScheme,
+    /// The dtype the scales are stored in (the original weight's dtype).
+    pub scale_dtype: TensorDtype,
+    /// How the int8 weight is stored.
+    pub format: PackFormat,
+    /// Bytes of all the layer's weight tensors (packed weight, shape, scales, zero points).
+    pub nbytes: usize,
+}
+
+/// A safetensors checkpoint: one file, a folder with `model.safetensors`, or a folder of shards
+/// listed by `model.safetensors.index.json`; with the folder's `config.json` when present.
+///
+/// Opening reads and checks every file's header (a truncated or corrupt file is an error here);
+/// tensor data is read per file on first use and kept.
+#[derive(Debug)]
+pub struct Checkpoint {
+    path: PathBuf,
+    folder: Option<PathBuf>,
+    files: Vec<FileEntry>,
+    tensors: BTreeMap<String, TensorInfo>,
+    sharded: bool,
+    config: Option<Value>,
+}
+
+impl Checkpoint {
+    /// Opens a checkpoint: a `.safetensors` file, or a folder holding `model.safetensors` or
+    /// shards with `model.safetensors.index.json`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let meta = fs::metadata(&path).map_err(|e| Error::io("opening checkpoint", &path, e))?;
+        let (folder, names, sharded, weight_map) = if meta.is_dir() {
+            let index = path.join(INDEX_FILE);
+            if index.is_file() {
+                let (names, map) = read_index(&index)?;
+                (Some(path.clone()), names, true, Some(map))
+            } else if path.join(MODEL_FILE).is_file() {
+                (Some(path.clone()), vec![MODEL_FILE.to_string()], false, None)
+            } else {
+                return Err(Error::Checkpoint(format!(
+                    "folder `{}` has neither `{MODEL_FILE}` nor `{INDEX_FILE}`; pass a folder with one of \
+                     them or a .safetensors file",
+                    path.display()
+                )));
+            }
+        } else {
+            (None, vec![], false, None)
+        };
+        let file_paths: Vec<PathBuf> = match &folder {
+            Some(dir) => names.iter().map(|n| dir.join(n)).collect(),
+            None => vec![path.clone()],
+        };
+        let mut files = Vec::new();
+        let mut tensors = BTreeMap::new();
+        for (i, fp) in file_paths.iter().enumerate() {
+            let (len, metadata, infos) = read_header(fp)?;
+            for (name, (dtype, shape, range)) in infos {
+                if let Some(prev) = tensors.get(&name).map(|t: &TensorInfo| t.file) {
+                    return Err(Error::Checkpoint(format!(
+                        "tensor `{name}` is in both `{}` and `{}`",
+                        file_paths[prev].display(),
+                        fp.display()
+                    )));
+                }
+                tensors.insert(name, TensorInfo { dtype, shape, file: i, range });
+            }
+            files.push(FileEntry { path: fp.clone(), len, metadata, data: OnceLock::new() });
+        }
+        if let Some(map) = weight_map {
+            for (name, file) in &map {
+                match tensors.get(name) {
+                    None => {
+                        return Err(Error::Checkpoint(format!(
+                            "`{INDEX_FILE}` lists tensor `{name}` in `{file}`, which does not hold it; the index \
+                             and the shards do not match"
+                        )));
+                    }
+                    Some(t) if names[t.file] != *file => {
+                        return Err(Error::Checkpoint(format!(
+                            "`{INDEX_FILE}` lists tensor `{name}` in `{file}` but it is in `{}`",
+                            names[t.file]
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(name) = tensors.keys().find(|n| !map.contains_key(*n)) {
+                return Err(Error::Checkpoint(format!("tensor `{name}` is in a shard but not in `{INDEX_FILE}`")));
+            }
+        }
+        let config = match &folder {
+            Some(dir) if dir.join(CONFIG_FILE).is_file() => Some(read_json(&dir.join(CONFIG_FILE))?),
+            _ => None,
+        };
+        Ok(Self { path, folder, files, tensors, sharded, config })
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder, when opened from one (`None` for a single file).
+    pub fn folder(&self) -> Option<&Path> {
+        self.folder.as_deref()
+    }
+
+    /// Whether the tensors are split into shards listed by `model.safetensors.index.json`.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// The safetensors files, in order.
+    pub fn files(&self) -> Vec<&Path> {
+        self.files.iter().map(|f| f.path.as_path()).collect()
+    }
+
+    /// The `__metadata__` of the first file.
+    pub fn metadata(&self) -> Option<&HashMap<String, String>> {
+        self.files.first().and_then(|f| f.metadata.as_ref())
+    }
+
+    /// The `__metadata__` of file `i`.
+    pub(crate) fn file_metadata(&self, i: usize) -> Option<&HashMap<String, String>> {
+        self.files.get(i).and_then(|f| f.metadata.as_ref())
+    }
+
+    /// `config.json`, when the folder has one.
+    pub fn config(&self) -> Option<&Value> {
+        self.config.as_ref()
+    }
+
+    /// The `quantization_config` of `config.json`, when present.
+    pub fn quantization_config(&self) -> Option<&Value> {
+        self.config.as_ref()?.get("quantization_config")
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// All tensors with their infos, sorted by name.
+    pub fn tensors(&self) -> impl Iterator<Item = (&str, &TensorInfo)> {
+        self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The info of one tensor.
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+
+    fn require(&self, name: &str) -> Result<&TensorInfo> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::Checkpoint(format!("`{}` has no tensor `{name}`", self.path.display())))
+    }
+
+    /// Total bytes of tensor data.
+    pub fn nbytes(&self) -> usize {
+        self.tensors.values().map(TensorInfo::nbytes).sum()
+    }
+
+    /// Reads file `i` whole and checks it with the safetensors crate (not cached).
+    pub(crate) fn read_file(&self, i: usize) -> Result<Vec<u8>> {
+        let f = &self.files[i];
+        let bytes = fs::read(&f.path).map_err(|e| Error::io("reading", &f.path, e))?;
+        if bytes.len() as u64 != f.len {
+            return Err(Error::Checkpoint(format!(
+                "`{}` changed size while it was being read ({} then {} bytes)",
+                f.path.display(),
+                f.len,
+                bytes.len()
+            )));
+        }
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(&f.path, e))?;
+        Ok(bytes)
+    }
+
+    fn file_data(&self, i: usize) -> Result<&[u8]> {
+        if let Some(d) = self.files[i].data.get() {
+            return Ok(d);
+        }
+        let bytes = self.read_file(i)?;
+        Ok(self.files[i].data.get_or_init(|| bytes))
+    }
+
+    /// The bytes of tensor `name` inside `data`, the contents of its file from [`read_file`].
+    pub(crate) fn slice<'a>(&self, info: &TensorInfo, data: &'a [u8]) -> &'a [u8] {
+        &data[info.range.clone()]
+    }
+
+    /// The raw little-endian bytes of a tensor.
+    pub fn bytes(&self, name: &str) -> Result<&[u8]> {
+        let info = self.require(name)?;
+        Ok(&self.file_data(info.file)?[info.range.clone()])
+    }
+
+    /// A float tensor (F32, F16, BF16) converted to f32 (exactly).
+    pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let info = self.require(name)?;
+        floats_to_f32(info.dtype, self.bytes(name)?).ok_or_else(|| {
+            Error::Checkpoint(format!("tensor `{name}` is {}, not a float tensor (F32, F16 or BF16)", info.dtype))
+        })
+    }
+
+    /// The names `P` of the quantized layers (`P.weight_packed`, or an I8 `P.weight` with a
+    /// `P.weight_scale`), sorted.
+    pub fn quantized_layers(&self) -> Vec<String> {
+        self.tensors
+            .iter()
+            .filter_map(|(name, info)| {
+                if let Some(p) = name.strip_suffix(".weight_packed") {
+                    return Some(p.to_string());
+                }
+                let p = name.strip_suffix(".weight")?;
+                (info.dtype == TensorDtype::I8 && self.tensors.contains_key(&format!("{p}.weight_scale")))
+                    .then(|| p.to_string())
+            })
+            .collect()
+    }
+
+    /// What quantized layer `name` is: shape, scheme, scale dtype, format (headers only).
+    pub fn quantized_layer_info(&self, name: &str) -> Result<QuantizedLayerInfo> {
+        self.layer_info(name).map_err(|e| e.in_tensor(name))
+    }
+
+    fn layer_info(&self, p: &str) -> Result<QuantizedLayerInfo> {
+        self.check_num_bits()?;
+        let get = |suffix: &str| self.tensors.get(&format!("{p}.{suffix}"));
+        let bad = |msg: String| Err(Error::Checkpoint(msg));
+        let mut nbytes = 0;
+        let (format, out, inn) = if let Some(packed) = get("weight_packed") {
+            let Some(shape_t) = get("weight_shape") else {
+                return bad(format!("`{p}.weight_packed` has no `{p}.weight_shape`"));
+            };
+            let dims = self.int_values(&format!("{p}.weight_shape"))?;
+            let &[out, inn] = dims.as_slice() else {
+                return bad(format!("`{p}.weight_shape` is {dims:?}; a linear weight needs [out, in]"));
+            };
+            let (out, inn) = (to_dim(out)?, to_dim(inn)?);
+            if packed.dtype != TensorDtype::I32 || packed.shape != [out, inn.div_ceil(4)] {
+                return bad(format!(
+                    "`{p}.weight_packed` is {} {:?}; 8-bit pack-quantized needs I32 [{out}, {}] for weight shape \
+                     [{out}, {inn}] (other bit widths are not supported)",
+                    packed.dtype,
+                    packed.shape,
+                    inn.div_ceil(4)
+                ));
+            }
+            nbytes += packed.nbytes() + shape_t.nbytes();
+            (PackFormat::PackQuantized, out, inn)
+        } else if let Some(w) = get("weight").filter(|w| w.dtype == TensorDtype::I8) {
+            let &[out, inn] = w.shape.as_slice() else {
+                return bad(format!("`{p}.weight` has shape {:?}; a linear weight needs [out, in]", w.shape));
+            };
+            nbytes += w.nbytes();
+            (PackFormat::IntQuantized, out, inn)
+        } else {
+            return bad(format!("no quantized layer `{p}` (no `{p}.weight_packed` nor I8 `{p}.weight`)"));
+        };
+        if out == 0 || inn == 0 {
+            return Err(Error::Empty(format!("quantized weight `{p}` of shape [{out}, {inn}]")));
+        }
+        let Some(scale) = get("weight_scale") else {
+            return bad(format!("quantized layer `{p}` has no `{p}.weight_scale`"));
+        };
+        if to_dtype(scale.dtype).is_none() {
+            return bad(format!("`{p}.weight_scale` is {}; scales must be F32, F16 or BF16", scale.dtype));
+        }
+        nbytes += scale.nbytes();
+        let granularity = match (scale.numel(), scale.shape.as_slice()) {
+            (1, _) if out > 1 || scale.shape.len() <= 1 => Granularity::PerTensor,
+            (n, [o, 1] | [o]) if *o == out && n == out => Granularity::PerChannel { axis: 0 },
+            (_, [o, g]) if *o == out && *g > 0 && inn % g == 0 => {
+                if *g == 1 {
+                    Granularity::PerChannel { axis: 0 }
+                } else {
+                    Granularity::PerGroup { size: inn / g }
+                }
+            }
+            _ => {
+                return bad(format!(
+                    "`{p}.weight_scale` has shape {:?}, which fits no scheme for weight [{out}, {inn}] \
+                     (expected [1], [{out}, 1] or [{out}, in/group_size])",
+                    scale.shape
+                ));
+            }
+        };
+        let mode = match get("weight_zero_point") {
+            Some(z) => {
+                nbytes += z.nbytes();
+                Mode::Asymmetric
+            }
+            None => Mode::Symmetric,
+        };
+        if mode == Mode::Symmetric
+            && self.config_weights().and_then(|w| w.get("symmetric")).and_then(Value::as_bool) == Some(false)
+        {
+            return bad(format!("config.json says asymmetric but `{p}.weight_zero_point` is missing"));
+        }
+        Ok(QuantizedLayerInfo {
+            name: p.to_string(),
+            shape: [out, inn],
+            scheme: QuantScheme { mode, granularity },
+            scale_dtype: scale.dtype,
+            format,
+            nbytes,
+        })
+    }
+
+    fn config_weights(&self) -> Option<&Value> {
+        let groups = self.quantization_config()?.get("config_groups")?.as_object()?;
+        groups.values().find_map(|g| g.get("weights"))
+    }
+
+    fn check_num_bits(&self) -> Result<()> {
+        let Some(groups) = self.quantization_config().and_then(|q| q.get("config_groups")).and_then(Value::as_object)
+        else {
+            return Ok(());
+        };
+        for (gname, g) in groups {
+            let bits = g.get("weights").and_then(|w| w.get("num_bits")).and_then(Value::as_u64);
+            if let Some(bits) = bits.filter(|&b| b != 8) {
+                return Err(Error::Checkpoint(format!(
+                    "config group `{gname}` quantizes weights to {bits} bits; only 8-bit weights are supported"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads an integer tensor (I8, I16, I32, I64, U8) as i64 values.
+    fn int_values(&self, name: &str) -> Result<Vec<i64>> {
+        let info = self.require(name)?;
+        let b = self.bytes(name)?;
+        Ok(match info.dtype {
+            TensorDtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect(),
+            TensorDtype::I32 => {
+                b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4")).into()).collect()
+            }
+            TensorDtype::I16 => {
+                b.chunks_exact(2).map(|c| i16::from_le_bytes(c.try_into().expect("2")).into()).collect()
+            }
+            TensorDtype::I8 => b.iter().map(|&v| (v as i8).into()).collect(),
+            TensorDtype::U8 => b.iter().map(|&v| v.into()).collect(),
+            d => return Err(Error::Checkpoint(format!("tensor `{name}` is {d}; an integer tensor was expected"))),
+        })
+    }
+
+    /// Rebuilds quantized layer `name` on the host: ints from the packed bytes (`^ 0x80`),
+    /// scales widened to f32, zero points unpacked.
+    pub fn quantized_tensor(&self, name: &str) -> Result<QuantizedTensor> {
+        self.rebuild(name).map_err(|e| e.in_tensor(name))
+    }
+
+    fn rebuild(&self, p: &str) -> Result<QuantizedTensor> {
+        let info = self.layer_info(p)?;
+        let [out, inn] = info.shape;
+        let values: Vec<i8> = match info.format {
+            PackFormat::PackQuantized => unpack_weight(self.bytes(&format!("{p}.weight_packed"))?, out, inn),
+            PackFormat::IntQuantized => bytemuck::cast_slice(self.bytes(&format!("{p}.weight"))?).to_vec(),
+        };
+        let scale_name = format!("{p}.weight_scale");
+        let scales = floats_to_f32(info.scale_dtype, self.bytes(&scale_name)?).expect("checked float dtype");
+        let layout = info.scheme.layout(&info.shape)?;
+        let zero_points = match info.scheme.mode {
+            Mode::Symmetric => None,
+            Mode::Asymmetric => {
+                let zname = format!("{p}.weight_zero_point");
+                let z = self.require(&zname)?;
+                let (rows, cols) = match info.scheme.granularity {
+                    Granularity::PerTensor => (1, 1),
+                    _ => (out, layout.num_params() / out),
+                };
+                let bytes = self.bytes(&zname)?;
+                Some(match z.dtype {
+                    TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(bytes).to_vec(),
+                    TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(bytes, rows, cols),
+                    _ => {
+                        return Err(Error::Checkpoint(format!(
+                            "`{zname}` is {} {:?}; expected I32 [{}, {cols}] (packed along dim 0) or I8 with \
+                             {} elements",
+                            z.dtype,
+                            z.shape,
+                            rows.div_ceil(4),
+                            rows * cols
+                        )));
+                    }
+                })
+            }
+        };
+        QuantizedTensor::new(&info.shape, info.scheme, values, scales, zero_points)
+    }
+
+    /// The activation dtype [`Checkpoint::linear`] uses: f32 when the checkpoint was written
+    /// with method `w8a32`; otherwise (`w8a16`, or a checkpoint without our metadata) the scale
+    /// dtype of its quantized layers if it is f16 or bf16, else bf16.
+    pub fn activation_dtype(&self) -> DType {
+        if self.metadata().and_then(|m| m.get(METHOD_METADATA_KEY)).is_some_and(|m| m == "w8a32") {
+            return DType::F32;
+        }
+        let scale_dtype = self.quantized_layers().first().and_then(|p| self.info(&format!("{p}.weight_scale")));
+        match scale_dtype.and_then(TensorInfo::float_dtype) {
+            Some(d @ (DType::F16 | DType::BF16)) => d,
+            _ => DType::BF16,
+        }
+    }
+
+    /// Loads quantized layer `name` (with `name.bias` when present) as a GPU layer, with the
+    /// activation dtype of [`Checkpoint::activation_dtype`].
+    pub fn linear(&self, gpu: &Gpu, name: &str) -> Result<QuantizedLinear> {
+        self.linear_with(gpu, name, self.activation_dtype())
+    }
+
+    /// Like [`Checkpoint::linear`] with a chosen activation dtype.
+    pub fn linear_with(&self, gpu: &Gpu, name: &str, activation: DType) -> Result<QuantizedLinear> {
+        let q = self.quantized_tensor(name)?;
+        let bias_name = format!("{name}.bias");
+        let bias = match self.info(&bias_name) {
+            Some(_) => Some(self.tensor_f32(&bias_name)?),
+            None => None,
+        };
+        QuantizedLinear::from_quantized(gpu, &q, bias.as_deref(), activation).map_err(|e| e.in_tensor(name))
+    }
+}
+
+/// Orders names with their digit runs compared as numbers, so `layer.2` comes before
+/// `layer.10`.
+///
+/// ```
+/// use int8_wgpu::checkpoint::natural_cmp;
+/// let mut v = ["layer.10.w", "layer.2.w", "layer.1.w"];
+/// v.sort_by(|a, b| natural_cmp(a, b));
+/// assert_eq!(v, ["layer.1.w", "layer.2.w", "layer.10.w"]);
+/// ```
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn tokens(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ta, tb) = (tokens(a), tokens(b));
+    for ((da, xa), (db, xb)) in ta.iter().zip(&tb) {
+        let ord = if *da && *db {
+            let (xa, xb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            xa.len().cmp(&xb.len()).then_with(|| xa.cmp(xb))
+        } else {
+            xa.cmp(xb)
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    ta.len().cmp(&tb.len()).then_with(|| a.cmp(b))
+}
+
+fn to_dim(v: i64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::Checkpoint(format!("negative dimension {v} in weight_shape")))
+}
+
+fn corrupt(path: &Path, e: safetensors::SafeTensorError) -> Error {
+    use safetensors::SafeTensorError as E;
+    let what = match &e {
+        E::MetadataIncompleteBuffer | E::InvalidHeaderLength | E::HeaderTooSmall => {
+            "is truncated or has trailing bytes (its size does not match its header)"
+        }
+        _ => "is not a valid safetensors file",
+    };
+    Error::Checkpoint(format!("`{}` {what}: {e}; re-download or re-export it", path.display()))
+}
+
+type HeaderEntry = (TensorDtype, Vec<usize>, Range<usize>);
+type Header = (u64, Option<HashMap<String, String>>, Vec<(String, HeaderEntry)>);
+
+/// Reads and checks a safetensors header without reading the data.
+fn read_header(path: &Path) -> Result<Header> {
+    let mut f = fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let len = f.metadata().map_err(|e| Error::io("reading", path, e))?.len();
+    let truncated = |detail: String| {
+        Error::Checkpoint(format!("`{}` is truncated ({detail}); re-download or re-export it", path.display()))
+    };
+    if len < 8 {
+        return Err(truncated(format!("{len} bytes, shorter than the 8-byte header length")));
+    }
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|e| Error::io("reading", path, e))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER {
+        return Err(Error::Checkpoint(format!(
+            "`{}` is not a safetensors file (header length {n} is implausible)",
+            path.display()
+        )));
+    }
+    if 8 + n > len {
+        return Err(truncated(format!("the header needs {n} bytes, the file has {}", len - 8)));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io("reading", path, e))?;
+    let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+        .map_err(|e| Error::Checkpoint(format!("`{}` has a corrupt safetensors header: {e}", path.display())))?;
+    let data_len = metadata.data_len() as u64;
+    if 8 + n + data_len > len {
+        return Err(truncated(format!(
+            "the header declares {data_len} bytes of tensor data, the file has {}",
+            len - 8 - n
+        )));
+    }
+    if 8 + n + data_len < len {
+        return Err(Error::Checkpoint(format!(
+            "`{}` has {} bytes after its last tensor; it is corrupt",
+            path.display(),
+            len - 8 - n - data_len
+        )));
+    }
+    let base = 8 + n as usize;
+    let entries = metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let (s, e) = t.data_offsets;
+            (name, (t.dtype, t.shape.clone(), base + s..base + e))
+        })
+        .collect();
+    Ok((len, metadata.metadata().clone(), entries))
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::Checkpoint(format!("`{}` is not valid JSON: {e}", path.display())))
+}
+
+/// Reads a shard index: the shard names (sorted, unique) and the weight map.
+fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let v = read_json(path)?;
+    let Some(map) = v.get("weight_map").and_then(Value::as_object) else {
+        return Err(Error::Checkpoint(format!("`{}` has no `weight_map` object", path.display())));
+    };
+    let mut weight_map = BTreeMap::new();
+    for (k, f) in map {
+        let Some(f) = f.as_str() else {
+            return Err(Error::Checkpoint(format!("`{}`: weight_map[`{k}`] is not a file name", path.display())));
+        };
+        if f.contains('/') || f.contains('\\') || f == ".." {
+            return Err(Error::Checkpoint(format!("`{}`: shard name `{f}` is not a plain file name", path.display())));
+        }
+        weight_map.insert(k.clone(), f.to_string());
+    }
+    let mut names: Vec<String> = weight_map.values().cloned().collect();
+    names.sort();
+    names.dedup();
+    Ok((names, weight_map))
+}
+
+/// Converts F32 / F16 / BF16 little-endian bytes to f32 (exactly); `None` for other dtypes.
+pub fn floats_to_f32(dtype: TensorDtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        TensorDtype::F32 => bytemuck::pod_collect_to_vec(bytes),
+        TensorDtype::F16 => {
+            bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes).into_iter().map(half::f16::to_f32).collect()
+        }
+        TensorDtype::BF16 => {
+            bytemuck::pod_collect_to_vec::<u8, half::bf16>(bytes).into_iter().map(half::bf16::to_f32).collect()
+        }
+        _ => return None,
+    })
+}
+
+/// f32 values as little-endian bytes of `dtype` (rounded to nearest even for 16-bit dtypes).
+pub fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::F32 => bytemuck::cast_slice(values).to_vec(),
+        DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        DType::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+    }
+}
+
+/// The tensor exactly as a checkpoint stores it when its scales are exported in `scale_dtype`:
+/// same ints and zero points, each scale rounded to `scale_dtype` (round to nearest even).
+pub fn exported(q: &QuantizedTensor, scale_dtype: DType) -> Result<QuantizedTensor> {
+    let scales = q.scales().iter().map(|&s| scale_dtype.round(s)).collect();
+    QuantizedTensor::new(q.shape(), q.scheme(), q.values().to_vec(), scales, q.zero_points().map(<[i8]>::to_vec))
+}
+
+/// Packs int8 rows `[rows, cols]` into pack-quantized words: byte `j` of word `w` of a row is
+/// `q[4w+j] ^ 0x80`; padding bytes are 0.
+pub fn pack_weight(values: &[i8], rows: usize, cols: usize) -> Vec<u32> {
+    let wpr = cols.div_ceil(4);
+    let mut out = vec![0u32; rows * wpr];
+    for (r, row) in values.chunks_exact(cols).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            out[r * wpr + c / 4] |= u32::from(v as u8 ^ 0x80) << (8 * (c % 4));
+        }
+    }
+    out
+}
+
+/// Inverse of [`pack_weight`] from the file's little-endian bytes.
+fn unpack_weight(bytes: &[u8], rows: usize, cols: usize) -> Vec<i8> {
+    let wpr = cols.div_ceil(4);
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        let row = &bytes[r * wpr * 4..];
+        out.extend(row[..cols].iter().map(|&b| (b ^ 0x80) as i8));
+    }
+    out
+}
+
+/// Packs an int8 matrix `[rows, cols]` along dim 0 (compressed-tensors' zero-point layout):
+/// word `[w, c]` holds `z[4w+j, c] ^ 0x80` in byte `j`; shape `[ceil(rows/4), cols]`.
+pub fn pack_dim0(values: &[i8], rows: usize, cols: usize) -> Vec<u32> {
+    let mut out = vec![0u32; rows.div_ceil(4) * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[(r / 4) * cols + c] |= u32::from(values[r * cols + c] as u8 ^ 0x80) << (8 * (r % 4));
+        }
+    }
+    out
+}
+
+fn unpack_dim0(bytes: &[u8], rows: usize, cols: usize) -> Vec<i8> {
+    let words: Vec<u32> = bytemuck::pod_collect_to_vec(bytes);
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            out.push(((words[(r / 4) * cols + c] >> (8 * (r % 4))) as u8 ^ 0x80) as i8);
+        }
+    }
+    out
+}
+
+/// A tensor to write: borrowed (copied unchanged) or owned (new).
+#[derive(Clone, Debug)]
+pub(crate) struct OutTensor<'a> {
+    pub dtype: TensorDtype,
+    pub shape: Vec<usize>,
+    pub data: Cow<'a, [u8]>,
+}
+
+impl safetensors::View for OutTensor<'_> {
+    fn dtype(&self) -> TensorDtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn words_bytes(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// The compressed-tensors tensors of one quantized layer: `(suffix, tensor)` pairs, suffixes
+/// `weight_packed`, `weight_shape`, `weight_scale` and (asymmetric) `weight_zero_point`.
+///
+/// Scales are written in `scale_dtype`. Only per-tensor, per-channel along axis 0 and per-group
+/// schemes of 2-D weights have a compressed-tensors layout.
+pub(crate) fn layer_tensors(
+    q: &QuantizedTensor,
+    scale_dtype: DType,
+) -> Result<Vec<(&'static str, OutTensor<'static>)>> {
+    let &[out, inn] = q.shape() else {
+        return Err(Error::Shape(format!("a linear weight must be 2-D [out, in], found {:?}", q.shape())));
+    };
+    let scale_shape = match q.scheme().granularity {
+        Granularity::PerTensor => vec![1],
+        Granularity::PerChannel { axis: 0 } => vec![out, 1],
+        Granularity::PerGroup { size } => vec![out, inn / size],
+        Granularity::PerChannel { axis } => {
+            return Err(Error::Scheme(format!(
+                "per-channel along axis {axis} has no compressed-tensors layout; use axis 0 (one scale per output row)"
+            )));
+        }
+    };
+    let mut v = vec![
+        (
+            "weight_packed",
+            OutTensor {
+                dtype: TensorDtype::I32,
+                shape: vec![out, inn.div_ceil(4)],
+                data: Cow::Owned(words_bytes(&pack_weight(q.values(), out, inn))),
+            },
+        ),
+        (
+            "weight_shape",
+            OutTensor {
+                dtype: TensorDtype::I64,
+                shape: vec![2],
+                data: Cow::Owned([out as i64, inn as i64].iter().flat_map(|d| d.to_le_bytes()).collect()),
+            },
+        ),
+        (
+            "weight_scale",
+            OutTensor {
+                dtype: to_tensor_dtype(scale_dtype),
+                shape: scale_shape.clone(),
+                data: Cow::Owned(f32_to_bytes(q.scales(), scale_dtype)),
+            },
+        ),
+    ];
+    if let Some(z) = q.zero_points() {
+        let t = match q.scheme().granularity {
+            Granularity::PerTensor => {
+                OutTensor { dtype: TensorDtype::I8, shape: vec![1], data: Cow::Owned(vec![z[0] as u8]) }
+            }
+            _ => {
+                let cols = scale_shape[1];
+                OutTensor {
+                    dtype: TensorDtype::I32,
+                    shape: vec![out.div_ceil(4), cols],
+                    data: Cow::Owned(words_bytes(&pack_dim0(z, out, cols))),
+                }
+            }
+        };
+        v.push(("weight_zero_point", t));
+    }
+    Ok(v)
+}
+
+/// The `quantization_config` written into `config.json`: exactly the keys compressed-tensors
+/// parsers expect for 8-bit int weights with float activations, and no others.
+///
+/// ```
+/// use int8_wgpu::{checkpoint::quantization_config, QuantScheme};
+/// let c = quantization_config(QuantScheme::default(), &["lm_head".into()]).unwrap();
+/// assert_eq!(c["format"], "pack-quantized");
+/// assert_eq!(c["config_groups"]["group_0"]["weights"]["strategy"], "channel");
+/// ```
+pub fn quantization_config(scheme: QuantScheme, ignore: &[String]) -> Result<Value> {
+    let (strategy, group_size) = match scheme.granularity {
+        Granularity::PerTensor => ("tensor", Value::Null),
+        Granularity::PerChannel { axis: 0 } => ("channel", Value::Null),
+        Granularity::PerGroup { size } => ("group", json!(size)),
+        Granularity::PerChannel { axis } => {
+            return Err(Error::Scheme(format!(
+                "per-channel along axis {axis} has no compressed-tensors layout; use axis 0 (one scale per output row)"
+            )));
+        }
+    };
+    Ok(json!({
+        "quant_method": "compressed-tensors",
+        "format": "pack-quantized",
+        "quantization_status": "compressed",
+        "config_groups": {
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": {
+                    "num_bits": 8,
+                    "type": "int",
+                    "symmetric": scheme.mode == Mode::Symmetric,
+                    "strategy": strategy,
+                    "group_size": group_size,
+                    "dynamic": false,
+                    "actorder": null,
+                },
+                "input_activations": null,
+            }
+        },
+        "ignore": ignore,
+    }))
+}
+
+/// Writes tensors to a safetensors file.
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: Vec<(String, OutTensor<'_>)>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    safetensors::serialize_to_file(tensors, metadata, path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(io) => Error::io("writing", path, io),
+        e => Error::Checkpoint(format!("could not write `{}`: {e}", path.display())),
+    })
+}
+
+/// Writes `value` as pretty-printed JSON (2-space indent, trailing newline).
+pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let mut s = serde_json::to_string_pretty(value).expect("a JSON value serializes");
+    s.push('\n');
+    fs::write(path, s).map_err(|e| Error::io("writing", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_packing_offsets_bytes_and_pads() {
+        let v: Vec<i8> = vec![0, -128, 127, -1, 5, 1, 2, 3, 4, 6];
+        let w = pack_weight(&v, 2, 5);
+        assert_eq!(w.len(), 4);
+        assert_eq!(w[0], 0x7F_FF_00_80);
+        assert_eq!(w[1], 0x85);
+        assert_eq!(unpack_weight(&words_bytes(&w), 2, 5), v);
+    }
+
+    #[test]
+    fn dim0_packing_round_trips() {
+        let z: Vec<i8> = (0..5 * 3).map(|i| (i * 37 % 256) as u8 as i8).collect();
+        let w = pack_dim0(&z, 5, 3);
+        assert_eq!(w.len(), 2 * 3);
+        assert_eq!(w[0] & 0xFF, u32::from(z[0] as u8 ^ 0x80));
+        assert_eq!((w[0] >> 8) & 0xFF, u32::from(z[3] as u8 ^ 0x80));
+        assert_eq!(unpack_dim0(&words_bytes(&w), 5, 3), z);
+    }
+
+    #[test]
+    fn config_keys_are_exactly_the_specified_ones() {
+        let c = quantization_config(QuantScheme::asymmetric(Granularity::PerGroup { size: 32 }), &[]).unwrap();
+        let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 5);
+        let w = &c["config_groups"]["group_0"]["weights"];
+        assert_eq!(w["group_size"], 32);
+        assert_eq!(w["symmetric"], false);
+        assert_eq!(w.as_object().unwrap().len(), 7);
+        assert!(quantization_config(QuantScheme::symmetric(Granularity::PerChannel { axis: 1 }), &[]).is_err());
+    }
+}

@@ -1,0 +1,935 @@
+//! Model-level quantization: every linear layer of a safetensors checkpoint to int8, written in
+//! the compressed-tensors `pack-quantized` layout, with a per-layer report.
+//!
+//! ```no_run
+//! use int8_wgpu::quantizer::{Method, Quantizer};
+//! use int8_wgpu::{Granularity, QuantScheme};
+//!
+//! # fn main() -> Result<(), int8_wgpu::Error> {
+//! let report = Quantizer::new("all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8")
+//!     .method(Method::W8A16)
+//!     .scheme(QuantScheme::symmetric(Granularity::PerChannel { axis: 0 }))
+//!     .exclude("*pooler*")
+//!     .run_with_progress(|p| eprintln!("{}/{} {}", p.done, p.total, p.layer.unwrap_or("")))?;
+//! println!("{report}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is quantized
+//!
+//! Candidates are the 2-D F32 / F16 / BF16 tensors named `*.weight`. With `include` patterns,
+//! only candidates matching one of them are quantized. A candidate matching an `exclude` pattern
+//! or one of [`DEFAULT_EXCLUDES`] (embeddings, norms, position and token-type tables, `lm_head`;
+//! switch them off with [`Quantizer::default_excludes`]) is copied unchanged and listed in the
+//! report, as is every other tensor. Patterns are globs over the full tensor name (`*` any run of
+//! characters, dots included; `?` one character; see [`glob_match`]). A user pattern that
+//! matches no tensor is a warning in the report (and a `log::warn!`).
+//!
+//! # Method and activations
+//!
+//! The method is recorded in each file's `__metadata__` (`int8_wgpu.method`); it fixes the
+//! activation dtype [`Checkpoint::linear`](crate::checkpoint::Checkpoint::linear) uses: `w8a32`
+//! runs f32 activations; `w8a16` runs the checkpoint's own dtype when it is f16 or bf16, and bf16
+//! for f32 checkpoints (bf16 keeps f32's range, so activations cannot overflow as in f16).
+//!
+//! # Safety
+//!
+//! The output is written into a temporary sibling folder and renamed into place only when
+//! complete; the input is only read. An existing output is an error unless
+//! [`Quantizer::overwrite`] is set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde_json::json;
+
+use crate::checkpoint::{
+    self, CONFIG_FILE, Checkpoint, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, OutTensor, TensorDtype, TensorInfo,
+};
+use crate::{DType, Element, Error, Gpu, QuantScheme, QuantizedTensor, Result, reference};
+
+/// How the quantized model runs: int8 weights with 16-bit or f32 activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Method {
+    /// int8 weights, 16-bit activations (the course's default).
+    #[default]
+    W8A16,
+    /// int8 weights, f32 activations.
+    W8A32,
+}
+
+impl Method {
+    /// The activation dtype for weights stored in `weight_dtype`: f32 for `w8a32`; for `w8a16`
+    /// the weight's dtype when it is 16-bit, else bf16.
+    pub fn activation_dtype(self, weight_dtype: DType) -> DType {
+        match (self, weight_dtype) {
+            (Method::W8A32, _) => DType::F32,
+            (Method::W8A16, DType::F16) => DType::F16,
+            (Method::W8A16, _) => DType::BF16,
+        }
+    }
+
+    /// `"w8a16"` or `"w8a32"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::W8A16 => "w8a16",
+            Method::W8A32 => "w8a32",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "w8a16" => Ok(Method::W8A16),
+            "w8a32" => Ok(Method::W8A32),
+            _ => Err(Error::Scheme(format!("unknown method `{s}`; use w8a16 or w8a32"))),
+        }
+    }
+}
+
+/// Patterns excluded unless [`Quantizer::default_excludes`] is switched off: embeddings, norms,
+/// position and token-type tables, and the output head (the course keeps `lm_head` in float).
+pub const DEFAULT_EXCLUDES: &[&str] =
+    &["*embeddings*", "*embed_tokens*", "*LayerNorm*", "*norm*", "*position*", "*token_type*", "*lm_head*"];
+
+/// Whether `name` matches the glob `pattern` as a whole: `*` matches any run of characters
+/// (dots included), `?` exactly one character, anything else itself (case-sensitive).
+///
+/// ```
+/// use int8_wgpu::quantizer::glob_match;
+/// assert!(glob_match("encoder.layer.*.attention.*", "encoder.layer.3.attention.self.query.weight"));
+/// assert!(glob_match("*lm_head*", "lm_head.weight"));
+/// assert!(!glob_match("layer.?.dense", "layer.10.dense"));
+/// ```
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    // Where the last `*` was, and the name position it is currently matched up to.
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == n[ni])) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            // Let the last star swallow one more character and retry.
+            star = Some((sp, sn + 1));
+            pi = sp + 1;
+            ni = sn + 1;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Where quantization runs.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// On this GPU ([`Gpu::quantize`]).
+    Gpu(Gpu),
+    /// On the CPU reference ([`reference::quantize`]). Gives byte-identical files.
+    Cpu,
+}
+
+/// One step of a running quantization, passed to the progress callback.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    /// Layers finished.
+    pub done: usize,
+    /// Layers to quantize in all.
+    pub total: usize,
+    /// The layer starting now; `None` in the final call (`done == total`).
+    pub layer: Option<&'a str>,
+}
+
+/// A `*.weight` tensor that is not quantized, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skipped {
+    /// The tensor name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its dtype.
+    pub dtype: TensorDtype,
+    /// Why it is copied unchanged.
+    pub reason: String,
+}
+
+/// What a [`Quantizer`] will do to a checkpoint, decided from the headers alone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// The tensors to quantize (`P.weight`), sorted.
+    pub targets: Vec<String>,
+    /// The `*.weight` tensors left in float, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Patterns that matched nothing, and the like.
+    pub warnings: Vec<String>,
+    /// Layer names for the config's `ignore` list: excluded 2-D float `*.weight` tensors, without
+    /// the `.weight` suffix.
+    pub ignore: Vec<String>,
+}
+
+/// The result for one quantized layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerReport {
+    /// The layer name `P` (its weight was `P.weight`).
+    pub name: String,
+    /// `[out, in]`.
+    pub shape: [usize; 2],
+    /// The float weight's dtype (the scales are stored in it).
+    pub dtype: DType,
+    /// The scheme.
+    pub scheme: QuantScheme,
+    /// Bytes of the float weight.
+    pub bytes_before: usize,
+    /// Bytes of the layer's quantized tensors (packed weight, shape, scales, zero points).
+    pub bytes_after: usize,
+    /// Mean squared error of the dequantized weight (as stored, scales in the weight's dtype).
+    pub mse: f64,
+    /// Largest absolute error of the dequantized weight.
+    pub max_abs: f64,
+    /// `‖y_q − y‖₂ / ‖y‖₂` on random f32 activations in [-1, 1): `y_q` from the quantized
+    /// layer ([`reference::linear`]), `y` from the float weight in f64. `None` when
+    /// [`Quantizer::eval_rows`] is 0.
+    pub output_rel_error: Option<f64>,
+    /// Largest `|y_q − y|` of the same evaluation.
+    pub output_max_abs: Option<f64>,
+}
+
+/// What a [`Quantizer`] did: per layer, totals, what was left in float, warnings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantReport {
+    /// The input checkpoint.
+    pub input: PathBuf,
+    /// The output folder.
+    pub output: PathBuf,
+    /// The method recorded.
+    pub method: Method,
+    /// The scheme used.
+    pub scheme: QuantScheme,
+    /// Where quantization ran (the GPU's description, or `CPU reference`).
+    pub backend: String,
+    /// The quantized layers, in file order.
+    pub layers: Vec<LayerReport>,
+    /// The `*.weight` tensors left in float.
+    pub skipped: Vec<Skipped>,
+    /// Warnings (patterns that matched nothing, files not copied).
+    pub warnings: Vec<String>,
+    /// Other files copied (tokenizer, configs), relative to the input folder.
+    pub copied_files: Vec<PathBuf>,
+    /// Bytes of all tensors in the input.
+    pub total_before: usize,
+    /// Bytes of all tensors in the output.
+    pub total_after: usize,
+}
+
+impl QuantReport {
+    /// Bytes of the quantized layers' float weights.
+    pub fn linear_before(&self) -> usize {
+        self.layers.iter().map(|l| l.bytes_before).sum()
+    }
+
+    /// Bytes of the quantized layers' tensors in the output.
+    pub fn linear_after(&self) -> usize {
+        self.layers.iter().map(|l| l.bytes_after).sum()
+    }
+}
+
+/// Formats a byte count in decimal units (`kB`, `MB`, `GB`), as the course's footprint does.
+pub fn format_bytes(bytes: usize) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
+    }
+}
+
+/// Describes a scheme briefly: `sym channel`, `asym group 32`, `sym tensor`.
+pub fn describe_scheme(s: QuantScheme) -> String {
+    let mode = if s.has_zero_point() { "asym" } else { "sym" };
+    match s.granularity {
+        crate::Granularity::PerTensor => format!("{mode} tensor"),
+        crate::Granularity::PerChannel { axis: 0 } => format!("{mode} channel"),
+        crate::Granularity::PerChannel { axis } => format!("{mode} channel(axis {axis})"),
+        crate::Granularity::PerGroup { size } => format!("{mode} group {size}"),
+    }
+}
+
+fn ratio(before: usize, after: usize) -> String {
+    if after == 0 { "-".into() } else { format!("{:.2}x smaller", before as f64 / after as f64) }
+}
+
+impl fmt::Display for QuantReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).max(5);
+        writeln!(
+            f,
+            "{:<w$}  {:>11}  {:>5}  {:>10}  {:>10}  {:>10}  {:>9}  {:>11}",
+            "layer", "shape", "dtype", "before", "after", "weight MSE", "max |err|", "out rel err"
+        )?;
+        for l in &self.layers {
+            let rel = l.output_rel_error.map_or("-".into(), |e| format!("{e:.3e}"));
+            writeln!(
+                f,
+                "{:<w$}  {:>11}  {:>5}  {:>10}  {:>10}  {:>10.3e}  {:>9.3e}  {:>11}",
+                l.name,
+                format!("{}x{}", l.shape[0], l.shape[1]),
+                l.dtype.to_string(),
+                format_bytes(l.bytes_before),
+                format_bytes(l.bytes_after),
+                l.mse,
+                l.max_abs,
+                rel
+            )?;
+        }
+        writeln!(f)?;
+        let n = self.layers.len().max(1) as f64;
+        let mean_rel: f64 = self.layers.iter().filter_map(|l| l.output_rel_error).sum::<f64>() / n;
+        let max_rel = self.layers.iter().filter_map(|l| l.output_rel_error).fold(0.0, f64::max);
+        writeln!(
+            f,
+            "quantized {} linear layers ({}, {}, on {})",
+            self.layers.len(),
+            self.method,
+            describe_scheme(self.scheme),
+            self.backend
+        )?;
+        writeln!(
+            f,
+            "linear weights: {} -> {} ({})",
+            format_bytes(self.linear_before()),
+            format_bytes(self.linear_after()),
+            ratio(self.linear_before(), self.linear_after())
+        )?;
+        writeln!(
+            f,
+            "all tensors:    {} -> {} ({})",
+            format_bytes(self.total_before),
+            format_bytes(self.total_after),
+            ratio(self.total_before, self.total_after)
+        )?;
+        if self.layers.iter().any(|l| l.output_rel_error.is_some()) {
+            writeln!(f, "layer output relative error: mean {mean_rel:.3e}, max {max_rel:.3e}")?;
+        }
+        if !self.skipped.is_empty() {
+            writeln!(f, "left in float ({} weight tensors):", self.skipped.len())?;
+            for s in &self.skipped {
+                writeln!(f, "  {} {:?} {}: {}", s.name, s.shape, s.dtype, s.reason)?;
+            }
+        }
+        if !self.copied_files.is_empty() {
+            let names: Vec<String> = self.copied_files.iter().map(|p| p.display().to_string()).collect();
+            writeln!(f, "copied files: {}", names.join(", "))?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        write!(f, "written to {}", self.output.display())
+    }
+}
+
+/// Quantizes a safetensors checkpoint into a compressed-tensors folder (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Quantizer {
+    input: PathBuf,
+    output: PathBuf,
+    method: Method,
+    scheme: QuantScheme,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    default_excludes: bool,
+    backend: Option<Backend>,
+    eval_rows: usize,
+    overwrite: bool,
+}
+
+/// File extensions of weight formats that are not copied into the output (they would carry the
+/// float weights along).
+const WEIGHT_EXTENSIONS: &[&str] = &["safetensors", "bin", "pt", "pth", "h5", "msgpack", "ot", "onnx", "ckpt", "gguf"];
+
+struct TmpDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+impl Quantizer {
+    /// A quantizer from `input` (a checkpoint folder or a `.safetensors` file) to the folder
+    /// `output`, with the defaults: `w8a16`, symmetric per output channel, default excludes,
+    /// quantization on a GPU opened with [`Gpu::new`], 8 evaluation rows.
+    pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        Self {
+            input: input.into(),
+            output: output.into(),
+            method: Method::default(),
+            scheme: QuantScheme::default(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            default_excludes: true,
+            backend: None,
+            eval_rows: 8,
+            overwrite: false,
+        }
+    }
+
+    /// Sets the method (recorded in the output; fixes the activation dtype at load).
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Sets the scheme. Per channel must be along axis 0 (one scale per output row).
+    pub fn scheme(mut self, scheme: QuantScheme) -> Self {
+        self.scheme = scheme;
+        self
+    }
+
+    /// Adds an include pattern: when any is given, only candidates matching one are quantized.
+    pub fn include(mut self, pattern: impl Into<String>) -> Self {
+        self.include.push(pattern.into());
+        self
+    }
+
+    /// Adds an exclude pattern.
+    pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
+        self.exclude.push(pattern.into());
+        self
+    }
+
+    /// Whether [`DEFAULT_EXCLUDES`] apply (default: yes).
+    pub fn default_excludes(mut self, on: bool) -> Self {
+        self.default_excludes = on;
+        self
+    }
+
+    /// Quantizes on this GPU.
+    pub fn gpu(mut self, gpu: Gpu) -> Self {
+        self.backend = Some(Backend::Gpu(gpu));
+        self
+    }
+
+    /// Quantizes on the CPU reference instead of the GPU (byte-identical output).
+    pub fn cpu(mut self) -> Self {
+        self.backend = Some(Backend::Cpu);
+        self
+    }
+
+    /// Sets the backend.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Activation rows for each layer's output-error evaluation (0 skips it; default 8).
+    pub fn eval_rows(mut self, rows: usize) -> Self {
+        self.eval_rows = rows;
+        self
+    }
+
+    /// Whether an existing output folder is replaced (default: no, it is an error).
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
+        self
+    }
+
+    /// Decides what to quantize from the checkpoint's headers.
+    pub fn plan(&self, ckpt: &Checkpoint) -> Result<Plan> {
+        let mut plan = Plan::default();
+        let is_candidate = |t: &TensorInfo| t.shape.len() == 2 && t.float_dtype().is_some();
+        let defaults: &[&str] = if self.default_excludes { DEFAULT_EXCLUDES } else { &[] };
+        let mut included_something = false;
+        for (name, info) in ckpt.tensors() {
+            if !name.ends_with(".weight") {
+                continue;
+            }
+            let user_ex = self.exclude.iter().find(|p| glob_match(p, name));
+            let default_ex = defaults.iter().find(|p| glob_match(p, name));
+            let included = self.include.is_empty() || self.include.iter().any(|p| glob_match(p, name));
+            let reason = if let Some(p) = user_ex {
+                Some(format!("excluded by `{p}`"))
+            } else if let Some(p) = default_ex {
+                Some(format!("excluded by default pattern `{p}`"))
+            } else if !included {
+                Some("not matched by an include pattern".to_string())
+            } else if info.shape.len() != 2 {
+                Some(format!("{}-D, not a linear weight", info.shape.len()))
+            } else if info.float_dtype().is_none() {
+                if !self.include.is_empty() {
+                    return Err(Error::Checkpoint(format!(
+                        "tensor `{name}` matches an include pattern but its dtype {} is not supported for \
+                         quantization (F32, F16, BF16 are); exclude it",
+                        info.dtype
+                    )));
+                }
+                Some(format!("dtype {} is not quantized", info.dtype))
+            } else {
+                None
+            };
+            match reason {
+                None => {
+                    included_something = true;
+                    plan.targets.push(name.to_string());
+                }
+                Some(reason) => {
+                    if (user_ex.is_some() || default_ex.is_some()) && is_candidate(info) {
+                        plan.ignore.push(name.trim_end_matches(".weight").to_string());
+                    }
+                    plan.skipped.push(Skipped {
+                        name: name.to_string(),
+                        shape: info.shape.clone(),
+                        dtype: info.dtype,
+                        reason,
+                    });
+                }
+            }
+        }
+        for (kind, pats) in [("exclude", &self.exclude), ("include", &self.include)] {
+            for p in pats.iter().filter(|p| !ckpt.names().any(|n| glob_match(p, n))) {
+                plan.warnings.push(format!("{kind} pattern `{p}` matches no tensor"));
+            }
+        }
+        if !included_something {
+            plan.warnings.push("no tensor is quantized: every linear weight is excluded or none exists".into());
+        }
+        Ok(plan)
+    }
+
+    /// Runs the quantization.
+    pub fn run(&self) -> Result<QuantReport> {
+        self.run_with_progress(|_| {})
+    }
+
+    /// Runs the quantization, calling `progress` before each layer and once at the end.
+    pub fn run_with_progress(&self, mut progress: impl FnMut(Progress<'_>)) -> Result<QuantReport> {
+        let ckpt = Checkpoint::open(&self.input)?;
+        self.check_paths(&ckpt)?;
+        self.check_input(&ckpt)?;
+        let plan = self.plan(&ckpt)?;
+        for w in &plan.warnings {
+            log::warn!("{w}");
+        }
+        // Fail on an unusable scheme before any work.
+        checkpoint::quantization_config(self.scheme, &[])?;
+        let backend = match &self.backend {
+            Some(b) => b.clone(),
+            None => Backend::Gpu(Gpu::new()?),
+        };
+        let backend_name = match &backend {
+            Backend::Gpu(g) => g.describe(),
+            Backend::Cpu => "CPU reference".to_string(),
+        };
+        let targets: BTreeSet<&str> = plan.targets.iter().map(String::as_str).collect();
+        let total = targets.len();
+
+        let parent = self.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(|e| Error::io("creating folder", parent, e))?;
+        let out_name = self
+            .output
+            .file_name()
+            .ok_or_else(|| Error::Checkpoint(format!("output path `{}` has no folder name", self.output.display())))?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let tmp_path =
+            parent.join(format!(".{}.int8-wgpu-tmp-{}-{stamp}", out_name.to_string_lossy(), std::process::id()));
+        fs::create_dir(&tmp_path).map_err(|e| Error::io("creating folder", &tmp_path, e))?;
+        let mut tmp = TmpDir { path: tmp_path, keep: false };
+
+        let mut layers = Vec::new();
+        let mut weight_map = BTreeMap::new();
+        let mut total_after = 0usize;
+        for (i, file) in ckpt.files().iter().enumerate() {
+            let data = ckpt.read_file(i)?;
+            let file_name = if ckpt.is_sharded() {
+                file.file_name().expect("shard files have names").to_string_lossy().into_owned()
+            } else {
+                MODEL_FILE.to_string()
+            };
+            let mut out = Vec::new();
+            let mut names: Vec<(&str, &TensorInfo)> = ckpt.tensors().filter(|(_, t)| t.file == i).collect();
+            names.sort_by(|a, b| checkpoint::natural_cmp(a.0, b.0));
+            for (name, info) in names {
+                let bytes = ckpt.slice(info, &data);
+                if targets.contains(name) {
+                    let layer = name.trim_end_matches(".weight");
+                    progress(Progress { done: layers.len(), total, layer: Some(layer) });
+                    let (report, tensors) =
+                        self.quantize_layer(&backend, layer, info, bytes).map_err(|e| e.in_tensor(name))?;
+                    for (suffix, t) in tensors {
+                        out.push((format!("{layer}.{suffix}"), t));
+                    }
+                    layers.push(report);
+                } else {
+                    out.push((
+                        name.to_string(),
+                        OutTensor { dtype: info.dtype, shape: info.shape.clone(), data: bytes.into() },
+                    ));
+                }
+            }
+            for (name, t) in &out {
+                weight_map.insert(name.clone(), file_name.clone());
+                total_after += t.data.len();
+            }
+            let mut metadata = ckpt.file_metadata(i).cloned().unwrap_or_default();
+            metadata.entry("format".into()).or_insert_with(|| "pt".into());
+            metadata.insert(METHOD_METADATA_KEY.into(), self.method.to_string());
+            checkpoint::write_safetensors(&tmp.path.join(&file_name), out, Some(metadata))?;
+        }
+        progress(Progress { done: layers.len(), total, layer: None });
+
+        let mut warnings = plan.warnings.clone();
+        let mut copied_files = Vec::new();
+        if ckpt.is_sharded() {
+            let index = json!({ "metadata": { "total_size": total_after }, "weight_map": weight_map });
+            checkpoint::write_json(&tmp.path.join(INDEX_FILE), &index)?;
+        }
+        if let Some(dir) = ckpt.folder() {
+            if let Some(config) = ckpt.config() {
+                let mut config = config.clone();
+                let Some(obj) = config.as_object_mut() else {
+                    return Err(Error::Checkpoint(format!(
+                        "`{}` is not a JSON object",
+                        dir.join(CONFIG_FILE).display()
+                    )));
+                };
+                obj.insert("quantization_config".into(), checkpoint::quantization_config(self.scheme, &plan.ignore)?);
+                checkpoint::write_json(&tmp.path.join(CONFIG_FILE), &config)?;
+            }
+            copy_extra_files(dir, Path::new(""), &tmp.path, &mut copied_files, &mut warnings)?;
+        }
+
+        self.commit(&tmp.path)?;
+        tmp.keep = true;
+        Ok(QuantReport {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            method: self.method,
+            scheme: self.scheme,
+            backend: backend_name,
+            layers,
+            skipped: plan.skipped,
+            warnings,
+            copied_files,
+            total_before: ckpt.nbytes(),
+            total_after,
+        })
+    }
+
+    /// The output must not be the input, inside it, or hold it; it may exist only with `overwrite`.
+    fn check_paths(&self, ckpt: &Checkpoint) -> Result<()> {
+        let input = fs::canonicalize(ckpt.path()).map_err(|e| Error::io("opening checkpoint", ckpt.path(), e))?;
+        let output = absolute(&self.output)?;
+        if output.starts_with(&input) || input.starts_with(&output) {
+            return Err(Error::Checkpoint(format!(
+                "output `{}` would overwrite or be inside the input `{}`; choose a separate output folder",
+                self.output.display(),
+                self.input.display()
+            )));
+        }
+        if self.output.exists() && !self.overwrite {
+            return Err(Error::Checkpoint(format!(
+                "output `{}` already exists; remove it, choose another folder, or allow overwriting (--force)",
+                self.output.display()
+            )));
+        }
+        if self.output.exists() && !self.output.is_dir() {
+            return Err(Error::Checkpoint(format!("output `{}` exists and is not a folder", self.output.display())));
+        }
+        Ok(())
+    }
+
+    /// Refuses inputs that are already quantized or whose names would collide with ours.
+    fn check_input(&self, ckpt: &Checkpoint) -> Result<()> {
+        if ckpt.quantization_config().is_some() {
+            return Err(Error::Checkpoint(format!(
+                "`{}` is already quantized (its config.json has a quantization_config); quantize the float checkpoint",
+                self.input.display()
+            )));
+        }
+        if let Some(n) = ckpt.names().find(|n| n.ends_with(".weight_packed")) {
+            return Err(Error::Checkpoint(format!(
+                "`{}` is already quantized (it holds `{n}`); quantize the float checkpoint",
+                self.input.display()
+            )));
+        }
+        for (name, info) in ckpt.tensors() {
+            let Some(p) = name.strip_suffix(".weight") else { continue };
+            if info.shape.len() != 2 || info.float_dtype().is_none() {
+                continue;
+            }
+            for suffix in ["weight_packed", "weight_shape", "weight_scale", "weight_zero_point"] {
+                let other = format!("{p}.{suffix}");
+                if ckpt.info(&other).is_some() {
+                    return Err(Error::Checkpoint(format!(
+                        "tensor name collision: quantizing `{name}` would write `{other}`, which the input already \
+                         holds; rename or exclude it"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn quantize_layer(
+        &self,
+        backend: &Backend,
+        layer: &str,
+        info: &TensorInfo,
+        bytes: &[u8],
+    ) -> Result<(LayerReport, Vec<(&'static str, OutTensor<'static>)>)> {
+        let dtype = info.float_dtype().expect("targets are float");
+        let shape = [info.shape[0], info.shape[1]];
+        let (q, w) = match dtype {
+            DType::F32 => quantize_as::<f32>(backend, bytes, shape, self.scheme)?,
+            DType::F16 => quantize_as::<half::f16>(backend, bytes, shape, self.scheme)?,
+            DType::BF16 => quantize_as::<half::bf16>(backend, bytes, shape, self.scheme)?,
+        };
+        let q = checkpoint::exported(&q, dtype)?;
+        let tensors = checkpoint::layer_tensors(&q, dtype)?;
+        let err = q.error(&w)?;
+        let (rel, max) = match self.eval_rows {
+            0 => (None, None),
+            rows => {
+                let (r, m) = output_error(&q, &w, rows, seed_of(layer))?;
+                (Some(r), Some(m))
+            }
+        };
+        let report = LayerReport {
+            name: layer.to_string(),
+            shape,
+            dtype,
+            scheme: self.scheme,
+            bytes_before: bytes.len(),
+            bytes_after: tensors.iter().map(|(_, t)| t.data.len()).sum(),
+            mse: err.mse,
+            max_abs: err.max_abs,
+            output_rel_error: rel,
+            output_max_abs: max,
+        };
+        Ok((report, tensors))
+    }
+
+    /// Moves the finished temporary folder into place.
+    fn commit(&self, tmp: &Path) -> Result<()> {
+        if self.output.exists() {
+            let mut old = tmp.as_os_str().to_owned();
+            old.push(".old");
+            let old = PathBuf::from(old);
+            fs::rename(&self.output, &old).map_err(|e| Error::io("moving aside", &self.output, e))?;
+            if let Err(e) = fs::rename(tmp, &self.output) {
+                let _ = fs::rename(&old, &self.output);
+                return Err(Error::io("renaming into place", &self.output, e));
+            }
+            fs::remove_dir_all(&old).map_err(|e| Error::io("removing", &old, e))
+        } else {
+            fs::rename(tmp, &self.output).map_err(|e| Error::io("renaming into place", &self.output, e))
+        }
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if let Ok(c) = fs::canonicalize(p) {
+        return Ok(c);
+    }
+    // Not there yet: canonicalize the nearest existing ancestor and append the rest.
+    let abs = std::path::absolute(p).map_err(|e| Error::io("resolving", p, e))?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        rest.push(existing.file_name().map(ToOwned::to_owned).unwrap_or_default());
+        existing = match existing.parent() {
+            Some(p) => p,
+            None => return Ok(abs),
+        };
+    }
+    let mut out = fs::canonicalize(existing).map_err(|e| Error::io("resolving", existing, e))?;
+    out.extend(rest.iter().rev());
+    Ok(out)
+}
+
+fn quantize_as<T: Element>(
+    backend: &Backend,
+    bytes: &[u8],
+    shape: [usize; 2],
+    scheme: QuantScheme,
+) -> Result<(QuantizedTensor, Vec<f32>)> {
+    let x: Vec<T> = bytemuck::pod_collect_to_vec(bytes);
+    let q = match backend {
+        Backend::Gpu(g) => g.quantize(&x, &shape, scheme)?.to_host()?,
+        Backend::Cpu => reference::quantize(&x, &shape, scheme)?,
+    };
+    Ok((q, x.iter().map(|v| v.to_f32()).collect()))
+}
+
+/// FNV-1a of the layer name: each layer gets its own reproducible activations.
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Deterministic values in [-1, 1) (xorshift64).
+fn random_activations(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Relative L2 and max abs error of the quantized layer's output against the float layer in f64.
+fn output_error(q: &QuantizedTensor, w: &[f32], rows: usize, seed: u64) -> Result<(f64, f64)> {
+    let [n, k] = [q.shape()[0], q.shape()[1]];
+    let x = random_activations(rows * k, seed);
+    let yq = reference::linear::<f32>(&x, q, None)?;
+    let (mut num, mut den, mut max) = (0f64, 0f64, 0f64);
+    for (m, xrow) in x.chunks_exact(k).enumerate() {
+        for j in 0..n {
+            let y: f64 = xrow.iter().zip(&w[j * k..(j + 1) * k]).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+            let d = f64::from(yq[m * n + j]) - y;
+            num += d * d;
+            den += y * y;
+            max = max.max(d.abs());
+        }
+    }
+    let rel = if den > 0.0 {
+        (num / den).sqrt()
+    } else if num == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    Ok((rel, max))
+}
+
+/// Copies the folder's other files (tokenizer, configs, sub-folders such as `1_Pooling`) into
+/// `dest`, except safetensors files, the index, `config.json`, other weight formats and hidden
+/// folders (`.git`, `.cache`).
+fn copy_extra_files(
+    root: &Path,
+    rel: &Path,
+    dest: &Path,
+    copied: &mut Vec<PathBuf>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let dir = root.join(rel);
+    let mut entries: Vec<_> = fs::read_dir(&dir)
+        .map_err(|e| Error::io("listing", &dir, e))?
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io("listing", &dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let rel_path = rel.join(&name);
+        let src = entry.path();
+        let Ok(meta) = fs::metadata(&src) else { continue };
+        let lossy = name.to_string_lossy();
+        if meta.is_dir() {
+            if lossy.starts_with('.') {
+                continue;
+            }
+            let d = dest.join(&rel_path);
+            fs::create_dir_all(&d).map_err(|e| Error::io("creating folder", &d, e))?;
+            copy_extra_files(root, &rel_path, dest, copied, warnings)?;
+            continue;
+        }
+        if rel.as_os_str().is_empty() && (lossy == INDEX_FILE || lossy == CONFIG_FILE) {
+            continue;
+        }
+        let ext = Path::new(&name).extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        if ext.as_deref().is_some_and(|e| WEIGHT_EXTENSIONS.contains(&e)) {
+            if ext.as_deref() != Some("safetensors") || !rel.as_os_str().is_empty() {
+                warnings.push(format!("not copied: `{}` (another weight format)", rel_path.display()));
+            }
+            continue;
+        }
+        let to = dest.join(&rel_path);
+        fs::copy(&src, &to).map_err(|e| Error::io("copying", &src, e))?;
+        copied.push(rel_path);
+    }
+    Ok(())
+}
+
+/// Reads the method a checkpoint was written with, from its `__metadata__`.
+pub fn recorded_method(ckpt: &Checkpoint) -> Option<Method> {
+    ckpt.metadata()?.get(METHOD_METADATA_KEY)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_basics() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*", "a.b.c"));
+        assert!(glob_match("a*c", "abc"));
+        assert!(glob_match("a*c", "ac"));
+        assert!(glob_match("a*c", "abcbc"));
+        assert!(!glob_match("a*c", "abcb"));
+        assert!(glob_match("?", "x"));
+        assert!(!glob_match("?", ""));
+        assert!(!glob_match("?", "xy"));
+        assert!(glob_match("*lm_head*", "model.lm_head.weight"));
+        assert!(glob_match("encoder.layer.*.attention.*", "encoder.layer.11.attention.output.dense.weight"));
+        assert!(!glob_match("encoder.layer.*.attention.*", "encoder.layer.11.output.dense.weight"));
+        assert!(glob_match("layer.?.dense", "layer.1.dense"));
+        assert!(!glob_match("layer.?.dense", "layer.12.dense"));
+        assert!(glob_match("**a**", "xax"));
+        assert!(!glob_match("abc", "abcd"));
+        assert!(!glob_match("*LayerNorm*", "layernorm"));
+        assert!(glob_match("*.weight", "x.weight"));
+        assert!(!glob_match("*.weight", "x.weight_scale"));
+    }
+
+    #[test]
+    fn method_activation_dtypes() {
+        assert_eq!(Method::W8A16.activation_dtype(DType::F32), DType::BF16);
+        assert_eq!(Method::W8A16.activation_dtype(DType::F16), DType::F16);
+        assert_eq!(Method::W8A16.activation_dtype(DType::BF16), DType::BF16);
+        assert_eq!(Method::W8A32.activation_dtype(DType::BF16), DType::F32);
+        assert_eq!("W8A32".parse::<Method>().unwrap(), Method::W8A32);
+        assert!("w4a16".parse::<Method>().is_err());
+    }
+
+    #[test]
+    fn byte_formatting() {
+        assert_eq!(format_bytes(999), "999 B");
+        assert_eq!(format_bytes(1_500), "1.5 kB");
+        assert_eq!(format_bytes(90_868_376), "90.87 MB");
+    }
+
+    #[test]
+    fn output_error_is_zero_for_exact_weights() {
+        // Weights that quantize exactly (multiples of the scale) give a tiny relative error.
+        let q8 = [127.0f32, -5.0, 3.0, 0.0, 64.0, -127.0, 1.0, 2.0];
+        let w: Vec<f32> = (0..4 * 8).map(|i| q8[(i + i / 8) % 8] * 0.5).collect();
+        let q = reference::quantize(&w, &[4, 8], QuantScheme::default()).unwrap();
+        let (rel, _) = output_error(&q, &w, 3, 7).unwrap();
+        assert!(rel < 1e-6, "{rel}");
+    }
+}
