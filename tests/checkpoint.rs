@@ -1,0 +1,644 @@
+//! Checkpoint writing and loading on small synthetic safetensors checkpoints: the
+//! compressed-tensors layout, round trips, GPU vs CPU files, globs, errors, safety.
+
+mod common;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use int8_wgpu::checkpoint::{self, Checkpoint, TensorDtype};
+use int8_wgpu::quantizer::{Method, Quantizer};
+use int8_wgpu::{DType, Error, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference};
+use serde_json::json;
+
+/// A fresh, empty folder under the system temp dir; removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let p = std::env::temp_dir().join(format!("int8-wgpu-test-{name}-{}-{stamp}", std::process::id()));
+        fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+struct T {
+    dtype: TensorDtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for &T {
+    fn dtype(&self) -> TensorDtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn floats(values: &[f32], dtype: DType) -> Vec<u8> {
+    checkpoint::f32_to_bytes(values, dtype)
+}
+
+fn float_t(shape: &[usize], seed: u64, dtype: DType) -> T {
+    let n = shape.iter().product();
+    // Rows of different magnitudes, so scales differ per row.
+    let v: Vec<f32> = common::rand_vec(n, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x * (1.0 + (i / shape[shape.len() - 1]) as f32 * 0.37))
+        .collect();
+    T { dtype: checkpoint::to_tensor_dtype(dtype), shape: shape.to_vec(), data: floats(&v, dtype) }
+}
+
+/// Linear layers of the synthetic model: name, [out, in]. `in` is not a multiple of 4 for some
+/// (row padding) and a multiple of 5 for all (group size 5); out = 5 tests zero-point padding.
+const LINEARS: &[(&str, [usize; 2])] = &[
+    ("model.layers.0.attn.q_proj", [6, 10]),
+    ("model.layers.0.mlp.gate_proj", [5, 10]),
+    ("model.layers.0.mlp.up_proj", [12, 10]),
+    ("model.layers.0.mlp.down_proj", [10, 15]),
+];
+
+fn model(dtype: DType) -> Vec<(String, T)> {
+    let mut v: Vec<(String, T)> = Vec::new();
+    for (i, (name, shape)) in LINEARS.iter().enumerate() {
+        v.push((format!("{name}.weight"), float_t(shape, 100 + i as u64, dtype)));
+    }
+    v.push(("model.layers.0.mlp.up_proj.bias".into(), float_t(&[12], 7, dtype)));
+    v.push(("model.embed_tokens.weight".into(), float_t(&[16, 10], 8, dtype)));
+    v.push(("model.norm.weight".into(), float_t(&[10], 9, dtype)));
+    v.push(("lm_head.weight".into(), float_t(&[16, 10], 10, dtype)));
+    let ids: Vec<u8> = (0..7i64).flat_map(|i| i.to_le_bytes()).collect();
+    v.push(("model.position_ids".into(), T { dtype: TensorDtype::I64, shape: vec![1, 7], data: ids }));
+    v
+}
+
+fn write_file(path: &Path, tensors: &[(String, T)]) {
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), path).unwrap();
+}
+
+/// A model folder: model.safetensors, config.json, tokenizer files, a sub-folder.
+fn write_model(dir: &Path, dtype: DType) -> Vec<(String, T)> {
+    let m = model(dtype);
+    write_file(&dir.join("model.safetensors"), &m);
+    fs::write(dir.join("config.json"), r#"{"model_type": "toy", "hidden_size": 10}"#).unwrap();
+    fs::write(dir.join("tokenizer.json"), r#"{"version": "1.0"}"#).unwrap();
+    fs::write(dir.join("vocab.txt"), "[PAD]\n[UNK]\n").unwrap();
+    fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    fs::write(dir.join("1_Pooling/config.json"), "{}").unwrap();
+    m
+}
+
+/// Every file under `dir` with its bytes, relative paths sorted.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push((p.strip_prefix(root).unwrap().to_path_buf(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+fn quantizer(input: &Path, output: &Path, scheme: QuantScheme) -> Quantizer {
+    Quantizer::new(input, output).scheme(scheme).cpu().eval_rows(2)
+}
+
+/// The in-memory quantization of a float tensor of the model.
+fn in_memory(t: &T, scheme: QuantScheme) -> QuantizedTensor {
+    match t.dtype {
+        TensorDtype::F32 => reference::quantize::<f32>(&bytemuck::pod_collect_to_vec(&t.data), &t.shape, scheme),
+        TensorDtype::F16 => reference::quantize::<f16>(&bytemuck::pod_collect_to_vec(&t.data), &t.shape, scheme),
+        TensorDtype::BF16 => reference::quantize::<bf16>(&bytemuck::pod_collect_to_vec(&t.data), &t.shape, scheme),
+        d => panic!("not float: {d}"),
+    }
+    .unwrap()
+}
+
+fn i32s(b: &[u8]) -> Vec<i32> {
+    bytemuck::pod_collect_to_vec(b)
+}
+
+#[test]
+fn layout_dtypes_shapes_and_config_are_as_specified() {
+    let (inp, out) = (TempDir::new("layout-in"), TempDir::new("layout-out"));
+    let m = write_model(inp.path(), DType::F32);
+    let dest = out.path().join("q");
+    let report = quantizer(inp.path(), &dest, QuantScheme::default()).run().unwrap();
+    assert_eq!(report.layers.len(), LINEARS.len());
+
+    let ck = Checkpoint::open(&dest).unwrap();
+    let scheme = QuantScheme::default();
+    for (name, [o, i]) in LINEARS {
+        let t = &m.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1;
+        let q = in_memory(t, scheme);
+        assert!(ck.info(&format!("{name}.weight")).is_none(), "{name}.weight must be replaced");
+        assert!(ck.info(&format!("{name}.weight_zero_point")).is_none(), "symmetric: no zero point");
+        let packed = ck.info(&format!("{name}.weight_packed")).unwrap();
+        assert_eq!((packed.dtype, packed.shape.clone()), (TensorDtype::I32, vec![*o, i.div_ceil(4)]), "{name}");
+        let words = i32s(ck.bytes(&format!("{name}.weight_packed")).unwrap());
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let wpr = i.div_ceil(4) * 4;
+        for r in 0..*o {
+            for c in 0..wpr {
+                let want = if c < *i { (q.values()[r * i + c] as u8) ^ 0x80 } else { 0 };
+                assert_eq!(bytes[r * wpr + c], want, "{name} row {r} byte {c}");
+            }
+        }
+        let shape_t = ck.info(&format!("{name}.weight_shape")).unwrap();
+        assert_eq!((shape_t.dtype, shape_t.shape.clone()), (TensorDtype::I64, vec![2]));
+        let dims: Vec<i64> = bytemuck::pod_collect_to_vec(ck.bytes(&format!("{name}.weight_shape")).unwrap());
+        assert_eq!(dims, [*o as i64, *i as i64]);
+        let scale = ck.info(&format!("{name}.weight_scale")).unwrap();
+        assert_eq!((scale.dtype, scale.shape.clone()), (TensorDtype::F32, vec![*o, 1]));
+        assert_eq!(ck.tensor_f32(&format!("{name}.weight_scale")).unwrap(), q.scales());
+    }
+    // Everything else copied byte for byte, with the same dtype and shape.
+    for (name, t) in m.iter().filter(|(n, _)| !LINEARS.iter().any(|(l, _)| *n == format!("{l}.weight"))) {
+        let info = ck.info(name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!((info.dtype, &info.shape), (t.dtype, &t.shape), "{name}");
+        assert_eq!(ck.bytes(name).unwrap(), t.data.as_slice(), "{name} bytes");
+    }
+    assert_eq!(ck.names().count(), m.len() + 2 * LINEARS.len());
+
+    // config.json: the original keys plus exactly the specified quantization_config.
+    let config: serde_json::Value = serde_json::from_slice(&fs::read(dest.join("config.json")).unwrap()).unwrap();
+    let expected = json!({
+        "model_type": "toy",
+        "hidden_size": 10,
+        "quantization_config": {
+            "quant_method": "compressed-tensors",
+            "format": "pack-quantized",
+            "quantization_status": "compressed",
+            "config_groups": {"group_0": {
+                "targets": ["Linear"],
+                "weights": {"num_bits": 8, "type": "int", "symmetric": true, "strategy": "channel",
+                            "group_size": null, "dynamic": false, "actorder": null},
+                "input_activations": null
+            }},
+            "ignore": ["lm_head", "model.embed_tokens"]
+        }
+    });
+    assert_eq!(config, expected);
+    // Tokenizer and other files copied; metadata records the method.
+    for f in ["tokenizer.json", "vocab.txt", "1_Pooling/config.json"] {
+        assert_eq!(fs::read(dest.join(f)).unwrap(), fs::read(inp.path().join(f)).unwrap(), "{f}");
+    }
+    let meta = ck.metadata().unwrap();
+    assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
+    assert_eq!(meta.get("int8_wgpu.method").map(String::as_str), Some("w8a16"));
+    assert_eq!(ck.activation_dtype(), DType::BF16, "w8a16 of an f32 model runs bf16");
+
+    // The report's sizes and errors are those of the stored tensors.
+    for l in &report.layers {
+        let t = &m.iter().find(|(n, _)| *n == format!("{}.weight", l.name)).unwrap().1;
+        let q = in_memory(t, scheme);
+        assert_eq!(l.bytes_before, t.data.len());
+        assert_eq!(l.bytes_after, l.shape[0] * l.shape[1].div_ceil(4) * 4 + 16 + 4 * l.shape[0]);
+        let err = q.error::<f32>(&bytemuck::pod_collect_to_vec(&t.data)).unwrap();
+        assert_eq!((l.mse, l.max_abs), (err.mse, err.max_abs), "{}", l.name);
+        let rel = l.output_rel_error.unwrap();
+        assert!(rel > 0.0 && rel < 0.02, "{}: output relative error {rel}", l.name);
+    }
+    assert_eq!(report.total_before, m.iter().map(|(_, t)| t.data.len()).sum::<usize>());
+    assert_eq!(report.total_after, ck.nbytes());
+    assert!(report.to_string().contains("quantized 4 linear layers"));
+}
+
+#[test]
+fn f32_round_trip_equals_in_memory_quantization_exactly() {
+    for scheme in [
+        QuantScheme::default(),
+        QuantScheme::symmetric(Granularity::PerGroup { size: 5 }),
+        QuantScheme::symmetric(Granularity::PerTensor),
+        QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }),
+        QuantScheme::asymmetric(Granularity::PerGroup { size: 5 }),
+        QuantScheme::asymmetric(Granularity::PerTensor),
+    ] {
+        let (inp, out) = (TempDir::new("rt-in"), TempDir::new("rt-out"));
+        let m = write_model(inp.path(), DType::F32);
+        let dest = out.path().join("q");
+        quantizer(inp.path(), &dest, scheme).method(Method::W8A32).run().unwrap();
+        let ck = Checkpoint::open(&dest).unwrap();
+        assert_eq!(ck.activation_dtype(), DType::F32);
+        assert_eq!(ck.quantized_layers().len(), LINEARS.len());
+        for (name, _) in LINEARS {
+            let t = &m.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1;
+            let want = in_memory(t, scheme);
+            let got = ck.quantized_tensor(name).unwrap();
+            assert_eq!(got, want, "{scheme:?} {name}");
+            let a: Vec<u32> = got.dequantize().iter().map(|v| v.to_bits()).collect();
+            let b: Vec<u32> = want.dequantize().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(a, b, "{scheme:?} {name}: dequantized bits");
+        }
+    }
+}
+
+#[test]
+fn sixteen_bit_inputs_store_scales_in_their_dtype() {
+    // Ints are the in-memory ones; each scale is the f32 scale rounded to the weight's dtype;
+    // so the file reads back as `checkpoint::exported(in_memory, dtype)`.
+    for dtype in [DType::F16, DType::BF16] {
+        for scheme in [QuantScheme::default(), QuantScheme::asymmetric(Granularity::PerGroup { size: 5 })] {
+            let (inp, out) = (TempDir::new("16-in"), TempDir::new("16-out"));
+            let m = write_model(inp.path(), dtype);
+            let dest = out.path().join("q");
+            let report = quantizer(inp.path(), &dest, scheme).run().unwrap();
+            let ck = Checkpoint::open(&dest).unwrap();
+            assert_eq!(ck.activation_dtype(), dtype, "w8a16 keeps a 16-bit model's dtype");
+            for (name, _) in LINEARS {
+                let t = &m.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1;
+                let mem = in_memory(t, scheme);
+                let got = ck.quantized_tensor(name).unwrap();
+                assert_eq!(ck.info(&format!("{name}.weight_scale")).unwrap().dtype, checkpoint::to_tensor_dtype(dtype));
+                assert_eq!(got.values(), mem.values(), "{dtype} {name}: ints");
+                assert_eq!(got.zero_points(), mem.zero_points(), "{dtype} {name}: zero points");
+                for (g, s) in got.scales().iter().zip(mem.scales()) {
+                    assert_eq!(g.to_bits(), dtype.round(*s).to_bits(), "{dtype} {name}: scale {s:e}");
+                }
+                assert_eq!(got, checkpoint::exported(&mem, dtype).unwrap());
+                let l = report.layers.iter().find(|l| l.name == *name).unwrap();
+                assert_eq!(l.dtype, dtype);
+                let orig: Vec<f32> = checkpoint::floats_to_f32(t.dtype, &t.data).unwrap();
+                assert_eq!(l.mse, got.error(&orig).unwrap().mse, "report measures the stored tensor");
+            }
+        }
+    }
+}
+
+#[test]
+fn asymmetric_zero_point_layouts() {
+    let cases = [
+        (QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }), "channel", None),
+        (QuantScheme::asymmetric(Granularity::PerGroup { size: 5 }), "group", Some(5)),
+        (QuantScheme::asymmetric(Granularity::PerTensor), "tensor", None),
+    ];
+    for (scheme, strategy, group) in cases {
+        let (inp, out) = (TempDir::new("zp-in"), TempDir::new("zp-out"));
+        let m = write_model(inp.path(), DType::BF16);
+        let dest = out.path().join("q");
+        quantizer(inp.path(), &dest, scheme).run().unwrap();
+        let ck = Checkpoint::open(&dest).unwrap();
+        for (name, [o, i]) in LINEARS {
+            let t = &m.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1;
+            let mem = in_memory(t, scheme);
+            let zps = mem.zero_points().unwrap();
+            let zn = format!("{name}.weight_zero_point");
+            let z = ck.info(&zn).unwrap();
+            let scale = ck.info(&format!("{name}.weight_scale")).unwrap();
+            assert_eq!(scale.dtype, TensorDtype::BF16);
+            match strategy {
+                "tensor" => {
+                    assert_eq!((z.dtype, z.shape.clone()), (TensorDtype::I8, vec![1]), "{name}");
+                    assert_eq!(scale.shape, [1]);
+                    assert_eq!(ck.bytes(&zn).unwrap(), [zps[0] as u8]);
+                }
+                _ => {
+                    let cols = if strategy == "group" { i / 5 } else { 1 };
+                    assert_eq!(scale.shape, [*o, cols], "{name}");
+                    assert_eq!((z.dtype, z.shape.clone()), (TensorDtype::I32, vec![o.div_ceil(4), cols]), "{name}");
+                    let words = i32s(ck.bytes(&zn).unwrap());
+                    for r in 0..o.div_ceil(4) * 4 {
+                        for c in 0..cols {
+                            let byte = (words[(r / 4) * cols + c] as u32 >> (8 * (r % 4))) as u8;
+                            let want = if r < *o { zps[r * cols + c] as u8 ^ 0x80 } else { 0 };
+                            assert_eq!(byte, want, "{name} zp row {r} col {c}");
+                        }
+                    }
+                }
+            }
+            assert_eq!(ck.quantized_tensor(name).unwrap(), checkpoint::exported(&mem, DType::BF16).unwrap());
+        }
+        let config: serde_json::Value = serde_json::from_slice(&fs::read(dest.join("config.json")).unwrap()).unwrap();
+        let w = &config["quantization_config"]["config_groups"]["group_0"]["weights"];
+        assert_eq!(w["symmetric"], false);
+        assert_eq!(w["strategy"], strategy);
+        assert_eq!(w["group_size"], json!(group));
+    }
+}
+
+#[test]
+fn gpu_and_cpu_write_byte_identical_files() {
+    let gpu = gpu_or_skip!();
+    for (dtype, scheme) in [
+        (DType::F32, QuantScheme::default()),
+        (DType::BF16, QuantScheme::asymmetric(Granularity::PerGroup { size: 5 })),
+        (DType::F16, QuantScheme::asymmetric(Granularity::PerTensor)),
+    ] {
+        let (inp, out) = (TempDir::new("gc-in"), TempDir::new("gc-out"));
+        write_model(inp.path(), dtype);
+        let (g, c) = (out.path().join("gpu"), out.path().join("cpu"));
+        let rg = Quantizer::new(inp.path(), &g).scheme(scheme).gpu(gpu.clone()).eval_rows(2).run().unwrap();
+        let rc = Quantizer::new(inp.path(), &c).scheme(scheme).cpu().eval_rows(2).run().unwrap();
+        let (sg, sc) = (snapshot(&g), snapshot(&c));
+        assert_eq!(sg.len(), sc.len());
+        for ((pg, bg), (pc, bc)) in sg.iter().zip(&sc) {
+            assert_eq!(pg, pc);
+            assert!(bg == bc, "{dtype} {scheme:?}: {} differs between GPU and CPU", pg.display());
+        }
+        assert_eq!(rg.layers, rc.layers, "same report numbers");
+        assert_ne!(rg.backend, rc.backend);
+    }
+}
+
+#[test]
+fn loaded_layers_compute_like_in_memory_layers() {
+    let gpu = gpu_or_skip!();
+    let (inp, out) = (TempDir::new("lin-in"), TempDir::new("lin-out"));
+    let m = write_model(inp.path(), DType::F32);
+    let dest = out.path().join("q");
+    let scheme = QuantScheme::asymmetric(Granularity::PerGroup { size: 5 });
+    quantizer(inp.path(), &dest, scheme).run().unwrap();
+    let ck = Checkpoint::open(&dest).unwrap();
+    for (name, [_, i]) in LINEARS {
+        let t = &m.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1;
+        let bias = m
+            .iter()
+            .find(|(n, _)| *n == format!("{name}.bias"))
+            .map(|(_, b)| bytemuck::pod_collect_to_vec::<u8, f32>(&b.data));
+        let loaded = ck.linear(&gpu, name).unwrap();
+        assert_eq!(loaded.activation_dtype(), DType::BF16);
+        assert_eq!(loaded.bias().is_some(), bias.is_some(), "{name}: bias loaded");
+        let mem = QuantizedLinear::from_quantized(&gpu, &in_memory(t, scheme), bias.as_deref(), DType::BF16).unwrap();
+        let x: Vec<bf16> = common::rand_vec(3 * i, 5).iter().map(|&v| bf16::from_f32(v)).collect();
+        let a: Vec<bf16> = loaded.forward_host(&x, &[3, *i]).unwrap();
+        let b: Vec<bf16> = mem.forward_host(&x, &[3, *i]).unwrap();
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn include_exclude_and_default_excludes() {
+    let inp = TempDir::new("glob-in");
+    write_model(inp.path(), DType::F32);
+    let out = TempDir::new("glob-out");
+    let run = |q: Quantizer| q.run().unwrap();
+    let names = |r: &int8_wgpu::QuantReport| r.layers.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+
+    // Default: embeddings and lm_head excluded and listed; norms listed; config ignore.
+    let r = run(quantizer(inp.path(), &out.path().join("a"), QuantScheme::default()));
+    assert_eq!(r.layers.len(), 4);
+    let skipped: Vec<(&str, &str)> = r.skipped.iter().map(|s| (s.name.as_str(), s.reason.as_str())).collect();
+    assert!(skipped.contains(&("lm_head.weight", "excluded by default pattern `*lm_head*`")), "{skipped:?}");
+    assert!(skipped.contains(&("model.embed_tokens.weight", "excluded by default pattern `*embed_tokens*`")));
+    assert!(skipped.contains(&("model.norm.weight", "excluded by default pattern `*norm*`")));
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+    // Exclude: a glob over the full name; one that matches nothing is a warning.
+    let r = run(quantizer(inp.path(), &out.path().join("b"), QuantScheme::default())
+        .exclude("*.mlp.up_?roj*")
+        .exclude("*nothing*"));
+    assert_eq!(
+        names(&r),
+        ["model.layers.0.attn.q_proj", "model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_proj"]
+    );
+    assert!(
+        r.skipped
+            .iter()
+            .any(|s| s.name == "model.layers.0.mlp.up_proj.weight" && s.reason == "excluded by `*.mlp.up_?roj*`")
+    );
+    assert_eq!(r.warnings, ["exclude pattern `*nothing*` matches no tensor"]);
+    let ck = Checkpoint::open(out.path().join("b")).unwrap();
+    assert_eq!(ck.info("model.layers.0.mlp.up_proj.weight").unwrap().dtype, TensorDtype::F32);
+    let ignore = &ck.quantization_config().unwrap()["ignore"];
+    assert_eq!(ignore, &json!(["lm_head", "model.embed_tokens", "model.layers.0.mlp.up_proj"]));
+
+    // Include: only matching linear weights (biases matched by the same glob are not weights).
+    let r = run(quantizer(inp.path(), &out.path().join("c"), QuantScheme::default()).include("model.layers.*.mlp.*"));
+    assert_eq!(
+        names(&r),
+        ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"]
+    );
+
+    // Without default excludes, lm_head and the embedding table are quantized too.
+    let r = run(quantizer(inp.path(), &out.path().join("d"), QuantScheme::default()).default_excludes(false));
+    assert_eq!(r.layers.len(), 6);
+    assert!(names(&r).contains(&"lm_head".to_string()));
+}
+
+#[test]
+fn sharded_and_single_file_inputs() {
+    let inp = TempDir::new("shard-in");
+    let m = model(DType::BF16);
+    let (a, b): (Vec<_>, Vec<_>) = m.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let a: Vec<(String, T)> = a.into_iter().map(|(_, t)| t).collect();
+    let b: Vec<(String, T)> = b.into_iter().map(|(_, t)| t).collect();
+    write_file(&inp.path().join("model-00001-of-00002.safetensors"), &a);
+    write_file(&inp.path().join("model-00002-of-00002.safetensors"), &b);
+    let mut map = serde_json::Map::new();
+    for (n, _) in &a {
+        map.insert(n.clone(), json!("model-00001-of-00002.safetensors"));
+    }
+    for (n, _) in &b {
+        map.insert(n.clone(), json!("model-00002-of-00002.safetensors"));
+    }
+    let index = json!({"metadata": {"total_size": 0}, "weight_map": map});
+    fs::write(inp.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let out = TempDir::new("shard-out");
+    let dest = out.path().join("q");
+    let r = quantizer(inp.path(), &dest, QuantScheme::default()).run().unwrap();
+    assert_eq!(r.layers.len(), 4);
+    let ck = Checkpoint::open(&dest).unwrap();
+    assert!(ck.is_sharded());
+    assert_eq!(ck.files().len(), 2);
+    assert_eq!(ck.quantized_layers().len(), 4);
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dest.join("model.safetensors.index.json")).unwrap()).unwrap();
+    assert_eq!(index["metadata"]["total_size"], json!(ck.nbytes()));
+    assert_eq!(index["weight_map"].as_object().unwrap().len(), ck.names().count());
+    // A quantized layer stays in the shard its float weight was in.
+    let shard_of = |n: &str| index["weight_map"][n].as_str().unwrap().to_string();
+    for (n, _) in &a {
+        if let Some(p) = n.strip_suffix(".weight").filter(|p| LINEARS.iter().any(|(l, _)| l == p)) {
+            assert_eq!(shard_of(&format!("{p}.weight_packed")), "model-00001-of-00002.safetensors");
+        }
+    }
+    assert!(!dest.join("config.json").exists(), "no config.json in the input, none in the output");
+
+    // A single .safetensors file.
+    let dest2 = out.path().join("single");
+    let r =
+        quantizer(&inp.path().join("model-00001-of-00002.safetensors"), &dest2, QuantScheme::default()).run().unwrap();
+    assert_eq!(r.layers.len(), 2);
+    assert_eq!(
+        snapshot(&dest2).iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        [PathBuf::from("model.safetensors")]
+    );
+    assert_eq!(Checkpoint::open(dest2.join("model.safetensors")).unwrap().quantized_layers().len(), 2);
+}
+
+#[test]
+fn input_is_never_modified_and_output_is_atomic() {
+    let inp = TempDir::new("safe-in");
+    write_model(inp.path(), DType::F32);
+    let before = snapshot(inp.path());
+    let out = TempDir::new("safe-out");
+    let dest = out.path().join("q");
+    quantizer(inp.path(), &dest, QuantScheme::default()).run().unwrap();
+    assert_eq!(snapshot(inp.path()), before, "input changed");
+
+    // An existing output is an error unless overwriting; overwriting replaces it.
+    let e = quantizer(inp.path(), &dest, QuantScheme::default()).run().unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    fs::write(dest.join("stale.txt"), "x").unwrap();
+    quantizer(inp.path(), &dest, QuantScheme::default()).overwrite(true).run().unwrap();
+    assert!(!dest.join("stale.txt").exists());
+
+    // A run that fails half-way (group size 4 does not divide 10) leaves nothing behind.
+    let failed = out.path().join("failed");
+    let e =
+        quantizer(inp.path(), &failed, QuantScheme::symmetric(Granularity::PerGroup { size: 4 })).run().unwrap_err();
+    assert!(matches!(&e, Error::Tensor { source, .. } if matches!(**source, Error::Scheme(_))), "{e}");
+    assert!(e.to_string().contains("model.layers.0.attn.q_proj.weight"), "{e}");
+    assert!(!failed.exists());
+    let left: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["q"], "temporary folders left behind");
+
+    // Output inside the input, or the input itself: refused.
+    for bad in [inp.path().join("sub"), inp.path().to_path_buf()] {
+        let e = quantizer(inp.path(), &bad, QuantScheme::default()).overwrite(true).run().unwrap_err();
+        assert!(e.to_string().contains("inside the input"), "{e}");
+    }
+    assert_eq!(snapshot(inp.path()), before, "input changed");
+}
+
+#[test]
+fn corrupt_truncated_and_missing_files_are_clear_errors() {
+    let inp = TempDir::new("bad-in");
+    write_model(inp.path(), DType::F32);
+    let file = inp.path().join("model.safetensors");
+    let good = fs::read(&file).unwrap();
+    let out = TempDir::new("bad-out");
+    let expect = |needle: &str| {
+        let e = Checkpoint::open(inp.path()).unwrap_err();
+        assert!(matches!(e, Error::Checkpoint(_)), "{e:?}");
+        assert!(e.to_string().contains(needle), "`{e}` does not say `{needle}`");
+        let e = quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).run().unwrap_err();
+        assert!(e.to_string().contains(needle), "{e}");
+    };
+    fs::write(&file, &good[..good.len() - 10]).unwrap();
+    expect("truncated");
+    fs::write(&file, &good[..100]).unwrap();
+    expect("truncated");
+    fs::write(&file, &good[..5]).unwrap();
+    expect("truncated");
+    let mut extra = good.clone();
+    extra.extend_from_slice(b"junk");
+    fs::write(&file, &extra).unwrap();
+    expect("corrupt");
+    let mut garbage = good.clone();
+    garbage[8..20].copy_from_slice(b"not json at ");
+    fs::write(&file, &garbage).unwrap();
+    expect("corrupt safetensors header");
+    fs::write(&file, u64::MAX.to_le_bytes()).unwrap();
+    expect("not a safetensors file");
+    assert!(!out.path().join("q").exists());
+
+    fs::remove_file(&file).unwrap();
+    expect("neither `model.safetensors` nor `model.safetensors.index.json`");
+    let e = Checkpoint::open(inp.path().join("nope")).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    assert!(e.to_string().contains("nope"), "{e}");
+
+    // An index naming a missing shard.
+    fs::write(inp.path().join("model.safetensors.index.json"), r#"{"weight_map": {"a": "gone.safetensors"}}"#).unwrap();
+    let e = Checkpoint::open(inp.path()).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }) && e.to_string().contains("gone.safetensors"), "{e}");
+}
+
+#[test]
+fn collisions_unsupported_dtypes_and_requantization_are_errors() {
+    let out = TempDir::new("coll-out");
+    // `X.weight_scale` already present beside `X.weight`.
+    let inp = TempDir::new("coll-in");
+    let mut m = model(DType::F32);
+    m.push(("model.layers.0.mlp.up_proj.weight_scale".into(), float_t(&[12, 1], 3, DType::F32)));
+    write_file(&inp.path().join("model.safetensors"), &m);
+    let e = quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).run().unwrap_err();
+    assert!(e.to_string().contains("collision") && e.to_string().contains("up_proj.weight_scale"), "{e}");
+
+    // An already quantized checkpoint is refused.
+    let inp2 = TempDir::new("coll-in2");
+    write_model(inp2.path(), DType::F32);
+    let q = out.path().join("q2");
+    quantizer(inp2.path(), &q, QuantScheme::default()).run().unwrap();
+    let e = quantizer(&q, &out.path().join("q3"), QuantScheme::default()).run().unwrap_err();
+    assert!(e.to_string().contains("already quantized"), "{e}");
+
+    // A linear weight in F64: left in float by default, an error when explicitly included.
+    let inp3 = TempDir::new("coll-in3");
+    let mut m = model(DType::F32);
+    let d: Vec<u8> = (0..4 * 8).flat_map(|i| f64::from(i).to_le_bytes()).collect();
+    m.push(("model.extra.proj.weight".into(), T { dtype: TensorDtype::F64, shape: vec![4, 8], data: d }));
+    write_file(&inp3.path().join("model.safetensors"), &m);
+    let r = quantizer(inp3.path(), &out.path().join("q4"), QuantScheme::default()).run().unwrap();
+    assert!(r.skipped.iter().any(|s| s.name == "model.extra.proj.weight" && s.reason.contains("F64")));
+    let e = quantizer(inp3.path(), &out.path().join("q5"), QuantScheme::default()).include("*proj*").run().unwrap_err();
+    assert!(e.to_string().contains("F64") && e.to_string().contains("not supported"), "{e}");
+
+    // Per-channel along axis 1 has no compressed-tensors layout.
+    let e = quantizer(inp3.path(), &out.path().join("q6"), QuantScheme::symmetric(Granularity::PerChannel { axis: 1 }))
+        .run()
+        .unwrap_err();
+    assert!(e.to_string().contains("axis 0"), "{e}");
+}
+
+#[test]
+fn int_quantized_checkpoints_from_elsewhere_load() {
+    // compressed-tensors `int-quantized`: an I8 weight, bf16 scales [out, 1], no packing.
+    let inp = TempDir::new("intq");
+    let w = float_t(&[6, 10], 3, DType::F32);
+    let q = in_memory(&w, QuantScheme::default());
+    let t = vec![
+        (
+            "fc.weight".to_string(),
+            T { dtype: TensorDtype::I8, shape: vec![6, 10], data: bytemuck::cast_slice(q.values()).to_vec() },
+        ),
+        (
+            "fc.weight_scale".to_string(),
+            T { dtype: TensorDtype::BF16, shape: vec![6, 1], data: floats(q.scales(), DType::BF16) },
+        ),
+    ];
+    write_file(&inp.path().join("model.safetensors"), &t);
+    let ck = Checkpoint::open(inp.path()).unwrap();
+    assert_eq!(ck.quantized_layers(), ["fc"]);
+    let info = ck.quantized_layer_info("fc").unwrap();
+    assert_eq!(info.format, checkpoint::PackFormat::IntQuantized);
+    assert_eq!(ck.quantized_tensor("fc").unwrap(), checkpoint::exported(&q, DType::BF16).unwrap());
+    assert_eq!(ck.activation_dtype(), DType::BF16);
+    let e = ck.quantized_tensor("nothing").unwrap_err();
+    assert!(e.to_string().contains("nothing"), "{e}");
+}
