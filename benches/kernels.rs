@@ -1,1 +1,94 @@
-fn main() {}
+//! `cargo bench`: GEMV/GEMM against the CPU reference path, the dense f32 GPU matmul of the
+//! same design and the roofline read kernel; GPU quantization and dequantization.
+//!
+//! GPU figures use GPU timestamps when the adapter has `TIMESTAMP_QUERY` (kernel time), else
+//! wall clock over many dispatches in one submission. `INT8_BENCH=full` runs the whole matrix.
+//! For one markdown table with every ratio: `cargo run --release --example bench_table`.
+
+#[path = "suite/mod.rs"]
+mod suite;
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use int8_wgpu::{DType, Gpu, GpuQuantizedTensor, GpuTensor, reference};
+
+fn gpu() -> Gpu {
+    let gpu = Gpu::new().expect("benches need a GPU adapter (see README)");
+    eprintln!("adapter: {}", gpu.describe());
+    gpu
+}
+
+fn linear(c: &mut Criterion) {
+    let gpu = gpu();
+    for shape in suite::shapes() {
+        for (sname, scheme) in suite::schemes() {
+            let layer = suite::Layer::new(shape, scheme);
+            let (dense, roof) = suite::yardsticks(&gpu, &layer);
+            for m in suite::rows() {
+                let group = if m <= int8_wgpu::gpu::GEMV_MAX_ROWS { "gemv" } else { "gemm" };
+                let mut g = c.benchmark_group(format!("{group}/{}x{}/{sname}", shape.0, shape.1));
+                g.throughput(Throughput::Bytes(layer.weight_bytes()));
+                for dtype in suite::dtypes() {
+                    let l = layer.gpu_layer(&gpu, dtype);
+                    let (_, x) = layer.input(&gpu, m, dtype);
+                    g.bench_function(
+                        BenchmarkId::new(format!("gpu-w8a{}-{dtype}", if dtype == DType::F32 { 32 } else { 16 }), m),
+                        |b| b.iter_custom(|n| l.time_forward(&x, n as u32).expect("time").per_iter * n as u32),
+                    );
+                }
+                let (xh, x) = layer.input(&gpu, m, DType::F32);
+                g.bench_function(BenchmarkId::new("gpu-dense-f32", m), |b| {
+                    b.iter_custom(|n| dense.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
+                });
+                g.bench_function(BenchmarkId::new("roofline", m), |b| {
+                    b.iter_custom(|n| roof.time(n as u32).expect("time").per_iter * n as u32)
+                });
+                g.bench_function(BenchmarkId::new("cpu-reference-f32", m), |b| {
+                    b.iter(|| reference::linear(&xh, &layer.q, None).expect("cpu"))
+                });
+                g.finish();
+            }
+        }
+    }
+}
+
+fn quantize(c: &mut Criterion) {
+    let gpu = gpu();
+    for shape in suite::shapes() {
+        for (sname, scheme) in suite::schemes() {
+            let layer = suite::Layer::new(shape, scheme);
+            let mut g = c.benchmark_group(format!("quantize/{}x{}/{sname}", shape.0, shape.1));
+            g.throughput(Throughput::Elements((shape.0 * shape.1) as u64));
+            let resident = GpuTensor::from_host(&gpu, &layer.weight, &[shape.0, shape.1]).expect("upload");
+            g.bench_function("gpu-resident-wall", |b| b.iter(|| gpu.quantize_tensor(&resident, scheme).expect("q")));
+            g.bench_function("cpu-reference", |b| {
+                b.iter(|| reference::quantize(&layer.weight, &[shape.0, shape.1], scheme).expect("q"))
+            });
+            g.finish();
+            let mut g = c.benchmark_group(format!("dequantize/{}x{}/{sname}", shape.0, shape.1));
+            g.throughput(Throughput::Elements((shape.0 * shape.1) as u64));
+            let gq = GpuQuantizedTensor::from_host(&gpu, &layer.q).expect("upload");
+            g.bench_function("gpu-f32-wall", |b| {
+                b.iter(|| {
+                    let t = gq.dequantize(DType::F32).expect("dq");
+                    gpu.synchronize().expect("sync");
+                    t
+                })
+            });
+            g.bench_function("cpu-reference", |b| b.iter(|| layer.q.dequantize()));
+            g.finish();
+        }
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args()
+}
+
+criterion_group! { name = benches; config = config(); targets = linear, quantize }
+criterion_main!(benches);

@@ -72,3 +72,156 @@ fn gemv_main(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fast path: k a multiple of 16 and scale segments that are whole 16-element units. Each weight
+// row is read by TPR neighbouring threads as 16-byte units (coalesced), all activation rows in
+// the same pass, then reduced across the TPR lanes: with subgroup operations where the device
+// has them (lines marked `//+sg`, enabled by the host's generator), else in workgroup memory.
+
+const FAST_WG: u32 = 256u;
+const TPR: u32 = 32u; // threads per weight row; the host uses subgroups only if their size divides it
+
+// Set when scale segments are shorter than a row (per group): each unit is scaled on its own.
+override GROUPED: bool = false;
+
+var<workgroup> fred: array<f32, 2048>; // FAST_WG * MAX_M
+
+fn unpack_i8x4(w: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// Four activations from element i (a multiple of 4).
+fn load_x4(i: u32) -> vec4<f32> {
+    if IN_DT == DT_F32 {
+        return bitcast<vec4<f32>>(vec4<u32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]));
+    }
+    let a = x[i >> 1u];
+    let b = x[(i >> 1u) + 1u];
+    if IN_DT == DT_BF16 {
+        return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
+    }
+    return vec4<f32>(f16_bits_to_f32(a & 0xffffu), f16_bits_to_f32(a >> 16u), f16_bits_to_f32(b & 0xffffu), f16_bits_to_f32(b >> 16u));
+}
+
+// Sums acc over the TPR lanes of each row and writes the row's outputs (lane 0).
+fn finish_rows(
+    acc: array<f32, 8>,
+    t: u32,
+    lr: u32,
+//+sg    sg_size: u32,
+//+sg    sg_lane: u32,
+) {
+    let lane = t % TPR;
+    for (var m = 0u; m < p.m; m++) {
+        fred[m * FAST_WG + t] = acc[m]; // -sg
+//+sg        let v = subgroupAdd(acc[m]);
+//+sg        if sg_lane == 0u {
+//+sg            fred[m * FAST_WG + t / sg_size] = v;
+//+sg        }
+    }
+    workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s >>= 1u) { // -sg
+        if lane < s { // -sg
+            for (var m = 0u; m < p.m; m++) { // -sg
+                fred[m * FAST_WG + t] += fred[m * FAST_WG + t + s]; // -sg
+            } // -sg
+        } // -sg
+        workgroupBarrier(); // -sg
+    } // -sg
+    if lane == 0u && lr < p.rows {
+        for (var m = 0u; m < p.m; m++) {
+            var v = fred[m * FAST_WG + t]; // -sg
+//+sg            var v = 0.0;
+//+sg            for (var j = 0u; j < TPR / sg_size; j++) {
+//+sg                v += fred[m * FAST_WG + t / sg_size + j];
+//+sg            }
+            store_y(m, lr, v);
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn gemv_fast_main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+//+sg    @builtin(subgroup_size) sg_size: u32,
+//+sg    @builtin(subgroup_invocation_id) sg_lane: u32,
+) {
+    let lr = flat_group(wid, nwg) * (FAST_WG / TPR) + t / TPR;
+    var acc: array<f32, 8>;
+    if lr < p.rows {
+        let n = p.row0 + lr;
+        var dsum: array<f32, 8>;
+        var xsum: array<f32, 8>;
+        let base = lr * p.words_per_row;
+        for (var u = t % TPR; u < p.k / 16u; u += TPR) {
+            let w = base + u * 4u;
+            let q0 = unpack_i8x4(weights[w]);
+            let q1 = unpack_i8x4(weights[w + 1u]);
+            let q2 = unpack_i8x4(weights[w + 2u]);
+            let q3 = unpack_i8x4(weights[w + 3u]);
+            var s = 1.0;
+            var z = 0.0;
+            if GROUPED {
+                let pi = param_of(n * p.k + u * 16u, p.inner, p.channels);
+                s = scales[pi];
+                z = f32(zps[pi]);
+            }
+            for (var m = 0u; m < p.m; m++) {
+                let xi = m * p.k + u * 16u;
+                let x0 = load_x4(xi);
+                let x1 = load_x4(xi + 4u);
+                let x2 = load_x4(xi + 8u);
+                let x3 = load_x4(xi + 12u);
+                let d = dot(x0, q0) + dot(x1, q1) + dot(x2, q2) + dot(x3, q3);
+                let xs = dot((x0 + x1) + (x2 + x3), vec4<f32>(1.0));
+                if GROUPED {
+                    acc[m] += s * (d - z * xs);
+                } else {
+                    dsum[m] += d;
+                    xsum[m] += xs;
+                }
+            }
+        }
+        if !GROUPED {
+            let pi = param_of(n * p.k, p.inner, p.channels);
+            let s = scales[pi];
+            let z = f32(zps[pi]);
+            for (var m = 0u; m < p.m; m++) {
+                acc[m] = s * (dsum[m] - z * xsum[m]);
+            }
+        }
+    }
+    finish_rows(acc, t, lr,
+//+sg        sg_size, sg_lane,
+    );
+}
+
+// The no-quantization baseline of the same design: f32 weights (`weights` holds f32 bits,
+// words_per_row = k), for the benches' dense comparison.
+@compute @workgroup_size(256)
+fn gemv_dense_main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+//+sg    @builtin(subgroup_size) sg_size: u32,
+//+sg    @builtin(subgroup_invocation_id) sg_lane: u32,
+) {
+    let lr = flat_group(wid, nwg) * (FAST_WG / TPR) + t / TPR;
+    var acc: array<f32, 8>;
+    if lr < p.rows {
+        let base = lr * p.words_per_row;
+        for (var u = t % TPR; u < p.k / 4u; u += TPR) {
+            let w = base + u * 4u;
+            let wv = bitcast<vec4<f32>>(vec4<u32>(weights[w], weights[w + 1u], weights[w + 2u], weights[w + 3u]));
+            for (var m = 0u; m < p.m; m++) {
+                acc[m] += dot(load_x4(m * p.k + u * 4u), wv);
+            }
+        }
+    }
+    finish_rows(acc, t, lr,
+//+sg        sg_size, sg_lane,
+    );
+}

@@ -2,7 +2,8 @@
 
 use std::sync::Mutex;
 
-use crate::gpu::linear::{block_params, encode_linear};
+use crate::gpu::linear::{block_params, prepare_linear};
+use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::reference::check_finite;
 use crate::scheme::check_shape;
@@ -149,9 +150,29 @@ impl QuantizedLinear {
         for (u, p) in uniforms.iter().zip(&params) {
             self.gpu.queue().write_buffer(u, 0, bytemuck::bytes_of(p));
         }
-        encode_linear(&self.gpu, &mut enc, &self.weight, &uniforms, self.dtype, m, x.buffer(), bias, y.buffer())?;
+        let prepared = prepare_linear(&self.gpu, &self.weight, &uniforms, self.dtype, m, x.buffer(), bias, y.buffer())?;
+        if self.dtype != DType::F32 {
+            enc.clear_buffer(y.buffer(), 0, None);
+        }
+        prepared.record(&mut enc.begin_compute_pass(&Default::default()));
         self.gpu.queue().submit([enc.finish()]);
         Ok(())
+    }
+
+    /// Times `iters` forwards of `x` recorded into one compute pass (benches): kernel time from
+    /// GPU timestamps when the device has them, else wall clock; the [`Timing`] says which.
+    pub fn time_forward(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
+        let (m, shape) = self.output_shape(x)?;
+        let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
+        let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);
+        let params = block_params(&self.weight, m, self.bias.is_some());
+        let uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
+        for (u, p) in uniforms.iter().zip(&params) {
+            self.gpu.queue().write_buffer(u, 0, bytemuck::bytes_of(p));
+        }
+        let prepared = prepare_linear(&self.gpu, &self.weight, &uniforms, self.dtype, m, x.buffer(), bias, y.buffer())?;
+        // Repeated 16-bit outputs OR identical bits into the cleared buffer: idempotent.
+        time_passes(&self.gpu, iters, |enc| enc.clear_buffer(y.buffer(), 0, None), |pass| prepared.record(pass))
     }
 
     /// Host convenience: uploads `x` (`shape = [..., in]`, dtype = the activation dtype), runs

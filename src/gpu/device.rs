@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::gpu::kernels::{Family, Kernel};
-use crate::{DType, Error, Result};
+use crate::gpu::kernels::{Family, Kernel, Variant};
+use crate::{Error, Result};
 
 /// Options for opening a device with [`Gpu::with_options`].
 #[derive(Clone, Debug, Default)]
@@ -45,7 +45,7 @@ struct Inner {
     caps: Capabilities,
     limits: wgpu::Limits,
     families: Mutex<HashMap<Family, Arc<FamilyObjects>>>,
-    pipelines: Mutex<HashMap<(Kernel, DType, DType), Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<(Kernel, Variant), Arc<wgpu::ComputePipeline>>>,
     poll_requests: Mutex<mpsc::Sender<()>>,
     uncaptured: Arc<Mutex<Option<String>>>,
 }
@@ -139,7 +139,8 @@ impl Gpu {
     /// (`SHADER_F16`, `SUBGROUP`, `TIMESTAMP_QUERY`) are detected; none is required. The
     /// device's uncaptured-error handler is left to the application.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        Self::build(device, queue, None, false)
+        let info = device.adapter_info();
+        Self::build(device, queue, Some(info), false)
     }
 
     fn build(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>, own: bool) -> Self {
@@ -202,7 +203,7 @@ impl Gpu {
         &self.inner.queue
     }
 
-    /// The adapter's description (`None` for a device adopted with [`Gpu::from_device`]).
+    /// The adapter's description.
     pub fn adapter_info(&self) -> Option<&wgpu::AdapterInfo> {
         self.inner.info.as_ref()
     }
@@ -287,16 +288,20 @@ impl Gpu {
         Ok(objects)
     }
 
-    /// The compiled pipeline of `kernel` for input and output dtypes, compiled once and cached.
-    pub(crate) fn pipeline(&self, kernel: Kernel, in_dt: DType, out_dt: DType) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key = (kernel, in_dt, out_dt);
+    /// The compiled pipeline of `kernel` in `variant`, compiled once and cached.
+    pub(crate) fn pipeline(&self, kernel: Kernel, variant: Variant) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = (kernel, variant);
         if let Some(p) = self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }
-        let fam = self.family(kernel.family())?;
+        let fam = self.family(kernel.family(variant))?;
         let device = &self.inner.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let constants = [("IN_DT", f64::from(in_dt.shader_code())), ("OUT_DT", f64::from(out_dt.shader_code()))];
+        let mut constants = vec![
+            ("IN_DT", f64::from(variant.in_dt.shader_code())),
+            ("OUT_DT", f64::from(variant.out_dt.shader_code())),
+        ];
+        constants.extend(kernel.extra_constants(variant));
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.entry()),
             layout: Some(&fam.pipeline_layout),
@@ -306,11 +311,18 @@ impl Gpu {
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling kernel {}: {e}", kernel.entry())));
+            return Err(Error::Gpu(format!("compiling kernel {} {variant:?}: {e}", kernel.entry())));
         }
         let pipeline = Arc::new(pipeline);
         self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// Whether the GEMV kernels reduce with subgroup operations: the device has them and every
+    /// subgroup size it may use divides the kernels' 32 lanes per row (else workgroup memory).
+    pub fn uses_subgroup_reductions(&self) -> bool {
+        let max = self.inner.info.as_ref().map_or(0, |i| i.subgroup_max_size);
+        self.inner.caps.subgroups && max > 0 && max <= 32 && max.is_power_of_two()
     }
 
     /// Copies `size` bytes at `offset` of `buffer` back to the host.

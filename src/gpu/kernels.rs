@@ -2,20 +2,27 @@
 
 use wgpu::BufferBindingType as B;
 
+use crate::DType;
+
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const LINEAR_COMMON: &str = include_str!("../../shaders/linear_common.wgsl");
 const QUANTIZE: &str = include_str!("../../shaders/quantize.wgsl");
 const DEQUANTIZE: &str = include_str!("../../shaders/dequantize.wgsl");
 const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
+const ROOFLINE: &str = include_str!("../../shaders/roofline.wgsl");
 
 /// One WGSL module (one file in `shaders/`, with `common.wgsl` prepended).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Family {
     Quantize,
     Dequantize,
-    Gemv,
+    /// `subgroups`: the variant whose lane reductions use subgroup operations.
+    Gemv {
+        subgroups: bool,
+    },
     Gemm,
+    Roofline,
 }
 
 /// One entry point; dtypes are chosen by override constants at pipeline creation.
@@ -26,7 +33,28 @@ pub(crate) enum Kernel {
     Quantize,
     Dequantize,
     Gemv,
+    GemvFast,
+    GemvDense,
     Gemm,
+    GemmDense,
+    Roofline,
+}
+
+/// Pipeline-creation choices of a kernel: override constants and the source variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Variant {
+    pub(crate) in_dt: DType,
+    pub(crate) out_dt: DType,
+    /// gemv: scale segments shorter than a row.
+    pub(crate) grouped: bool,
+    /// gemv: lane reductions with subgroup operations.
+    pub(crate) subgroups: bool,
+}
+
+impl Variant {
+    pub(crate) fn new(in_dt: DType, out_dt: DType) -> Self {
+        Self { in_dt, out_dt, grouped: false, subgroups: false }
+    }
 }
 
 const RO: B = B::Storage { read_only: true };
@@ -34,14 +62,23 @@ const RW: B = B::Storage { read_only: false };
 
 impl Family {
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 4] = [Family::Quantize, Family::Dequantize, Family::Gemv, Family::Gemm];
+    pub(crate) const ALL: [Family; 6] = [
+        Family::Quantize,
+        Family::Dequantize,
+        Family::Gemv { subgroups: false },
+        Family::Gemv { subgroups: true },
+        Family::Gemm,
+        Family::Roofline,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Family::Quantize => "quantize.wgsl",
             Family::Dequantize => "dequantize.wgsl",
-            Family::Gemv => "gemv.wgsl",
+            Family::Gemv { subgroups: false } => "gemv.wgsl",
+            Family::Gemv { subgroups: true } => "gemv.wgsl (subgroups)",
             Family::Gemm => "gemm.wgsl",
+            Family::Roofline => "roofline.wgsl",
         }
     }
 
@@ -49,8 +86,12 @@ impl Family {
         match self {
             Family::Quantize => [COMMON, QUANTIZE].concat(),
             Family::Dequantize => [COMMON, DEQUANTIZE].concat(),
-            Family::Gemv => [COMMON, LINEAR_COMMON, GEMV].concat(),
+            Family::Gemv { subgroups } => {
+                let src = [COMMON, LINEAR_COMMON, GEMV].concat();
+                if subgroups { subgroup_variant(&src) } else { src }
+            }
             Family::Gemm => [COMMON, LINEAR_COMMON, GEMM].concat(),
+            Family::Roofline => [COMMON, ROOFLINE].concat(),
         }
     }
 
@@ -59,18 +100,42 @@ impl Family {
         match self {
             Family::Quantize => &[(0, B::Uniform), (1, RW), (2, RO), (3, RW), (4, RW), (5, RW), (6, RW)],
             Family::Dequantize => &[(0, B::Uniform), (1, RW), (2, RO), (3, RO), (4, RO)],
-            Family::Gemv | Family::Gemm => &[(0, B::Uniform), (1, RW), (2, RO), (3, RO), (4, RO), (5, RO), (6, RO)],
+            Family::Gemv { .. } | Family::Gemm => {
+                &[(0, B::Uniform), (1, RW), (2, RO), (3, RO), (4, RO), (5, RO), (6, RO)]
+            }
+            Family::Roofline => &[(0, B::Uniform), (1, RW), (2, RO)],
         }
     }
 }
 
+/// The one generator step: a family's subgroup variant enables the lines marked `//+sg` and
+/// drops those marked `// -sg` (naga rejects subgroup operations on devices without them, so
+/// the variant must be a separate source).
+fn subgroup_variant(src: &str) -> String {
+    src.lines()
+        .filter(|l| !l.trim_end().ends_with("// -sg"))
+        .map(|l| l.strip_prefix("//+sg").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Kernel {
-    pub(crate) fn family(self) -> Family {
+    pub(crate) fn family(self, v: Variant) -> Family {
         match self {
             Kernel::Stats | Kernel::Finalize | Kernel::Quantize => Family::Quantize,
             Kernel::Dequantize => Family::Dequantize,
-            Kernel::Gemv => Family::Gemv,
-            Kernel::Gemm => Family::Gemm,
+            Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
+            Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
+            Kernel::Roofline => Family::Roofline,
+        }
+    }
+
+    /// Override constants the kernel's module declares, besides IN_DT and OUT_DT.
+    pub(crate) fn extra_constants(self, v: Variant) -> Vec<(&'static str, f64)> {
+        match self.family(v) {
+            Family::Gemv { .. } => vec![("GROUPED", f64::from(u8::from(v.grouped)))],
+            Family::Gemm => vec![("DENSE", f64::from(u8::from(self == Kernel::GemmDense)))],
+            _ => vec![],
         }
     }
 
@@ -81,7 +146,10 @@ impl Kernel {
             Kernel::Quantize => "quantize_main",
             Kernel::Dequantize => "dequantize_main",
             Kernel::Gemv => "gemv_main",
-            Kernel::Gemm => "gemm_main",
+            Kernel::GemvFast => "gemv_fast_main",
+            Kernel::GemvDense => "gemv_dense_main",
+            Kernel::Gemm | Kernel::GemmDense => "gemm_main",
+            Kernel::Roofline => "roofline_main",
         }
     }
 }

@@ -2,42 +2,65 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::kernels::{Family, Kernel};
+use crate::gpu::kernels::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{DType, Result};
 
-/// Activation rows up to which the GEMV kernel (one pass over the weights) is used.
+/// Activation rows up to which a GEMV kernel (one pass over the weights) is used.
 pub const GEMV_MAX_ROWS: usize = 8;
 const GEMV_WG: usize = 64;
 const GEMV_ROWS: usize = 2;
-const GEMM_TILE: usize = 32;
+const FAST_ROWS_PER_WG: usize = 8;
+const GEMM_TILE: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct LinearParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    words_per_row: u32,
-    row0: u32,
-    rows: u32,
-    inner: u32,
-    channels: u32,
-    chunk: u32,
-    has_bias: u32,
-    _pad: [u32; 2],
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) words_per_row: u32,
+    pub(crate) row0: u32,
+    pub(crate) rows: u32,
+    pub(crate) inner: u32,
+    pub(crate) channels: u32,
+    pub(crate) chunk: u32,
+    pub(crate) has_bias: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
-/// Which kernel serves `m` activation rows.
-pub(crate) fn kernel_for(m: usize) -> Kernel {
-    if m <= GEMV_MAX_ROWS { Kernel::Gemv } else { Kernel::Gemm }
+/// The kernel (and its variant) that serves `m` rows of `w`: the one place kernels are chosen.
+pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) -> (Kernel, Variant) {
+    let k = w.shape()[1];
+    let inner = w.layout().inner;
+    let mut v = Variant::new(dtype, dtype);
+    if m > GEMV_MAX_ROWS {
+        return (Kernel::Gemm, v);
+    }
+    // 16-byte units must hold whole scale segments: per row/tensor, or groups of 16n.
+    if k % 16 == 0 && (inner >= k || inner % 16 == 0) {
+        v.grouped = inner < k;
+        v.subgroups = gpu.uses_subgroup_reductions();
+        (Kernel::GemvFast, v)
+    } else {
+        (Kernel::Gemv, v)
+    }
+}
+
+/// Workgroups a kernel needs for `rows` weight rows and `m` activation rows.
+pub(crate) fn workgroups(kernel: Kernel, rows: usize, m: usize) -> u32 {
+    (match kernel {
+        Kernel::Gemv => rows.div_ceil(GEMV_ROWS),
+        Kernel::GemvFast | Kernel::GemvDense => rows.div_ceil(FAST_ROWS_PER_WG),
+        _ => rows.div_ceil(GEMM_TILE) * m.div_ceil(GEMM_TILE),
+    }) as u32
 }
 
 /// The uniform parameters of each row block for `m` activation rows.
 pub(crate) fn block_params(w: &GpuQuantizedTensor, m: usize, has_bias: bool) -> Vec<LinearParams> {
     let (n, k) = (w.shape()[0], w.shape()[1]);
     let l = w.layout();
-    // Each GEMV thread takes chunks of k; a multiple of 4 keeps chunks word-aligned.
+    // Each generic-GEMV thread takes chunks of k; a multiple of 4 keeps chunks word-aligned.
     let chunk = k.div_ceil(GEMV_WG).next_multiple_of(4).max(4);
     w.blocks
         .iter()
@@ -57,14 +80,27 @@ pub(crate) fn block_params(w: &GpuQuantizedTensor, m: usize, has_bias: bool) -> 
         .collect()
 }
 
-/// Records the fused linear `y = x · dequant(w)ᵀ + bias` for `m` rows into `enc`.
-///
-/// `uniforms[i]` must already hold `block_params(..)[i]`. 16-bit outputs are OR-ed into `y`,
-/// so `y` is cleared first.
+/// A linear dispatch with its bind groups made, ready to record into compute passes.
+pub(crate) struct Prepared {
+    pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+    groups: Vec<(wgpu::BindGroup, (u32, u32))>,
+}
+
+impl Prepared {
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        for (g, (gx, gy)) in &self.groups {
+            pass.set_bind_group(0, g, &[]);
+            pass.dispatch_workgroups(*gx, *gy, 1);
+        }
+    }
+}
+
+/// Binds `y = x · dequant(w)ᵀ + bias` for `m` rows. `uniforms[i]` must hold
+/// `block_params(..)[i]`. 16-bit outputs are OR-ed into `y`: the caller clears it first.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_linear(
+pub(crate) fn prepare_linear(
     gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
     w: &GpuQuantizedTensor,
     uniforms: &[wgpu::Buffer],
     dtype: DType,
@@ -72,12 +108,11 @@ pub(crate) fn encode_linear(
     x: &wgpu::Buffer,
     bias: &wgpu::Buffer,
     y: &wgpu::Buffer,
-) -> Result<()> {
-    let kernel = kernel_for(m);
-    let fam = gpu.family(kernel.family())?;
-    debug_assert!(matches!(kernel.family(), Family::Gemv | Family::Gemm));
-    let pipeline = gpu.pipeline(kernel, dtype, dtype)?;
-    let groups: Vec<(wgpu::BindGroup, u32)> = w
+) -> Result<Prepared> {
+    let (kernel, variant) = choose(gpu, w, m, dtype);
+    let fam = gpu.family(kernel.family(variant))?;
+    let pipeline = gpu.pipeline(kernel, variant)?;
+    let groups = w
         .blocks
         .iter()
         .zip(uniforms)
@@ -86,22 +121,8 @@ pub(crate) fn encode_linear(
                 &fam,
                 &[(0, u), (1, y), (2, x), (3, &b.buffer), (4, &w.scales), (5, &w.zero_points), (6, bias)],
             );
-            let n = match kernel {
-                Kernel::Gemv => b.rows.div_ceil(GEMV_ROWS),
-                _ => b.rows.div_ceil(GEMM_TILE) * m.div_ceil(GEMM_TILE),
-            };
-            (g, n as u32)
+            (g, gpu.grid(workgroups(kernel, b.rows, m)))
         })
         .collect();
-    if dtype != DType::F32 {
-        enc.clear_buffer(y, 0, None);
-    }
-    let mut pass = enc.begin_compute_pass(&Default::default());
-    pass.set_pipeline(&pipeline);
-    for (g, n) in &groups {
-        pass.set_bind_group(0, g, &[]);
-        let (gx, gy) = gpu.grid(*n);
-        pass.dispatch_workgroups(gx, gy, 1);
-    }
-    Ok(())
+    Ok(Prepared { pipeline, groups })
 }

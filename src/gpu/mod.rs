@@ -1,10 +1,12 @@
 //! The GPU path: device, tensors, and the host side of each kernel family.
 
+pub mod baseline;
 mod device;
 pub(crate) mod kernels;
 pub(crate) mod linear;
 mod quantize;
 mod tensor;
+pub mod timing;
 
 pub use device::{Capabilities, Gpu, GpuOptions};
 pub use linear::GEMV_MAX_ROWS;

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::kernels::{Family, Kernel};
+use crate::gpu::kernels::{Family, Kernel, Variant};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::{pack_rows, unpack_rows};
@@ -75,7 +75,7 @@ fn rows_cols(shape: &[usize]) -> (usize, usize) {
 }
 
 /// Splits `rows` rows of `row_bytes` each into blocks that each fit in one binding.
-fn row_blocks(gpu: &Gpu, rows: usize, row_bytes: usize, what: &str) -> Result<Vec<(usize, usize)>> {
+pub(crate) fn row_blocks(gpu: &Gpu, rows: usize, row_bytes: usize, what: &str) -> Result<Vec<(usize, usize)>> {
     let limit = gpu.max_binding_size() as usize;
     let per = (limit / row_bytes.div_ceil(4).max(1) / 4).min(rows);
     if per == 0 {
@@ -217,9 +217,9 @@ impl Gpu {
             ));
             blocks.push(RowBlock { row0: input.row0, rows: input.rows, buffer });
         }
-        let stats_p = self.pipeline(Kernel::Stats, dtype, DType::F32)?;
-        let fin_p = self.pipeline(Kernel::Finalize, dtype, DType::F32)?;
-        let quant_p = self.pipeline(Kernel::Quantize, dtype, DType::F32)?;
+        let stats_p = self.pipeline(Kernel::Stats, Variant::new(dtype, DType::F32))?;
+        let fin_p = self.pipeline(Kernel::Finalize, Variant::new(dtype, DType::F32))?;
+        let quant_p = self.pipeline(Kernel::Quantize, Variant::new(dtype, DType::F32))?;
         let mut enc = self.device().create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -342,7 +342,7 @@ impl GpuQuantizedTensor {
         let out = GpuTensor::zeros(&self.gpu, &self.shape, dtype)?;
         let (_, cols) = rows_cols(&self.shape);
         let fam = self.gpu.family(Family::Dequantize)?;
-        let pipeline = self.gpu.pipeline(Kernel::Dequantize, DType::F32, dtype)?;
+        let pipeline = self.gpu.pipeline(Kernel::Dequantize, Variant::new(DType::F32, dtype))?;
         let mut enc = self.gpu.device().create_command_encoder(&Default::default());
         let mut groups = Vec::new();
         for b in &self.blocks {

@@ -1,0 +1,141 @@
+//! The benchmark matrix and its measurements, shared by `benches/kernels.rs` (criterion) and
+//! `examples/bench_table.rs` (one markdown table).
+//!
+//! Environment: `INT8_BENCH=full` runs the whole matrix of the fast-kernels issue (shapes
+//! 384x1536, 4096x4096, 4096x14336, 14336x4096; M 1, 4, 8, 32, 128, 512; W8A32, W8A16-f16,
+//! W8A16-bf16; symmetric per channel, per group 128, asymmetric per channel). The default is a
+//! quick subset that finishes in minutes on a software rasterizer.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use int8_wgpu::gpu::baseline::{DenseLinear, Roofline};
+use int8_wgpu::gpu::timing::{Timing, TimingSource};
+use int8_wgpu::{DType, Gpu, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference};
+
+/// `[out, in]` of a layer.
+pub type Shape = (usize, usize);
+
+pub fn full() -> bool {
+    std::env::var("INT8_BENCH").is_ok_and(|v| v == "full")
+}
+
+pub fn shapes() -> Vec<Shape> {
+    if full() { vec![(1536, 384), (4096, 4096), (14336, 4096), (4096, 14336)] } else { vec![(1536, 384), (4096, 4096)] }
+}
+
+pub fn rows() -> Vec<usize> {
+    if full() { vec![1, 4, 8, 32, 128, 512] } else { vec![1, 8, 32, 128] }
+}
+
+pub fn dtypes() -> Vec<DType> {
+    vec![DType::F32, DType::F16, DType::BF16]
+}
+
+pub fn schemes() -> Vec<(&'static str, QuantScheme)> {
+    let mut s = vec![("sym/ch", QuantScheme::default())];
+    if full() {
+        s.push(("sym/g128", QuantScheme::symmetric(Granularity::PerGroup { size: 128 })));
+        s.push(("asym/ch", QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 })));
+    }
+    s
+}
+
+/// Deterministic weights in [-0.05, 0.05).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect()
+}
+
+/// One quantized layer with its float weight and the yardsticks built on the same data.
+pub struct Layer {
+    pub shape: Shape,
+    pub weight: Vec<f32>,
+    pub q: QuantizedTensor,
+    pub scheme: QuantScheme,
+}
+
+impl Layer {
+    pub fn new(shape: Shape, scheme: QuantScheme) -> Self {
+        let weight = values(shape.0 * shape.1, 1);
+        let q = reference::quantize(&weight, &[shape.0, shape.1], scheme).expect("quantize");
+        Self { shape, weight, q, scheme }
+    }
+
+    pub fn gpu_layer(&self, gpu: &Gpu, dtype: DType) -> QuantizedLinear {
+        QuantizedLinear::from_quantized::<f32>(gpu, &self.q, None, dtype).expect("layer")
+    }
+
+    /// Activations `[m, in]` on the GPU in `dtype`.
+    pub fn input(&self, gpu: &Gpu, m: usize, dtype: DType) -> (Vec<f32>, GpuTensor) {
+        let x = values(m * self.shape.1, 2);
+        let t = match dtype {
+            DType::F32 => GpuTensor::from_host(gpu, &x, &[m, self.shape.1]),
+            DType::F16 => GpuTensor::from_host(
+                gpu,
+                &x.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>(),
+                &[m, self.shape.1],
+            ),
+            DType::BF16 => GpuTensor::from_host(
+                gpu,
+                &x.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(),
+                &[m, self.shape.1],
+            ),
+        };
+        (x, t.expect("input"))
+    }
+
+    /// Bytes of packed int8 weight one forward reads.
+    pub fn weight_bytes(&self) -> u64 {
+        (self.shape.0 * self.shape.1.div_ceil(4) * 4) as u64
+    }
+
+    pub fn flops(&self, m: usize) -> f64 {
+        2.0 * (m * self.shape.0 * self.shape.1) as f64
+    }
+}
+
+/// Times a GPU closure that records `iters` iterations, calling it with growing counts until
+/// one measurement spans at least `min` (so short kernels are not dominated by overhead).
+pub fn time_gpu(min: Duration, mut f: impl FnMut(u32) -> Timing) -> Timing {
+    let mut iters = 1;
+    loop {
+        let t = f(iters);
+        if t.per_iter * iters >= min || iters >= 1 << 14 {
+            return t;
+        }
+        iters = (iters * 4).min(1 << 14);
+    }
+}
+
+/// Wall-clock time of a CPU closure, repeated until `min` has passed.
+pub fn time_cpu(min: Duration, mut f: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    let mut n = 0u32;
+    while n == 0 || start.elapsed() < min {
+        f();
+        n += 1;
+    }
+    start.elapsed() / n
+}
+
+pub fn source(t: &Timing) -> &'static str {
+    match t.source {
+        TimingSource::GpuTimestamps => "ts",
+        TimingSource::WallClock => "wall",
+    }
+}
+
+/// The dense f32 GPU layer and the roofline reader for a shape.
+pub fn yardsticks(gpu: &Gpu, layer: &Layer) -> (DenseLinear, Roofline) {
+    let dense = DenseLinear::new(gpu, &layer.weight, [layer.shape.0, layer.shape.1]).expect("dense");
+    let roof = Roofline::new(gpu, layer.weight_bytes()).expect("roofline");
+    (dense, roof)
+}

@@ -1,0 +1,162 @@
+//! Yardsticks for the benches: the dense f32 linear of the same kernel design (the
+//! "no quantization" alternative) and the roofline read kernel (the device's own bandwidth).
+
+use bytemuck::Zeroable;
+
+use crate::gpu::kernels::{Family, Kernel, Variant};
+use crate::gpu::linear::{GEMV_MAX_ROWS, LinearParams, workgroups};
+use crate::gpu::quantize::{RowBlock, row_blocks};
+use crate::gpu::timing::{Timing, time_passes};
+use crate::gpu::{Gpu, GpuTensor};
+use crate::{DType, Error, Result};
+
+/// A plain f32 linear layer `y = x · Wᵀ` run by the same GEMV/GEMM kernels with f32 weights.
+#[derive(Debug)]
+pub struct DenseLinear {
+    gpu: Gpu,
+    n: usize,
+    k: usize,
+    blocks: Vec<RowBlock>,
+    placeholder: wgpu::Buffer,
+}
+
+impl DenseLinear {
+    /// Uploads an f32 weight `[out, in]`; `in` must be a multiple of 4.
+    pub fn new(gpu: &Gpu, weight: &[f32], [n, k]: [usize; 2]) -> Result<Self> {
+        if n == 0 || k == 0 || k % 4 != 0 || weight.len() != n * k {
+            return Err(Error::Shape(format!("dense weight [{n}, {k}] with {} values (in % 4 == 0)", weight.len())));
+        }
+        let mut blocks = Vec::new();
+        for (row0, rows) in row_blocks(gpu, n, 4 * k, "the dense weight")? {
+            let data = &weight[row0 * k..(row0 + rows) * k];
+            blocks.push(RowBlock {
+                row0,
+                rows,
+                buffer: gpu.storage_buffer("int8-wgpu dense", bytemuck::cast_slice(data))?,
+            });
+        }
+        Ok(Self { gpu: gpu.clone(), n, k, blocks, placeholder: gpu.zeroed_buffer("int8-wgpu placeholder", 16)? })
+    }
+
+    fn prepare(
+        &self,
+        x: &GpuTensor,
+        y: &GpuTensor,
+    ) -> Result<(std::sync::Arc<wgpu::ComputePipeline>, Vec<(wgpu::BindGroup, (u32, u32))>)> {
+        if x.dtype() != DType::F32 || x.numel() % self.k != 0 || y.numel() != x.numel() / self.k * self.n {
+            return Err(Error::Shape("dense linear takes f32 [m, in] and writes f32 [m, out]".into()));
+        }
+        let m = x.numel() / self.k;
+        let kernel = if m <= GEMV_MAX_ROWS { Kernel::GemvDense } else { Kernel::GemmDense };
+        let mut v = Variant::new(DType::F32, DType::F32);
+        v.subgroups = kernel == Kernel::GemvDense && self.gpu.uses_subgroup_reductions();
+        let fam = self.gpu.family(kernel.family(v))?;
+        let pipeline = self.gpu.pipeline(kernel, v)?;
+        let groups = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let params = LinearParams {
+                    m: m as u32,
+                    n: self.n as u32,
+                    k: self.k as u32,
+                    words_per_row: self.k as u32,
+                    row0: b.row0 as u32,
+                    rows: b.rows as u32,
+                    inner: 1,
+                    channels: 1,
+                    ..LinearParams::zeroed()
+                };
+                let u = self.gpu.uniform_buffer("int8-wgpu dense params", bytemuck::bytes_of(&params));
+                let ph = &self.placeholder;
+                let g = self.gpu.bind_group(
+                    &fam,
+                    &[(0, &u), (1, y.buffer()), (2, x.buffer()), (3, &b.buffer), (4, ph), (5, ph), (6, ph)],
+                );
+                (g, self.gpu.grid(workgroups(kernel, b.rows, m)))
+            })
+            .collect();
+        Ok((pipeline, groups))
+    }
+
+    /// Runs the layer on `x` (`[m, in]` f32) into a new `[m, out]` tensor.
+    pub fn forward(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        let y = GpuTensor::zeros(&self.gpu, &[x.numel() / self.k, self.n], DType::F32)?;
+        let (pipeline, groups) = self.prepare(x, &y)?;
+        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            record(&mut pass, &pipeline, &groups);
+        }
+        self.gpu.queue().submit([enc.finish()]);
+        Ok(y)
+    }
+
+    /// Times `iters` forwards recorded into one pass.
+    pub fn time_forward(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
+        let y = GpuTensor::zeros(&self.gpu, &[x.numel() / self.k, self.n], DType::F32)?;
+        let (pipeline, groups) = self.prepare(x, &y)?;
+        time_passes(&self.gpu, iters, |_| {}, |pass| record(pass, &pipeline, &groups))
+    }
+}
+
+fn record(
+    pass: &mut wgpu::ComputePass<'_>,
+    pipeline: &wgpu::ComputePipeline,
+    groups: &[(wgpu::BindGroup, (u32, u32))],
+) {
+    pass.set_pipeline(pipeline);
+    for (g, (gx, gy)) in groups {
+        pass.set_bind_group(0, g, &[]);
+        pass.dispatch_workgroups(*gx, *gy, 1);
+    }
+}
+
+/// The device's practical read bandwidth: a kernel that reads `bytes` bytes once per
+/// iteration (16-byte coalesced loads) and does nothing else of use.
+#[derive(Debug)]
+pub struct Roofline {
+    gpu: Gpu,
+    blocks: Vec<wgpu::Buffer>,
+    bytes: u64,
+}
+
+impl Roofline {
+    /// Allocates `bytes` (rounded up to 16) of device memory, in as many bindings as needed.
+    pub fn new(gpu: &Gpu, bytes: u64) -> Result<Self> {
+        let bytes = bytes.max(16).next_multiple_of(16);
+        let per = (gpu.max_binding_size() / 16 * 16).max(16);
+        let mut blocks = Vec::new();
+        let mut left = bytes;
+        while left > 0 {
+            let b = left.min(per);
+            blocks.push(gpu.zeroed_buffer("int8-wgpu roofline", b)?);
+            left -= b;
+        }
+        Ok(Self { gpu: gpu.clone(), blocks, bytes })
+    }
+
+    /// Bytes read per iteration.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Times `iters` full reads recorded into one pass.
+    pub fn time(&self, iters: u32) -> Result<Timing> {
+        let fam = self.gpu.family(Family::Roofline)?;
+        let pipeline = self.gpu.pipeline(Kernel::Roofline, Variant::new(DType::F32, DType::F32))?;
+        let sink = self.gpu.zeroed_buffer("int8-wgpu roofline sink", 16)?;
+        // Enough workgroups to fill any device; each thread then strides over the buffer.
+        let groups: Vec<(wgpu::BindGroup, (u32, u32))> = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let units = (b.size() / 16) as u32;
+                let u = self.gpu.uniform_buffer("int8-wgpu roofline params", bytemuck::bytes_of(&[units, 0, 0, 0]));
+                let g = self.gpu.bind_group(&fam, &[(0, &u), (1, &sink), (2, b)]);
+                (g, self.gpu.grid(units.div_ceil(256 * 16).clamp(1, 4096)))
+            })
+            .collect();
+        time_passes(&self.gpu, iters, |_| {}, |pass| record(pass, &pipeline, &groups))
+    }
+}

@@ -1,0 +1,91 @@
+//! Timing GPU work for the benches: GPU timestamps when the device has them, else wall clock.
+
+use std::time::{Duration, Instant};
+
+use crate::gpu::Gpu;
+use crate::{Error, Result};
+
+/// How a [`Timing`] was measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimingSource {
+    /// `TIMESTAMP_QUERY` at the start and end of one compute pass holding every iteration:
+    /// kernel time, no submission or readback overhead.
+    GpuTimestamps,
+    /// Wall clock from submitting one command buffer holding every iteration until the device
+    /// is idle: includes submission and synchronisation overhead.
+    WallClock,
+}
+
+/// Time per iteration of some GPU work, and how it was measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Duration of one iteration.
+    pub per_iter: Duration,
+    /// Iterations that were measured together.
+    pub iters: u32,
+    /// What the figure includes.
+    pub source: TimingSource,
+}
+
+/// Records `iters` repetitions of `record` into one compute pass (after `before` on the
+/// encoder) and times them.
+pub(crate) fn time_passes(
+    gpu: &Gpu,
+    iters: u32,
+    before: impl Fn(&mut wgpu::CommandEncoder),
+    record: impl Fn(&mut wgpu::ComputePass<'_>),
+) -> Result<Timing> {
+    let iters = iters.max(1);
+    let device = gpu.device();
+    let mut enc = device.create_command_encoder(&Default::default());
+    before(&mut enc);
+    let stamps = gpu.capabilities().timestamps.then(|| {
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("int8-wgpu timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("int8-wgpu timing"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        (set, resolve)
+    });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("int8-wgpu timed"),
+            timestamp_writes: stamps.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            }),
+        });
+        for _ in 0..iters {
+            record(&mut pass);
+        }
+    }
+    if let Some((set, resolve)) = &stamps {
+        enc.resolve_query_set(set, 0..2, resolve, 0);
+    }
+    gpu.synchronize()?;
+    let start = Instant::now();
+    gpu.queue().submit([enc.finish()]);
+    gpu.synchronize()?;
+    let wall = start.elapsed();
+    if let Some((_, resolve)) = &stamps {
+        let b = pollster::block_on(gpu.read_bytes(resolve, 0, 16))?;
+        let t0 = u64::from_le_bytes(b[..8].try_into().map_err(|_| Error::Gpu("timestamp".into()))?);
+        let t1 = u64::from_le_bytes(b[8..].try_into().map_err(|_| Error::Gpu("timestamp".into()))?);
+        if t1 > t0 {
+            let ns = (t1 - t0) as f64 * f64::from(gpu.queue().get_timestamp_period());
+            return Ok(Timing {
+                per_iter: Duration::from_secs_f64(ns * 1e-9 / f64::from(iters)),
+                iters,
+                source: TimingSource::GpuTimestamps,
+            });
+        }
+    }
+    Ok(Timing { per_iter: wall / iters, iters, source: TimingSource::WallClock })
+}
