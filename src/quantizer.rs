@@ -534,6 +534,21 @@ impl Quantizer {
         }
         // Fail on an unusable scheme before any work.
         checkpoint::quantization_config(self.scheme, &[])?;
+        if let crate::Granularity::PerGroup { size } = self.scheme.granularity {
+            let bad: Vec<&String> = plan
+                .targets
+                .iter()
+                .filter(|t| ckpt.info(t).is_some_and(|i| size == 0 || i.shape[1] % size != 0))
+                .collect();
+            if let Some(first) = bad.first() {
+                return Err(Error::Scheme(format!(
+                    "group size {size} does not divide the input size of {} layer(s), first `{first}` {:?}; choose a \
+                     group size that divides every in_features, or exclude those layers",
+                    bad.len(),
+                    ckpt.info(first).map(|i| i.shape.clone()).unwrap_or_default()
+                )));
+            }
+        }
         let backend = match &self.backend {
             Some(b) => b.clone(),
             None => Backend::Gpu(Gpu::new()?),

@@ -517,12 +517,24 @@ fn input_is_never_modified_and_output_is_atomic() {
     quantizer(inp.path(), &dest, QuantScheme::default()).overwrite(true).run().unwrap();
     assert!(!dest.join("stale.txt").exists());
 
-    // A run that fails half-way (group size 4 does not divide 10) leaves nothing behind.
+    // A group size that does not fit is refused before any work.
     let failed = out.path().join("failed");
     let e =
         quantizer(inp.path(), &failed, QuantScheme::symmetric(Granularity::PerGroup { size: 4 })).run().unwrap_err();
-    assert!(matches!(&e, Error::Tensor { source, .. } if matches!(**source, Error::Scheme(_))), "{e}");
-    assert!(e.to_string().contains("model.layers.0.attn.q_proj.weight"), "{e}");
+    assert!(matches!(&e, Error::Scheme(_)), "{e}");
+    assert!(e.to_string().contains("4 layer(s), first `model.layers.0.attn.q_proj.weight` [6, 10]"), "{e}");
+    // A run that fails half-way (a NaN in the last layer processed) leaves nothing behind.
+    let nan_in = TempDir::new("safe-nan");
+    let mut m = write_model(nan_in.path(), DType::F32);
+    let up = m.iter_mut().find(|(n, _)| n == "model.layers.0.mlp.up_proj.weight").unwrap();
+    up.1.data[4 * 13..4 * 14].copy_from_slice(&f32::NAN.to_le_bytes());
+    write_file(&nan_in.path().join("model.safetensors"), &m);
+    let mut calls = 0;
+    let e = quantizer(nan_in.path(), &failed, QuantScheme::default()).run_with_progress(|_| calls += 1).unwrap_err();
+    assert_eq!(calls, 4, "three layers were done before the failing one");
+    let Error::Tensor { name, source } = &e else { panic!("{e:?}") };
+    assert_eq!(name, "model.layers.0.mlp.up_proj.weight");
+    assert!(matches!(**source, Error::NonFinite { index: 13, ref position, .. } if position == &[1, 3]), "{e}");
     assert!(!failed.exists());
     let left: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["q"], "temporary folders left behind");
@@ -641,4 +653,57 @@ fn int_quantized_checkpoints_from_elsewhere_load() {
     assert_eq!(ck.activation_dtype(), DType::BF16);
     let e = ck.quantized_tensor("nothing").unwrap_err();
     assert!(e.to_string().contains("nothing"), "{e}");
+}
+
+#[test]
+fn cli_quantize_inspect_and_errors() {
+    let Some(exe) = option_env!("CARGO_BIN_EXE_int8-wgpu") else {
+        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
+        return;
+    };
+    use std::ffi::OsString;
+    let run = |args: Vec<OsString>| {
+        let o = std::process::Command::new(exe).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (o.status.code(), text(&o.stdout), text(&o.stderr))
+    };
+    let a = |s: &str| OsString::from(s);
+    let p = |p: &Path| p.as_os_str().to_owned();
+    let inp = TempDir::new("cli-in");
+    write_model(inp.path(), DType::F32);
+    let out = TempDir::new("cli-out");
+    let dest = out.path().join("q");
+
+    let args = vec![a("quantize"), p(inp.path()), p(&dest), a("--cpu"), a("--scheme"), a("asym")];
+    let args = [args, vec![a("--group-size"), a("5"), a("--exclude"), a("*nothing*")]].concat();
+    let (code, stdout, stderr) = run(args);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("quantized 4 linear layers (w8a16, asym group 5, on CPU reference)"), "{stdout}");
+    assert!(stdout.contains("linear weights:") && stdout.contains("model.layers.0.mlp.down_proj"), "{stdout}");
+    assert!(stdout.contains("warning: exclude pattern `*nothing*` matches no tensor"), "{stdout}");
+
+    let (code, stdout, stderr) = run(vec![a("inspect"), p(&dest)]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("model.layers.0.attn.q_proj.weight_packed") && stdout.contains("asym group 5"), "{stdout}");
+    assert!(stdout.contains("4 quantized linear layers (compressed-tensors, pack-quantized; method w8a16"), "{stdout}");
+    let (code, stdout, _) = run(vec![a("inspect"), p(inp.path())]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("not quantized; int8 estimate"), "{stdout}");
+
+    // Errors: a message on stderr, exit status 1, no panic.
+    let bad = out.path().join("g");
+    let cases = [
+        (vec![a("quantize"), p(&inp.path().join("missing")), p(&bad), a("--cpu")], "missing"),
+        (vec![a("quantize"), p(inp.path()), p(&bad), a("--granularity"), a("group")], "--group-size"),
+        (vec![a("quantize"), p(inp.path()), p(&dest), a("--cpu")], "already exists"),
+    ];
+    for (args, needle) in cases {
+        let (code, _, stderr) = run(args);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(needle) && !stderr.contains("panicked"), "{stderr}");
+    }
+    fs::write(inp.path().join("model.safetensors"), b"\x10\0\0\0\0\0\0\0{}").unwrap();
+    let (code, _, stderr) = run(vec![a("inspect"), p(inp.path())]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("truncated"), "{stderr}");
 }

@@ -199,9 +199,9 @@ fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
     let total = ckpt.nbytes();
-    println!("{} tensors in {} file(s): {}", names.len(), ckpt.files().len(), format_bytes(total));
+    println!("{} tensors in {} file(s)", names.len(), ckpt.files().len());
     if layers.is_empty() {
-        // A float checkpoint: what the default quantization would make of it.
+        // A float checkpoint: what the default quantization (sym, per channel) would make of it.
         let plan = Quantizer::new(path, "").plan(&ckpt)?;
         let (mut before, mut after) = (0usize, 0usize);
         for name in &plan.targets {
@@ -210,19 +210,10 @@ fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             before += t.nbytes();
             after += out * inn.div_ceil(4) * 4 + out * (t.dtype.bitsize() / 8) + 16;
         }
-        println!(
-            "not quantized; {} linear weights ({}) would be quantized by default",
-            plan.targets.len(),
-            format_bytes(before)
-        );
-        println!(
-            "footprint: {} now -> {} as int8 (sym channel): linear weights {} -> {} ({:.2}x smaller)",
-            format_bytes(total),
-            format_bytes(total - before + after),
-            format_bytes(before),
-            format_bytes(after),
-            before as f64 / after.max(1) as f64
-        );
+        println!("not quantized; int8 estimate: symmetric per channel, default excludes");
+        println!("{:<20} {:>10} {:>12}", "", "now", "as int8");
+        footprint_rows(&format!("linear weights ({})", plan.targets.len()), before, after);
+        footprint_rows("model", total, total - before + after);
     } else {
         let (mut float, mut stored) = (0usize, 0usize);
         for i in infos.values() {
@@ -230,23 +221,31 @@ fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             stored += i.nbytes;
         }
         let method = quantizer::recorded_method(&ckpt).map_or("not recorded".into(), |m| m.to_string());
-        let act = ckpt.activation_dtype();
-        println!("{} quantized linear layers (method {method}, activations {act})", layers.len());
-        if let Some(q) = ckpt.quantization_config() {
-            let fmt = q.get("format").and_then(|v| v.as_str()).unwrap_or("?");
-            let qm = q.get("quant_method").and_then(|v| v.as_str()).unwrap_or("?");
-            println!("config.json quantization_config: {qm}, {fmt}");
-        }
+        let format = ckpt
+            .quantization_config()
+            .map(|q| {
+                let get = |k: &str| q.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+                format!("{}, {}", get("quant_method"), get("format"))
+            })
+            .unwrap_or_else(|| "no quantization_config".into());
         println!(
-            "footprint: {} now, {} with float linear weights: linear weights {} -> {} ({:.2}x smaller), model {:.2}x \
-             smaller",
-            format_bytes(total),
-            format_bytes(total - stored + float),
-            format_bytes(float),
-            format_bytes(stored),
-            float as f64 / stored.max(1) as f64,
-            (total - stored + float) as f64 / total.max(1) as f64
+            "{} quantized linear layers ({format}; method {method}, activations {})",
+            layers.len(),
+            ckpt.activation_dtype()
         );
+        println!("{:<20} {:>10} {:>12}", "", "as float", "now");
+        footprint_rows(&format!("linear weights ({})", layers.len()), float, stored);
+        footprint_rows("model", total - stored + float, total);
     }
     Ok(())
+}
+
+/// One footprint line: `label  before  after  (ratio x smaller)`.
+fn footprint_rows(label: &str, before: usize, after: usize) {
+    println!(
+        "{label:<20} {:>10} {:>12}   {:.2}x smaller",
+        format_bytes(before),
+        format_bytes(after),
+        before as f64 / after.max(1) as f64
+    );
 }
