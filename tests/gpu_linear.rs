@@ -177,3 +177,21 @@ fn fast_gemv_variants_and_baselines() {
     let roof = int8_wgpu::gpu::baseline::Roofline::new(&gpu, 1 << 16).unwrap();
     assert!(roof.time(2).unwrap().per_iter > std::time::Duration::ZERO);
 }
+
+#[test]
+fn adopts_an_application_device() {
+    let gpu = gpu_or_skip!();
+    // An app opens its own device (here: the same adapter kind) and hands it over.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).expect("device");
+    let app = int8_wgpu::Gpu::from_device(device, queue);
+    assert!(!app.same_device(&gpu));
+    let w = reference::quantize(&common::rand_vec(9 * 32, 90), &[9, 32], QuantScheme::default()).unwrap();
+    let layer = QuantizedLinear::from_quantized::<f32>(&app, &w, None, DType::F16).unwrap();
+    let x: Vec<f16> = conv(&common::rand_vec(2 * 32, 91));
+    common::assert_linear_close(&layer.forward_host(&x, &[2, 32]).unwrap(), &x, &w, None, "app device");
+    // A tensor from another device is refused, not misused.
+    let foreign = GpuTensor::from_host(&gpu, &x, &[2, 32]).unwrap();
+    assert!(matches!(layer.forward(&foreign), Err(int8_wgpu::Error::Gpu(_))));
+}

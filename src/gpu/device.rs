@@ -188,9 +188,10 @@ impl Gpu {
         }
     }
 
-    /// Whether two handles share one device.
+    /// Whether two handles are clones of one `Gpu` (tensors and layers made through one may be
+    /// used with the other). Two `Gpu`s adopted from the same wgpu device count as different.
     pub fn same_device(&self, other: &Gpu) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.device == other.inner.device
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The wgpu device.
@@ -257,10 +258,22 @@ impl Gpu {
         }
         let device = &self.inner.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(family.name()),
             source: wgpu::ShaderSource::Wgsl(family.source().into()),
-        });
+        };
+        let module = if family.indexing_proven() {
+            let checks = wgpu::ShaderRuntimeChecks {
+                bounds_checks: false,
+                force_loop_bounding: false,
+                ..wgpu::ShaderRuntimeChecks::checked()
+            };
+            // SAFETY: `indexing_proven` families index only below lengths derived from their
+            // own buffer sizes and terminate by construction (see Family::indexing_proven).
+            unsafe { device.create_shader_module_trusted(desc, checks) }
+        } else {
+            device.create_shader_module(desc)
+        };
         let entries: Vec<wgpu::BindGroupLayoutEntry> = family
             .bindings()
             .iter()

@@ -95,6 +95,13 @@ impl Family {
         }
     }
 
+    /// Families whose every index is below a bound the host derives from the bound buffers'
+    /// sizes, and whose loops all terminate: they run without wgpu's injected bounds checks
+    /// and loop bounding. The roofline reads `data[i]` only for `i < units = size / 16`.
+    pub(crate) fn indexing_proven(self) -> bool {
+        matches!(self, Family::Roofline)
+    }
+
     /// Binding 0 is the uniform parameter block and binding 1 the output in every family.
     pub(crate) fn bindings(self) -> &'static [(u32, B)] {
         match self {

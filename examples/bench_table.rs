@@ -1,0 +1,96 @@
+//! Prints one markdown table of the benchmark matrix (the same cases as `cargo bench`):
+//! int8 GEMV/GEMM against the CPU reference path, the dense f32 GPU layer of the same design
+//! and the roofline read kernel, plus GPU vs CPU quantization.
+//!
+//! `cargo run --release --example bench_table` (quick subset) or with `INT8_BENCH=full`.
+
+#[path = "../benches/suite/mod.rs"]
+mod suite;
+
+use std::time::Duration;
+
+use int8_wgpu::{DType, Gpu, GpuTensor, reference};
+
+const MIN: Duration = Duration::from_millis(300);
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let gpu = Gpu::new()?;
+    println!("adapter: {}", gpu.describe());
+    println!("subgroup reductions: {}\n", gpu.uses_subgroup_reductions());
+    println!(
+        "timer: `ts` = GPU timestamps around one pass of many dispatches (kernel time); `wall` = wall clock of one submission of many dispatches.\n"
+    );
+    println!(
+        "| kernel | [out, in] | M | act | scheme | int8 GPU µs | timer | weight GB/s | GFLOP/s | roofline GB/s | kernel/roofline | dense f32 GPU µs | int8 vs dense | CPU ref µs | GPU vs CPU |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for shape in suite::shapes() {
+        for (sname, scheme) in suite::schemes() {
+            let layer = suite::Layer::new(shape, scheme);
+            let (dense, roof) = suite::yardsticks(&gpu, &layer);
+            let rt = suite::time_gpu(MIN, |n| roof.time(n).expect("roofline"));
+            let roof_gbs = layer.weight_bytes() as f64 / rt.per_iter.as_secs_f64() / 1e9;
+            for m in suite::rows() {
+                let (xh, x32) = layer.input(&gpu, m, DType::F32);
+                let dt = suite::time_gpu(MIN, |n| dense.time_forward(&x32, n).expect("dense"));
+                let ct = suite::time_cpu(MIN, || drop(reference::linear(&xh, &layer.q, None).expect("cpu")));
+                for dtype in suite::dtypes() {
+                    let l = layer.gpu_layer(&gpu, dtype);
+                    let (_, x) = layer.input(&gpu, m, dtype);
+                    let t = suite::time_gpu(MIN, |n| l.time_forward(&x, n).expect("int8"));
+                    let s = t.per_iter.as_secs_f64();
+                    let gbs = layer.weight_bytes() as f64 / s / 1e9;
+                    let kernel = if m <= int8_wgpu::gpu::GEMV_MAX_ROWS { "gemv" } else { "gemm" };
+                    println!(
+                        "| {kernel} | [{}, {}] | {m} | {dtype} | {sname} | {:.1} | {} | {gbs:.2} | {:.2} | {roof_gbs:.2} | {:.0}% | {:.1} | {:.2}x | {:.1} | {:.2}x |",
+                        shape.0,
+                        shape.1,
+                        us(t.per_iter),
+                        suite::source(&t),
+                        layer.flops(m) / s / 1e9,
+                        100.0 * gbs / roof_gbs,
+                        us(dt.per_iter),
+                        dt.per_iter.as_secs_f64() / s,
+                        us(ct),
+                        ct.as_secs_f64() / s,
+                    );
+                }
+            }
+        }
+    }
+    println!(
+        "\n| quantize | [out, in] | scheme | GPU ms (wall, resident input, incl. flag readback) | CPU ref ms | GPU vs CPU | GPU dequant f32 ms (wall) | CPU dequant ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for shape in suite::shapes() {
+        for (sname, scheme) in suite::schemes() {
+            let layer = suite::Layer::new(shape, scheme);
+            let resident = GpuTensor::from_host(&gpu, &layer.weight, &[shape.0, shape.1])?;
+            let g = suite::time_cpu(MIN, || drop(gpu.quantize_tensor(&resident, scheme).expect("q")));
+            let c = suite::time_cpu(MIN, || {
+                drop(reference::quantize(&layer.weight, &[shape.0, shape.1], scheme).expect("q"))
+            });
+            let gq = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &layer.q)?;
+            let gd = suite::time_cpu(MIN, || {
+                drop(gq.dequantize(DType::F32).expect("dq"));
+                gpu.synchronize().expect("sync");
+            });
+            let cd = suite::time_cpu(MIN, || drop(layer.q.dequantize()));
+            println!(
+                "| quantize | [{}, {}] | {sname} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} |",
+                shape.0,
+                shape.1,
+                g.as_secs_f64() * 1e3,
+                c.as_secs_f64() * 1e3,
+                c.as_secs_f64() / g.as_secs_f64(),
+                gd.as_secs_f64() * 1e3,
+                cd.as_secs_f64() * 1e3
+            );
+        }
+    }
+    Ok(())
+}
