@@ -7,8 +7,8 @@ struct Params {
     words_per_row: u32,
     row0: u32,
     rows: u32,
+    xor_mask: u32, // 0x80808080 when bytes are stored offset-binary (q + 128)
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -24,7 +24,7 @@ fn dequantize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     }
     let r = i / p.cols;
     let c = i % p.cols;
-    let q = byte_at(weights[r * p.words_per_row + (c >> 2u)], c & 3u);
+    let q = byte_at(weights[r * p.words_per_row + (c >> 2u)] ^ p.xor_mask, c & 3u);
     let e = (p.row0 + r) * p.cols + c;
     let pi = param_of(e, p.inner, p.channels);
     store_out(e, scales[pi] * f32(q - zps[pi]));

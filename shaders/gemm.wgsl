@@ -30,7 +30,7 @@ fn stage_weights(t: u32, r0: u32, k0: u32) {
     let kw = k0 + (t % 4u) * 4u;
     var wv = vec4<f32>(0.0);
     if lr < p.rows && kw < p.k {
-        let word = weights[lr * p.words_per_row + (kw >> 2u)];
+        let word = weights[lr * p.words_per_row + (kw >> 2u)] ^ p.xor_mask;
         let e = (p.row0 + lr) * p.k + kw;
         if p.inner % 4u == 0u {
             // segments of a multiple of 4 are word-aligned: one scale for the word

@@ -158,10 +158,10 @@ fn gemv_fast_main(
         let base = lr * p.words_per_row;
         for (var u = t % TPR; u < p.k / 16u; u += TPR) {
             let w = base + u * 4u;
-            let q0 = unpack_i8x4(weights[w]);
-            let q1 = unpack_i8x4(weights[w + 1u]);
-            let q2 = unpack_i8x4(weights[w + 2u]);
-            let q3 = unpack_i8x4(weights[w + 3u]);
+            let q0 = unpack_i8x4(weights[w] ^ p.xor_mask);
+            let q1 = unpack_i8x4(weights[w + 1u] ^ p.xor_mask);
+            let q2 = unpack_i8x4(weights[w + 2u] ^ p.xor_mask);
+            let q3 = unpack_i8x4(weights[w + 3u] ^ p.xor_mask);
             var s = 1.0;
             var z = 0.0;
             if GROUPED {

@@ -12,8 +12,8 @@ struct Params {
     channels: u32,
     chunk: u32,         // gemv: elements of k per thread task
     has_bias: u32,
+    xor_mask: u32,      // 0x80808080 when bytes are stored offset-binary (q + 128, compressed-tensors)
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,7 +28,7 @@ fn load_x(i: u32) -> f32 {
 }
 
 fn weight_q(local_row: u32, k: u32) -> i32 {
-    return byte_at(weights[local_row * p.words_per_row + (k >> 2u)], k & 3u);
+    return byte_at(weights[local_row * p.words_per_row + (k >> 2u)] ^ p.xor_mask, k & 3u);
 }
 
 fn store_y(m: u32, local_row: u32, acc: f32) {

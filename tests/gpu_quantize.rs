@@ -147,3 +147,40 @@ fn gpu_resident_input_quantizes_the_same() {
         common::assert_same_quantized(&got, &reference::quantize(&x, &[9, 32], s).unwrap(), "resident");
     }
 }
+
+#[test]
+fn compressed_tensors_packing_is_read_without_repacking() {
+    let gpu = gpu_or_skip!();
+    for (n, k) in [(5, 17), (9, 64)] {
+        let group = if k % 16 == 0 { 16 } else { k };
+        for s in [QuantScheme::default(), QuantScheme::asymmetric(Granularity::PerGroup { size: group })] {
+            let q = reference::quantize(&common::rand_vec(n * k, 3), &[n, k], s).unwrap();
+            // compressed-tensors stores q + 128 in each byte: our words XOR 0x80808080.
+            let words: Vec<u32> = q.packed_words().iter().map(|w| w ^ 0x8080_8080).collect();
+            let gq =
+                int8_wgpu::GpuQuantizedTensor::from_packed(&gpu, &[n, k], s, &words, true, q.scales(), q.zero_points())
+                    .unwrap();
+            common::assert_same_quantized(&gq.to_host().unwrap(), &q, "offset-binary");
+            let d = gq.dequantize(DType::F32).unwrap().read::<f32>().unwrap();
+            assert_eq!(d, q.dequantize(), "dequant of offset-binary words");
+            let plain = int8_wgpu::QuantizedLinear::from_quantized::<f32>(&gpu, &q, None, DType::F32).unwrap();
+            let packed = int8_wgpu::QuantizedLinear::from_gpu::<f32>(gq, None, DType::F32).unwrap();
+            for m in [1, 9] {
+                let x = common::rand_vec(m * k, 4);
+                let a = plain.forward_host(&x, &[m, k]).unwrap();
+                let b = packed.forward_host(&x, &[m, k]).unwrap();
+                assert_eq!(a, b, "[{n}, {k}] m={m}: same outputs bit for bit");
+            }
+        }
+    }
+    let bad = int8_wgpu::GpuQuantizedTensor::from_packed(
+        &gpu,
+        &[2, 8],
+        QuantScheme::default(),
+        &[0; 3],
+        true,
+        &[1.0, 1.0],
+        None,
+    );
+    assert!(matches!(bad, Err(int8_wgpu::Error::Shape(_))));
+}

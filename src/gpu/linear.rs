@@ -26,7 +26,8 @@ pub(crate) struct LinearParams {
     pub(crate) channels: u32,
     pub(crate) chunk: u32,
     pub(crate) has_bias: u32,
-    pub(crate) _pad: [u32; 2],
+    pub(crate) xor_mask: u32,
+    pub(crate) _pad: u32,
 }
 
 /// The kernel (and its variant) that serves `m` rows of `w`: the one place kernels are chosen.
@@ -75,7 +76,8 @@ pub(crate) fn block_params(w: &GpuQuantizedTensor, m: usize, has_bias: bool) -> 
             channels: l.channels as u32,
             chunk: chunk as u32,
             has_bias: u32::from(has_bias),
-            _pad: [0; 2],
+            xor_mask: w.xor_mask(),
+            _pad: 0,
         })
         .collect()
 }

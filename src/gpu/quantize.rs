@@ -24,6 +24,8 @@ pub struct GpuQuantizedTensor {
     pub(crate) blocks: Vec<RowBlock>,
     pub(crate) scales: wgpu::Buffer,
     pub(crate) zero_points: wgpu::Buffer,
+    /// Bytes hold `q + 128` (compressed-tensors' layout); kernels XOR them back.
+    offset_binary: bool,
 }
 
 /// Rows `row0 .. row0 + rows` of a 2-D view, in their own buffer.
@@ -62,7 +64,8 @@ struct DequantizeParams {
     words_per_row: u32,
     row0: u32,
     rows: u32,
-    _pad: [u32; 2],
+    xor_mask: u32,
+    _pad: u32,
 }
 
 const WG: u32 = 256;
@@ -256,7 +259,16 @@ impl Gpu {
         if overflow != 0 {
             return Err(Error::RangeOverflow { param: (!overflow) as usize });
         }
-        Ok(GpuQuantizedTensor { gpu: self.clone(), shape: shape.to_vec(), scheme, layout, blocks, scales, zero_points })
+        Ok(GpuQuantizedTensor {
+            gpu: self.clone(),
+            shape: shape.to_vec(),
+            scheme,
+            layout,
+            blocks,
+            scales,
+            zero_points,
+            offset_binary: false,
+        })
     }
 }
 
@@ -284,7 +296,69 @@ impl GpuQuantizedTensor {
             blocks,
             scales: gpu.storage_buffer("int8-wgpu scales", bytemuck::cast_slice(q.scales()))?,
             zero_points: gpu.storage_buffer("int8-wgpu zero points", bytemuck::cast_slice(&zps))?,
+            offset_binary: false,
         })
+    }
+
+    /// Adopts int8 rows already packed four per `u32` — `[rows, ceil(cols / 4)]` words, row
+    /// `r`'s element `4i + j` in byte `j` of word `i`, rows zero-padded — without repacking.
+    ///
+    /// With `offset_binary`, each byte holds `q + 128` (`q ^ 0x80`), as compressed-tensors'
+    /// `pack-quantized` format stores it (its `weight_packed` I32 tensor, read little-endian);
+    /// the kernels flip the bits as they load. `scales` and `zero_points` are per parameter of
+    /// `scheme` on `shape` (zero points only for asymmetric schemes).
+    pub fn from_packed(
+        gpu: &Gpu,
+        shape: &[usize],
+        scheme: QuantScheme,
+        words: &[u32],
+        offset_binary: bool,
+        scales: &[f32],
+        zero_points: Option<&[i8]>,
+    ) -> Result<Self> {
+        check_numel(shape, "quantized tensor")?;
+        let (rows, cols) = rows_cols(shape);
+        let wpr = cols.div_ceil(4);
+        if words.len() != rows * wpr {
+            return Err(Error::Shape(format!(
+                "{} packed words given; shape {shape:?} needs {rows} rows of {wpr}",
+                words.len()
+            )));
+        }
+        // The parameter checks of the host type, without unpacking the values.
+        let layout = scheme.layout(shape)?;
+        let probe = QuantizedTensor::new(
+            &[layout.num_params()],
+            QuantScheme { granularity: crate::Granularity::PerChannel { axis: 0 }, ..scheme },
+            vec![0; layout.num_params()],
+            scales.to_vec(),
+            zero_points.map(<[i8]>::to_vec),
+        )?;
+        let mut blocks = Vec::new();
+        for (row0, n) in row_blocks(gpu, rows, wpr * 4, "the packed weight")? {
+            let data = &words[row0 * wpr..(row0 + n) * wpr];
+            blocks.push(RowBlock {
+                row0,
+                rows: n,
+                buffer: gpu.storage_buffer("int8-wgpu packed weight", bytemuck::cast_slice(data))?,
+            });
+        }
+        let zps: Vec<i32> = (0..layout.num_params()).map(|p| i32::from(probe.zero_point(p))).collect();
+        Ok(Self {
+            gpu: gpu.clone(),
+            shape: shape.to_vec(),
+            scheme,
+            layout,
+            blocks,
+            scales: gpu.storage_buffer("int8-wgpu scales", bytemuck::cast_slice(scales))?,
+            zero_points: gpu.storage_buffer("int8-wgpu zero points", bytemuck::cast_slice(&zps))?,
+            offset_binary,
+        })
+    }
+
+    /// The mask the kernels XOR each loaded word with.
+    pub(crate) fn xor_mask(&self) -> u32 {
+        if self.offset_binary { 0x8080_8080 } else { 0 }
     }
 
     /// The logical shape.
@@ -323,7 +397,9 @@ impl GpuQuantizedTensor {
         let mut values = Vec::with_capacity(self.shape.iter().product());
         for b in &self.blocks {
             let bytes = self.gpu.read_bytes(&b.buffer, 0, b.buffer.size()).await?;
-            values.extend(unpack_rows(&bytemuck::pod_collect_to_vec::<u8, u32>(&bytes), b.rows, cols));
+            let words: Vec<u32> =
+                bytemuck::pod_collect_to_vec::<u8, u32>(&bytes).into_iter().map(|w| w ^ self.xor_mask()).collect();
+            values.extend(unpack_rows(&words, b.rows, cols));
         }
         let np = self.layout.num_params() as u64;
         let scales = self.gpu.read_bytes(&self.scales, 0, 4 * np).await?;
@@ -353,7 +429,8 @@ impl GpuQuantizedTensor {
                 words_per_row: cols.div_ceil(4) as u32,
                 row0: b.row0 as u32,
                 rows: b.rows as u32,
-                _pad: [0; 2],
+                xor_mask: self.xor_mask(),
+                _pad: 0,
             };
             let uniform = self.gpu.uniform_buffer("int8-wgpu dequantize params", bytemuck::bytes_of(&params));
             let g = self.gpu.bind_group(
