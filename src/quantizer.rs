@@ -330,8 +330,23 @@ impl fmt::Display for QuantReport {
         }
         if !self.skipped.is_empty() {
             writeln!(f, "left in float ({} weight tensors):", self.skipped.len())?;
+            // Grouped by reason, in order of first appearance.
+            let mut groups: Vec<(&str, Vec<&Skipped>)> = Vec::new();
             for s in &self.skipped {
-                writeln!(f, "  {} {:?} {}: {}", s.name, s.shape, s.dtype, s.reason)?;
+                match groups.iter_mut().find(|(r, _)| *r == s.reason) {
+                    Some((_, v)) => v.push(s),
+                    None => groups.push((&s.reason, vec![s])),
+                }
+            }
+            for (reason, v) in groups {
+                let show = |s: &Skipped| format!("{} {:?}", s.name, s.shape);
+                let list = match v.as_slice() {
+                    [a] => show(a),
+                    [a, b] => format!("{}, {}", show(a), show(b)),
+                    [a, .., z] if v.len() > 4 => format!("{} tensors: {}, ..., {}", v.len(), show(a), show(z)),
+                    _ => v.iter().map(|s| show(s)).collect::<Vec<_>>().join(", "),
+                };
+                writeln!(f, "  {reason}: {list}")?;
             }
         }
         if !self.copied_files.is_empty() {
@@ -507,6 +522,9 @@ impl Quantizer {
                 }
             }
         }
+        plan.targets.sort_by(|a, b| checkpoint::natural_cmp(a, b));
+        plan.skipped.sort_by(|a, b| checkpoint::natural_cmp(&a.name, &b.name));
+        plan.ignore.sort_by(|a, b| checkpoint::natural_cmp(a, b));
         for (kind, pats) in [("exclude", &self.exclude), ("include", &self.include)] {
             for p in pats.iter().filter(|p| !ckpt.names().any(|n| glob_match(p, n))) {
                 plan.warnings.push(format!("{kind} pattern `{p}` matches no tensor"));
