@@ -25,8 +25,8 @@
 //!
 //! [`Checkpoint::open`] reads the headers only; tensor data is read per file on first use.
 //! [`Checkpoint::linear`] builds a [`QuantizedLinear`] from `P.weight_packed` (ours or any
-//! compressed-tensors 8-bit checkpoint, `pack-quantized` or `int-quantized`). The packed bytes
-//! are converted to the kernels' two's-complement layout on the host at load.
+//! compressed-tensors 8-bit checkpoint, `pack-quantized` or `int-quantized`). Packed words go to
+//! the GPU as stored; the kernels read the offset-binary bytes directly.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -40,7 +40,9 @@ use serde_json::{Value, json};
 
 pub use safetensors::Dtype as TensorDtype;
 
-use crate::{DType, Error, Gpu, Granularity, Mode, QuantScheme, QuantizedLinear, QuantizedTensor, Result};
+use crate::{
+    DType, Error, Gpu, GpuQuantizedTensor, Granularity, Mode, QuantScheme, QuantizedLinear, QuantizedTensor, Result,
+};
 
 /// The file name of a single-file checkpoint in a folder.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -490,6 +492,13 @@ impl Checkpoint {
             PackFormat::PackQuantized => unpack_weight(self.bytes(&format!("{p}.weight_packed"))?, out, inn),
             PackFormat::IntQuantized => bytemuck::cast_slice(self.bytes(&format!("{p}.weight"))?).to_vec(),
         };
+        let (scales, zero_points) = self.params(&info)?;
+        QuantizedTensor::new(&info.shape, info.scheme, values, scales, zero_points)
+    }
+
+    /// Scales (widened to f32) and zero points (unpacked) of a quantized layer.
+    fn params(&self, info: &QuantizedLayerInfo) -> Result<(Vec<f32>, Option<Vec<i8>>)> {
+        let (p, out) = (&info.name, info.shape[0]);
         let scale_name = format!("{p}.weight_scale");
         let scales = floats_to_f32(info.scale_dtype, self.bytes(&scale_name)?).expect("checked float dtype");
         let layout = info.scheme.layout(&info.shape)?;
@@ -519,7 +528,7 @@ impl Checkpoint {
                 })
             }
         };
-        QuantizedTensor::new(&info.shape, info.scheme, values, scales, zero_points)
+        Ok((scales, zero_points))
     }
 
     /// The activation dtype [`Checkpoint::linear`] uses: f32 when the checkpoint was written
@@ -543,14 +552,38 @@ impl Checkpoint {
     }
 
     /// Like [`Checkpoint::linear`] with a chosen activation dtype.
+    ///
+    /// `pack-quantized` words are uploaded as they are in the file: the kernels read the
+    /// offset-binary bytes (`q ^ 0x80`) directly ([`GpuQuantizedTensor::from_packed`]).
     pub fn linear_with(&self, gpu: &Gpu, name: &str, activation: DType) -> Result<QuantizedLinear> {
-        let q = self.quantized_tensor(name)?;
-        let bias_name = format!("{name}.bias");
-        let bias = match self.info(&bias_name) {
-            Some(_) => Some(self.tensor_f32(&bias_name)?),
-            None => None,
+        let build = || -> Result<QuantizedLinear> {
+            let info = self.layer_info(name)?;
+            let bias_name = format!("{name}.bias");
+            let bias = match self.info(&bias_name) {
+                Some(_) => Some(self.tensor_f32(&bias_name)?),
+                None => None,
+            };
+            match info.format {
+                PackFormat::PackQuantized => {
+                    let words: Vec<u32> = bytemuck::pod_collect_to_vec(self.bytes(&format!("{name}.weight_packed"))?);
+                    let (scales, zps) = self.params(&info)?;
+                    let w = GpuQuantizedTensor::from_packed(
+                        gpu,
+                        &info.shape,
+                        info.scheme,
+                        &words,
+                        true,
+                        &scales,
+                        zps.as_deref(),
+                    )?;
+                    QuantizedLinear::from_gpu(w, bias.as_deref(), activation)
+                }
+                PackFormat::IntQuantized => {
+                    QuantizedLinear::from_quantized(gpu, &self.rebuild(name)?, bias.as_deref(), activation)
+                }
+            }
         };
-        QuantizedLinear::from_quantized(gpu, &q, bias.as_deref(), activation).map_err(|e| e.in_tensor(name))
+        build().map_err(|e| e.in_tensor(name))
     }
 }
 

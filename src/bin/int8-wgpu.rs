@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use int8_wgpu::checkpoint::{Checkpoint, PackFormat, natural_cmp};
 use int8_wgpu::quantizer::{self, Method, Quantizer, describe_scheme, format_bytes};
-use int8_wgpu::{Granularity, QuantScheme};
+use int8_wgpu::{Gpu, Granularity, QuantScheme};
 
 #[derive(Parser)]
 #[command(name = "int8-wgpu", version, about = "8-bit weight quantization of safetensors checkpoints on wgpu")]
@@ -143,6 +143,13 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if args.cpu {
         q = q.cpu();
+    } else {
+        let gpu = Gpu::new()?;
+        q = q.gpu(gpu.clone());
+        // Never dropped: destroying the last device unloads the Vulkan driver, and Mesa's
+        // lavapipe leaves an exit handler behind that then crashes the process at exit
+        // (SIGSEGV after a successful run, ~5% of runs on a loaded machine).
+        std::mem::forget(gpu);
     }
     let mut bar: Option<ProgressBar> = None;
     let report = q.run_with_progress(|p| {
