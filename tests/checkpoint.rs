@@ -372,31 +372,41 @@ fn gpu_and_cpu_write_byte_identical_files() {
 
 #[test]
 fn loaded_layers_compute_like_in_memory_layers() {
+    // Packed words go to the GPU as stored (offset binary, rows padded with 0x00 bytes, which
+    // read as -128): outputs must equal the in-memory layer's bit for bit, and the oracle's.
     let gpu = gpu_or_skip!();
     let (inp, out) = (TempDir::new("lin-in"), TempDir::new("lin-out"));
     let m = write_model(inp.path(), DType::F32);
-    let dest = out.path().join("q");
-    let scheme = QuantScheme::asymmetric(Granularity::PerGroup { size: 5 });
-    quantizer(inp.path(), &dest, scheme).run().unwrap();
-    let ck = Checkpoint::open(&dest).unwrap();
-    for (name, [_, i]) in LINEARS {
-        let t = &m.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1;
-        let bias = m
-            .iter()
-            .find(|(n, _)| *n == format!("{name}.bias"))
-            .map(|(_, b)| bytemuck::pod_collect_to_vec::<u8, f32>(&b.data));
-        let loaded = ck.linear(&gpu, name).unwrap();
-        assert_eq!(loaded.activation_dtype(), DType::BF16);
-        assert_eq!(loaded.bias().is_some(), bias.is_some(), "{name}: bias loaded");
-        let mem = QuantizedLinear::from_quantized(&gpu, &in_memory(t, scheme), bias.as_deref(), DType::BF16).unwrap();
-        let x: Vec<bf16> = common::rand_vec(3 * i, 5).iter().map(|&v| bf16::from_f32(v)).collect();
-        let a: Vec<bf16> = loaded.forward_host(&x, &[3, *i]).unwrap();
-        let b: Vec<bf16> = mem.forward_host(&x, &[3, *i]).unwrap();
-        assert_eq!(
-            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            "{name}"
-        );
+    for (k, scheme) in [
+        QuantScheme::asymmetric(Granularity::PerGroup { size: 5 }),
+        QuantScheme::default(),
+        QuantScheme::asymmetric(Granularity::PerTensor),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dest = out.path().join(format!("q{k}"));
+        quantizer(inp.path(), &dest, scheme).run().unwrap();
+        let ck = Checkpoint::open(&dest).unwrap();
+        for (name, [_, i]) in LINEARS {
+            let t = &m.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1;
+            let bias = m
+                .iter()
+                .find(|(n, _)| *n == format!("{name}.bias"))
+                .map(|(_, b)| bytemuck::pod_collect_to_vec::<u8, f32>(&b.data));
+            let loaded = ck.linear(&gpu, name).unwrap();
+            assert_eq!(loaded.activation_dtype(), DType::BF16);
+            assert_eq!(loaded.bias().is_some(), bias.is_some(), "{name}: bias loaded");
+            let q = in_memory(t, scheme);
+            let mem = QuantizedLinear::from_quantized(&gpu, &q, bias.as_deref(), DType::BF16).unwrap();
+            let x: Vec<bf16> = common::rand_vec(3 * i, 5).iter().map(|&v| bf16::from_f32(v)).collect();
+            let a: Vec<bf16> = loaded.forward_host(&x, &[3, *i]).unwrap();
+            let b: Vec<bf16> = mem.forward_host(&x, &[3, *i]).unwrap();
+            let bits = |v: &[bf16]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{scheme:?} {name}");
+            let b16: Option<Vec<bf16>> = bias.as_ref().map(|b| b.iter().map(|&v| bf16::from_f32(v)).collect());
+            common::assert_linear_close(&a, &x, &q, b16.as_deref(), &format!("{scheme:?} {name}"));
+        }
     }
 }
 
