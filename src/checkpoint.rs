@@ -105,12 +105,22 @@ pub fn to_tensor_dtype(d: DType) -> TensorDtype {
     }
 }
 
-#[derive(Debug)]
 struct FileEntry {
     path: PathBuf,
     len: u64,
     metadata: Option<HashMap<String, String>>,
     data: OnceLock<Vec<u8>>,
+}
+
+impl std::fmt::Debug for FileEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileEntry")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .field("metadata", &self.metadata)
+            .field("loaded", &self.data.get().is_some())
+            .finish()
+    }
 }
 
 /// How a quantized layer's weight is stored.
@@ -316,7 +326,7 @@ impl Checkpoint {
         Ok(self.files[i].data.get_or_init(|| bytes))
     }
 
-    /// The bytes of tensor `name` inside `data`, the contents of its file from [`read_file`].
+    /// The bytes of a tensor inside `data`, the contents of its file from `read_file`.
     pub(crate) fn slice<'a>(&self, info: &TensorInfo, data: &'a [u8]) -> &'a [u8] {
         &data[info.range.clone()]
     }

@@ -179,8 +179,9 @@ pub struct Plan {
     pub skipped: Vec<Skipped>,
     /// Patterns that matched nothing, and the like.
     pub warnings: Vec<String>,
-    /// Layer names for the config's `ignore` list: excluded 2-D float `*.weight` tensors, without
-    /// the `.weight` suffix.
+    /// Layer names for the config's `ignore` list: every 2-D `*.weight` tensor left in float,
+    /// without the `.weight` suffix (compressed-tensors would otherwise expect every `Linear`
+    /// quantized).
     pub ignore: Vec<String>,
 }
 
@@ -474,7 +475,6 @@ impl Quantizer {
     /// Decides what to quantize from the checkpoint's headers.
     pub fn plan(&self, ckpt: &Checkpoint) -> Result<Plan> {
         let mut plan = Plan::default();
-        let is_candidate = |t: &TensorInfo| t.shape.len() == 2 && t.float_dtype().is_some();
         let defaults: &[&str] = if self.default_excludes { DEFAULT_EXCLUDES } else { &[] };
         let mut included_something = false;
         for (name, info) in ckpt.tensors() {
@@ -510,7 +510,9 @@ impl Quantizer {
                     plan.targets.push(name.to_string());
                 }
                 Some(reason) => {
-                    if (user_ex.is_some() || default_ex.is_some()) && is_candidate(info) {
+                    // Every 2-D weight left in float may be a Linear the loader must not expect
+                    // quantized (compressed-tensors targets all `Linear` modules).
+                    if info.shape.len() == 2 {
                         plan.ignore.push(name.trim_end_matches(".weight").to_string());
                     }
                     plan.skipped.push(Skipped {

@@ -452,6 +452,9 @@ fn include_exclude_and_default_excludes() {
         names(&r),
         ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"]
     );
+    let ck = Checkpoint::open(out.path().join("c")).unwrap();
+    let ignore = &ck.quantization_config().unwrap()["ignore"];
+    assert_eq!(ignore, &json!(["lm_head", "model.embed_tokens", "model.layers.0.attn.q_proj"]), "left-out linears");
 
     // Without default excludes, lm_head and the embedding table are quantized too.
     let r = run(quantizer(inp.path(), &out.path().join("d"), QuantScheme::default()).default_excludes(false));
