@@ -56,6 +56,23 @@ pub(crate) struct FamilyObjects {
     pipeline_layout: wgpu::PipelineLayout,
 }
 
+/// One wgpu instance per backend set for the whole process, never destroyed.
+///
+/// Destroying the last instance unloads the driver; Mesa's lavapipe leaves an exit handler
+/// behind that then crashes the process at exit (seen in ~5% of short runs). Keeping the
+/// instance alive keeps the driver loaded until the process ends.
+fn shared_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
+    static INSTANCES: Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = Mutex::new(Vec::new());
+    let mut all = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, i)) = all.iter().find(|(b, _)| *b == desc.backends) {
+        return i.clone();
+    }
+    let backends = desc.backends;
+    let instance = wgpu::Instance::new(desc);
+    all.push((backends, instance.clone()));
+    instance
+}
+
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gpu").field("adapter", &self.describe()).field("caps", &self.inner.caps).finish()
@@ -82,7 +99,7 @@ impl Gpu {
             desc.backends = b;
         }
         let backends = desc.backends;
-        let instance = wgpu::Instance::new(desc);
+        let instance = shared_instance(desc);
         let name = options.adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let adapter = match name {
             Some(name) => {
