@@ -56,20 +56,20 @@ pub(crate) struct FamilyObjects {
     pipeline_layout: wgpu::PipelineLayout,
 }
 
-/// One wgpu instance per backend set for the whole process, never destroyed.
+/// A new wgpu instance; the first one of each backend set is also kept until the process ends.
 ///
 /// Destroying the last instance unloads the driver; Mesa's lavapipe leaves an exit handler
-/// behind that then crashes the process at exit (seen in ~5% of short runs). Keeping the
-/// instance alive keeps the driver loaded until the process ends.
-fn shared_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
-    static INSTANCES: Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = Mutex::new(Vec::new());
-    let mut all = INSTANCES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, i)) = all.iter().find(|(b, _)| *b == desc.backends) {
-        return i.clone();
-    }
+/// behind that then crashes the process at exit (seen in ~5% of short runs). One kept instance
+/// keeps the driver loaded. Instances are not shared between `Gpu`s: on GL, two devices of one
+/// instance contend for its single context and ran 10-50x slower in our tests.
+fn new_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
+    static KEPT: Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = Mutex::new(Vec::new());
     let backends = desc.backends;
     let instance = wgpu::Instance::new(desc);
-    all.push((backends, instance.clone()));
+    let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+    if !kept.iter().any(|(b, _)| *b == backends) {
+        kept.push((backends, instance.clone()));
+    }
     instance
 }
 
@@ -99,7 +99,7 @@ impl Gpu {
             desc.backends = b;
         }
         let backends = desc.backends;
-        let instance = shared_instance(desc);
+        let instance = new_instance(desc);
         let name = options.adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let adapter = match name {
             Some(name) => {
