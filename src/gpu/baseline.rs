@@ -4,7 +4,7 @@
 use bytemuck::Zeroable;
 
 use crate::gpu::kernels::{Family, Kernel, Variant};
-use crate::gpu::linear::{GEMV_MAX_ROWS, LinearParams, workgroups};
+use crate::gpu::linear::{GEMV_MAX_ROWS, LinearParams, Prepared, workgroups};
 use crate::gpu::quantize::{RowBlock, row_blocks};
 use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuTensor};
@@ -38,12 +38,8 @@ impl DenseLinear {
         Ok(Self { gpu: gpu.clone(), n, k, blocks, placeholder: gpu.zeroed_buffer("int8-wgpu placeholder", 16)? })
     }
 
-    fn prepare(
-        &self,
-        x: &GpuTensor,
-        y: &GpuTensor,
-    ) -> Result<(std::sync::Arc<wgpu::ComputePipeline>, Vec<(wgpu::BindGroup, (u32, u32))>)> {
-        if x.dtype() != DType::F32 || x.numel() % self.k != 0 || y.numel() != x.numel() / self.k * self.n {
+    fn prepare(&self, x: &GpuTensor, y: &GpuTensor) -> Result<Prepared> {
+        if x.dtype() != DType::F32 || !x.numel().is_multiple_of(self.k) || y.numel() != x.numel() / self.k * self.n {
             return Err(Error::Shape("dense linear takes f32 [m, in] and writes f32 [m, out]".into()));
         }
         let m = x.numel() / self.k;
@@ -76,18 +72,15 @@ impl DenseLinear {
                 (g, self.gpu.grid(workgroups(kernel, b.rows, m)))
             })
             .collect();
-        Ok((pipeline, groups))
+        Ok(Prepared { pipeline, groups })
     }
 
     /// Runs the layer on `x` (`[m, in]` f32) into a new `[m, out]` tensor.
     pub fn forward(&self, x: &GpuTensor) -> Result<GpuTensor> {
         let y = GpuTensor::zeros(&self.gpu, &[x.numel() / self.k, self.n], DType::F32)?;
-        let (pipeline, groups) = self.prepare(x, &y)?;
+        let prepared = self.prepare(x, &y)?;
         let mut enc = self.gpu.device().create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            record(&mut pass, &pipeline, &groups);
-        }
+        prepared.record(&mut enc.begin_compute_pass(&Default::default()));
         self.gpu.queue().submit([enc.finish()]);
         Ok(y)
     }
@@ -95,20 +88,8 @@ impl DenseLinear {
     /// Times `iters` forwards recorded into one pass.
     pub fn time_forward(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
         let y = GpuTensor::zeros(&self.gpu, &[x.numel() / self.k, self.n], DType::F32)?;
-        let (pipeline, groups) = self.prepare(x, &y)?;
-        time_passes(&self.gpu, iters, |_| {}, |pass| record(pass, &pipeline, &groups))
-    }
-}
-
-fn record(
-    pass: &mut wgpu::ComputePass<'_>,
-    pipeline: &wgpu::ComputePipeline,
-    groups: &[(wgpu::BindGroup, (u32, u32))],
-) {
-    pass.set_pipeline(pipeline);
-    for (g, (gx, gy)) in groups {
-        pass.set_bind_group(0, g, &[]);
-        pass.dispatch_workgroups(*gx, *gy, 1);
+        let prepared = self.prepare(x, &y)?;
+        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
     }
 }
 
@@ -147,7 +128,7 @@ impl Roofline {
         let pipeline = self.gpu.pipeline(Kernel::Roofline, Variant::new(DType::F32, DType::F32))?;
         let sink = self.gpu.zeroed_buffer("int8-wgpu roofline sink", 16)?;
         // Enough workgroups to fill any device; each thread then strides over the buffer.
-        let groups: Vec<(wgpu::BindGroup, (u32, u32))> = self
+        let groups = self
             .blocks
             .iter()
             .map(|b| {
@@ -157,6 +138,7 @@ impl Roofline {
                 (g, self.gpu.grid(units.div_ceil(256 * 16).clamp(1, 4096)))
             })
             .collect();
-        time_passes(&self.gpu, iters, |_| {}, |pass| record(pass, &pipeline, &groups))
+        let prepared = Prepared { pipeline, groups };
+        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
     }
 }

@@ -39,7 +39,7 @@ pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
         return (Kernel::Gemm, v);
     }
     // 16-byte units must hold whole scale segments: per row/tensor, or groups of 16n.
-    if k % 16 == 0 && (inner >= k || inner % 16 == 0) {
+    if k.is_multiple_of(16) && (inner >= k || inner.is_multiple_of(16)) {
         v.grouped = inner < k;
         v.subgroups = gpu.uses_subgroup_reductions();
         (Kernel::GemvFast, v)
@@ -84,8 +84,9 @@ pub(crate) fn block_params(w: &GpuQuantizedTensor, m: usize, has_bias: bool) -> 
 
 /// A linear dispatch with its bind groups made, ready to record into compute passes.
 pub(crate) struct Prepared {
-    pipeline: std::sync::Arc<wgpu::ComputePipeline>,
-    groups: Vec<(wgpu::BindGroup, (u32, u32))>,
+    pub(crate) pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+    /// Per row block: its bind group and workgroup grid.
+    pub(crate) groups: Vec<(wgpu::BindGroup, (u32, u32))>,
 }
 
 impl Prepared {
