@@ -4,6 +4,9 @@
 
 const WG: u32 = 64u;
 const ROWS: u32 = 2u;
+// Loops over activation rows run to this constant and break at p.m, so private arrays are
+// indexed by constants after unrolling and stay in registers (a dynamic index would put them
+// in local memory on GPUs, and makes llvmpipe's GL compiler take minutes).
 const MAX_M: u32 = 8u;
 
 var<workgroup> red: array<f32, 1024>; // ROWS * MAX_M partial sums for each of WG threads
@@ -36,7 +39,10 @@ fn gemv_main(
                 var xs: array<f32, 8>;
                 for (var kk = k; kk < end; kk++) {
                     let q = f32(weight_q(lr, kk));
-                    for (var m = 0u; m < p.m; m++) {
+                    for (var m = 0u; m < MAX_M; m++) {
+                        if m >= p.m {
+                            break;
+                        }
                         let xv = load_x(m * p.k + kk);
                         dot[m] += xv * q;
                         xs[m] += xv;
@@ -45,7 +51,10 @@ fn gemv_main(
                 let pi = seg % p.channels;
                 let s = scales[pi];
                 let z = f32(zps[pi]);
-                for (var m = 0u; m < p.m; m++) {
+                for (var m = 0u; m < MAX_M; m++) {
+                    if m >= p.m {
+                        break;
+                    }
                     acc[r * MAX_M + m] += s * (dot[m] - z * xs[m]);
                 }
                 k = end;
@@ -84,6 +93,8 @@ const TPR: u32 = 32u; // threads per weight row; the host uses subgroups only if
 
 // Set when scale segments are shorter than a row (per group): each unit is scaled on its own.
 override GROUPED: bool = false;
+// Set for asymmetric schemes: only then is Σx needed for the zero-point term.
+override ASYM: bool = true;
 
 var<workgroup> fred: array<f32, 2048>; // FAST_WG * MAX_M
 
@@ -113,7 +124,10 @@ fn finish_rows(
 //+sg    sg_lane: u32,
 ) {
     let lane = t % TPR;
-    for (var m = 0u; m < p.m; m++) {
+    for (var m = 0u; m < MAX_M; m++) {
+        if m >= p.m {
+            break;
+        }
         fred[m * FAST_WG + t] = acc[m]; // -sg
 //+sg        let v = subgroupAdd(acc[m]);
 //+sg        if sg_lane == 0u {
@@ -123,14 +137,20 @@ fn finish_rows(
     workgroupBarrier();
     for (var s = TPR / 2u; s > 0u; s >>= 1u) { // -sg
         if lane < s { // -sg
-            for (var m = 0u; m < p.m; m++) { // -sg
+            for (var m = 0u; m < MAX_M; m++) { // -sg
+                if m >= p.m { // -sg
+                    break; // -sg
+                } // -sg
                 fred[m * FAST_WG + t] += fred[m * FAST_WG + t + s]; // -sg
             } // -sg
         } // -sg
         workgroupBarrier(); // -sg
     } // -sg
     if lane == 0u && lr < p.rows {
-        for (var m = 0u; m < p.m; m++) {
+        for (var m = 0u; m < MAX_M; m++) {
+            if m >= p.m {
+                break;
+            }
             var v = fred[m * FAST_WG + t]; // -sg
 //+sg            var v = 0.0;
 //+sg            for (var j = 0u; j < TPR / sg_size; j++) {
@@ -169,14 +189,20 @@ fn gemv_fast_main(
                 s = scales[pi];
                 z = f32(zps[pi]);
             }
-            for (var m = 0u; m < p.m; m++) {
+            for (var m = 0u; m < MAX_M; m++) {
+                if m >= p.m {
+                    break;
+                }
                 let xi = m * p.k + u * 16u;
                 let x0 = load_x4(xi);
                 let x1 = load_x4(xi + 4u);
                 let x2 = load_x4(xi + 8u);
                 let x3 = load_x4(xi + 12u);
                 let d = dot(x0, q0) + dot(x1, q1) + dot(x2, q2) + dot(x3, q3);
-                let xs = dot((x0 + x1) + (x2 + x3), vec4<f32>(1.0));
+                var xs = 0.0;
+                if ASYM {
+                    xs = dot((x0 + x1) + (x2 + x3), vec4<f32>(1.0));
+                }
                 if GROUPED {
                     acc[m] += s * (d - z * xs);
                 } else {
@@ -189,7 +215,10 @@ fn gemv_fast_main(
             let pi = param_of(n * p.k, p.inner, p.channels);
             let s = scales[pi];
             let z = f32(zps[pi]);
-            for (var m = 0u; m < p.m; m++) {
+            for (var m = 0u; m < MAX_M; m++) {
+                if m >= p.m {
+                    break;
+                }
                 acc[m] = s * (dsum[m] - z * xsum[m]);
             }
         }
@@ -216,7 +245,10 @@ fn gemv_dense_main(
         for (var u = t % TPR; u < p.k / 4u; u += TPR) {
             let w = base + u * 4u;
             let wv = bitcast<vec4<f32>>(vec4<u32>(weights[w], weights[w + 1u], weights[w + 2u], weights[w + 3u]));
-            for (var m = 0u; m < p.m; m++) {
+            for (var m = 0u; m < MAX_M; m++) {
+                if m >= p.m {
+                    break;
+                }
                 acc[m] += dot(load_x4(m * p.k + u * 4u), wv);
             }
         }

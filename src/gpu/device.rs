@@ -337,7 +337,12 @@ impl Gpu {
             layout: Some(&fam.pipeline_layout),
             module: &fam.module,
             entry_point: Some(kernel.entry()),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+            // Every kernel writes its workgroup memory before reading it. wgpu's GL backend
+            // zero-fills it with code that took llvmpipe's compiler 10-50 s per kernel.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {

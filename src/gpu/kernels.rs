@@ -49,11 +49,13 @@ pub(crate) struct Variant {
     pub(crate) grouped: bool,
     /// gemv: lane reductions with subgroup operations.
     pub(crate) subgroups: bool,
+    /// gemv: the scheme has zero points.
+    pub(crate) asym: bool,
 }
 
 impl Variant {
     pub(crate) fn new(in_dt: DType, out_dt: DType) -> Self {
-        Self { in_dt, out_dt, grouped: false, subgroups: false }
+        Self { in_dt, out_dt, grouped: false, subgroups: false, asym: false }
     }
 }
 
@@ -140,7 +142,9 @@ impl Kernel {
     /// Override constants the kernel's module declares, besides IN_DT and OUT_DT.
     pub(crate) fn extra_constants(self, v: Variant) -> Vec<(&'static str, f64)> {
         match self.family(v) {
-            Family::Gemv { .. } => vec![("GROUPED", f64::from(u8::from(v.grouped)))],
+            Family::Gemv { .. } => {
+                vec![("GROUPED", f64::from(u8::from(v.grouped))), ("ASYM", f64::from(u8::from(v.asym)))]
+            }
             Family::Gemm => vec![("DENSE", f64::from(u8::from(self == Kernel::GemmDense)))],
             _ => vec![],
         }

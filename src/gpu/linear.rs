@@ -41,6 +41,7 @@ pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
     // 16-byte units must hold whole scale segments: per row/tensor, or groups of 16n.
     if k.is_multiple_of(16) && (inner >= k || inner.is_multiple_of(16)) {
         v.grouped = inner < k;
+        v.asym = w.scheme().has_zero_point();
         v.subgroups = gpu.uses_subgroup_reductions();
         (Kernel::GemvFast, v)
     } else {
