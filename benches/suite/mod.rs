@@ -102,9 +102,11 @@ impl Layer {
     }
 }
 
-/// Times a GPU closure that records `iters` iterations, calling it with growing counts until
-/// one measurement spans at least `min` (so short kernels are not dominated by overhead).
+/// Times a GPU closure that records `iters` iterations: one warm-up call, then growing counts
+/// until one measurement spans at least `min` (so short kernels are not dominated by overhead).
 pub fn time_gpu(min: Duration, mut f: impl FnMut(u32) -> Timing) -> Timing {
+    // Warm-up: drivers may compile a pipeline at its first dispatch (lavapipe does).
+    f(1);
     let mut iters = 1;
     loop {
         let t = f(iters);
@@ -115,8 +117,9 @@ pub fn time_gpu(min: Duration, mut f: impl FnMut(u32) -> Timing) -> Timing {
     }
 }
 
-/// Wall-clock time of a CPU closure, repeated until `min` has passed.
+/// Wall-clock time of a closure, after one warm-up call, repeated until `min` has passed.
 pub fn time_cpu(min: Duration, mut f: impl FnMut()) -> Duration {
+    f(); // warm-up (caches, first-dispatch compiles when f drives the GPU)
     let start = Instant::now();
     let mut n = 0u32;
     while n == 0 || start.elapsed() < min {
