@@ -35,8 +35,9 @@ fn gemv_main(
             while k < k1 {
                 let seg = (n * p.k + k) / p.inner;
                 let end = min(k1, (seg + 1u) * p.inner - n * p.k);
-                var dot: array<f32, 8>;
-                var xs: array<f32, 8>;
+                // explicit initialisers: fresh zeros for every segment
+                var dot = array<f32, 8>();
+                var xs = array<f32, 8>();
                 for (var kk = k; kk < end; kk++) {
                     let q = f32(weight_q(lr, kk));
                     for (var m = 0u; m < MAX_M; m++) {

@@ -133,6 +133,10 @@ impl QuantizedLinear {
         x.same_gpu(&self.gpu)?;
         y.same_gpu(&self.gpu)?;
         let (m, shape) = self.output_shape(x)?;
+        let aliased = |t: &GpuTensor| std::ptr::eq(t.buffer(), y.buffer());
+        if aliased(x) || self.bias.as_ref().is_some_and(aliased) {
+            return Err(Error::Shape("the output tensor shares its buffer with the input or the bias".into()));
+        }
         if y.shape() != shape.as_slice() || y.dtype() != self.dtype {
             return Err(Error::Shape(format!(
                 "output tensor is {:?} {}, expected {shape:?} {}",
@@ -162,6 +166,7 @@ impl QuantizedLinear {
     /// Times `iters` forwards of `x` recorded into one compute pass (benches): kernel time from
     /// GPU timestamps when the device has them, else wall clock; the [`Timing`] says which.
     pub fn time_forward(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
+        x.same_gpu(&self.gpu)?;
         let (m, shape) = self.output_shape(x)?;
         let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
         let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);

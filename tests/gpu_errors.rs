@@ -103,3 +103,12 @@ fn shape_dtype_and_scheme_errors() {
     assert!(matches!(xt.reshape(&[5]), Err(Error::Shape(_))));
     let _ = GpuQuantizedTensor::from_host(&gpu, &q).unwrap();
 }
+
+#[test]
+fn output_aliasing_input_is_an_error() {
+    let gpu = gpu_or_skip!();
+    let q = reference::quantize(&common::rand_vec(6 * 6, 8), &[6, 6], QuantScheme::default()).unwrap();
+    let layer = QuantizedLinear::from_quantized::<f32>(&gpu, &q, None, DType::F32).unwrap();
+    let x = GpuTensor::from_host(&gpu, &common::rand_vec(12, 9), &[2, 6]).unwrap();
+    assert!(matches!(layer.forward_into(&x, &x.reshape(&[2, 6]).unwrap()), Err(Error::Shape(_))));
+}
