@@ -34,7 +34,7 @@
 //!
 //! - [`QuantScheme`]: symmetric (absmax) or asymmetric (zero point), per tensor, per channel
 //!   (any axis) or per group along the last axis.
-//! - [`reference`]: the CPU oracle — [`reference::quantize`], [`reference::linear`],
+//! - [`reference`](mod@reference): the CPU oracle — [`reference::quantize`], [`reference::linear`],
 //!   [`reference::linear_f64`].
 //! - [`Gpu`]: a headless device or an application's own ([`Gpu::from_device`]); pipelines are
 //!   compiled once per variant and cached. [`Gpu::quantize`] quantizes on the GPU.
