@@ -47,28 +47,7 @@ impl QuantizedTensor {
                 values.len()
             )));
         }
-        if scales.len() != layout.num_params() {
-            return Err(Error::Shape(format!(
-                "{} scales given; scheme {scheme:?} on shape {shape:?} needs {}",
-                scales.len(),
-                layout.num_params()
-            )));
-        }
-        if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
-            return Err(Error::NonFinite { what: "scales".into(), position: vec![i], index: i, value: scales[i] });
-        }
-        match (&zero_points, scheme.has_zero_point()) {
-            (Some(z), true) if z.len() != layout.num_params() => {
-                return Err(Error::Shape(format!("{} zero points given; {} needed", z.len(), layout.num_params())));
-            }
-            (None, true) => {
-                return Err(Error::Scheme("an asymmetric scheme needs zero points".into()));
-            }
-            (Some(_), false) => {
-                return Err(Error::Scheme("a symmetric scheme takes no zero points".into()));
-            }
-            _ => {}
-        }
+        check_params(scheme, shape, layout, &scales, zero_points.as_deref())?;
         Ok(Self { shape: shape.to_vec(), scheme, layout, values, scales, zero_points })
     }
 
@@ -160,6 +139,39 @@ impl QuantizedTensor {
     pub fn nbytes(&self) -> usize {
         self.values.len() + 4 * self.scales.len() + self.zero_points.as_ref().map_or(0, Vec::len)
     }
+}
+
+/// Checks that scales (finite) and zero points (only for asymmetric schemes) fit `layout`.
+pub(crate) fn check_params(
+    scheme: QuantScheme,
+    shape: &[usize],
+    layout: ParamLayout,
+    scales: &[f32],
+    zero_points: Option<&[i8]>,
+) -> Result<()> {
+    if scales.len() != layout.num_params() {
+        return Err(Error::Shape(format!(
+            "{} scales given; scheme {scheme:?} on shape {shape:?} needs {}",
+            scales.len(),
+            layout.num_params()
+        )));
+    }
+    if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
+        return Err(Error::NonFinite { what: "scales".into(), position: vec![i], index: i, value: scales[i] });
+    }
+    match (zero_points, scheme.has_zero_point()) {
+        (Some(z), true) if z.len() != layout.num_params() => {
+            return Err(Error::Shape(format!("{} zero points given; {} needed", z.len(), layout.num_params())));
+        }
+        (None, true) => {
+            return Err(Error::Scheme("an asymmetric scheme needs zero points".into()));
+        }
+        (Some(_), false) => {
+            return Err(Error::Scheme("a symmetric scheme takes no zero points".into()));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Packs int8 rows into little-endian `u32` words, each row padded to a multiple of four.

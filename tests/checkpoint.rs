@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::TempDir;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
@@ -13,27 +15,6 @@ use int8_wgpu::checkpoint::{self, Checkpoint, TensorDtype};
 use int8_wgpu::quantizer::{Method, Quantizer};
 use int8_wgpu::{DType, Error, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference};
 use serde_json::json;
-
-/// A fresh, empty folder under the system temp dir; removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let p = std::env::temp_dir().join(format!("int8-wgpu-test-{name}-{}-{stamp}", std::process::id()));
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 struct T {
     dtype: TensorDtype,

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::TempDir;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -32,23 +34,6 @@ fn minilm() -> Option<PathBuf> {
     }
     eprintln!("SKIPPED: {msg}");
     None
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let p = std::env::temp_dir().join(format!("int8-wgpu-minilm-{name}-{}-{stamp}", std::process::id()));
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 fn expected_layers() -> BTreeSet<String> {
@@ -134,7 +119,7 @@ fn check_output(input: &Path, out: &Path, report: &int8_wgpu::QuantReport) {
 fn minilm_quantizes_to_compressed_tensors() {
     let Some(input) = minilm() else { return };
     let tmp = TempDir::new("cpu");
-    let out = tmp.0.join("q");
+    let out = tmp.path().join("q");
     let report = Quantizer::new(&input, &out).cpu().run().unwrap();
     eprintln!("{report}");
     check_output(&input, &out, &report);
@@ -148,7 +133,7 @@ fn minilm_gpu_file_matches_cpu_and_loads_back() {
     let Some(input) = minilm() else { return };
     let gpu = gpu_or_skip!();
     let tmp = TempDir::new("gpu");
-    let (g, c) = (tmp.0.join("gpu"), tmp.0.join("cpu"));
+    let (g, c) = (tmp.path().join("gpu"), tmp.path().join("cpu"));
     let report = Quantizer::new(&input, &g).gpu(gpu.clone()).eval_rows(0).run().unwrap();
     Quantizer::new(&input, &c).cpu().eval_rows(0).run().unwrap();
     assert!(fs::read(g.join("model.safetensors")).unwrap() == fs::read(c.join("model.safetensors")).unwrap());

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::kernels::{Family, Kernel, Variant};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuTensor};
-use crate::quantized::{pack_rows, unpack_rows};
+use crate::quantized::{check_params, pack_rows, unpack_rows};
 use crate::reference::check_finite;
 use crate::scheme::{ParamLayout, unravel};
 use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
@@ -325,15 +325,8 @@ impl GpuQuantizedTensor {
                 words.len()
             )));
         }
-        // The parameter checks of the host type, without unpacking the values.
         let layout = scheme.layout(shape)?;
-        let probe = QuantizedTensor::new(
-            &[layout.num_params()],
-            QuantScheme { granularity: crate::Granularity::PerChannel { axis: 0 }, ..scheme },
-            vec![0; layout.num_params()],
-            scales.to_vec(),
-            zero_points.map(<[i8]>::to_vec),
-        )?;
+        check_params(scheme, shape, layout, scales, zero_points)?;
         let mut blocks = Vec::new();
         for (row0, n) in row_blocks(gpu, rows, wpr * 4, "the packed weight")? {
             let data = &words[row0 * wpr..(row0 + n) * wpr];
@@ -343,7 +336,10 @@ impl GpuQuantizedTensor {
                 buffer: gpu.storage_buffer("int8-wgpu packed weight", bytemuck::cast_slice(data))?,
             });
         }
-        let zps: Vec<i32> = (0..layout.num_params()).map(|p| i32::from(probe.zero_point(p))).collect();
+        let zps: Vec<i32> = match zero_points {
+            Some(z) => z.iter().map(|&v| i32::from(v)).collect(),
+            None => vec![0; layout.num_params()],
+        };
         Ok(Self {
             gpu: gpu.clone(),
             shape: shape.to_vec(),
