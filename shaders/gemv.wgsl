@@ -84,82 +84,138 @@ fn gemv_main(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fast path: k a multiple of 16 and scale segments that are whole 16-element units. Each weight
-// row is read by TPR neighbouring threads as 16-byte units (coalesced), all activation rows in
-// the same pass, then reduced across the TPR lanes: with subgroup operations where the device
-// has them (lines marked `//+sg`, enabled by the host's generator), else in workgroup memory.
+// Fast path: k a multiple of 16 and scale segments that are whole 16-element units. A lane group
+// of TPR neighbouring threads owns RPT consecutive weight rows and reads each as 16-byte units
+// (coalesced), all activation rows in the same pass. Each unit of x is loaded once and used for
+// all RPT rows: at MAX_M rows of f32 activations the GEMV reads 32 bytes of x per weight byte
+// from cache, so reusing x across rows is what keeps it on the weight read, not the cache. The
+// lanes' sums are reduced with subgroup operations where the device has them (lines marked
+// `//+sg`, enabled by the host's generator), else in workgroup memory.
+// DENSE switches the weights to plain f32 (four 16-byte loads per unit): the no-quantization
+// baseline of the same design.
 
 const FAST_WG: u32 = 256u;
-const TPR: u32 = 32u; // threads per weight row; the host uses subgroups only if their size divides it
+const TPR: u32 = 32u; // threads per lane group; the host uses subgroups only if their size divides it
+const GROUPS: u32 = FAST_WG / TPR;
+const MAX_RPT: u32 = 4u;
+const UPS: u32 = 2u; // units per lane per step
+const MIN_SG: u32 = 4u; // wgpu's smallest subgroup size: at most TPR / MIN_SG subgroups per group
 
+// Weight rows per lane group: 1, 2 or 4, chosen by the host (src/gpu/linear.rs).
+override RPT: u32 = 1u;
 // Set when scale segments are shorter than a row (per group): each unit is scaled on its own.
 override GROUPED: bool = false;
 // Set for asymmetric schemes: only then is Σx needed for the zero-point term.
 override ASYM: bool = true;
+override DENSE: bool = false;
 
-var<workgroup> fred: array<f32, 2048>; // FAST_WG * MAX_M
+// 16-byte views of the activation and weight bindings, used only by gemv_fast_main.
+@group(0) @binding(2) var<storage, read> x4: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> weights4: array<vec4<u32>>;
+
+// Partial sums: subgroup path [GROUPS][MAX_RPT][MAX_M][TPR / MIN_SG]; fallback [MAX_M][FAST_WG].
+var<workgroup> fred: array<f32, 2048>;
 
 fn unpack_i8x4(w: u32) -> vec4<f32> {
     return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 
-// Four activations from element i (a multiple of 4).
-fn load_x4(i: u32) -> vec4<f32> {
-    if IN_DT == DT_F32 {
-        return bitcast<vec4<f32>>(vec4<u32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]));
-    }
-    let a = x[i >> 1u];
-    let b = x[(i >> 1u) + 1u];
+fn halves4(a: u32, b: u32) -> vec4<f32> {
     if IN_DT == DT_BF16 {
         return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
     }
     return vec4<f32>(f16_bits_to_f32(a & 0xffffu), f16_bits_to_f32(a >> 16u), f16_bits_to_f32(b & 0xffffu), f16_bits_to_f32(b >> 16u));
 }
 
-// Sums acc over the TPR lanes of each row and writes the row's outputs (lane 0).
+// Sixteen activations from element i (a multiple of 16).
+fn load_x16(i: u32) -> array<vec4<f32>, 4> {
+    if IN_DT == DT_F32 {
+        let b = i / 4u;
+        return array<vec4<f32>, 4>(bitcast<vec4<f32>>(x4[b]), bitcast<vec4<f32>>(x4[b + 1u]), bitcast<vec4<f32>>(x4[b + 2u]), bitcast<vec4<f32>>(x4[b + 3u]));
+    }
+    let lo = x4[i / 8u];
+    let hi = x4[i / 8u + 1u];
+    return array<vec4<f32>, 4>(halves4(lo.x, lo.y), halves4(lo.z, lo.w), halves4(hi.x, hi.y), halves4(hi.z, hi.w));
+}
+
+// The packed int8 unit u of the local row whose first 16-byte slot is `row` (dense: unused).
+fn load_w_unit(row: u32, u: u32) -> vec4<u32> {
+    if DENSE {
+        return vec4<u32>(0u);
+    }
+    return weights4[row + u] ^ vec4<u32>(p.xor_mask);
+}
+
+// Unit u (16 weights) as floats: the packed unit unpacked, or (dense) four f32 loads.
+fn unpack_w16(w: vec4<u32>, row: u32, u: u32) -> array<vec4<f32>, 4> {
+    if DENSE {
+        let b = row + u * 4u;
+        return array<vec4<f32>, 4>(bitcast<vec4<f32>>(weights4[b]), bitcast<vec4<f32>>(weights4[b + 1u]), bitcast<vec4<f32>>(weights4[b + 2u]), bitcast<vec4<f32>>(weights4[b + 3u]));
+    }
+    return array<vec4<f32>, 4>(unpack_i8x4(w.x), unpack_i8x4(w.y), unpack_i8x4(w.z), unpack_i8x4(w.w));
+}
+
+fn dot16(a: array<vec4<f32>, 4>, b: array<vec4<f32>, 4>) -> f32 {
+    return (dot(a[0], b[0]) + dot(a[1], b[1])) + (dot(a[2], b[2]) + dot(a[3], b[3]));
+}
+
+// Sums acc ([MAX_RPT][MAX_M] per lane) over each group's TPR lanes and writes the outputs of
+// rows row0 .. row0 + RPT.
 fn finish_rows(
-    acc: array<f32, 8>,
+    acc: array<f32, 32>,
     t: u32,
-    lr: u32,
+    row0: u32,
 //+sg    sg_size: u32,
 //+sg    sg_lane: u32,
 ) {
     let lane = t % TPR;
-    for (var m = 0u; m < MAX_M; m++) {
-        if m >= p.m {
-            break;
-        }
-        fred[m * FAST_WG + t] = acc[m]; // -sg
-//+sg        let v = subgroupAdd(acc[m]);
-//+sg        if sg_lane == 0u {
-//+sg            fred[m * FAST_WG + t / sg_size] = v;
+    let g = t / TPR;
+//+sg    for (var r = 0u; r < RPT; r++) {
+//+sg        for (var m = 0u; m < MAX_M; m++) {
+//+sg            if m >= p.m {
+//+sg                break;
+//+sg            }
+//+sg            let v = subgroupAdd(acc[r * MAX_M + m]);
+//+sg            if sg_lane == 0u {
+//+sg                fred[((g * MAX_RPT + r) * MAX_M + m) * (TPR / MIN_SG) + lane / sg_size] = v;
+//+sg            }
 //+sg        }
-    }
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s >>= 1u) { // -sg
-        if lane < s { // -sg
-            for (var m = 0u; m < MAX_M; m++) { // -sg
-                if m >= p.m { // -sg
-                    break; // -sg
-                } // -sg
-                fred[m * FAST_WG + t] += fred[m * FAST_WG + t + s]; // -sg
+//+sg    }
+//+sg    workgroupBarrier();
+//+sg    // lane r * m + mi of each group finishes output (mi, row0 + r)
+//+sg    let r = lane / p.m;
+//+sg    let m = lane % p.m;
+//+sg    if r < RPT && row0 + r < p.rows {
+//+sg        var v = 0.0;
+//+sg        for (var j = 0u; j < TPR / sg_size; j++) {
+//+sg            v += fred[((g * MAX_RPT + r) * MAX_M + m) * (TPR / MIN_SG) + j];
+//+sg        }
+//+sg        store_y(m, row0 + r, v);
+//+sg    }
+    for (var r = 0u; r < RPT; r++) { // -sg
+        for (var m = 0u; m < MAX_M; m++) { // -sg
+            if m >= p.m { // -sg
+                break; // -sg
             } // -sg
+            fred[m * FAST_WG + t] = acc[r * MAX_M + m]; // -sg
+        } // -sg
+        workgroupBarrier(); // -sg
+        for (var s = TPR / 2u; s > 0u; s >>= 1u) { // -sg
+            if lane < s { // -sg
+                for (var m = 0u; m < MAX_M; m++) { // -sg
+                    if m >= p.m { // -sg
+                        break; // -sg
+                    } // -sg
+                    fred[m * FAST_WG + t] += fred[m * FAST_WG + t + s]; // -sg
+                } // -sg
+            } // -sg
+            workgroupBarrier(); // -sg
+        } // -sg
+        if lane < p.m && row0 + r < p.rows { // -sg
+            store_y(lane, row0 + r, fred[lane * FAST_WG + g * TPR]); // -sg
         } // -sg
         workgroupBarrier(); // -sg
     } // -sg
-    if lane == 0u && lr < p.rows {
-        for (var m = 0u; m < MAX_M; m++) {
-            if m >= p.m {
-                break;
-            }
-            var v = fred[m * FAST_WG + t]; // -sg
-//+sg            var v = 0.0;
-//+sg            for (var j = 0u; j < TPR / sg_size; j++) {
-//+sg                v += fred[m * FAST_WG + t / sg_size + j];
-//+sg            }
-            store_y(m, lr, v);
-        }
-    }
 }
 
 @compute @workgroup_size(256)
@@ -170,91 +226,77 @@ fn gemv_fast_main(
 //+sg    @builtin(subgroup_size) sg_size: u32,
 //+sg    @builtin(subgroup_invocation_id) sg_lane: u32,
 ) {
-    let lr = flat_group(wid, nwg) * (FAST_WG / TPR) + t / TPR;
-    var acc: array<f32, 8>;
-    if lr < p.rows {
-        let n = p.row0 + lr;
-        var dsum: array<f32, 8>;
+    let row0 = (flat_group(wid, nwg) * GROUPS + t / TPR) * RPT;
+    var acc: array<f32, 32>; // [MAX_RPT][MAX_M]
+    if row0 < p.rows {
+        var dsum: array<f32, 32>;
         var xsum: array<f32, 8>;
-        let base = lr * p.words_per_row;
-        for (var u = t % TPR; u < p.k / 16u; u += TPR) {
-            let w = base + u * 4u;
-            let q0 = unpack_i8x4(weights[w] ^ p.xor_mask);
-            let q1 = unpack_i8x4(weights[w + 1u] ^ p.xor_mask);
-            let q2 = unpack_i8x4(weights[w + 2u] ^ p.xor_mask);
-            let q3 = unpack_i8x4(weights[w + 3u] ^ p.xor_mask);
-            var s = 1.0;
-            var z = 0.0;
-            if GROUPED {
-                let pi = param_of(n * p.k + u * 16u, p.inner, p.channels);
-                s = scales[pi];
-                z = f32(zps[pi]);
+        // 16-byte slots per row: words_per_row is a multiple of 4 here
+        let stride = p.words_per_row / 4u;
+        let units = p.k / 16u;
+        // UPS units per lane per step, all loaded before any is used: UPS times the bytes
+        // in flight per lane, which a memory-bound kernel needs to cover DRAM latency.
+        for (var u0 = t % TPR; u0 < units; u0 += UPS * TPR) {
+            var wp: array<array<vec4<u32>, UPS>, MAX_RPT>;
+            for (var r = 0u; r < RPT; r++) {
+                // rows past the end repeat the last one; their sums are never stored
+                let row = min(row0 + r, p.rows - 1u) * stride;
+                wp[r][0] = load_w_unit(row, u0);
+                wp[r][1] = load_w_unit(row, min(u0 + TPR, units - 1u));
             }
-            for (var m = 0u; m < MAX_M; m++) {
-                if m >= p.m {
+            for (var h = 0u; h < UPS; h++) {
+                let u = u0 + h * TPR;
+                if u >= units {
                     break;
                 }
-                let xi = m * p.k + u * 16u;
-                let x0 = load_x4(xi);
-                let x1 = load_x4(xi + 4u);
-                let x2 = load_x4(xi + 8u);
-                let x3 = load_x4(xi + 12u);
-                let d = dot(x0, q0) + dot(x1, q1) + dot(x2, q2) + dot(x3, q3);
-                var xs = 0.0;
-                if ASYM {
-                    xs = dot((x0 + x1) + (x2 + x3), vec4<f32>(1.0));
+                var w: array<array<vec4<f32>, 4>, MAX_RPT>;
+                var s: array<f32, MAX_RPT>;
+                var z: array<f32, MAX_RPT>;
+                for (var r = 0u; r < RPT; r++) {
+                    w[r] = unpack_w16(wp[r][h], min(row0 + r, p.rows - 1u) * stride, u);
+                    if GROUPED {
+                        let pi = param_of((p.row0 + min(row0 + r, p.rows - 1u)) * p.k + u * 16u, p.inner, p.channels);
+                        s[r] = scales[pi];
+                        z[r] = f32(zps[pi]);
+                    }
                 }
-                if GROUPED {
-                    acc[m] += s * (d - z * xs);
-                } else {
-                    dsum[m] += d;
+                for (var m = 0u; m < MAX_M; m++) {
+                    if m >= p.m {
+                        break;
+                    }
+                    let xv = load_x16(m * p.k + u * 16u);
+                    var xs = 0.0;
+                    if ASYM {
+                        xs = dot((xv[0] + xv[1]) + (xv[2] + xv[3]), vec4<f32>(1.0));
+                    }
                     xsum[m] += xs;
+                    for (var r = 0u; r < RPT; r++) {
+                        let d = dot16(xv, w[r]);
+                        if GROUPED {
+                            acc[r * MAX_M + m] += s[r] * (d - z[r] * xs);
+                        } else {
+                            dsum[r * MAX_M + m] += d;
+                        }
+                    }
                 }
             }
         }
         if !GROUPED {
-            let pi = param_of(n * p.k, p.inner, p.channels);
-            let s = scales[pi];
-            let z = f32(zps[pi]);
-            for (var m = 0u; m < MAX_M; m++) {
-                if m >= p.m {
-                    break;
+            for (var r = 0u; r < RPT; r++) {
+                var s = 1.0;
+                var z = 0.0;
+                if !DENSE {
+                    let pi = param_of((p.row0 + min(row0 + r, p.rows - 1u)) * p.k, p.inner, p.channels);
+                    s = scales[pi];
+                    z = f32(zps[pi]);
                 }
-                acc[m] = s * (dsum[m] - z * xsum[m]);
+                for (var m = 0u; m < MAX_M; m++) {
+                    acc[r * MAX_M + m] = s * (dsum[r * MAX_M + m] - z * xsum[m]);
+                }
             }
         }
     }
-    finish_rows(acc, t, lr,
-//+sg        sg_size, sg_lane,
-    );
-}
-
-// The no-quantization baseline of the same design: f32 weights (`weights` holds f32 bits,
-// words_per_row = k), for the benches' dense comparison.
-@compute @workgroup_size(256)
-fn gemv_dense_main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-//+sg    @builtin(subgroup_size) sg_size: u32,
-//+sg    @builtin(subgroup_invocation_id) sg_lane: u32,
-) {
-    let lr = flat_group(wid, nwg) * (FAST_WG / TPR) + t / TPR;
-    var acc: array<f32, 8>;
-    if lr < p.rows {
-        let base = lr * p.words_per_row;
-        for (var u = t % TPR; u < p.k / 4u; u += TPR) {
-            let w = base + u * 4u;
-            let wv = bitcast<vec4<f32>>(vec4<u32>(weights[w], weights[w + 1u], weights[w + 2u], weights[w + 3u]));
-            for (var m = 0u; m < MAX_M; m++) {
-                if m >= p.m {
-                    break;
-                }
-                acc[m] += dot(load_x4(m * p.k + u * 4u), wv);
-            }
-        }
-    }
-    finish_rows(acc, t, lr,
+    finish_rows(acc, t, row0,
 //+sg        sg_size, sg_lane,
     );
 }

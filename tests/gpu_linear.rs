@@ -4,7 +4,7 @@ mod common;
 
 use half::{bf16, f16};
 use int8_wgpu::{
-    DType, Element, Gpu, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference,
+    DType, Element, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference,
 };
 
 const SIZES: [usize; 7] = [1, 3, 4, 5, 17, 64, 257];
@@ -141,40 +141,53 @@ fn tolerance_is_tight_enough_to_catch_a_wrong_scale() {
 
 #[test]
 fn fast_gemv_variants_and_baselines() {
-    let gpu = gpu_or_skip!();
-    eprintln!("subgroup reductions: {}", gpu.uses_subgroup_reductions());
-    // k % 16 == 0 takes the vectorised GEMV; groups of 16 and 48 are whole 16-element units.
-    for (n, k) in [(1, 16), (9, 48), (33, 96)] {
-        for g in [
-            Granularity::PerChannel { axis: 0 },
-            Granularity::PerTensor,
-            Granularity::PerGroup { size: 16 },
-            Granularity::PerGroup { size: if k % 32 == 0 { 32 } else { k } },
-        ] {
-            for s in [QuantScheme::symmetric(g), QuantScheme::asymmetric(g)] {
-                let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
-                for m in [1, 3, 8] {
-                    run::<f32>(&gpu, &w, m, true, m as u64, &format!("fast {s:?}"));
-                    run::<f16>(&gpu, &w, m, false, m as u64, &format!("fast {s:?}"));
-                    run::<bf16>(&gpu, &w, m, true, m as u64, &format!("fast {s:?}"));
+    let default = gpu_or_skip!();
+    eprintln!("subgroup reductions: {}", default.uses_subgroup_reductions());
+    // Every rows-per-lane-group variant, whatever this adapter would pick by itself.
+    for rpt in [1u8, 2, 4] {
+        let options = GpuOptions { gemv_rows_per_group: Some(rpt), ..Default::default() };
+        let gpu = Gpu::with_options(options).unwrap();
+        // k % 16 == 0 takes the vectorised GEMV; groups of 16 and 48 are whole 16-element units.
+        // [70, 1088]: 68 units per row, so some lanes take a second two-unit step and some stop
+        // half-way through one; 70 rows leave partial lane groups for every variant.
+        for (n, k) in [(1, 16), (9, 48), (33, 96), (70, 1088)] {
+            for g in [
+                Granularity::PerChannel { axis: 0 },
+                Granularity::PerTensor,
+                Granularity::PerGroup { size: 16 },
+                Granularity::PerGroup { size: if k % 32 == 0 { 32 } else { k } },
+            ] {
+                for s in [QuantScheme::symmetric(g), QuantScheme::asymmetric(g)] {
+                    let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
+                    for m in [1, 3, 8] {
+                        let ctx = format!("fast rpt={rpt} [{n}, {k}] {s:?}");
+                        run::<f32>(&gpu, &w, m, true, m as u64, &ctx);
+                        run::<f16>(&gpu, &w, m, false, m as u64, &ctx);
+                        run::<bf16>(&gpu, &w, m, true, m as u64, &ctx);
+                    }
                 }
             }
         }
-    }
-    // The dense f32 yardstick computes the same product from float weights.
-    let wf = common::rand_vec(40 * 64, 77);
-    let dense = int8_wgpu::gpu::baseline::DenseLinear::new(&gpu, &wf, [40, 64]).unwrap();
-    for m in [2, 20] {
-        let x = common::rand_vec(m * 64, 78);
-        let y = dense.forward(&GpuTensor::from_host(&gpu, &x, &[m, 64]).unwrap()).unwrap().read::<f32>().unwrap();
-        for (i, got) in y.iter().enumerate() {
-            let (r, c) = (i / 40, i % 40);
-            let want: f64 = (0..64).map(|j| f64::from(x[r * 64 + j]) * f64::from(wf[c * 64 + j])).sum();
-            let mag: f64 = (0..64).map(|j| (f64::from(x[r * 64 + j]) * f64::from(wf[c * 64 + j])).abs()).sum();
-            assert!((f64::from(*got) - want).abs() <= common::tolerance(64, mag, want, DType::F32), "dense y[{i}]");
+        // The dense f32 yardstick computes the same product from float weights.
+        let wf = common::rand_vec(40 * 64, 77);
+        let dense = int8_wgpu::gpu::baseline::DenseLinear::new(&gpu, &wf, [40, 64]).unwrap();
+        for m in [2, 20] {
+            let x = common::rand_vec(m * 64, 78);
+            let y = dense.forward(&GpuTensor::from_host(&gpu, &x, &[m, 64]).unwrap()).unwrap().read::<f32>().unwrap();
+            for (i, got) in y.iter().enumerate() {
+                let (r, c) = (i / 40, i % 40);
+                let want: f64 = (0..64).map(|j| f64::from(x[r * 64 + j]) * f64::from(wf[c * 64 + j])).sum();
+                let mag: f64 = (0..64).map(|j| (f64::from(x[r * 64 + j]) * f64::from(wf[c * 64 + j])).abs()).sum();
+                let tol = common::tolerance(64, mag, want, DType::F32);
+                assert!((f64::from(*got) - want).abs() <= tol, "dense rpt={rpt} y[{i}]");
+            }
         }
     }
-    let roof = int8_wgpu::gpu::baseline::Roofline::new(&gpu, 1 << 16).unwrap();
+    assert!(matches!(
+        Gpu::with_options(GpuOptions { gemv_rows_per_group: Some(3), ..Default::default() }),
+        Err(int8_wgpu::Error::Scheme(_))
+    ));
+    let roof = int8_wgpu::gpu::baseline::Roofline::new(&default, 1 << 16).unwrap();
     assert!(roof.time(2).unwrap().per_iter > std::time::Duration::ZERO);
 }
 

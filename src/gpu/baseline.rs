@@ -4,7 +4,7 @@
 use bytemuck::Zeroable;
 
 use crate::gpu::kernels::{Family, Kernel, Variant};
-use crate::gpu::linear::{GEMV_MAX_ROWS, LinearParams, Prepared, workgroups};
+use crate::gpu::linear::{GEMV_MAX_ROWS, LinearParams, Prepared, rows_per_group, workgroups};
 use crate::gpu::quantize::{RowBlock, row_blocks};
 use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuTensor};
@@ -21,10 +21,10 @@ pub struct DenseLinear {
 }
 
 impl DenseLinear {
-    /// Uploads an f32 weight `[out, in]`; `in` must be a multiple of 4.
+    /// Uploads an f32 weight `[out, in]`; `in` must be a multiple of 16.
     pub fn new(gpu: &Gpu, weight: &[f32], [n, k]: [usize; 2]) -> Result<Self> {
-        if n == 0 || k == 0 || k % 4 != 0 || weight.len() != n * k {
-            return Err(Error::Shape(format!("dense weight [{n}, {k}] with {} values (in % 4 == 0)", weight.len())));
+        if n == 0 || k == 0 || !k.is_multiple_of(16) || weight.len() != n * k {
+            return Err(Error::Shape(format!("dense weight [{n}, {k}] with {} values (in % 16 == 0)", weight.len())));
         }
         let mut blocks = Vec::new();
         for (row0, rows) in row_blocks(gpu, n, 4 * k, "the dense weight")? {
@@ -46,7 +46,10 @@ impl DenseLinear {
         let m = x.numel() / self.k;
         let kernel = if m <= GEMV_MAX_ROWS { Kernel::GemvDense } else { Kernel::GemmDense };
         let mut v = Variant::new(DType::F32, DType::F32);
-        v.subgroups = kernel == Kernel::GemvDense && self.gpu.uses_subgroup_reductions();
+        if kernel == Kernel::GemvDense {
+            v.subgroups = self.gpu.uses_subgroup_reductions();
+            v.rpt = rows_per_group(&self.gpu, self.n);
+        }
         let fam = self.gpu.family(kernel.family(v))?;
         let pipeline = self.gpu.pipeline(kernel, v)?;
         let groups = self
@@ -70,7 +73,7 @@ impl DenseLinear {
                     &fam,
                     &[(0, &u), (1, y.buffer()), (2, x.buffer()), (3, &b.buffer), (4, ph), (5, ph), (6, ph)],
                 );
-                (g, self.gpu.grid(workgroups(kernel, b.rows, m)))
+                (g, self.gpu.grid(workgroups(kernel, v, b.rows, m)))
             })
             .collect();
         Ok(Prepared { pipeline, groups })

@@ -16,6 +16,9 @@ pub struct GpuOptions {
     /// Ask the device for a smaller `max_storage_buffer_binding_size` than the adapter offers
     /// (tests use this to force weights to be split into row blocks).
     pub max_storage_buffer_binding_size: Option<u64>,
+    /// Weight rows each lane group of the vectorised GEMV computes: 1, 2 or 4. `None` picks by
+    /// adapter type and layer size. For tuning on a new device, and for tests of every variant.
+    pub gemv_rows_per_group: Option<u8>,
 }
 
 /// Optional device features this crate detected (and requested) on the device.
@@ -48,6 +51,7 @@ struct Inner {
     pipelines: Mutex<HashMap<(Kernel, Variant), Arc<wgpu::ComputePipeline>>>,
     poll_requests: Mutex<mpsc::Sender<()>>,
     uncaptured: Arc<Mutex<Option<String>>>,
+    gemv_rpt: Option<u8>,
 }
 
 pub(crate) struct FamilyObjects {
@@ -134,6 +138,11 @@ impl Gpu {
                 wanted |= feature;
             }
         }
+        if let Some(r) = options.gemv_rows_per_group
+            && ![1, 2, 4].contains(&r)
+        {
+            return Err(Error::Scheme(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")));
+        }
         let features = adapter.features() & wanted;
         let mut limits = adapter.limits();
         if let Some(max) = options.max_storage_buffer_binding_size {
@@ -149,7 +158,7 @@ impl Gpu {
             .await
             .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), detail: e.to_string() })?;
         log::info!("int8-wgpu: adapter {} ({:?}, {})", info.name, info.backend, info.driver_info);
-        Ok(Self::build(device, queue, Some(info), true))
+        Ok(Self::build(device, queue, Some(info), true, options.gemv_rows_per_group))
     }
 
     /// Adopts an application's own device and queue. Features the device was opened with
@@ -157,10 +166,16 @@ impl Gpu {
     /// device's uncaptured-error handler is left to the application.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::build(device, queue, Some(info), false)
+        Self::build(device, queue, Some(info), false, None)
     }
 
-    fn build(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>, own: bool) -> Self {
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: Option<wgpu::AdapterInfo>,
+        own: bool,
+        gemv_rpt: Option<u8>,
+    ) -> Self {
         let f = device.features();
         let caps = Capabilities {
             shader_f16: f.contains(wgpu::Features::SHADER_F16),
@@ -201,6 +216,7 @@ impl Gpu {
                 pipelines: Mutex::default(),
                 poll_requests: Mutex::new(tx),
                 uncaptured,
+                gemv_rpt,
             }),
         }
     }
@@ -351,6 +367,11 @@ impl Gpu {
         let pipeline = Arc::new(pipeline);
         self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// [`GpuOptions::gemv_rows_per_group`], if it was set.
+    pub(crate) fn gemv_rows_per_group(&self) -> Option<u8> {
+        self.inner.gemv_rpt
     }
 
     /// Whether the GEMV kernels reduce with subgroup operations: the device has them and every

@@ -51,11 +51,13 @@ pub(crate) struct Variant {
     pub(crate) subgroups: bool,
     /// gemv: the scheme has zero points.
     pub(crate) asym: bool,
+    /// fast gemv: weight rows per lane group (1, 2 or 4).
+    pub(crate) rpt: u8,
 }
 
 impl Variant {
     pub(crate) fn new(in_dt: DType, out_dt: DType) -> Self {
-        Self { in_dt, out_dt, grouped: false, subgroups: false, asym: false }
+        Self { in_dt, out_dt, grouped: false, subgroups: false, asym: false, rpt: 1 }
     }
 }
 
@@ -142,9 +144,12 @@ impl Kernel {
     /// Override constants the kernel's module declares, besides IN_DT and OUT_DT.
     pub(crate) fn extra_constants(self, v: Variant) -> Vec<(&'static str, f64)> {
         match self.family(v) {
-            Family::Gemv { .. } => {
-                vec![("GROUPED", f64::from(u8::from(v.grouped))), ("ASYM", f64::from(u8::from(v.asym)))]
-            }
+            Family::Gemv { .. } => vec![
+                ("GROUPED", f64::from(u8::from(v.grouped))),
+                ("ASYM", f64::from(u8::from(v.asym))),
+                ("RPT", f64::from(v.rpt)),
+                ("DENSE", f64::from(u8::from(self == Kernel::GemvDense))),
+            ],
             Family::Gemm => vec![("DENSE", f64::from(u8::from(self == Kernel::GemmDense)))],
             _ => vec![],
         }
@@ -157,8 +162,7 @@ impl Kernel {
             Kernel::Quantize => "quantize_main",
             Kernel::Dequantize => "dequantize_main",
             Kernel::Gemv => "gemv_main",
-            Kernel::GemvFast => "gemv_fast_main",
-            Kernel::GemvDense => "gemv_dense_main",
+            Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
             Kernel::Roofline => "roofline_main",
         }
