@@ -127,8 +127,9 @@ fn halves4(a: u32, b: u32) -> vec4<f32> {
     return vec4<f32>(f16_bits_to_f32(a & 0xffffu), f16_bits_to_f32(a >> 16u), f16_bits_to_f32(b & 0xffffu), f16_bits_to_f32(b >> 16u));
 }
 
-// Sixteen activations from element i (a multiple of 16).
-fn load_x16(i: u32) -> array<vec4<f32>, 4> {
+// Sixteen activations from element i (a multiple of 16) of this pass's rows.
+fn load_x16(e: u32) -> array<vec4<f32>, 4> {
+    let i = p.m0 * p.k + e;
     if IN_DT == DT_F32 {
         let b = i / 4u;
         return array<vec4<f32>, 4>(bitcast<vec4<f32>>(x4[b]), bitcast<vec4<f32>>(x4[b + 1u]), bitcast<vec4<f32>>(x4[b + 2u]), bitcast<vec4<f32>>(x4[b + 3u]));

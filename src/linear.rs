@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::gpu::linear::{block_params, prepare_linear};
+use crate::gpu::linear::{Plan, plan, prepare_linear};
 use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::reference::check_finite;
@@ -146,15 +146,13 @@ impl QuantizedLinear {
             )));
         }
         let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);
-        let params = block_params(&self.weight, m, self.bias.is_some());
+        let plan = plan(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some());
         let mut enc = self.gpu.device().create_command_encoder(&Default::default());
         // write_buffer lands before the next submit, so writing and submitting under one lock
         // keeps concurrent forwards from seeing each other's parameters.
-        let uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
-        for (u, p) in uniforms.iter().zip(&params) {
-            self.gpu.queue().write_buffer(u, 0, bytemuck::bytes_of(p));
-        }
-        let prepared = prepare_linear(&self.gpu, &self.weight, &uniforms, self.dtype, m, x.buffer(), bias, y.buffer())?;
+        let mut uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_uniforms(&mut uniforms, &plan);
+        let prepared = prepare_linear(&self.gpu, &self.weight, &plan, &uniforms, x.buffer(), bias, y.buffer())?;
         if self.dtype != DType::F32 {
             enc.clear_buffer(y.buffer(), 0, None);
         }
@@ -170,14 +168,23 @@ impl QuantizedLinear {
         let (m, shape) = self.output_shape(x)?;
         let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
         let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);
-        let params = block_params(&self.weight, m, self.bias.is_some());
-        let uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
-        for (u, p) in uniforms.iter().zip(&params) {
-            self.gpu.queue().write_buffer(u, 0, bytemuck::bytes_of(p));
-        }
-        let prepared = prepare_linear(&self.gpu, &self.weight, &uniforms, self.dtype, m, x.buffer(), bias, y.buffer())?;
+        let plan = plan(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some());
+        let mut uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_uniforms(&mut uniforms, &plan);
+        let prepared = prepare_linear(&self.gpu, &self.weight, &plan, &uniforms, x.buffer(), bias, y.buffer())?;
         // Repeated 16-bit outputs OR identical bits into the cleared buffer: idempotent.
         time_passes(&self.gpu, iters, |enc| enc.clear_buffer(y.buffer(), 0, None), |pass| prepared.record(pass))
+    }
+
+    /// Writes each dispatch's parameters into its uniform buffer, adding buffers as needed
+    /// (one per row block and pass of 8 activation rows).
+    fn write_uniforms(&self, uniforms: &mut Vec<wgpu::Buffer>, plan: &Plan) {
+        while uniforms.len() < plan.dispatches.len() {
+            uniforms.push(self.gpu.uniform_buffer("int8-wgpu linear params", &[0; 48]));
+        }
+        for (u, (_, p)) in uniforms.iter().zip(&plan.dispatches) {
+            self.gpu.queue().write_buffer(u, 0, bytemuck::bytes_of(p));
+        }
     }
 
     /// Host convenience: uploads `x` (`shape = [..., in]`, dtype = the activation dtype), runs

@@ -24,9 +24,18 @@ fn run<T: Element>(gpu: &Gpu, w: &QuantizedTensor, m: usize, bias: bool, seed: u
     common::assert_linear_close(&y, &x, w, b.as_deref(), &format!("{} {ctx} m={m}", T::DTYPE));
 }
 
+/// Both paths for more than 8 rows: passes of the 8-row GEMV (what a CPU adapter picks) and the
+/// tiled GEMM (what a GPU picks from 33 rows), forced by `gemm_min_rows`.
+fn both_paths() -> [Gpu; 2] {
+    let gemm = Gpu::with_options(GpuOptions { gemm_min_rows: Some(9), ..Default::default() }).unwrap();
+    let passes = Gpu::with_options(GpuOptions { gemm_min_rows: Some(usize::MAX), ..Default::default() }).unwrap();
+    [passes, gemm]
+}
+
 #[test]
 fn linear_grid_against_f64() {
-    let gpu = gpu_or_skip!();
+    let _ = gpu_or_skip!();
+    let paths = both_paths();
     let mut seed = 1000;
     for n in SIZES {
         for k in SIZES {
@@ -39,11 +48,13 @@ fn linear_grid_against_f64() {
                 let w = reference::quantize(&common::rand_vec(n * k, seed), &[n, k], s).unwrap();
                 // Each batch size meets every shape across the dtypes over the grid.
                 let m = BATCHES[(seed as usize + i) % BATCHES.len()];
+                // Batches over 8 alternate between the GEMV passes and the GEMM.
+                let gpu = &paths[(seed as usize / 3) % 2];
                 let ctx = format!("[{n}, {k}] {s:?}");
                 match seed % 3 {
-                    0 => run::<f32>(&gpu, &w, m, seed % 5 != 0, seed, &ctx),
-                    1 => run::<f16>(&gpu, &w, m, seed % 5 != 0, seed, &ctx),
-                    _ => run::<bf16>(&gpu, &w, m, seed % 5 != 0, seed, &ctx),
+                    0 => run::<f32>(gpu, &w, m, seed % 5 != 0, seed, &ctx),
+                    1 => run::<f16>(gpu, &w, m, seed % 5 != 0, seed, &ctx),
+                    _ => run::<bf16>(gpu, &w, m, seed % 5 != 0, seed, &ctx),
                 }
             }
         }
@@ -52,7 +63,8 @@ fn linear_grid_against_f64() {
 
 #[test]
 fn every_batch_size_and_dtype() {
-    let gpu = gpu_or_skip!();
+    let _ = gpu_or_skip!();
+    let paths = both_paths();
     for (i, s) in [
         QuantScheme::symmetric(Granularity::PerChannel { axis: 0 }),
         QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }),
@@ -64,9 +76,12 @@ fn every_batch_size_and_dtype() {
     {
         let w = reference::quantize(&common::rand_vec(17 * 64, 50 + i as u64), &[17, 64], s).unwrap();
         for m in BATCHES {
-            run::<f32>(&gpu, &w, m, true, m as u64, &format!("{s:?}"));
-            run::<f16>(&gpu, &w, m, true, m as u64, &format!("{s:?}"));
-            run::<bf16>(&gpu, &w, m, false, m as u64, &format!("{s:?}"));
+            for (gpu, path) in paths.iter().zip(["passes", "gemm"]) {
+                let ctx = format!("{s:?} {path}");
+                run::<f32>(gpu, &w, m, true, m as u64, &ctx);
+                run::<f16>(gpu, &w, m, true, m as u64, &ctx);
+                run::<bf16>(gpu, &w, m, false, m as u64, &ctx);
+            }
         }
     }
 }

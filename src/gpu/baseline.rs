@@ -4,7 +4,7 @@
 use bytemuck::Zeroable;
 
 use crate::gpu::kernels::{Family, Kernel, Variant};
-use crate::gpu::linear::{GEMV_MAX_ROWS, LinearParams, Prepared, rows_per_group, workgroups};
+use crate::gpu::linear::{GEMV_MAX_ROWS, LinearParams, Prepared, gemm_min_rows, rows_per_group, workgroups};
 use crate::gpu::quantize::{RowBlock, row_blocks};
 use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuTensor};
@@ -44,7 +44,8 @@ impl DenseLinear {
             return Err(Error::Shape("dense linear takes f32 [m, in] and writes f32 [m, out]".into()));
         }
         let m = x.numel() / self.k;
-        let kernel = if m <= GEMV_MAX_ROWS { Kernel::GemvDense } else { Kernel::GemmDense };
+        // The same kernel choice as the int8 layer: GEMV passes of 8 rows below the GEMM.
+        let kernel = if m < gemm_min_rows(&self.gpu) { Kernel::GemvDense } else { Kernel::GemmDense };
         let mut v = Variant::new(DType::F32, DType::F32);
         if kernel == Kernel::GemvDense {
             v.subgroups = self.gpu.uses_subgroup_reductions();
@@ -52,12 +53,13 @@ impl DenseLinear {
         }
         let fam = self.gpu.family(kernel.family(v))?;
         let pipeline = self.gpu.pipeline(kernel, v)?;
-        let groups = self
-            .blocks
-            .iter()
-            .map(|b| {
+        let pass = if kernel == Kernel::GemmDense { m } else { GEMV_MAX_ROWS };
+        let mut groups = Vec::new();
+        for m0 in (0..m).step_by(pass) {
+            let rows = (m - m0).min(pass);
+            for b in &self.blocks {
                 let params = LinearParams {
-                    m: m as u32,
+                    m: rows as u32,
                     n: self.n as u32,
                     k: self.k as u32,
                     words_per_row: self.k as u32,
@@ -65,6 +67,7 @@ impl DenseLinear {
                     rows: b.rows as u32,
                     inner: 1,
                     channels: 1,
+                    m0: m0 as u32,
                     ..LinearParams::zeroed()
                 };
                 let u = self.gpu.uniform_buffer("int8-wgpu dense params", bytemuck::bytes_of(&params));
@@ -73,9 +76,9 @@ impl DenseLinear {
                     &fam,
                     &[(0, &u), (1, y.buffer()), (2, x.buffer()), (3, &b.buffer), (4, ph), (5, ph), (6, ph)],
                 );
-                (g, self.gpu.grid(workgroups(kernel, v, b.rows, m)))
-            })
-            .collect();
+                groups.push((g, self.gpu.grid(workgroups(kernel, v, b.rows, rows))));
+            }
+        }
         Ok(Prepared { pipeline, groups })
     }
 

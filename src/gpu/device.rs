@@ -19,6 +19,10 @@ pub struct GpuOptions {
     /// Weight rows each lane group of the vectorised GEMV computes: 1, 2 or 4. `None` picks by
     /// adapter type and layer size. For tuning on a new device, and for tests of every variant.
     pub gemv_rows_per_group: Option<u8>,
+    /// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV (at least
+    /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests
+    /// that measure one path.
+    pub gemm_min_rows: Option<usize>,
 }
 
 /// Optional device features this crate detected (and requested) on the device.
@@ -51,7 +55,14 @@ struct Inner {
     pipelines: Mutex<HashMap<(Kernel, Variant), Arc<wgpu::ComputePipeline>>>,
     poll_requests: Mutex<mpsc::Sender<()>>,
     uncaptured: Arc<Mutex<Option<String>>>,
+    tuning: Tuning,
+}
+
+/// Kernel-choice overrides from [`GpuOptions`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Tuning {
     gemv_rpt: Option<u8>,
+    gemm_min_rows: Option<usize>,
 }
 
 pub(crate) struct FamilyObjects {
@@ -158,7 +169,8 @@ impl Gpu {
             .await
             .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), detail: e.to_string() })?;
         log::info!("int8-wgpu: adapter {} ({:?}, {})", info.name, info.backend, info.driver_info);
-        Ok(Self::build(device, queue, Some(info), true, options.gemv_rows_per_group))
+        let tuning = Tuning { gemv_rpt: options.gemv_rows_per_group, gemm_min_rows: options.gemm_min_rows };
+        Ok(Self::build(device, queue, Some(info), true, tuning))
     }
 
     /// Adopts an application's own device and queue. Features the device was opened with
@@ -166,7 +178,7 @@ impl Gpu {
     /// device's uncaptured-error handler is left to the application.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::build(device, queue, Some(info), false, None)
+        Self::build(device, queue, Some(info), false, Tuning::default())
     }
 
     fn build(
@@ -174,7 +186,7 @@ impl Gpu {
         queue: wgpu::Queue,
         info: Option<wgpu::AdapterInfo>,
         own: bool,
-        gemv_rpt: Option<u8>,
+        tuning: Tuning,
     ) -> Self {
         let f = device.features();
         let caps = Capabilities {
@@ -216,7 +228,7 @@ impl Gpu {
                 pipelines: Mutex::default(),
                 poll_requests: Mutex::new(tx),
                 uncaptured,
-                gemv_rpt,
+                tuning,
             }),
         }
     }
@@ -371,7 +383,12 @@ impl Gpu {
 
     /// [`GpuOptions::gemv_rows_per_group`], if it was set.
     pub(crate) fn gemv_rows_per_group(&self) -> Option<u8> {
-        self.inner.gemv_rpt
+        self.inner.tuning.gemv_rpt
+    }
+
+    /// [`GpuOptions::gemm_min_rows`], if it was set.
+    pub(crate) fn gemm_min_rows(&self) -> Option<usize> {
+        self.inner.tuning.gemm_min_rows
     }
 
     /// Whether the GEMV kernels reduce with subgroup operations: the device has them and every

@@ -6,7 +6,7 @@ use crate::gpu::kernels::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{DType, Result};
 
-/// Activation rows up to which a GEMV kernel (one pass over the weights) is used.
+/// Activation rows one GEMV pass serves (reading the weights once for all of them).
 pub const GEMV_MAX_ROWS: usize = 8;
 const GEMV_WG: usize = 64;
 const GEMV_ROWS: usize = 2;
@@ -29,15 +29,18 @@ pub(crate) struct LinearParams {
     pub(crate) chunk: u32,
     pub(crate) has_bias: u32,
     pub(crate) xor_mask: u32,
-    pub(crate) _pad: u32,
+    pub(crate) m0: u32,
 }
 
 /// The kernel (and its variant) that serves `m` rows of `w`: the one place kernels are chosen.
+///
+/// Up to [`GEMV_MAX_ROWS`] rows take one GEMV pass; more rows take the tiled GEMM from
+/// [`gemm_min_rows`] on, and GEMV passes of 8 rows below it.
 pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) -> (Kernel, Variant) {
     let k = w.shape()[1];
     let inner = w.layout().inner;
     let mut v = Variant::new(dtype, dtype);
-    if m > GEMV_MAX_ROWS {
+    if m >= gemm_min_rows(gpu) {
         return (Kernel::Gemm, v);
     }
     // 16-byte units must hold whole scale segments: per row/tensor, or groups of 16n.
@@ -50,6 +53,20 @@ pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
     } else {
         (Kernel::Gemv, v)
     }
+}
+
+/// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV.
+///
+/// A pass re-reads the weights (from cache when they fit), so passes win while the GEMM's tiles
+/// are mostly empty or its arithmetic is slow. On a CPU adapter they won at every batch
+/// measured (lavapipe, up to 128 rows), so it never takes the GEMM; on a GPU the GEMM starts at
+/// 33 rows (more than four passes), a threshold not yet tuned on a real GPU.
+pub(crate) fn gemm_min_rows(gpu: &Gpu) -> usize {
+    if let Some(r) = gpu.gemm_min_rows() {
+        return r.max(GEMV_MAX_ROWS + 1);
+    }
+    let cpu = gpu.adapter_info().is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu);
+    if cpu { usize::MAX } else { 4 * GEMV_MAX_ROWS + 1 }
 }
 
 /// Weight rows per lane group of the fast GEMV for a layer of `n` output rows.
@@ -80,29 +97,44 @@ pub(crate) fn workgroups(kernel: Kernel, v: Variant, rows: usize, m: usize) -> u
     }) as u32
 }
 
-/// The uniform parameters of each row block for `m` activation rows.
-pub(crate) fn block_params(w: &GpuQuantizedTensor, m: usize, has_bias: bool) -> Vec<LinearParams> {
+/// The dispatches of one linear: per row block, and per pass of at most 8 activation rows when
+/// a GEMV serves more (`LinearParams::m0` is the pass's first row).
+pub(crate) struct Plan {
+    pub(crate) kernel: Kernel,
+    pub(crate) variant: Variant,
+    /// Row block index and the uniform parameters of each dispatch, in recording order.
+    pub(crate) dispatches: Vec<(usize, LinearParams)>,
+}
+
+/// Plans `y = x · dequant(w)ᵀ + bias` for `m` activation rows.
+pub(crate) fn plan(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType, has_bias: bool) -> Plan {
+    let (kernel, variant) = choose(gpu, w, m, dtype);
     let (n, k) = (w.shape()[0], w.shape()[1]);
     let l = w.layout();
     // Each generic-GEMV thread takes chunks of k; a multiple of 4 keeps chunks word-aligned.
     let chunk = k.div_ceil(GEMV_WG).next_multiple_of(4).max(4);
-    w.blocks
-        .iter()
-        .map(|b| LinearParams {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            words_per_row: k.div_ceil(4) as u32,
-            row0: b.row0 as u32,
-            rows: b.rows as u32,
-            inner: l.inner as u32,
-            channels: l.channels as u32,
-            chunk: chunk as u32,
-            has_bias: u32::from(has_bias),
-            xor_mask: w.xor_mask(),
-            _pad: 0,
-        })
-        .collect()
+    let pass = if kernel == Kernel::Gemm { m } else { GEMV_MAX_ROWS };
+    let mut dispatches = Vec::new();
+    for m0 in (0..m).step_by(pass) {
+        for (i, b) in w.blocks.iter().enumerate() {
+            let params = LinearParams {
+                m: (m - m0).min(pass) as u32,
+                n: n as u32,
+                k: k as u32,
+                words_per_row: k.div_ceil(4) as u32,
+                row0: b.row0 as u32,
+                rows: b.rows as u32,
+                inner: l.inner as u32,
+                channels: l.channels as u32,
+                chunk: chunk as u32,
+                has_bias: u32::from(has_bias),
+                xor_mask: w.xor_mask(),
+                m0: m0 as u32,
+            };
+            dispatches.push((i, params));
+        }
+    }
+    Plan { kernel, variant, dispatches }
 }
 
 /// A linear dispatch with its bind groups made, ready to record into compute passes.
@@ -122,32 +154,30 @@ impl Prepared {
     }
 }
 
-/// Binds `y = x · dequant(w)ᵀ + bias` for `m` rows. `uniforms[i]` must hold
-/// `block_params(..)[i]`. 16-bit outputs are OR-ed into `y`: the caller clears it first.
-#[allow(clippy::too_many_arguments)]
+/// Binds a [`Plan`]'s dispatches. `uniforms[i]` must hold `plan.dispatches[i]`'s parameters.
+/// 16-bit outputs are OR-ed into `y`: the caller clears it first.
 pub(crate) fn prepare_linear(
     gpu: &Gpu,
     w: &GpuQuantizedTensor,
+    plan: &Plan,
     uniforms: &[wgpu::Buffer],
-    dtype: DType,
-    m: usize,
     x: &wgpu::Buffer,
     bias: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Prepared> {
-    let (kernel, variant) = choose(gpu, w, m, dtype);
-    let fam = gpu.family(kernel.family(variant))?;
-    let pipeline = gpu.pipeline(kernel, variant)?;
-    let groups = w
-        .blocks
+    let fam = gpu.family(plan.kernel.family(plan.variant))?;
+    let pipeline = gpu.pipeline(plan.kernel, plan.variant)?;
+    let groups = plan
+        .dispatches
         .iter()
         .zip(uniforms)
-        .map(|(b, u)| {
+        .map(|((i, p), u)| {
+            let b = &w.blocks[*i];
             let g = gpu.bind_group(
                 &fam,
                 &[(0, u), (1, y), (2, x), (3, &b.buffer), (4, &w.scales), (5, &w.zero_points), (6, bias)],
             );
-            (g, gpu.grid(workgroups(kernel, variant, b.rows, m)))
+            (g, gpu.grid(workgroups(plan.kernel, plan.variant, b.rows, p.m as usize)))
         })
         .collect();
     Ok(Prepared { pipeline, groups })
