@@ -20,34 +20,38 @@ fn gpu() -> Gpu {
 }
 
 fn linear(c: &mut Criterion) {
-    let gpu = gpu();
+    let devices = suite::Devices::open();
+    eprintln!("adapter: {}", devices.auto.describe());
     for shape in suite::shapes() {
         for (sname, scheme) in suite::schemes() {
             let layer = suite::Layer::new(shape, scheme);
-            let (dense, roof) = suite::yardsticks(&gpu, &layer);
             for m in suite::rows() {
-                let group = if m <= int8_wgpu::gpu::GEMV_MAX_ROWS { "gemv" } else { "gemm" };
-                let mut g = c.benchmark_group(format!("{group}/{}x{}/{sname}", shape.0, shape.1));
-                g.throughput(Throughput::Bytes(layer.weight_bytes()));
-                for dtype in suite::dtypes() {
-                    let l = layer.gpu_layer(&gpu, dtype);
-                    let (_, x) = layer.input(&gpu, m, dtype);
-                    g.bench_function(
-                        BenchmarkId::new(format!("gpu-w8a{}-{dtype}", if dtype == DType::F32 { 32 } else { 16 }), m),
-                        |b| b.iter_custom(|n| l.time_forward(&x, n as u32).expect("time").per_iter * n as u32),
-                    );
+                // Above 8 rows both paths: `gemm` and `gemv x<passes>` (see suite::Devices).
+                for (path, gpu, _) in devices.paths(m) {
+                    let (dense, roof) = suite::yardsticks(gpu, &layer);
+                    let group = path.replace(' ', "");
+                    let mut g = c.benchmark_group(format!("{group}/{}x{}/{sname}", shape.0, shape.1));
+                    g.throughput(Throughput::Bytes(layer.weight_bytes()));
+                    for dtype in suite::dtypes() {
+                        let l = layer.gpu_layer(gpu, dtype);
+                        let (_, x) = layer.input(gpu, m, dtype);
+                        let id = format!("gpu-w8a{}-{dtype}", if dtype == DType::F32 { 32 } else { 16 });
+                        g.bench_function(BenchmarkId::new(id, m), |b| {
+                            b.iter_custom(|n| l.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
+                        });
+                    }
+                    let (xh, x) = layer.input(gpu, m, DType::F32);
+                    g.bench_function(BenchmarkId::new("gpu-dense-f32", m), |b| {
+                        b.iter_custom(|n| dense.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
+                    });
+                    g.bench_function(BenchmarkId::new("roofline", m), |b| {
+                        b.iter_custom(|n| roof.time(n as u32).expect("time").per_iter * n as u32)
+                    });
+                    g.bench_function(BenchmarkId::new("cpu-reference-f32", m), |b| {
+                        b.iter(|| reference::linear(&xh, &layer.q, None).expect("cpu"))
+                    });
+                    g.finish();
                 }
-                let (xh, x) = layer.input(&gpu, m, DType::F32);
-                g.bench_function(BenchmarkId::new("gpu-dense-f32", m), |b| {
-                    b.iter_custom(|n| dense.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
-                });
-                g.bench_function(BenchmarkId::new("roofline", m), |b| {
-                    b.iter_custom(|n| roof.time(n as u32).expect("time").per_iter * n as u32)
-                });
-                g.bench_function(BenchmarkId::new("cpu-reference-f32", m), |b| {
-                    b.iter(|| reference::linear(&xh, &layer.q, None).expect("cpu"))
-                });
-                g.finish();
             }
         }
     }

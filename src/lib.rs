@@ -40,7 +40,8 @@
 //!   compiled once per variant and cached. [`Gpu::quantize`] quantizes on the GPU.
 //! - [`GpuTensor`] and [`GpuQuantizedTensor`]: data that stays on the device.
 //! - [`QuantizedLinear`]: W8A32 (f32) and W8A16 (f16, bf16) layers computed straight from the
-//!   packed int8 weight, GEMV for few rows and tiled GEMM for many.
+//!   packed int8 weight: GEMV for few rows (in passes of 8 where that is faster), tiled GEMM for
+//!   many.
 //! - [`Quantizer`]: a whole safetensors checkpoint to int8, written in the compressed-tensors
 //!   `pack-quantized` layout with a per-layer error report; [`Checkpoint`] reads checkpoints
 //!   (float or quantized) and loads quantized layers as [`QuantizedLinear`]s by name.

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use int8_wgpu::gpu::baseline::{DenseLinear, Roofline};
 use int8_wgpu::gpu::timing::{Timing, TimingSource};
-use int8_wgpu::{DType, Gpu, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference};
+use int8_wgpu::{
+    DType, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference,
+};
 
 /// `[out, in]` of a layer.
 pub type Shape = (usize, usize);
@@ -133,6 +135,34 @@ pub fn source(t: &Timing) -> &'static str {
     match t.source {
         TimingSource::GpuTimestamps => "ts",
         TimingSource::WallClock => "wall",
+    }
+}
+
+/// The benches' devices: the default one, and two that are forced onto one path for more than
+/// 8 activation rows, so both paths are measured whichever the default picks.
+pub struct Devices {
+    pub auto: Gpu,
+    gemm: Gpu,
+    passes: Gpu,
+}
+
+impl Devices {
+    pub fn open() -> Self {
+        let open = |gemm_min_rows| {
+            Gpu::with_options(GpuOptions { gemm_min_rows, ..Default::default() })
+                .expect("benches need a GPU adapter (see README)")
+        };
+        Self { auto: open(None), gemm: open(Some(9)), passes: open(Some(usize::MAX)) }
+    }
+
+    /// The paths that serve `m` rows: (name, device, whether the default picks it).
+    pub fn paths(&self, m: usize) -> Vec<(String, &Gpu, bool)> {
+        let max = int8_wgpu::gpu::GEMV_MAX_ROWS;
+        if m <= max {
+            return vec![("gemv".into(), &self.auto, true)];
+        }
+        let gemm = self.auto.uses_gemm(m);
+        vec![("gemm".into(), &self.gemm, gemm), (format!("gemv x{}", m.div_ceil(max)), &self.passes, !gemm)]
     }
 }
 

@@ -391,6 +391,12 @@ impl Gpu {
         self.inner.tuning.gemm_min_rows
     }
 
+    /// Whether a linear layer over `rows` activation rows runs the tiled GEMM; otherwise it runs
+    /// the GEMV, in passes of [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
+    pub fn uses_gemm(&self, rows: usize) -> bool {
+        rows >= crate::gpu::linear::gemm_min_rows(self)
+    }
+
     /// Whether the GEMV kernels reduce with subgroup operations: the device has them and every
     /// subgroup size it may use divides the kernels' 32 lanes per row (else workgroup memory).
     pub fn uses_subgroup_reductions(&self) -> bool {
