@@ -94,12 +94,12 @@ fn finalize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if p.asym != 0u {
         // The range is widened to contain 0, so the zero point is representable.
         let lo0 = min(lo, 0.0);
-        let s = (max(hi, 0.0) - lo0) / 255.0;
+        let s = div_rn(max(hi, 0.0) - lo0, 255.0);
         if is_non_finite(s) {
             atomicMax(&flags[1], ~param);
         } else if !is_tiny(s) {
             scale = s;
-            let z = -128.0 - lo0 / s;
+            let z = -128.0 - div_rn(lo0, s);
             if z < -128.0 {
                 zp = -128;
             } else if z > 127.0 {
