@@ -104,14 +104,74 @@ fn flush_subnormal(x: f32) -> f32 {
     return select(x, 0.0, is_tiny(x));
 }
 
+// a / b correctly rounded (to nearest, ties to even), with u32 operations only: WGSL's `/` may
+// err by 2.5 ULP (fast math, reciprocal multiplication), the CPU's is exact. Domain: b normal
+// and positive; a zero, normal or non-finite (a subnormal a counts as 0: callers flush it).
+// Results may be subnormal, zero or infinite.
+fn div_rn(a: f32, b: f32) -> f32 {
+    let ab = bitcast<u32>(a);
+    let sign = ab & 0x80000000u;
+    let ea = (ab >> 23u) & 0xffu;
+    if ea == 0u || ea == 0xffu {
+        return select(a, bitcast<f32>(sign), ea == 0u);
+    }
+    let bb = bitcast<u32>(b);
+    let d = (bb & 0x7fffffu) | 0x800000u;
+    var r = (ab & 0x7fffffu) | 0x800000u;
+    // Normalise so the quotient of the significands lies in [1, 2); eq is its biased exponent.
+    let low = r < d;
+    r = select(r, r << 1u, low);
+    let eq = i32(ea) - i32((bb >> 23u) & 0xffu) + 127 - i32(low);
+    // Restoring long division: 25 quotient bits (24 significand bits + guard); r stays < 2d.
+    var q = 0u;
+    for (var i = 0u; i < 25u; i++) {
+        let ge = r >= d;
+        r = (r - select(0u, d, ge)) << 1u;
+        q = (q << 1u) | u32(ge);
+    }
+    // Drop `sh` bits of q (1 for a normal result, more for a subnormal one) and round: the
+    // dropped bits against half their weight, the remainder r as sticky.
+    let eqc = clamp(eq, -24, 255);
+    let sh = u32(clamp(2 - eqc, 1, 26));
+    let half = 1u << (sh - 1u);
+    let rem = q & ((half << 1u) - 1u);
+    let kept = q >> sh;
+    let up = rem > half || (rem == half && (r != 0u || (kept & 1u) != 0u));
+    // The significand's leading bit adds one to the exponent field; a carry from rounding
+    // moves to the next binade (or to the smallest normal, or to infinity) by itself.
+    let base = select(0u, u32(eqc - 1) << 23u, eqc >= 1);
+    let bits = min(base + kept + u32(up), 0x7f800000u);
+    return bitcast<f32>(sign | bits);
+}
+
 fn symmetric_scale(absmax: f32) -> f32 {
-    let s = absmax / 127.0;
+    let s = div_rn(absmax, 127.0);
     return select(s, 1.0, is_tiny(s));
 }
 
-fn quantize_value(x: f32, scale: f32, zp: i32) -> i32 {
-    let v = round(flush_subnormal(x) / scale + f32(zp));
+// round(x / scale + zp) clamped, with x / scale correctly rounded.
+fn quantize_exact(x: f32, scale: f32, zp: i32) -> i32 {
+    let v = round(div_rn(flush_subnormal(x), scale) + f32(zp));
     return i32(clamp(v, -128.0, 127.0));
+}
+
+// quantize_exact's result from the device's quotient qa = x / scale where that is safe (qa is a
+// parameter so that tests can pass one that is off by a few ULP). x is already flushed.
+fn quantize_with(x: f32, scale: f32, zp: i32, qa: f32) -> i32 {
+    let a = qa + f32(zp);
+    // WGSL's `/` errs by at most 2.5 ULP (scales lie in [2^-126, 2^126]). Where |a| <= 200,
+    // |qa| <= 328, so this a and the exact path's differ by less than 3 * 2^-15 + 2^-16 < 2^-13:
+    // unless a lies within 2^-8 of a half-integer, both round to the same int. Where |a| > 200,
+    // both clamp to the same bound. Only near-ties pay for the exact division.
+    if abs(a) <= 200.0 && abs(a - floor(a) - 0.5) <= 0.00390625 {
+        return quantize_exact(x, scale, zp);
+    }
+    return i32(clamp(round(a), -128.0, 127.0));
+}
+
+fn quantize_value(x: f32, scale: f32, zp: i32) -> i32 {
+    let xf = flush_subnormal(x);
+    return quantize_with(xf, scale, zp, xf / scale);
 }
 
 // Parameter (scale) index of flat element e: see ParamLayout in src/scheme.rs.

@@ -3,6 +3,7 @@
 //             and the first non-finite element (flags[0] = max of ~index);
 //   finalize  scale and zero point of each parameter (flags[1] = max of ~param on overflow);
 //   quantize  one packed word (four int8) per thread into `out`.
+// div_check_main is a test probe of the exact division (src/gpu/quantize.rs).
 
 struct Params {
     channels: u32,
@@ -94,12 +95,12 @@ fn finalize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if p.asym != 0u {
         // The range is widened to contain 0, so the zero point is representable.
         let lo0 = min(lo, 0.0);
-        let s = (max(hi, 0.0) - lo0) / 255.0;
+        let s = div_rn(max(hi, 0.0) - lo0, 255.0);
         if is_non_finite(s) {
             atomicMax(&flags[1], ~param);
         } else if !is_tiny(s) {
             scale = s;
-            let z = -128.0 - lo0 / s;
+            let z = -128.0 - div_rn(lo0, s);
             if z < -128.0 {
                 zp = -128;
             } else if z > 127.0 {
@@ -132,4 +133,27 @@ fn quantize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         }
     }
     atomicStore(&out[w], word);
+}
+
+// Test probe: case t is input words 3t.. = (a bits, b bits, zp); output words 4t.. = div_rn(a, b)
+// bits, quantize_value(a, b, zp), the same from a quotient off by (t % 7) - 3 ULP (an
+// approximate device division), and quantize_exact(a, b, zp). p.elems = number of cases.
+@compute @workgroup_size(256)
+fn div_check_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.y * nwg.x * 256u + gid.x;
+    if t >= p.elems {
+        return;
+    }
+    let a = bitcast<f32>(input[3u * t]);
+    let b = bitcast<f32>(input[3u * t + 1u]);
+    let zp = bitcast<i32>(input[3u * t + 2u]);
+    let xf = flush_subnormal(a);
+    let qa = xf / b;
+    let off = bitcast<u32>(i32(t % 7u) - 3);
+    // Off by whole ULPs (bit steps keep the sign), away from the subnormal and overflow ends.
+    let approx = select(qa, bitcast<f32>(bitcast<u32>(qa) + off), abs(qa) >= 1e-30 && abs(qa) <= 1e30);
+    atomicStore(&out[4u * t], bitcast<u32>(div_rn(a, b)));
+    atomicStore(&out[4u * t + 1u], bitcast<u32>(quantize_value(a, b, zp)));
+    atomicStore(&out[4u * t + 2u], bitcast<u32>(quantize_with(xf, b, zp, approx)));
+    atomicStore(&out[4u * t + 3u], bitcast<u32>(quantize_exact(a, b, zp)));
 }

@@ -38,6 +38,9 @@ pub(crate) enum Kernel {
     Gemm,
     GemmDense,
     Roofline,
+    /// Test probe of the exact division and of quantize_value (`div_check_main`).
+    #[cfg(test)]
+    DivCheck,
 }
 
 /// Pipeline-creation choices of a kernel: override constants and the source variant.
@@ -134,6 +137,8 @@ impl Kernel {
     pub(crate) fn family(self, v: Variant) -> Family {
         match self {
             Kernel::Stats | Kernel::Finalize | Kernel::Quantize => Family::Quantize,
+            #[cfg(test)]
+            Kernel::DivCheck => Family::Quantize,
             Kernel::Dequantize => Family::Dequantize,
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
@@ -165,6 +170,8 @@ impl Kernel {
             Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
             Kernel::Roofline => "roofline_main",
+            #[cfg(test)]
+            Kernel::DivCheck => "div_check_main",
         }
     }
 }
