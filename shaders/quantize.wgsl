@@ -46,37 +46,68 @@ fn from_key(k: u32) -> f32 {
     return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
 }
 
+// Lanes' maxima are merged in workgroup memory when the whole workgroup works on one parameter
+// (per tensor, or long rows), so a per-tensor scale takes one global atomic per workgroup
+// instead of one per lane on a single address.
+var<workgroup> wg_hi: atomic<u32>;
+var<workgroup> wg_lo: atomic<u32>;
+
 @compute @workgroup_size(256)
-fn stats_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.y * nwg.x * 256u + gid.x;
-    if t >= p.num_params * p.runs_per_param {
-        return;
+fn stats_main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) l: u32,
+) {
+    let t0 = flat_group(wid, nwg) * 256u;
+    let t = t0 + l;
+    let total = p.num_params * p.runs_per_param;
+    // Workgroup-uniform: every lane of this workgroup has work, all for one parameter.
+    let pooled = t0 + 255u < total && t0 / p.runs_per_param == (t0 + 255u) / p.runs_per_param;
+    if pooled {
+        // Workgroup memory is not zero-initialised (see src/gpu/device.rs): clear it first.
+        if l == 0u {
+            atomicStore(&wg_hi, 0u);
+            atomicStore(&wg_lo, 0u);
+        }
+        workgroupBarrier();
     }
     let param = t / p.runs_per_param;
-    let k0 = (t % p.runs_per_param) * p.run;
-    let k1 = min(k0 + p.run, p.elems_per_param);
+    // 0 is below every finite value's key (and its complement's): "nothing seen".
     var hi = 0u;
     var lo_inv = 0u;
-    var any = false;
-    for (var k = k0; k < k1; k++) {
-        let e = ((k / p.inner) * p.channels + param) * p.inner + k % p.inner;
-        if e < p.elem0 {
-            continue;
+    if t < total {
+        let k0 = (t % p.runs_per_param) * p.run;
+        let k1 = min(k0 + p.run, p.elems_per_param);
+        for (var k = k0; k < k1; k++) {
+            let e = ((k / p.inner) * p.channels + param) * p.inner + k % p.inner;
+            if e < p.elem0 {
+                continue;
+            }
+            if e >= p.elem0 + p.elems {
+                break;
+            }
+            let x = load_input(e);
+            if is_non_finite(x) {
+                atomicMax(&flags[0], ~e);
+                continue;
+            }
+            let key = order_key(flush_subnormal(x));
+            hi = max(hi, key);
+            lo_inv = max(lo_inv, ~key);
         }
-        if e >= p.elem0 + p.elems {
-            break;
-        }
-        let x = load_input(e);
-        if is_non_finite(x) {
-            atomicMax(&flags[0], ~e);
-            continue;
-        }
-        let key = order_key(flush_subnormal(x));
-        hi = max(hi, key);
-        lo_inv = max(lo_inv, ~key);
-        any = true;
     }
-    if any {
+    if pooled {
+        atomicMax(&wg_hi, hi);
+        atomicMax(&wg_lo, lo_inv);
+        workgroupBarrier();
+        if l == 0u {
+            hi = atomicLoad(&wg_hi);
+            lo_inv = atomicLoad(&wg_lo);
+        } else {
+            hi = 0u;
+        }
+    }
+    if hi != 0u {
         atomicMax(&stats[2u * param], hi);
         atomicMax(&stats[2u * param + 1u], lo_inv);
     }
