@@ -47,9 +47,11 @@ fn linear(c: &mut Criterion) {
                     g.bench_function(BenchmarkId::new("roofline", m), |b| {
                         b.iter_custom(|n| roof.time(n as u32).expect("time").per_iter * n as u32)
                     });
-                    g.bench_function(BenchmarkId::new("cpu-reference-f32", m), |b| {
-                        b.iter(|| reference::linear(&xh, &layer.q, None).expect("cpu"))
-                    });
+                    if m <= suite::cpu_rows() {
+                        g.bench_function(BenchmarkId::new("cpu-reference-f32", m), |b| {
+                            b.iter(|| reference::linear(&xh, &layer.q, None).expect("cpu"))
+                        });
+                    }
                     g.finish();
                 }
             }

@@ -39,7 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut one_row = std::collections::HashMap::new();
             for m in suite::rows() {
                 let (xh, _) = layer.input(gpu, m, DType::F32);
-                let ct = suite::time_cpu(MIN, || drop(reference::linear(&xh, &layer.q, None).expect("cpu")));
+                let ct = (m <= suite::cpu_rows())
+                    .then(|| suite::time_cpu(MIN, || drop(reference::linear(&xh, &layer.q, None).expect("cpu"))));
                 for (path, dev, picked) in devices.paths(m) {
                     let (dense, _) = suite::yardsticks(dev, &layer);
                     let (_, x32) = layer.input(dev, m, DType::F32);
@@ -54,8 +55,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                         let rows = one_row.get(&dtype).map_or("-".into(), |t1| format!("{:.2}x", m as f64 * t1 / s));
                         let gbs = layer.weight_bytes() as f64 / s / 1e9;
+                        let cpu = ct.map_or("- | -".into(), |c| format!("{:.1} | {:.2}x", us(c), c.as_secs_f64() / s));
                         println!(
-                            "| {path}{} | [{}, {}] | {m} | {dtype} | {sname} | {:.1} | {} | {gbs:.2} | {:.2} | {roof_gbs:.2} | {:.0}% | {:.1} | {:.2}x | {rows} | {:.1} | {:.2}x |",
+                            "| {path}{} | [{}, {}] | {m} | {dtype} | {sname} | {:.1} | {} | {gbs:.2} | {:.2} | {roof_gbs:.2} | {:.0}% | {:.1} | {:.2}x | {rows} | {cpu} |",
                             if picked { "*" } else { "" },
                             shape.0,
                             shape.1,
@@ -65,8 +67,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             100.0 * gbs / roof_gbs,
                             us(dt.per_iter),
                             dt.per_iter.as_secs_f64() / s,
-                            us(ct),
-                            ct.as_secs_f64() / s,
                         );
                     }
                 }

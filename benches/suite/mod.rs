@@ -4,7 +4,8 @@
 //! Environment: `INT8_BENCH=full` runs the whole matrix of the fast-kernels issue (shapes
 //! 384x1536, 4096x4096, 4096x14336, 14336x4096; M 1, 4, 8, 32, 128, 512; W8A32, W8A16-f16,
 //! W8A16-bf16; symmetric per channel, per group 128, asymmetric per channel). The default is a
-//! quick subset that finishes in minutes on a software rasterizer.
+//! quick subset that finishes in minutes on a software rasterizer. `INT8_BENCH_CPU_ROWS=N` times
+//! the CPU reference only up to N activation rows.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
@@ -20,6 +21,12 @@ pub type Shape = (usize, usize);
 
 pub fn full() -> bool {
     std::env::var("INT8_BENCH").is_ok_and(|v| v == "full")
+}
+
+/// Activation rows up to which the CPU reference path is timed (`INT8_BENCH_CPU_ROWS`, default
+/// all): it is single-threaded and takes minutes per call at 512 rows of the largest shapes.
+pub fn cpu_rows() -> usize {
+    std::env::var("INT8_BENCH_CPU_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX)
 }
 
 pub fn shapes() -> Vec<Shape> {
