@@ -9,24 +9,33 @@ const TK: u32 = 16u;
 
 override DENSE: bool = false;
 
-var<workgroup> xt: array<f32, 1024>; // [TM][TK]
-var<workgroup> wt: array<f32, 1024>; // [TN][TK]
+// Tiles are stored k-major in vec4s of four neighbouring rows, [TK][64 / 4]: in the inner loop a
+// thread reads one vec4 of x and one of weights for 16 multiply-adds, and the 16 threads of a
+// row of the thread grid read 16 consecutive vec4s (no bank conflicts; a row-major [64][TK]
+// tile with a row stride of TK = 16 words would put 16 threads' reads on two banks).
+var<workgroup> xt: array<vec4<f32>, 256>; // xt[kk * 16 + i][j] = x row 4i + j, k0 + kk
+var<workgroup> wt: array<vec4<f32>, 256>; // wt[kk * 16 + i][j] = weight row 4i + j, k0 + kk
+
+fn put_w(row: u32, kk: u32, v: f32) {
+    wt[kk * 16u + row / 4u][row % 4u] = v;
+}
 
 fn stage_weights(t: u32, r0: u32, k0: u32) {
     if DENSE {
         for (var i = t; i < TN * TK; i += 256u) {
-            let lr = r0 + i / TK;
+            let r = i / TK;
             let k = k0 + i % TK;
             var wv = 0.0;
-            if lr < p.rows && k < p.k {
-                wv = bitcast<f32>(weights[lr * p.words_per_row + k]);
+            if r0 + r < p.rows && k < p.k {
+                wv = bitcast<f32>(weights[(r0 + r) * p.words_per_row + k]);
             }
-            wt[i] = wv;
+            put_w(r, i % TK, wv);
         }
         return;
     }
     // One word per thread: row t / 4, elements 4 * (t % 4) .. + 4 of this k tile.
-    let lr = r0 + t / 4u;
+    let r = t / 4u;
+    let lr = r0 + r;
     let kw = k0 + (t % 4u) * 4u;
     var wv = vec4<f32>(0.0);
     if lr < p.rows && kw < p.k {
@@ -51,11 +60,9 @@ fn stage_weights(t: u32, r0: u32, k0: u32) {
             }
         }
     }
-    let o = (t / 4u) * TK + (t % 4u) * 4u;
-    wt[o] = wv.x;
-    wt[o + 1u] = wv.y;
-    wt[o + 2u] = wv.z;
-    wt[o + 3u] = wv.w;
+    for (var j = 0u; j < 4u; j++) {
+        put_w(r, (t % 4u) * 4u + j, wv[j]);
+    }
 }
 
 @compute @workgroup_size(256)
@@ -71,42 +78,38 @@ fn gemm_main(
     if m0 >= p.m {
         return;
     }
+    // This thread's outputs: rows m0 + 4 ty .. + 4, weight rows r0 + 4 tx .. + 4.
     let tx = t % 16u;
     let ty = t / 16u;
-    var acc: array<f32, 16>;
+    var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        // Neighbouring threads load neighbouring k of one activation row.
         for (var i = t; i < TM * TK; i += 256u) {
-            let m = m0 + i / TK;
+            let m = i / TK;
             let k = k0 + i % TK;
             var xv = 0.0;
-            if m < p.m && k < p.k {
-                xv = load_x(m * p.k + k);
+            if m0 + m < p.m && k < p.k {
+                xv = load_x((m0 + m) * p.k + k);
             }
-            xt[i] = xv;
+            xt[(i % TK) * 16u + m / 4u][m % 4u] = xv;
         }
         stage_weights(t, r0, k0);
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            // rows and columns strided by 16 so neighbouring threads read neighbouring rows
-            var wv: array<f32, 4>;
-            for (var b = 0u; b < 4u; b++) {
-                wv[b] = wt[(tx + 16u * b) * TK + kk];
-            }
+            let xa = xt[kk * 16u + ty];
+            let wb = wt[kk * 16u + tx];
             for (var a = 0u; a < 4u; a++) {
-                let xa = xt[(ty + 16u * a) * TK + kk];
-                for (var b = 0u; b < 4u; b++) {
-                    acc[a * 4u + b] += xa * wv[b];
-                }
+                acc[a] += xa[a] * wb;
             }
         }
         workgroupBarrier();
     }
     for (var a = 0u; a < 4u; a++) {
-        let m = m0 + ty + 16u * a;
+        let m = m0 + 4u * ty + a;
         for (var b = 0u; b < 4u; b++) {
-            let lr = r0 + tx + 16u * b;
+            let lr = r0 + 4u * tx + b;
             if m < p.m && lr < p.rows {
-                store_y(m, lr, acc[a * 4u + b]);
+                store_y(m, lr, acc[a][b]);
             }
         }
     }

@@ -160,7 +160,8 @@ fn fast_gemv_variants_and_baselines() {
     eprintln!("subgroup reductions: {}", default.uses_subgroup_reductions());
     // Every rows-per-lane-group variant, whatever this adapter would pick by itself.
     for rpt in [1u8, 2, 4] {
-        let options = GpuOptions { gemv_rows_per_group: Some(rpt), ..Default::default() };
+        // gemm_min_rows 9: the dense yardstick's 20 rows below take its GEMM, 2 rows its GEMV.
+        let options = GpuOptions { gemv_rows_per_group: Some(rpt), gemm_min_rows: Some(9), ..Default::default() };
         let gpu = Gpu::with_options(options).unwrap();
         // k % 16 == 0 takes the vectorised GEMV; groups of 16 and 48 are whole 16-element units.
         // [70, 1088]: 68 units per row, so some lanes take a second two-unit step and some stop
