@@ -59,10 +59,10 @@ pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
 ///
 /// A pass re-reads the weights (from cache when they fit), so passes win while the GEMM's tiles
 /// are mostly empty or its arithmetic is slow. A CPU adapter never takes the GEMM: on lavapipe
-/// the passes beat it 2.4-6.4x at [4096, 4096] with 32 and 128 rows, tied at [1536, 384] with
-/// 32 and lost there at 128 (0.49-0.59x), but were never slower than the layer called row by row,
-/// which the GEMM was (0.39-0.52x at [4096, 4096], 32 rows). On a GPU the GEMM starts at 33 rows
-/// (more than four passes), a threshold not yet tuned on a real GPU.
+/// the passes beat it 1.6-5.4x at [4096, 4096] with 32 and 128 rows, where the GEMM was slower
+/// than calling the layer row by row (0.49-0.67x at 32 rows); at [1536, 384] the GEMM was
+/// faster (1.1-2.9x), but the passes stayed faster than row by row there too. On a GPU the
+/// GEMM starts at 33 rows (more than four passes), a threshold not yet tuned on a real GPU.
 pub(crate) fn gemm_min_rows(gpu: &Gpu) -> usize {
     if let Some(r) = gpu.gemm_min_rows() {
         return r.max(GEMV_MAX_ROWS + 1);
