@@ -14,7 +14,8 @@ use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 /// The activation dtype fixes the flavour: [`DType::F32`] is W8A32, [`DType::F16`] and
 /// [`DType::BF16`] are W8A16. Inputs are `[..., in]` in that dtype, outputs `[..., out]` in the
 /// same dtype, accumulated in f32 and rounded once. Up to
-/// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows run the GEMV kernel, more the tiled GEMM.
+/// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows run the GEMV kernel in one pass; more run
+/// the tiled GEMM, or GEMV passes of that many rows where [`Gpu::uses_gemm`] says no.
 #[derive(Debug)]
 pub struct QuantizedLinear {
     gpu: Gpu,
