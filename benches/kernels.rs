@@ -20,6 +20,9 @@ fn gpu() -> Gpu {
 }
 
 fn linear(c: &mut Criterion) {
+    if !suite::section("linear") {
+        return;
+    }
     let devices = suite::Devices::open();
     eprintln!("adapter: {}", devices.auto.describe());
     for shape in suite::shapes() {
@@ -60,8 +63,11 @@ fn linear(c: &mut Criterion) {
 }
 
 fn quantize(c: &mut Criterion) {
+    if !suite::section("quantize") {
+        return;
+    }
     let gpu = gpu();
-    for shape in suite::shapes() {
+    for shape in suite::quantize_shapes() {
         for (sname, scheme) in suite::schemes() {
             let layer = suite::Layer::new(shape, scheme);
             let mut g = c.benchmark_group(format!("quantize/{}x{}/{sname}", shape.0, shape.1));

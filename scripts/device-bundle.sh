@@ -10,7 +10,8 @@
 #   apt-get $o update; (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 # There, one `run` with carry [".device", ".gl"] and the command:
 #   bash scripts/device-run.sh            # GPU tests, then the full bench table, into $OUT
-# or `bash scripts/device-run.sh tests` / `... bench` for one half.
+# or `bash scripts/device-run.sh tests`, `... bench` or `... quantize` for a part (each run is
+# limited to 10 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .device

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a lent GPU machine, from the repository root, after scripts/device-bundle.sh ran
-# here (see its header). Results go to $OUT: gpu.txt, tests.txt, bench.md.
+# here (see its header). Results go to $OUT: gpu.txt, tests.txt, bench.md, quantize.md.
+# Argument: all (default), tests, bench (linear and quantize) or quantize.
 set -uo pipefail
 what="${1:-all}"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -18,7 +19,10 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
     CI=true ./"$t" 2>&1 | tail -n 25
   done | tee "$OUT/tests.txt"
 fi
+# The single-threaded CPU reference takes minutes per call above 32 rows of the big shapes.
 if [ "$what" = all ] || [ "$what" = bench ]; then
-  # The single-threaded CPU reference takes minutes per call above 32 rows of the big shapes.
-  INT8_BENCH=full INT8_BENCH_CPU_ROWS=32 ./bench_table 2>&1 | tee "$OUT/bench.md"
+  INT8_BENCH=full INT8_BENCH_CPU_ROWS=32 INT8_BENCH_ONLY=linear ./bench_table 2>&1 | tee "$OUT/bench.md"
+fi
+if [ "$what" = all ] || [ "$what" = bench ] || [ "$what" = quantize ]; then
+  INT8_BENCH=full INT8_BENCH_ONLY=quantize ./bench_table 2>&1 | tee "$OUT/quantize.md"
 fi

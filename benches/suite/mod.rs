@@ -5,7 +5,8 @@
 //! 384x1536, 4096x4096, 4096x14336, 14336x4096; M 1, 4, 8, 32, 128, 512; W8A32, W8A16-f16,
 //! W8A16-bf16; symmetric per channel, per group 128, asymmetric per channel). The default is a
 //! quick subset that finishes in minutes on a software rasterizer. `INT8_BENCH_CPU_ROWS=N` times
-//! the CPU reference only up to N activation rows.
+//! the CPU reference only up to N activation rows; `INT8_BENCH_ONLY=linear` or `=quantize` runs
+//! one section.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
@@ -31,6 +32,21 @@ pub fn cpu_rows() -> usize {
 
 pub fn shapes() -> Vec<Shape> {
     if full() { vec![(1536, 384), (4096, 4096), (14336, 4096), (4096, 14336)] } else { vec![(1536, 384), (4096, 4096)] }
+}
+
+/// Shapes of the quantize/dequantize benches: the linear shapes, and always the 7B-class
+/// [4096, 14336] layer the fast-kernels issue asks for.
+pub fn quantize_shapes() -> Vec<Shape> {
+    let mut s = shapes();
+    if !s.contains(&(4096, 14336)) {
+        s.push((4096, 14336));
+    }
+    s
+}
+
+/// Whether a section of the benches runs: `INT8_BENCH_ONLY=linear` or `=quantize` picks one.
+pub fn section(name: &str) -> bool {
+    std::env::var("INT8_BENCH_ONLY").map_or(true, |v| v == name)
 }
 
 pub fn rows() -> Vec<usize> {
