@@ -194,6 +194,16 @@ impl Devices {
     }
 }
 
+/// GPU quantization of a layer's weight, with how its input was given: `resident` (a GPU tensor,
+/// when it fits one storage binding) or `host` (uploaded in row blocks, upload included).
+pub fn gpu_quantize<'a>(gpu: &'a Gpu, layer: &'a Layer, scheme: QuantScheme) -> (&'static str, Box<dyn Fn() + 'a>) {
+    let shape = [layer.shape.0, layer.shape.1];
+    match GpuTensor::from_host(gpu, &layer.weight, &shape) {
+        Ok(t) => ("resident", Box::new(move || drop(gpu.quantize_tensor(&t, scheme).expect("quantize")))),
+        Err(_) => ("host", Box::new(move || drop(gpu.quantize(&layer.weight, &shape, scheme).expect("quantize")))),
+    }
+}
+
 /// The dense f32 GPU layer and the roofline reader for a shape.
 pub fn yardsticks(gpu: &Gpu, layer: &Layer) -> (DenseLinear, Roofline) {
     let dense = DenseLinear::new(gpu, &layer.weight, [layer.shape.0, layer.shape.1]).expect("dense");
