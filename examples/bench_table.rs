@@ -86,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for (sname, scheme) in suite::schemes() {
                 let layer = suite::Layer::new(shape, scheme);
                 let (input, quantize) = suite::gpu_quantize(gpu, &layer, scheme);
-                let g = suite::time_cpu(MIN, || quantize());
+                let g = suite::time_cpu(MIN, &quantize);
                 let c = suite::time_cpu(MIN, || {
                     drop(reference::quantize(&layer.weight, &[shape.0, shape.1], scheme).expect("q"))
                 });
