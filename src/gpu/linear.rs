@@ -76,7 +76,7 @@ pub(crate) fn gemm_min_rows(gpu: &Gpu) -> usize {
 /// More rows per group reuse each activation load for more weight rows (at 8 f32 activation
 /// rows, one row per group reads 32 bytes of x from cache per weight byte), but leave fewer
 /// workgroups. A CPU adapter (lavapipe, WARP, SwiftShader) runs a few workgroups at a time on its
-/// cores, so it takes the most reuse: 4 rows measured 1.9-3x faster than 1 on lavapipe. A GPU
+/// cores, so it takes the most reuse: 4 rows measured 1.2-3.1x faster than 1 on lavapipe. A GPU
 /// keeps at least [`GEMV_MIN_WORKGROUPS`] workgroups, enough to give every compute unit of a
 /// large GPU a few; this rule is not yet tuned on a real GPU.
 pub(crate) fn rows_per_group(gpu: &Gpu, n: usize) -> u8 {
