@@ -823,8 +823,10 @@ fn seed_of(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// Deterministic values in [-1, 1) (xorshift64).
-fn random_activations(n: usize, seed: u64) -> Vec<f32> {
+/// The deterministic activations a layer's output error is measured on: `n` values in [-1, 1)
+/// from xorshift64 seeded with `seed` (each layer's seed is the FNV-1a hash of its name), so a
+/// report can be reproduced. The crate's tests and benches draw their data from it too.
+pub fn random_activations(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed | 1;
     (0..n)
         .map(|_| {

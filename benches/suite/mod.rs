@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use int8_wgpu::gpu::baseline::{DenseLinear, Roofline};
 use int8_wgpu::gpu::timing::{Timing, TimingSource};
 use int8_wgpu::{
-    DType, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference,
+    DType, Error, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference,
 };
 
 /// `[out, in]` of a layer.
@@ -66,17 +66,10 @@ pub fn schemes() -> Vec<(&'static str, QuantScheme)> {
     s
 }
 
-/// Deterministic weights in [-0.05, 0.05).
+/// Deterministic weights in [-0.05, 0.05) (the quantizer's xorshift).
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect()
+    let v = int8_wgpu::quantizer::random_activations(n, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    v.into_iter().map(|x| x * 0.05).collect()
 }
 
 /// One quantized layer with its float weight and the yardsticks built on the same data.
@@ -200,7 +193,10 @@ pub fn gpu_quantize<'a>(gpu: &'a Gpu, layer: &'a Layer, scheme: QuantScheme) -> 
     let shape = [layer.shape.0, layer.shape.1];
     match GpuTensor::from_host(gpu, &layer.weight, &shape) {
         Ok(t) => ("resident", Box::new(move || drop(gpu.quantize_tensor(&t, scheme).expect("quantize")))),
-        Err(_) => ("host", Box::new(move || drop(gpu.quantize(&layer.weight, &shape, scheme).expect("quantize")))),
+        Err(Error::TooLarge { .. }) => {
+            ("host", Box::new(move || drop(gpu.quantize(&layer.weight, &shape, scheme).expect("quantize"))))
+        }
+        Err(e) => panic!("uploading the weight: {e}"),
     }
 }
 

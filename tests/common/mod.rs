@@ -42,17 +42,10 @@ macro_rules! gpu_or_skip {
     };
 }
 
-/// Deterministic pseudo-random values in [-1, 1) (xorshift), so failures reproduce.
+/// Deterministic pseudo-random values in [-1, 1) (the quantizer's xorshift), so failures
+/// reproduce.
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    int8_wgpu::quantizer::random_activations(n, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// Asserts two quantized tensors are identical: ints, scale bits, zero points.
