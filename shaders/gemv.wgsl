@@ -120,11 +120,9 @@ fn unpack_i8x4(w: u32) -> vec4<f32> {
     return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 
+// The four 16-bit activations packed in words a and b.
 fn halves4(a: u32, b: u32) -> vec4<f32> {
-    if IN_DT == DT_BF16 {
-        return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
-    }
-    return vec4<f32>(f16_bits_to_f32(a & 0xffffu), f16_bits_to_f32(a >> 16u), f16_bits_to_f32(b & 0xffffu), f16_bits_to_f32(b >> 16u));
+    return vec4<f32>(decode(a, 0u, IN_DT), decode(a, 1u, IN_DT), decode(b, 0u, IN_DT), decode(b, 1u, IN_DT));
 }
 
 // Sixteen activations from element i (a multiple of 16) of this pass's rows.

@@ -391,6 +391,12 @@ impl Gpu {
         self.inner.tuning.gemm_min_rows
     }
 
+    /// Whether the adapter is a CPU (lavapipe, llvmpipe, WARP, SwiftShader): few workgroups run
+    /// at a time there, which the kernel choices take into account.
+    pub(crate) fn is_cpu_adapter(&self) -> bool {
+        self.inner.info.as_ref().is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu)
+    }
+
     /// Whether a linear layer over `rows` activation rows runs the tiled GEMM; otherwise it runs
     /// the GEMV, in passes of [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
     pub fn uses_gemm(&self, rows: usize) -> bool {

@@ -67,8 +67,7 @@ pub(crate) fn gemm_min_rows(gpu: &Gpu) -> usize {
     if let Some(r) = gpu.gemm_min_rows() {
         return r.max(GEMV_MAX_ROWS + 1);
     }
-    let cpu = gpu.adapter_info().is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu);
-    if cpu { usize::MAX } else { 4 * GEMV_MAX_ROWS + 1 }
+    if gpu.is_cpu_adapter() { usize::MAX } else { 4 * GEMV_MAX_ROWS + 1 }
 }
 
 /// Weight rows per lane group of the fast GEMV for a layer of `n` output rows.
@@ -83,8 +82,7 @@ pub(crate) fn rows_per_group(gpu: &Gpu, n: usize) -> u8 {
     if let Some(r) = gpu.gemv_rows_per_group() {
         return r;
     }
-    let cpu = gpu.adapter_info().is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu);
-    if cpu {
+    if gpu.is_cpu_adapter() {
         return 4;
     }
     [4u8, 2].into_iter().find(|&r| n.div_ceil(FAST_GROUPS * usize::from(r)) >= GEMV_MIN_WORKGROUPS).unwrap_or(1)
