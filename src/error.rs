@@ -79,6 +79,18 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// The device could not allocate a buffer. Nothing was left half-made: the call that
+    /// allocated returns this, and later calls are unaffected.
+    #[error(
+        "out of GPU memory: allocating {bytes} bytes for {what} failed; free GPU buffers (drop \
+         layers or tensors), use smaller batches, or a device with more memory"
+    )]
+    OutOfMemory {
+        /// What was being allocated.
+        what: String,
+        /// The size asked for.
+        bytes: u64,
+    },
     /// wgpu reported an error (validation, out of memory, a failed buffer mapping).
     #[error("GPU error: {0}")]
     Gpu(String),

@@ -76,8 +76,9 @@ impl QuantizedLinear {
             }
         };
         let placeholder = gpu.zeroed_buffer("int8-wgpu no bias", 4)?;
-        let uniforms =
-            (0..weight.num_blocks()).map(|_| gpu.uniform_buffer("int8-wgpu linear params", &[0; 48])).collect();
+        let uniforms = (0..weight.num_blocks())
+            .map(|_| gpu.uniform_buffer("int8-wgpu linear params", &[0; 48]))
+            .collect::<Result<_>>()?;
         Ok(Self { gpu, weight, bias, placeholder, dtype: activation, uniforms: Mutex::new(uniforms) })
     }
 
@@ -152,7 +153,7 @@ impl QuantizedLinear {
         // write_buffer lands before the next submit, so writing and submitting under one lock
         // keeps concurrent forwards from seeing each other's parameters.
         let mut uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
-        self.write_uniforms(&mut uniforms, &plan);
+        self.write_uniforms(&mut uniforms, &plan)?;
         let prepared = prepare_linear(&self.gpu, &self.weight, &plan, &uniforms, x.buffer(), bias, y.buffer())?;
         if self.dtype != DType::F32 {
             enc.clear_buffer(y.buffer(), 0, None);
@@ -171,7 +172,7 @@ impl QuantizedLinear {
         let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);
         let plan = plan(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some());
         let mut uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
-        self.write_uniforms(&mut uniforms, &plan);
+        self.write_uniforms(&mut uniforms, &plan)?;
         let prepared = prepare_linear(&self.gpu, &self.weight, &plan, &uniforms, x.buffer(), bias, y.buffer())?;
         // Repeated 16-bit outputs OR identical bits into the cleared buffer: idempotent.
         time_passes(&self.gpu, iters, |enc| enc.clear_buffer(y.buffer(), 0, None), |pass| prepared.record(pass))
@@ -179,13 +180,14 @@ impl QuantizedLinear {
 
     /// Writes each dispatch's parameters into its uniform buffer, adding buffers as needed
     /// (one per row block and pass of 8 activation rows).
-    fn write_uniforms(&self, uniforms: &mut Vec<wgpu::Buffer>, plan: &Plan) {
+    fn write_uniforms(&self, uniforms: &mut Vec<wgpu::Buffer>, plan: &Plan) -> Result<()> {
         while uniforms.len() < plan.dispatches.len() {
-            uniforms.push(self.gpu.uniform_buffer("int8-wgpu linear params", &[0; 48]));
+            uniforms.push(self.gpu.uniform_buffer("int8-wgpu linear params", &[0; 48])?);
         }
         for (u, (_, p)) in uniforms.iter().zip(&plan.dispatches) {
             self.gpu.queue().write_buffer(u, 0, bytemuck::bytes_of(p));
         }
+        Ok(())
     }
 
     /// Host convenience: uploads `x` (`shape = [..., in]`, dtype = the activation dtype), runs

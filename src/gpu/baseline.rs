@@ -70,7 +70,7 @@ impl DenseLinear {
                     m0: m0 as u32,
                     ..LinearParams::zeroed()
                 };
-                let u = self.gpu.uniform_buffer("int8-wgpu dense params", bytemuck::bytes_of(&params));
+                let u = self.gpu.uniform_buffer("int8-wgpu dense params", bytemuck::bytes_of(&params))?;
                 let ph = &self.placeholder;
                 let g = self.gpu.bind_group(
                     &fam,
@@ -140,11 +140,11 @@ impl Roofline {
             .iter()
             .map(|b| {
                 let units = (b.size() / 16) as u32;
-                let u = self.gpu.uniform_buffer("int8-wgpu roofline params", bytemuck::bytes_of(&[units, 0, 0, 0]));
+                let u = self.gpu.uniform_buffer("int8-wgpu roofline params", bytemuck::bytes_of(&[units, 0, 0, 0]))?;
                 let g = self.gpu.bind_group(&fam, &[(0, &u), (1, &sink), (2, b)]);
-                (g, self.gpu.grid(units.div_ceil(256 * 16).clamp(1, 4096)))
+                Ok((g, self.gpu.grid(units.div_ceil(256 * 16).clamp(1, 4096))))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let prepared = Prepared { pipeline, groups };
         time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
     }

@@ -3,6 +3,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, mpsc};
 
+/// Usage of every storage buffer the crate creates (tensors, weights, parameters).
+const STORAGE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
 use crate::gpu::kernels::{Family, Kernel, Variant};
 use crate::{Error, Result};
 
@@ -413,12 +417,12 @@ impl Gpu {
     /// Copies `size` bytes at `offset` of `buffer` back to the host.
     pub(crate) async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let device = &self.inner.device;
-        let staging = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("int8-wgpu readback"),
+        let staging = self.create_buffer(
+            "int8-wgpu readback",
             size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            None,
+        )?;
         let mut enc = device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         self.inner.queue.submit([enc.finish()]);
@@ -442,9 +446,54 @@ impl Gpu {
         Ok(bytes)
     }
 
+    /// Creates a buffer of `size` bytes, filled with `contents` when given (`size` must then be
+    /// its length), else zeroed.
+    ///
+    /// Every allocation of the crate goes through here. Allocation failures are caught in an
+    /// error scope and returned as [`Error::OutOfMemory`] from this call: `create_buffer_init`
+    /// would panic inside wgpu ("Failed to get mapped range") and a plain `create_buffer` would
+    /// leave the error to surface at some later, unrelated readback.
+    pub(crate) fn create_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        contents: Option<&[u8]>,
+    ) -> Result<wgpu::Buffer> {
+        let device = &self.inner.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: contents.is_some(),
+        });
+        // Scopes pop in reverse order of their pushes.
+        let invalid = pollster::block_on(validation.pop());
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            log::warn!("int8-wgpu: allocating {size} bytes for {label}: {e}");
+            return Err(Error::OutOfMemory { what: label.to_string(), bytes: size });
+        }
+        if let Some(e) = invalid {
+            return Err(Error::Gpu(format!("creating {label} ({size} bytes): {e}")));
+        }
+        if let Some(bytes) = contents {
+            let mut view = buffer.get_mapped_range_mut(..).map_err(|e| {
+                // Some backends (wgpu's GL) report a failed allocation only here, as an
+                // invalid buffer; it was just created, so nothing else can have made it so.
+                log::warn!("int8-wgpu: mapping {size} bytes for {label} at creation: {e}");
+                Error::OutOfMemory { what: label.to_string(), bytes: size }
+            })?;
+            view.copy_from_slice(bytes);
+            drop(view);
+            buffer.unmap();
+        }
+        Ok(buffer)
+    }
+
     /// Creates a storage buffer holding `bytes` (padded to a multiple of 4).
     pub(crate) fn storage_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
-        use wgpu::util::DeviceExt;
         self.check_binding(label, bytes.len() as u64)?;
         let mut padded;
         let contents = if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
@@ -454,31 +503,22 @@ impl Gpu {
             padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
             &padded
         };
-        Ok(self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        }))
+        self.create_buffer(label, contents.len() as u64, STORAGE_USAGE, Some(contents))
     }
 
     /// Creates a zeroed storage buffer of at least `size` bytes.
     pub(crate) fn zeroed_buffer(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
         self.check_binding(label, size)?;
-        Ok(self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: size.div_ceil(4).max(1) * 4,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
+        self.create_buffer(label, size.div_ceil(4).max(1) * 4, STORAGE_USAGE, None)
     }
 
-    pub(crate) fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-        use wgpu::util::DeviceExt;
-        self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytes,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+    pub(crate) fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        self.create_buffer(
+            label,
+            bytes.len() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            Some(bytes),
+        )
     }
 
     pub(crate) fn check_binding(&self, what: &str, size: u64) -> Result<()> {

@@ -205,7 +205,7 @@ impl Gpu {
                 asym: u32::from(scheme.has_zero_point()),
                 _pad: [0; 3],
             };
-            let uniform = self.uniform_buffer("int8-wgpu quantize params", bytemuck::bytes_of(&params));
+            let uniform = self.uniform_buffer("int8-wgpu quantize params", bytemuck::bytes_of(&params))?;
             groups.push(self.bind_group(
                 &fam,
                 &[
@@ -428,7 +428,7 @@ impl GpuQuantizedTensor {
                 xor_mask: self.xor_mask(),
                 _pad: 0,
             };
-            let uniform = self.gpu.uniform_buffer("int8-wgpu dequantize params", bytemuck::bytes_of(&params));
+            let uniform = self.gpu.uniform_buffer("int8-wgpu dequantize params", bytemuck::bytes_of(&params))?;
             let g = self.gpu.bind_group(
                 &fam,
                 &[(0, &uniform), (1, out.buffer()), (2, &b.buffer), (3, &self.scales), (4, &self.zero_points)],
@@ -486,7 +486,7 @@ mod tests {
             let input = gpu.storage_buffer("div check cases", bytemuck::cast_slice(&words)).unwrap();
             let out = gpu.zeroed_buffer("div check results", 16 * chunk.len() as u64).unwrap();
             let params = QuantizeParams { elems: chunk.len() as u32, ..Zeroable::zeroed() };
-            let uniform = gpu.uniform_buffer("div check params", bytemuck::bytes_of(&params));
+            let uniform = gpu.uniform_buffer("div check params", bytemuck::bytes_of(&params)).unwrap();
             let group = gpu.bind_group(
                 &fam,
                 &[
