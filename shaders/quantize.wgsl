@@ -1,7 +1,8 @@
 // Quantization in three passes over row blocks of a float tensor:
 //   stats     min/max of each parameter's elements (order-independent atomics on ordered keys),
 //             and the first non-finite element (flags[0] = max of ~index);
-//   finalize  scale and zero point of each parameter (flags[1] = max of ~param on overflow);
+//   finalize  scale and zero point of each parameter (flags[1] = max of ~param when the scale
+//             overflows or exceeds max_scale);
 //   quantize  one packed word (four int8) per thread into `out`.
 // div_check_main is a test probe of the exact division (src/gpu/quantize.rs).
 
@@ -140,6 +141,12 @@ fn finalize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
                 zp = i32(round(z));
             }
         }
+    }
+    // quantized::max_scale: f32::MAX / 128 symmetric, / 256 asymmetric; beyond it a dequantized
+    // value could overflow.
+    let max_scale = select(bitcast<f32>(0x7bffffffu), bitcast<f32>(0x7b7fffffu), p.asym != 0u);
+    if scale > max_scale {
+        atomicMax(&flags[1], ~param);
     }
     scales[param] = scale;
     zps[param] = zp;

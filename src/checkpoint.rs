@@ -902,8 +902,14 @@ pub(crate) fn layer_tensors(
     Ok(v)
 }
 
+/// The compressed-tensors release whose `pack-quantized` layout and config this crate writes,
+/// recorded as the config's `version` as compressed-tensors itself does (transformers 5.23 with
+/// compressed-tensors 0.20 was checked loading our files).
+pub const COMPRESSED_TENSORS_VERSION: &str = "0.20.1";
+
 /// The `quantization_config` written into `config.json`: exactly the keys compressed-tensors
-/// parsers expect for 8-bit int weights with float activations, and no others.
+/// parsers expect for 8-bit int weights with float activations, and no others — plus the cheap
+/// ones llmcompressor writes: `version`, and `zp_dtype` for asymmetric schemes.
 ///
 /// ```
 /// use int8_wgpu::{checkpoint::quantization_config, QuantScheme};
@@ -922,22 +928,27 @@ pub fn quantization_config(scheme: QuantScheme, ignore: &[String]) -> Result<Val
             )));
         }
     };
+    let mut weights = json!({
+        "num_bits": 8,
+        "type": "int",
+        "symmetric": scheme.mode == Mode::Symmetric,
+        "strategy": strategy,
+        "group_size": group_size,
+        "dynamic": false,
+        "actorder": null,
+    });
+    if scheme.has_zero_point() {
+        weights["zp_dtype"] = json!("torch.int8");
+    }
     Ok(json!({
         "quant_method": "compressed-tensors",
+        "version": COMPRESSED_TENSORS_VERSION,
         "format": "pack-quantized",
         "quantization_status": "compressed",
         "config_groups": {
             "group_0": {
                 "targets": ["Linear"],
-                "weights": {
-                    "num_bits": 8,
-                    "type": "int",
-                    "symmetric": scheme.mode == Mode::Symmetric,
-                    "strategy": strategy,
-                    "group_size": group_size,
-                    "dynamic": false,
-                    "actorder": null,
-                },
+                "weights": weights,
                 "input_activations": null,
             }
         },
@@ -1014,11 +1025,15 @@ mod tests {
     fn config_keys_are_exactly_the_specified_ones() {
         let c = quantization_config(QuantScheme::asymmetric(Granularity::PerGroup { size: 32 }), &[]).unwrap();
         let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 5);
+        assert_eq!(keys.len(), 6);
+        assert_eq!(c["version"], COMPRESSED_TENSORS_VERSION);
         let w = &c["config_groups"]["group_0"]["weights"];
         assert_eq!(w["group_size"], 32);
         assert_eq!(w["symmetric"], false);
-        assert_eq!(w.as_object().unwrap().len(), 7);
+        assert_eq!(w["zp_dtype"], "torch.int8");
+        assert_eq!(w.as_object().unwrap().len(), 8);
+        let sym = quantization_config(QuantScheme::default(), &[]).unwrap();
+        assert!(sym["config_groups"]["group_0"]["weights"].get("zp_dtype").is_none(), "symmetric: no zp_dtype");
         assert!(quantization_config(QuantScheme::symmetric(Granularity::PerChannel { axis: 1 }), &[]).is_err());
     }
 }

@@ -60,14 +60,45 @@ pub enum Error {
         /// The value itself.
         value: f32,
     },
-    /// The range of a channel does not fit in f32 arithmetic.
+    /// The range of a channel does not fit in f32 arithmetic: its scale would overflow, or
+    /// dequantizing with it would (see [`reference::max_scale`](crate::quantized::max_scale)).
     #[error(
-        "the value range of quantization parameter {param} overflows f32 (max - min is infinite); \
-         use the symmetric scheme or rescale the weights"
+        "the value range of quantization parameter {param} overflows f32 (its scale times the int8 \
+         range is infinite); rescale the weights, or use the symmetric scheme (it allows twice the range)"
     )]
     RangeOverflow {
         /// Index of the offending scale (channel or group).
         param: usize,
+    },
+    /// A scale is outside the range every path can compute with.
+    #[error(
+        "scale {index} is {value:e}; scales must be positive normal f32 values in [{min:e}, {max:e}] \
+         (larger ones overflow when dequantized); the checkpoint or the given scales are corrupt"
+    )]
+    BadScale {
+        /// Index of the scale (channel or group).
+        index: usize,
+        /// The scale.
+        value: f32,
+        /// The smallest allowed scale (`f32::MIN_POSITIVE`).
+        min: f32,
+        /// The largest allowed scale for the scheme's mode.
+        max: f32,
+    },
+    /// A result overflowed its dtype although every input was finite.
+    #[error(
+        "{what} overflows: finite inputs gave {value} at position {position:?} (flat index {index}); \
+         scale the inputs down or use an activation dtype with more range (bf16 or f32 instead of f16)"
+    )]
+    Overflow {
+        /// Which result.
+        what: String,
+        /// Multi-dimensional position of the first non-finite result.
+        position: Vec<usize>,
+        /// Flat (row-major) index of that result.
+        index: usize,
+        /// The result (±inf or NaN).
+        value: f32,
     },
     /// A tensor is too large for the device or for 32-bit indexing.
     #[error("{what} is too large: {size} exceeds the limit {limit}")]

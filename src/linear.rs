@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use crate::gpu::linear::{Plan, plan, prepare_linear};
 use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
-use crate::reference::check_finite;
+use crate::reference::{check_finite, check_output};
 use crate::scheme::check_shape;
 use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 
@@ -123,6 +123,11 @@ impl QuantizedLinear {
     /// Runs the layer on a GPU tensor `[..., in]`, returning `[..., out]` on the GPU.
     ///
     /// Work is submitted, not awaited: chain layers freely and read the last result back.
+    ///
+    /// Device-resident values are not checked: NaN or infinite activations, and results beyond
+    /// the activation dtype's range (e.g. f16 activations near 65504), give non-finite outputs
+    /// as IEEE arithmetic does. Checking would cost a full copy of `x` and `y` to the host and a
+    /// wait for the GPU on every call, which is what [`QuantizedLinear::forward_host`] does.
     pub fn forward(&self, x: &GpuTensor) -> Result<GpuTensor> {
         let (_, shape) = self.output_shape(x)?;
         let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
@@ -192,7 +197,8 @@ impl QuantizedLinear {
 
     /// Host convenience: uploads `x` (`shape = [..., in]`, dtype = the activation dtype), runs
     /// the layer and reads the `[..., out]` result back. NaN or infinite inputs are an
-    /// [`Error::NonFinite`] naming the position.
+    /// [`Error::NonFinite`] naming the position; a non-finite result from finite inputs (beyond
+    /// the dtype's range) is an [`Error::Overflow`] naming the output position.
     pub fn forward_host<T: Element>(&self, x: &[T], shape: &[usize]) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype {
             return Err(Error::DType { what: "linear activation".into(), expected: self.dtype, found: T::DTYPE });
@@ -203,11 +209,24 @@ impl QuantizedLinear {
         }
         check_finite(x, shape, "activation")?;
         let xt = GpuTensor::from_host(&self.gpu, x, shape)?;
-        self.forward(&xt)?.read()
+        let y = self.forward(&xt)?;
+        let out = y.read()?;
+        check_output(&out, &[x.len() / self.in_features(), self.out_features()])?;
+        Ok(out)
     }
 }
 
+/// Converts the bias to the activation dtype; a finite value that does not fit it (1e30 in f16)
+/// is an [`Error::Overflow`] rather than an infinite bias.
 fn upload_as<B: Element, T: Element>(gpu: &Gpu, b: &[B]) -> Result<GpuTensor> {
     let v: Vec<T> = b.iter().map(|x| T::from_f32(x.to_f32())).collect();
+    if let Some((index, _)) = crate::reference::find_non_finite(&v) {
+        return Err(Error::Overflow {
+            what: format!("the bias value {:e} converted to {}", b[index].to_f32(), T::DTYPE),
+            position: vec![index],
+            index,
+            value: v[index].to_f32(),
+        });
+    }
     GpuTensor::from_host(gpu, &v, &[v.len()])
 }

@@ -1,7 +1,7 @@
 //! Host-side quantized tensors: int8 values, scales, zero points, and their error metrics.
 
 use crate::scheme::{ParamLayout, check_shape};
-use crate::{Element, Error, QuantScheme, Result};
+use crate::{Element, Error, Mode, QuantScheme, Result};
 
 /// A quantized tensor on the host: one int8 per element (row-major, unpadded), one f32 scale
 /// per parameter, and for asymmetric schemes one int8 zero point per parameter.
@@ -31,7 +31,10 @@ impl QuantizedTensor {
     /// Assembles a quantized tensor from its parts, checking that they fit together.
     ///
     /// Use this to adopt int8 weights quantized elsewhere (e.g. a checkpoint, or the course's
-    /// `W8A16LinearLayer` buffers `int8_weights` and `scales`).
+    /// `W8A16LinearLayer` buffers `int8_weights` and `scales`). Each scale must be a positive
+    /// normal f32 no larger than [`max_scale`] of the scheme's mode, so that every dequantized
+    /// value is finite: zero, negative, subnormal or larger scales are an [`Error::BadScale`],
+    /// NaN and infinities an [`Error::NonFinite`].
     pub fn new(
         shape: &[usize],
         scheme: QuantScheme,
@@ -142,6 +145,33 @@ impl QuantizedTensor {
 }
 
 /// Checks that scales (finite) and zero points (only for asymmetric schemes) fit `layout`.
+/// The largest scale a block of `mode` may have: `f32::MAX / 128` symmetric, `f32::MAX / 256`
+/// asymmetric (powers of two, so the bounds are exact).
+///
+/// A dequantized value is `scale * (q - zp)` with `|q - zp| <= 128` (symmetric, `zp = 0`) or
+/// `<= 255` (asymmetric): within these bounds it is always finite. Quantizing a block whose scale
+/// would exceed them is an [`Error::RangeOverflow`](crate::Error::RangeOverflow); a given scale beyond them (from a checkpoint
+/// or [`QuantizedTensor::new`]) is an [`Error::BadScale`](crate::Error::BadScale).
+pub fn max_scale(mode: Mode) -> f32 {
+    match mode {
+        Mode::Symmetric => f32::MAX / 128.0,
+        Mode::Asymmetric => f32::MAX / 256.0,
+    }
+}
+
+/// Checks one given scale: positive, normal, at most [`max_scale`] (NaN and infinities are
+/// [`Error::NonFinite`](crate::Error::NonFinite)).
+pub(crate) fn check_scale(index: usize, value: f32, mode: Mode) -> Result<()> {
+    if !value.is_finite() {
+        return Err(Error::NonFinite { what: "scales".into(), position: vec![index], index, value });
+    }
+    let (min, max) = (f32::MIN_POSITIVE, max_scale(mode));
+    if !(min..=max).contains(&value) {
+        return Err(Error::BadScale { index, value, min, max });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_params(
     scheme: QuantScheme,
     shape: &[usize],
@@ -156,8 +186,8 @@ pub(crate) fn check_params(
             layout.num_params()
         )));
     }
-    if let Some(i) = scales.iter().position(|s| !s.is_finite()) {
-        return Err(Error::NonFinite { what: "scales".into(), position: vec![i], index: i, value: scales[i] });
+    for (i, &s) in scales.iter().enumerate() {
+        check_scale(i, s, scheme.mode)?;
     }
     match (zero_points, scheme.has_zero_point()) {
         (Some(z), true) if z.len() != layout.num_params() => {

@@ -4,7 +4,7 @@
 //! [`asymmetric_params`], [`quantize_value`]) are the numeric contract: `shaders/common.wgsl`
 //! performs the same f32 operations in the same order, so ints and scale bits agree exactly.
 
-use crate::quantized::QuantizedTensor;
+use crate::quantized::{QuantizedTensor, check_scale, max_scale};
 use crate::scheme::{ParamLayout, check_shape, unravel};
 use crate::{Element, Error, Mode, QuantScheme, Result};
 
@@ -35,8 +35,10 @@ pub fn symmetric_scale(absmax: f32) -> f32 {
 /// Without the widening, a block that excludes 0 (common for small groups) needs a zero point
 /// outside int8; clamping it then maps most of the block onto one int. With it, the zero point
 /// is always representable, 0 is exact, and a constant block `c` reconstructs as `c` within
-/// rounding (it uses `q = 127` or `-128`). An all-zero block (zero or subnormal scale) gets the
-/// symmetric parameters: scale 1, zero point 0. Returns `None` when `rmax - rmin` overflows f32.
+/// rounding (it uses `q = 127` or `-128`). A block whose scale would be zero or subnormal gets
+/// the symmetric parameters: zero point 0 and [`symmetric_scale`] of its absmax, which is
+/// `absmax / 127`, or 1 when that is subnormal too (an all-zero block). Returns `None` when
+/// `rmax - rmin` overflows f32.
 #[inline]
 pub fn asymmetric_params(rmin: f32, rmax: f32) -> Option<(f32, i8)> {
     let (rmin, rmax) = (rmin.min(0.0), rmax.max(0.0));
@@ -110,6 +112,9 @@ pub fn quantize<T: Element>(x: &[T], shape: &[usize], scheme: QuantScheme) -> Re
                 zps.push(z);
             }
         }
+        if scales[p] > max_scale(scheme.mode) {
+            return Err(Error::RangeOverflow { param: p });
+        }
     }
     let zps = scheme.has_zero_point().then_some(zps);
     quantize_with_params(x, shape, scheme, scales, zps)
@@ -127,8 +132,8 @@ pub fn quantize_with_params<T: Element>(
     check_len(x.len(), shape, "weight")?;
     check_finite(x, shape, "weight")?;
     let layout = scheme.layout(shape)?;
-    if let Some(i) = scales.iter().position(|&s| !(s.is_finite() && s > 0.0)) {
-        return Err(Error::Scheme(format!("scale {i} is {}; scales must be finite and positive", scales[i])));
+    for (i, &s) in scales.iter().enumerate() {
+        check_scale(i, s, scheme.mode)?;
     }
     let values = x
         .iter()
@@ -167,7 +172,8 @@ pub(crate) fn linear_dims(x_len: usize, w: &QuantizedTensor, bias_len: Option<us
 /// The fused int8 linear on the CPU, in f32 like the kernels:
 /// `y[m, n] = Σ_segments s * (Σ_k x[m,k] q[n,k] − z Σ_k x[m,k]) + bias[n]`, rounded once to `T`.
 ///
-/// `x` is `[rows, in]` row-major; the result is `[rows, out]`.
+/// `x` is `[rows, in]` row-major; the result is `[rows, out]`. A result that is not finite
+/// although every input is (beyond the dtype's range) is an [`Error::Overflow`].
 pub fn linear<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) -> Result<Vec<T>> {
     let (m, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
     check_finite(x, &[m, k], "activation")?;
@@ -198,7 +204,22 @@ pub fn linear<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) -> R
             y.push(T::from_f32(acc + b));
         }
     }
+    check_output(&y, &[m, n])?;
     Ok(y)
+}
+
+/// Finite inputs can still give a non-finite output (a sum beyond the dtype's range, or
+/// `inf - inf` in the zero-point term): an [`Error::Overflow`] naming the first one.
+pub(crate) fn check_output<T: Element>(y: &[T], shape: &[usize]) -> Result<()> {
+    match find_non_finite(y) {
+        None => Ok(()),
+        Some((index, value)) => Err(Error::Overflow {
+            what: format!("the linear output ({})", T::DTYPE),
+            position: unravel(index, shape),
+            index,
+            value,
+        }),
+    }
 }
 
 /// The f64 oracle for linear outputs: `y = x · dequant(W)ᵀ + bias`, all in f64.
@@ -267,6 +288,10 @@ mod tests {
         assert_eq!(z, -128);
         assert!((s * (f32::from(quantize_value(0.3, s, z)) + 128.0) - 0.3).abs() <= s / 2.0);
         assert_eq!(asymmetric_params(-3e38, 3e38), None);
+        // A range of a few subnormal steps: zero point 0 and absmax / 127, itself normal.
+        let (s, z) = asymmetric_params(0.0, 2e-36).unwrap();
+        assert!((2e-36f32 / 255.0).is_subnormal() && s.is_normal());
+        assert_eq!((s, z), (2e-36 / 127.0, 0));
     }
 
     #[test]

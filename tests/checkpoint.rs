@@ -178,6 +178,7 @@ fn layout_dtypes_shapes_and_config_are_as_specified() {
         "hidden_size": 10,
         "quantization_config": {
             "quant_method": "compressed-tensors",
+            "version": "0.20.1",
             "format": "pack-quantized",
             "quantization_status": "compressed",
             "config_groups": {"group_0": {
@@ -675,6 +676,13 @@ fn cli_quantize_inspect_and_errors() {
     assert!(stdout.contains("quantized 4 linear layers (w8a16, asym group 5, on CPU reference)"), "{stdout}");
     assert!(stdout.contains("linear weights:") && stdout.contains("model.layers.0.mlp.down_proj"), "{stdout}");
     assert!(stdout.contains("warning: exclude pattern `*nothing*` matches no tensor"), "{stdout}");
+    assert!(!stderr.contains("vLLM"), "group scales have a vLLM kernel: {stderr}");
+    // Per-tensor scales load in transformers but vLLM has no int8 weight-only kernel for them.
+    let args =
+        vec![a("quantize"), p(inp.path()), p(&out.path().join("t")), a("--cpu"), a("--granularity"), a("tensor")];
+    let (code, stdout, stderr) = run(args);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("warning: --granularity tensor has no vLLM kernel"), "{stderr}");
 
     let (code, stdout, stderr) = run(vec![a("inspect"), p(&dest)]);
     assert_eq!(code, Some(0), "{stderr}");

@@ -94,6 +94,7 @@ fn check_output(input: &Path, out: &Path, report: &int8_wgpu::QuantReport) {
         config["quantization_config"],
         json!({
             "quant_method": "compressed-tensors",
+            "version": "0.20.1",
             "format": "pack-quantized",
             "quantization_status": "compressed",
             "config_groups": {"group_0": {

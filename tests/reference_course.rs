@@ -448,11 +448,16 @@ fn group_size_that_does_not_divide_is_a_scheme_error() {
     }
     let r = reference::quantize(&x, &[2, 4], QuantScheme::symmetric(Granularity::PerChannel { axis: 2 }));
     assert!(matches!(r, Err(Error::Scheme(_))), "axis 2 on [2, 4]: expected Error::Scheme, found {r:?}");
-    // Non-positive or non-finite given scales.
-    for s in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+    // Non-positive, subnormal or too large given scales; non-finite ones.
+    for s in [0.0, -1.0, 1e-40, 3e38, f32::NAN, f32::INFINITY] {
         let r =
             reference::quantize_with_params(&x, &[2, 4], QuantScheme::symmetric(Granularity::PerTensor), vec![s], None);
-        assert!(matches!(r, Err(Error::Scheme(_))), "given scale {s}: expected Error::Scheme, found {r:?}");
+        let ok = if s.is_finite() {
+            matches!(r, Err(Error::BadScale { index: 0, .. }))
+        } else {
+            matches!(r, Err(Error::NonFinite { index: 0, .. }))
+        };
+        assert!(ok, "given scale {s}: expected BadScale or NonFinite, found {r:?}");
     }
     // Zero points missing for an asymmetric scheme, or given for a symmetric one.
     let r =

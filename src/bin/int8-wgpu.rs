@@ -125,6 +125,12 @@ fn scheme_of(args: &QuantizeArgs) -> Result<QuantScheme, String> {
 
 fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let scheme = scheme_of(&args)?;
+    if scheme.granularity == Granularity::PerTensor {
+        eprintln!(
+            "warning: --granularity tensor has no vLLM kernel (vLLM runs int8 weight-only checkpoints with \
+             channel or group scales); transformers loads it (README: \"What loads where\")"
+        );
+    }
     let method = match args.method {
         MethodArg::W8a16 => Method::W8A16,
         MethodArg::W8a32 => Method::W8A32,

@@ -7,7 +7,7 @@ use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::{check_params, pack_rows, unpack_rows};
 use crate::reference::check_finite;
-use crate::scheme::{ParamLayout, unravel};
+use crate::scheme::{ParamLayout, check_shape, unravel};
 use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 
 /// A quantized tensor on the GPU: packed int8 rows (four per `u32`, each row zero-padded to a
@@ -106,10 +106,13 @@ impl Gpu {
         shape: &[usize],
         scheme: QuantScheme,
     ) -> Result<GpuQuantizedTensor> {
-        let numel = check_numel(shape, "weight")?;
+        // The same checks in the same order as the CPU path, so both give the same error kind;
+        // the device's 32-bit indexing limit comes last.
+        let numel = check_shape(shape, "weight")?;
         if x.len() != numel {
             return Err(Error::Shape(format!("weight has {} elements but shape {shape:?} needs {numel}", x.len())));
         }
+        check_numel(shape, "weight")?;
         scheme.layout(shape)?;
         let (rows, cols) = rows_cols(shape);
         let mut inputs = Vec::new();
@@ -453,6 +456,16 @@ impl GpuQuantizedTensor {
 mod tests {
     use super::*;
     use crate::reference;
+
+    /// The finalize kernel's scale bounds are `quantized::max_scale`, written as bits.
+    #[test]
+    fn shader_scale_bounds_are_max_scale() {
+        let src = include_str!("../../shaders/quantize.wgsl");
+        for mode in [crate::Mode::Symmetric, crate::Mode::Asymmetric] {
+            let bits = format!("bitcast<f32>({:#x}u)", crate::quantized::max_scale(mode).to_bits());
+            assert!(src.contains(&bits), "quantize.wgsl lacks {bits} ({mode:?})");
+        }
+    }
 
     /// The test device (as `tests/common`): under `CI=true` a missing adapter fails the test,
     /// elsewhere the test reports itself skipped.

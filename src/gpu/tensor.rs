@@ -21,10 +21,11 @@ pub struct GpuTensor {
 impl GpuTensor {
     /// Uploads a host slice (row-major, `shape`).
     pub fn from_host<T: Element>(gpu: &Gpu, data: &[T], shape: &[usize]) -> Result<Self> {
-        let numel = check_numel(shape, "tensor")?;
+        let numel = check_shape(shape, "tensor")?;
         if data.len() != numel {
             return Err(Error::Shape(format!("{} elements given for shape {shape:?} ({numel})", data.len())));
         }
+        check_numel(shape, "tensor")?;
         let buffer = gpu.storage_buffer("int8-wgpu tensor", bytemuck::cast_slice(data))?;
         Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype: T::DTYPE })
     }
