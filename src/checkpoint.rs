@@ -756,8 +756,19 @@ pub fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
 
 /// The tensor exactly as a checkpoint stores it when its scales are exported in `scale_dtype`:
 /// same ints and zero points, each scale rounded to `scale_dtype` (round to nearest even).
+///
+/// A scale below f16's range (a row of an f16 model whose weights are all below about 4e-6 in
+/// magnitude) would round to 0, which no loader can use: it is exported as f16's smallest
+/// positive value, 2⁻²⁴, instead. bf16 has f32's range and never underflows.
 pub fn exported(q: &QuantizedTensor, scale_dtype: DType) -> Result<QuantizedTensor> {
-    let scales = q.scales().iter().map(|&s| scale_dtype.round(s)).collect();
+    let scales = q
+        .scales()
+        .iter()
+        .map(|&s| match (scale_dtype, scale_dtype.round(s)) {
+            (DType::F16, 0.0) => half::f16::from_bits(1).to_f32(),
+            (_, r) => r,
+        })
+        .collect();
     QuantizedTensor::new(q.shape(), q.scheme(), q.values().to_vec(), scales, q.zero_points().map(<[i8]>::to_vec))
 }
 
@@ -1019,6 +1030,17 @@ mod tests {
         assert_eq!(w[0] & 0xFF, u32::from(z[0] as u8 ^ 0x80));
         assert_eq!((w[0] >> 8) & 0xFF, u32::from(z[3] as u8 ^ 0x80));
         assert_eq!(unpack_dim0(&words_bytes(&w), 5, 3), z);
+    }
+
+    #[test]
+    fn f16_scales_that_underflow_export_as_the_smallest_f16() {
+        let w = [3e-6f32, -1e-6, 0.5, 0.25];
+        let q = crate::reference::quantize(&w, &[2, 2], QuantScheme::default()).unwrap();
+        assert_eq!(DType::F16.round(q.scales()[0]), 0.0, "the case this test is about");
+        let e = exported(&q, DType::F16).unwrap();
+        assert_eq!(e.scales()[0], 2f32.powi(-24));
+        assert_eq!(e.scales()[1], DType::F16.round(q.scales()[1]));
+        assert_eq!(e.values(), q.values());
     }
 
     #[test]
