@@ -1,5 +1,8 @@
 //! The WGSL kernel families: their sources, entry points and bindings.
 
+#[cfg(test)]
+use std::collections::HashMap;
+
 use wgpu::BufferBindingType as B;
 
 use crate::DType;
@@ -179,6 +182,130 @@ impl Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+    /// Every (kernel, variant) the crate can ask `Gpu::pipeline` for (a superset: all flag
+    /// combinations of the linear kernels, whatever the device).
+    fn every_pipeline() -> Vec<(Kernel, Variant)> {
+        let mut v = Vec::new();
+        for dt in DTYPES {
+            for k in [Kernel::Stats, Kernel::Finalize, Kernel::Quantize] {
+                v.push((k, Variant::new(dt, DType::F32)));
+            }
+            v.push((Kernel::Dequantize, Variant::new(DType::F32, dt)));
+            for k in [Kernel::Gemv, Kernel::Gemm, Kernel::GemmDense] {
+                v.push((k, Variant::new(dt, dt)));
+            }
+            for (grouped, asym, subgroups, rpt) in
+                (0..24).map(|i| (i & 1 != 0, i & 2 != 0, i & 4 != 0, [1, 2, 4][i / 8]))
+            {
+                let var = Variant { grouped, asym, subgroups, rpt, ..Variant::new(dt, dt) };
+                v.push((Kernel::GemvFast, var));
+                if !grouped && !asym {
+                    v.push((Kernel::GemvDense, var));
+                }
+            }
+        }
+        v.push((Kernel::Roofline, Variant::new(DType::F32, DType::F32)));
+        v.push((Kernel::DivCheck, Variant::new(DType::F32, DType::F32)));
+        v
+    }
+
+    /// Every pipeline variant translates to SPIR-V (Vulkan), MSL (Metal), HLSL (DX12) and
+    /// GLSL ES 3.1 (GL; subgroup variants excepted, wgpu's GL backend has no subgroups), with
+    /// its override constants applied, as wgpu would translate it: a kernel that only one
+    /// backend has seen fails here, on any machine.
+    #[test]
+    fn every_pipeline_translates_for_every_backend() {
+        use naga::back::{glsl, hlsl, msl, spv};
+        use naga::valid::{Capabilities, ValidationFlags, Validator};
+        let mut modules = HashMap::new();
+        let mut translated = 0;
+        for (kernel, variant) in every_pipeline() {
+            let family = kernel.family(variant);
+            let (module, info) = modules.entry(family).or_insert_with(|| {
+                let module = naga::front::wgsl::parse_str(&family.source())
+                    .unwrap_or_else(|e| panic!("{}: {}", family.name(), e.emit_to_string(&family.source())));
+                let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", family.name()));
+                (module, info)
+            });
+            let ctx = format!("{} {variant:?}", kernel.entry());
+            let mut constants = naga::back::PipelineConstants::default();
+            constants.insert("IN_DT".into(), f64::from(variant.in_dt.shader_code()));
+            constants.insert("OUT_DT".into(), f64::from(variant.out_dt.shader_code()));
+            for (name, value) in kernel.extra_constants(variant) {
+                constants.insert(name.into(), value);
+            }
+            let stage = naga::ShaderStage::Compute;
+            let (module, info) = naga::back::pipeline_constants::process_overrides(
+                module,
+                info,
+                Some((stage, kernel.entry())),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{ctx}: overrides: {e:?}"));
+            let spv_pipeline = spv::PipelineOptions { shader_stage: stage, entry_point: kernel.entry().into() };
+            spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipeline))
+                .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e:?}"));
+            // As wgpu's Metal backend does: one buffer slot per binding of the layout, no
+            // invented bindings, a sizes buffer for runtime-sized arrays.
+            let resources = family
+                .bindings()
+                .iter()
+                .map(|&(binding, ty)| {
+                    let target =
+                        msl::BindTarget { buffer: Some(binding as u8), mutable: ty == RW, ..Default::default() };
+                    (naga::ResourceBinding { group: 0, binding }, target)
+                })
+                .collect();
+            let entry = msl::EntryPointResources { resources, immediates_buffer: None, sizes_buffer: Some(30) };
+            let msl_options = msl::Options {
+                lang_version: (2, 4),
+                fake_missing_bindings: false,
+                per_entry_point_map: [(kernel.entry().to_string(), entry)].into(),
+                ..Default::default()
+            };
+            let msl_pipeline =
+                msl::PipelineOptions { entry_point: Some((stage, kernel.entry().into())), ..Default::default() };
+            let (_, msl_info) = msl::write_string(&module, &info, &msl_options, &msl_pipeline)
+                .unwrap_or_else(|e| panic!("{ctx}: MSL: {e:?}"));
+            // A missing or mistyped binding drops the entry point instead of failing the call.
+            for name in msl_info.entry_point_names {
+                name.unwrap_or_else(|e| panic!("{ctx}: MSL entry point: {e:?}"));
+            }
+            let hlsl_options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_0, ..Default::default() };
+            let hlsl_pipeline = hlsl::PipelineOptions { entry_point: Some((stage, kernel.entry().into())) };
+            let mut out = String::new();
+            hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{ctx}: HLSL: {e:?}"));
+            translated += 3;
+            if !variant.subgroups {
+                let glsl_options = glsl::Options {
+                    version: glsl::Version::Embedded { version: 310, is_webgl: false },
+                    ..Default::default()
+                };
+                let glsl_pipeline =
+                    glsl::PipelineOptions { shader_stage: stage, entry_point: kernel.entry().into(), multiview: None };
+                let mut out = String::new();
+                glsl::Writer::new(
+                    &mut out,
+                    &module,
+                    &info,
+                    &glsl_options,
+                    &glsl_pipeline,
+                    naga::proc::BoundsCheckPolicies::default(),
+                )
+                .and_then(|mut w| w.write().map(|_| ()))
+                .unwrap_or_else(|e| panic!("{ctx}: GLSL: {e:?}"));
+                translated += 1;
+            }
+        }
+        assert!(translated > 400, "{translated} translations");
+    }
 
     /// Every family parses and validates with naga, on any machine (no device needed).
     #[test]
