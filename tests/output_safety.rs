@@ -344,6 +344,34 @@ fn a_255_byte_output_name_works() {
     assert_eq!(temp_folders(out.path()), Vec::<String>::new());
 }
 
+#[test]
+fn remove_temp_folders_stops_the_runs_in_progress() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("stop-in"), TempDir::new("stop-out"));
+    write_model(inp.path(), 3, 8);
+    let dest = out.path().join("q");
+    let parent = out.path().to_path_buf();
+    let mut seen = Vec::new();
+    let e = run_meddling(quantizer(inp.path(), &dest), || {
+        seen = temp_folders(&parent);
+        quantizer::remove_temp_folders().unwrap();
+    })
+    .unwrap_err();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: the run was interrupted: its temporary output folder `{}` was removed",
+            parent.join(&seen[0]).display()
+        )
+    );
+    assert!(!dest.exists());
+    assert_eq!(temp_folders(&parent), Vec::<String>::new());
+    // Nothing left to remove; later runs are unaffected.
+    quantizer::remove_temp_folders().unwrap();
+    assert_eq!(quantizer(inp.path(), &dest).run().unwrap().layers.len(), 3);
+}
+
 // ---- The CLI under signals -------------------------------------------------------------------
 
 fn exe() -> Option<&'static str> {
