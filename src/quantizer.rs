@@ -33,11 +33,50 @@
 //! runs f32 activations; `w8a16` runs the checkpoint's own dtype when it is f16 or bf16, and bf16
 //! for f32 checkpoints (bf16 keeps f32's range, so activations cannot overflow as in f16).
 //!
-//! # Safety
+//! # Output
 //!
-//! The output is written into a temporary sibling folder and renamed into place only when
-//! complete; the input is only read. An existing output is an error unless
-//! [`Quantizer::overwrite`] is set.
+//! The input is only read. The output is written into a temporary folder beside it,
+//! `.int8-wgpu-tmp-<pid>-<n>` (a short name, whatever the output's), and renamed into place only
+//! when complete.
+//!
+//! - An existing output is an error unless [`Quantizer::overwrite`] is set, and so is one that
+//!   appears while the run works (another program or run created it): the final rename never
+//!   replaces anything (Linux `renameat2(RENAME_NOREPLACE)`, macOS `renamex_np(RENAME_EXCL)`,
+//!   elsewhere creating the folder exclusively and renaming over it while it is empty). What
+//!   appeared is left as it is and the run's result discarded.
+//! - With `overwrite`, an output folder (never a file) is exchanged with the new one in one step
+//!   (`RENAME_EXCHANGE`, `RENAME_SWAP`), so that the path holds the old or the new output at
+//!   every instant; then the old copy is removed. A failure to remove it does not fail the run: the
+//!   report warns, naming the folder. Where the file system cannot exchange two paths (NFS, some
+//!   FUSE file systems, other OSes), the old output is first moved aside to
+//!   `.int8-wgpu-old-<pid>-<n>`, so the path is empty for a moment; should the new output then not
+//!   move in, the old one is put back.
+//! - A process that stops on a signal leaves no temporary folder when it calls
+//!   [`remove_temp_folders`] before exiting; the `int8-wgpu` CLI does, on SIGINT, SIGTERM and
+//!   SIGHUP. On Unix, the temporary folders of runs killed outright (`kill -9`, a crash) are removed
+//!   by the next run into the same parent folder: those whose process is gone (or whose pid is this
+//!   process's own, reused, and not one of its runs), unless a live run holds the lock on the
+//!   folder that each run keeps on its own (a run in another pid namespace or on another machine).
+//!   Older versions' `.<output>.int8-wgpu-tmp-<pid>-<n>` folders are removed alike, but not their
+//!   `<that>.old` folders, which may hold the only copy of a previous output; nor are
+//!   `.int8-wgpu-old-*` folders. Elsewhere stale folders are left alone.
+//!
+//! # Other files
+//!
+//! The other files of an input folder (tokenizer, configs, sub-folders such as `1_Pooling`) are
+//! copied, except safetensors files, the index, `config.json`, other weight formats (a warning)
+//! and hidden folders (`.git`, `.cache`). Nothing outside the input folder is ever read:
+//!
+//! - A symbolic link to a folder is never followed, wherever it points (`tok -> /etc` and
+//!   `self -> .` alike): it is not copied, and the report warns.
+//! - A symbolic link to a file is copied, as a regular file, when the file it resolves to is in
+//!   the input folder, or, for a Hugging Face hub cache snapshot
+//!   (`models--<org>--<name>/snapshots/<revision>/`, whose entries all link to
+//!   `../../blobs/<hash>`), in that model's `blobs/` folder. A link resolving anywhere else or
+//!   nowhere is not copied, and the report warns, naming it and where it leads.
+//! - FIFOs, sockets and devices are neither copied nor opened (reading a FIFO would wait
+//!   forever); the report warns. Files are opened without following a link or blocking, and
+//!   checked again once open, so an entry swapped in the meantime is not read either.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -454,7 +493,8 @@ impl Quantizer {
         self
     }
 
-    /// Whether an existing output folder is replaced (default: no, it is an error).
+    /// Whether an existing output folder is replaced, also one that appears while the run works
+    /// (default: no, either is an error). See the module docs, "Output".
     pub fn overwrite(mut self, yes: bool) -> Self {
         self.overwrite = yes;
         self

@@ -470,7 +470,7 @@ fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
     signal(&child, libc::SIGKILL);
     let (status, _) = wait_exit(child);
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
-    assert_eq!(temp_folders(out.path()), [killed.clone()], "kill -9 leaves its folder");
+    assert_eq!(temp_folders(out.path()), std::slice::from_ref(&killed), "kill -9 leaves its folder");
 
     // A folder of a live process (ours) is left alone, as is anything not of our naming. Older
     // versions named theirs `.<output>.int8-wgpu-tmp-<pid>-<nanos>` (removed when the process is

@@ -84,7 +84,8 @@ struct QuantizeArgs {
     /// Quantize on the CPU reference instead of the GPU (the files are byte-identical).
     #[arg(long)]
     cpu: bool,
-    /// Replace the output folder if it exists.
+    /// Replace the output folder if it exists (or appears during the run); without it, nothing at
+    /// the output path is ever replaced.
     #[arg(long)]
     force: bool,
     /// Random activation rows per layer for the output-error column (0 skips it).
