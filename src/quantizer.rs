@@ -33,11 +33,50 @@
 //! runs f32 activations; `w8a16` runs the checkpoint's own dtype when it is f16 or bf16, and bf16
 //! for f32 checkpoints (bf16 keeps f32's range, so activations cannot overflow as in f16).
 //!
-//! # Safety
+//! # Output
 //!
-//! The output is written into a temporary sibling folder and renamed into place only when
-//! complete; the input is only read. An existing output is an error unless
-//! [`Quantizer::overwrite`] is set.
+//! The input is only read. The output is written into a temporary folder beside it,
+//! `.int8-wgpu-tmp-<pid>-<n>` (a short name, whatever the output's), and renamed into place only
+//! when complete.
+//!
+//! - An existing output is an error unless [`Quantizer::overwrite`] is set, and so is one that
+//!   appears while the run works (another program or run created it): the final rename never
+//!   replaces anything (Linux `renameat2(RENAME_NOREPLACE)`, macOS `renamex_np(RENAME_EXCL)`,
+//!   elsewhere creating the folder exclusively and renaming over it while it is empty). What
+//!   appeared is left as it is and the run's result discarded.
+//! - With `overwrite`, an output folder (never a file) is exchanged with the new one in one step
+//!   (`RENAME_EXCHANGE`, `RENAME_SWAP`), so that the path holds the old or the new output at
+//!   every instant; then the old copy is removed. A failure to remove it does not fail the run: the
+//!   report warns, naming the folder. Where the file system cannot exchange two paths (NFS, some
+//!   FUSE file systems, other OSes), the old output is first moved aside to
+//!   `.int8-wgpu-old-<pid>-<n>`, so the path is empty for a moment; should the new output then not
+//!   move in, the old one is put back.
+//! - A process that stops on a signal leaves no temporary folder when it calls
+//!   [`remove_temp_folders`] before exiting; the `int8-wgpu` CLI does, on SIGINT, SIGTERM and
+//!   SIGHUP. On Unix, the temporary folders of runs killed outright (`kill -9`, a crash) are removed
+//!   by the next run into the same parent folder: those whose process is gone (or whose pid is this
+//!   process's own, reused, and not one of its runs), unless a live run holds the lock on the
+//!   folder that each run keeps on its own (a run in another pid namespace or on another machine).
+//!   Older versions' `.<output>.int8-wgpu-tmp-<pid>-<n>` folders are removed alike, but not their
+//!   `<that>.old` folders, which may hold the only copy of a previous output; nor are
+//!   `.int8-wgpu-old-*` folders. Elsewhere stale folders are left alone.
+//!
+//! # Other files
+//!
+//! The other files of an input folder (tokenizer, configs, sub-folders such as `1_Pooling`) are
+//! copied, except safetensors files, the index, `config.json`, other weight formats (a warning)
+//! and hidden folders (`.git`, `.cache`). Nothing outside the input folder is ever read:
+//!
+//! - A symbolic link to a folder is never followed, wherever it points (`tok -> /etc` and
+//!   `self -> .` alike): it is not copied, and the report warns.
+//! - A symbolic link to a file is copied, as a regular file, when the file it resolves to is in
+//!   the input folder, or, for a Hugging Face hub cache snapshot
+//!   (`models--<org>--<name>/snapshots/<revision>/`, whose entries all link to
+//!   `../../blobs/<hash>`), in that model's `blobs/` folder. A link resolving anywhere else or
+//!   nowhere is not copied, and the report warns, naming it and where it leads.
+//! - FIFOs, sockets and devices are neither copied nor opened (reading a FIFO would wait
+//!   forever); the report warns. Files are opened without following a link or blocking, and
+//!   checked again once open, so an entry swapped in the meantime is not read either.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -51,6 +90,11 @@ use crate::checkpoint::{
     self, CONFIG_FILE, Checkpoint, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, OutTensor, TensorDtype, TensorInfo,
 };
 use crate::{DType, Element, Error, Gpu, QuantScheme, QuantizedTensor, Result, reference};
+
+mod extra_files;
+mod output;
+
+pub use output::remove_temp_folders;
 
 /// How the quantized model runs: int8 weights with 16-bit or f32 activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -376,23 +420,6 @@ pub struct Quantizer {
     overwrite: bool,
 }
 
-/// File extensions of weight formats that are not copied into the output (they would carry the
-/// float weights along).
-const WEIGHT_EXTENSIONS: &[&str] = &["safetensors", "bin", "pt", "pth", "h5", "msgpack", "ot", "onnx", "ckpt", "gguf"];
-
-struct TmpDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 impl Quantizer {
     /// A quantizer from `input` (a checkpoint folder or a `.safetensors` file) to the folder
     /// `output`, with the defaults: `w8a16`, symmetric per output channel, default excludes,
@@ -466,7 +493,8 @@ impl Quantizer {
         self
     }
 
-    /// Whether an existing output folder is replaced (default: no, it is an error).
+    /// Whether an existing output folder is replaced, also one that appears while the run works
+    /// (default: no, either is an error). See the module docs, "Output".
     pub fn overwrite(mut self, yes: bool) -> Self {
         self.overwrite = yes;
         self
@@ -580,17 +608,15 @@ impl Quantizer {
         let targets: BTreeSet<&str> = plan.targets.iter().map(String::as_str).collect();
         let total = targets.len();
 
+        if self.output.file_name().is_none() {
+            return Err(Error::Checkpoint(format!("output path `{}` has no folder name", self.output.display())));
+        }
         let parent = self.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| Error::io("creating folder", parent, e))?;
-        let out_name = self
-            .output
-            .file_name()
-            .ok_or_else(|| Error::Checkpoint(format!("output path `{}` has no folder name", self.output.display())))?;
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let tmp_path =
-            parent.join(format!(".{}.int8-wgpu-tmp-{}-{stamp}", out_name.to_string_lossy(), std::process::id()));
-        fs::create_dir(&tmp_path).map_err(|e| Error::io("creating folder", &tmp_path, e))?;
-        let mut tmp = TmpDir { path: tmp_path, keep: false };
+        // Absolute: the registered temporary folder must stay valid if the process changes directory.
+        let parent = std::path::absolute(parent).map_err(|e| Error::io("resolving", parent, e))?;
+        let stale_warnings = output::remove_stale(&parent);
+        let tmp = output::TmpDir::create(&parent)?;
 
         let mut layers = Vec::new();
         let mut weight_map = BTreeMap::new();
@@ -630,15 +656,18 @@ impl Quantizer {
             let mut metadata = ckpt.file_metadata(i).cloned().unwrap_or_default();
             metadata.entry("format".into()).or_insert_with(|| "pt".into());
             metadata.insert(METHOD_METADATA_KEY.into(), self.method.to_string());
-            checkpoint::write_safetensors(&tmp.path.join(&file_name), out, Some(metadata))?;
+            tmp.ensure_live()?;
+            checkpoint::write_safetensors(&tmp.path().join(&file_name), out, Some(metadata))?;
         }
         progress(Progress { done: layers.len(), total, layer: None });
 
         let mut warnings = plan.warnings.clone();
+        warnings.extend(stale_warnings);
         let mut copied_files = Vec::new();
+        tmp.ensure_live()?;
         if ckpt.is_sharded() {
             let index = json!({ "metadata": { "total_size": total_after }, "weight_map": weight_map });
-            checkpoint::write_json(&tmp.path.join(INDEX_FILE), &index)?;
+            checkpoint::write_json(&tmp.path().join(INDEX_FILE), &index)?;
         }
         if let Some(dir) = ckpt.folder() {
             if let Some(config) = ckpt.config() {
@@ -650,13 +679,12 @@ impl Quantizer {
                     )));
                 };
                 obj.insert("quantization_config".into(), checkpoint::quantization_config(self.scheme, &plan.ignore)?);
-                checkpoint::write_json(&tmp.path.join(CONFIG_FILE), &config)?;
+                checkpoint::write_json(&tmp.path().join(CONFIG_FILE), &config)?;
             }
-            copy_extra_files(dir, Path::new(""), &tmp.path, &mut copied_files, &mut warnings)?;
+            extra_files::copy_extra_files(dir, tmp.path(), &mut copied_files, &mut warnings)?;
         }
 
-        self.commit(&tmp.path)?;
-        tmp.keep = true;
+        warnings.extend(output::commit(tmp, &self.output, self.overwrite)?);
         Ok(QuantReport {
             input: self.input.clone(),
             output: self.output.clone(),
@@ -765,23 +793,6 @@ impl Quantizer {
         };
         Ok((report, tensors))
     }
-
-    /// Moves the finished temporary folder into place.
-    fn commit(&self, tmp: &Path) -> Result<()> {
-        if self.output.exists() {
-            let mut old = tmp.as_os_str().to_owned();
-            old.push(".old");
-            let old = PathBuf::from(old);
-            fs::rename(&self.output, &old).map_err(|e| Error::io("moving aside", &self.output, e))?;
-            if let Err(e) = fs::rename(tmp, &self.output) {
-                let _ = fs::rename(&old, &self.output);
-                return Err(Error::io("renaming into place", &self.output, e));
-            }
-            fs::remove_dir_all(&old).map_err(|e| Error::io("removing", &old, e))
-        } else {
-            fs::rename(tmp, &self.output).map_err(|e| Error::io("renaming into place", &self.output, e))
-        }
-    }
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -861,54 +872,6 @@ fn output_error(q: &QuantizedTensor, w: &[f32], rows: usize, seed: u64) -> Resul
         f64::INFINITY
     };
     Ok((rel, max))
-}
-
-/// Copies the folder's other files (tokenizer, configs, sub-folders such as `1_Pooling`) into
-/// `dest`, except safetensors files, the index, `config.json`, other weight formats and hidden
-/// folders (`.git`, `.cache`).
-fn copy_extra_files(
-    root: &Path,
-    rel: &Path,
-    dest: &Path,
-    copied: &mut Vec<PathBuf>,
-    warnings: &mut Vec<String>,
-) -> Result<()> {
-    let dir = root.join(rel);
-    let mut entries: Vec<_> = fs::read_dir(&dir)
-        .map_err(|e| Error::io("listing", &dir, e))?
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| Error::io("listing", &dir, e))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        let rel_path = rel.join(&name);
-        let src = entry.path();
-        let Ok(meta) = fs::metadata(&src) else { continue };
-        let lossy = name.to_string_lossy();
-        if meta.is_dir() {
-            if lossy.starts_with('.') {
-                continue;
-            }
-            let d = dest.join(&rel_path);
-            fs::create_dir_all(&d).map_err(|e| Error::io("creating folder", &d, e))?;
-            copy_extra_files(root, &rel_path, dest, copied, warnings)?;
-            continue;
-        }
-        if rel.as_os_str().is_empty() && (lossy == INDEX_FILE || lossy == CONFIG_FILE) {
-            continue;
-        }
-        let ext = Path::new(&name).extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
-        if ext.as_deref().is_some_and(|e| WEIGHT_EXTENSIONS.contains(&e)) {
-            if ext.as_deref() != Some("safetensors") || !rel.as_os_str().is_empty() {
-                warnings.push(format!("not copied: `{}` (another weight format)", rel_path.display()));
-            }
-            continue;
-        }
-        let to = dest.join(&rel_path);
-        fs::copy(&src, &to).map_err(|e| Error::io("copying", &src, e))?;
-        copied.push(rel_path);
-    }
-    Ok(())
 }
 
 /// Reads the method a checkpoint was written with, from its `__metadata__`.

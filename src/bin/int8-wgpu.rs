@@ -84,7 +84,8 @@ struct QuantizeArgs {
     /// Quantize on the CPU reference instead of the GPU (the files are byte-identical).
     #[arg(long)]
     cpu: bool,
-    /// Replace the output folder if it exists.
+    /// Replace the output folder if it exists (or appears during the run); without it, nothing at
+    /// the output path is ever replaced.
     #[arg(long)]
     force: bool,
     /// Random activation rows per layer for the output-error column (0 skips it).
@@ -124,6 +125,8 @@ fn scheme_of(args: &QuantizeArgs) -> Result<QuantScheme, String> {
 }
 
 fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(unix)]
+    remove_temp_folders_on_signals();
     let scheme = scheme_of(&args)?;
     if scheme.granularity == Granularity::PerTensor {
         eprintln!(
@@ -178,6 +181,37 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("{}", report?);
     Ok(())
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, removes the unfinished output and exits with 128 + the signal's
+/// number, the status a shell reports for a process the signal killed. Without this, the
+/// temporary folder stays until the next run into the same parent folder removes it.
+#[cfg(unix)]
+fn remove_temp_folders_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: cannot handle SIGINT/SIGTERM ({e}); an interrupted run leaves its temporary folder");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        let Some(sig) = signals.forever().next() else { return };
+        let name = match sig {
+            SIGINT => "SIGINT",
+            SIGTERM => "SIGTERM",
+            _ => "SIGHUP",
+        };
+        match quantizer::remove_temp_folders() {
+            Ok(()) => eprintln!("\ninterrupted by {name}; the unfinished output was removed"),
+            Err(e) => eprintln!("\ninterrupted by {name}; could not remove the unfinished output: {e}"),
+        }
+        // _exit, not exit: no atexit handlers (the GPU driver's) may run on this thread while the
+        // main thread is still inside the driver.
+        // SAFETY: ends the process; nothing is touched afterwards.
+        unsafe { libc::_exit(128 + sig) }
+    });
 }
 
 fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {

@@ -1,0 +1,597 @@
+//! Where a run writes: a temporary folder beside the output, moved into place when complete.
+//!
+//! - The temporary folder is `.int8-wgpu-tmp-<pid>-<n>` in the output's parent: short and
+//!   independent of the output's name, so that every output name that fits the file system fits
+//!   it too.
+//! - While a run lives, its folder is in a process-wide list, so that [`remove_temp_folders`]
+//!   (from a signal handler) can remove it, and locked (`flock`), so that another process can
+//!   tell it is live even where the pid in its name says nothing (another pid namespace, another
+//!   machine on a network file system).
+//! - A run first removes the temporary folders that killed runs left in the output's parent.
+//! - The move into place never replaces anything without `overwrite`. With it, the old output is
+//!   exchanged with the new one in one step where the OS can (Linux `renameat2`, macOS
+//!   `renamex_np`), then removed; elsewhere it is moved aside first.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::{Error, Result};
+
+/// How a temporary folder's name starts; `<pid>-<n>` follows. Older versions put the output's
+/// name in front: `.<output>.int8-wgpu-tmp-<pid>-<nanoseconds>`.
+const TMP_MARK: &str = ".int8-wgpu-tmp-";
+
+/// The temporary folders of this process's runs in progress (absolute paths).
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// The `<n>` of the next temporary folder: one process may run several quantizations.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn live() -> MutexGuard<'static, Vec<PathBuf>> {
+    // The list stays valid whatever panicked while holding it.
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes the temporary folders of this process's quantizations in progress; each of those runs
+/// then fails (its folder is gone) instead of writing an output.
+///
+/// For applications that handle SIGINT and SIGTERM themselves: call it from the handler before
+/// the process exits. The handler must run on an ordinary thread, as those of the `ctrlc` and
+/// `signal-hook` crates do, not inside a raw signal handler: this takes a lock and removes files.
+/// The `int8-wgpu` command-line tool does exactly this. Folders that no process got to remove
+/// (`kill -9`, a crash, a power cut) are removed by the next run into the same parent folder.
+///
+/// Every folder is tried; the first failure is returned.
+pub fn remove_temp_folders() -> Result<()> {
+    let mut first = Ok(());
+    for path in live().drain(..) {
+        if let Err(e) = remove_all(&path) {
+            first = first.and(Err(Error::io("removing", path, e)));
+        }
+    }
+    first
+}
+
+/// A run's temporary output folder, removed when dropped unless [`commit`] moved it into place.
+pub(crate) struct TmpDir {
+    path: PathBuf,
+    /// Held for the folder's life; `None` where locks are not supported.
+    _lock: Option<File>,
+}
+
+impl TmpDir {
+    /// Creates a new temporary folder in `parent` (an absolute path) and registers it.
+    pub(crate) fn create(parent: &Path) -> Result<TmpDir> {
+        let mut live = live();
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = parent.join(format!("{TMP_MARK}{}-{n}", std::process::id()));
+            match fs::create_dir(&path) {
+                Ok(()) => {
+                    live.push(path.clone());
+                    let _lock = try_lock(&path).ok().flatten();
+                    return Ok(TmpDir { path, _lock });
+                }
+                // Left by an earlier process with our pid, and not (yet) removable.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io("creating folder", &path, e)),
+            }
+        }
+    }
+
+    /// The folder.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fails if [`remove_temp_folders`] removed the folder: the run was interrupted.
+    pub(crate) fn ensure_live(&self) -> Result<()> {
+        if live().contains(&self.path) { Ok(()) } else { Err(interrupted(&self.path)) }
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let mut live = live();
+        if let Some(i) = live.iter().position(|p| *p == self.path) {
+            live.swap_remove(i);
+            let _ = remove_all(&self.path);
+        }
+    }
+}
+
+fn interrupted(tmp: &Path) -> Error {
+    Error::Checkpoint(format!("the run was interrupted: its temporary output folder `{}` was removed", tmp.display()))
+}
+
+fn appeared(output: &Path) -> Error {
+    Error::Checkpoint(format!(
+        "output `{}` appeared while quantizing (another program or run created it); it was left as it is and this \
+         run's result discarded; remove it, choose another folder, or allow overwriting (--force)",
+        output.display()
+    ))
+}
+
+fn not_a_folder(output: &Path) -> Error {
+    Error::Checkpoint(format!("output `{}` exists and is not a folder", output.display()))
+}
+
+/// Moves the finished `tmp` to `output`. Without `overwrite`, nothing at `output` is ever
+/// replaced. With it, a folder there is replaced and its old copy removed; a failure to remove
+/// that copy is not an error but a warning, returned.
+pub(crate) fn commit(tmp: TmpDir, output: &Path, overwrite: bool) -> Result<Vec<String>> {
+    commit_with(tmp, output, overwrite, remove_all)
+}
+
+/// [`commit`], removing the old output with `remove` (tests make it fail).
+fn commit_with(
+    tmp: TmpDir,
+    output: &Path,
+    overwrite: bool,
+    remove: fn(&Path) -> io::Result<()>,
+) -> Result<Vec<String>> {
+    let mut live = live();
+    // Under the lock: an interrupt either removes the folder before the move or finds it moved.
+    let Some(i) = live.iter().position(|p| *p == tmp.path) else { return Err(interrupted(&tmp.path)) };
+    let old = if overwrite { replace(&tmp.path, output)? } else { place(&tmp.path, output).map(|()| None)? };
+    if old.as_deref() != Some(tmp.path.as_path()) {
+        live.swap_remove(i);
+    }
+    drop(live);
+    let Some(old) = old else { return Ok(Vec::new()) };
+    // An exchanged old copy stays registered while it is removed, so an interrupt removes it too.
+    let removed = remove(&old);
+    live_forget(&old);
+    Ok(match removed {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![format!(
+            "the previous output was replaced, but its old copy `{}` could not be removed ({e}); delete it",
+            old.display()
+        )],
+    })
+}
+
+fn live_forget(path: &Path) {
+    live().retain(|p| p != path);
+}
+
+/// Moves `tmp` to the free path `output`.
+fn place(tmp: &Path, output: &Path) -> Result<()> {
+    rename_no_replace(tmp, output).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => appeared(output),
+        _ => Error::io("moving into place", output, e),
+    })
+}
+
+/// Moves `tmp` to `output`, replacing a folder there. Returns where the old output is now, if
+/// there was one: `tmp` after an exchange, a sibling of `output` where it was moved aside.
+fn replace(tmp: &Path, output: &Path) -> Result<Option<PathBuf>> {
+    // Another program may create or remove `output` between the steps: a few tries.
+    for _ in 0..3 {
+        match rename_no_replace(tmp, output) {
+            Ok(()) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("moving into place", output, e)),
+        }
+        match fs::metadata(output) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(not_a_folder(output)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("moving into place", output, e)),
+        }
+        match exchange(tmp, output) {
+            Ok(()) => return Ok(Some(tmp.to_path_buf())),
+            Err(e) if unsupported(&e) => return move_aside_and_replace(tmp, output).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tmp.exists() => continue,
+            Err(e) => return Err(Error::io("moving into place", output, e)),
+        }
+    }
+    Err(Error::Checkpoint(format!(
+        "output `{}` kept appearing and disappearing while it was being replaced; try again",
+        output.display()
+    )))
+}
+
+/// Where two paths cannot be exchanged: the old output is renamed aside, then the new one into
+/// place (for a moment nothing is at `output`); should that fail, the old one is put back.
+/// Returns where the old output is. Its name is not a temporary folder's: a run killed between
+/// the two renames leaves the only copy there, which no later run removes.
+fn move_aside_and_replace(tmp: &Path, output: &Path) -> Result<PathBuf> {
+    let parent = tmp.parent().unwrap_or(Path::new("."));
+    let aside = parent.join(format!(".int8-wgpu-old-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    fs::rename(output, &aside).map_err(|e| Error::io("moving aside", output, e))?;
+    if let Err(e) = rename_no_replace(tmp, output) {
+        return Err(match fs::rename(&aside, output) {
+            Ok(()) => Error::io("moving into place", output, e),
+            Err(back) => Error::Checkpoint(format!(
+                "could not move the new output into place ({e}) nor the previous one back ({back}); the previous \
+                 output is at `{}`",
+                aside.display()
+            )),
+        });
+    }
+    Ok(aside)
+}
+
+/// Removes a folder; one that is already gone is fine.
+fn remove_all(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+// ---- Renames ------------------------------------------------------------------------------
+
+/// Renames `from` to `to`, failing with `AlreadyExists` when anything is at `to`.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match native_rename(from, to, Rename::NoReplace) {
+        Err(e) if unsupported(&e) => claim_and_rename(from, to),
+        r => r,
+    }
+}
+
+/// Swaps `a` and `b` in one step; `Unsupported` (or the OS's word for it) where it cannot.
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    native_rename(a, b, Rename::Exchange)
+}
+
+#[derive(Clone, Copy)]
+enum Rename {
+    NoReplace,
+    Exchange,
+}
+
+/// Whether the OS or file system does not support a rename flag (NFS, some FUSE file systems,
+/// kernels before 3.15, APFS-less macOS volumes, other OSes).
+fn unsupported(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if let Some(code) = e.raw_os_error() {
+        return [libc::EINVAL, libc::ENOSYS, libc::ENOTSUP, libc::EOPNOTSUPP].contains(&code);
+    }
+    e.kind() == io::ErrorKind::Unsupported
+}
+
+#[cfg(unix)]
+fn c_path(p: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+#[cfg(target_os = "linux")]
+fn native_rename(from: &Path, to: &Path, how: Rename) -> io::Result<()> {
+    let flags = match how {
+        Rename::NoReplace => libc::RENAME_NOREPLACE,
+        Rename::Exchange => libc::RENAME_EXCHANGE,
+    };
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // The system call itself: glibc has a wrapper only from 2.28 on.
+    // SAFETY: two valid NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags)
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+#[cfg(target_vendor = "apple")]
+fn native_rename(from: &Path, to: &Path, how: Rename) -> io::Result<()> {
+    let flags = match how {
+        Rename::NoReplace => libc::RENAME_EXCL,
+        Rename::Exchange => libc::RENAME_SWAP,
+    };
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: two valid NUL-terminated paths that outlive the call.
+    let r = unsafe { libc::renamex_np(from.as_ptr(), to.as_ptr(), flags) };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+#[cfg(not(any(target_os = "linux", target_vendor = "apple")))]
+fn native_rename(_: &Path, _: &Path, _: Rename) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// The portable no-replace rename of a folder: claim `to` by creating it, which fails when
+/// anything is there, then rename over that empty folder, which POSIX allows and which fails if
+/// something was put into it meanwhile (then the claim is withdrawn, leaving what was put there).
+#[cfg(unix)]
+fn claim_and_rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir(to)?;
+    fs::rename(from, to).map_err(|e| {
+        let _ = fs::remove_dir(to);
+        match e.raw_os_error() {
+            Some(code) if [libc::ENOTEMPTY, libc::EEXIST].contains(&code) => {
+                io::Error::new(io::ErrorKind::AlreadyExists, e)
+            }
+            _ => e,
+        }
+    })
+}
+
+/// Without POSIX rename semantics: check, then rename (Windows never renames a folder over an
+/// existing folder, so only something created between the two steps could be at risk).
+#[cfg(not(unix))]
+fn claim_and_rename(from: &Path, to: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    fs::rename(from, to)
+}
+
+// ---- Folders left by killed runs ----------------------------------------------------------
+
+/// Removes the temporary folders in `parent` that runs killed before they could clean up left
+/// behind (this version's naming and older versions'), leaving any whose process may still be
+/// running. Returns a warning for each that could not be removed.
+pub(crate) fn remove_stale(parent: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(parent) else { return Vec::new() };
+    let mut warnings = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_folder_pid) else { continue };
+        let path = parent.join(&name);
+        // Never through a link: only folders we could have made.
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) || !is_stale(&path, pid) {
+            continue;
+        }
+        match remove_all(&path) {
+            Ok(()) => log::info!("removed `{}`, left by an interrupted run (process {pid})", path.display()),
+            Err(e) => warnings.push(format!(
+                "could not remove `{}`, left by an interrupted run (process {pid}): {e}",
+                path.display()
+            )),
+        }
+    }
+    warnings
+}
+
+/// The pid in a temporary folder's name: `.int8-wgpu-tmp-<pid>-<n>`, or an older version's
+/// `.<output>.int8-wgpu-tmp-<pid>-<n>`. `None` for any other name (an older version's
+/// `<that>.old` holds a previous output that may be the only copy).
+fn temp_folder_pid(name: &str) -> Option<u32> {
+    let (head, tail) = name.rsplit_once(TMP_MARK)?;
+    if !head.is_empty() && !head.starts_with('.') {
+        return None;
+    }
+    let (pid, n) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether the temporary folder `path`, named with `pid`, belongs to no live run: its process is
+/// gone (or has our pid, reused, and the folder is not one of ours), and no live run holds its
+/// lock. Where this cannot be told (not unix), it is left alone.
+#[cfg(unix)]
+fn is_stale(path: &Path, pid: u32) -> bool {
+    let gone = if pid == std::process::id() { !live().iter().any(|p| p == path) } else { process_gone(pid) };
+    gone && !matches!(try_lock(path), Ok(None))
+}
+
+#[cfg(not(unix))]
+fn is_stale(_: &Path, _: u32) -> bool {
+    false
+}
+
+#[cfg(unix)]
+fn process_gone(pid: u32) -> bool {
+    // 0 and negative pids would name process groups.
+    let Ok(pid @ 1..) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: signal 0 only asks whether the process exists; nothing is delivered.
+    let r = unsafe { libc::kill(pid, 0) };
+    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Takes the exclusive lock of a folder without waiting: the open folder holding it, or `None`
+/// when another open file holds it.
+#[cfg(unix)]
+fn try_lock(path: &Path) -> io::Result<Option<File>> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path)?;
+    // SAFETY: a valid open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(f));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) }
+}
+
+#[cfg(not(unix))]
+fn try_lock(_: &Path) -> io::Result<Option<File>> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A fresh folder under the system temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("int8-wgpu-unit-{name}-{}-{n}", std::process::id()));
+            fs::create_dir_all(&p).unwrap();
+            Scratch(p)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A folder holding `file` with `text`.
+    fn folder(path: &Path, file: &str, text: &str) {
+        fs::create_dir(path).unwrap();
+        fs::write(path.join(file), text).unwrap();
+    }
+
+    fn read(path: &Path) -> String {
+        fs::read_to_string(path).unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn temporary_names_are_short_and_recognized() {
+        let pid = std::process::id();
+        let s = Scratch::new("names");
+        let t = TmpDir::create(&s.0).unwrap();
+        let name = t.path().file_name().unwrap().to_str().unwrap().to_string();
+        assert!(name.starts_with(&format!(".int8-wgpu-tmp-{pid}-")), "{name}");
+        assert!(name.len() <= 15 + 10 + 1 + 20, "{name}");
+        assert_eq!(temp_folder_pid(&name), Some(pid));
+        assert_eq!(temp_folder_pid(".q.int8-wgpu-tmp-12-1796011495808350829"), Some(12));
+        for other in [
+            ".q.int8-wgpu-tmp-12-179601.old",
+            ".int8-wgpu-tmp-12-",
+            ".int8-wgpu-tmp--3",
+            ".int8-wgpu-tmp-12-x",
+            "q.int8-wgpu-tmp-12-3",
+            ".int8-wgpu-old-12-3",
+            ".int8-wgpu-tmp-99999999999-3",
+        ] {
+            assert_eq!(temp_folder_pid(other), None, "{other}");
+        }
+        assert!(t.ensure_live().is_ok());
+        let path = t.path().to_path_buf();
+        drop(t);
+        assert!(!path.exists(), "dropped uncommitted: removed");
+    }
+
+    #[test]
+    fn no_replace_renames_refuse_anything_in_the_way() {
+        let s = Scratch::new("noreplace");
+        let (a, b) = (s.0.join("a"), s.0.join("b"));
+        folder(&a, "f", "new");
+        for claim in [rename_no_replace as fn(&Path, &Path) -> io::Result<()>, claim_and_rename] {
+            for obstacle in ["full", "empty", "file"] {
+                match obstacle {
+                    "full" => folder(&b, "user.txt", "mine"),
+                    "empty" => fs::create_dir(&b).unwrap(),
+                    _ => fs::write(&b, "a file").unwrap(),
+                }
+                let e = claim(&a, &b).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{obstacle}: {e}");
+                assert_eq!(read(&a.join("f")), "new", "{obstacle}");
+                match obstacle {
+                    "full" => assert_eq!(read(&b.join("user.txt")), "mine"),
+                    "empty" => assert_eq!(names(&b), Vec::<String>::new()),
+                    _ => assert_eq!(read(&b), "a file"),
+                }
+                if b.is_dir() { fs::remove_dir_all(&b) } else { fs::remove_file(&b) }.unwrap();
+            }
+            claim(&a, &b).unwrap();
+            assert_eq!(read(&b.join("f")), "new");
+            fs::rename(&b, &a).unwrap();
+        }
+    }
+
+    #[test]
+    fn exchange_swaps_two_folders() {
+        let s = Scratch::new("exchange");
+        let (a, b) = (s.0.join("a"), s.0.join("b"));
+        folder(&a, "f", "new");
+        folder(&b, "g", "old");
+        match exchange(&a, &b) {
+            Ok(()) => {
+                assert_eq!(read(&b.join("f")), "new");
+                assert_eq!(read(&a.join("g")), "old");
+            }
+            // A file system without exchange: nothing moved.
+            Err(e) if unsupported(&e) => assert_eq!(read(&a.join("f")), "new"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn moving_aside_replaces_and_keeps_the_old_output_on_failure() {
+        let s = Scratch::new("aside");
+        let (tmp, out) = (s.0.join(".int8-wgpu-tmp-1-1"), s.0.join("out"));
+        folder(&tmp, "f", "new");
+        folder(&out, "g", "old");
+        let aside = move_aside_and_replace(&tmp, &out).unwrap();
+        assert_eq!(read(&out.join("f")), "new");
+        assert_eq!(read(&aside.join("g")), "old");
+        assert!(aside.file_name().unwrap().to_str().unwrap().starts_with(".int8-wgpu-old-"));
+        assert_eq!(temp_folder_pid(aside.file_name().unwrap().to_str().unwrap()), None, "never removed as stale");
+        // The new output is gone: the old one goes back.
+        let e = move_aside_and_replace(&tmp, &out).unwrap_err();
+        assert!(matches!(&e, Error::Io { op: "moving into place", .. }), "{e:?}");
+        assert_eq!(read(&out.join("f")), "new");
+    }
+
+    #[test]
+    fn a_failure_to_remove_the_replaced_output_is_a_warning() {
+        let s = Scratch::new("force");
+        let out = s.0.join("out");
+        folder(&out, "old.txt", "old");
+        let tmp = TmpDir::create(&s.0).unwrap();
+        fs::write(tmp.path().join("new.txt"), "new").unwrap();
+        let tmp_path = tmp.path().to_path_buf();
+        let warnings =
+            commit_with(tmp, &out, true, |_| Err(io::Error::new(io::ErrorKind::PermissionDenied, "refused"))).unwrap();
+        assert_eq!(read(&out.join("new.txt")), "new");
+        // After an exchange the old copy is at the temporary path; moved aside, elsewhere.
+        let old = if tmp_path.exists() {
+            tmp_path
+        } else {
+            s.0.join(names(&s.0).into_iter().find(|n| n.starts_with(".int8-wgpu-old-")).unwrap())
+        };
+        assert_eq!(read(&old.join("old.txt")), "old");
+        assert_eq!(
+            warnings,
+            [format!(
+                "the previous output was replaced, but its old copy `{}` could not be removed (refused); delete it",
+                old.display()
+            )]
+        );
+        assert!(!live().contains(&old), "no longer ours to remove on an interrupt");
+    }
+
+    #[test]
+    fn stale_folders_are_those_of_gone_processes_and_unlocked() {
+        let s = Scratch::new("stale");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let mine = TmpDir::create(&s.0).unwrap();
+        let dead_dir = s.0.join(format!(".int8-wgpu-tmp-{dead}-0"));
+        let legacy = s.0.join(format!(".out.int8-wgpu-tmp-{dead}-1796011495808350829"));
+        let mine_unlisted = s.0.join(format!(".int8-wgpu-tmp-{}-999999", std::process::id()));
+        let alive = s.0.join(".int8-wgpu-tmp-1-0"); // init
+        let locked = s.0.join(format!(".int8-wgpu-tmp-{dead}-2"));
+        for d in [&dead_dir, &legacy, &mine_unlisted, &alive, &locked] {
+            folder(d, "f", "x");
+        }
+        let _held = try_lock(&locked).unwrap().unwrap(); // as a live run in another pid namespace
+        // A link named like a folder of ours is not followed.
+        let target = s.0.join("target");
+        folder(&target, "f", "x");
+        std::os::unix::fs::symlink(&target, s.0.join(format!(".int8-wgpu-tmp-{dead}-3"))).unwrap();
+
+        assert_eq!(remove_stale(&s.0), Vec::<String>::new());
+        let mut want = vec![
+            mine.path().file_name().unwrap().to_string_lossy().into_owned(),
+            ".int8-wgpu-tmp-1-0".to_string(),
+            format!(".int8-wgpu-tmp-{dead}-2"),
+            format!(".int8-wgpu-tmp-{dead}-3"),
+            "target".to_string(),
+        ];
+        want.sort();
+        assert_eq!(names(&s.0), want);
+        assert_eq!(read(&target.join("f")), "x");
+    }
+}

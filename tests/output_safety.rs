@@ -1,0 +1,503 @@
+//! What a quantization run may do to the file system around it: nothing outside the input
+//! folder is copied (symlinks, FIFOs, sockets), an output that appears during the run is never
+//! replaced without `--force`, interrupted and killed runs leave no temporary folders behind, and
+//! the temporary folder's name does not depend on the output's.
+
+#![cfg(unix)]
+
+mod common;
+
+use common::TempDir;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::quantizer::{self, Quantizer};
+use int8_wgpu::{Error, QuantReport, Result};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+/// In-process runs of this binary are serialized: [`quantizer::remove_temp_folders`] removes the
+/// temporary folders of every run in the process, so it must not meet another test's run.
+static IN_PROCESS: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    IN_PROCESS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes `layers` F32 linear layers `l{i}.weight` of `[n, n]` into `path`.
+fn write_weights(path: &Path, layers: usize, n: usize) {
+    let data: Vec<Vec<u8>> =
+        (0..layers).map(|i| bytemuck::cast_slice(&common::rand_vec(n * n, 7 + i as u64)).to_vec()).collect();
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("l{i}.weight"), TensorView::new(Dtype::F32, vec![n, n], d).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// A model folder: `model.safetensors` with `layers` layers of `[n, n]`, `config.json`,
+/// `tokenizer.json`.
+fn write_model(dir: &Path, layers: usize, n: usize) {
+    write_weights(&dir.join("model.safetensors"), layers, n);
+    fs::write(dir.join("config.json"), r#"{"model_type": "toy"}"#).unwrap();
+    fs::write(dir.join("tokenizer.json"), r#"{"version": "1.0"}"#).unwrap();
+}
+
+fn quantizer(input: &Path, output: &Path) -> Quantizer {
+    Quantizer::new(input, output).cpu().eval_rows(0)
+}
+
+/// Everything under `dir`, without following symlinks: relative path, and the file's bytes
+/// (`None` for a folder; a symlink shows as `-> target`).
+fn tree(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<(PathBuf, Option<Vec<u8>>)>) {
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.is_symlink() {
+                let target = fs::read_link(&p).unwrap();
+                out.push((rel, Some(format!("-> {}", target.display()).into_bytes())));
+            } else if meta.is_dir() {
+                out.push((rel, None));
+                walk(root, &p, out);
+            } else {
+                out.push((rel, Some(fs::read(&p).unwrap())));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+/// The names in `dir` that are a run's temporary folders (this version's or older ones').
+fn temp_folders(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("int8-wgpu-tmp"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The files a quantized toy model's output holds besides `model.safetensors`.
+fn names(tree: &[(PathBuf, Option<Vec<u8>>)]) -> Vec<String> {
+    tree.iter().map(|(p, _)| p.display().to_string()).collect()
+}
+
+#[test]
+fn symlinks_never_reach_outside_the_input_folder() {
+    let _s = serial();
+    let (inp, outside, out) = (TempDir::new("ln-in"), TempDir::new("ln-outside"), TempDir::new("ln-out"));
+    write_model(inp.path(), 2, 8);
+    fs::write(outside.path().join("secret.txt"), "the shadow file").unwrap();
+    let i = inp.path();
+    symlink(outside.path(), i.join("tok")).unwrap(); // a folder outside
+    symlink(".", i.join("self")).unwrap(); // a loop
+    fs::create_dir(i.join("1_Pooling")).unwrap();
+    fs::write(i.join("1_Pooling/config.json"), "{}").unwrap();
+    symlink("1_Pooling", i.join("pooling")).unwrap(); // a folder inside: not followed either
+    symlink("tokenizer.json", i.join("tokenizer_alias.json")).unwrap(); // a file inside
+    symlink("../tokenizer.json", i.join("1_Pooling/tok.json")).unwrap(); // inside, through `..`
+    symlink(outside.path().join("secret.txt"), i.join("notes.txt")).unwrap(); // a file outside
+    symlink("../tok/secret.txt", i.join("1_Pooling/sneaky.txt")).unwrap(); // outside via a linked folder
+    symlink("missing.txt", i.join("broken.txt")).unwrap();
+
+    let dest = out.path().join("q");
+    let report = quantizer(i, &dest).run().unwrap();
+
+    let t = tree(&dest);
+    assert_eq!(
+        names(&t),
+        [
+            "1_Pooling",
+            "1_Pooling/config.json",
+            "1_Pooling/tok.json",
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_alias.json"
+        ]
+    );
+    let file = |name: &str| t.iter().find(|(p, _)| p == Path::new(name)).unwrap().1.clone().unwrap();
+    // Links inside are copied as regular files with the target's bytes.
+    assert_eq!(file("tokenizer_alias.json"), br#"{"version": "1.0"}"#);
+    assert_eq!(file("1_Pooling/tok.json"), br#"{"version": "1.0"}"#);
+    let secret_real = fs::canonicalize(outside.path().join("secret.txt")).unwrap();
+    assert_eq!(
+        report.warnings,
+        [
+            format!(
+                "not copied: `1_Pooling/sneaky.txt` (a symbolic link to `{}`, outside the input folder)",
+                secret_real.display()
+            ),
+            "not copied: `broken.txt` (a broken symbolic link)".to_string(),
+            format!(
+                "not copied: `notes.txt` (a symbolic link to `{}`, outside the input folder)",
+                secret_real.display()
+            ),
+            "not copied: `pooling` (a symbolic link to a folder; linked folders are never followed)".to_string(),
+            "not copied: `self` (a symbolic link to a folder; linked folders are never followed)".to_string(),
+            "not copied: `tok` (a symbolic link to a folder; linked folders are never followed)".to_string(),
+        ]
+    );
+    let copied: Vec<String> = report.copied_files.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(copied, ["1_Pooling/config.json", "1_Pooling/tok.json", "tokenizer.json", "tokenizer_alias.json"]);
+    assert!(report.to_string().contains("warning: not copied: `tok` (a symbolic link to a folder"), "{report}");
+}
+
+#[test]
+fn hub_cache_snapshots_copy_links_into_their_own_blobs_only() {
+    let _s = serial();
+    // The Hugging Face hub cache: every file of a snapshot links to ../../blobs/<hash>.
+    let (hub, out) = (TempDir::new("hub"), TempDir::new("hub-out"));
+    let model = hub.path().join("models--org--toy");
+    let (blobs, snap) = (model.join("blobs"), model.join("snapshots/0123abcd"));
+    fs::create_dir_all(&blobs).unwrap();
+    fs::create_dir_all(&snap).unwrap();
+    write_weights(&blobs.join("aaa"), 2, 8);
+    fs::write(blobs.join("bbb"), r#"{"model_type": "toy"}"#).unwrap();
+    fs::write(blobs.join("ccc"), r#"{"version": "hub"}"#).unwrap();
+    for (name, blob) in [("model.safetensors", "aaa"), ("config.json", "bbb"), ("tokenizer.json", "ccc")] {
+        symlink(format!("../../blobs/{blob}"), snap.join(name)).unwrap();
+    }
+    // Another model's blob is outside this model.
+    let other = hub.path().join("models--org--other/blobs");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("ddd"), "other model").unwrap();
+    symlink("../../../models--org--other/blobs/ddd", snap.join("vocab.txt")).unwrap();
+
+    let dest = out.path().join("q");
+    let report = quantizer(&snap, &dest).run().unwrap();
+    let t = tree(&dest);
+    assert_eq!(names(&t), ["config.json", "model.safetensors", "tokenizer.json"]);
+    assert_eq!(t[2].1.as_deref(), Some(&br#"{"version": "hub"}"#[..]), "copied as a regular file");
+    assert_eq!(report.layers.len(), 2);
+    assert_eq!(
+        report.warnings,
+        [format!(
+            "not copied: `vocab.txt` (a symbolic link to `{}`, outside the input folder)",
+            fs::canonicalize(other.join("ddd")).unwrap().display()
+        )]
+    );
+}
+
+#[test]
+fn fifos_and_sockets_are_skipped_without_being_opened() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("fifo-in"), TempDir::new("fifo-out"));
+    write_model(inp.path(), 2, 8);
+    let fifo = inp.path().join("pipe");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+    let _socket = std::os::unix::net::UnixListener::bind(inp.path().join("sock")).unwrap();
+    symlink("pipe", inp.path().join("pipe_link")).unwrap(); // a link to a FIFO inside: not opened either
+
+    let dest = out.path().join("q");
+    // Opening the FIFO would block forever: run in a thread and release it if that happens.
+    let (input, output) = (inp.path().to_path_buf(), dest.clone());
+    let run = std::thread::spawn(move || quantizer(&input, &output).run());
+    let start = Instant::now();
+    while !run.is_finished() {
+        if start.elapsed() > Duration::from_secs(120) {
+            // Give the blocked reader a writer and an end of file, then fail.
+            drop(fs::OpenOptions::new().write(true).open(&fifo));
+            let _ = run.join();
+            panic!("the run hung opening the FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = run.join().unwrap().unwrap();
+    assert_eq!(
+        report.warnings,
+        [
+            "not copied: `pipe` (a FIFO, not a regular file)",
+            "not copied: `pipe_link` (a FIFO, not a regular file)",
+            "not copied: `sock` (a socket, not a regular file)",
+        ]
+    );
+    assert_eq!(names(&tree(&dest)), ["config.json", "model.safetensors", "tokenizer.json"]);
+}
+
+/// Quantizes `inp` to `dest`; before the second layer, `meddle` runs (as another program would,
+/// mid-run).
+fn run_meddling(q: Quantizer, mut meddle: impl FnMut()) -> Result<QuantReport> {
+    q.run_with_progress(|p| {
+        if p.done == 1 && p.layer.is_some() {
+            meddle();
+        }
+    })
+}
+
+#[test]
+fn an_output_created_during_the_run_is_never_replaced_without_force() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("race-in"), TempDir::new("race-out"));
+    write_model(inp.path(), 3, 8);
+    let dest = out.path().join("q");
+    let user_file = dest.join("user.txt");
+    let e = run_meddling(quantizer(inp.path(), &dest), || {
+        fs::create_dir(&dest).unwrap();
+        fs::write(&user_file, "the user's work").unwrap();
+    })
+    .unwrap_err();
+    assert!(matches!(e, Error::Checkpoint(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: output `{}` appeared while quantizing (another program or run created it); it was \
+             left as it is and this run's result discarded; remove it, choose another folder, or allow overwriting \
+             (--force)",
+            dest.display()
+        )
+    );
+    assert_eq!(fs::read_to_string(&user_file).unwrap(), "the user's work");
+    assert_eq!(names(&tree(&dest)), ["user.txt"]);
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+
+    // An empty folder is somebody's too.
+    let dest2 = out.path().join("q2");
+    let e = run_meddling(quantizer(inp.path(), &dest2), || fs::create_dir(&dest2).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("appeared while quantizing"), "{e}");
+    assert_eq!(tree(&dest2), []);
+
+    // A file, too.
+    let dest3 = out.path().join("q3");
+    let e = run_meddling(quantizer(inp.path(), &dest3), || fs::write(&dest3, "a file").unwrap()).unwrap_err();
+    assert!(e.to_string().contains("appeared while quantizing"), "{e}");
+    assert_eq!(fs::read_to_string(&dest3).unwrap(), "a file");
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+}
+
+#[test]
+fn force_replaces_an_output_created_during_the_run() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("force-in"), TempDir::new("force-out"));
+    write_model(inp.path(), 3, 8);
+    let dest = out.path().join("q");
+    let report = run_meddling(quantizer(inp.path(), &dest).overwrite(true), || {
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("user.txt"), "replaced, as --force asked").unwrap();
+    })
+    .unwrap();
+    assert_eq!(report.warnings, Vec::<String>::new());
+    assert_eq!(names(&tree(&dest)), ["config.json", "model.safetensors", "tokenizer.json"]);
+    assert_eq!(Checkpoint::open(&dest).unwrap().quantized_layers(), ["l0", "l1", "l2"]);
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new(), "the old copy is removed");
+
+    // A file that appears is not replaced even with --force: it is not a previous output.
+    let dest2 = out.path().join("q2");
+    let e = run_meddling(quantizer(inp.path(), &dest2).overwrite(true), || fs::write(&dest2, "a file").unwrap())
+        .unwrap_err();
+    assert_eq!(e.to_string(), format!("checkpoint error: output `{}` exists and is not a folder", dest2.display()));
+    assert_eq!(fs::read_to_string(&dest2).unwrap(), "a file");
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+}
+
+#[test]
+fn the_old_output_stays_in_place_when_the_commit_fails() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("keep-in"), TempDir::new("keep-out"));
+    // A single .safetensors file: the final progress call comes right before the commit.
+    let file = inp.path().join("w.safetensors");
+    write_weights(&file, 2, 8);
+    let dest = out.path().join("q");
+    fs::create_dir(&dest).unwrap();
+    fs::write(dest.join("old.txt"), "the previous output").unwrap();
+    let parent = out.path().to_path_buf();
+    let e = quantizer(&file, &dest)
+        .overwrite(true)
+        .run_with_progress(|p| {
+            if p.layer.is_none() {
+                // The finished temporary folder vanishes: moving it into place must fail.
+                for name in temp_folders(&parent) {
+                    fs::remove_dir_all(parent.join(name)).unwrap();
+                }
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(&e, Error::Io { op: "moving into place", path, .. } if *path == dest), "{e:?}");
+    assert_eq!(names(&tree(&dest)), ["old.txt"]);
+    assert_eq!(fs::read_to_string(dest.join("old.txt")).unwrap(), "the previous output");
+}
+
+#[test]
+fn a_255_byte_output_name_works() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("long-in"), TempDir::new("long-out"));
+    write_model(inp.path(), 2, 8);
+    let dest = out.path().join("q".repeat(255));
+    let report = quantizer(inp.path(), &dest).run().unwrap();
+    assert_eq!(report.layers.len(), 2);
+    assert_eq!(Checkpoint::open(&dest).unwrap().quantized_layers(), ["l0", "l1"]);
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+}
+
+#[test]
+fn remove_temp_folders_stops_the_runs_in_progress() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("stop-in"), TempDir::new("stop-out"));
+    write_model(inp.path(), 3, 8);
+    let dest = out.path().join("q");
+    let parent = out.path().to_path_buf();
+    let mut seen = Vec::new();
+    let e = run_meddling(quantizer(inp.path(), &dest), || {
+        seen = temp_folders(&parent);
+        quantizer::remove_temp_folders().unwrap();
+    })
+    .unwrap_err();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: the run was interrupted: its temporary output folder `{}` was removed",
+            parent.join(&seen[0]).display()
+        )
+    );
+    assert!(!dest.exists());
+    assert_eq!(temp_folders(&parent), Vec::<String>::new());
+    // Nothing left to remove; later runs are unaffected.
+    quantizer::remove_temp_folders().unwrap();
+    assert_eq!(quantizer(inp.path(), &dest).run().unwrap().layers.len(), 3);
+}
+
+// ---- The CLI under signals -------------------------------------------------------------------
+
+fn exe() -> Option<&'static str> {
+    let exe = option_env!("CARGO_BIN_EXE_int8-wgpu");
+    if exe.is_none() {
+        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
+    }
+    exe
+}
+
+/// A model whose error evaluation takes long enough to interrupt: 3 layers of 512x512 with
+/// `--eval-rows 20000` are some 15 billion multiply-adds.
+fn slow_model(name: &str) -> TempDir {
+    let inp = TempDir::new(name);
+    write_model(inp.path(), 3, 512);
+    inp
+}
+
+fn spawn_quantize(exe: &str, input: &Path, output: &Path, eval_rows: &str) -> Child {
+    Command::new(exe)
+        .arg("quantize")
+        .arg(input)
+        .arg(output)
+        .args(["--cpu", "--eval-rows", eval_rows])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the run's temporary folder is in `parent`, and returns its name.
+fn wait_for_temp_folder(child: &mut Child, parent: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(name) = temp_folders(parent).pop() {
+            return name;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before its temporary folder appeared");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no temporary folder appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for the child to exit; kills it (and fails) if it does not within two minutes.
+fn wait_exit(mut child: Child) -> (std::process::ExitStatus, String) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the run did not exit after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    (o.status, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: sending a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+}
+
+#[test]
+fn sigint_and_sigterm_remove_the_temporary_folder() {
+    let Some(exe) = exe() else { return };
+    let inp = slow_model("sig-in");
+    for (sig, code, name) in [(libc::SIGTERM, 143, "SIGTERM"), (libc::SIGINT, 130, "SIGINT")] {
+        let out = TempDir::new("sig-out");
+        let dest = out.path().join("q");
+        let mut child = spawn_quantize(exe, inp.path(), &dest, "20000");
+        wait_for_temp_folder(&mut child, out.path());
+        signal(&child, sig);
+        let (status, stderr) = wait_exit(child);
+        assert_eq!(status.code(), Some(code), "{name}: {status}\n{stderr}");
+        assert!(
+            stderr.ends_with(&format!("interrupted by {name}; the unfinished output was removed\n")),
+            "{name}: {stderr}"
+        );
+        assert_eq!(temp_folders(out.path()), Vec::<String>::new(), "{name}");
+        assert!(!dest.exists(), "{name}");
+    }
+}
+
+#[test]
+fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
+    let Some(exe) = exe() else { return };
+    let inp = slow_model("kill-in");
+    let out = TempDir::new("kill-out");
+    let dest = out.path().join("q");
+    let mut child = spawn_quantize(exe, inp.path(), &dest, "20000");
+    let killed = wait_for_temp_folder(&mut child, out.path());
+    let dead_pid = child.id();
+    signal(&child, libc::SIGKILL);
+    let (status, _) = wait_exit(child);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    assert_eq!(temp_folders(out.path()), std::slice::from_ref(&killed), "kill -9 leaves its folder");
+
+    // A folder of a live process (ours) is left alone, as is anything not of our naming. Older
+    // versions named theirs `.<output>.int8-wgpu-tmp-<pid>-<nanos>` (removed when the process is
+    // gone) and moved the previous output aside to `<that>.old` (which may be the only copy).
+    let mine = format!(".int8-wgpu-tmp-{}-77", std::process::id());
+    let legacy = format!(".q.int8-wgpu-tmp-{dead_pid}-1700000000000000000");
+    let legacy_old = format!("{legacy}.old");
+    let unrelated = format!(".int8-wgpu-tmp-{dead_pid}-x");
+    for name in [&mine, &legacy, &legacy_old, &unrelated] {
+        fs::create_dir(out.path().join(name)).unwrap();
+        fs::write(out.path().join(name).join("f.txt"), "x").unwrap();
+    }
+
+    let o = Command::new(exe)
+        .arg("quantize")
+        .arg(inp.path())
+        .arg(out.path().join("q2"))
+        .args(["--cpu", "--eval-rows", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut left = temp_folders(out.path());
+    left.sort();
+    let mut want = vec![mine, legacy_old, unrelated];
+    want.sort();
+    assert_eq!(left, want);
+    assert!(!out.path().join(&killed).exists());
+    assert_eq!(Checkpoint::open(out.path().join("q2")).unwrap().quantized_layers(), ["l0", "l1", "l2"]);
+}
