@@ -2,17 +2,14 @@
 // (src/gpu/kernels.rs). It holds the numeric contract that src/reference.rs keeps on the CPU:
 // the same f32 operations in the same order, so ints and scale bits agree exactly.
 
-const DT_F32: u32 = 0u;
-const DT_F16: u32 = 1u;
-const DT_BF16: u32 = 2u;
-
 // dtype of the float input (weights to quantize, or activations), and of the output.
 override IN_DT: u32 = 0u;
 override OUT_DT: u32 = 0u;
 
-// Every family writes its result through binding 1. 16-bit outputs pack two elements per word;
-// neighbours may come from different workgroups, so halves are OR-ed into a zeroed buffer.
-@group(0) @binding(1) var<storage, read_write> out: array<atomic<u32>>;
+// Every family writes its result through `out` (binding 1, declared with the others by the
+// host's prelude, src/gpu/params.rs, as are DT_F32, DT_F16, DT_BF16 and WG). 16-bit outputs pack
+// two elements per word; neighbours may come from different workgroups, so halves are OR-ed
+// into a zeroed buffer.
 
 // Word holding element i of a buffer of dtype dt (16-bit dtypes pack two per u32, low half first).
 fn word_index(i: u32, dt: u32) -> u32 {

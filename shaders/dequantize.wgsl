@@ -1,24 +1,11 @@
 // int8 -> f32 / f16 / bf16 (OUT_DT): `scale * (q - zp)`, bit-equal to the CPU reference in f32.
 
-struct Params {
-    channels: u32,
-    inner: u32,
-    cols: u32,
-    words_per_row: u32,
-    row0: u32,
-    rows: u32,
-    xor_mask: u32, // 0x80808080 when bytes are stored offset-binary (q + 128)
-    _pad0: u32,
-}
+// Params (DequantizeParams in src/gpu/params.rs) and the bindings p, out, weights, scales and
+// zps come from the host's prelude.
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> weights: array<u32>;
-@group(0) @binding(3) var<storage, read> scales: array<f32>;
-@group(0) @binding(4) var<storage, read> zps: array<i32>;
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn dequantize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.y * nwg.x * 256u + gid.x;
+    let i = gid.y * nwg.x * WG + gid.x;
     if i >= p.rows * p.cols {
         return;
     }

@@ -3,9 +3,7 @@
 // dequantizes it (s * (q - z)) into workgroup memory, so no pass holds the float weight matrix.
 // DENSE switches the weight tile to plain f32 weights: the no-quantization baseline.
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
-const TK: u32 = 16u;
+// TM, TN, TK and WG come from the host's prelude (src/gpu/params.rs).
 
 override DENSE: bool = false;
 
@@ -13,8 +11,8 @@ override DENSE: bool = false;
 // thread reads one vec4 of x and one of weights for 16 multiply-adds, and the 16 threads of a
 // row of the thread grid read 16 consecutive vec4s (no bank conflicts; a row-major [64][TK]
 // tile with a row stride of TK = 16 words would put 16 threads' reads on two banks).
-var<workgroup> xt: array<vec4<f32>, 256>; // xt[kk * 16 + i][j] = x row 4i + j, k0 + kk
-var<workgroup> wt: array<vec4<f32>, 256>; // wt[kk * 16 + i][j] = weight row 4i + j, k0 + kk
+var<workgroup> xt: array<vec4<f32>, TK * TM / 4u>; // xt[kk * 16 + i][j] = x row 4i + j, k0 + kk
+var<workgroup> wt: array<vec4<f32>, TK * TN / 4u>; // wt[kk * 16 + i][j] = weight row 4i + j, k0 + kk
 
 fn put_w(row: u32, kk: u32, v: f32) {
     wt[kk * 16u + row / 4u][row % 4u] = v;
@@ -22,7 +20,7 @@ fn put_w(row: u32, kk: u32, v: f32) {
 
 fn stage_weights(t: u32, r0: u32, k0: u32) {
     if DENSE {
-        for (var i = t; i < TN * TK; i += 256u) {
+        for (var i = t; i < TN * TK; i += WG) {
             let r = i / TK;
             let k = k0 + i % TK;
             var wv = 0.0;
@@ -65,7 +63,7 @@ fn stage_weights(t: u32, r0: u32, k0: u32) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gemm_main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -84,7 +82,7 @@ fn gemm_main(
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         // Neighbouring threads load neighbouring k of one activation row.
-        for (var i = t; i < TM * TK; i += 256u) {
+        for (var i = t; i < TM * TK; i += WG) {
             let m = i / TK;
             let k = k0 + i % TK;
             var xv = 0.0;

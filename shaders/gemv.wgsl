@@ -2,16 +2,14 @@
 // weights are read once. A workgroup owns ROWS weight rows; its threads split k into chunks,
 // each chunk cut at scale boundaries so every segment is scaled once (the factored formula).
 
-const WG: u32 = 64u;
-const ROWS: u32 = 2u;
-// Loops over activation rows run to this constant and break at p.m, so private arrays are
-// indexed by constants after unrolling and stay in registers (a dynamic index would put them
-// in local memory on GPUs, and makes llvmpipe's GL compiler take minutes).
-const MAX_M: u32 = 8u;
+// GEMV_WG, ROWS, MAX_M, FAST_WG, TPR and MAX_RPT come from the host's prelude
+// (src/gpu/params.rs). Loops over activation rows run to MAX_M and break at p.m, so private
+// arrays are indexed by constants after unrolling and stay in registers (a dynamic index would
+// put them in local memory on GPUs, and makes llvmpipe's GL compiler take minutes).
 
-var<workgroup> red: array<f32, 1024>; // ROWS * MAX_M partial sums for each of WG threads
+var<workgroup> red: array<f32, ROWS * MAX_M * GEMV_WG>; // ROWS * MAX_M partial sums per thread
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(GEMV_WG)
 fn gemv_main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -29,7 +27,7 @@ fn gemv_main(
             break;
         }
         let n = p.row0 + lr;
-        for (var c = t; c < nchunks; c += WG) {
+        for (var c = t; c < nchunks; c += GEMV_WG) {
             let k1 = min(p.k, (c + 1u) * p.chunk);
             var k = c * p.chunk;
             while k < k1 {
@@ -63,13 +61,13 @@ fn gemv_main(
         }
     }
     for (var i = 0u; i < ROWS * MAX_M; i++) {
-        red[i * WG + t] = acc[i];
+        red[i * GEMV_WG + t] = acc[i];
     }
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    for (var s = GEMV_WG / 2u; s > 0u; s >>= 1u) {
         if t < s {
             for (var i = 0u; i < ROWS * MAX_M; i++) {
-                red[i * WG + t] += red[i * WG + t + s];
+                red[i * GEMV_WG + t] += red[i * GEMV_WG + t + s];
             }
         }
         workgroupBarrier();
@@ -78,7 +76,7 @@ fn gemv_main(
         let r = t / p.m;
         let m = t % p.m;
         if r0 + r < p.rows {
-            store_y(m, r0 + r, red[(r * MAX_M + m) * WG]);
+            store_y(m, r0 + r, red[(r * MAX_M + m) * GEMV_WG]);
         }
     }
 }
@@ -94,10 +92,8 @@ fn gemv_main(
 // DENSE switches the weights to plain f32 (four 16-byte loads per unit): the no-quantization
 // baseline of the same design.
 
-const FAST_WG: u32 = 256u;
-const TPR: u32 = 32u; // threads per lane group; the host uses subgroups only if their size divides it
+// TPR: threads per lane group; the host uses subgroups only if their size divides it.
 const GROUPS: u32 = FAST_WG / TPR;
-const MAX_RPT: u32 = 4u;
 const UPS: u32 = 2u; // units per lane per step
 const MIN_SG: u32 = 4u; // wgpu's smallest subgroup size: at most TPR / MIN_SG subgroups per group
 
@@ -109,12 +105,11 @@ override GROUPED: bool = false;
 override ASYM: bool = true;
 override DENSE: bool = false;
 
-// 16-byte views of the activation and weight bindings, used only by gemv_fast_main.
-@group(0) @binding(2) var<storage, read> x4: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> weights4: array<vec4<u32>>;
+// x4 and weights4 (prelude): 16-byte views of the activation and weight bindings, used only by
+// gemv_fast_main.
 
 // Partial sums: subgroup path [GROUPS][MAX_RPT][MAX_M][TPR / MIN_SG]; fallback [MAX_M][FAST_WG].
-var<workgroup> fred: array<f32, 2048>;
+var<workgroup> fred: array<f32, max(GROUPS * MAX_RPT * MAX_M * (TPR / MIN_SG), MAX_M * FAST_WG)>;
 
 fn unpack_i8x4(w: u32) -> vec4<f32> {
     return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
@@ -161,7 +156,7 @@ fn dot16(a: array<vec4<f32>, 4>, b: array<vec4<f32>, 4>) -> f32 {
 // Sums acc ([MAX_RPT][MAX_M] per lane) over each group's TPR lanes and writes the outputs of
 // rows row0 .. row0 + RPT.
 fn finish_rows(
-    acc: array<f32, 32>,
+    acc: array<f32, MAX_RPT * MAX_M>,
     t: u32,
     row0: u32,
 //+sg    sg_size: u32,
@@ -217,7 +212,7 @@ fn finish_rows(
     } // -sg
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(FAST_WG)
 fn gemv_fast_main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -226,9 +221,9 @@ fn gemv_fast_main(
 //+sg    @builtin(subgroup_invocation_id) sg_lane: u32,
 ) {
     let row0 = (flat_group(wid, nwg) * GROUPS + t / TPR) * RPT;
-    var acc: array<f32, 32>; // [MAX_RPT][MAX_M]
+    var acc: array<f32, MAX_RPT * MAX_M>; // [MAX_RPT][MAX_M]
     if row0 < p.rows {
-        var dsum: array<f32, 32>;
+        var dsum: array<f32, MAX_RPT * MAX_M>;
         var xsum: array<f32, 8>;
         // 16-byte slots per row: words_per_row is a multiple of 4 here
         let stride = p.words_per_row / 4u;

@@ -6,31 +6,8 @@
 //   quantize  one packed word (four int8) per thread into `out`.
 // div_check_main is a test probe of the exact division (src/gpu/quantize.rs).
 
-struct Params {
-    channels: u32,
-    inner: u32,
-    elems_per_param: u32,
-    num_params: u32,
-    cols: u32,
-    words_per_row: u32,
-    row0: u32,          // first row of this block
-    rows: u32,          // rows in this block
-    elem0: u32,         // first flat element held by `input`
-    elems: u32,         // elements held by `input`
-    run: u32,           // elements per stats thread
-    runs_per_param: u32,
-    asym: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> input: array<u32>;
-@group(0) @binding(3) var<storage, read_write> stats: array<atomic<u32>>;
-@group(0) @binding(4) var<storage, read_write> flags: array<atomic<u32>>;
-@group(0) @binding(5) var<storage, read_write> scales: array<f32>;
-@group(0) @binding(6) var<storage, read_write> zps: array<i32>;
+// Params (QuantizeParams in src/gpu/params.rs) and the bindings p, out, input, stats, flags,
+// scales and zps come from the host's prelude.
 
 fn load_input(e: u32) -> f32 {
     let i = e - p.elem0;
@@ -53,13 +30,13 @@ fn from_key(k: u32) -> f32 {
 var<workgroup> wg_hi: atomic<u32>;
 var<workgroup> wg_lo: atomic<u32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn stats_main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) l: u32,
 ) {
-    let t0 = flat_group(wid, nwg) * 256u;
+    let t0 = flat_group(wid, nwg) * WG;
     let t = t0 + l;
     let total = p.num_params * p.runs_per_param;
     // Workgroup-uniform: every lane of this workgroup has work, all for one parameter.
@@ -114,9 +91,9 @@ fn stats_main(
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn finalize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let param = gid.y * nwg.x * 256u + gid.x;
+    let param = gid.y * nwg.x * WG + gid.x;
     if param >= p.num_params {
         return;
     }
@@ -152,9 +129,9 @@ fn finalize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     zps[param] = zp;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn quantize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let w = gid.y * nwg.x * 256u + gid.x;
+    let w = gid.y * nwg.x * WG + gid.x;
     if w >= p.rows * p.words_per_row {
         return;
     }
@@ -176,9 +153,9 @@ fn quantize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 // Test probe: case t is input words 3t.. = (a bits, b bits, zp); output words 4t.. = div_rn(a, b)
 // bits, quantize_value(a, b, zp), the same from a quotient off by (t % 7) - 3 ULP (an
 // approximate device division), and quantize_exact(a, b, zp). p.elems = number of cases.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn div_check_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.y * nwg.x * 256u + gid.x;
+    let t = gid.y * nwg.x * WG + gid.x;
     if t >= p.elems {
         return;
     }

@@ -8,6 +8,7 @@ const STORAGE_USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 use crate::gpu::kernels::{Family, Kernel, Variant};
+use crate::gpu::params;
 use crate::{Error, Result};
 
 /// Options for opening a device with [`Gpu::with_options`].
@@ -323,16 +324,7 @@ impl Gpu {
         } else {
             device.create_shader_module(desc)
         };
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = family
-            .bindings()
-            .iter()
-            .map(|&(binding, ty)| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
-                count: None,
-            })
-            .collect();
+        let entries = params::layout_entries(family);
         let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(family.name()),
             entries: &entries,

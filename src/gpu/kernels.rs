@@ -3,9 +3,8 @@
 #[cfg(test)]
 use std::collections::HashMap;
 
-use wgpu::BufferBindingType as B;
-
 use crate::DType;
+use crate::gpu::params;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const LINEAR_COMMON: &str = include_str!("../../shaders/linear_common.wgsl");
@@ -67,9 +66,6 @@ impl Variant {
     }
 }
 
-const RO: B = B::Storage { read_only: true };
-const RW: B = B::Storage { read_only: false };
-
 impl Family {
     #[cfg(test)]
     pub(crate) const ALL: [Family; 6] = [
@@ -92,16 +88,19 @@ impl Family {
         }
     }
 
+    /// The family's WGSL: the host's prelude (constants, parameters, bindings; see
+    /// `params::prelude`), `common.wgsl`, then the family's own file(s).
     pub(crate) fn source(self) -> String {
+        let prelude = params::prelude(self);
         match self {
-            Family::Quantize => [COMMON, QUANTIZE].concat(),
-            Family::Dequantize => [COMMON, DEQUANTIZE].concat(),
+            Family::Quantize => [&prelude, COMMON, QUANTIZE].concat(),
+            Family::Dequantize => [&prelude, COMMON, DEQUANTIZE].concat(),
             Family::Gemv { subgroups } => {
-                let src = [COMMON, LINEAR_COMMON, GEMV].concat();
+                let src = [&prelude, COMMON, LINEAR_COMMON, GEMV].concat();
                 if subgroups { subgroup_variant(&src) } else { src }
             }
-            Family::Gemm => [COMMON, LINEAR_COMMON, GEMM].concat(),
-            Family::Roofline => [COMMON, ROOFLINE].concat(),
+            Family::Gemm => [&prelude, COMMON, LINEAR_COMMON, GEMM].concat(),
+            Family::Roofline => [&prelude, COMMON, ROOFLINE].concat(),
         }
     }
 
@@ -110,18 +109,6 @@ impl Family {
     /// and loop bounding. The roofline reads `data[i]` only for `i < units = size / 16`.
     pub(crate) fn indexing_proven(self) -> bool {
         matches!(self, Family::Roofline)
-    }
-
-    /// Binding 0 is the uniform parameter block and binding 1 the output in every family.
-    pub(crate) fn bindings(self) -> &'static [(u32, B)] {
-        match self {
-            Family::Quantize => &[(0, B::Uniform), (1, RW), (2, RO), (3, RW), (4, RW), (5, RW), (6, RW)],
-            Family::Dequantize => &[(0, B::Uniform), (1, RW), (2, RO), (3, RO), (4, RO)],
-            Family::Gemv { .. } | Family::Gemm => {
-                &[(0, B::Uniform), (1, RW), (2, RO), (3, RO), (4, RO), (5, RO), (6, RO)]
-            }
-            Family::Roofline => &[(0, B::Uniform), (1, RW), (2, RO)],
-        }
     }
 }
 
@@ -252,13 +239,13 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e:?}"));
             // As wgpu's Metal backend does: one buffer slot per binding of the layout, no
             // invented bindings, a sizes buffer for runtime-sized arrays.
-            let resources = family
-                .bindings()
+            let resources = params::layout_entries(family)
                 .iter()
-                .map(|&(binding, ty)| {
-                    let target =
-                        msl::BindTarget { buffer: Some(binding as u8), mutable: ty == RW, ..Default::default() };
-                    (naga::ResourceBinding { group: 0, binding }, target)
+                .map(|e| {
+                    let wgpu::BindingType::Buffer { ty, .. } = e.ty else { unreachable!("buffers only") };
+                    let mutable = ty == wgpu::BufferBindingType::Storage { read_only: false };
+                    let target = msl::BindTarget { buffer: Some(e.binding as u8), mutable, ..Default::default() };
+                    (naga::ResourceBinding { group: 0, binding: e.binding }, target)
                 })
                 .collect();
             let entry = msl::EntryPointResources { resources, immediates_buffer: None, sizes_buffer: Some(30) };

@@ -1,36 +1,13 @@
 //! Host side of `gemv.wgsl` and `gemm.wgsl`: kernel choice and dispatch of the fused linear.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::gpu::kernels::{Kernel, Variant};
+use crate::gpu::params::{FAST_GROUPS, GEMM_TILE, GEMV_ROWS, GEMV_WG, slot};
+pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{DType, Result};
 
-/// Activation rows one GEMV pass serves (reading the weights once for all of them).
-pub const GEMV_MAX_ROWS: usize = 8;
-const GEMV_WG: usize = 64;
-const GEMV_ROWS: usize = 2;
-const FAST_GROUPS: usize = 8; // lane groups per fast-GEMV workgroup
 /// Fewest fast-GEMV workgroups a GPU (not a CPU adapter) is given; see `rows_per_group`.
 const GEMV_MIN_WORKGROUPS: usize = 256;
-const GEMM_TILE: usize = 64;
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct LinearParams {
-    pub(crate) m: u32,
-    pub(crate) n: u32,
-    pub(crate) k: u32,
-    pub(crate) words_per_row: u32,
-    pub(crate) row0: u32,
-    pub(crate) rows: u32,
-    pub(crate) inner: u32,
-    pub(crate) channels: u32,
-    pub(crate) chunk: u32,
-    pub(crate) has_bias: u32,
-    pub(crate) xor_mask: u32,
-    pub(crate) m0: u32,
-}
 
 /// The kernel (and its variant) that serves `m` rows of `w`: the one place kernels are chosen.
 ///
@@ -175,7 +152,15 @@ pub(crate) fn prepare_linear(
             let b = &w.blocks[*i];
             let g = gpu.bind_group(
                 &fam,
-                &[(0, u), (1, y), (2, x), (3, &b.buffer), (4, &w.scales), (5, &w.zero_points), (6, bias)],
+                &[
+                    (slot::PARAMS, u),
+                    (slot::OUT, y),
+                    (slot::X, x),
+                    (slot::WEIGHTS, &b.buffer),
+                    (slot::SCALES, &w.scales),
+                    (slot::ZERO_POINTS, &w.zero_points),
+                    (slot::BIAS, bias),
+                ],
             );
             (g, gpu.grid(workgroups(plan.kernel, plan.variant, b.rows, p.m as usize)))
         })

@@ -1,8 +1,7 @@
 //! Host side of `quantize.wgsl` and `dequantize.wgsl`: GPU-resident quantized tensors.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::gpu::kernels::{Family, Kernel, Variant};
+use crate::gpu::params::{self, DequantizeParams, QuantizeParams, slot};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::{check_params, pack_rows, unpack_rows};
@@ -36,39 +35,7 @@ pub(crate) struct RowBlock {
     pub(crate) buffer: wgpu::Buffer,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct QuantizeParams {
-    channels: u32,
-    inner: u32,
-    elems_per_param: u32,
-    num_params: u32,
-    cols: u32,
-    words_per_row: u32,
-    row0: u32,
-    rows: u32,
-    elem0: u32,
-    elems: u32,
-    run: u32,
-    runs_per_param: u32,
-    asym: u32,
-    _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct DequantizeParams {
-    channels: u32,
-    inner: u32,
-    cols: u32,
-    words_per_row: u32,
-    row0: u32,
-    rows: u32,
-    xor_mask: u32,
-    _pad: u32,
-}
-
-const WG: u32 = 256;
+const WG: u32 = params::WG as u32;
 const STATS_RUN: usize = 256;
 
 /// `(rows, cols)` of the 2-D view whose rows are the last axis.
@@ -206,19 +173,19 @@ impl Gpu {
                 run: run as u32,
                 runs_per_param: runs_per_param as u32,
                 asym: u32::from(scheme.has_zero_point()),
-                _pad: [0; 3],
+                ..Default::default()
             };
             let uniform = self.uniform_buffer("int8-wgpu quantize params", bytemuck::bytes_of(&params))?;
             groups.push(self.bind_group(
                 &fam,
                 &[
-                    (0, &uniform),
-                    (1, &buffer),
-                    (2, &input.buffer),
-                    (3, &stats),
-                    (4, &flags),
-                    (5, &scales),
-                    (6, &zero_points),
+                    (slot::PARAMS, &uniform),
+                    (slot::OUT, &buffer),
+                    (slot::Q_INPUT, &input.buffer),
+                    (slot::Q_STATS, &stats),
+                    (slot::Q_FLAGS, &flags),
+                    (slot::Q_SCALES, &scales),
+                    (slot::Q_ZERO_POINTS, &zero_points),
                 ],
             ));
             blocks.push(RowBlock { row0: input.row0, rows: input.rows, buffer });
@@ -429,12 +396,18 @@ impl GpuQuantizedTensor {
                 row0: b.row0 as u32,
                 rows: b.rows as u32,
                 xor_mask: self.xor_mask(),
-                _pad: 0,
+                ..Default::default()
             };
             let uniform = self.gpu.uniform_buffer("int8-wgpu dequantize params", bytemuck::bytes_of(&params))?;
             let g = self.gpu.bind_group(
                 &fam,
-                &[(0, &uniform), (1, out.buffer()), (2, &b.buffer), (3, &self.scales), (4, &self.zero_points)],
+                &[
+                    (slot::PARAMS, &uniform),
+                    (slot::OUT, out.buffer()),
+                    (slot::DQ_WEIGHTS, &b.buffer),
+                    (slot::DQ_SCALES, &self.scales),
+                    (slot::DQ_ZERO_POINTS, &self.zero_points),
+                ],
             );
             groups.push((g, (b.rows * cols) as u32));
         }
@@ -498,18 +471,18 @@ mod tests {
                 chunk.iter().flat_map(|&(a, b, zp)| [a.to_bits(), b.to_bits(), i32::from(zp) as u32]).collect();
             let input = gpu.storage_buffer("div check cases", bytemuck::cast_slice(&words)).unwrap();
             let out = gpu.zeroed_buffer("div check results", 16 * chunk.len() as u64).unwrap();
-            let params = QuantizeParams { elems: chunk.len() as u32, ..Zeroable::zeroed() };
+            let params = QuantizeParams { elems: chunk.len() as u32, ..Default::default() };
             let uniform = gpu.uniform_buffer("div check params", bytemuck::bytes_of(&params)).unwrap();
             let group = gpu.bind_group(
                 &fam,
                 &[
-                    (0, &uniform),
-                    (1, &out),
-                    (2, &input),
-                    (3, &unused[0]),
-                    (4, &unused[1]),
-                    (5, &unused[2]),
-                    (6, &unused[3]),
+                    (slot::PARAMS, &uniform),
+                    (slot::OUT, &out),
+                    (slot::Q_INPUT, &input),
+                    (slot::Q_STATS, &unused[0]),
+                    (slot::Q_FLAGS, &unused[1]),
+                    (slot::Q_SCALES, &unused[2]),
+                    (slot::Q_ZERO_POINTS, &unused[3]),
                 ],
             );
             let mut enc = gpu.device().create_command_encoder(&Default::default());

@@ -1,0 +1,357 @@
+//! The one source of every contract between the host and the WGSL kernels: the uniform
+//! parameter structs, the constants both sides size their work by, the dtype codes and the
+//! binding slots.
+//!
+//! [`prelude`] writes them as WGSL ahead of each family's source, so no shader restates them:
+//! a field, constant or binding changed here changes both sides at once.
+
+use std::fmt::Write;
+
+use crate::DType;
+use crate::gpu::kernels::Family;
+
+/// Activation rows one GEMV pass serves (reading the weights once for all of them).
+pub const GEMV_MAX_ROWS: usize = 8;
+/// Threads of a simple-GEMV workgroup.
+pub(crate) const GEMV_WG: usize = 64;
+/// Weight rows each simple-GEMV workgroup owns.
+pub(crate) const GEMV_ROWS: usize = 2;
+/// Threads of a fast-GEMV workgroup.
+pub(crate) const FAST_WG: usize = 256;
+/// Lanes of one fast-GEMV lane group; subgroup reductions are used only where every subgroup
+/// size the device may pick divides it.
+pub(crate) const FAST_LANES: usize = 32;
+/// Lane groups per fast-GEMV workgroup.
+pub(crate) const FAST_GROUPS: usize = FAST_WG / FAST_LANES;
+/// Most weight rows one fast-GEMV lane group owns (`RPT` is 1, 2 or 4).
+pub(crate) const MAX_RPT: usize = 4;
+/// Output tile of the GEMM: `GEMM_TILE` activation rows by `GEMM_TILE` weight rows.
+pub(crate) const GEMM_TILE: usize = 64;
+/// Depth of one GEMM k step.
+pub(crate) const GEMM_TK: usize = 16;
+/// Threads of every 256-thread workgroup (GEMM, quantize, dequantize).
+pub(crate) const WG: usize = 256;
+
+/// Declares a uniform parameter block of `u32` fields and its WGSL twin (`Self::WGSL`), so the
+/// two cannot drift apart. Uniform blocks must be a multiple of 16 bytes: checked at compile time.
+macro_rules! shader_params {
+    ($(#[doc = $doc:literal])* $name:ident { $($(#[doc = $fdoc:literal])* $field:ident),* $(,)? }) => {
+        $(#[doc = $doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+        pub(crate) struct $name {
+            $($(#[doc = $fdoc])* pub(crate) $field: u32,)*
+        }
+
+        impl $name {
+            /// The WGSL declaration of the same struct, named `Params` in its family's module.
+            pub(crate) const WGSL: &'static str =
+                concat!("struct Params {\n", $("    ", stringify!($field), ": u32,\n",)* "}\n");
+        }
+
+        const _: () = assert!(std::mem::size_of::<$name>() % 16 == 0, "uniform blocks are 16-byte multiples");
+    };
+}
+
+shader_params! {
+    /// Parameters of one dispatch of the fused linear (gemv.wgsl, gemm.wgsl):
+    /// `y[m, n] = Σ_segments s * (Σ_k x[m,k] q[n,k] − z Σ_k x[m,k]) + bias[n]`.
+    LinearParams {
+        /// Activation rows in this pass.
+        m,
+        /// out_features (the row stride of y).
+        n,
+        /// in_features.
+        k,
+        /// Packed weight row stride in words.
+        words_per_row,
+        /// First weight row of this row block.
+        row0,
+        /// Weight rows in this row block.
+        rows,
+        /// ParamLayout: the scale of element e is `(e / inner) % channels`.
+        inner,
+        /// ParamLayout channels.
+        channels,
+        /// gemv: elements of k per thread task.
+        chunk,
+        /// 1 when a bias is bound.
+        has_bias,
+        /// 0x80808080 when weight bytes are stored offset-binary (q + 128, compressed-tensors).
+        xor_mask,
+        /// First activation row of this pass (GEMV passes of GEMV_MAX_ROWS rows).
+        m0,
+    }
+}
+
+shader_params! {
+    /// Parameters of one row block of the quantize passes (quantize.wgsl).
+    QuantizeParams {
+        /// ParamLayout channels.
+        channels,
+        /// ParamLayout inner.
+        inner,
+        /// Elements sharing one scale.
+        elems_per_param,
+        /// Scales in all.
+        num_params,
+        /// Last-axis length.
+        cols,
+        /// Packed output row stride in words.
+        words_per_row,
+        /// First row of this block.
+        row0,
+        /// Rows in this block.
+        rows,
+        /// First flat element held by `input`.
+        elem0,
+        /// Elements held by `input`.
+        elems,
+        /// Elements per stats thread.
+        run,
+        /// Stats threads per parameter.
+        runs_per_param,
+        /// 1 for asymmetric schemes.
+        asym,
+        /// Padding to 16 bytes.
+        _pad0,
+        /// Padding.
+        _pad1,
+        /// Padding.
+        _pad2,
+    }
+}
+
+shader_params! {
+    /// Parameters of one row block of dequantize.wgsl.
+    DequantizeParams {
+        /// ParamLayout channels.
+        channels,
+        /// ParamLayout inner.
+        inner,
+        /// Last-axis length.
+        cols,
+        /// Packed row stride in words.
+        words_per_row,
+        /// First row of this block.
+        row0,
+        /// Rows in this block.
+        rows,
+        /// 0x80808080 when bytes are stored offset-binary (q + 128).
+        xor_mask,
+        /// Padding to 16 bytes.
+        _pad0,
+    }
+}
+
+/// How a kernel accesses a binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// One global a kernel family binds: slot, WGSL name and type. Two globals may share a slot
+/// when they are views of one buffer used by different entry points (gemv's `x` and `x4`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Binding {
+    pub(crate) slot: u32,
+    pub(crate) name: &'static str,
+    pub(crate) ty: &'static str,
+    pub(crate) access: Access,
+}
+
+/// Binding slots, named; every family binds its parameters at [`slot::PARAMS`] and writes its
+/// result through [`slot::OUT`].
+pub(crate) mod slot {
+    pub(crate) const PARAMS: u32 = 0;
+    pub(crate) const OUT: u32 = 1;
+    // Fused linear.
+    pub(crate) const X: u32 = 2;
+    pub(crate) const WEIGHTS: u32 = 3;
+    pub(crate) const SCALES: u32 = 4;
+    pub(crate) const ZERO_POINTS: u32 = 5;
+    pub(crate) const BIAS: u32 = 6;
+    // Quantize.
+    pub(crate) const Q_INPUT: u32 = 2;
+    pub(crate) const Q_STATS: u32 = 3;
+    pub(crate) const Q_FLAGS: u32 = 4;
+    pub(crate) const Q_SCALES: u32 = 5;
+    pub(crate) const Q_ZERO_POINTS: u32 = 6;
+    // Dequantize.
+    pub(crate) const DQ_WEIGHTS: u32 = 2;
+    pub(crate) const DQ_SCALES: u32 = 3;
+    pub(crate) const DQ_ZERO_POINTS: u32 = 4;
+    // Roofline (bench).
+    pub(crate) const DATA: u32 = 2;
+}
+
+const fn b(slot: u32, name: &'static str, ty: &'static str, access: Access) -> Binding {
+    Binding { slot, name, ty, access }
+}
+
+use Access::{Read as R, ReadWrite as RW, Uniform as U};
+
+const OUT: Binding = b(slot::OUT, "out", "array<atomic<u32>>", RW);
+const LINEAR: [Binding; 7] = [
+    b(slot::PARAMS, "p", "Params", U),
+    OUT,
+    b(slot::X, "x", "array<u32>", R),
+    b(slot::WEIGHTS, "weights", "array<u32>", R),
+    b(slot::SCALES, "scales", "array<f32>", R),
+    b(slot::ZERO_POINTS, "zps", "array<i32>", R),
+    b(slot::BIAS, "bias", "array<u32>", R),
+];
+const GEMV: [Binding; 9] = [
+    LINEAR[0],
+    LINEAR[1],
+    LINEAR[2],
+    LINEAR[3],
+    LINEAR[4],
+    LINEAR[5],
+    LINEAR[6],
+    // 16-byte views of the activations and weights, used only by gemv_fast_main.
+    b(slot::X, "x4", "array<vec4<u32>>", R),
+    b(slot::WEIGHTS, "weights4", "array<vec4<u32>>", R),
+];
+const QUANTIZE: [Binding; 7] = [
+    b(slot::PARAMS, "p", "Params", U),
+    OUT,
+    b(slot::Q_INPUT, "input", "array<u32>", R),
+    b(slot::Q_STATS, "stats", "array<atomic<u32>>", RW),
+    b(slot::Q_FLAGS, "flags", "array<atomic<u32>>", RW),
+    b(slot::Q_SCALES, "scales", "array<f32>", RW),
+    b(slot::Q_ZERO_POINTS, "zps", "array<i32>", RW),
+];
+const DEQUANTIZE: [Binding; 5] = [
+    b(slot::PARAMS, "p", "Params", U),
+    OUT,
+    b(slot::DQ_WEIGHTS, "weights", "array<u32>", R),
+    b(slot::DQ_SCALES, "scales", "array<f32>", R),
+    b(slot::DQ_ZERO_POINTS, "zps", "array<i32>", R),
+];
+// The roofline declares its own parameter block (a bench kernel); its layout is listed here.
+const ROOFLINE: [Binding; 3] = [b(slot::PARAMS, "p", "Params", U), OUT, b(slot::DATA, "data", "array<vec4<u32>>", R)];
+
+/// The globals `family` binds.
+pub(crate) fn bindings(family: Family) -> &'static [Binding] {
+    match family {
+        Family::Quantize => &QUANTIZE,
+        Family::Dequantize => &DEQUANTIZE,
+        Family::Gemv { .. } => &GEMV,
+        Family::Gemm => &LINEAR,
+        Family::Roofline => &ROOFLINE,
+    }
+}
+
+/// The constants `family`'s WGSL sizes its work by, with their host values.
+fn constants(family: Family) -> Vec<(&'static str, usize)> {
+    let mut c = vec![
+        ("DT_F32", DType::F32.shader_code() as usize),
+        ("DT_F16", DType::F16.shader_code() as usize),
+        ("DT_BF16", DType::BF16.shader_code() as usize),
+        ("WG", WG),
+    ];
+    match family {
+        Family::Gemv { .. } => c.extend([
+            ("GEMV_WG", GEMV_WG),
+            ("ROWS", GEMV_ROWS),
+            ("MAX_M", GEMV_MAX_ROWS),
+            ("FAST_WG", FAST_WG),
+            ("TPR", FAST_LANES),
+            ("MAX_RPT", MAX_RPT),
+        ]),
+        Family::Gemm => c.extend([("TM", GEMM_TILE), ("TN", GEMM_TILE), ("TK", GEMM_TK)]),
+        _ => {}
+    }
+    c
+}
+
+/// The WGSL the host writes ahead of `family`'s source: constants, the parameter struct and
+/// the binding declarations.
+pub(crate) fn prelude(family: Family) -> String {
+    let mut s = String::from("// Generated by src/gpu/params.rs: constants, parameters and bindings.\n");
+    for (name, value) in constants(family) {
+        writeln!(s, "const {name}: u32 = {value}u;").expect("writing to a String");
+    }
+    s.push_str(match family {
+        Family::Quantize => QuantizeParams::WGSL,
+        Family::Dequantize => DequantizeParams::WGSL,
+        Family::Gemv { .. } | Family::Gemm => LinearParams::WGSL,
+        Family::Roofline => "",
+    });
+    for binding in bindings(family) {
+        if family == Family::Roofline && binding.slot != slot::OUT {
+            continue;
+        }
+        let space = match binding.access {
+            Access::Uniform => "uniform",
+            Access::Read => "storage, read",
+            Access::ReadWrite => "storage, read_write",
+        };
+        writeln!(s, "@group(0) @binding({}) var<{space}> {}: {};", binding.slot, binding.name, binding.ty)
+            .expect("writing to a String");
+    }
+    s
+}
+
+/// The bind group layout entries of `family`: one per slot.
+pub(crate) fn layout_entries(family: Family) -> Vec<wgpu::BindGroupLayoutEntry> {
+    let mut slots: Vec<(u32, Access)> = bindings(family).iter().map(|b| (b.slot, b.access)).collect();
+    slots.sort_by_key(|&(s, _)| s);
+    slots.dedup_by_key(|&mut (s, _)| s);
+    slots
+        .into_iter()
+        .map(|(binding, access)| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match access {
+                    Access::Uniform => wgpu::BufferBindingType::Uniform,
+                    Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                    Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slots shared by two globals are views of one buffer: same access.
+    #[test]
+    fn shared_slots_agree_on_access() {
+        for family in Family::ALL {
+            for a in bindings(family) {
+                for b in bindings(family).iter().filter(|b| b.slot == a.slot) {
+                    assert_eq!(a.access, b.access, "{family:?} slot {}", a.slot);
+                }
+            }
+        }
+    }
+
+    /// The reflected WGSL struct of each family has the Rust struct's size and field offsets.
+    #[test]
+    fn reflected_params_match_the_rust_structs() {
+        for (family, size) in [
+            (Family::Gemm, std::mem::size_of::<LinearParams>()),
+            (Family::Gemv { subgroups: false }, std::mem::size_of::<LinearParams>()),
+            (Family::Quantize, std::mem::size_of::<QuantizeParams>()),
+            (Family::Dequantize, std::mem::size_of::<DequantizeParams>()),
+        ] {
+            let module = naga::front::wgsl::parse_str(&family.source()).expect("parses");
+            let p = module.global_variables.iter().find(|(_, g)| g.name.as_deref() == Some("p")).expect("p").1;
+            let naga::TypeInner::Struct { members, span } = &module.types[p.ty].inner else { panic!("struct") };
+            assert_eq!(*span as usize, size, "{family:?}");
+            for (i, m) in members.iter().enumerate() {
+                assert_eq!(m.offset as usize, 4 * i, "{family:?} {:?}", m.name);
+            }
+        }
+    }
+}
