@@ -87,8 +87,8 @@ fn gemv_main(
 // (coalesced), all activation rows in the same pass. Each unit of x is loaded once and used for
 // all RPT rows: at MAX_M rows of f32 activations the GEMV reads 32 bytes of x per weight byte
 // from cache, so reusing x across rows is what keeps it on the weight read, not the cache. The
-// lanes' sums are reduced with subgroup operations where the device has them (lines marked
-// `//+sg`, enabled by the host's generator), else in workgroup memory.
+// lanes' sums are reduced with subgroup operations where the device has them
+// (gemv_reduce_sg.wgsl), else in workgroup memory (gemv_reduce_wg.wgsl): the host appends one.
 // DENSE switches the weights to plain f32 (four 16-byte loads per unit): the no-quantization
 // baseline of the same design.
 
@@ -153,74 +153,14 @@ fn dot16(a: array<vec4<f32>, 4>, b: array<vec4<f32>, 4>) -> f32 {
     return (dot(a[0], b[0]) + dot(a[1], b[1])) + (dot(a[2], b[2]) + dot(a[3], b[3]));
 }
 
-// Sums acc ([MAX_RPT][MAX_M] per lane) over each group's TPR lanes and writes the outputs of
-// rows row0 .. row0 + RPT.
-fn finish_rows(
-    acc: array<f32, MAX_RPT * MAX_M>,
-    t: u32,
-    row0: u32,
-//+sg    sg_size: u32,
-//+sg    sg_lane: u32,
-) {
-    let lane = t % TPR;
-    let g = t / TPR;
-//+sg    for (var r = 0u; r < RPT; r++) {
-//+sg        for (var m = 0u; m < MAX_M; m++) {
-//+sg            if m >= p.m {
-//+sg                break;
-//+sg            }
-//+sg            let v = subgroupAdd(acc[r * MAX_M + m]);
-//+sg            if sg_lane == 0u {
-//+sg                fred[((g * MAX_RPT + r) * MAX_M + m) * (TPR / MIN_SG) + lane / sg_size] = v;
-//+sg            }
-//+sg        }
-//+sg    }
-//+sg    workgroupBarrier();
-//+sg    // lane r * m + mi of each group finishes output (mi, row0 + r)
-//+sg    let r = lane / p.m;
-//+sg    let m = lane % p.m;
-//+sg    if r < RPT && row0 + r < p.rows {
-//+sg        var v = 0.0;
-//+sg        for (var j = 0u; j < TPR / sg_size; j++) {
-//+sg            v += fred[((g * MAX_RPT + r) * MAX_M + m) * (TPR / MIN_SG) + j];
-//+sg        }
-//+sg        store_y(m, row0 + r, v);
-//+sg    }
-    for (var r = 0u; r < RPT; r++) { // -sg
-        for (var m = 0u; m < MAX_M; m++) { // -sg
-            if m >= p.m { // -sg
-                break; // -sg
-            } // -sg
-            fred[m * FAST_WG + t] = acc[r * MAX_M + m]; // -sg
-        } // -sg
-        workgroupBarrier(); // -sg
-        for (var s = TPR / 2u; s > 0u; s >>= 1u) { // -sg
-            if lane < s { // -sg
-                for (var m = 0u; m < MAX_M; m++) { // -sg
-                    if m >= p.m { // -sg
-                        break; // -sg
-                    } // -sg
-                    fred[m * FAST_WG + t] += fred[m * FAST_WG + t + s]; // -sg
-                } // -sg
-            } // -sg
-            workgroupBarrier(); // -sg
-        } // -sg
-        if lane < p.m && row0 + r < p.rows { // -sg
-            store_y(lane, row0 + r, fred[lane * FAST_WG + g * TPR]); // -sg
-        } // -sg
-        workgroupBarrier(); // -sg
-    } // -sg
+// The first weight row of thread t's lane group.
+fn fast_row0(wid: vec3<u32>, nwg: vec3<u32>, t: u32) -> u32 {
+    return (flat_group(wid, nwg) * GROUPS + t / TPR) * RPT;
 }
 
-@compute @workgroup_size(FAST_WG)
-fn gemv_fast_main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-//+sg    @builtin(subgroup_size) sg_size: u32,
-//+sg    @builtin(subgroup_invocation_id) sg_lane: u32,
-) {
-    let row0 = (flat_group(wid, nwg) * GROUPS + t / TPR) * RPT;
+// This lane's partial sums ([MAX_RPT][MAX_M]) of the lane group owning rows row0 .. row0 + RPT;
+// gemv_fast_main (gemv_reduce_sg.wgsl or gemv_reduce_wg.wgsl) reduces them over the group.
+fn fast_accumulate(row0: u32, t: u32) -> array<f32, MAX_RPT * MAX_M> {
     var acc: array<f32, MAX_RPT * MAX_M>; // [MAX_RPT][MAX_M]
     if row0 < p.rows {
         var dsum: array<f32, MAX_RPT * MAX_M>;
@@ -290,7 +230,5 @@ fn gemv_fast_main(
             }
         }
     }
-    finish_rows(acc, t, row0,
-//+sg        sg_size, sg_lane,
-    );
+    return acc;
 }

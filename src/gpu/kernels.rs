@@ -11,8 +11,12 @@ const LINEAR_COMMON: &str = include_str!("../../shaders/linear_common.wgsl");
 const QUANTIZE: &str = include_str!("../../shaders/quantize.wgsl");
 const DEQUANTIZE: &str = include_str!("../../shaders/dequantize.wgsl");
 const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
+const GEMV_REDUCE_SG: &str = include_str!("../../shaders/gemv_reduce_sg.wgsl");
+const GEMV_REDUCE_WG: &str = include_str!("../../shaders/gemv_reduce_wg.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const ROOFLINE: &str = include_str!("../../shaders/roofline.wgsl");
+#[cfg(test)]
+const DIV_CHECK: &str = include_str!("../../shaders/test/div_check.wgsl");
 
 /// One WGSL module (one file in `shaders/`, with `common.wgsl` prepended).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,6 +29,9 @@ pub(crate) enum Family {
     },
     Gemm,
     Roofline,
+    /// Test probe of the exact division (`shaders/test/div_check.wgsl`).
+    #[cfg(test)]
+    DivCheck,
 }
 
 /// One entry point; dtypes are chosen by override constants at pipeline creation.
@@ -68,13 +75,14 @@ impl Variant {
 
 impl Family {
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 6] = [
+    pub(crate) const ALL: [Family; 7] = [
         Family::Quantize,
         Family::Dequantize,
         Family::Gemv { subgroups: false },
         Family::Gemv { subgroups: true },
         Family::Gemm,
         Family::Roofline,
+        Family::DivCheck,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -85,6 +93,8 @@ impl Family {
             Family::Gemv { subgroups: true } => "gemv.wgsl (subgroups)",
             Family::Gemm => "gemm.wgsl",
             Family::Roofline => "roofline.wgsl",
+            #[cfg(test)]
+            Family::DivCheck => "test/div_check.wgsl",
         }
     }
 
@@ -96,11 +106,15 @@ impl Family {
             Family::Quantize => [&prelude, COMMON, QUANTIZE].concat(),
             Family::Dequantize => [&prelude, COMMON, DEQUANTIZE].concat(),
             Family::Gemv { subgroups } => {
-                let src = [&prelude, COMMON, LINEAR_COMMON, GEMV].concat();
-                if subgroups { subgroup_variant(&src) } else { src }
+                // Naga rejects subgroup operations on devices without them, so the subgroup
+                // reduction is a separate file rather than a branch.
+                let reduce = if subgroups { GEMV_REDUCE_SG } else { GEMV_REDUCE_WG };
+                [&prelude, COMMON, LINEAR_COMMON, GEMV, reduce].concat()
             }
             Family::Gemm => [&prelude, COMMON, LINEAR_COMMON, GEMM].concat(),
             Family::Roofline => [&prelude, COMMON, ROOFLINE].concat(),
+            #[cfg(test)]
+            Family::DivCheck => [&prelude, COMMON, DIV_CHECK].concat(),
         }
     }
 
@@ -112,23 +126,12 @@ impl Family {
     }
 }
 
-/// The one generator step: a family's subgroup variant enables the lines marked `//+sg` and
-/// drops those marked `// -sg` (naga rejects subgroup operations on devices without them, so
-/// the variant must be a separate source).
-fn subgroup_variant(src: &str) -> String {
-    src.lines()
-        .filter(|l| !l.trim_end().ends_with("// -sg"))
-        .map(|l| l.strip_prefix("//+sg").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 impl Kernel {
     pub(crate) fn family(self, v: Variant) -> Family {
         match self {
             Kernel::Stats | Kernel::Finalize | Kernel::Quantize => Family::Quantize,
             #[cfg(test)]
-            Kernel::DivCheck => Family::Quantize,
+            Kernel::DivCheck => Family::DivCheck,
             Kernel::Dequantize => Family::Dequantize,
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,

@@ -238,6 +238,8 @@ const ROOFLINE: [Binding; 3] = [b(slot::PARAMS, "p", "Params", U), OUT, b(slot::
 pub(crate) fn bindings(family: Family) -> &'static [Binding] {
     match family {
         Family::Quantize => &QUANTIZE,
+        #[cfg(test)]
+        Family::DivCheck => &QUANTIZE,
         Family::Dequantize => &DEQUANTIZE,
         Family::Gemv { .. } => &GEMV,
         Family::Gemm => &LINEAR,
@@ -277,6 +279,8 @@ pub(crate) fn prelude(family: Family) -> String {
     }
     s.push_str(match family {
         Family::Quantize => QuantizeParams::WGSL,
+        #[cfg(test)]
+        Family::DivCheck => QuantizeParams::WGSL,
         Family::Dequantize => DequantizeParams::WGSL,
         Family::Gemv { .. } | Family::Gemm => LinearParams::WGSL,
         Family::Roofline => "",

@@ -462,7 +462,7 @@ mod tests {
     /// `quantize_value`, `quantize_with` from a quotient off by a few ULP, `quantize_exact`.
     fn div_check(gpu: &Gpu, cases: &[(f32, f32, i8)]) -> Vec<[u32; 4]> {
         const CHUNK: usize = 1 << 18;
-        let fam = gpu.family(Family::Quantize).unwrap();
+        let fam = gpu.family(Family::DivCheck).unwrap();
         let pipeline = gpu.pipeline(Kernel::DivCheck, Variant::new(DType::F32, DType::F32)).unwrap();
         let unused: Vec<wgpu::Buffer> = (0..4).map(|_| gpu.zeroed_buffer("unused", 16).unwrap()).collect();
         let mut found = Vec::with_capacity(cases.len());
