@@ -991,6 +991,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn overflow_checks_are_on() {
+        // Cargo.toml turns them on for this crate in release builds: the reader's arithmetic on
+        // header values must be tested the way a downstream debug build runs it.
+        let sum = std::panic::catch_unwind(|| std::hint::black_box(usize::MAX) + std::hint::black_box(1));
+        assert!(sum.is_err(), "overflow checks are off: see [profile.release.package.int8-wgpu] in Cargo.toml");
+    }
+
+    #[test]
     fn weight_packing_offsets_bytes_and_pads() {
         let v: Vec<i8> = vec![0, -128, 127, -1, 5, 1, 2, 3, 4, 6];
         let w = pack_weight(&v, 2, 5);
