@@ -607,31 +607,35 @@ impl Checkpoint {
 /// assert_eq!(v, ["layer.1.w", "layer.2.w", "layer.10.w"]);
 /// ```
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    fn tokens(s: &str) -> Vec<(bool, &str)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
+    // Walks both names run by run (a maximal run of ASCII digits, or of anything else) without
+    // allocating: sorting a million names called this some 20 million times.
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let run_end = |s: &[u8], start: usize| {
+        let digit = s[start].is_ascii_digit();
+        s[start..].iter().position(|c| c.is_ascii_digit() != digit).map_or(s.len(), |n| start + n)
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        let (ei, ej) = (run_end(x, i), run_end(y, j));
+        let (ra, rb) = (&x[i..ei], &y[j..ej]);
+        let ord = if ra[0].is_ascii_digit() && rb[0].is_ascii_digit() {
+            // As numbers of any length: without leading zeros, the longer is larger.
+            fn trim(r: &[u8]) -> &[u8] {
+                &r[r.iter().position(|&c| c != b'0').unwrap_or(r.len())..]
             }
-        }
-        out
-    }
-    let (ta, tb) = (tokens(a), tokens(b));
-    for ((da, xa), (db, xb)) in ta.iter().zip(&tb) {
-        let ord = if *da && *db {
-            let (xa, xb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
-            xa.len().cmp(&xb.len()).then_with(|| xa.cmp(xb))
+            let (na, nb) = (trim(ra), trim(rb));
+            na.len().cmp(&nb.len()).then_with(|| na.cmp(nb))
         } else {
-            xa.cmp(xb)
+            ra.cmp(rb)
         };
         if ord.is_ne() {
             return ord;
         }
+        (i, j) = (ei, ej);
     }
-    ta.len().cmp(&tb.len()).then_with(|| a.cmp(b))
+    // Equal runs so far: the name with runs left is larger; equal names-as-numbers ("01" and
+    // "1") are ordered bytewise so the order stays total.
+    (i < x.len()).cmp(&(j < y.len())).then_with(|| a.cmp(b))
 }
 
 fn to_dim(v: i64) -> Result<usize> {
