@@ -702,6 +702,209 @@ fn cli_quantize_inspect_and_errors() {
     assert!(stderr.contains("truncated"), "{stderr}");
 }
 
+/// The bytes of a safetensors file whose header is `header` (no padding) followed by `data`.
+fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+#[test]
+fn header_offsets_near_usize_max_are_truncation_errors() {
+    // safetensors checks that offsets are contiguous and that each tensor's byte count matches
+    // its shape (with checked multiplication), but not that their sum fits anything: eight U8
+    // tensors of 2^61 - 1 bytes declare 2^64 - 8 bytes of data, so `8 + n + data_len` overflows.
+    let size = (1u64 << 61) - 1;
+    let entries: Vec<String> = (0..8u64)
+        .map(|k| {
+            format!(r#""t{k}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{},{}]}}"#, k * size, (k + 1) * size)
+        })
+        .collect();
+    let header = format!("{{{}}}", entries.join(","));
+    let dir = TempDir::new("huge-offsets");
+    let file = dir.path().join("model.safetensors");
+    for extra in [0usize, 8] {
+        fs::write(&file, raw_file(&header, &vec![0; extra])).unwrap();
+        let e = Checkpoint::open(&file).unwrap_err();
+        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        assert_eq!(
+            msg,
+            &format!(
+                "`{}` is truncated (the header declares 18446744073709551608 bytes of tensor data, the file has \
+                 {extra}); re-download or re-export it",
+                file.display()
+            )
+        );
+    }
+}
+
+#[test]
+fn invalid_config_json_is_refused_before_any_layer() {
+    let inp = TempDir::new("cfg-in");
+    write_model(inp.path(), DType::F32);
+    let config = inp.path().join("config.json");
+    let out = TempDir::new("cfg-out");
+    let dest = out.path().join("q");
+    for (text, needle) in [
+        ("[1, 2]", "is not a JSON object (it holds an array); a model config is an object of settings"),
+        ("\"toy\"", "is not a JSON object (it holds a string); a model config is an object of settings"),
+        ("null", "is not a JSON object (it holds null); a model config is an object of settings"),
+        ("{\"model_type\": ", "is not valid JSON: EOF while parsing"),
+    ] {
+        fs::write(&config, text).unwrap();
+        let mut calls = 0;
+        let e = quantizer(inp.path(), &dest, QuantScheme::default()).run_with_progress(|_| calls += 1).unwrap_err();
+        let Error::Checkpoint(msg) = &e else { panic!("{text}: {e:?}") };
+        assert!(msg.starts_with(&format!("`{}` {needle}", config.display())), "{text}: {msg}");
+        assert_eq!(calls, 0, "{text}: refused before the first layer");
+        assert!(!dest.exists());
+    }
+}
+
+/// A sharded copy of `model(dtype)` in `dir`: two shards and their index.
+fn write_sharded(dir: &Path, dtype: DType) {
+    let (a, b): (Vec<_>, Vec<_>) = model(dtype).into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let mut map = serde_json::Map::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
+        let part: Vec<(String, T)> = part.into_iter().map(|(_, t)| t).collect();
+        for (n, _) in &part {
+            map.insert(n.clone(), json!(file));
+        }
+        write_file(&dir.join(file), &part);
+    }
+    let index = json!({"metadata": {"total_size": 0}, "weight_map": map});
+    fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn an_index_with_an_empty_weight_map_is_an_error() {
+    let inp = TempDir::new("empty-index");
+    write_sharded(inp.path(), DType::F32);
+    let index = inp.path().join("model.safetensors.index.json");
+    fs::write(&index, r#"{"metadata": {"total_size": 0}, "weight_map": {}}"#).unwrap();
+    let e = Checkpoint::open(inp.path()).unwrap_err();
+    let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+    assert_eq!(
+        msg,
+        &format!("`{}` has an empty `weight_map`: it lists no tensor, so there is nothing to read", index.display())
+    );
+}
+
+/// Runs `f` on another thread and fails the test if it takes more than 10 s: a FIFO that is
+/// opened for reading blocks until a writer appears. On a timeout, `fifo` is opened for writing
+/// so the stuck thread finishes, and the test panics.
+#[cfg(unix)]
+fn within_timeout<R: Send + 'static>(fifo: &Path, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(r) => r,
+        Err(_) => {
+            let writer = fifo.to_path_buf();
+            std::thread::spawn(move || drop(fs::OpenOptions::new().write(true).open(writer)));
+            panic!("still blocked after 10 s on the FIFO `{}`", fifo.display());
+        }
+    }
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let _ = fs::remove_file(path);
+    let s = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo runs");
+    assert!(s.success(), "mkfifo {}", path.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_and_other_non_regular_files_are_refused_without_blocking() {
+    let open_err = |root: PathBuf, fifo: PathBuf| -> Error {
+        within_timeout(&fifo, move || Checkpoint::open(root)).expect_err("a FIFO must be refused")
+    };
+    let expect = |e: Error, path: &Path, kind: &str| {
+        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        assert_eq!(
+            msg,
+            &format!("`{}` is {kind}, not a regular file; checkpoint files must be regular files", path.display())
+        );
+    };
+
+    // The input itself.
+    let dir = TempDir::new("fifo-file");
+    let fifo = dir.path().join("x.safetensors");
+    mkfifo(&fifo);
+    expect(open_err(fifo.clone(), fifo.clone()), &fifo, "a FIFO");
+    // model.safetensors of a folder.
+    let model_fifo = dir.path().join("model.safetensors");
+    mkfifo(&model_fifo);
+    expect(open_err(dir.path().to_path_buf(), model_fifo.clone()), &model_fifo, "a FIFO");
+
+    // config.json beside a good model.safetensors.
+    let d = TempDir::new("fifo-config");
+    write_model(d.path(), DType::F32);
+    let config = d.path().join("config.json");
+    mkfifo(&config);
+    expect(open_err(d.path().to_path_buf(), config.clone()), &config, "a FIFO");
+    // ... and the quantizer, which opens the checkpoint the same way.
+    let out = TempDir::new("fifo-out");
+    let (input, dest) = (d.path().to_path_buf(), out.path().join("q"));
+    let e = within_timeout(&config, move || quantizer(&input, &dest, QuantScheme::default()).run().unwrap_err());
+    expect(e, &config, "a FIFO");
+
+    // A shard, and the index (which a model.safetensors beside it must not hide).
+    let s = TempDir::new("fifo-shard");
+    write_sharded(s.path(), DType::F32);
+    let shard = s.path().join("model-00002-of-00002.safetensors");
+    mkfifo(&shard);
+    expect(open_err(s.path().to_path_buf(), shard.clone()), &shard, "a FIFO");
+    let s = TempDir::new("fifo-index");
+    write_sharded(s.path(), DType::F32);
+    write_file(&s.path().join("model.safetensors"), &model(DType::F32));
+    let index = s.path().join("model.safetensors.index.json");
+    mkfifo(&index);
+    expect(open_err(s.path().to_path_buf(), index.clone()), &index, "a FIFO");
+
+    // A folder where a shard should be, and a character device as the input.
+    let s = TempDir::new("dir-shard");
+    write_sharded(s.path(), DType::F32);
+    let shard = s.path().join("model-00001-of-00002.safetensors");
+    fs::remove_file(&shard).unwrap();
+    fs::create_dir(&shard).unwrap();
+    expect(Checkpoint::open(s.path()).unwrap_err(), &shard, "a folder");
+    expect(Checkpoint::open("/dev/null").unwrap_err(), Path::new("/dev/null"), "a character device");
+
+    // The CLI: an error and exit status 1, not a hang.
+    let Some(exe) = option_env!("CARGO_BIN_EXE_int8-wgpu") else { return };
+    let mut child = std::process::Command::new(exe)
+        .arg("inspect")
+        .arg(&fifo)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("`int8-wgpu inspect FIFO` still running after 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: checkpoint error: `{}` is a FIFO, not a regular file; checkpoint files must be regular files\n",
+            fifo.display()
+        )
+    );
+}
+
 /// `natural_cmp` as it was first written (split into digit and non-digit runs, compare run by
 /// run), kept as the specification of the allocation-free version.
 fn natural_cmp_tokenizing(a: &str, b: &str) -> std::cmp::Ordering {
@@ -767,4 +970,118 @@ fn natural_cmp_examples() {
         assert_eq!(natural_cmp_tokenizing(a, b), want, "{a} vs {b} (tokenizing)");
         assert_eq!(checkpoint::natural_cmp(b, a), want.reverse(), "{b} vs {a}");
     }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 2_000, ..Default::default() })]
+
+    /// The reader parses headers with its own visitor and checks offsets itself: it must accept
+    /// exactly the files the safetensors crate accepts.
+    #[test]
+    fn header_checks_agree_with_safetensors(
+        tensors in proptest::collection::vec((0..4usize, proptest::collection::vec(0..4usize, 0..3), 0..255u8), 0..4),
+        perturb in proptest::option::of((0..4usize, proptest::bool::ANY, -2..=2i64)),
+        data_delta in -1..=1i64,
+        with_metadata in proptest::bool::ANY,
+    ) {
+        let dtypes = [("U8", 1), ("F16", 2), ("F32", 4), ("I64", 8)];
+        // Data in the order of the random keys, listed in the header in index order.
+        let mut order: Vec<usize> = (0..tensors.len()).collect();
+        order.sort_by_key(|&i| tensors[i].2);
+        let mut offsets = vec![(0i64, 0i64); tensors.len()];
+        let mut end = 0i64;
+        for &i in &order {
+            let (d, shape, _) = &tensors[i];
+            let size = (shape.iter().product::<usize>() * dtypes[*d].1) as i64;
+            offsets[i] = (end, end + size);
+            end += size;
+        }
+        if let Some((i, start, delta)) = perturb.filter(|(i, ..)| *i < tensors.len()) {
+            let o = &mut offsets[i];
+            if start { o.0 += delta } else { o.1 += delta }
+        }
+        let mut entries: Vec<String> = tensors
+            .iter()
+            .zip(&offsets)
+            .enumerate()
+            .map(|(i, ((d, shape, _), (s, e)))| {
+                format!(r#""t{i}":{{"dtype":"{}","shape":{shape:?},"data_offsets":[{s},{e}]}}"#, dtypes[*d].0)
+            })
+            .collect();
+        if with_metadata {
+            entries.insert(0, r#""__metadata__":{"format":"pt"}"#.to_string());
+        }
+        let data_len = usize::try_from((end + data_delta).max(0)).unwrap();
+        let bytes = raw_file(&format!("{{{}}}", entries.join(",")), &vec![0; data_len]);
+        let theirs = safetensors::SafeTensors::deserialize(&bytes).map(|_| ()).map_err(|e| e.to_string());
+        let dir = TempDir::new("header-prop");
+        let file = dir.path().join("x.safetensors");
+        fs::write(&file, &bytes).unwrap();
+        let ours = Checkpoint::open(&file).map(|_| ()).map_err(|e| e.to_string());
+        proptest::prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "ours {:?}, safetensors {:?}", ours, theirs);
+    }
+}
+
+#[test]
+fn index_and_shards_must_agree() {
+    let expect = |dir: &Path, needle: &str| {
+        let e = Checkpoint::open(dir).unwrap_err();
+        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        assert_eq!(msg, needle);
+    };
+    let d = TempDir::new("index-agree");
+    write_sharded(d.path(), DType::F32);
+    let index_path = d.path().join("model.safetensors.index.json");
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let write_index = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut v = index.clone();
+        f(v["weight_map"].as_object_mut().unwrap());
+        fs::write(&index_path, v.to_string()).unwrap();
+    };
+    assert!(Checkpoint::open(d.path()).is_ok());
+
+    write_index(&|m| m["model.position_ids"] = json!("model-00002-of-00002.safetensors"));
+    expect(
+        d.path(),
+        "`model.safetensors.index.json` lists tensor `model.position_ids` in `model-00002-of-00002.safetensors` but \
+         it is in `model-00001-of-00002.safetensors`",
+    );
+    write_index(&|m| drop(m.remove("model.norm.weight")));
+    expect(d.path(), "tensor `model.norm.weight` is in a shard but not in `model.safetensors.index.json`");
+    write_index(&|m| drop(m.insert("zz.missing".into(), json!("model-00001-of-00002.safetensors"))));
+    expect(
+        d.path(),
+        "`model.safetensors.index.json` lists tensor `zz.missing` in `model-00001-of-00002.safetensors`, which does \
+         not hold it; the index and the shards do not match",
+    );
+    write_index(&|m| drop(m.insert("a.missing".into(), json!("model-00001-of-00002.safetensors"))));
+    expect(
+        d.path(),
+        "`model.safetensors.index.json` lists tensor `a.missing` in `model-00001-of-00002.safetensors`, which does \
+         not hold it; the index and the shards do not match",
+    );
+
+    // The same tensor in two shards, and twice in one header.
+    write_index(&|_| {});
+    let shard2 = d.path().join("model-00002-of-00002.safetensors");
+    let mut two = model(DType::F32);
+    two.retain(|(n, _)| n == "lm_head.weight" || n == "model.norm.weight");
+    write_file(&shard2, &two);
+    let e = Checkpoint::open(d.path()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: tensor `model.norm.weight` is in both `{}` and `{}`",
+            d.path().join("model-00001-of-00002.safetensors").display(),
+            shard2.display()
+        )
+    );
+    let one = d.path().join("one.safetensors");
+    let entry = r#""a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}"#;
+    fs::write(&one, raw_file(&format!("{{{entry},{}}}", entry.replace("[0,2]", "[2,4]")), &[0; 4])).unwrap();
+    let e = Checkpoint::open(&one).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("checkpoint error: `{}` has a corrupt safetensors header: tensor `a` appears twice", one.display())
+    );
 }
