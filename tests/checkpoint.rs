@@ -690,6 +690,11 @@ fn cli_quantize_inspect_and_errors() {
         (vec![a("quantize"), p(&inp.path().join("missing")), p(&bad), a("--cpu")], "missing"),
         (vec![a("quantize"), p(inp.path()), p(&bad), a("--granularity"), a("group")], "--group-size"),
         (vec![a("quantize"), p(inp.path()), p(&dest), a("--cpu")], "already exists"),
+        (
+            vec![a("quantize"), p(inp.path()), p(&bad), a("--cpu"), a("--eval-rows"), a("18446744073709551615")],
+            "error: eval_rows (activation rows per layer for the output error) is too large: 18446744073709551615 \
+             exceeds the limit 4096\n",
+        ),
     ];
     for (args, needle) in cases {
         let (code, _, stderr) = run(args);
@@ -740,6 +745,85 @@ fn header_offsets_near_usize_max_are_truncation_errors() {
 }
 
 #[test]
+fn zero_size_weights_are_skipped_with_a_reason() {
+    let inp = TempDir::new("zero-in");
+    let mut m = write_model(inp.path(), DType::F32);
+    m.push(("model.extra.rows.weight".into(), T { dtype: TensorDtype::F32, shape: vec![0, 10], data: vec![] }));
+    m.push(("model.extra.cols.weight".into(), T { dtype: TensorDtype::BF16, shape: vec![4, 0], data: vec![] }));
+    // A zero-size dimension makes any other dimension's size free of any data: 2^62 rows.
+    m.push(("model.extra.huge.weight".into(), T { dtype: TensorDtype::F32, shape: vec![1 << 62, 0], data: vec![] }));
+    write_file(&inp.path().join("model.safetensors"), &m);
+    let out = TempDir::new("zero-out");
+    let dest = out.path().join("q");
+    let r = quantizer(inp.path(), &dest, QuantScheme::default()).run().unwrap();
+    assert_eq!(r.layers.len(), LINEARS.len());
+    let zero: Vec<(&str, &[usize], &str)> = r
+        .skipped
+        .iter()
+        .filter(|s| s.name.starts_with("model.extra"))
+        .map(|s| (s.name.as_str(), s.shape.as_slice(), s.reason.as_str()))
+        .collect();
+    assert_eq!(
+        zero,
+        [
+            ("model.extra.cols.weight", &[4, 0][..], "zero-size, nothing to quantize"),
+            ("model.extra.huge.weight", &[1 << 62, 0][..], "zero-size, nothing to quantize"),
+            ("model.extra.rows.weight", &[0, 10][..], "zero-size, nothing to quantize"),
+        ]
+    );
+    assert!(
+        r.to_string().contains(
+            "\n  zero-size, nothing to quantize: model.extra.cols.weight [4, 0], model.extra.huge.weight \
+             [4611686018427387904, 0], model.extra.rows.weight [0, 10]\n"
+        ),
+        "{r}"
+    );
+    let ck = Checkpoint::open(&dest).unwrap();
+    assert_eq!(ck.info("model.extra.rows.weight").unwrap().shape, [0, 10], "copied unchanged");
+    let ignore = &ck.quantization_config().unwrap()["ignore"];
+    assert_eq!(
+        ignore,
+        &json!(["lm_head", "model.embed_tokens", "model.extra.cols", "model.extra.huge", "model.extra.rows"])
+    );
+
+    // inspect's int8 estimate leaves them out too (2^62 rows x 4 bytes of scales would overflow).
+    let Some(exe) = option_env!("CARGO_BIN_EXE_int8-wgpu") else { return };
+    let o = std::process::Command::new(exe).arg("inspect").arg(inp.path()).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("model.extra.huge.weight  ") && stdout.contains("linear weights (4) "), "{stdout}");
+}
+
+#[test]
+fn eval_rows_is_bounded_before_any_work() {
+    use int8_wgpu::quantizer::MAX_EVAL_ROWS;
+    assert_eq!(MAX_EVAL_ROWS, 4096);
+    let inp = TempDir::new("rows-in");
+    write_model(inp.path(), DType::F32);
+    let out = TempDir::new("rows-out");
+    let dest = out.path().join("q");
+    for rows in [usize::MAX, 1 << 62, 20_000_000, MAX_EVAL_ROWS + 1] {
+        let mut calls = 0;
+        let e = quantizer(inp.path(), &dest, QuantScheme::default())
+            .eval_rows(rows)
+            .run_with_progress(|_| calls += 1)
+            .unwrap_err();
+        assert!(matches!(e, Error::TooLarge { size, limit: 4096, .. } if size == rows as u64), "{rows}: {e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "eval_rows (activation rows per layer for the output error) is too large: {rows} exceeds the limit \
+                 4096"
+            )
+        );
+        assert_eq!(calls, 0, "{rows}: checked before any layer");
+        assert!(!dest.exists());
+    }
+    let r = quantizer(inp.path(), &dest, QuantScheme::default()).eval_rows(MAX_EVAL_ROWS).run().unwrap();
+    assert!(r.layers.iter().all(|l| l.output_rel_error.is_some_and(|e| e > 0.0 && e < 0.02)), "{r}");
+}
+
+#[test]
 fn invalid_config_json_is_refused_before_any_layer() {
     let inp = TempDir::new("cfg-in");
     write_model(inp.path(), DType::F32);
@@ -775,6 +859,57 @@ fn write_sharded(dir: &Path, dtype: DType) {
     }
     let index = json!({"metadata": {"total_size": 0}, "weight_map": map});
     fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn safetensors_files_the_checkpoint_does_not_read_are_warnings() {
+    let inp = TempDir::new("unlisted-in");
+    write_sharded(inp.path(), DType::F32);
+    let stray = [("extra".to_string(), float_t(&[4, 8], 1, DType::F32))];
+    write_file(&inp.path().join("model-00003-of-00003.safetensors"), &stray);
+    // The index wins over a model.safetensors beside it, which is then not read either.
+    write_file(&inp.path().join("model.safetensors"), &stray);
+    let ck = Checkpoint::open(inp.path()).unwrap();
+    assert_eq!(ck.unlisted_files(), ["model-00003-of-00003.safetensors", "model.safetensors"]);
+    let out = TempDir::new("unlisted-out");
+    let r = quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).run().unwrap();
+    assert_eq!(
+        r.warnings,
+        [
+            "`model-00003-of-00003.safetensors` is in the input folder but not in `model.safetensors.index.json`: it \
+             was not read and its tensors are not in the output",
+            "`model.safetensors` is in the input folder but not in `model.safetensors.index.json`: it was not read and \
+             its tensors are not in the output",
+        ]
+    );
+    assert!(r.to_string().contains("\nwarning: `model-00003-of-00003.safetensors` is in the input folder"), "{r}");
+    if let Some(exe) = option_env!("CARGO_BIN_EXE_int8-wgpu") {
+        let o = std::process::Command::new(exe).arg("inspect").arg(inp.path()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            stdout.contains(
+                "\nwarning: `model-00003-of-00003.safetensors` is in the folder but not in \
+                 `model.safetensors.index.json`: it is not read, its tensors are not listed above\n"
+            ),
+            "{stdout}"
+        );
+    }
+
+    // A single-file folder: any other safetensors file is not read.
+    let single = TempDir::new("unlisted-single");
+    write_model(single.path(), DType::F32);
+    write_file(&single.path().join("adapter.safetensors"), &stray);
+    let ck = Checkpoint::open(single.path()).unwrap();
+    assert_eq!(ck.unlisted_files(), ["adapter.safetensors"]);
+    let r = quantizer(single.path(), &out.path().join("s"), QuantScheme::default()).run().unwrap();
+    assert_eq!(
+        r.warnings,
+        ["`adapter.safetensors` is in the input folder but is not `model.safetensors`: it was not read and its \
+          tensors are not in the output"]
+    );
+    // A single file given by path reads nothing else.
+    assert!(Checkpoint::open(single.path().join("model.safetensors")).unwrap().unlisted_files().is_empty());
 }
 
 #[test]
