@@ -1107,6 +1107,77 @@ fn natural_cmp_examples() {
     }
 }
 
+/// A safetensors header of `n` one-element F16 tensors `"{l}.{e}.w{k}.weight"` ([1, 1], so
+/// they are linear weights for the planner) and its 2n bytes of data.
+fn many_tiny_tensors(n: usize) -> (Vec<String>, Vec<u8>) {
+    let names: Vec<String> =
+        (0..n).map(|i| format!("{}.{}.w{}.weight", i / 24_000, i / 3 % 8_000, i % 3 + 1)).collect();
+    let mut h = String::with_capacity(n * 84);
+    h.push('{');
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            h.push(',');
+        }
+        h.push_str(&format!(r#""{name}":{{"dtype":"F16","shape":[1,1],"data_offsets":[{},{}]}}"#, 2 * i, 2 * i + 2));
+    }
+    h.push('}');
+    let file = raw_file(&h, &vec![0; 2 * n]);
+    (names, file)
+}
+
+/// Times `Checkpoint::open` and `Quantizer::plan` on a ~98 MB header of 1.2 M tiny tensors, as one
+/// file and as two shards with an index. A measurement, not a check: run it on purpose with
+/// `cargo test --release --test checkpoint -- --ignored --nocapture open_timing`.
+#[test]
+#[ignore]
+fn open_timing_on_a_huge_header() {
+    use std::time::Instant;
+    let n = 1_200_000;
+    let (names, file) = many_tiny_tensors(n);
+    let dir = TempDir::new("huge-header");
+    let single = dir.path().join("single");
+    fs::create_dir(&single).unwrap();
+    fs::write(single.join("model.safetensors"), &file).unwrap();
+    eprintln!("header: {} bytes, {n} tensors", file.len() - 2 * n - 8);
+    let sharded = dir.path().join("sharded");
+    fs::create_dir(&sharded).unwrap();
+    let half = n / 2;
+    let mut map = serde_json::Map::new();
+    for (k, part) in [&names[..half], &names[half..]].into_iter().enumerate() {
+        let shard = format!("model-0000{}-of-00002.safetensors", k + 1);
+        let mut h = String::from("{");
+        for (i, name) in part.iter().enumerate() {
+            if i > 0 {
+                h.push(',');
+            }
+            h.push_str(&format!(
+                r#""{name}":{{"dtype":"F16","shape":[1,1],"data_offsets":[{},{}]}}"#,
+                2 * i,
+                2 * i + 2
+            ));
+            map.insert(name.clone(), json!(shard));
+        }
+        h.push('}');
+        fs::write(sharded.join(&shard), raw_file(&h, &vec![0; 2 * part.len()])).unwrap();
+    }
+    fs::write(sharded.join("model.safetensors.index.json"), json!({ "weight_map": map }).to_string()).unwrap();
+    drop(map);
+    for (what, path) in [("one file", &single), ("two shards + index", &sharded)] {
+        for _ in 0..2 {
+            let t = Instant::now();
+            let ck = Checkpoint::open(path).unwrap();
+            let opened = t.elapsed();
+            let t = Instant::now();
+            let plan = Quantizer::new(path, dir.path().join("out")).plan(&ck).unwrap();
+            let planned = t.elapsed();
+            assert_eq!((ck.names().count(), plan.targets.len()), (n, n));
+            let t = Instant::now();
+            drop((ck, plan));
+            eprintln!("{what}: open {opened:.2?}, plan {planned:.2?}, drop {:.2?}", t.elapsed());
+        }
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::test_runner::Config { cases: 2_000, ..Default::default() })]
 
