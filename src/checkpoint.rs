@@ -108,6 +108,11 @@ pub fn to_tensor_dtype(d: DType) -> TensorDtype {
 struct FileEntry {
     path: PathBuf,
     len: u64,
+    /// End of the header (8 + its length): the header bytes are `[8, header_end)`.
+    header_end: usize,
+    /// Hash of the header bytes as checked at open, so a file read later is known to be the one
+    /// whose offsets were validated without parsing its header again.
+    header_hash: u64,
     metadata: Option<HashMap<String, String>>,
     data: OnceLock<Vec<u8>>,
 }
@@ -153,29 +158,39 @@ pub struct QuantizedLayerInfo {
 /// listed by `model.safetensors.index.json`; with the folder's `config.json` when present.
 ///
 /// Opening reads and checks every file's header (a truncated or corrupt file is an error here);
-/// tensor data is read per file on first use and kept.
+/// tensor data is read per file on first use and kept. Every file read must be a regular file
+/// (or a link to one): a FIFO, socket, device or folder in its place is an error, and never
+/// blocks.
 #[derive(Debug)]
 pub struct Checkpoint {
     path: PathBuf,
     folder: Option<PathBuf>,
     files: Vec<FileEntry>,
     tensors: BTreeMap<String, TensorInfo>,
+    nbytes: usize,
     sharded: bool,
     config: Option<Value>,
+    unlisted: Vec<String>,
 }
 
 impl Checkpoint {
     /// Opens a checkpoint: a `.safetensors` file, or a folder holding `model.safetensors` or
     /// shards with `model.safetensors.index.json`.
+    ///
+    /// Errors ([`Error::Checkpoint`] unless noted): a file that is not a regular file; a header
+    /// that is truncated, corrupt (offsets, shapes, sizes that do not add up) or names a tensor
+    /// twice; a tensor in two shards; an index whose `weight_map` is empty or disagrees with the
+    /// shards; a `config.json` that is not a JSON object; [`Error::Io`] when a file cannot be
+    /// read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let meta = fs::metadata(&path).map_err(|e| Error::io("opening checkpoint", &path, e))?;
         let (folder, names, sharded, weight_map) = if meta.is_dir() {
             let index = path.join(INDEX_FILE);
-            if index.is_file() {
+            if present(&index) {
                 let (names, map) = read_index(&index)?;
                 (Some(path.clone()), names, true, Some(map))
-            } else if path.join(MODEL_FILE).is_file() {
+            } else if present(&path.join(MODEL_FILE)) {
                 (Some(path.clone()), vec![MODEL_FILE.to_string()], false, None)
             } else {
                 return Err(Error::Checkpoint(format!(
@@ -187,53 +202,69 @@ impl Checkpoint {
         } else {
             (None, vec![], false, None)
         };
+        // The small files first: a bad config.json fails before megabytes of headers are parsed.
+        let config = match &folder {
+            Some(dir) if present(&dir.join(CONFIG_FILE)) => Some(read_config(&dir.join(CONFIG_FILE))?),
+            _ => None,
+        };
         let file_paths: Vec<PathBuf> = match &folder {
             Some(dir) => names.iter().map(|n| dir.join(n)).collect(),
             None => vec![path.clone()],
         };
         let mut files = Vec::new();
-        let mut tensors = BTreeMap::new();
+        let mut entries: Vec<(String, TensorInfo)> = Vec::new();
         for (i, fp) in file_paths.iter().enumerate() {
-            let (len, metadata, infos) = read_header(fp)?;
-            for (name, (dtype, shape, range)) in infos {
-                if let Some(prev) = tensors.get(&name).map(|t: &TensorInfo| t.file) {
-                    return Err(Error::Checkpoint(format!(
-                        "tensor `{name}` is in both `{}` and `{}`",
-                        file_paths[prev].display(),
-                        fp.display()
-                    )));
-                }
-                tensors.insert(name, TensorInfo { dtype, shape, file: i, range });
-            }
-            files.push(FileEntry { path: fp.clone(), len, metadata, data: OnceLock::new() });
+            let h = read_header(fp)?;
+            entries.extend(
+                h.tensors
+                    .into_iter()
+                    .map(|(name, dtype, shape, range)| (name, TensorInfo { dtype, shape, file: i, range })),
+            );
+            files.push(FileEntry {
+                path: fp.clone(),
+                len: h.len,
+                header_end: h.header_end,
+                header_hash: h.header_hash,
+                metadata: h.metadata,
+                data: OnceLock::new(),
+            });
         }
-        if let Some(map) = weight_map {
-            for (name, file) in &map {
-                match tensors.get(name) {
-                    None => {
-                        return Err(Error::Checkpoint(format!(
-                            "`{INDEX_FILE}` lists tensor `{name}` in `{file}`, which does not hold it; the index \
-                             and the shards do not match"
-                        )));
-                    }
-                    Some(t) if names[t.file] != *file => {
-                        return Err(Error::Checkpoint(format!(
-                            "`{INDEX_FILE}` lists tensor `{name}` in `{file}` but it is in `{}`",
-                            names[t.file]
-                        )));
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(name) = tensors.keys().find(|n| !map.contains_key(*n)) {
-                return Err(Error::Checkpoint(format!("tensor `{name}` is in a shard but not in `{INDEX_FILE}`")));
-            }
+        // One sort by name for all files: a name given twice (in one header or in two shards)
+        // ends up next to itself, the index is checked in one merge pass, and the map is built
+        // in bulk (inserting a million names one by one took seconds).
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+            let (name, a, b) = (&w[0].0, w[0].1.file.min(w[1].1.file), w[0].1.file.max(w[1].1.file));
+            return Err(Error::Checkpoint(if a == b {
+                format!("`{}` has a corrupt safetensors header: tensor `{name}` appears twice", file_paths[a].display())
+            } else {
+                format!("tensor `{name}` is in both `{}` and `{}`", file_paths[a].display(), file_paths[b].display())
+            }));
         }
-        let config = match &folder {
-            Some(dir) if dir.join(CONFIG_FILE).is_file() => Some(read_json(&dir.join(CONFIG_FILE))?),
-            _ => None,
+        if let Some(map) = &weight_map {
+            check_index(&entries, map, &names)?;
+        }
+        let nbytes = entries.iter().try_fold(0usize, |sum, (_, t)| sum.checked_add(t.nbytes())).ok_or_else(|| {
+            Error::Checkpoint(format!(
+                "the tensors of `{}` add up to more bytes than this platform can address",
+                path.display()
+            ))
+        })?;
+        let unlisted = match &folder {
+            Some(dir) => unlisted_safetensors(dir, &names)?,
+            None => Vec::new(),
         };
-        Ok(Self { path, folder, files, tensors, sharded, config })
+        let tensors = entries.into_iter().collect();
+        Ok(Self { path, folder, files, tensors, nbytes, sharded, config, unlisted })
+    }
+
+    /// The `.safetensors` files in the checkpoint's folder that it does not read, sorted
+    /// naturally (by [`natural_cmp`]): shards missing from `model.safetensors.index.json`, a
+    /// `model.safetensors` beside an index (the index wins), or any other safetensors file
+    /// beside `model.safetensors`. Their tensors are not part of the checkpoint. Empty when
+    /// opened from a file.
+    pub fn unlisted_files(&self) -> &[String] {
+        &self.unlisted
     }
 
     /// The path it was opened from.
@@ -299,13 +330,17 @@ impl Checkpoint {
 
     /// Total bytes of tensor data.
     pub fn nbytes(&self) -> usize {
-        self.tensors.values().map(TensorInfo::nbytes).sum()
+        self.nbytes
     }
 
-    /// Reads file `i` whole and checks it with the safetensors crate (not cached).
+    /// Reads file `i` whole (not cached), checking it is still the file whose header was
+    /// validated at open: same size, same header bytes.
     pub(crate) fn read_file(&self, i: usize) -> Result<Vec<u8>> {
+        use std::hash::Hasher;
         let f = &self.files[i];
-        let bytes = fs::read(&f.path).map_err(|e| Error::io("reading", &f.path, e))?;
+        let (mut file, len) = open_regular(&f.path)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.read_to_end(&mut bytes).map_err(|e| Error::io("reading", &f.path, e))?;
         if bytes.len() as u64 != f.len {
             return Err(Error::Checkpoint(format!(
                 "`{}` changed size while it was being read ({} then {} bytes)",
@@ -314,7 +349,14 @@ impl Checkpoint {
                 bytes.len()
             )));
         }
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(&f.path, e))?;
+        let mut hash = std::hash::DefaultHasher::new();
+        hash.write(&bytes[8..f.header_end]);
+        if hash.finish() != f.header_hash {
+            return Err(Error::Checkpoint(format!(
+                "`{}` changed while it was being read (its header is not the one read at open)",
+                f.path.display()
+            )));
+        }
         Ok(bytes)
     }
 
@@ -607,55 +649,193 @@ impl Checkpoint {
 /// assert_eq!(v, ["layer.1.w", "layer.2.w", "layer.10.w"]);
 /// ```
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    fn tokens(s: &str) -> Vec<(bool, &str)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
+    // Walks both names run by run (a maximal run of ASCII digits, or of anything else) without
+    // allocating: sorting a million names called this some 20 million times.
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let run_end = |s: &[u8], start: usize| {
+        let digit = s[start].is_ascii_digit();
+        s[start..].iter().position(|c| c.is_ascii_digit() != digit).map_or(s.len(), |n| start + n)
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        let (ei, ej) = (run_end(x, i), run_end(y, j));
+        let (ra, rb) = (&x[i..ei], &y[j..ej]);
+        let ord = if ra[0].is_ascii_digit() && rb[0].is_ascii_digit() {
+            // As numbers of any length: without leading zeros, the longer is larger.
+            fn trim(r: &[u8]) -> &[u8] {
+                &r[r.iter().position(|&c| c != b'0').unwrap_or(r.len())..]
             }
-        }
-        out
-    }
-    let (ta, tb) = (tokens(a), tokens(b));
-    for ((da, xa), (db, xb)) in ta.iter().zip(&tb) {
-        let ord = if *da && *db {
-            let (xa, xb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
-            xa.len().cmp(&xb.len()).then_with(|| xa.cmp(xb))
+            let (na, nb) = (trim(ra), trim(rb));
+            na.len().cmp(&nb.len()).then_with(|| na.cmp(nb))
         } else {
-            xa.cmp(xb)
+            ra.cmp(rb)
         };
         if ord.is_ne() {
             return ord;
         }
+        (i, j) = (ei, ej);
     }
-    ta.len().cmp(&tb.len()).then_with(|| a.cmp(b))
+    // Equal runs so far: the name with runs left is larger; equal names-as-numbers ("01" and
+    // "1") are ordered bytewise so the order stays total.
+    (i < x.len()).cmp(&(j < y.len())).then_with(|| a.cmp(b))
 }
 
 fn to_dim(v: i64) -> Result<usize> {
     usize::try_from(v).map_err(|_| Error::Checkpoint(format!("negative dimension {v} in weight_shape")))
 }
 
-fn corrupt(path: &Path, e: safetensors::SafeTensorError) -> Error {
-    use safetensors::SafeTensorError as E;
-    let what = match &e {
-        E::MetadataIncompleteBuffer | E::InvalidHeaderLength | E::HeaderTooSmall => {
-            "is truncated or has trailing bytes (its size does not match its header)"
-        }
-        _ => "is not a valid safetensors file",
-    };
-    Error::Checkpoint(format!("`{}` {what}: {e}; re-download or re-export it", path.display()))
+/// Whether something is at `path` (a dangling link counts: reading it then says what is wrong,
+/// rather than the file being silently ignored).
+fn present(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
 }
 
-type HeaderEntry = (TensorDtype, Vec<usize>, Range<usize>);
-type Header = (u64, Option<HashMap<String, String>>, Vec<(String, HeaderEntry)>);
+/// What a non-regular file is, for messages.
+fn file_kind(t: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    if t.is_dir() { "a folder" } else { "a special file" }
+}
+
+fn not_regular(path: &Path, t: fs::FileType) -> Error {
+    Error::Checkpoint(format!(
+        "`{}` is {}, not a regular file; checkpoint files must be regular files",
+        path.display(),
+        file_kind(t)
+    ))
+}
+
+/// Opens a file of the checkpoint for reading, with its length; anything but a regular file (or
+/// a link to one) is an error.
+///
+/// Opening a FIFO for reading blocks until a writer appears, so the type is checked before
+/// opening; and because the path may be swapped between that check and the open, the open itself
+/// does not block (O_NONBLOCK) and the handle's type is checked again. O_NONBLOCK stays set: it
+/// has no effect on reading a regular file.
+fn open_regular(path: &Path) -> Result<(fs::File, u64)> {
+    let meta = fs::metadata(path).map_err(|e| Error::io("opening", path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, meta.file_type()));
+    }
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| Error::io("opening", path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular(path, meta.file_type()));
+    }
+    Ok((file, meta.len()))
+}
+
+/// What a checkpoint file's header says, checked against the file.
+struct FileHeader {
+    len: u64,
+    header_end: usize,
+    header_hash: u64,
+    metadata: Option<HashMap<String, String>>,
+    /// Name, dtype, shape and byte range in the file of each tensor, in data order.
+    tensors: Vec<(String, TensorDtype, Vec<usize>, Range<usize>)>,
+}
+
+/// A safetensors header as written: `__metadata__` and the tensors in file order.
+///
+/// Read with our own visitor rather than `safetensors::tensor::Metadata`, whose `serde(flatten)`
+/// buffers the whole header as generic content and then builds two hash maps of the names: on a
+/// 1.2 M-tensor header that was most of the seconds `Checkpoint::open` took.
+struct RawHeader {
+    metadata: Option<HashMap<String, String>>,
+    tensors: Vec<(String, safetensors::tensor::TensorInfo)>,
+}
+
+impl<'de> serde::Deserialize<'de> for RawHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of tensors")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<RawHeader, A::Error> {
+                let mut h = RawHeader { metadata: None, tensors: Vec::new() };
+                let mut seen_metadata = false;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "__metadata__" {
+                        if seen_metadata {
+                            return Err(serde::de::Error::duplicate_field("__metadata__"));
+                        }
+                        seen_metadata = true;
+                        h.metadata = map.next_value()?;
+                    } else {
+                        let info = map.next_value()?;
+                        h.tensors.push((key, info));
+                    }
+                }
+                Ok(h)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Checks the tensors of a header the way `safetensors` does (contiguous data offsets from 0;
+/// each tensor's byte count equal to its shape times its dtype, computed without overflow),
+/// ordering them by offset; returns the data length the header declares.
+fn check_tensors(tensors: &mut [(String, safetensors::tensor::TensorInfo)]) -> std::result::Result<usize, String> {
+    tensors.sort_unstable_by_key(|(_, t)| t.data_offsets);
+    let mut end = 0usize;
+    for (name, t) in tensors.iter() {
+        let (s, e) = t.data_offsets;
+        if s != end || e < s {
+            return Err(format!(
+                "tensor `{name}` has data offsets [{s}, {e}] but the data before it ends at {end} (tensors must \
+                 follow each other without gaps or overlaps)"
+            ));
+        }
+        let bits =
+            t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).and_then(|n| n.checked_mul(t.dtype.bitsize()));
+        let Some(bits) = bits else {
+            return Err(format!("tensor `{name}` of shape {:?} has more elements than fit in memory", t.shape));
+        };
+        if bits % 8 != 0 {
+            return Err(format!("tensor `{name}` ({} {:?}) is not a whole number of bytes", t.dtype, t.shape));
+        }
+        if bits / 8 != e - s {
+            return Err(format!(
+                "tensor `{name}` is {} {:?}, {} bytes, but its data offsets [{s}, {e}] span {} bytes",
+                t.dtype,
+                t.shape,
+                bits / 8,
+                e - s
+            ));
+        }
+        end = e;
+    }
+    Ok(end)
+}
 
 /// Reads and checks a safetensors header without reading the data.
-fn read_header(path: &Path) -> Result<Header> {
-    let mut f = fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    let len = f.metadata().map_err(|e| Error::io("reading", path, e))?.len();
+fn read_header(path: &Path) -> Result<FileHeader> {
+    use std::hash::Hasher;
+    let (mut f, len) = open_regular(path)?;
     let truncated = |detail: String| {
         Error::Checkpoint(format!("`{}` is truncated ({detail}); re-download or re-export it", path.display()))
     };
@@ -671,64 +851,155 @@ fn read_header(path: &Path) -> Result<Header> {
             path.display()
         )));
     }
-    if 8 + n > len {
+    // n <= MAX_HEADER, so this cannot overflow; every later size is compared with what is left
+    // of the file instead of being added to something.
+    let header_end = 8 + n;
+    if header_end > len {
         return Err(truncated(format!("the header needs {n} bytes, the file has {}", len - 8)));
     }
+    let available = len - header_end;
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header).map_err(|e| Error::io("reading", path, e))?;
-    let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
-        .map_err(|e| Error::Checkpoint(format!("`{}` has a corrupt safetensors header: {e}", path.display())))?;
-    let data_len = metadata.data_len() as u64;
-    if 8 + n + data_len > len {
+    let corrupt = |e: String| Error::Checkpoint(format!("`{}` has a corrupt safetensors header: {e}", path.display()));
+    let mut raw: RawHeader = serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
+    let data_len = check_tensors(&mut raw.tensors).map_err(corrupt)?;
+    // usize -> u64 cannot lose anything on the platforms Rust supports; saturate rather than assume.
+    let data_len = u64::try_from(data_len).unwrap_or(u64::MAX);
+    if data_len > available {
         return Err(truncated(format!(
-            "the header declares {data_len} bytes of tensor data, the file has {}",
-            len - 8 - n
+            "the header declares {data_len} bytes of tensor data, the file has {available}"
         )));
     }
-    if 8 + n + data_len < len {
+    if data_len < available {
         return Err(Error::Checkpoint(format!(
             "`{}` has {} bytes after its last tensor; it is corrupt",
             path.display(),
-            len - 8 - n - data_len
+            available - data_len
         )));
     }
-    let base = 8 + n as usize;
-    let entries = metadata
-        .tensors()
+    // The whole file is read into memory later, so it must fit the address space; then every
+    // range below (at most `len`) fits too.
+    if usize::try_from(len).is_err() {
+        return Err(Error::TooLarge { what: format!("`{}`", path.display()), size: len, limit: usize::MAX as u64 });
+    }
+    let base = header_end as usize;
+    let mut hash = std::hash::DefaultHasher::new();
+    hash.write(&header);
+    let tensors = raw
+        .tensors
         .into_iter()
         .map(|(name, t)| {
             let (s, e) = t.data_offsets;
-            (name, (t.dtype, t.shape.clone(), base + s..base + e))
+            (name, t.dtype, t.shape, base + s..base + e)
         })
         .collect();
-    Ok((len, metadata.metadata().clone(), entries))
+    Ok(FileHeader { len, header_end: base, header_hash: hash.finish(), metadata: raw.metadata, tensors })
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let (mut f, len) = open_regular(path)?;
+    let mut text = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.read_to_end(&mut text).map_err(|e| Error::io("reading", path, e))?;
     serde_json::from_slice(&text).map_err(|e| Error::Checkpoint(format!("`{}` is not valid JSON: {e}", path.display())))
 }
 
-/// Reads a shard index: the shard names (sorted, unique) and the weight map.
-fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+/// Reads `config.json`, which must be a JSON object (it is extended with a
+/// `quantization_config`, and read as one by every loader).
+fn read_config(path: &Path) -> Result<Value> {
     let v = read_json(path)?;
-    let Some(map) = v.get("weight_map").and_then(Value::as_object) else {
+    let kind = match &v {
+        Value::Object(_) => return Ok(v),
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+    };
+    Err(Error::Checkpoint(format!(
+        "`{}` is not a JSON object (it holds {kind}); a model config is an object of settings",
+        path.display()
+    )))
+}
+
+/// An index's `weight_map`: (tensor, shard file) pairs sorted by tensor name.
+type WeightMap = Vec<(String, String)>;
+
+/// Reads a shard index: the shard names (sorted, unique) and the weight map.
+fn read_index(path: &Path) -> Result<(Vec<String>, WeightMap)> {
+    let map = match read_json(path)? {
+        Value::Object(mut index) => index.remove("weight_map"),
+        _ => None,
+    };
+    let Some(Value::Object(map)) = map else {
         return Err(Error::Checkpoint(format!("`{}` has no `weight_map` object", path.display())));
     };
-    let mut weight_map = BTreeMap::new();
+    if map.is_empty() {
+        return Err(Error::Checkpoint(format!(
+            "`{}` has an empty `weight_map`: it lists no tensor, so there is nothing to read",
+            path.display()
+        )));
+    }
+    let mut weight_map = Vec::with_capacity(map.len());
     for (k, f) in map {
-        let Some(f) = f.as_str() else {
+        let Value::String(f) = f else {
             return Err(Error::Checkpoint(format!("`{}`: weight_map[`{k}`] is not a file name", path.display())));
         };
         if f.contains('/') || f.contains('\\') || f == ".." {
             return Err(Error::Checkpoint(format!("`{}`: shard name `{f}` is not a plain file name", path.display())));
         }
-        weight_map.insert(k.clone(), f.to_string());
+        weight_map.push((k, f));
     }
-    let mut names: Vec<String> = weight_map.values().cloned().collect();
-    names.sort();
+    weight_map.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut names: Vec<String> = weight_map.iter().map(|(_, f)| f.clone()).collect();
+    names.sort_unstable();
     names.dedup();
     Ok((names, weight_map))
+}
+
+/// Checks that the index lists exactly the shards' tensors, each in its shard. Both lists are
+/// sorted by name, so one merge pass does it.
+fn check_index(entries: &[(String, TensorInfo)], map: &WeightMap, names: &[String]) -> Result<()> {
+    let not_listed = |name: &str| Error::Checkpoint(format!("tensor `{name}` is in a shard but not in `{INDEX_FILE}`"));
+    let (mut e, mut m) = (entries.iter().peekable(), map.iter().peekable());
+    loop {
+        match (e.peek(), m.peek()) {
+            (None, None) => return Ok(()),
+            (Some((name, t)), Some((listed, file))) if name == listed => {
+                if names[t.file] != *file {
+                    return Err(Error::Checkpoint(format!(
+                        "`{INDEX_FILE}` lists tensor `{name}` in `{file}` but it is in `{}`",
+                        names[t.file]
+                    )));
+                }
+                e.next();
+                m.next();
+            }
+            (Some((name, _)), None) => return Err(not_listed(name)),
+            (Some((name, _)), Some((listed, _))) if name < listed => return Err(not_listed(name)),
+            (_, Some((name, file))) => {
+                return Err(Error::Checkpoint(format!(
+                    "`{INDEX_FILE}` lists tensor `{name}` in `{file}`, which does not hold it; the index and the \
+                     shards do not match"
+                )));
+            }
+        }
+    }
+}
+
+/// The `.safetensors` files in `dir` (regular files, or links to them) other than `read`.
+fn unlisted_safetensors(dir: &Path, read: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let safetensors = Path::new(&name).extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        // fs::metadata only stats: it does not open, so a FIFO here cannot block.
+        if safetensors && !read.contains(&name) && fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+            out.push(name);
+        }
+    }
+    out.sort_by(|a, b| natural_cmp(a, b));
+    Ok(out)
 }
 
 /// Converts F32 / F16 / BF16 little-endian bytes to f32 (exactly); `None` for other dtypes.
@@ -1011,6 +1282,14 @@ pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overflow_checks_are_on() {
+        // Cargo.toml turns them on for this crate in release builds: the reader's arithmetic on
+        // header values must be tested the way a downstream debug build runs it.
+        let sum = std::panic::catch_unwind(|| std::hint::black_box(usize::MAX) + std::hint::black_box(1));
+        assert!(sum.is_err(), "overflow checks are off: see [profile.release.package.int8-wgpu] in Cargo.toml");
+    }
 
     #[test]
     fn weight_packing_offsets_bytes_and_pads() {

@@ -24,7 +24,18 @@
 //! switch them off with [`Quantizer::default_excludes`]) is copied unchanged and listed in the
 //! report, as is every other tensor. Patterns are globs over the full tensor name (`*` any run of
 //! characters, dots included; `?` one character; see [`glob_match`]). A user pattern that
-//! matches no tensor is a warning in the report (and a `log::warn!`).
+//! matches no tensor is a warning in the report (and a `log::warn!`). A zero-size candidate
+//! (a 0 in its shape) has nothing to quantize: it is copied and listed. A `.safetensors` file in
+//! the input folder that the checkpoint does not read
+//! ([`Checkpoint::unlisted_files`](crate::checkpoint::Checkpoint::unlisted_files)) is a warning.
+//!
+//! # Checks before any work
+//!
+//! [`Quantizer::run`] refuses, before reading any tensor data: `eval_rows` above
+//! [`MAX_EVAL_ROWS`]; an input that [`Checkpoint::open`] refuses (files that are not regular
+//! files, corrupt headers, an empty or inconsistent index, a `config.json` that is not an
+//! object); an input already quantized or whose names would collide with ours; a scheme without
+//! a compressed-tensors layout or a group size that does not divide a layer.
 //!
 //! # Method and activations
 //!
@@ -143,6 +154,12 @@ impl FromStr for Method {
     }
 }
 
+/// The most activation rows [`Quantizer::eval_rows`] accepts. The evaluation costs
+/// rows × out × in multiply-adds per layer, in f64, on one CPU core, and rows × in f32 values of
+/// memory; 4096 rows of a 4096×4096 layer are already 69 G multiply-adds. A larger value is an
+/// [`Error::TooLarge`] when the run starts.
+pub const MAX_EVAL_ROWS: usize = 4096;
+
 /// Patterns excluded unless [`Quantizer::default_excludes`] is switched off: embeddings, norms,
 /// position and token-type tables, and the output head (the course keeps `lm_head` in float).
 pub const DEFAULT_EXCLUDES: &[&str] =
@@ -158,27 +175,41 @@ pub const DEFAULT_EXCLUDES: &[&str] =
 /// assert!(!glob_match("layer.?.dense", "layer.10.dense"));
 /// ```
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // On bytes, without allocating (the planner calls this for every tensor and pattern: seven
+    // default patterns over a million names). Comparing literal bytes matches exactly when
+    // comparing characters does, UTF-8 being self-synchronising; `?` and a star's retry step
+    // over a whole character.
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let char_len = |i: usize| match n[i] {
+        0..0x80 => 1,
+        0xF0.. => 4,
+        0xE0.. => 3,
+        _ => 2,
+    };
     let (mut pi, mut ni) = (0, 0);
     // Where the last `*` was, and the name position it is currently matched up to.
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == n[ni])) {
+        if pi < p.len() && p[pi] == b'?' {
+            pi += 1;
+            ni += char_len(ni);
+        } else if pi < p.len() && p[pi] != b'*' && p[pi] == n[ni] {
             pi += 1;
             ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ni));
             pi += 1;
         } else if let Some((sp, sn)) = star {
             // Let the last star swallow one more character and retry.
-            star = Some((sp, sn + 1));
+            let sn = sn + char_len(sn);
+            star = Some((sp, sn));
             pi = sp + 1;
-            ni = sn + 1;
+            ni = sn;
         } else {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// Where quantization runs.
@@ -487,7 +518,8 @@ impl Quantizer {
         self
     }
 
-    /// Activation rows for each layer's output-error evaluation (0 skips it; default 8).
+    /// Activation rows for each layer's output-error evaluation (0 skips it; default 8; at most
+    /// [`MAX_EVAL_ROWS`], checked when the run starts).
     pub fn eval_rows(mut self, rows: usize) -> Self {
         self.eval_rows = rows;
         self
@@ -520,6 +552,9 @@ impl Quantizer {
                 Some("not matched by an include pattern".to_string())
             } else if info.shape.len() != 2 {
                 Some(format!("{}-D, not a linear weight", info.shape.len()))
+            } else if info.numel() == 0 {
+                // Nothing to quantize, and a zero-size layer would abort the whole run.
+                Some("zero-size, nothing to quantize".to_string())
             } else if info.float_dtype().is_none() {
                 if !self.include.is_empty() {
                     return Err(Error::Checkpoint(format!(
@@ -552,9 +587,10 @@ impl Quantizer {
                 }
             }
         }
-        plan.targets.sort_by(|a, b| checkpoint::natural_cmp(a, b));
-        plan.skipped.sort_by(|a, b| checkpoint::natural_cmp(&a.name, &b.name));
-        plan.ignore.sort_by(|a, b| checkpoint::natural_cmp(a, b));
+        // Names are unique, so an unstable sort gives the same order without a merge buffer.
+        plan.targets.sort_unstable_by(|a, b| checkpoint::natural_cmp(a, b));
+        plan.skipped.sort_unstable_by(|a, b| checkpoint::natural_cmp(&a.name, &b.name));
+        plan.ignore.sort_unstable_by(|a, b| checkpoint::natural_cmp(a, b));
         for (kind, pats) in [("exclude", &self.exclude), ("include", &self.include)] {
             for p in pats.iter().filter(|p| !ckpt.names().any(|n| glob_match(p, n))) {
                 plan.warnings.push(format!("{kind} pattern `{p}` matches no tensor"));
@@ -562,6 +598,19 @@ impl Quantizer {
         }
         if !included_something {
             plan.warnings.push("no tensor is quantized: every linear weight is excluded or none exists".into());
+        }
+        for f in ckpt.unlisted_files() {
+            plan.warnings.push(if ckpt.is_sharded() {
+                format!(
+                    "`{f}` is in the input folder but not in `{INDEX_FILE}`: it was not read and its tensors are not \
+                     in the output"
+                )
+            } else {
+                format!(
+                    "`{f}` is in the input folder but is not `{MODEL_FILE}`: it was not read and its tensors are not \
+                     in the output"
+                )
+            });
         }
         Ok(plan)
     }
@@ -573,6 +622,14 @@ impl Quantizer {
 
     /// Runs the quantization, calling `progress` before each layer and once at the end.
     pub fn run_with_progress(&self, mut progress: impl FnMut(Progress<'_>)) -> Result<QuantReport> {
+        // Settings first: they need no file, and a bad one must not cost a pass over the model.
+        if self.eval_rows > MAX_EVAL_ROWS {
+            return Err(Error::TooLarge {
+                what: "eval_rows (activation rows per layer for the output error)".into(),
+                size: u64::try_from(self.eval_rows).unwrap_or(u64::MAX),
+                limit: MAX_EVAL_ROWS as u64,
+            });
+        }
         let ckpt = Checkpoint::open(&self.input)?;
         self.check_paths(&ckpt)?;
         self.check_input(&ckpt)?;
@@ -852,7 +909,15 @@ pub fn random_activations(n: usize, seed: u64) -> Vec<f32> {
 /// Relative L2 and max abs error of the quantized layer's output against the float layer in f64.
 fn output_error(q: &QuantizedTensor, w: &[f32], rows: usize, seed: u64) -> Result<(f64, f64)> {
     let [n, k] = [q.shape()[0], q.shape()[1]];
-    let x = random_activations(rows * k, seed);
+    // Bounded by MAX_EVAL_ROWS in a run, but checked here too: the sizes come from the file.
+    let too_large = || Error::TooLarge {
+        what: format!("the output-error evaluation ({rows} rows of a [{n}, {k}] layer)"),
+        size: (rows as u128 * n.max(k) as u128).try_into().unwrap_or(u64::MAX),
+        limit: usize::MAX as u64,
+    };
+    let len = rows.checked_mul(k).ok_or_else(too_large)?;
+    rows.checked_mul(n).ok_or_else(too_large)?;
+    let x = random_activations(len, seed);
     let yq = reference::linear::<f32>(&x, q, None)?;
     let (mut num, mut den, mut max) = (0f64, 0f64, 0f64);
     for (m, xrow) in x.chunks_exact(k).enumerate() {
@@ -906,6 +971,50 @@ mod tests {
         assert!(!glob_match("*.weight", "x.weight_scale"));
     }
 
+    /// `glob_match` as first written, on `Vec<char>`s: the specification of the byte version.
+    fn glob_match_chars(pattern: &str, name: &str) -> bool {
+        let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+        let (mut pi, mut ni) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ni < n.len() {
+            if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == n[ni])) {
+                pi += 1;
+                ni += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some((pi, ni));
+                pi += 1;
+            } else if let Some((sp, sn)) = star {
+                star = Some((sp, sn + 1));
+                pi = sp + 1;
+                ni = sn + 1;
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|&c| c == '*')
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 20_000, ..Default::default() })]
+
+        #[test]
+        fn glob_match_agrees_with_the_char_version(
+            // Multi-byte characters sharing a lead byte (é, è), a 3- and a 4-byte one, so `?`
+            // and the star's retry must step over whole characters.
+            pattern in "[ab.*?éè€😀]{0,7}",
+            name in "[ab.*?éè€😀]{0,9}",
+        ) {
+            proptest::prop_assert_eq!(glob_match(&pattern, &name), glob_match_chars(&pattern, &name));
+        }
+    }
+
+    #[test]
+    fn glob_matches_whole_characters() {
+        assert!(glob_match("?", "é") && glob_match("?", "😀") && !glob_match("??", "é"));
+        assert!(glob_match("a*€b", "a😀é€b") && !glob_match("a*€b", "a😀éb"));
+        assert!(glob_match("*?", "€") && glob_match("*è", "éè"));
+    }
+
     #[test]
     fn method_activation_dtypes() {
         assert_eq!(Method::W8A16.activation_dtype(DType::F32), DType::BF16);
@@ -931,5 +1040,22 @@ mod tests {
         let q = reference::quantize(&w, &[4, 8], QuantScheme::default()).unwrap();
         let (rel, _) = output_error(&q, &w, 3, 7).unwrap();
         assert!(rel < 1e-6, "{rel}");
+    }
+
+    #[test]
+    fn output_error_checks_rows_times_in_features() {
+        let w = [1.0f32; 2 * 8];
+        let q = reference::quantize(&w, &[2, 8], QuantScheme::default()).unwrap();
+        let rows = usize::MAX / 4;
+        let e = output_error(&q, &w, rows, 7).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { size: u64::MAX, limit, .. } if limit == usize::MAX as u64), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the output-error evaluation ({rows} rows of a [2, 8] layer) is too large: {} exceeds the limit {}",
+                u64::MAX,
+                usize::MAX
+            )
+        );
     }
 }

@@ -698,6 +698,11 @@ fn cli_quantize_inspect_and_errors() {
         (vec![a("quantize"), p(&inp.path().join("missing")), p(&bad), a("--cpu")], "missing"),
         (vec![a("quantize"), p(inp.path()), p(&bad), a("--granularity"), a("group")], "--group-size"),
         (vec![a("quantize"), p(inp.path()), p(&dest), a("--cpu")], "already exists"),
+        (
+            vec![a("quantize"), p(inp.path()), p(&bad), a("--cpu"), a("--eval-rows"), a("18446744073709551615")],
+            "error: eval_rows (activation rows per layer for the output error) is too large: 18446744073709551615 \
+             exceeds the limit 4096\n",
+        ),
     ];
     for (args, needle) in cases {
         let (code, _, stderr) = run(args);
@@ -708,4 +713,589 @@ fn cli_quantize_inspect_and_errors() {
     let (code, _, stderr) = run(vec![a("inspect"), p(inp.path())]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("truncated"), "{stderr}");
+}
+
+/// The bytes of a safetensors file whose header is `header` (no padding) followed by `data`.
+fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+#[test]
+fn header_offsets_near_usize_max_are_truncation_errors() {
+    // safetensors checks that offsets are contiguous and that each tensor's byte count matches
+    // its shape (with checked multiplication), but not that their sum fits anything: eight U8
+    // tensors of 2^61 - 1 bytes declare 2^64 - 8 bytes of data, so `8 + n + data_len` overflows.
+    let size = (1u64 << 61) - 1;
+    let entries: Vec<String> = (0..8u64)
+        .map(|k| {
+            format!(r#""t{k}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{},{}]}}"#, k * size, (k + 1) * size)
+        })
+        .collect();
+    let header = format!("{{{}}}", entries.join(","));
+    let dir = TempDir::new("huge-offsets");
+    let file = dir.path().join("model.safetensors");
+    for extra in [0usize, 8] {
+        fs::write(&file, raw_file(&header, &vec![0; extra])).unwrap();
+        let e = Checkpoint::open(&file).unwrap_err();
+        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        assert_eq!(
+            msg,
+            &format!(
+                "`{}` is truncated (the header declares 18446744073709551608 bytes of tensor data, the file has \
+                 {extra}); re-download or re-export it",
+                file.display()
+            )
+        );
+    }
+}
+
+#[test]
+fn zero_size_weights_are_skipped_with_a_reason() {
+    let inp = TempDir::new("zero-in");
+    let mut m = write_model(inp.path(), DType::F32);
+    m.push(("model.extra.rows.weight".into(), T { dtype: TensorDtype::F32, shape: vec![0, 10], data: vec![] }));
+    m.push(("model.extra.cols.weight".into(), T { dtype: TensorDtype::BF16, shape: vec![4, 0], data: vec![] }));
+    // A zero-size dimension makes any other dimension's size free of any data: 2^62 rows.
+    m.push(("model.extra.huge.weight".into(), T { dtype: TensorDtype::F32, shape: vec![1 << 62, 0], data: vec![] }));
+    write_file(&inp.path().join("model.safetensors"), &m);
+    let out = TempDir::new("zero-out");
+    let dest = out.path().join("q");
+    let r = quantizer(inp.path(), &dest, QuantScheme::default()).run().unwrap();
+    assert_eq!(r.layers.len(), LINEARS.len());
+    let zero: Vec<(&str, &[usize], &str)> = r
+        .skipped
+        .iter()
+        .filter(|s| s.name.starts_with("model.extra"))
+        .map(|s| (s.name.as_str(), s.shape.as_slice(), s.reason.as_str()))
+        .collect();
+    assert_eq!(
+        zero,
+        [
+            ("model.extra.cols.weight", &[4, 0][..], "zero-size, nothing to quantize"),
+            ("model.extra.huge.weight", &[1 << 62, 0][..], "zero-size, nothing to quantize"),
+            ("model.extra.rows.weight", &[0, 10][..], "zero-size, nothing to quantize"),
+        ]
+    );
+    assert!(
+        r.to_string().contains(
+            "\n  zero-size, nothing to quantize: model.extra.cols.weight [4, 0], model.extra.huge.weight \
+             [4611686018427387904, 0], model.extra.rows.weight [0, 10]\n"
+        ),
+        "{r}"
+    );
+    let ck = Checkpoint::open(&dest).unwrap();
+    assert_eq!(ck.info("model.extra.rows.weight").unwrap().shape, [0, 10], "copied unchanged");
+    let ignore = &ck.quantization_config().unwrap()["ignore"];
+    assert_eq!(
+        ignore,
+        &json!(["lm_head", "model.embed_tokens", "model.extra.cols", "model.extra.huge", "model.extra.rows"])
+    );
+
+    // inspect's int8 estimate leaves them out too (2^62 rows x 4 bytes of scales would overflow).
+    let Some(exe) = option_env!("CARGO_BIN_EXE_int8-wgpu") else { return };
+    let o = std::process::Command::new(exe).arg("inspect").arg(inp.path()).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("model.extra.huge.weight  ") && stdout.contains("linear weights (4) "), "{stdout}");
+}
+
+#[test]
+fn eval_rows_is_bounded_before_any_work() {
+    use int8_wgpu::quantizer::MAX_EVAL_ROWS;
+    assert_eq!(MAX_EVAL_ROWS, 4096);
+    let inp = TempDir::new("rows-in");
+    write_model(inp.path(), DType::F32);
+    let out = TempDir::new("rows-out");
+    let dest = out.path().join("q");
+    for rows in [usize::MAX, 1 << 62, 20_000_000, MAX_EVAL_ROWS + 1] {
+        let mut calls = 0;
+        let e = quantizer(inp.path(), &dest, QuantScheme::default())
+            .eval_rows(rows)
+            .run_with_progress(|_| calls += 1)
+            .unwrap_err();
+        assert!(matches!(e, Error::TooLarge { size, limit: 4096, .. } if size == rows as u64), "{rows}: {e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "eval_rows (activation rows per layer for the output error) is too large: {rows} exceeds the limit \
+                 4096"
+            )
+        );
+        assert_eq!(calls, 0, "{rows}: checked before any layer");
+        assert!(!dest.exists());
+    }
+    let r = quantizer(inp.path(), &dest, QuantScheme::default()).eval_rows(MAX_EVAL_ROWS).run().unwrap();
+    assert!(r.layers.iter().all(|l| l.output_rel_error.is_some_and(|e| e > 0.0 && e < 0.02)), "{r}");
+}
+
+#[test]
+fn invalid_config_json_is_refused_before_any_layer() {
+    let inp = TempDir::new("cfg-in");
+    write_model(inp.path(), DType::F32);
+    let config = inp.path().join("config.json");
+    let out = TempDir::new("cfg-out");
+    let dest = out.path().join("q");
+    for (text, needle) in [
+        ("[1, 2]", "is not a JSON object (it holds an array); a model config is an object of settings"),
+        ("\"toy\"", "is not a JSON object (it holds a string); a model config is an object of settings"),
+        ("null", "is not a JSON object (it holds null); a model config is an object of settings"),
+        ("{\"model_type\": ", "is not valid JSON: EOF while parsing"),
+    ] {
+        fs::write(&config, text).unwrap();
+        let mut calls = 0;
+        let e = quantizer(inp.path(), &dest, QuantScheme::default()).run_with_progress(|_| calls += 1).unwrap_err();
+        let Error::Checkpoint(msg) = &e else { panic!("{text}: {e:?}") };
+        assert!(msg.starts_with(&format!("`{}` {needle}", config.display())), "{text}: {msg}");
+        assert_eq!(calls, 0, "{text}: refused before the first layer");
+        assert!(!dest.exists());
+    }
+}
+
+/// A sharded copy of `model(dtype)` in `dir`: two shards and their index.
+fn write_sharded(dir: &Path, dtype: DType) {
+    let (a, b): (Vec<_>, Vec<_>) = model(dtype).into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let mut map = serde_json::Map::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
+        let part: Vec<(String, T)> = part.into_iter().map(|(_, t)| t).collect();
+        for (n, _) in &part {
+            map.insert(n.clone(), json!(file));
+        }
+        write_file(&dir.join(file), &part);
+    }
+    let index = json!({"metadata": {"total_size": 0}, "weight_map": map});
+    fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn safetensors_files_the_checkpoint_does_not_read_are_warnings() {
+    let inp = TempDir::new("unlisted-in");
+    write_sharded(inp.path(), DType::F32);
+    let stray = [("extra".to_string(), float_t(&[4, 8], 1, DType::F32))];
+    write_file(&inp.path().join("model-00003-of-00003.safetensors"), &stray);
+    // The index wins over a model.safetensors beside it, which is then not read either.
+    write_file(&inp.path().join("model.safetensors"), &stray);
+    let ck = Checkpoint::open(inp.path()).unwrap();
+    assert_eq!(ck.unlisted_files(), ["model-00003-of-00003.safetensors", "model.safetensors"]);
+    let out = TempDir::new("unlisted-out");
+    let r = quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).run().unwrap();
+    assert_eq!(
+        r.warnings,
+        [
+            "`model-00003-of-00003.safetensors` is in the input folder but not in `model.safetensors.index.json`: it \
+             was not read and its tensors are not in the output",
+            "`model.safetensors` is in the input folder but not in `model.safetensors.index.json`: it was not read and \
+             its tensors are not in the output",
+        ]
+    );
+    assert!(r.to_string().contains("\nwarning: `model-00003-of-00003.safetensors` is in the input folder"), "{r}");
+    if let Some(exe) = option_env!("CARGO_BIN_EXE_int8-wgpu") {
+        let o = std::process::Command::new(exe).arg("inspect").arg(inp.path()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            stdout.contains(
+                "\nwarning: `model-00003-of-00003.safetensors` is in the folder but not in \
+                 `model.safetensors.index.json`: it is not read, its tensors are not listed above\n"
+            ),
+            "{stdout}"
+        );
+    }
+
+    // A single-file folder: any other safetensors file is not read.
+    let single = TempDir::new("unlisted-single");
+    write_model(single.path(), DType::F32);
+    write_file(&single.path().join("adapter.safetensors"), &stray);
+    let ck = Checkpoint::open(single.path()).unwrap();
+    assert_eq!(ck.unlisted_files(), ["adapter.safetensors"]);
+    let r = quantizer(single.path(), &out.path().join("s"), QuantScheme::default()).run().unwrap();
+    assert_eq!(
+        r.warnings,
+        ["`adapter.safetensors` is in the input folder but is not `model.safetensors`: it was not read and its \
+          tensors are not in the output"]
+    );
+    // A single file given by path reads nothing else.
+    assert!(Checkpoint::open(single.path().join("model.safetensors")).unwrap().unlisted_files().is_empty());
+}
+
+#[test]
+fn an_index_with_an_empty_weight_map_is_an_error() {
+    let inp = TempDir::new("empty-index");
+    write_sharded(inp.path(), DType::F32);
+    let index = inp.path().join("model.safetensors.index.json");
+    fs::write(&index, r#"{"metadata": {"total_size": 0}, "weight_map": {}}"#).unwrap();
+    let e = Checkpoint::open(inp.path()).unwrap_err();
+    let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+    assert_eq!(
+        msg,
+        &format!("`{}` has an empty `weight_map`: it lists no tensor, so there is nothing to read", index.display())
+    );
+}
+
+/// Runs `f` on another thread and fails the test if it takes more than 10 s: a FIFO that is
+/// opened for reading blocks until a writer appears. On a timeout, `fifo` is opened for writing
+/// so the stuck thread finishes, and the test panics.
+#[cfg(unix)]
+fn within_timeout<R: Send + 'static>(fifo: &Path, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(r) => r,
+        Err(_) => {
+            let writer = fifo.to_path_buf();
+            std::thread::spawn(move || drop(fs::OpenOptions::new().write(true).open(writer)));
+            panic!("still blocked after 10 s on the FIFO `{}`", fifo.display());
+        }
+    }
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let _ = fs::remove_file(path);
+    let s = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo runs");
+    assert!(s.success(), "mkfifo {}", path.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_and_other_non_regular_files_are_refused_without_blocking() {
+    let open_err = |root: PathBuf, fifo: PathBuf| -> Error {
+        within_timeout(&fifo, move || Checkpoint::open(root)).expect_err("a FIFO must be refused")
+    };
+    let expect = |e: Error, path: &Path, kind: &str| {
+        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        assert_eq!(
+            msg,
+            &format!("`{}` is {kind}, not a regular file; checkpoint files must be regular files", path.display())
+        );
+    };
+
+    // The input itself.
+    let dir = TempDir::new("fifo-file");
+    let fifo = dir.path().join("x.safetensors");
+    mkfifo(&fifo);
+    expect(open_err(fifo.clone(), fifo.clone()), &fifo, "a FIFO");
+    // model.safetensors of a folder.
+    let model_fifo = dir.path().join("model.safetensors");
+    mkfifo(&model_fifo);
+    expect(open_err(dir.path().to_path_buf(), model_fifo.clone()), &model_fifo, "a FIFO");
+
+    // config.json beside a good model.safetensors.
+    let d = TempDir::new("fifo-config");
+    write_model(d.path(), DType::F32);
+    let config = d.path().join("config.json");
+    mkfifo(&config);
+    expect(open_err(d.path().to_path_buf(), config.clone()), &config, "a FIFO");
+    // ... and the quantizer, which opens the checkpoint the same way.
+    let out = TempDir::new("fifo-out");
+    let (input, dest) = (d.path().to_path_buf(), out.path().join("q"));
+    let e = within_timeout(&config, move || quantizer(&input, &dest, QuantScheme::default()).run().unwrap_err());
+    expect(e, &config, "a FIFO");
+
+    // A shard, and the index (which a model.safetensors beside it must not hide).
+    let s = TempDir::new("fifo-shard");
+    write_sharded(s.path(), DType::F32);
+    let shard = s.path().join("model-00002-of-00002.safetensors");
+    mkfifo(&shard);
+    expect(open_err(s.path().to_path_buf(), shard.clone()), &shard, "a FIFO");
+    let s = TempDir::new("fifo-index");
+    write_sharded(s.path(), DType::F32);
+    write_file(&s.path().join("model.safetensors"), &model(DType::F32));
+    let index = s.path().join("model.safetensors.index.json");
+    mkfifo(&index);
+    expect(open_err(s.path().to_path_buf(), index.clone()), &index, "a FIFO");
+
+    // A folder where a shard should be, and a character device as the input.
+    let s = TempDir::new("dir-shard");
+    write_sharded(s.path(), DType::F32);
+    let shard = s.path().join("model-00001-of-00002.safetensors");
+    fs::remove_file(&shard).unwrap();
+    fs::create_dir(&shard).unwrap();
+    expect(Checkpoint::open(s.path()).unwrap_err(), &shard, "a folder");
+    expect(Checkpoint::open("/dev/null").unwrap_err(), Path::new("/dev/null"), "a character device");
+
+    // The CLI: an error and exit status 1, not a hang.
+    let Some(exe) = option_env!("CARGO_BIN_EXE_int8-wgpu") else { return };
+    let mut child = std::process::Command::new(exe)
+        .arg("inspect")
+        .arg(&fifo)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("`int8-wgpu inspect FIFO` still running after 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: checkpoint error: `{}` is a FIFO, not a regular file; checkpoint files must be regular files\n",
+            fifo.display()
+        )
+    );
+}
+
+/// `natural_cmp` as it was first written (split into digit and non-digit runs, compare run by
+/// run), kept as the specification of the allocation-free version.
+fn natural_cmp_tokenizing(a: &str, b: &str) -> std::cmp::Ordering {
+    fn tokens(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ta, tb) = (tokens(a), tokens(b));
+    for ((da, xa), (db, xb)) in ta.iter().zip(&tb) {
+        let ord = if *da && *db {
+            let (xa, xb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            xa.len().cmp(&xb.len()).then_with(|| xa.cmp(xb))
+        } else {
+            xa.cmp(xb)
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    ta.len().cmp(&tb.len()).then_with(|| a.cmp(b))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 20_000, ..Default::default() })]
+
+    #[test]
+    fn natural_cmp_orders_like_the_tokenizing_version(
+        // Few symbols, so equal prefixes, leading zeros, digit/non-digit boundaries at different
+        // offsets, bytes below and above the digits ('!', '~') and multi-byte chars are common.
+        a in "([0-2]|0[0-2]|[ab.!~é]){0,8}",
+        b in "([0-2]|0[0-2]|[ab.!~é]){0,8}",
+        prefix in "(layer\\.(0|1|10|007)\\.)?",
+    ) {
+        for (x, y) in [(a.clone(), b.clone()), (format!("{prefix}{a}"), format!("{prefix}{b}")), (a.clone(), a.clone())] {
+            proptest::prop_assert_eq!(checkpoint::natural_cmp(&x, &y), natural_cmp_tokenizing(&x, &y), "{:?} vs {:?}", x, y);
+            proptest::prop_assert_eq!(checkpoint::natural_cmp(&y, &x), natural_cmp_tokenizing(&y, &x), "{:?} vs {:?}", y, x);
+        }
+    }
+}
+
+#[test]
+fn natural_cmp_examples() {
+    use std::cmp::Ordering::*;
+    for (a, b, want) in [
+        ("layer.2", "layer.10", Less),
+        ("layer.010", "layer.10", Less), // equal numbers: the tie is broken bytewise
+        ("layer.10", "layer.10", Equal),
+        ("ab1", "ab!", Less), // a run that ends before a digit is a prefix: shorter first
+        ("a", "a0", Less),
+        ("", "0", Less),
+        ("9", "a", Less),
+        ("x99999999999999999999999", "x100000000000000000000000", Less), // beyond u64
+    ] {
+        assert_eq!(checkpoint::natural_cmp(a, b), want, "{a} vs {b}");
+        assert_eq!(natural_cmp_tokenizing(a, b), want, "{a} vs {b} (tokenizing)");
+        assert_eq!(checkpoint::natural_cmp(b, a), want.reverse(), "{b} vs {a}");
+    }
+}
+
+/// A safetensors header of `n` one-element F16 tensors `"{l}.{e}.w{k}.weight"` ([1, 1], so
+/// they are linear weights for the planner) and its 2n bytes of data.
+fn many_tiny_tensors(n: usize) -> (Vec<String>, Vec<u8>) {
+    let names: Vec<String> =
+        (0..n).map(|i| format!("{}.{}.w{}.weight", i / 24_000, i / 3 % 8_000, i % 3 + 1)).collect();
+    let mut h = String::with_capacity(n * 84);
+    h.push('{');
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            h.push(',');
+        }
+        h.push_str(&format!(r#""{name}":{{"dtype":"F16","shape":[1,1],"data_offsets":[{},{}]}}"#, 2 * i, 2 * i + 2));
+    }
+    h.push('}');
+    let file = raw_file(&h, &vec![0; 2 * n]);
+    (names, file)
+}
+
+/// Times `Checkpoint::open` and `Quantizer::plan` on a ~98 MB header of 1.2 M tiny tensors, as one
+/// file and as two shards with an index. A measurement, not a check: run it on purpose with
+/// `cargo test --release --test checkpoint -- --ignored --nocapture open_timing`.
+#[test]
+#[ignore]
+fn open_timing_on_a_huge_header() {
+    use std::time::Instant;
+    let n = 1_200_000;
+    let (names, file) = many_tiny_tensors(n);
+    let dir = TempDir::new("huge-header");
+    let single = dir.path().join("single");
+    fs::create_dir(&single).unwrap();
+    fs::write(single.join("model.safetensors"), &file).unwrap();
+    eprintln!("header: {} bytes, {n} tensors", file.len() - 2 * n - 8);
+    let sharded = dir.path().join("sharded");
+    fs::create_dir(&sharded).unwrap();
+    let half = n / 2;
+    let mut map = serde_json::Map::new();
+    for (k, part) in [&names[..half], &names[half..]].into_iter().enumerate() {
+        let shard = format!("model-0000{}-of-00002.safetensors", k + 1);
+        let mut h = String::from("{");
+        for (i, name) in part.iter().enumerate() {
+            if i > 0 {
+                h.push(',');
+            }
+            h.push_str(&format!(
+                r#""{name}":{{"dtype":"F16","shape":[1,1],"data_offsets":[{},{}]}}"#,
+                2 * i,
+                2 * i + 2
+            ));
+            map.insert(name.clone(), json!(shard));
+        }
+        h.push('}');
+        fs::write(sharded.join(&shard), raw_file(&h, &vec![0; 2 * part.len()])).unwrap();
+    }
+    fs::write(sharded.join("model.safetensors.index.json"), json!({ "weight_map": map }).to_string()).unwrap();
+    drop(map);
+    for (what, path) in [("one file", &single), ("two shards + index", &sharded)] {
+        for _ in 0..2 {
+            let t = Instant::now();
+            let ck = Checkpoint::open(path).unwrap();
+            let opened = t.elapsed();
+            let t = Instant::now();
+            let plan = Quantizer::new(path, dir.path().join("out")).plan(&ck).unwrap();
+            let planned = t.elapsed();
+            assert_eq!((ck.names().count(), plan.targets.len()), (n, n));
+            let t = Instant::now();
+            drop((ck, plan));
+            eprintln!("{what}: open {opened:.2?}, plan {planned:.2?}, drop {:.2?}", t.elapsed());
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 2_000, ..Default::default() })]
+
+    /// The reader parses headers with its own visitor and checks offsets itself: it must accept
+    /// exactly the files the safetensors crate accepts.
+    #[test]
+    fn header_checks_agree_with_safetensors(
+        tensors in proptest::collection::vec((0..4usize, proptest::collection::vec(0..4usize, 0..3), 0..255u8), 0..4),
+        perturb in proptest::option::of((0..4usize, proptest::bool::ANY, -2..=2i64)),
+        data_delta in -1..=1i64,
+        with_metadata in proptest::bool::ANY,
+    ) {
+        let dtypes = [("U8", 1), ("F16", 2), ("F32", 4), ("I64", 8)];
+        // Data in the order of the random keys, listed in the header in index order.
+        let mut order: Vec<usize> = (0..tensors.len()).collect();
+        order.sort_by_key(|&i| tensors[i].2);
+        let mut offsets = vec![(0i64, 0i64); tensors.len()];
+        let mut end = 0i64;
+        for &i in &order {
+            let (d, shape, _) = &tensors[i];
+            let size = (shape.iter().product::<usize>() * dtypes[*d].1) as i64;
+            offsets[i] = (end, end + size);
+            end += size;
+        }
+        if let Some((i, start, delta)) = perturb.filter(|(i, ..)| *i < tensors.len()) {
+            let o = &mut offsets[i];
+            if start { o.0 += delta } else { o.1 += delta }
+        }
+        let mut entries: Vec<String> = tensors
+            .iter()
+            .zip(&offsets)
+            .enumerate()
+            .map(|(i, ((d, shape, _), (s, e)))| {
+                format!(r#""t{i}":{{"dtype":"{}","shape":{shape:?},"data_offsets":[{s},{e}]}}"#, dtypes[*d].0)
+            })
+            .collect();
+        if with_metadata {
+            entries.insert(0, r#""__metadata__":{"format":"pt"}"#.to_string());
+        }
+        let data_len = usize::try_from((end + data_delta).max(0)).unwrap();
+        let bytes = raw_file(&format!("{{{}}}", entries.join(",")), &vec![0; data_len]);
+        let theirs = safetensors::SafeTensors::deserialize(&bytes).map(|_| ()).map_err(|e| e.to_string());
+        let dir = TempDir::new("header-prop");
+        let file = dir.path().join("x.safetensors");
+        fs::write(&file, &bytes).unwrap();
+        let ours = Checkpoint::open(&file).map(|_| ()).map_err(|e| e.to_string());
+        proptest::prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "ours {:?}, safetensors {:?}", ours, theirs);
+    }
+}
+
+#[test]
+fn index_and_shards_must_agree() {
+    let expect = |dir: &Path, needle: &str| {
+        let e = Checkpoint::open(dir).unwrap_err();
+        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        assert_eq!(msg, needle);
+    };
+    let d = TempDir::new("index-agree");
+    write_sharded(d.path(), DType::F32);
+    let index_path = d.path().join("model.safetensors.index.json");
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let write_index = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut v = index.clone();
+        f(v["weight_map"].as_object_mut().unwrap());
+        fs::write(&index_path, v.to_string()).unwrap();
+    };
+    assert!(Checkpoint::open(d.path()).is_ok());
+
+    write_index(&|m| m["model.position_ids"] = json!("model-00002-of-00002.safetensors"));
+    expect(
+        d.path(),
+        "`model.safetensors.index.json` lists tensor `model.position_ids` in `model-00002-of-00002.safetensors` but \
+         it is in `model-00001-of-00002.safetensors`",
+    );
+    write_index(&|m| drop(m.remove("model.norm.weight")));
+    expect(d.path(), "tensor `model.norm.weight` is in a shard but not in `model.safetensors.index.json`");
+    write_index(&|m| drop(m.insert("zz.missing".into(), json!("model-00001-of-00002.safetensors"))));
+    expect(
+        d.path(),
+        "`model.safetensors.index.json` lists tensor `zz.missing` in `model-00001-of-00002.safetensors`, which does \
+         not hold it; the index and the shards do not match",
+    );
+    write_index(&|m| drop(m.insert("a.missing".into(), json!("model-00001-of-00002.safetensors"))));
+    expect(
+        d.path(),
+        "`model.safetensors.index.json` lists tensor `a.missing` in `model-00001-of-00002.safetensors`, which does \
+         not hold it; the index and the shards do not match",
+    );
+
+    // The same tensor in two shards, and twice in one header.
+    write_index(&|_| {});
+    let shard2 = d.path().join("model-00002-of-00002.safetensors");
+    let mut two = model(DType::F32);
+    two.retain(|(n, _)| n == "lm_head.weight" || n == "model.norm.weight");
+    write_file(&shard2, &two);
+    let e = Checkpoint::open(d.path()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: tensor `model.norm.weight` is in both `{}` and `{}`",
+            d.path().join("model-00001-of-00002.safetensors").display(),
+            shard2.display()
+        )
+    );
+    let one = d.path().join("one.safetensors");
+    let entry = r#""a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}"#;
+    fs::write(&one, raw_file(&format!("{{{entry},{}}}", entry.replace("[0,2]", "[2,4]")), &[0; 4])).unwrap();
+    let e = Checkpoint::open(&one).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("checkpoint error: `{}` has a corrupt safetensors header: tensor `a` appears twice", one.display())
+    );
 }

@@ -88,7 +88,7 @@ struct QuantizeArgs {
     /// the output path is ever replaced.
     #[arg(long)]
     force: bool,
-    /// Random activation rows per layer for the output-error column (0 skips it).
+    /// Random activation rows per layer for the output-error column (0 skips it; at most 4096).
     #[arg(long, value_name = "N", default_value_t = 8)]
     eval_rows: usize,
 }
@@ -247,6 +247,17 @@ fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     println!();
     let total = ckpt.nbytes();
     println!("{} tensors in {} file(s)", names.len(), ckpt.files().len());
+    for f in ckpt.unlisted_files() {
+        let why = if ckpt.is_sharded() {
+            format!("not in `{}`", int8_wgpu::checkpoint::INDEX_FILE)
+        } else {
+            format!("not `{}`", int8_wgpu::checkpoint::MODEL_FILE)
+        };
+        println!("warning: `{f}` is in the folder but {why}: it is not read, its tensors are not listed above");
+    }
+    // Shapes come from the file: every size below is checked arithmetic, an error on overflow.
+    let overflow =
+        |what: &str| format!("the size estimate of {what} overflows; the checkpoint's shapes are implausible");
     if layers.is_empty() {
         // A float checkpoint: what the default quantization (sym, per channel) would make of it.
         let plan = Quantizer::new(path, "").plan(&ckpt)?;
@@ -254,18 +265,28 @@ fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         for name in &plan.targets {
             let t = ckpt.info(name).expect("planned");
             let (out, inn) = (t.shape[0], t.shape[1]);
-            before += t.nbytes();
-            after += out * inn.div_ceil(4) * 4 + out * (t.dtype.bitsize() / 8) + 16;
+            // Packed rows of ceil(in/4) words, one scale per row, the [2] I64 weight_shape.
+            let int8 = inn
+                .div_ceil(4)
+                .checked_mul(4)
+                .and_then(|row| row.checked_mul(out))
+                .and_then(|packed| packed.checked_add(out.checked_mul(t.dtype.bitsize() / 8)?))
+                .and_then(|b| b.checked_add(16));
+            before = before.checked_add(t.nbytes()).ok_or_else(|| overflow("the linear weights"))?;
+            after = int8.and_then(|b| after.checked_add(b)).ok_or_else(|| overflow(&format!("`{name}`")))?;
         }
+        let model =
+            total.checked_sub(before).and_then(|rest| rest.checked_add(after)).ok_or_else(|| overflow("the model"))?;
         println!("not quantized; int8 estimate: symmetric per channel, default excludes");
         println!("{:<20} {:>10} {:>12}", "", "now", "as int8");
         footprint_rows(&format!("linear weights ({})", plan.targets.len()), before, after);
-        footprint_rows("model", total, total - before + after);
+        footprint_rows("model", total, model);
     } else {
         let (mut float, mut stored) = (0usize, 0usize);
         for i in infos.values() {
-            float += i.shape[0] * i.shape[1] * (i.scale_dtype.bitsize() / 8);
-            stored += i.nbytes;
+            let layer = i.shape[0].checked_mul(i.shape[1]).and_then(|n| n.checked_mul(i.scale_dtype.bitsize() / 8));
+            float = layer.and_then(|b| float.checked_add(b)).ok_or_else(|| overflow(&format!("`{}`", i.name)))?;
+            stored = stored.checked_add(i.nbytes).ok_or_else(|| overflow("the quantized layers"))?;
         }
         let method = quantizer::recorded_method(&ckpt).map_or("not recorded".into(), |m| m.to_string());
         let format = ckpt
@@ -281,8 +302,10 @@ fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             ckpt.activation_dtype()
         );
         println!("{:<20} {:>10} {:>12}", "", "as float", "now");
+        let model =
+            total.checked_sub(stored).and_then(|rest| rest.checked_add(float)).ok_or_else(|| overflow("the model"))?;
         footprint_rows(&format!("linear weights ({})", layers.len()), float, stored);
-        footprint_rows("model", total - stored + float, total);
+        footprint_rows("model", model, total);
     }
     Ok(())
 }
