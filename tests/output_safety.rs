@@ -383,7 +383,7 @@ fn exe() -> Option<&'static str> {
 }
 
 /// A model whose error evaluation takes long enough to interrupt: 3 layers of 512x512 with
-/// `--eval-rows 20000` are some 15 billion multiply-adds.
+/// `--eval-rows 4096` (the most allowed) are some 6 billion multiply-adds.
 fn slow_model(name: &str) -> TempDir {
     let inp = TempDir::new(name);
     write_model(inp.path(), 3, 512);
@@ -444,7 +444,7 @@ fn sigint_and_sigterm_remove_the_temporary_folder() {
     for (sig, code, name) in [(libc::SIGTERM, 143, "SIGTERM"), (libc::SIGINT, 130, "SIGINT")] {
         let out = TempDir::new("sig-out");
         let dest = out.path().join("q");
-        let mut child = spawn_quantize(exe, inp.path(), &dest, "20000");
+        let mut child = spawn_quantize(exe, inp.path(), &dest, "4096");
         wait_for_temp_folder(&mut child, out.path());
         signal(&child, sig);
         let (status, stderr) = wait_exit(child);
@@ -464,7 +464,7 @@ fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
     let inp = slow_model("kill-in");
     let out = TempDir::new("kill-out");
     let dest = out.path().join("q");
-    let mut child = spawn_quantize(exe, inp.path(), &dest, "20000");
+    let mut child = spawn_quantize(exe, inp.path(), &dest, "4096");
     let killed = wait_for_temp_folder(&mut child, out.path());
     let dead_pid = child.id();
     signal(&child, libc::SIGKILL);
