@@ -1,14 +1,16 @@
 //! The GPU path: device, tensors, and the host side of each kernel family.
 
 pub mod baseline;
+mod buffers;
+mod cache;
 mod device;
 #[cfg(test)]
 mod div_check;
-pub(crate) mod kernels;
-pub(crate) mod linear;
+pub(crate) mod matmul;
 pub(crate) mod params;
 mod quantize;
 mod quantized;
+pub(crate) mod shaders;
 mod tensor;
 pub mod timing;
 

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use crate::DType;
-use crate::gpu::kernels::Family;
+use crate::gpu::shaders::Family;
 
 /// Activation rows one GEMV pass serves (reading the weights once for all of them).
 pub const GEMV_MAX_ROWS: usize = 8;

@@ -1,8 +1,8 @@
 //! Host side of `gemv.wgsl` and `gemm.wgsl`: kernel choice and dispatch of the fused linear.
 
-use crate::gpu::kernels::{Kernel, Variant};
 use crate::gpu::params::{FAST_GROUPS, GEMM_TILE, GEMV_ROWS, GEMV_WG, slot};
 pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{DType, Result};
 
@@ -166,4 +166,12 @@ pub(crate) fn prepare_linear(
         })
         .collect();
     Ok(Prepared { pipeline, groups })
+}
+
+impl Gpu {
+    /// Whether a linear layer over `rows` activation rows runs the tiled GEMM; otherwise it runs
+    /// the GEMV, in passes of [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
+    pub fn uses_gemm(&self, rows: usize) -> bool {
+        rows >= gemm_min_rows(self)
+    }
 }

@@ -1,4 +1,5 @@
-//! The WGSL kernel families: their sources, entry points and bindings.
+//! The WGSL kernel families: their sources (the generated prelude, `common.wgsl`, the family's
+//! files), entry points and override constants.
 
 #[cfg(test)]
 use std::collections::HashMap;

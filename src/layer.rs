@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::gpu::linear::{Plan, plan, prepare_linear};
+use crate::gpu::matmul::{Plan, plan, prepare_linear};
 use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::reference::{check_finite, check_output};
