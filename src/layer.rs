@@ -3,7 +3,8 @@
 use std::sync::Mutex;
 
 use crate::gpu::matmul::{Plan, plan, prepare_linear};
-use crate::gpu::timing::{Timing, time_passes};
+#[cfg(feature = "bench")]
+use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::reference::{check_finite, check_output};
 use crate::scheme::check_shape;
@@ -168,8 +169,10 @@ impl QuantizedLinear {
         Ok(())
     }
 
-    /// Times `iters` forwards of `x` recorded into one compute pass (benches): kernel time from
-    /// GPU timestamps when the device has them, else wall clock; the [`Timing`] says which.
+    /// Times `iters` forwards of `x` recorded into one compute pass (benches, feature `bench`):
+    /// kernel time from GPU timestamps when the device has them, else wall clock.
+    #[cfg(feature = "bench")]
+    #[doc(hidden)]
     pub fn time_forward(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
         x.same_gpu(&self.gpu)?;
         let (m, shape) = self.output_shape(x)?;

@@ -15,7 +15,6 @@ const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
 const GEMV_REDUCE_SG: &str = include_str!("../../shaders/gemv_reduce_sg.wgsl");
 const GEMV_REDUCE_WG: &str = include_str!("../../shaders/gemv_reduce_wg.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
-const ROOFLINE: &str = include_str!("../../shaders/roofline.wgsl");
 #[cfg(test)]
 const DIV_CHECK: &str = include_str!("../../shaders/test/div_check.wgsl");
 
@@ -29,7 +28,6 @@ pub(crate) enum Family {
         subgroups: bool,
     },
     Gemm,
-    Roofline,
     /// Test probe of the exact division (`shaders/test/div_check.wgsl`).
     #[cfg(test)]
     DivCheck,
@@ -47,7 +45,6 @@ pub(crate) enum Kernel {
     GemvDense,
     Gemm,
     GemmDense,
-    Roofline,
     /// Test probe of the exact division and of quantize_value (`div_check_main`).
     #[cfg(test)]
     DivCheck,
@@ -76,13 +73,12 @@ impl Variant {
 
 impl Family {
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 7] = [
+    pub(crate) const ALL: [Family; 6] = [
         Family::Quantize,
         Family::Dequantize,
         Family::Gemv { subgroups: false },
         Family::Gemv { subgroups: true },
         Family::Gemm,
-        Family::Roofline,
         Family::DivCheck,
     ];
 
@@ -93,7 +89,6 @@ impl Family {
             Family::Gemv { subgroups: false } => "gemv.wgsl",
             Family::Gemv { subgroups: true } => "gemv.wgsl (subgroups)",
             Family::Gemm => "gemm.wgsl",
-            Family::Roofline => "roofline.wgsl",
             #[cfg(test)]
             Family::DivCheck => "test/div_check.wgsl",
         }
@@ -113,17 +108,9 @@ impl Family {
                 [&prelude, COMMON, LINEAR_COMMON, GEMV, reduce].concat()
             }
             Family::Gemm => [&prelude, COMMON, LINEAR_COMMON, GEMM].concat(),
-            Family::Roofline => [&prelude, COMMON, ROOFLINE].concat(),
             #[cfg(test)]
             Family::DivCheck => [&prelude, COMMON, DIV_CHECK].concat(),
         }
-    }
-
-    /// Families whose every index is below a bound the host derives from the bound buffers'
-    /// sizes, and whose loops all terminate: they run without wgpu's injected bounds checks
-    /// and loop bounding. The roofline reads `data[i]` only for `i < units = size / 16`.
-    pub(crate) fn indexing_proven(self) -> bool {
-        matches!(self, Family::Roofline)
     }
 }
 
@@ -136,7 +123,6 @@ impl Kernel {
             Kernel::Dequantize => Family::Dequantize,
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
-            Kernel::Roofline => Family::Roofline,
         }
     }
 
@@ -163,7 +149,6 @@ impl Kernel {
             Kernel::Gemv => "gemv_main",
             Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
-            Kernel::Roofline => "roofline_main",
             #[cfg(test)]
             Kernel::DivCheck => "div_check_main",
         }
@@ -198,7 +183,6 @@ mod tests {
                 }
             }
         }
-        v.push((Kernel::Roofline, Variant::new(DType::F32, DType::F32)));
         v.push((Kernel::DivCheck, Variant::new(DType::F32, DType::F32)));
         v
     }
