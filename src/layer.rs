@@ -2,9 +2,9 @@
 
 use std::sync::Mutex;
 
-use crate::gpu::matmul::{Plan, plan, prepare_linear};
 #[cfg(feature = "bench")]
 use crate::gpu::bench::{Timing, time_passes};
+use crate::gpu::matmul::{Plan, plan, prepare_linear};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::reference::{check_finite, check_output};
 use crate::scheme::check_shape;

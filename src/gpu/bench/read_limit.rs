@@ -22,6 +22,10 @@ const WINDOW: u64 = 64 << 10;
 const WG: u64 = 256;
 /// Workgroups per uniform window: the shader needs a divisor of 4096 / 64.
 const WINDOW_GROUPS: u32 = 8;
+/// Windows per dispatch of `uniform_windows8` (bindings 2-9), and its workgroups per window
+/// (`PER_WINDOW` in the shader).
+const WINDOWS8: usize = 8;
+const PER_WINDOW8: u32 = 4;
 
 /// One read pattern of the read-limit kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,16 +40,19 @@ pub enum ReadKernel {
     U32Strided,
     /// Uniform buffer: 64 KiB windows bound one after another, one dispatch each.
     UniformWindows,
+    /// Uniform buffer: eight 64 KiB windows per dispatch, bound at eight bindings.
+    UniformWindows8,
 }
 
 impl ReadKernel {
     /// Every pattern, in the order the benches print them.
-    pub const ALL: [ReadKernel; 5] = [
+    pub const ALL: [ReadKernel; 6] = [
         ReadKernel::Vec4Strided,
         ReadKernel::Vec4X4,
         ReadKernel::Vec4Blocked,
         ReadKernel::U32Strided,
         ReadKernel::UniformWindows,
+        ReadKernel::UniformWindows8,
     ];
 
     /// A short name for tables.
@@ -56,6 +63,7 @@ impl ReadKernel {
             ReadKernel::Vec4Blocked => "storage vec4 blocked",
             ReadKernel::U32Strided => "storage u32 strided",
             ReadKernel::UniformWindows => "uniform 64 KiB windows",
+            ReadKernel::UniformWindows8 => "uniform 8 x 64 KiB windows",
         }
     }
 
@@ -66,11 +74,17 @@ impl ReadKernel {
             ReadKernel::Vec4Blocked => "vec4_blocked",
             ReadKernel::U32Strided => "u32_strided",
             ReadKernel::UniformWindows => "uniform_windows",
+            ReadKernel::UniformWindows8 => "uniform_windows8",
         }
     }
 
-    fn uniform(self) -> bool {
-        self == ReadKernel::UniformWindows
+    /// Windows bound per dispatch (0: a storage kernel).
+    fn windows(self) -> usize {
+        match self {
+            ReadKernel::UniformWindows => 1,
+            ReadKernel::UniformWindows8 => WINDOWS8,
+            _ => 0,
+        }
     }
 }
 
@@ -87,6 +101,7 @@ pub struct ReadLimit {
     module: wgpu::ShaderModule,
     storage_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
     uniform_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
+    uniform8_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
 }
 
 impl ReadLimit {
@@ -126,10 +141,12 @@ impl ReadLimit {
         let storage = wgpu::BufferBindingType::Storage { read_only: true };
         let storage_layout = layout(gpu, &[(0, wgpu::BufferBindingType::Uniform), (2, storage)]);
         let uniform_layout = layout(gpu, &[(2, wgpu::BufferBindingType::Uniform)]);
+        let eight: Vec<_> = (2..2 + WINDOWS8 as u32).map(|b| (b, wgpu::BufferBindingType::Uniform)).collect();
+        let uniform8_layout = layout(gpu, &eight);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("compiling read_limit.wgsl: {e}")));
         }
-        Ok(Self { gpu: gpu.clone(), bytes, blocks, xor, module, storage_layout, uniform_layout })
+        Ok(Self { gpu: gpu.clone(), bytes, blocks, xor, module, storage_layout, uniform_layout, uniform8_layout })
     }
 
     /// Bytes read per iteration.
@@ -138,11 +155,14 @@ impl ReadLimit {
     }
 
     /// The patterns this device can run: all but the uniform windows where a uniform binding
-    /// of 64 KiB is over the device's limit, or a storage binding is under it.
+    /// of 64 KiB is over the device's limit, or a storage binding is under it (and the eight-
+    /// window kernel where a shader may not have eight uniform bindings).
     pub fn kernels(&self) -> Vec<ReadKernel> {
-        let windows = self.gpu.limits().max_uniform_buffer_binding_size >= WINDOW
+        let limits = self.gpu.limits();
+        let windows = limits.max_uniform_buffer_binding_size >= WINDOW
             && self.blocks.iter().all(|(b, _)| b.size().is_multiple_of(WINDOW));
-        ReadKernel::ALL.into_iter().filter(|k| windows || !k.uniform()).collect()
+        let bindings = limits.max_uniform_buffers_per_shader_stage as usize;
+        ReadKernel::ALL.into_iter().filter(|k| k.windows() == 0 || windows && k.windows() <= bindings).collect()
     }
 
     /// Times `iters` full reads with `kernel`, recorded into one pass.
@@ -179,8 +199,11 @@ impl ReadLimit {
         }
         let gpu = &self.gpu;
         let device = gpu.device();
-        let (group_layout, pipeline_layout) =
-            if kernel.uniform() { &self.uniform_layout } else { &self.storage_layout };
+        let (group_layout, pipeline_layout) = match kernel.windows() {
+            0 => &self.storage_layout,
+            1 => &self.uniform_layout,
+            _ => &self.uniform8_layout,
+        };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.entry()),
@@ -202,12 +225,28 @@ impl ReadLimit {
         };
         let mut groups = Vec::new();
         for (buffer, bytes) in &self.blocks {
-            if kernel.uniform() {
-                for offset in (0..buffer.size()).step_by(WINDOW as usize) {
-                    let window = wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(WINDOW) };
-                    let g =
-                        bind(&[entry(1, sink.as_entire_binding()), entry(2, wgpu::BindingResource::Buffer(window))]);
+            let windows: Vec<u64> = (0..buffer.size()).step_by(WINDOW as usize).collect();
+            let window = |offset| {
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset,
+                    size: wgpu::BufferSize::new(WINDOW),
+                })
+            };
+            if kernel.windows() == 1 {
+                for &offset in &windows {
+                    let g = bind(&[entry(1, sink.as_entire_binding()), entry(2, window(offset))]);
                     groups.push((g, (WINDOW_GROUPS, 1)));
+                }
+            } else if kernel.windows() > 1 {
+                for chunk in windows.chunks(WINDOWS8) {
+                    // Every binding must be bound: slots past a short last chunk repeat its
+                    // first window, and get no workgroups.
+                    let mut entries = vec![entry(1, sink.as_entire_binding())];
+                    for slot in 0..WINDOWS8 {
+                        entries.push(entry(2 + slot as u32, window(*chunk.get(slot).unwrap_or(&chunk[0]))));
+                    }
+                    groups.push((bind(&entries), (PER_WINDOW8 * chunk.len() as u32, 1)));
                 }
             } else {
                 let units = (bytes / 16) as u32;
