@@ -27,14 +27,6 @@ const WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> data: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> words: array<u32>;
 @group(0) @binding(2) var<uniform> window: array<vec4<u32>, WINDOW_UNITS>;
-// Seven more windows for the kernel that reads eight per dispatch (bindings 2-9).
-@group(0) @binding(3) var<uniform> window1: array<vec4<u32>, WINDOW_UNITS>;
-@group(0) @binding(4) var<uniform> window2: array<vec4<u32>, WINDOW_UNITS>;
-@group(0) @binding(5) var<uniform> window3: array<vec4<u32>, WINDOW_UNITS>;
-@group(0) @binding(6) var<uniform> window4: array<vec4<u32>, WINDOW_UNITS>;
-@group(0) @binding(7) var<uniform> window5: array<vec4<u32>, WINDOW_UNITS>;
-@group(0) @binding(8) var<uniform> window6: array<vec4<u32>, WINDOW_UNITS>;
-@group(0) @binding(9) var<uniform> window7: array<vec4<u32>, WINDOW_UNITS>;
 
 fn finish(acc: vec4<u32>) {
     let v = acc.x ^ acc.y ^ acc.z ^ acc.w;
@@ -120,34 +112,6 @@ fn uniform_windows(@builtin(local_invocation_index) li: u32, @builtin(workgroup_
     var acc = vec4<u32>(0u);
     for (var i = wg.x * per + li; i < (wg.x + 1u) * per; i += 64u) {
         acc ^= window[i];
-    }
-    finish(acc);
-}
-
-// Workgroups per window in uniform_windows8.
-const PER_WINDOW: u32 = 4u;
-
-// Eight windows per dispatch (bindings 2-9, successive 64 KiB of the buffer), PER_WINDOW
-// workgroups each: an eighth of the dispatches of uniform_windows, whose per-dispatch cost can
-// exceed the read itself. The host dispatches PER_WINDOW workgroups per window it bound; a
-// last dispatch with fewer windows leaves the rest unread.
-@compute @workgroup_size(64)
-fn uniform_windows8(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let w = wg.x / PER_WINDOW;
-    let per = WINDOW_UNITS / PER_WINDOW;
-    let first = (wg.x % PER_WINDOW) * per;
-    var acc = vec4<u32>(0u);
-    for (var i = first + li; i < first + per; i += 64u) {
-        switch w {
-            case 0u: { acc ^= window[i]; }
-            case 1u: { acc ^= window1[i]; }
-            case 2u: { acc ^= window2[i]; }
-            case 3u: { acc ^= window3[i]; }
-            case 4u: { acc ^= window4[i]; }
-            case 5u: { acc ^= window5[i]; }
-            case 6u: { acc ^= window6[i]; }
-            default: { acc ^= window7[i]; }
-        }
     }
     finish(acc);
 }

@@ -20,12 +20,10 @@ const SOURCE: &str = include_str!("../../../shaders/bench/read_limit.wgsl");
 const WINDOW: u64 = 64 << 10;
 /// Threads per workgroup of the storage kernels (`WG` in the shader).
 const WG: u64 = 256;
-/// Workgroups per uniform window: the shader needs a divisor of 4096 / 64.
-const WINDOW_GROUPS: u32 = 8;
-/// Windows per dispatch of `uniform_windows8` (bindings 2-9), and its workgroups per window
-/// (`PER_WINDOW` in the shader).
-const WINDOWS8: usize = 8;
-const PER_WINDOW8: u32 = 4;
+/// Workgroups per uniform window: the shader needs a divisor of 4096 / 64. Two read fastest
+/// on lavapipe (2 cores; 1, 2, 8, 32 and 64 tried). Eight windows per dispatch, bound at eight
+/// bindings and picked by a switch in the loop, read 2-4x slower than one, so one it is.
+const WINDOW_GROUPS: u32 = 2;
 
 /// One read pattern of the read-limit kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,19 +38,16 @@ pub enum ReadKernel {
     U32Strided,
     /// Uniform buffer: 64 KiB windows bound one after another, one dispatch each.
     UniformWindows,
-    /// Uniform buffer: eight 64 KiB windows per dispatch, bound at eight bindings.
-    UniformWindows8,
 }
 
 impl ReadKernel {
     /// Every pattern, in the order the benches print them.
-    pub const ALL: [ReadKernel; 6] = [
+    pub const ALL: [ReadKernel; 5] = [
         ReadKernel::Vec4Strided,
         ReadKernel::Vec4X4,
         ReadKernel::Vec4Blocked,
         ReadKernel::U32Strided,
         ReadKernel::UniformWindows,
-        ReadKernel::UniformWindows8,
     ];
 
     /// A short name for tables.
@@ -63,7 +58,6 @@ impl ReadKernel {
             ReadKernel::Vec4Blocked => "storage vec4 blocked",
             ReadKernel::U32Strided => "storage u32 strided",
             ReadKernel::UniformWindows => "uniform 64 KiB windows",
-            ReadKernel::UniformWindows8 => "uniform 8 x 64 KiB windows",
         }
     }
 
@@ -74,17 +68,11 @@ impl ReadKernel {
             ReadKernel::Vec4Blocked => "vec4_blocked",
             ReadKernel::U32Strided => "u32_strided",
             ReadKernel::UniformWindows => "uniform_windows",
-            ReadKernel::UniformWindows8 => "uniform_windows8",
         }
     }
 
-    /// Windows bound per dispatch (0: a storage kernel).
-    fn windows(self) -> usize {
-        match self {
-            ReadKernel::UniformWindows => 1,
-            ReadKernel::UniformWindows8 => WINDOWS8,
-            _ => 0,
-        }
+    fn uniform(self) -> bool {
+        self == ReadKernel::UniformWindows
     }
 }
 
@@ -101,7 +89,6 @@ pub struct ReadLimit {
     module: wgpu::ShaderModule,
     storage_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
     uniform_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
-    uniform8_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
 }
 
 impl ReadLimit {
@@ -141,12 +128,10 @@ impl ReadLimit {
         let storage = wgpu::BufferBindingType::Storage { read_only: true };
         let storage_layout = layout(gpu, &[(0, wgpu::BufferBindingType::Uniform), (2, storage)]);
         let uniform_layout = layout(gpu, &[(2, wgpu::BufferBindingType::Uniform)]);
-        let eight: Vec<_> = (2..2 + WINDOWS8 as u32).map(|b| (b, wgpu::BufferBindingType::Uniform)).collect();
-        let uniform8_layout = layout(gpu, &eight);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("compiling read_limit.wgsl: {e}")));
         }
-        Ok(Self { gpu: gpu.clone(), bytes, blocks, xor, module, storage_layout, uniform_layout, uniform8_layout })
+        Ok(Self { gpu: gpu.clone(), bytes, blocks, xor, module, storage_layout, uniform_layout })
     }
 
     /// Bytes read per iteration.
@@ -155,14 +140,11 @@ impl ReadLimit {
     }
 
     /// The patterns this device can run: all but the uniform windows where a uniform binding
-    /// of 64 KiB is over the device's limit, or a storage binding is under it (and the eight-
-    /// window kernel where a shader may not have eight uniform bindings).
+    /// of 64 KiB is over the device's limit, or a storage binding is under it.
     pub fn kernels(&self) -> Vec<ReadKernel> {
-        let limits = self.gpu.limits();
-        let windows = limits.max_uniform_buffer_binding_size >= WINDOW
+        let windows = self.gpu.limits().max_uniform_buffer_binding_size >= WINDOW
             && self.blocks.iter().all(|(b, _)| b.size().is_multiple_of(WINDOW));
-        let bindings = limits.max_uniform_buffers_per_shader_stage as usize;
-        ReadKernel::ALL.into_iter().filter(|k| k.windows() == 0 || windows && k.windows() <= bindings).collect()
+        ReadKernel::ALL.into_iter().filter(|k| windows || !k.uniform()).collect()
     }
 
     /// Times `iters` full reads with `kernel`, recorded into one pass.
@@ -199,11 +181,8 @@ impl ReadLimit {
         }
         let gpu = &self.gpu;
         let device = gpu.device();
-        let (group_layout, pipeline_layout) = match kernel.windows() {
-            0 => &self.storage_layout,
-            1 => &self.uniform_layout,
-            _ => &self.uniform8_layout,
-        };
+        let (group_layout, pipeline_layout) =
+            if kernel.uniform() { &self.uniform_layout } else { &self.storage_layout };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.entry()),
@@ -225,28 +204,12 @@ impl ReadLimit {
         };
         let mut groups = Vec::new();
         for (buffer, bytes) in &self.blocks {
-            let windows: Vec<u64> = (0..buffer.size()).step_by(WINDOW as usize).collect();
-            let window = |offset| {
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer,
-                    offset,
-                    size: wgpu::BufferSize::new(WINDOW),
-                })
-            };
-            if kernel.windows() == 1 {
-                for &offset in &windows {
-                    let g = bind(&[entry(1, sink.as_entire_binding()), entry(2, window(offset))]);
+            if kernel.uniform() {
+                for offset in (0..buffer.size()).step_by(WINDOW as usize) {
+                    let window = wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(WINDOW) };
+                    let g =
+                        bind(&[entry(1, sink.as_entire_binding()), entry(2, wgpu::BindingResource::Buffer(window))]);
                     groups.push((g, (WINDOW_GROUPS, 1)));
-                }
-            } else if kernel.windows() > 1 {
-                for chunk in windows.chunks(WINDOWS8) {
-                    // Every binding must be bound: slots past a short last chunk repeat its
-                    // first window, and get no workgroups.
-                    let mut entries = vec![entry(1, sink.as_entire_binding())];
-                    for slot in 0..WINDOWS8 {
-                        entries.push(entry(2 + slot as u32, window(*chunk.get(slot).unwrap_or(&chunk[0]))));
-                    }
-                    groups.push((bind(&entries), (PER_WINDOW8 * chunk.len() as u32, 1)));
                 }
             } else {
                 let units = (bytes / 16) as u32;
