@@ -76,7 +76,8 @@ impl ReadKernel {
     }
 }
 
-/// A buffer of `bytes` pseudo-random bytes on the device and the read kernels over it.
+/// A buffer of `bytes` pseudo-random bytes on the device and the read kernels over it (built
+/// without wgpu's bounds checks, which the kernels' indexing makes unnecessary).
 #[derive(Debug)]
 pub struct ReadLimit {
     gpu: Gpu,
@@ -96,7 +97,8 @@ impl ReadLimit {
     pub fn new(gpu: &Gpu, bytes: u64) -> Result<Self> {
         let bytes = bytes.max(16).next_multiple_of(16);
         // Whole windows per block where the binding limit allows, so no window straddles two.
-        let limit = gpu.max_binding_size();
+        // At most 4 GiB per binding, so unit and word counts fit the kernels' u32 indices.
+        let limit = gpu.max_binding_size().min(1 << 32);
         let per = if limit >= WINDOW { limit / WINDOW * WINDOW } else { (limit / 16 * 16).max(16) };
         let mut blocks = Vec::new();
         let mut xor = 0u32;
@@ -121,10 +123,25 @@ impl ReadLimit {
         }
         let device = gpu.device();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some("read_limit.wgsl"),
             source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
-        });
+        };
+        // Without wgpu's injected bounds checks and loop bounding: the limit is what the device
+        // can read, not what checked code can (the checks cost these kernels 1-15 % on lavapipe;
+        // the library's own kernels keep them).
+        let checks = wgpu::ShaderRuntimeChecks {
+            bounds_checks: false,
+            force_loop_bounding: false,
+            ..wgpu::ShaderRuntimeChecks::checked()
+        };
+        // SAFETY: every index is in bounds and every loop ends, by construction and by the
+        // bindings `prepare` makes: the storage kernels index `data` below `p.units` (`words`
+        // below `4 * p.units`), which is the bound block's data size / 16; `uniform_windows`
+        // indexes below `(wg + 1) * 4096 / nwg.x <= 4096`, the window's length, with
+        // WINDOW_GROUPS dividing 4096 / 64. Each loop's index grows by at least 1 per step to a
+        // bound below 2^32 - stride, so it cannot wrap.
+        let module = unsafe { device.create_shader_module_trusted(desc, checks) };
         let storage = wgpu::BufferBindingType::Storage { read_only: true };
         let storage_layout = layout(gpu, &[(0, wgpu::BufferBindingType::Uniform), (2, storage)]);
         let uniform_layout = layout(gpu, &[(2, wgpu::BufferBindingType::Uniform)]);
