@@ -6,7 +6,8 @@
 //! windows was about twice as fast again. So [`ReadLimit`] offers every pattern of
 //! `shaders/bench/read_limit.wgsl` and the benches report the fastest, and which it was.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::gpu::Gpu;
@@ -78,7 +79,6 @@ impl ReadKernel {
 
 /// A buffer of `bytes` pseudo-random bytes on the device and the read kernels over it (built
 /// without wgpu's bounds checks, which the kernels' indexing makes unnecessary).
-#[derive(Debug)]
 pub struct ReadLimit {
     gpu: Gpu,
     bytes: u64,
@@ -90,6 +90,15 @@ pub struct ReadLimit {
     module: wgpu::ShaderModule,
     storage_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
     uniform_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
+    /// Each kernel's timing dispatches, made at its first [`ReadLimit::time`]: the benches time
+    /// a kernel dozens of times, and lavapipe compiles a pipeline in tens of milliseconds.
+    timed: Mutex<HashMap<ReadKernel, Arc<(Prepared, wgpu::Buffer)>>>,
+}
+
+impl std::fmt::Debug for ReadLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadLimit").field("bytes", &self.bytes).field("bindings", &self.blocks.len()).finish()
+    }
 }
 
 impl ReadLimit {
@@ -148,7 +157,8 @@ impl ReadLimit {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("compiling read_limit.wgsl: {e}")));
         }
-        Ok(Self { gpu: gpu.clone(), bytes, blocks, xor, module, storage_layout, uniform_layout })
+        let timed = Mutex::default();
+        Ok(Self { gpu: gpu.clone(), bytes, blocks, xor, module, storage_layout, uniform_layout, timed })
     }
 
     /// Bytes read per iteration.
@@ -166,8 +176,18 @@ impl ReadLimit {
 
     /// Times `iters` full reads with `kernel`, recorded into one pass.
     pub fn time(&self, kernel: ReadKernel, iters: u32) -> Result<Timing> {
-        let (prepared, _) = self.prepare(kernel, false)?;
-        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
+        let prepared = {
+            let mut timed = self.timed.lock().unwrap_or_else(|p| p.into_inner());
+            match timed.get(&kernel) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(self.prepare(kernel, false)?);
+                    timed.insert(kernel, p.clone());
+                    p
+                }
+            }
+        };
+        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.0.record(pass))
     }
 
     /// Reads the buffer once with `kernel` in its checking variant and returns the XOR of every
