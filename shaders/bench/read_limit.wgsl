@@ -1,7 +1,7 @@
 // The device's read limit (benches only): kernels that each read every byte of one buffer once
 // and nothing else of use, in different access patterns. No single pattern is the fastest on
-// every device (on lavapipe uniform-buffer reads beat every storage pattern), so the benches
-// time them all in the same run and compare the library's kernels with the fastest.
+// every device, so the benches time them all in the same run and compare the library's kernels
+// with the fastest.
 //
 // Each kernel XORs the words it reads. When timed (CHECK false) the result is stored only if it
 // equals an unlikely marker, so the reads cannot be optimised away while writes cost nothing;

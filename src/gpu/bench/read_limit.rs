@@ -1,10 +1,11 @@
 //! The device's read limit: the fastest of several kernels that only read a buffer, timed in
 //! the same run as the kernels they are a yardstick for.
 //!
-//! One read kernel is not the limit: on lavapipe the old single "roofline" kernel read at 77 %
-//! of the best storage-buffer pattern, and reading the same bytes through uniform-buffer
-//! windows was about twice as fast again. So [`ReadLimit`] offers every pattern of
-//! `shaders/bench/read_limit.wgsl` and the benches report the fastest, and which it was.
+//! One read kernel is not the limit: which access pattern reads fastest depends on the device
+//! (and on a shared VM, on the day: one run measured the old single "roofline" kernel at 77 % of
+//! the best storage pattern and uniform windows faster still, a later one put it first; see
+//! `BENCHMARKS.md`). So [`ReadLimit`] offers every pattern of `shaders/bench/read_limit.wgsl` and
+//! the benches report the fastest, and which it was.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
