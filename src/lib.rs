@@ -76,8 +76,8 @@ pub use error::{Error, Result};
 pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor};
 pub use linear::QuantizedLinear;
 pub use quantized::{QuantError, QuantizedTensor};
-pub use quantizer::{Method, QuantReport, Quantizer};
-pub use scheme::{Granularity, Mode, ParamLayout, QuantScheme};
+pub use quantizer::{QuantReport, Quantizer};
+pub use scheme::{Granularity, Method, Mode, ParamLayout, QuantScheme};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

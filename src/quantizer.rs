@@ -93,7 +93,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde_json::json;
 
@@ -105,54 +104,8 @@ use crate::{DType, Element, Error, Gpu, QuantScheme, QuantizedTensor, Result, re
 mod extra_files;
 mod output;
 
+pub use crate::scheme::Method;
 pub use output::remove_temp_folders;
-
-/// How the quantized model runs: int8 weights with 16-bit or f32 activations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Method {
-    /// int8 weights, 16-bit activations (the course's default).
-    #[default]
-    W8A16,
-    /// int8 weights, f32 activations.
-    W8A32,
-}
-
-impl Method {
-    /// The activation dtype for weights stored in `weight_dtype`: f32 for `w8a32`; for `w8a16`
-    /// the weight's dtype when it is 16-bit, else bf16.
-    pub fn activation_dtype(self, weight_dtype: DType) -> DType {
-        match (self, weight_dtype) {
-            (Method::W8A32, _) => DType::F32,
-            (Method::W8A16, DType::F16) => DType::F16,
-            (Method::W8A16, _) => DType::BF16,
-        }
-    }
-
-    /// `"w8a16"` or `"w8a32"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::W8A16 => "w8a16",
-            Method::W8A32 => "w8a32",
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Method {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "w8a16" => Ok(Method::W8A16),
-            "w8a32" => Ok(Method::W8A32),
-            _ => Err(Error::Scheme(format!("unknown method `{s}`; use w8a16 or w8a32"))),
-        }
-    }
-}
 
 /// The most activation rows [`Quantizer::eval_rows`] accepts. The evaluation costs
 /// rows × out × in multiply-adds per layer, in f64, on one CPU core, and rows × in f32 values of
@@ -1013,16 +966,6 @@ mod tests {
         assert!(glob_match("?", "é") && glob_match("?", "😀") && !glob_match("??", "é"));
         assert!(glob_match("a*€b", "a😀é€b") && !glob_match("a*€b", "a😀éb"));
         assert!(glob_match("*?", "€") && glob_match("*è", "éè"));
-    }
-
-    #[test]
-    fn method_activation_dtypes() {
-        assert_eq!(Method::W8A16.activation_dtype(DType::F32), DType::BF16);
-        assert_eq!(Method::W8A16.activation_dtype(DType::F16), DType::F16);
-        assert_eq!(Method::W8A16.activation_dtype(DType::BF16), DType::BF16);
-        assert_eq!(Method::W8A32.activation_dtype(DType::BF16), DType::F32);
-        assert_eq!("W8A32".parse::<Method>().unwrap(), Method::W8A32);
-        assert!("w4a16".parse::<Method>().is_err());
     }
 
     #[test]
