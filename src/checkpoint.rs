@@ -41,7 +41,8 @@ use serde_json::{Value, json};
 pub use safetensors::Dtype as TensorDtype;
 
 use crate::{
-    DType, Error, Gpu, GpuQuantizedTensor, Granularity, Mode, QuantScheme, QuantizedLinear, QuantizedTensor, Result,
+    DType, Error, Gpu, GpuQuantizedTensor, Granularity, Method, Mode, QuantScheme, QuantizedLinear, QuantizedTensor,
+    Result,
 };
 
 /// The file name of a single-file checkpoint in a folder.
@@ -583,18 +584,21 @@ impl Checkpoint {
         Ok((scales, zero_points))
     }
 
-    /// The activation dtype [`Checkpoint::linear`] uses: f32 when the checkpoint was written
-    /// with method `w8a32`; otherwise (`w8a16`, or a checkpoint without our metadata) the scale
-    /// dtype of its quantized layers if it is f16 or bf16, else bf16.
+    /// The method the checkpoint was written with, from the `__metadata__` of its first file;
+    /// `None` for a checkpoint without our metadata.
+    pub fn method(&self) -> Option<Method> {
+        self.metadata()?.get(METHOD_METADATA_KEY)?.parse().ok()
+    }
+
+    /// The activation dtype [`Checkpoint::linear`] uses: [`Method::activation_dtype`] of the
+    /// recorded method (`w8a16` when none is recorded) for the scale dtype of the quantized
+    /// layers, which is the original weights' dtype: f32 for `w8a32`; for `w8a16` the scale dtype
+    /// if it is f16 or bf16, else bf16.
     pub fn activation_dtype(&self) -> DType {
-        if self.metadata().and_then(|m| m.get(METHOD_METADATA_KEY)).is_some_and(|m| m == "w8a32") {
-            return DType::F32;
-        }
         let scale_dtype = self.quantized_layers().first().and_then(|p| self.info(&format!("{p}.weight_scale")));
-        match scale_dtype.and_then(TensorInfo::float_dtype) {
-            Some(d @ (DType::F16 | DType::BF16)) => d,
-            _ => DType::BF16,
-        }
+        // Without a float scale there is no 16-bit dtype to keep: as for an f32 checkpoint.
+        let weight_dtype = scale_dtype.and_then(TensorInfo::float_dtype).unwrap_or(DType::F32);
+        self.method().unwrap_or_default().activation_dtype(weight_dtype)
     }
 
     /// Loads quantized layer `name` (with `name.bias` when present) as a GPU layer, with the

@@ -892,11 +892,6 @@ fn output_error(q: &QuantizedTensor, w: &[f32], rows: usize, seed: u64) -> Resul
     Ok((rel, max))
 }
 
-/// Reads the method a checkpoint was written with, from its `__metadata__`.
-pub fn recorded_method(ckpt: &Checkpoint) -> Option<Method> {
-    ckpt.metadata()?.get(METHOD_METADATA_KEY)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -288,7 +288,7 @@ fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             float = layer.and_then(|b| float.checked_add(b)).ok_or_else(|| overflow(&format!("`{}`", i.name)))?;
             stored = stored.checked_add(i.nbytes).ok_or_else(|| overflow("the quantized layers"))?;
         }
-        let method = quantizer::recorded_method(&ckpt).map_or("not recorded".into(), |m| m.to_string());
+        let method = ckpt.method().map_or("not recorded".into(), |m| m.to_string());
         let format = ckpt
             .quantization_config()
             .map(|q| {
