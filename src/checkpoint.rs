@@ -40,6 +40,7 @@ use serde_json::{Value, json};
 
 pub use safetensors::Dtype as TensorDtype;
 
+use crate::quantized::{pack_rows_xor, unpack_rows_xor};
 use crate::{
     DType, Error, Gpu, GpuQuantizedTensor, Granularity, Method, Mode, QuantScheme, QuantizedLinear, QuantizedTensor,
     Result,
@@ -53,6 +54,9 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub const CONFIG_FILE: &str = "config.json";
 /// The `__metadata__` key where the quantizer records its method (`w8a16` / `w8a32`).
 pub const METHOD_METADATA_KEY: &str = "int8_wgpu.method";
+
+/// What compressed-tensors stores in place of an int8 `q`: `q ^ 0x80` = `q + 128` (offset binary).
+const OFFSET_BINARY: u8 = 0x80;
 
 /// Header sizes above this are refused (the safetensors crate's own limit).
 const MAX_HEADER: u64 = 100_000_000;
@@ -542,7 +546,10 @@ impl Checkpoint {
         let info = self.layer_info(p)?;
         let [out, inn] = info.shape;
         let values: Vec<i8> = match info.format {
-            PackFormat::PackQuantized => unpack_weight(self.bytes(&format!("{p}.weight_packed"))?, out, inn),
+            PackFormat::PackQuantized => {
+                let words: Vec<u32> = bytemuck::pod_collect_to_vec(self.bytes(&format!("{p}.weight_packed"))?);
+                unpack_rows_xor(&words, out, inn, OFFSET_BINARY)
+            }
             PackFormat::IntQuantized => bytemuck::cast_slice(self.bytes(&format!("{p}.weight"))?).to_vec(),
         };
         let (scales, zero_points) = self.params(&info)?;
@@ -1047,37 +1054,13 @@ pub fn exported(q: &QuantizedTensor, scale_dtype: DType) -> Result<QuantizedTens
     QuantizedTensor::new(q.shape(), q.scheme(), q.values().to_vec(), scales, q.zero_points().map(<[i8]>::to_vec))
 }
 
-/// Packs int8 rows `[rows, cols]` into pack-quantized words: byte `j` of word `w` of a row is
-/// `q[4w+j] ^ 0x80`; padding bytes are 0.
-pub fn pack_weight(values: &[i8], rows: usize, cols: usize) -> Vec<u32> {
-    let wpr = cols.div_ceil(4);
-    let mut out = vec![0u32; rows * wpr];
-    for (r, row) in values.chunks_exact(cols).enumerate().take(rows) {
-        for (c, &v) in row.iter().enumerate() {
-            out[r * wpr + c / 4] |= u32::from(v as u8 ^ 0x80) << (8 * (c % 4));
-        }
-    }
-    out
-}
-
-/// Inverse of [`pack_weight`] from the file's little-endian bytes.
-fn unpack_weight(bytes: &[u8], rows: usize, cols: usize) -> Vec<i8> {
-    let wpr = cols.div_ceil(4);
-    let mut out = Vec::with_capacity(rows * cols);
-    for r in 0..rows {
-        let row = &bytes[r * wpr * 4..];
-        out.extend(row[..cols].iter().map(|&b| (b ^ 0x80) as i8));
-    }
-    out
-}
-
 /// Packs an int8 matrix `[rows, cols]` along dim 0 (compressed-tensors' zero-point layout):
 /// word `[w, c]` holds `z[4w+j, c] ^ 0x80` in byte `j`; shape `[ceil(rows/4), cols]`.
-pub fn pack_dim0(values: &[i8], rows: usize, cols: usize) -> Vec<u32> {
+pub(crate) fn pack_dim0(values: &[i8], rows: usize, cols: usize) -> Vec<u32> {
     let mut out = vec![0u32; rows.div_ceil(4) * cols];
     for r in 0..rows {
         for c in 0..cols {
-            out[(r / 4) * cols + c] |= u32::from(values[r * cols + c] as u8 ^ 0x80) << (8 * (r % 4));
+            out[(r / 4) * cols + c] |= u32::from(values[r * cols + c] as u8 ^ OFFSET_BINARY) << (8 * (r % 4));
         }
     }
     out
@@ -1088,7 +1071,7 @@ fn unpack_dim0(bytes: &[u8], rows: usize, cols: usize) -> Vec<i8> {
     let mut out = Vec::with_capacity(rows * cols);
     for r in 0..rows {
         for c in 0..cols {
-            out.push(((words[(r / 4) * cols + c] >> (8 * (r % 4))) as u8 ^ 0x80) as i8);
+            out.push(((words[(r / 4) * cols + c] >> (8 * (r % 4))) as u8 ^ OFFSET_BINARY) as i8);
         }
     }
     out
@@ -1149,7 +1132,7 @@ pub(crate) fn layer_tensors(
             OutTensor {
                 dtype: TensorDtype::I32,
                 shape: vec![out, inn.div_ceil(4)],
-                data: Cow::Owned(words_bytes(&pack_weight(q.values(), out, inn))),
+                data: Cow::Owned(words_bytes(&pack_rows_xor(q.values(), out, inn, OFFSET_BINARY))),
             },
         ),
         (
@@ -1293,16 +1276,6 @@ mod tests {
         // header values must be tested the way a downstream debug build runs it.
         let sum = std::panic::catch_unwind(|| std::hint::black_box(usize::MAX) + std::hint::black_box(1));
         assert!(sum.is_err(), "overflow checks are off: see [profile.release.package.int8-wgpu] in Cargo.toml");
-    }
-
-    #[test]
-    fn weight_packing_offsets_bytes_and_pads() {
-        let v: Vec<i8> = vec![0, -128, 127, -1, 5, 1, 2, 3, 4, 6];
-        let w = pack_weight(&v, 2, 5);
-        assert_eq!(w.len(), 4);
-        assert_eq!(w[0], 0x7F_FF_00_80);
-        assert_eq!(w[1], 0x85);
-        assert_eq!(unpack_weight(&words_bytes(&w), 2, 5), v);
     }
 
     #[test]
