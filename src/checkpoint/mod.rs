@@ -32,13 +32,18 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
-pub use safetensors::Dtype as TensorDtype;
+mod regular_file;
+mod safetensors;
+mod writer;
+
+use self::regular_file::open_regular;
+use self::safetensors::SafetensorsFile;
+pub use self::safetensors::{TensorDtype, TensorInfo, f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
+pub(crate) use self::writer::{OutTensor, write_json, write_safetensors};
 
 use crate::quantized::{pack_rows_xor, unpack_rows_xor};
 use crate::{
@@ -57,81 +62,6 @@ pub const METHOD_METADATA_KEY: &str = "int8_wgpu.method";
 
 /// What compressed-tensors stores in place of an int8 `q`: `q ^ 0x80` = `q + 128` (offset binary).
 const OFFSET_BINARY: u8 = 0x80;
-
-/// Header sizes above this are refused (the safetensors crate's own limit).
-const MAX_HEADER: u64 = 100_000_000;
-
-/// One tensor of a checkpoint: its dtype, shape and where its bytes are.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorInfo {
-    /// Element type as stored.
-    pub dtype: TensorDtype,
-    /// Shape as stored.
-    pub shape: Vec<usize>,
-    /// Index of the file (see [`Checkpoint::files`]) that holds it.
-    pub file: usize,
-    /// Byte range inside that file.
-    range: Range<usize>,
-}
-
-impl TensorInfo {
-    /// Number of elements.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    /// Bytes of data.
-    pub fn nbytes(&self) -> usize {
-        self.range.len()
-    }
-
-    /// The float dtype this crate computes with, for F32 / F16 / BF16 tensors.
-    pub fn float_dtype(&self) -> Option<DType> {
-        to_dtype(self.dtype)
-    }
-}
-
-/// The [`DType`] of a safetensors float dtype (F32, F16, BF16).
-pub fn to_dtype(d: TensorDtype) -> Option<DType> {
-    match d {
-        TensorDtype::F32 => Some(DType::F32),
-        TensorDtype::F16 => Some(DType::F16),
-        TensorDtype::BF16 => Some(DType::BF16),
-        _ => None,
-    }
-}
-
-/// The safetensors dtype of a [`DType`].
-pub fn to_tensor_dtype(d: DType) -> TensorDtype {
-    match d {
-        DType::F32 => TensorDtype::F32,
-        DType::F16 => TensorDtype::F16,
-        DType::BF16 => TensorDtype::BF16,
-    }
-}
-
-struct FileEntry {
-    path: PathBuf,
-    len: u64,
-    /// End of the header (8 + its length): the header bytes are `[8, header_end)`.
-    header_end: usize,
-    /// Hash of the header bytes as checked at open, so a file read later is known to be the one
-    /// whose offsets were validated without parsing its header again.
-    header_hash: u64,
-    metadata: Option<HashMap<String, String>>,
-    data: OnceLock<Vec<u8>>,
-}
-
-impl std::fmt::Debug for FileEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileEntry")
-            .field("path", &self.path)
-            .field("len", &self.len)
-            .field("metadata", &self.metadata)
-            .field("loaded", &self.data.get().is_some())
-            .finish()
-    }
-}
 
 /// How a quantized layer's weight is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,7 +100,7 @@ pub struct QuantizedLayerInfo {
 pub struct Checkpoint {
     path: PathBuf,
     folder: Option<PathBuf>,
-    files: Vec<FileEntry>,
+    files: Vec<SafetensorsFile>,
     tensors: BTreeMap<String, TensorInfo>,
     nbytes: usize,
     sharded: bool,
@@ -219,20 +149,9 @@ impl Checkpoint {
         let mut files = Vec::new();
         let mut entries: Vec<(String, TensorInfo)> = Vec::new();
         for (i, fp) in file_paths.iter().enumerate() {
-            let h = read_header(fp)?;
-            entries.extend(
-                h.tensors
-                    .into_iter()
-                    .map(|(name, dtype, shape, range)| (name, TensorInfo { dtype, shape, file: i, range })),
-            );
-            files.push(FileEntry {
-                path: fp.clone(),
-                len: h.len,
-                header_end: h.header_end,
-                header_hash: h.header_hash,
-                metadata: h.metadata,
-                data: OnceLock::new(),
-            });
+            let (file, tensors) = SafetensorsFile::open(fp, i)?;
+            entries.extend(tensors);
+            files.push(file);
         }
         // One sort by name for all files: a name given twice (in one header or in two shards)
         // ends up next to itself, the index is checked in one merge pass, and the map is built
@@ -289,17 +208,17 @@ impl Checkpoint {
 
     /// The safetensors files, in order.
     pub fn files(&self) -> Vec<&Path> {
-        self.files.iter().map(|f| f.path.as_path()).collect()
+        self.files.iter().map(SafetensorsFile::path).collect()
     }
 
     /// The `__metadata__` of the first file.
     pub fn metadata(&self) -> Option<&HashMap<String, String>> {
-        self.files.first().and_then(|f| f.metadata.as_ref())
+        self.files.first().and_then(SafetensorsFile::metadata)
     }
 
     /// The `__metadata__` of file `i`.
     pub(crate) fn file_metadata(&self, i: usize) -> Option<&HashMap<String, String>> {
-        self.files.get(i).and_then(|f| f.metadata.as_ref())
+        self.files.get(i).and_then(SafetensorsFile::metadata)
     }
 
     /// `config.json`, when the folder has one.
@@ -341,36 +260,7 @@ impl Checkpoint {
     /// Reads file `i` whole (not cached), checking it is still the file whose header was
     /// validated at open: same size, same header bytes.
     pub(crate) fn read_file(&self, i: usize) -> Result<Vec<u8>> {
-        use std::hash::Hasher;
-        let f = &self.files[i];
-        let (mut file, len) = open_regular(&f.path)?;
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        file.read_to_end(&mut bytes).map_err(|e| Error::io("reading", &f.path, e))?;
-        if bytes.len() as u64 != f.len {
-            return Err(Error::Checkpoint(format!(
-                "`{}` changed size while it was being read ({} then {} bytes)",
-                f.path.display(),
-                f.len,
-                bytes.len()
-            )));
-        }
-        let mut hash = std::hash::DefaultHasher::new();
-        hash.write(&bytes[8..f.header_end]);
-        if hash.finish() != f.header_hash {
-            return Err(Error::Checkpoint(format!(
-                "`{}` changed while it was being read (its header is not the one read at open)",
-                f.path.display()
-            )));
-        }
-        Ok(bytes)
-    }
-
-    fn file_data(&self, i: usize) -> Result<&[u8]> {
-        if let Some(d) = self.files[i].data.get() {
-            return Ok(d);
-        }
-        let bytes = self.read_file(i)?;
-        Ok(self.files[i].data.get_or_init(|| bytes))
+        self.files[i].read()
     }
 
     /// The bytes of a tensor inside `data`, the contents of its file from `read_file`.
@@ -381,7 +271,7 @@ impl Checkpoint {
     /// The raw little-endian bytes of a tensor.
     pub fn bytes(&self, name: &str) -> Result<&[u8]> {
         let info = self.require(name)?;
-        Ok(&self.file_data(info.file)?[info.range.clone()])
+        Ok(&self.files[info.file].data()?[info.range.clone()])
     }
 
     /// A float tensor (F32, F16, BF16) converted to f32 (exactly).
@@ -701,212 +591,6 @@ fn present(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
-/// What a non-regular file is, for messages.
-fn file_kind(t: fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_char_device() {
-            return "a character device";
-        }
-        if t.is_block_device() {
-            return "a block device";
-        }
-    }
-    if t.is_dir() { "a folder" } else { "a special file" }
-}
-
-fn not_regular(path: &Path, t: fs::FileType) -> Error {
-    Error::Checkpoint(format!(
-        "`{}` is {}, not a regular file; checkpoint files must be regular files",
-        path.display(),
-        file_kind(t)
-    ))
-}
-
-/// Opens a file of the checkpoint for reading, with its length; anything but a regular file (or
-/// a link to one) is an error.
-///
-/// Opening a FIFO for reading blocks until a writer appears, so the type is checked before
-/// opening; and because the path may be swapped between that check and the open, the open itself
-/// does not block (O_NONBLOCK) and the handle's type is checked again. O_NONBLOCK stays set: it
-/// has no effect on reading a regular file.
-fn open_regular(path: &Path) -> Result<(fs::File, u64)> {
-    let meta = fs::metadata(path).map_err(|e| Error::io("opening", path, e))?;
-    if !meta.is_file() {
-        return Err(not_regular(path, meta.file_type()));
-    }
-    let mut options = fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = options.open(path).map_err(|e| Error::io("opening", path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io("reading", path, e))?;
-    if !meta.is_file() {
-        return Err(not_regular(path, meta.file_type()));
-    }
-    Ok((file, meta.len()))
-}
-
-/// What a checkpoint file's header says, checked against the file.
-struct FileHeader {
-    len: u64,
-    header_end: usize,
-    header_hash: u64,
-    metadata: Option<HashMap<String, String>>,
-    /// Name, dtype, shape and byte range in the file of each tensor, in data order.
-    tensors: Vec<(String, TensorDtype, Vec<usize>, Range<usize>)>,
-}
-
-/// A safetensors header as written: `__metadata__` and the tensors in file order.
-///
-/// Read with our own visitor rather than `safetensors::tensor::Metadata`, whose `serde(flatten)`
-/// buffers the whole header as generic content and then builds two hash maps of the names: on a
-/// 1.2 M-tensor header that was most of the seconds `Checkpoint::open` took.
-struct RawHeader {
-    metadata: Option<HashMap<String, String>>,
-    tensors: Vec<(String, safetensors::tensor::TensorInfo)>,
-}
-
-impl<'de> serde::Deserialize<'de> for RawHeader {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = RawHeader;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object of tensors")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<RawHeader, A::Error> {
-                let mut h = RawHeader { metadata: None, tensors: Vec::new() };
-                let mut seen_metadata = false;
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == "__metadata__" {
-                        if seen_metadata {
-                            return Err(serde::de::Error::duplicate_field("__metadata__"));
-                        }
-                        seen_metadata = true;
-                        h.metadata = map.next_value()?;
-                    } else {
-                        let info = map.next_value()?;
-                        h.tensors.push((key, info));
-                    }
-                }
-                Ok(h)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// Checks the tensors of a header the way `safetensors` does (contiguous data offsets from 0;
-/// each tensor's byte count equal to its shape times its dtype, computed without overflow),
-/// ordering them by offset; returns the data length the header declares.
-fn check_tensors(tensors: &mut [(String, safetensors::tensor::TensorInfo)]) -> std::result::Result<usize, String> {
-    tensors.sort_unstable_by_key(|(_, t)| t.data_offsets);
-    let mut end = 0usize;
-    for (name, t) in tensors.iter() {
-        let (s, e) = t.data_offsets;
-        if s != end || e < s {
-            return Err(format!(
-                "tensor `{name}` has data offsets [{s}, {e}] but the data before it ends at {end} (tensors must \
-                 follow each other without gaps or overlaps)"
-            ));
-        }
-        let bits =
-            t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).and_then(|n| n.checked_mul(t.dtype.bitsize()));
-        let Some(bits) = bits else {
-            return Err(format!("tensor `{name}` of shape {:?} has more elements than fit in memory", t.shape));
-        };
-        if bits % 8 != 0 {
-            return Err(format!("tensor `{name}` ({} {:?}) is not a whole number of bytes", t.dtype, t.shape));
-        }
-        if bits / 8 != e - s {
-            return Err(format!(
-                "tensor `{name}` is {} {:?}, {} bytes, but its data offsets [{s}, {e}] span {} bytes",
-                t.dtype,
-                t.shape,
-                bits / 8,
-                e - s
-            ));
-        }
-        end = e;
-    }
-    Ok(end)
-}
-
-/// Reads and checks a safetensors header without reading the data.
-fn read_header(path: &Path) -> Result<FileHeader> {
-    use std::hash::Hasher;
-    let (mut f, len) = open_regular(path)?;
-    let truncated = |detail: String| {
-        Error::Checkpoint(format!("`{}` is truncated ({detail}); re-download or re-export it", path.display()))
-    };
-    if len < 8 {
-        return Err(truncated(format!("{len} bytes, shorter than the 8-byte header length")));
-    }
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|e| Error::io("reading", path, e))?;
-    let n = u64::from_le_bytes(n);
-    if n > MAX_HEADER {
-        return Err(Error::Checkpoint(format!(
-            "`{}` is not a safetensors file (header length {n} is implausible)",
-            path.display()
-        )));
-    }
-    // n <= MAX_HEADER, so this cannot overflow; every later size is compared with what is left
-    // of the file instead of being added to something.
-    let header_end = 8 + n;
-    if header_end > len {
-        return Err(truncated(format!("the header needs {n} bytes, the file has {}", len - 8)));
-    }
-    let available = len - header_end;
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(|e| Error::io("reading", path, e))?;
-    let corrupt = |e: String| Error::Checkpoint(format!("`{}` has a corrupt safetensors header: {e}", path.display()));
-    let mut raw: RawHeader = serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
-    let data_len = check_tensors(&mut raw.tensors).map_err(corrupt)?;
-    // usize -> u64 cannot lose anything on the platforms Rust supports; saturate rather than assume.
-    let data_len = u64::try_from(data_len).unwrap_or(u64::MAX);
-    if data_len > available {
-        return Err(truncated(format!(
-            "the header declares {data_len} bytes of tensor data, the file has {available}"
-        )));
-    }
-    if data_len < available {
-        return Err(Error::Checkpoint(format!(
-            "`{}` has {} bytes after its last tensor; it is corrupt",
-            path.display(),
-            available - data_len
-        )));
-    }
-    // The whole file is read into memory later, so it must fit the address space; then every
-    // range below (at most `len`) fits too.
-    if usize::try_from(len).is_err() {
-        return Err(Error::TooLarge { what: format!("`{}`", path.display()), size: len, limit: usize::MAX as u64 });
-    }
-    let base = header_end as usize;
-    let mut hash = std::hash::DefaultHasher::new();
-    hash.write(&header);
-    let tensors = raw
-        .tensors
-        .into_iter()
-        .map(|(name, t)| {
-            let (s, e) = t.data_offsets;
-            (name, t.dtype, t.shape, base + s..base + e)
-        })
-        .collect();
-    Ok(FileHeader { len, header_end: base, header_hash: hash.finish(), metadata: raw.metadata, tensors })
-}
-
 fn read_json(path: &Path) -> Result<Value> {
     let (mut f, len) = open_regular(path)?;
     let mut text = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
@@ -1013,29 +697,6 @@ fn unlisted_safetensors(dir: &Path, read: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Converts F32 / F16 / BF16 little-endian bytes to f32 (exactly); `None` for other dtypes.
-pub fn floats_to_f32(dtype: TensorDtype, bytes: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        TensorDtype::F32 => bytemuck::pod_collect_to_vec(bytes),
-        TensorDtype::F16 => {
-            bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes).into_iter().map(half::f16::to_f32).collect()
-        }
-        TensorDtype::BF16 => {
-            bytemuck::pod_collect_to_vec::<u8, half::bf16>(bytes).into_iter().map(half::bf16::to_f32).collect()
-        }
-        _ => return None,
-    })
-}
-
-/// f32 values as little-endian bytes of `dtype` (rounded to nearest even for 16-bit dtypes).
-pub fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
-    match dtype {
-        DType::F32 => bytemuck::cast_slice(values).to_vec(),
-        DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-        DType::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
-    }
-}
-
 /// The tensor exactly as a checkpoint stores it when its scales are exported in `scale_dtype`:
 /// same ints and zero points, each scale rounded to `scale_dtype` (round to nearest even).
 ///
@@ -1075,29 +736,6 @@ fn unpack_dim0(bytes: &[u8], rows: usize, cols: usize) -> Vec<i8> {
         }
     }
     out
-}
-
-/// A tensor to write: borrowed (copied unchanged) or owned (new).
-#[derive(Clone, Debug)]
-pub(crate) struct OutTensor<'a> {
-    pub dtype: TensorDtype,
-    pub shape: Vec<usize>,
-    pub data: Cow<'a, [u8]>,
-}
-
-impl safetensors::View for OutTensor<'_> {
-    fn dtype(&self) -> TensorDtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
 }
 
 fn words_bytes(words: &[u32]) -> Vec<u8> {
@@ -1225,58 +863,9 @@ pub fn quantization_config(scheme: QuantScheme, ignore: &[String]) -> Result<Val
     }))
 }
 
-/// Writes tensors to a safetensors file, with a deterministic header.
-///
-/// The safetensors crate writes `__metadata__` in `HashMap` order, which differs between runs;
-/// the header is rewritten in place with every JSON object's keys sorted (same content, same
-/// length), so equal inputs give byte-identical files.
-pub(crate) fn write_safetensors(
-    path: &Path,
-    tensors: Vec<(String, OutTensor<'_>)>,
-    metadata: Option<HashMap<String, String>>,
-) -> Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    safetensors::serialize_to_file(tensors, metadata, path).map_err(|e| match e {
-        safetensors::SafeTensorError::IoError(io) => Error::io("writing", path, io),
-        e => Error::Checkpoint(format!("could not write `{}`: {e}", path.display())),
-    })?;
-    let io = |e| Error::io("writing", path, e);
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(io)?;
-    let mut header = vec![0u8; u64::from_le_bytes(n) as usize];
-    f.read_exact(&mut header).map_err(io)?;
-    let mut v: Value = serde_json::from_slice(&header)
-        .map_err(|e| Error::Checkpoint(format!("re-reading the header of `{}`: {e}", path.display())))?;
-    v.sort_all_objects();
-    let mut canon = serde_json::to_vec(&v).expect("a JSON value serializes");
-    if canon.len() > header.len() {
-        return Err(Error::Checkpoint(format!("sorted header of `{}` grew; this is a bug", path.display())));
-    }
-    canon.resize(header.len(), b' ');
-    f.seek(SeekFrom::Start(8)).map_err(io)?;
-    f.write_all(&canon).map_err(io)?;
-    f.sync_all().map_err(io)
-}
-
-/// Writes `value` as pretty-printed JSON (2-space indent, trailing newline).
-pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
-    let mut s = serde_json::to_string_pretty(value).expect("a JSON value serializes");
-    s.push('\n');
-    fs::write(path, s).map_err(|e| Error::io("writing", path, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn overflow_checks_are_on() {
-        // Cargo.toml turns them on for this crate in release builds: the reader's arithmetic on
-        // header values must be tested the way a downstream debug build runs it.
-        let sum = std::panic::catch_unwind(|| std::hint::black_box(usize::MAX) + std::hint::black_box(1));
-        assert!(sum.is_err(), "overflow checks are off: see [profile.release.package.int8-wgpu] in Cargo.toml");
-    }
 
     #[test]
     fn dim0_packing_round_trips() {
