@@ -40,6 +40,7 @@ mod regular_file;
 mod safetensors;
 mod writer;
 
+pub(crate) use self::regular_file::file_kind;
 use self::regular_file::open_regular;
 use self::safetensors::SafetensorsFile;
 pub use self::safetensors::{TensorDtype, TensorInfo, f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
