@@ -30,18 +30,18 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+mod folder;
 mod regular_file;
 mod safetensors;
 mod writer;
 
+pub use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
+use self::folder::{Located, check_index, unlisted_safetensors};
 pub(crate) use self::regular_file::file_kind;
-use self::regular_file::open_regular;
 use self::safetensors::SafetensorsFile;
 pub use self::safetensors::{TensorDtype, TensorInfo, f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
 pub(crate) use self::writer::{OutTensor, write_json, write_safetensors};
@@ -52,12 +52,6 @@ use crate::{
     Result,
 };
 
-/// The file name of a single-file checkpoint in a folder.
-pub const MODEL_FILE: &str = "model.safetensors";
-/// The shard index of a sharded checkpoint.
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
-/// The model configuration.
-pub const CONFIG_FILE: &str = "config.json";
 /// The `__metadata__` key where the quantizer records its method (`w8a16` / `w8a32`).
 pub const METHOD_METADATA_KEY: &str = "int8_wgpu.method";
 
@@ -120,33 +114,8 @@ impl Checkpoint {
     /// read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let meta = fs::metadata(&path).map_err(|e| Error::io("opening checkpoint", &path, e))?;
-        let (folder, names, sharded, weight_map) = if meta.is_dir() {
-            let index = path.join(INDEX_FILE);
-            if present(&index) {
-                let (names, map) = read_index(&index)?;
-                (Some(path.clone()), names, true, Some(map))
-            } else if present(&path.join(MODEL_FILE)) {
-                (Some(path.clone()), vec![MODEL_FILE.to_string()], false, None)
-            } else {
-                return Err(Error::Checkpoint(format!(
-                    "folder `{}` has neither `{MODEL_FILE}` nor `{INDEX_FILE}`; pass a folder with one of \
-                     them or a .safetensors file",
-                    path.display()
-                )));
-            }
-        } else {
-            (None, vec![], false, None)
-        };
         // The small files first: a bad config.json fails before megabytes of headers are parsed.
-        let config = match &folder {
-            Some(dir) if present(&dir.join(CONFIG_FILE)) => Some(read_config(&dir.join(CONFIG_FILE))?),
-            _ => None,
-        };
-        let file_paths: Vec<PathBuf> = match &folder {
-            Some(dir) => names.iter().map(|n| dir.join(n)).collect(),
-            None => vec![path.clone()],
-        };
+        let Located { folder, names, file_paths, weight_map, config } = folder::locate(&path)?;
         let mut files = Vec::new();
         let mut entries: Vec<(String, TensorInfo)> = Vec::new();
         for (i, fp) in file_paths.iter().enumerate() {
@@ -180,6 +149,7 @@ impl Checkpoint {
             None => Vec::new(),
         };
         let tensors = entries.into_iter().collect();
+        let sharded = weight_map.is_some();
         Ok(Self { path, folder, files, tensors, nbytes, sharded, config, unlisted })
     }
 
@@ -584,118 +554,6 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 fn to_dim(v: i64) -> Result<usize> {
     usize::try_from(v).map_err(|_| Error::Checkpoint(format!("negative dimension {v} in weight_shape")))
-}
-
-/// Whether something is at `path` (a dangling link counts: reading it then says what is wrong,
-/// rather than the file being silently ignored).
-fn present(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok()
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let (mut f, len) = open_regular(path)?;
-    let mut text = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    f.read_to_end(&mut text).map_err(|e| Error::io("reading", path, e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Checkpoint(format!("`{}` is not valid JSON: {e}", path.display())))
-}
-
-/// Reads `config.json`, which must be a JSON object (it is extended with a
-/// `quantization_config`, and read as one by every loader).
-fn read_config(path: &Path) -> Result<Value> {
-    let v = read_json(path)?;
-    let kind = match &v {
-        Value::Object(_) => return Ok(v),
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-    };
-    Err(Error::Checkpoint(format!(
-        "`{}` is not a JSON object (it holds {kind}); a model config is an object of settings",
-        path.display()
-    )))
-}
-
-/// An index's `weight_map`: (tensor, shard file) pairs sorted by tensor name.
-type WeightMap = Vec<(String, String)>;
-
-/// Reads a shard index: the shard names (sorted, unique) and the weight map.
-fn read_index(path: &Path) -> Result<(Vec<String>, WeightMap)> {
-    let map = match read_json(path)? {
-        Value::Object(mut index) => index.remove("weight_map"),
-        _ => None,
-    };
-    let Some(Value::Object(map)) = map else {
-        return Err(Error::Checkpoint(format!("`{}` has no `weight_map` object", path.display())));
-    };
-    if map.is_empty() {
-        return Err(Error::Checkpoint(format!(
-            "`{}` has an empty `weight_map`: it lists no tensor, so there is nothing to read",
-            path.display()
-        )));
-    }
-    let mut weight_map = Vec::with_capacity(map.len());
-    for (k, f) in map {
-        let Value::String(f) = f else {
-            return Err(Error::Checkpoint(format!("`{}`: weight_map[`{k}`] is not a file name", path.display())));
-        };
-        if f.contains('/') || f.contains('\\') || f == ".." {
-            return Err(Error::Checkpoint(format!("`{}`: shard name `{f}` is not a plain file name", path.display())));
-        }
-        weight_map.push((k, f));
-    }
-    weight_map.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut names: Vec<String> = weight_map.iter().map(|(_, f)| f.clone()).collect();
-    names.sort_unstable();
-    names.dedup();
-    Ok((names, weight_map))
-}
-
-/// Checks that the index lists exactly the shards' tensors, each in its shard. Both lists are
-/// sorted by name, so one merge pass does it.
-fn check_index(entries: &[(String, TensorInfo)], map: &WeightMap, names: &[String]) -> Result<()> {
-    let not_listed = |name: &str| Error::Checkpoint(format!("tensor `{name}` is in a shard but not in `{INDEX_FILE}`"));
-    let (mut e, mut m) = (entries.iter().peekable(), map.iter().peekable());
-    loop {
-        match (e.peek(), m.peek()) {
-            (None, None) => return Ok(()),
-            (Some((name, t)), Some((listed, file))) if name == listed => {
-                if names[t.file] != *file {
-                    return Err(Error::Checkpoint(format!(
-                        "`{INDEX_FILE}` lists tensor `{name}` in `{file}` but it is in `{}`",
-                        names[t.file]
-                    )));
-                }
-                e.next();
-                m.next();
-            }
-            (Some((name, _)), None) => return Err(not_listed(name)),
-            (Some((name, _)), Some((listed, _))) if name < listed => return Err(not_listed(name)),
-            (_, Some((name, file))) => {
-                return Err(Error::Checkpoint(format!(
-                    "`{INDEX_FILE}` lists tensor `{name}` in `{file}`, which does not hold it; the index and the \
-                     shards do not match"
-                )));
-            }
-        }
-    }
-}
-
-/// The `.safetensors` files in `dir` (regular files, or links to them) other than `read`.
-fn unlisted_safetensors(dir: &Path, read: &[String]) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let safetensors = Path::new(&name).extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-        // fs::metadata only stats: it does not open, so a FIFO here cannot block.
-        if safetensors && !read.contains(&name) && fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
-            out.push(name);
-        }
-    }
-    out.sort_by(|a, b| natural_cmp(a, b));
-    Ok(out)
 }
 
 /// The tensor exactly as a checkpoint stores it when its scales are exported in `scale_dtype`:
