@@ -89,25 +89,28 @@
 //!   forever); the report warns. Files are opened without following a link or blocking, and
 //!   checked again once open, so an entry swapped in the meantime is not read either.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use crate::checkpoint::Checkpoint;
+use crate::{Error, Gpu, QuantScheme, Result};
 
-use crate::checkpoint::{
-    self, CONFIG_FILE, Checkpoint, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, OutTensor, TensorInfo,
-};
-use crate::{DType, Element, Error, Gpu, QuantScheme, QuantizedTensor, Result, reference};
-
+/// Checks before any work.
+mod checks;
+/// Writing the converted files into the temporary output folder.
+mod convert;
+/// The output error and the activations RNG.
 mod eval;
+/// Copying the input folder's other files.
 mod extra_files;
+/// The temporary output folder and its move into place.
 mod output;
+/// What a run reports.
 mod report;
+/// Which tensors a run quantizes.
 mod select;
 
 pub use self::eval::random_activations;
-use self::eval::{output_error, seed_of};
 pub use self::output::remove_temp_folders;
 pub use self::report::{LayerReport, QuantReport, describe_scheme, format_bytes};
 pub use self::select::{DEFAULT_EXCLUDES, Plan, Skipped, glob_match};
@@ -124,8 +127,19 @@ pub const MAX_EVAL_ROWS: usize = 4096;
 pub enum Backend {
     /// On this GPU ([`Gpu::quantize`]).
     Gpu(Gpu),
-    /// On the CPU reference ([`reference::quantize`]). Gives byte-identical files.
+    /// On the CPU reference ([`reference::quantize`](crate::reference::quantize)). Gives
+    /// byte-identical files.
     Cpu,
+}
+
+impl Backend {
+    /// What the report says quantization ran on.
+    fn describe(&self) -> String {
+        match self {
+            Backend::Gpu(g) => g.describe(),
+            Backend::Cpu => "CPU reference".to_string(),
+        }
+    }
 }
 
 /// One step of a running quantization, passed to the progress callback.
@@ -242,14 +256,9 @@ impl Quantizer {
 
     /// Runs the quantization, calling `progress` before each layer and once at the end.
     pub fn run_with_progress(&self, mut progress: impl FnMut(Progress<'_>)) -> Result<QuantReport> {
-        // Settings first: they need no file, and a bad one must not cost a pass over the model.
-        if self.eval_rows > MAX_EVAL_ROWS {
-            return Err(Error::TooLarge {
-                what: "eval_rows (activation rows per layer for the output error)".into(),
-                size: u64::try_from(self.eval_rows).unwrap_or(u64::MAX),
-                limit: MAX_EVAL_ROWS as u64,
-            });
-        }
+        // Every check before any work, cheapest first: the settings need no file, the others
+        // only headers, so a refused run costs no pass over the model.
+        self.check_settings()?;
         let ckpt = Checkpoint::open(&self.input)?;
         self.check_paths(&ckpt)?;
         self.check_input(&ckpt)?;
@@ -257,34 +266,47 @@ impl Quantizer {
         for w in &plan.warnings {
             log::warn!("{w}");
         }
-        // Fail on an unusable scheme before any work.
-        checkpoint::quantization_config(self.scheme, &[])?;
-        if let crate::Granularity::PerGroup { size } = self.scheme.granularity {
-            let bad: Vec<&String> = plan
-                .targets
-                .iter()
-                .filter(|t| ckpt.info(t).is_some_and(|i| size == 0 || i.shape[1] % size != 0))
-                .collect();
-            if let Some(first) = bad.first() {
-                return Err(Error::Scheme(format!(
-                    "group size {size} does not divide the input size of {} layer(s), first `{first}` {:?}; choose a \
-                     group size that divides every in_features, or exclude those layers",
-                    bad.len(),
-                    ckpt.info(first).map(|i| i.shape.clone()).unwrap_or_default()
-                )));
-            }
+        self.check_scheme(&ckpt, &plan)?;
+        let backend = self.open_backend()?;
+
+        let (tmp, stale_warnings) = self.start_output()?;
+        let written = self.write_tensors(&ckpt, &plan, &backend, &tmp, &mut progress)?;
+        self.write_json_files(&ckpt, &plan, &tmp, &written)?;
+        let mut warnings = plan.warnings;
+        warnings.extend(stale_warnings);
+        let mut copied_files = Vec::new();
+        if let Some(dir) = ckpt.folder() {
+            extra_files::copy_extra_files(dir, tmp.path(), &mut copied_files, &mut warnings)?;
         }
-        let backend = match &self.backend {
+        warnings.extend(output::commit(tmp, &self.output, self.overwrite)?);
+
+        Ok(QuantReport {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            method: self.method,
+            scheme: self.scheme,
+            backend: backend.describe(),
+            layers: written.layers,
+            skipped: plan.skipped,
+            warnings,
+            copied_files,
+            total_before: ckpt.nbytes(),
+            total_after: written.total_after,
+        })
+    }
+
+    /// The backend set, or a GPU opened with [`Gpu::new`].
+    fn open_backend(&self) -> Result<Backend> {
+        Ok(match &self.backend {
             Some(b) => b.clone(),
             None => Backend::Gpu(Gpu::new()?),
-        };
-        let backend_name = match &backend {
-            Backend::Gpu(g) => g.describe(),
-            Backend::Cpu => "CPU reference".to_string(),
-        };
-        let targets: BTreeSet<&str> = plan.targets.iter().map(String::as_str).collect();
-        let total = targets.len();
+        })
+    }
 
+    /// Creates the run's temporary folder beside the output (creating the output's parent), after
+    /// removing those that killed runs left there; returns it with a warning for each of those
+    /// that could not be removed.
+    fn start_output(&self) -> Result<(output::TmpDir, Vec<String>)> {
         if self.output.file_name().is_none() {
             return Err(Error::Checkpoint(format!("output path `{}` has no folder name", self.output.display())));
         }
@@ -293,215 +315,6 @@ impl Quantizer {
         // Absolute: the registered temporary folder must stay valid if the process changes directory.
         let parent = std::path::absolute(parent).map_err(|e| Error::io("resolving", parent, e))?;
         let stale_warnings = output::remove_stale(&parent);
-        let tmp = output::TmpDir::create(&parent)?;
-
-        let mut layers = Vec::new();
-        let mut weight_map = BTreeMap::new();
-        let mut total_after = 0usize;
-        for (i, file) in ckpt.files().iter().enumerate() {
-            let data = ckpt.read_file(i)?;
-            let file_name = if ckpt.is_sharded() {
-                file.file_name().expect("shard files have names").to_string_lossy().into_owned()
-            } else {
-                MODEL_FILE.to_string()
-            };
-            let mut out = Vec::new();
-            let mut names: Vec<(&str, &TensorInfo)> = ckpt.tensors().filter(|(_, t)| t.file == i).collect();
-            names.sort_by(|a, b| checkpoint::natural_cmp(a.0, b.0));
-            for (name, info) in names {
-                let bytes = ckpt.slice(info, &data);
-                if targets.contains(name) {
-                    let layer = name.trim_end_matches(".weight");
-                    progress(Progress { done: layers.len(), total, layer: Some(layer) });
-                    let (report, tensors) =
-                        self.quantize_layer(&backend, layer, info, bytes).map_err(|e| e.in_tensor(name))?;
-                    for (suffix, t) in tensors {
-                        out.push((format!("{layer}.{suffix}"), t));
-                    }
-                    layers.push(report);
-                } else {
-                    out.push((
-                        name.to_string(),
-                        OutTensor { dtype: info.dtype, shape: info.shape.clone(), data: bytes.into() },
-                    ));
-                }
-            }
-            for (name, t) in &out {
-                weight_map.insert(name.clone(), file_name.clone());
-                total_after += t.data.len();
-            }
-            let mut metadata = ckpt.file_metadata(i).cloned().unwrap_or_default();
-            metadata.entry("format".into()).or_insert_with(|| "pt".into());
-            metadata.insert(METHOD_METADATA_KEY.into(), self.method.to_string());
-            tmp.ensure_live()?;
-            checkpoint::write_safetensors(&tmp.path().join(&file_name), out, Some(metadata))?;
-        }
-        progress(Progress { done: layers.len(), total, layer: None });
-
-        let mut warnings = plan.warnings.clone();
-        warnings.extend(stale_warnings);
-        let mut copied_files = Vec::new();
-        tmp.ensure_live()?;
-        if ckpt.is_sharded() {
-            let index = json!({ "metadata": { "total_size": total_after }, "weight_map": weight_map });
-            checkpoint::write_json(&tmp.path().join(INDEX_FILE), &index)?;
-        }
-        if let Some(dir) = ckpt.folder() {
-            if let Some(config) = ckpt.config() {
-                let mut config = config.clone();
-                let Some(obj) = config.as_object_mut() else {
-                    return Err(Error::Checkpoint(format!(
-                        "`{}` is not a JSON object",
-                        dir.join(CONFIG_FILE).display()
-                    )));
-                };
-                obj.insert("quantization_config".into(), checkpoint::quantization_config(self.scheme, &plan.ignore)?);
-                checkpoint::write_json(&tmp.path().join(CONFIG_FILE), &config)?;
-            }
-            extra_files::copy_extra_files(dir, tmp.path(), &mut copied_files, &mut warnings)?;
-        }
-
-        warnings.extend(output::commit(tmp, &self.output, self.overwrite)?);
-        Ok(QuantReport {
-            input: self.input.clone(),
-            output: self.output.clone(),
-            method: self.method,
-            scheme: self.scheme,
-            backend: backend_name,
-            layers,
-            skipped: plan.skipped,
-            warnings,
-            copied_files,
-            total_before: ckpt.nbytes(),
-            total_after,
-        })
+        Ok((output::TmpDir::create(&parent)?, stale_warnings))
     }
-
-    /// The output must not be the input, inside it, or hold it; it may exist only with `overwrite`.
-    fn check_paths(&self, ckpt: &Checkpoint) -> Result<()> {
-        let input = fs::canonicalize(ckpt.path()).map_err(|e| Error::io("opening checkpoint", ckpt.path(), e))?;
-        let output = absolute(&self.output)?;
-        if output.starts_with(&input) || input.starts_with(&output) {
-            return Err(Error::Checkpoint(format!(
-                "output `{}` would overwrite or be inside the input `{}`; choose a separate output folder",
-                self.output.display(),
-                self.input.display()
-            )));
-        }
-        if self.output.exists() && !self.overwrite {
-            return Err(Error::Checkpoint(format!(
-                "output `{}` already exists; remove it, choose another folder, or allow overwriting (--force)",
-                self.output.display()
-            )));
-        }
-        if self.output.exists() && !self.output.is_dir() {
-            return Err(Error::Checkpoint(format!("output `{}` exists and is not a folder", self.output.display())));
-        }
-        Ok(())
-    }
-
-    /// Refuses inputs that are already quantized or whose names would collide with ours.
-    fn check_input(&self, ckpt: &Checkpoint) -> Result<()> {
-        if ckpt.quantization_config().is_some() {
-            return Err(Error::Checkpoint(format!(
-                "`{}` is already quantized (its config.json has a quantization_config); quantize the float checkpoint",
-                self.input.display()
-            )));
-        }
-        if let Some(n) = ckpt.names().find(|n| n.ends_with(".weight_packed")) {
-            return Err(Error::Checkpoint(format!(
-                "`{}` is already quantized (it holds `{n}`); quantize the float checkpoint",
-                self.input.display()
-            )));
-        }
-        for (name, info) in ckpt.tensors() {
-            let Some(p) = name.strip_suffix(".weight") else { continue };
-            if info.shape.len() != 2 || info.float_dtype().is_none() {
-                continue;
-            }
-            for suffix in ["weight_packed", "weight_shape", "weight_scale", "weight_zero_point"] {
-                let other = format!("{p}.{suffix}");
-                if ckpt.info(&other).is_some() {
-                    return Err(Error::Checkpoint(format!(
-                        "tensor name collision: quantizing `{name}` would write `{other}`, which the input already \
-                         holds; rename or exclude it"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn quantize_layer(
-        &self,
-        backend: &Backend,
-        layer: &str,
-        info: &TensorInfo,
-        bytes: &[u8],
-    ) -> Result<(LayerReport, Vec<(&'static str, OutTensor<'static>)>)> {
-        let dtype = info.float_dtype().expect("targets are float");
-        let shape = [info.shape[0], info.shape[1]];
-        let (q, w) = match dtype {
-            DType::F32 => quantize_as::<f32>(backend, bytes, shape, self.scheme)?,
-            DType::F16 => quantize_as::<half::f16>(backend, bytes, shape, self.scheme)?,
-            DType::BF16 => quantize_as::<half::bf16>(backend, bytes, shape, self.scheme)?,
-        };
-        let q = checkpoint::exported(&q, dtype)?;
-        let tensors = checkpoint::layer_tensors(&q, dtype)?;
-        let err = q.error(&w)?;
-        let (rel, max) = match self.eval_rows {
-            0 => (None, None),
-            rows => {
-                let (r, m) = output_error(&q, &w, rows, seed_of(layer))?;
-                (Some(r), Some(m))
-            }
-        };
-        let report = LayerReport {
-            name: layer.to_string(),
-            shape,
-            dtype,
-            scheme: self.scheme,
-            bytes_before: bytes.len(),
-            bytes_after: tensors.iter().map(|(_, t)| t.data.len()).sum(),
-            mse: err.mse,
-            max_abs: err.max_abs,
-            output_rel_error: rel,
-            output_max_abs: max,
-        };
-        Ok((report, tensors))
-    }
-}
-
-fn absolute(p: &Path) -> Result<PathBuf> {
-    if let Ok(c) = fs::canonicalize(p) {
-        return Ok(c);
-    }
-    // Not there yet: canonicalize the nearest existing ancestor and append the rest.
-    let abs = std::path::absolute(p).map_err(|e| Error::io("resolving", p, e))?;
-    let mut existing = abs.as_path();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        rest.push(existing.file_name().map(ToOwned::to_owned).unwrap_or_default());
-        existing = match existing.parent() {
-            Some(p) => p,
-            None => return Ok(abs),
-        };
-    }
-    let mut out = fs::canonicalize(existing).map_err(|e| Error::io("resolving", existing, e))?;
-    out.extend(rest.iter().rev());
-    Ok(out)
-}
-
-fn quantize_as<T: Element>(
-    backend: &Backend,
-    bytes: &[u8],
-    shape: [usize; 2],
-    scheme: QuantScheme,
-) -> Result<(QuantizedTensor, Vec<f32>)> {
-    let x: Vec<T> = bytemuck::pod_collect_to_vec(bytes);
-    let q = match backend {
-        Backend::Gpu(g) => g.quantize(&x, &shape, scheme)?.to_host()?,
-        Backend::Cpu => reference::quantize(&x, &shape, scheme)?,
-    };
-    Ok((q, x.iter().map(|v| v.to_f32()).collect()))
 }
