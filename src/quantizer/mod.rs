@@ -103,6 +103,8 @@ mod convert;
 mod eval;
 /// Copying the input folder's other files.
 mod extra_files;
+/// What `int8-wgpu inspect` prints.
+mod inspect;
 /// The temporary output folder and its move into place.
 mod output;
 /// What a run reports.
@@ -111,6 +113,7 @@ mod report;
 mod select;
 
 pub use self::eval::random_activations;
+pub use self::inspect::Inspection;
 pub use self::output::remove_temp_folders;
 pub use self::report::{LayerReport, QuantReport, describe_scheme, format_bytes};
 pub use self::select::{DEFAULT_EXCLUDES, Plan, Skipped, glob_match};
