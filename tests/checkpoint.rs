@@ -37,8 +37,25 @@ impl safetensors::View for &T {
     }
 }
 
+/// `values` as the little-endian bytes of `dtype`, rounded to nearest even.
 fn floats(values: &[f32], dtype: DType) -> Vec<u8> {
-    checkpoint::f32_to_bytes(values, dtype)
+    let bytes = |v: f32| -> Vec<u8> {
+        match dtype {
+            DType::F32 => v.to_le_bytes().into(),
+            DType::F16 => f16::from_f32(v).to_le_bytes().into(),
+            DType::BF16 => bf16::from_f32(v).to_le_bytes().into(),
+        }
+    };
+    values.iter().flat_map(|&v| bytes(v)).collect()
+}
+
+/// The safetensors dtype of a float [`DType`].
+fn tensor_dtype(dtype: DType) -> TensorDtype {
+    match dtype {
+        DType::F32 => TensorDtype::F32,
+        DType::F16 => TensorDtype::F16,
+        DType::BF16 => TensorDtype::BF16,
+    }
 }
 
 fn float_t(shape: &[usize], seed: u64, dtype: DType) -> T {
@@ -49,7 +66,7 @@ fn float_t(shape: &[usize], seed: u64, dtype: DType) -> T {
         .enumerate()
         .map(|(i, x)| x * (1.0 + (i / shape[shape.len() - 1]) as f32 * 0.37))
         .collect();
-    T { dtype: checkpoint::to_tensor_dtype(dtype), shape: shape.to_vec(), data: floats(&v, dtype) }
+    T { dtype: tensor_dtype(dtype), shape: shape.to_vec(), data: floats(&v, dtype) }
 }
 
 /// Linear layers of the synthetic model: name, [out, in]. `in` is not a multiple of 4 for some
@@ -256,12 +273,13 @@ fn sixteen_bit_inputs_store_scales_in_their_dtype() {
             let dest = out.path().join("q");
             let report = quantizer(inp.path(), &dest, scheme).run().unwrap();
             let ck = Checkpoint::open(&dest).unwrap();
+            let input = Checkpoint::open(inp.path()).unwrap();
             assert_eq!(ck.activation_dtype(), dtype, "w8a16 keeps a 16-bit model's dtype");
             for (name, _) in LINEARS {
                 let t = &m.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1;
                 let mem = in_memory(t, scheme);
                 let got = ck.quantized_tensor(name).unwrap();
-                assert_eq!(ck.info(&format!("{name}.weight_scale")).unwrap().dtype, checkpoint::to_tensor_dtype(dtype));
+                assert_eq!(ck.info(&format!("{name}.weight_scale")).unwrap().dtype, t.dtype, "the weight's dtype");
                 assert_eq!(got.values(), mem.values(), "{dtype} {name}: ints");
                 assert_eq!(got.zero_points(), mem.zero_points(), "{dtype} {name}: zero points");
                 for (g, s) in got.scales().iter().zip(mem.scales()) {
@@ -270,7 +288,7 @@ fn sixteen_bit_inputs_store_scales_in_their_dtype() {
                 assert_eq!(got, checkpoint::exported(&mem, dtype).unwrap());
                 let l = report.layers.iter().find(|l| l.name == *name).unwrap();
                 assert_eq!(l.dtype, dtype);
-                let orig: Vec<f32> = checkpoint::floats_to_f32(t.dtype, &t.data).unwrap();
+                let orig = input.tensor_f32(&format!("{name}.weight")).unwrap();
                 assert_eq!(l.mse, got.error(&orig).unwrap().mse, "report measures the stored tensor");
             }
         }
@@ -1046,73 +1064,6 @@ fn fifos_and_other_non_regular_files_are_refused_without_blocking() {
             fifo.display()
         )
     );
-}
-
-/// `natural_cmp` as it was first written (split into digit and non-digit runs, compare run by
-/// run), kept as the specification of the allocation-free version.
-fn natural_cmp_tokenizing(a: &str, b: &str) -> std::cmp::Ordering {
-    fn tokens(s: &str) -> Vec<(bool, &str)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
-            }
-        }
-        out
-    }
-    let (ta, tb) = (tokens(a), tokens(b));
-    for ((da, xa), (db, xb)) in ta.iter().zip(&tb) {
-        let ord = if *da && *db {
-            let (xa, xb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
-            xa.len().cmp(&xb.len()).then_with(|| xa.cmp(xb))
-        } else {
-            xa.cmp(xb)
-        };
-        if ord.is_ne() {
-            return ord;
-        }
-    }
-    ta.len().cmp(&tb.len()).then_with(|| a.cmp(b))
-}
-
-proptest::proptest! {
-    #![proptest_config(proptest::test_runner::Config { cases: 20_000, ..Default::default() })]
-
-    #[test]
-    fn natural_cmp_orders_like_the_tokenizing_version(
-        // Few symbols, so equal prefixes, leading zeros, digit/non-digit boundaries at different
-        // offsets, bytes below and above the digits ('!', '~') and multi-byte chars are common.
-        a in "([0-2]|0[0-2]|[ab.!~é]){0,8}",
-        b in "([0-2]|0[0-2]|[ab.!~é]){0,8}",
-        prefix in "(layer\\.(0|1|10|007)\\.)?",
-    ) {
-        for (x, y) in [(a.clone(), b.clone()), (format!("{prefix}{a}"), format!("{prefix}{b}")), (a.clone(), a.clone())] {
-            proptest::prop_assert_eq!(checkpoint::natural_cmp(&x, &y), natural_cmp_tokenizing(&x, &y), "{:?} vs {:?}", x, y);
-            proptest::prop_assert_eq!(checkpoint::natural_cmp(&y, &x), natural_cmp_tokenizing(&y, &x), "{:?} vs {:?}", y, x);
-        }
-    }
-}
-
-#[test]
-fn natural_cmp_examples() {
-    use std::cmp::Ordering::*;
-    for (a, b, want) in [
-        ("layer.2", "layer.10", Less),
-        ("layer.010", "layer.10", Less), // equal numbers: the tie is broken bytewise
-        ("layer.10", "layer.10", Equal),
-        ("ab1", "ab!", Less), // a run that ends before a digit is a prefix: shorter first
-        ("a", "a0", Less),
-        ("", "0", Less),
-        ("9", "a", Less),
-        ("x99999999999999999999999", "x100000000000000000000000", Less), // beyond u64
-    ] {
-        assert_eq!(checkpoint::natural_cmp(a, b), want, "{a} vs {b}");
-        assert_eq!(natural_cmp_tokenizing(a, b), want, "{a} vs {b} (tokenizing)");
-        assert_eq!(checkpoint::natural_cmp(b, a), want.reverse(), "{b} vs {a}");
-    }
 }
 
 /// A safetensors header of `n` one-element F16 tensors `"{l}.{e}.w{k}.weight"` ([1, 1], so

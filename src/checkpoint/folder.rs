@@ -14,11 +14,11 @@ use super::safetensors::TensorInfo;
 use crate::{Error, Result};
 
 /// The file name of a single-file checkpoint in a folder.
-pub const MODEL_FILE: &str = "model.safetensors";
+pub(crate) const MODEL_FILE: &str = "model.safetensors";
 /// The shard index of a sharded checkpoint.
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
+pub(crate) const INDEX_FILE: &str = "model.safetensors.index.json";
 /// The model configuration.
-pub const CONFIG_FILE: &str = "config.json";
+pub(crate) const CONFIG_FILE: &str = "config.json";
 
 /// The files a checkpoint path names, and what its folder says about them.
 pub(super) struct Located {

@@ -5,7 +5,7 @@ use super::{Checkpoint, PackFormat, TensorInfo};
 use crate::{DType, Gpu, GpuQuantizedTensor, Method, QuantizedLinear, Result};
 
 /// The `__metadata__` key where the quantizer records its method (`w8a16` / `w8a32`).
-pub const METHOD_METADATA_KEY: &str = "int8_wgpu.method";
+pub(crate) const METHOD_METADATA_KEY: &str = "int8_wgpu.method";
 
 impl Checkpoint {
     /// The method the checkpoint was written with, from the `__metadata__` of its first file;

@@ -13,8 +13,9 @@
 //! | `P.weight_scale` | the weight's dtype | `[out, 1]` per channel, `[out, in/G]` per group, `[1]` per tensor | scales |
 //! | `P.weight_zero_point` | I32 / I8 | `[ceil(out/4), n_groups]` packed along dim 0 (`zp + 128`); per tensor I8 `[1]` | asymmetric only |
 //!
-//! Every other tensor is copied byte for byte. `config.json` gains a `quantization_config`
-//! (see [`quantization_config`]).
+//! Every other tensor is copied byte for byte. `config.json` gains a `quantization_config`: the
+//! keys compressed-tensors parsers expect for 8-bit int weights with float activations, plus the
+//! cheap ones llmcompressor writes (`version`, and `zp_dtype` for asymmetric schemes).
 //!
 //! Scales are computed in f32 and exported in the weight's dtype (round to nearest even). For
 //! f32 checkpoints the file therefore holds exactly the in-memory quantization; for f16/bf16
@@ -51,16 +52,21 @@ mod safetensors;
 /// Writing files deterministically.
 mod writer;
 
-pub(crate) use self::compressed_tensors::layer_tensors;
+// The product: the checkpoint, what it says about its tensors and quantized layers, and the
+// tensor exactly as a checkpoint stores it.
 pub use self::compressed_tensors::{PackFormat, QuantizedLayerInfo, exported};
-pub use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
+pub use self::safetensors::{TensorDtype, TensorInfo};
+
+// For the quantizer and the crate's own tests only.
+pub(crate) use self::compressed_tensors::layer_tensors;
+pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use self::folder::{Located, check_index, unlisted_safetensors};
-pub use self::load::METHOD_METADATA_KEY;
-pub use self::natural_order::natural_cmp;
-pub use self::quantization_config::{COMPRESSED_TENSORS_VERSION, quantization_config};
+pub(crate) use self::load::METHOD_METADATA_KEY;
+pub(crate) use self::natural_order::natural_cmp;
+pub(crate) use self::quantization_config::quantization_config;
 pub(crate) use self::regular_file::file_kind;
 use self::safetensors::SafetensorsFile;
-pub use self::safetensors::{TensorDtype, TensorInfo, f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
+pub(crate) use self::safetensors::{f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
 pub(crate) use self::writer::{OutTensor, write_json, write_safetensors};
 
 use crate::{Error, Result};
@@ -135,7 +141,7 @@ impl Checkpoint {
     }
 
     /// The `.safetensors` files in the checkpoint's folder that it does not read, sorted
-    /// naturally (by [`natural_cmp`]): shards missing from `model.safetensors.index.json`, a
+    /// naturally (`layer.2` before `layer.10`): shards missing from `model.safetensors.index.json`, a
     /// `model.safetensors` beside an index (the index wins), or any other safetensors file
     /// beside `model.safetensors`. Their tensors are not part of the checkpoint. Empty when
     /// opened from a file.

@@ -9,19 +9,12 @@ use crate::{Error, Granularity, Mode, QuantScheme, Result};
 /// The compressed-tensors release whose `pack-quantized` layout and config this crate writes,
 /// recorded as the config's `version` as compressed-tensors itself does (transformers 5.23 with
 /// compressed-tensors 0.20 was checked loading our files).
-pub const COMPRESSED_TENSORS_VERSION: &str = "0.20.1";
+const COMPRESSED_TENSORS_VERSION: &str = "0.20.1";
 
 /// The `quantization_config` written into `config.json`: exactly the keys compressed-tensors
 /// parsers expect for 8-bit int weights with float activations, and no others — plus the cheap
 /// ones llmcompressor writes: `version`, and `zp_dtype` for asymmetric schemes.
-///
-/// ```
-/// use int8_wgpu::{checkpoint::quantization_config, QuantScheme};
-/// let c = quantization_config(QuantScheme::default(), &["lm_head".into()]).unwrap();
-/// assert_eq!(c["format"], "pack-quantized");
-/// assert_eq!(c["config_groups"]["group_0"]["weights"]["strategy"], "channel");
-/// ```
-pub fn quantization_config(scheme: QuantScheme, ignore: &[String]) -> Result<Value> {
+pub(crate) fn quantization_config(scheme: QuantScheme, ignore: &[String]) -> Result<Value> {
     let (strategy, group_size) = match scheme.granularity {
         Granularity::PerTensor => ("tensor", Value::Null),
         Granularity::PerChannel { axis: 0 } => ("channel", Value::Null),
@@ -98,7 +91,10 @@ mod tests {
         assert_eq!(w["symmetric"], false);
         assert_eq!(w["zp_dtype"], "torch.int8");
         assert_eq!(w.as_object().unwrap().len(), 8);
-        let sym = quantization_config(QuantScheme::default(), &[]).unwrap();
+        let sym = quantization_config(QuantScheme::default(), &["lm_head".into()]).unwrap();
+        assert_eq!(sym["format"], "pack-quantized");
+        assert_eq!(sym["ignore"], serde_json::json!(["lm_head"]));
+        assert_eq!(sym["config_groups"]["group_0"]["weights"]["strategy"], "channel");
         assert!(sym["config_groups"]["group_0"]["weights"].get("zp_dtype").is_none(), "symmetric: no zp_dtype");
         assert!(quantization_config(QuantScheme::symmetric(Granularity::PerChannel { axis: 1 }), &[]).is_err());
     }

@@ -51,7 +51,7 @@ impl TensorInfo {
 }
 
 /// The [`DType`] of a safetensors float dtype (F32, F16, BF16).
-pub fn to_dtype(d: TensorDtype) -> Option<DType> {
+pub(crate) fn to_dtype(d: TensorDtype) -> Option<DType> {
     match d {
         TensorDtype::F32 => Some(DType::F32),
         TensorDtype::F16 => Some(DType::F16),
@@ -61,7 +61,7 @@ pub fn to_dtype(d: TensorDtype) -> Option<DType> {
 }
 
 /// The safetensors dtype of a [`DType`].
-pub fn to_tensor_dtype(d: DType) -> TensorDtype {
+pub(crate) fn to_tensor_dtype(d: DType) -> TensorDtype {
     match d {
         DType::F32 => TensorDtype::F32,
         DType::F16 => TensorDtype::F16,
@@ -70,7 +70,7 @@ pub fn to_tensor_dtype(d: DType) -> TensorDtype {
 }
 
 /// Converts F32 / F16 / BF16 little-endian bytes to f32 (exactly); `None` for other dtypes.
-pub fn floats_to_f32(dtype: TensorDtype, bytes: &[u8]) -> Option<Vec<f32>> {
+pub(crate) fn floats_to_f32(dtype: TensorDtype, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
         TensorDtype::F32 => bytemuck::pod_collect_to_vec(bytes),
         TensorDtype::F16 => {
@@ -84,7 +84,7 @@ pub fn floats_to_f32(dtype: TensorDtype, bytes: &[u8]) -> Option<Vec<f32>> {
 }
 
 /// f32 values as little-endian bytes of `dtype` (rounded to nearest even for 16-bit dtypes).
-pub fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
+pub(crate) fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
     match dtype {
         DType::F32 => bytemuck::cast_slice(values).to_vec(),
         DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),

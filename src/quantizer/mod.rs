@@ -23,7 +23,7 @@
 //! or one of [`DEFAULT_EXCLUDES`] (embeddings, norms, position and token-type tables, `lm_head`;
 //! switch them off with [`Quantizer::default_excludes`]) is copied unchanged and listed in the
 //! report, as is every other tensor. Patterns are globs over the full tensor name (`*` any run of
-//! characters, dots included; `?` one character; see [`glob_match`]). A user pattern that
+//! characters, dots included; `?` one character; case-sensitive). A user pattern that
 //! matches no tensor is a warning in the report (and a `log::warn!`). A zero-size candidate
 //! (a 0 in its shape) has nothing to quantize: it is copied and listed. A `.safetensors` file in
 //! the input folder that the checkpoint does not read
@@ -115,8 +115,8 @@ mod select;
 pub use self::eval::random_activations;
 pub use self::inspect::Inspection;
 pub use self::output::remove_temp_folders;
-pub use self::report::{LayerReport, QuantReport, describe_scheme, format_bytes};
-pub use self::select::{DEFAULT_EXCLUDES, Plan, Skipped, glob_match};
+pub use self::report::{LayerReport, QuantReport};
+pub use self::select::{DEFAULT_EXCLUDES, Plan, Skipped};
 pub use crate::scheme::Method;
 
 /// The most activation rows [`Quantizer::eval_rows`] accepts. The evaluation costs

@@ -75,7 +75,7 @@ impl QuantReport {
 }
 
 /// Formats a byte count in decimal units (`kB`, `MB`, `GB`), as the course's footprint does.
-pub fn format_bytes(bytes: usize) -> String {
+pub(crate) fn format_bytes(bytes: usize) -> String {
     let b = bytes as f64;
     match bytes {
         0..1_000 => format!("{bytes} B"),
@@ -86,7 +86,7 @@ pub fn format_bytes(bytes: usize) -> String {
 }
 
 /// Describes a scheme briefly: `sym channel`, `asym group 32`, `sym tensor`.
-pub fn describe_scheme(s: QuantScheme) -> String {
+pub(crate) fn describe_scheme(s: QuantScheme) -> String {
     let mode = if s.has_zero_point() { "asym" } else { "sym" };
     match s.granularity {
         crate::Granularity::PerTensor => format!("{mode} tensor"),

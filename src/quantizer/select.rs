@@ -13,14 +13,7 @@ pub const DEFAULT_EXCLUDES: &[&str] =
 
 /// Whether `name` matches the glob `pattern` as a whole: `*` matches any run of characters
 /// (dots included), `?` exactly one character, anything else itself (case-sensitive).
-///
-/// ```
-/// use int8_wgpu::quantizer::glob_match;
-/// assert!(glob_match("encoder.layer.*.attention.*", "encoder.layer.3.attention.self.query.weight"));
-/// assert!(glob_match("*lm_head*", "lm_head.weight"));
-/// assert!(!glob_match("layer.?.dense", "layer.10.dense"));
-/// ```
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     // On bytes, without allocating (the planner calls this for every tensor and pattern: seven
     // default patterns over a million names). Comparing literal bytes matches exactly when
     // comparing characters does, UTF-8 being self-synchronising; `?` and a star's retry step
@@ -187,6 +180,9 @@ mod tests {
         assert!(!glob_match("?", ""));
         assert!(!glob_match("?", "xy"));
         assert!(glob_match("*lm_head*", "model.lm_head.weight"));
+        assert!(glob_match("*lm_head*", "lm_head.weight"));
+        assert!(glob_match("encoder.layer.*.attention.*", "encoder.layer.3.attention.self.query.weight"));
+        assert!(!glob_match("layer.?.dense", "layer.10.dense"));
         assert!(glob_match("encoder.layer.*.attention.*", "encoder.layer.11.attention.output.dense.weight"));
         assert!(!glob_match("encoder.layer.*.attention.*", "encoder.layer.11.output.dense.weight"));
         assert!(glob_match("layer.?.dense", "layer.1.dense"));
