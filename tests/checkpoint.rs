@@ -525,7 +525,7 @@ fn input_is_never_modified_and_output_is_atomic() {
 
     // An existing output is an error unless overwriting; overwriting replaces it.
     let e = quantizer(inp.path(), &dest, QuantScheme::default()).run().unwrap_err();
-    assert!(e.to_string().contains("already exists"), "{e}");
+    assert!(matches!(e, Error::Output(_)) && e.to_string().contains("already exists"), "{e}");
     fs::write(dest.join("stale.txt"), "x").unwrap();
     quantizer(inp.path(), &dest, QuantScheme::default()).overwrite(true).run().unwrap();
     assert!(!dest.join("stale.txt").exists());
@@ -555,7 +555,7 @@ fn input_is_never_modified_and_output_is_atomic() {
     // Output inside the input, or the input itself: refused.
     for bad in [inp.path().join("sub"), inp.path().to_path_buf()] {
         let e = quantizer(inp.path(), &bad, QuantScheme::default()).overwrite(true).run().unwrap_err();
-        assert!(e.to_string().contains("inside the input"), "{e}");
+        assert!(matches!(e, Error::Output(_)) && e.to_string().contains("inside the input"), "{e}");
     }
     assert_eq!(snapshot(inp.path()), before, "input changed");
 }
@@ -567,33 +567,34 @@ fn corrupt_truncated_and_missing_files_are_clear_errors() {
     let file = inp.path().join("model.safetensors");
     let good = fs::read(&file).unwrap();
     let out = TempDir::new("bad-out");
-    let expect = |needle: &str| {
+    let corrupt = |e: &Error| matches!(e, Error::Corrupt(_));
+    let expect = |needle: &str, kind: fn(&Error) -> bool| {
         let e = Checkpoint::open(inp.path()).unwrap_err();
-        assert!(matches!(e, Error::Checkpoint(_)), "{e:?}");
+        assert!(kind(&e), "{e:?}");
         assert!(e.to_string().contains(needle), "`{e}` does not say `{needle}`");
         let e = quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).run().unwrap_err();
         assert!(e.to_string().contains(needle), "{e}");
     };
     fs::write(&file, &good[..good.len() - 10]).unwrap();
-    expect("truncated");
+    expect("truncated", corrupt);
     fs::write(&file, &good[..100]).unwrap();
-    expect("truncated");
+    expect("truncated", corrupt);
     fs::write(&file, &good[..5]).unwrap();
-    expect("truncated");
+    expect("truncated", corrupt);
     let mut extra = good.clone();
     extra.extend_from_slice(b"junk");
     fs::write(&file, &extra).unwrap();
-    expect("corrupt");
+    expect("corrupt", corrupt);
     let mut garbage = good.clone();
     garbage[8..20].copy_from_slice(b"not json at ");
     fs::write(&file, &garbage).unwrap();
-    expect("corrupt safetensors header");
+    expect("corrupt safetensors header", corrupt);
     fs::write(&file, u64::MAX.to_le_bytes()).unwrap();
-    expect("not a safetensors file");
+    expect("not a safetensors file", corrupt);
     assert!(!out.path().join("q").exists());
 
     fs::remove_file(&file).unwrap();
-    expect("neither `model.safetensors` nor `model.safetensors.index.json`");
+    expect("neither `model.safetensors` nor `model.safetensors.index.json`", |e| matches!(e, Error::NotFound(_)));
     let e = Checkpoint::open(inp.path().join("nope")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
     assert!(e.to_string().contains("nope"), "{e}");
@@ -613,6 +614,7 @@ fn collisions_unsupported_dtypes_and_requantization_are_errors() {
     m.push(("model.layers.0.mlp.up_proj.weight_scale".into(), float_t(&[12, 1], 3, DType::F32)));
     write_file(&inp.path().join("model.safetensors"), &m);
     let e = quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).run().unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
     assert!(e.to_string().contains("collision") && e.to_string().contains("up_proj.weight_scale"), "{e}");
 
     // An already quantized checkpoint is refused.
@@ -621,7 +623,7 @@ fn collisions_unsupported_dtypes_and_requantization_are_errors() {
     let q = out.path().join("q2");
     quantizer(inp2.path(), &q, QuantScheme::default()).run().unwrap();
     let e = quantizer(&q, &out.path().join("q3"), QuantScheme::default()).run().unwrap_err();
-    assert!(e.to_string().contains("already quantized"), "{e}");
+    assert!(matches!(e, Error::Unsupported(_)) && e.to_string().contains("already quantized"), "{e}");
 
     // A linear weight in F64: left in float by default, an error when explicitly included.
     let inp3 = TempDir::new("coll-in3");
@@ -632,6 +634,7 @@ fn collisions_unsupported_dtypes_and_requantization_are_errors() {
     let r = quantizer(inp3.path(), &out.path().join("q4"), QuantScheme::default()).run().unwrap();
     assert!(r.skipped.iter().any(|s| s.name == "model.extra.proj.weight" && s.reason.contains("F64")));
     let e = quantizer(inp3.path(), &out.path().join("q5"), QuantScheme::default()).include("*proj*").run().unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
     assert!(e.to_string().contains("F64") && e.to_string().contains("not supported"), "{e}");
 
     // Per-channel along axis 1 has no compressed-tensors layout.
@@ -666,6 +669,7 @@ fn int_quantized_checkpoints_from_elsewhere_load() {
     assert_eq!(ck.activation_dtype(), DType::BF16);
     let e = ck.quantized_tensor("nothing").unwrap_err();
     assert!(e.to_string().contains("nothing"), "{e}");
+    assert!(matches!(&e, Error::Tensor { source, .. } if matches!(**source, Error::NotFound(_))), "{e:?}");
 }
 
 #[test]
@@ -758,7 +762,7 @@ fn header_offsets_near_usize_max_are_truncation_errors() {
     for extra in [0usize, 8] {
         fs::write(&file, raw_file(&header, &vec![0; extra])).unwrap();
         let e = Checkpoint::open(&file).unwrap_err();
-        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        let Error::Corrupt(msg) = &e else { panic!("{e:?}") };
         assert_eq!(
             msg,
             &format!(
@@ -865,7 +869,7 @@ fn invalid_config_json_is_refused_before_any_layer() {
         fs::write(&config, text).unwrap();
         let mut calls = 0;
         let e = quantizer(inp.path(), &dest, QuantScheme::default()).run_with_progress(|_| calls += 1).unwrap_err();
-        let Error::Checkpoint(msg) = &e else { panic!("{text}: {e:?}") };
+        let Error::Corrupt(msg) = &e else { panic!("{text}: {e:?}") };
         assert!(msg.starts_with(&format!("`{}` {needle}", config.display())), "{text}: {msg}");
         assert_eq!(calls, 0, "{text}: refused before the first layer");
         assert!(!dest.exists());
@@ -945,7 +949,7 @@ fn an_index_with_an_empty_weight_map_is_an_error() {
     let index = inp.path().join("model.safetensors.index.json");
     fs::write(&index, r#"{"metadata": {"total_size": 0}, "weight_map": {}}"#).unwrap();
     let e = Checkpoint::open(inp.path()).unwrap_err();
-    let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+    let Error::Index(msg) = &e else { panic!("{e:?}") };
     assert_eq!(
         msg,
         &format!("`{}` has an empty `weight_map`: it lists no tensor, so there is nothing to read", index.display())
@@ -985,10 +989,14 @@ fn fifos_and_other_non_regular_files_are_refused_without_blocking() {
         within_timeout(&fifo, move || Checkpoint::open(root)).expect_err("a FIFO must be refused")
     };
     let expect = |e: Error, path: &Path, kind: &str| {
-        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        let Error::NotRegularFile { path: found, kind: found_kind } = &e else { panic!("{e:?}") };
+        assert_eq!((found.as_path(), *found_kind), (path, kind));
         assert_eq!(
-            msg,
-            &format!("`{}` is {kind}, not a regular file; checkpoint files must be regular files", path.display())
+            e.to_string(),
+            format!(
+                "checkpoint error: `{}` is {kind}, not a regular file; checkpoint files must be regular files",
+                path.display()
+            )
         );
     };
 
@@ -1191,7 +1199,7 @@ proptest::proptest! {
 fn index_and_shards_must_agree() {
     let expect = |dir: &Path, needle: &str| {
         let e = Checkpoint::open(dir).unwrap_err();
-        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        let Error::Index(msg) = &e else { panic!("{e:?}") };
         assert_eq!(msg, needle);
     };
     let d = TempDir::new("index-agree");
@@ -1233,6 +1241,7 @@ fn index_and_shards_must_agree() {
     two.retain(|(n, _)| n == "lm_head.weight" || n == "model.norm.weight");
     write_file(&shard2, &two);
     let e = Checkpoint::open(d.path()).unwrap_err();
+    assert!(matches!(e, Error::Index(_)), "{e:?}");
     assert_eq!(
         e.to_string(),
         format!(
@@ -1245,6 +1254,7 @@ fn index_and_shards_must_agree() {
     let entry = r#""a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}"#;
     fs::write(&one, raw_file(&format!("{{{entry},{}}}", entry.replace("[0,2]", "[2,4]")), &[0; 4])).unwrap();
     let e = Checkpoint::open(&one).unwrap_err();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
     assert_eq!(
         e.to_string(),
         format!("checkpoint error: `{}` has a corrupt safetensors header: tensor `a` appears twice", one.display())

@@ -67,7 +67,7 @@ impl Checkpoint {
     pub(super) fn layer_info(&self, p: &str) -> Result<QuantizedLayerInfo> {
         self.check_num_bits()?;
         let get = |suffix: &str| self.tensors.get(&format!("{p}.{suffix}"));
-        let bad = |msg: String| Err(Error::Checkpoint(msg));
+        let bad = |msg: String| Err(Error::Unsupported(msg));
         let mut nbytes = 0;
         let (format, out, inn) = if let Some(packed) = get("weight_packed") {
             let Some(shape_t) = get("weight_shape") else {
@@ -96,7 +96,9 @@ impl Checkpoint {
             nbytes += w.nbytes();
             (PackFormat::IntQuantized, out, inn)
         } else {
-            return bad(format!("no quantized layer `{p}` (no `{p}.weight_packed` nor I8 `{p}.weight`)"));
+            return Err(Error::NotFound(format!(
+                "no quantized layer `{p}` (no `{p}.weight_packed` nor I8 `{p}.weight`)"
+            )));
         };
         if out == 0 || inn == 0 {
             return Err(Error::Empty(format!("quantized weight `{p}` of shape [{out}, {inn}]")));
@@ -162,7 +164,7 @@ impl Checkpoint {
             }
             TensorDtype::I8 => b.iter().map(|&v| (v as i8).into()).collect(),
             TensorDtype::U8 => b.iter().map(|&v| v.into()).collect(),
-            d => return Err(Error::Checkpoint(format!("tensor `{name}` is {d}; an integer tensor was expected"))),
+            d => return Err(Error::Unsupported(format!("tensor `{name}` is {d}; an integer tensor was expected"))),
         })
     }
 
@@ -206,7 +208,7 @@ impl Checkpoint {
                     TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(bytes).to_vec(),
                     TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(bytes, rows, cols),
                     _ => {
-                        return Err(Error::Checkpoint(format!(
+                        return Err(Error::Unsupported(format!(
                             "`{zname}` is {} {:?}; expected I32 [{}, {cols}] (packed along dim 0) or I8 with \
                              {} elements",
                             z.dtype,
@@ -223,7 +225,7 @@ impl Checkpoint {
 }
 
 fn to_dim(v: i64) -> Result<usize> {
-    usize::try_from(v).map_err(|_| Error::Checkpoint(format!("negative dimension {v} in weight_shape")))
+    usize::try_from(v).map_err(|_| Error::Corrupt(format!("negative dimension {v} in weight_shape")))
 }
 
 /// The tensor exactly as a checkpoint stores it when its scales are exported in `scale_dtype`:

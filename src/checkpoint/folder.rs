@@ -49,7 +49,7 @@ pub(super) fn locate(path: &Path) -> Result<Located> {
     } else if present(&path.join(MODEL_FILE)) {
         (vec![MODEL_FILE.to_string()], None)
     } else {
-        return Err(Error::Checkpoint(format!(
+        return Err(Error::NotFound(format!(
             "folder `{}` has neither `{MODEL_FILE}` nor `{INDEX_FILE}`; pass a folder with one of them or a \
              .safetensors file",
             path.display()
@@ -71,7 +71,7 @@ fn read_json(path: &Path) -> Result<Value> {
     let (mut f, len) = open_regular(path)?;
     let mut text = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     f.read_to_end(&mut text).map_err(|e| Error::io("reading", path, e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Checkpoint(format!("`{}` is not valid JSON: {e}", path.display())))
+    serde_json::from_slice(&text).map_err(|e| Error::Corrupt(format!("`{}` is not valid JSON: {e}", path.display())))
 }
 
 /// Reads `config.json`, which must be a JSON object (it is extended with a
@@ -86,7 +86,7 @@ fn read_config(path: &Path) -> Result<Value> {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
     };
-    Err(Error::Checkpoint(format!(
+    Err(Error::Corrupt(format!(
         "`{}` is not a JSON object (it holds {kind}); a model config is an object of settings",
         path.display()
     )))
@@ -102,10 +102,10 @@ fn read_index(path: &Path) -> Result<(Vec<String>, WeightMap)> {
         _ => None,
     };
     let Some(Value::Object(map)) = map else {
-        return Err(Error::Checkpoint(format!("`{}` has no `weight_map` object", path.display())));
+        return Err(Error::Index(format!("`{}` has no `weight_map` object", path.display())));
     };
     if map.is_empty() {
-        return Err(Error::Checkpoint(format!(
+        return Err(Error::Index(format!(
             "`{}` has an empty `weight_map`: it lists no tensor, so there is nothing to read",
             path.display()
         )));
@@ -113,10 +113,10 @@ fn read_index(path: &Path) -> Result<(Vec<String>, WeightMap)> {
     let mut weight_map = Vec::with_capacity(map.len());
     for (k, f) in map {
         let Value::String(f) = f else {
-            return Err(Error::Checkpoint(format!("`{}`: weight_map[`{k}`] is not a file name", path.display())));
+            return Err(Error::Index(format!("`{}`: weight_map[`{k}`] is not a file name", path.display())));
         };
         if f.contains('/') || f.contains('\\') || f == ".." {
-            return Err(Error::Checkpoint(format!("`{}`: shard name `{f}` is not a plain file name", path.display())));
+            return Err(Error::Index(format!("`{}`: shard name `{f}` is not a plain file name", path.display())));
         }
         weight_map.push((k, f));
     }
@@ -130,14 +130,14 @@ fn read_index(path: &Path) -> Result<(Vec<String>, WeightMap)> {
 /// Checks that the index lists exactly the shards' tensors, each in its shard. Both lists are
 /// sorted by name, so one merge pass does it.
 pub(super) fn check_index(entries: &[(String, TensorInfo)], map: &WeightMap, names: &[String]) -> Result<()> {
-    let not_listed = |name: &str| Error::Checkpoint(format!("tensor `{name}` is in a shard but not in `{INDEX_FILE}`"));
+    let not_listed = |name: &str| Error::Index(format!("tensor `{name}` is in a shard but not in `{INDEX_FILE}`"));
     let (mut e, mut m) = (entries.iter().peekable(), map.iter().peekable());
     loop {
         match (e.peek(), m.peek()) {
             (None, None) => return Ok(()),
             (Some((name, t)), Some((listed, file))) if name == listed => {
                 if names[t.file] != *file {
-                    return Err(Error::Checkpoint(format!(
+                    return Err(Error::Index(format!(
                         "`{INDEX_FILE}` lists tensor `{name}` in `{file}` but it is in `{}`",
                         names[t.file]
                     )));
@@ -148,7 +148,7 @@ pub(super) fn check_index(entries: &[(String, TensorInfo)], map: &WeightMap, nam
             (Some((name, _)), None) => return Err(not_listed(name)),
             (Some((name, _)), Some((listed, _))) if name < listed => return Err(not_listed(name)),
             (_, Some((name, file))) => {
-                return Err(Error::Checkpoint(format!(
+                return Err(Error::Index(format!(
                     "`{INDEX_FILE}` lists tensor `{name}` in `{file}`, which does not hold it; the index and the \
                      shards do not match"
                 )));

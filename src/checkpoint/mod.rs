@@ -94,11 +94,12 @@ impl Checkpoint {
     /// Opens a checkpoint: a `.safetensors` file, or a folder holding `model.safetensors` or
     /// shards with `model.safetensors.index.json`.
     ///
-    /// Errors ([`Error::Checkpoint`] unless noted): a file that is not a regular file; a header
-    /// that is truncated, corrupt (offsets, shapes, sizes that do not add up) or names a tensor
-    /// twice; a tensor in two shards; an index whose `weight_map` is empty or disagrees with the
-    /// shards; a `config.json` that is not a JSON object; [`Error::Io`] when a file cannot be
-    /// read.
+    /// Errors: [`Error::NotRegularFile`] for a file that is not a regular file;
+    /// [`Error::Corrupt`] for a header that is truncated, corrupt (offsets, shapes, sizes that do
+    /// not add up) or names a tensor twice, and for a `config.json` that is not a JSON object;
+    /// [`Error::Index`] for an index whose `weight_map` is empty or disagrees with the shards, or
+    /// a tensor in two shards; [`Error::NotFound`] for a folder without `model.safetensors` or
+    /// an index; [`Error::Io`] when a file cannot be read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         // The small files first: a bad config.json fails before megabytes of headers are parsed.
@@ -116,17 +117,24 @@ impl Checkpoint {
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
             let (name, a, b) = (&w[0].0, w[0].1.file.min(w[1].1.file), w[0].1.file.max(w[1].1.file));
-            return Err(Error::Checkpoint(if a == b {
-                format!("`{}` has a corrupt safetensors header: tensor `{name}` appears twice", file_paths[a].display())
+            return Err(if a == b {
+                Error::Corrupt(format!(
+                    "`{}` has a corrupt safetensors header: tensor `{name}` appears twice",
+                    file_paths[a].display()
+                ))
             } else {
-                format!("tensor `{name}` is in both `{}` and `{}`", file_paths[a].display(), file_paths[b].display())
-            }));
+                Error::Index(format!(
+                    "tensor `{name}` is in both `{}` and `{}`",
+                    file_paths[a].display(),
+                    file_paths[b].display()
+                ))
+            });
         }
         if let Some(map) = &weight_map {
             check_index(&entries, map, &names)?;
         }
         let nbytes = entries.iter().try_fold(0usize, |sum, (_, t)| sum.checked_add(t.nbytes())).ok_or_else(|| {
-            Error::Checkpoint(format!(
+            Error::Corrupt(format!(
                 "the tensors of `{}` add up to more bytes than this platform can address",
                 path.display()
             ))
@@ -207,7 +215,7 @@ impl Checkpoint {
     fn require(&self, name: &str) -> Result<&TensorInfo> {
         self.tensors
             .get(name)
-            .ok_or_else(|| Error::Checkpoint(format!("`{}` has no tensor `{name}`", self.path.display())))
+            .ok_or_else(|| Error::NotFound(format!("`{}` has no tensor `{name}`", self.path.display())))
     }
 
     /// Total bytes of tensor data.
@@ -236,7 +244,7 @@ impl Checkpoint {
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.require(name)?;
         floats_to_f32(info.dtype, self.bytes(name)?).ok_or_else(|| {
-            Error::Checkpoint(format!("tensor `{name}` is {}, not a float tensor (F32, F16 or BF16)", info.dtype))
+            Error::Unsupported(format!("tensor `{name}` is {}, not a float tensor (F32, F16 or BF16)", info.dtype))
         })
     }
 }

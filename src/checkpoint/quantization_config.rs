@@ -67,7 +67,7 @@ impl Checkpoint {
         for (gname, g) in groups {
             let bits = g.get("weights").and_then(|w| w.get("num_bits")).and_then(Value::as_u64);
             if let Some(bits) = bits.filter(|&b| b != 8) {
-                return Err(Error::Checkpoint(format!(
+                return Err(Error::Unsupported(format!(
                     "config group `{gname}` quantizes weights to {bits} bits; only 8-bit weights are supported"
                 )));
             }

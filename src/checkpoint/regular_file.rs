@@ -55,9 +55,5 @@ pub(crate) fn file_kind(t: fs::FileType) -> &'static str {
 }
 
 fn not_regular(path: &Path, t: fs::FileType) -> Error {
-    Error::Checkpoint(format!(
-        "`{}` is {}, not a regular file; checkpoint files must be regular files",
-        path.display(),
-        file_kind(t)
-    ))
+    Error::NotRegularFile { path: path.to_path_buf(), kind: file_kind(t) }
 }

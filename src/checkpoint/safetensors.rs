@@ -156,7 +156,7 @@ impl SafetensorsFile {
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         file.read_to_end(&mut bytes).map_err(|e| Error::io("reading", &self.path, e))?;
         if bytes.len() as u64 != self.len {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::Corrupt(format!(
                 "`{}` changed size while it was being read ({} then {} bytes)",
                 self.path.display(),
                 self.len,
@@ -166,7 +166,7 @@ impl SafetensorsFile {
         let mut hash = std::hash::DefaultHasher::new();
         hash.write(&bytes[8..self.header_end]);
         if hash.finish() != self.header_hash {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::Corrupt(format!(
                 "`{}` changed while it was being read (its header is not the one read at open)",
                 self.path.display()
             )));
@@ -275,7 +275,7 @@ fn read_header(path: &Path) -> Result<FileHeader> {
     use std::hash::Hasher;
     let (mut f, len) = open_regular(path)?;
     let truncated = |detail: String| {
-        Error::Checkpoint(format!("`{}` is truncated ({detail}); re-download or re-export it", path.display()))
+        Error::Corrupt(format!("`{}` is truncated ({detail}); re-download or re-export it", path.display()))
     };
     if len < 8 {
         return Err(truncated(format!("{len} bytes, shorter than the 8-byte header length")));
@@ -284,7 +284,7 @@ fn read_header(path: &Path) -> Result<FileHeader> {
     f.read_exact(&mut n).map_err(|e| Error::io("reading", path, e))?;
     let n = u64::from_le_bytes(n);
     if n > MAX_HEADER {
-        return Err(Error::Checkpoint(format!(
+        return Err(Error::Corrupt(format!(
             "`{}` is not a safetensors file (header length {n} is implausible)",
             path.display()
         )));
@@ -298,7 +298,7 @@ fn read_header(path: &Path) -> Result<FileHeader> {
     let available = len - header_end;
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header).map_err(|e| Error::io("reading", path, e))?;
-    let corrupt = |e: String| Error::Checkpoint(format!("`{}` has a corrupt safetensors header: {e}", path.display()));
+    let corrupt = |e: String| Error::Corrupt(format!("`{}` has a corrupt safetensors header: {e}", path.display()));
     let mut raw: RawHeader = serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
     let data_len = check_tensors(&mut raw.tensors).map_err(corrupt)?;
     // usize -> u64 cannot lose anything on the platforms Rust supports; saturate rather than assume.
@@ -309,7 +309,7 @@ fn read_header(path: &Path) -> Result<FileHeader> {
         )));
     }
     if data_len < available {
-        return Err(Error::Checkpoint(format!(
+        return Err(Error::Corrupt(format!(
             "`{}` has {} bytes after its last tensor; it is corrupt",
             path.display(),
             available - data_len

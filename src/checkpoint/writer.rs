@@ -48,7 +48,7 @@ pub(crate) fn write_safetensors(
     use std::io::{Seek, SeekFrom, Write};
     safetensors::serialize_to_file(tensors, metadata, path).map_err(|e| match e {
         safetensors::SafeTensorError::IoError(io) => Error::io("writing", path, io),
-        e => Error::Checkpoint(format!("could not write `{}`: {e}", path.display())),
+        e => Error::Output(format!("could not write `{}`: {e}", path.display())),
     })?;
     let io = |e| Error::io("writing", path, e);
     let mut f = fs::OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
@@ -57,11 +57,11 @@ pub(crate) fn write_safetensors(
     let mut header = vec![0u8; u64::from_le_bytes(n) as usize];
     f.read_exact(&mut header).map_err(io)?;
     let mut v: Value = serde_json::from_slice(&header)
-        .map_err(|e| Error::Checkpoint(format!("re-reading the header of `{}`: {e}", path.display())))?;
+        .map_err(|e| Error::Output(format!("re-reading the header of `{}`: {e}", path.display())))?;
     v.sort_all_objects();
     let mut canon = serde_json::to_vec(&v).expect("a JSON value serializes");
     if canon.len() > header.len() {
-        return Err(Error::Checkpoint(format!("sorted header of `{}` grew; this is a bug", path.display())));
+        return Err(Error::Output(format!("sorted header of `{}` grew; this is a bug", path.display())));
     }
     canon.resize(header.len(), b' ');
     f.seek(SeekFrom::Start(8)).map_err(io)?;

@@ -27,20 +27,20 @@ impl Quantizer {
         let input = fs::canonicalize(ckpt.path()).map_err(|e| Error::io("opening checkpoint", ckpt.path(), e))?;
         let output = absolute(&self.output)?;
         if output.starts_with(&input) || input.starts_with(&output) {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::Output(format!(
                 "output `{}` would overwrite or be inside the input `{}`; choose a separate output folder",
                 self.output.display(),
                 self.input.display()
             )));
         }
         if self.output.exists() && !self.overwrite {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::Output(format!(
                 "output `{}` already exists; remove it, choose another folder, or allow overwriting (--force)",
                 self.output.display()
             )));
         }
         if self.output.exists() && !self.output.is_dir() {
-            return Err(Error::Checkpoint(format!("output `{}` exists and is not a folder", self.output.display())));
+            return Err(Error::Output(format!("output `{}` exists and is not a folder", self.output.display())));
         }
         Ok(())
     }
@@ -48,13 +48,13 @@ impl Quantizer {
     /// Refuses inputs that are already quantized or whose names would collide with ours.
     pub(super) fn check_input(&self, ckpt: &Checkpoint) -> Result<()> {
         if ckpt.quantization_config().is_some() {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::Unsupported(format!(
                 "`{}` is already quantized (its config.json has a quantization_config); quantize the float checkpoint",
                 self.input.display()
             )));
         }
         if let Some(n) = ckpt.names().find(|n| n.ends_with(".weight_packed")) {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::Unsupported(format!(
                 "`{}` is already quantized (it holds `{n}`); quantize the float checkpoint",
                 self.input.display()
             )));
@@ -67,7 +67,7 @@ impl Quantizer {
             for suffix in ["weight_packed", "weight_shape", "weight_scale", "weight_zero_point"] {
                 let other = format!("{p}.{suffix}");
                 if ckpt.info(&other).is_some() {
-                    return Err(Error::Checkpoint(format!(
+                    return Err(Error::Unsupported(format!(
                         "tensor name collision: quantizing `{name}` would write `{other}`, which the input already \
                          holds; rename or exclude it"
                     )));

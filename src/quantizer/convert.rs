@@ -62,7 +62,7 @@ impl Quantizer {
         if let (Some(dir), Some(config)) = (ckpt.folder(), ckpt.config()) {
             let mut config = config.clone();
             let Some(obj) = config.as_object_mut() else {
-                return Err(Error::Checkpoint(format!("`{}` is not a JSON object", dir.join(CONFIG_FILE).display())));
+                return Err(Error::Corrupt(format!("`{}` is not a JSON object", dir.join(CONFIG_FILE).display())));
             };
             obj.insert("quantization_config".into(), checkpoint::quantization_config(self.scheme, &plan.ignore)?);
             checkpoint::write_json(&tmp.path().join(CONFIG_FILE), &config)?;

@@ -100,7 +100,7 @@ impl Inspection {
 
 /// Shapes come from the file: every size is checked arithmetic, an error on overflow.
 fn overflow(what: &str) -> Error {
-    Error::Checkpoint(format!("the size estimate of {what} overflows; the checkpoint's shapes are implausible"))
+    Error::Corrupt(format!("the size estimate of {what} overflows; the checkpoint's shapes are implausible"))
 }
 
 /// What the default quantization would make of a float checkpoint.

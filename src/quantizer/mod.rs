@@ -311,7 +311,7 @@ impl Quantizer {
     /// that could not be removed.
     fn start_output(&self) -> Result<(output::TmpDir, Vec<String>)> {
         if self.output.file_name().is_none() {
-            return Err(Error::Checkpoint(format!("output path `{}` has no folder name", self.output.display())));
+            return Err(Error::Output(format!("output path `{}` has no folder name", self.output.display())));
         }
         let parent = self.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| Error::io("creating folder", parent, e))?;

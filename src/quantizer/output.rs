@@ -104,11 +104,11 @@ impl Drop for TmpDir {
 }
 
 fn interrupted(tmp: &Path) -> Error {
-    Error::Checkpoint(format!("the run was interrupted: its temporary output folder `{}` was removed", tmp.display()))
+    Error::Interrupted { folder: tmp.to_path_buf() }
 }
 
 fn appeared(output: &Path) -> Error {
-    Error::Checkpoint(format!(
+    Error::Output(format!(
         "output `{}` appeared while quantizing (another program or run created it); it was left as it is and this \
          run's result discarded; remove it, choose another folder, or allow overwriting (--force)",
         output.display()
@@ -116,7 +116,7 @@ fn appeared(output: &Path) -> Error {
 }
 
 fn not_a_folder(output: &Path) -> Error {
-    Error::Checkpoint(format!("output `{}` exists and is not a folder", output.display()))
+    Error::Output(format!("output `{}` exists and is not a folder", output.display()))
 }
 
 /// Moves the finished `tmp` to `output`. Without `overwrite`, nothing at `output` is ever
@@ -189,7 +189,7 @@ fn replace(tmp: &Path, output: &Path) -> Result<Option<PathBuf>> {
             Err(e) => return Err(Error::io("moving into place", output, e)),
         }
     }
-    Err(Error::Checkpoint(format!(
+    Err(Error::Output(format!(
         "output `{}` kept appearing and disappearing while it was being replaced; try again",
         output.display()
     )))
@@ -206,7 +206,7 @@ fn move_aside_and_replace(tmp: &Path, output: &Path) -> Result<PathBuf> {
     if let Err(e) = rename_no_replace(tmp, output) {
         return Err(match fs::rename(&aside, output) {
             Ok(()) => Error::io("moving into place", output, e),
-            Err(back) => Error::Checkpoint(format!(
+            Err(back) => Error::Output(format!(
                 "could not move the new output into place ({e}) nor the previous one back ({back}); the previous \
                  output is at `{}`",
                 aside.display()

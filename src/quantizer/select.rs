@@ -105,7 +105,7 @@ impl Quantizer {
                 Some("zero-size, nothing to quantize".to_string())
             } else if info.float_dtype().is_none() {
                 if !self.include.is_empty() {
-                    return Err(Error::Checkpoint(format!(
+                    return Err(Error::Unsupported(format!(
                         "tensor `{name}` matches an include pattern but its dtype {} is not supported for \
                          quantization (F32, F16, BF16 are); exclude it",
                         info.dtype
