@@ -107,6 +107,8 @@ mod extra_files;
 mod inspect;
 /// The temporary output folder and its move into place.
 mod output;
+/// Renames that never replace, and exchanges.
+mod rename;
 /// What a run reports.
 mod report;
 /// Which tensors a run quantizes.
