@@ -144,14 +144,13 @@ impl QuantizedTensor {
     }
 }
 
-/// Checks that scales (finite) and zero points (only for asymmetric schemes) fit `layout`.
 /// The largest scale a block of `mode` may have: `f32::MAX / 128` symmetric, `f32::MAX / 256`
 /// asymmetric (powers of two, so the bounds are exact).
 ///
 /// A dequantized value is `scale * (q - zp)` with `|q - zp| <= 128` (symmetric, `zp = 0`) or
 /// `<= 255` (asymmetric): within these bounds it is always finite. Quantizing a block whose scale
-/// would exceed them is an [`Error::RangeOverflow`](crate::Error::RangeOverflow); a given scale beyond them (from a checkpoint
-/// or [`QuantizedTensor::new`]) is an [`Error::BadScale`](crate::Error::BadScale).
+/// would exceed them is an [`Error::RangeOverflow`]; a given scale beyond them (from a checkpoint
+/// or [`QuantizedTensor::new`]) is an [`Error::BadScale`].
 pub fn max_scale(mode: Mode) -> f32 {
     match mode {
         Mode::Symmetric => f32::MAX / 128.0,
@@ -160,7 +159,7 @@ pub fn max_scale(mode: Mode) -> f32 {
 }
 
 /// Checks one given scale: positive, normal, at most [`max_scale`] (NaN and infinities are
-/// [`Error::NonFinite`](crate::Error::NonFinite)).
+/// [`Error::NonFinite`]).
 pub(crate) fn check_scale(index: usize, value: f32, mode: Mode) -> Result<()> {
     if !value.is_finite() {
         return Err(Error::NonFinite { what: "scales".into(), position: vec![index], index, value });
@@ -172,6 +171,7 @@ pub(crate) fn check_scale(index: usize, value: f32, mode: Mode) -> Result<()> {
     Ok(())
 }
 
+/// Checks that scales (finite) and zero points (only for asymmetric schemes) fit `layout`.
 pub(crate) fn check_params(
     scheme: QuantScheme,
     shape: &[usize],

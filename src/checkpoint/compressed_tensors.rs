@@ -1,9 +1,8 @@
 //! The compressed-tensors codec for the tensors of 8-bit quantized linear layers (the layout is
 //! in the [`checkpoint`](super) module docs): reading a layer back, its scheme inferred from the
 //! scale and zero-point shapes; and encoding one, ints packed as offset binary and scales
-//! exported in the weight's dtype. The `quantization_config` is [`quantization_config`]'s job.
-//!
-//! [`quantization_config`]: super::quantization_config
+//! exported in the weight's dtype. The `quantization_config` of `config.json` is
+//! `quantization_config.rs`'s job.
 
 use std::borrow::Cow;
 

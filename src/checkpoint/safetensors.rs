@@ -1,7 +1,7 @@
 //! The safetensors container, read: one file's header read and checked against the file
 //! (offsets, sizes, dtypes) without reading the data; the data read whole on first use and
 //! checked to be the file whose header was validated; the container's dtypes and ours. Writing
-//! is [`writer`](super::writer)'s job.
+//! is `writer.rs`'s job.
 
 use std::collections::HashMap;
 use std::io::Read;
