@@ -57,7 +57,7 @@ mod writer;
 pub use self::compressed_tensors::{PackFormat, QuantizedLayerInfo, exported};
 pub use self::safetensors::{TensorDtype, TensorInfo};
 
-// For the quantizer and the crate's own tests only.
+// Crate-private: what the quantizer and the files here share.
 pub(crate) use self::compressed_tensors::layer_tensors;
 pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use self::folder::{Located, check_index, unlisted_safetensors};

@@ -261,8 +261,8 @@ impl Quantizer {
 
     /// Runs the quantization, calling `progress` before each layer and once at the end.
     pub fn run_with_progress(&self, mut progress: impl FnMut(Progress<'_>)) -> Result<QuantReport> {
-        // Every check before any work, cheapest first: the settings need no file, the others
-        // only headers, so a refused run costs no pass over the model.
+        // Every check comes before any work: the settings need no file, the others only headers,
+        // so a refused run costs no pass over the model and leaves nothing behind.
         self.check_settings()?;
         let ckpt = Checkpoint::open(&self.input)?;
         self.check_paths(&ckpt)?;
