@@ -5,7 +5,7 @@ mod common;
 
 use common::TempDir;
 
-use std::borrow::Cow;
+use safetensors::tensor::TensorView;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,21 +20,6 @@ struct T {
     dtype: TensorDtype,
     shape: Vec<usize>,
     data: Vec<u8>,
-}
-
-impl safetensors::View for &T {
-    fn dtype(&self) -> TensorDtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
 }
 
 /// `values` as the little-endian bytes of `dtype`, rounded to nearest even.
@@ -94,7 +79,8 @@ fn model(dtype: DType) -> Vec<(String, T)> {
 
 fn write_file(path: &Path, tensors: &[(String, T)]) {
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), path).unwrap();
+    let views = tensors.iter().map(|(n, t)| (n.as_str(), TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap()));
+    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
 }
 
 /// A model folder: model.safetensors, config.json, tokenizer files, a sub-folder.
