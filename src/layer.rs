@@ -2,10 +2,10 @@
 
 use std::sync::Mutex;
 
+use crate::check::{check_finite, check_output};
 use crate::gpu::matmul::{Plan, plan, prepare_linear};
 use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
-use crate::reference::{check_finite, check_output};
 use crate::scheme::check_shape;
 use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 
@@ -220,7 +220,7 @@ impl QuantizedLinear {
 /// is an [`Error::Overflow`] rather than an infinite bias.
 fn upload_as<B: Element, T: Element>(gpu: &Gpu, b: &[B]) -> Result<GpuTensor> {
     let v: Vec<T> = b.iter().map(|x| T::from_f32(x.to_f32())).collect();
-    if let Some((index, _)) = crate::reference::find_non_finite(&v) {
+    if let Some((index, _)) = crate::check::find_non_finite(&v) {
         return Err(Error::Overflow {
             what: format!("the bias value {:e} converted to {}", b[index].to_f32(), T::DTYPE),
             position: vec![index],

@@ -60,6 +60,7 @@
 
 #![warn(missing_docs)]
 
+mod check;
 pub mod checkpoint;
 mod dtype;
 mod error;
