@@ -1,6 +1,7 @@
 //! The GPU handle: opening or adopting a device, its optional features and limits, and the
 //! kernel-choice overrides; no kernel policy lives here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::gpu::cache::PipelineCache;
@@ -55,6 +56,18 @@ struct Inner {
     poll_requests: Mutex<mpsc::Sender<()>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
+    buffers_created: AtomicU64,
+    bind_groups_created: AtomicU64,
+}
+
+/// How many GPU objects a [`Gpu`] has created: diagnostics for an application's hot loop,
+/// which should create none per iteration (see [`QuantizedLinear::encode`](crate::QuantizedLinear::encode)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceCounts {
+    /// Buffers created (parameters, tensors, weights, readback staging).
+    pub buffers: u64,
+    /// Bind groups created.
+    pub bind_groups: u64,
 }
 
 /// Kernel-choice overrides from [`GpuOptions`].
@@ -221,6 +234,8 @@ impl Gpu {
                 poll_requests: Mutex::new(tx),
                 uncaptured,
                 tuning,
+                buffers_created: AtomicU64::new(0),
+                bind_groups_created: AtomicU64::new(0),
             }),
         }
     }
@@ -244,6 +259,20 @@ impl Gpu {
             .unwrap_or_else(|p| p.into_inner())
             .send(())
             .map_err(|_| Error::Gpu("the poll thread has stopped".into()))
+    }
+
+    /// How many buffers and bind groups this `Gpu` (and its clones) has created so far.
+    pub fn resource_counts(&self) -> ResourceCounts {
+        ResourceCounts {
+            buffers: self.inner.buffers_created.load(Ordering::Relaxed),
+            bind_groups: self.inner.bind_groups_created.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one created buffer (`bind_group: false`) or bind group.
+    pub(super) fn count_created(&self, bind_group: bool) {
+        let c = if bind_group { &self.inner.bind_groups_created } else { &self.inner.buffers_created };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The wgpu device.

@@ -2,6 +2,9 @@
 
 use crate::gpu::params::{FAST_GROUPS, GEMM_TILE, GEMV_ROWS, GEMV_WG, slot};
 pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
+use std::sync::Arc;
+
+use crate::gpu::cache::FamilyObjects;
 use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{DType, Result};
@@ -116,7 +119,7 @@ pub(crate) fn plan(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType, ha
 
 /// A linear dispatch with its bind groups made, ready to record into compute passes.
 pub(crate) struct Prepared {
-    pub(crate) pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+    pub(crate) pipeline: Arc<wgpu::ComputePipeline>,
     /// Per row block: its bind group and workgroup grid.
     pub(crate) groups: Vec<(wgpu::BindGroup, (u32, u32))>,
 }
@@ -131,41 +134,72 @@ impl Prepared {
     }
 }
 
-/// Binds a [`Plan`]'s dispatches. `uniforms[i]` must hold `plan.dispatches[i]`'s parameters.
-/// 16-bit outputs are OR-ed into `y`: the caller clears it first.
-pub(crate) fn prepare_linear(
+/// A [`Plan`] for some number of activation rows with its parameters uploaded and its pipeline
+/// compiled: everything about a forward that does not depend on which buffers it reads and
+/// writes, built once per (layer, rows) and reused.
+pub(crate) struct RowsPlan {
+    family: Arc<FamilyObjects>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    /// Per dispatch, in recording order: its row block, parameter buffer and workgroup grid.
+    dispatches: Vec<(usize, wgpu::Buffer, (u32, u32))>,
+}
+
+/// Plans `m` rows of `w` and uploads each dispatch's parameters.
+pub(crate) fn prepare_rows(
     gpu: &Gpu,
     w: &GpuQuantizedTensor,
-    plan: &Plan,
-    uniforms: &[wgpu::Buffer],
-    x: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-) -> Result<Prepared> {
-    let fam = gpu.family(plan.kernel.family(plan.variant))?;
+    m: usize,
+    dtype: DType,
+    has_bias: bool,
+) -> Result<RowsPlan> {
+    let plan = plan(gpu, w, m, dtype, has_bias);
+    let family = gpu.family(plan.kernel.family(plan.variant))?;
     let pipeline = gpu.pipeline(plan.kernel, plan.variant)?;
-    let groups = plan
+    let dispatches = plan
         .dispatches
         .iter()
-        .zip(uniforms)
-        .map(|((i, p), u)| {
-            let b = &w.blocks[*i];
-            let g = gpu.bind_group(
-                &fam,
-                &[
-                    (slot::PARAMS, u),
-                    (slot::OUT, y),
-                    (slot::X, x),
-                    (slot::WEIGHTS, &b.buffer),
-                    (slot::SCALES, &w.scales),
-                    (slot::ZERO_POINTS, &w.zero_points),
-                    (slot::BIAS, bias),
-                ],
-            );
-            (g, gpu.grid(workgroups(plan.kernel, plan.variant, b.rows, p.m as usize)))
+        .map(|(i, p)| {
+            let uniform = gpu.uniform_buffer("int8-wgpu linear params", bytemuck::bytes_of(p))?;
+            let grid = gpu.grid(workgroups(plan.kernel, plan.variant, w.blocks[*i].rows, p.m as usize));
+            Ok((*i, uniform, grid))
         })
-        .collect();
-    Ok(Prepared { pipeline, groups })
+        .collect::<Result<_>>()?;
+    Ok(RowsPlan { family, pipeline, dispatches })
+}
+
+impl RowsPlan {
+    /// Binds the plan to its buffers. 16-bit outputs are OR-ed into `y`: the caller clears it
+    /// first.
+    pub(crate) fn bind(
+        &self,
+        gpu: &Gpu,
+        w: &GpuQuantizedTensor,
+        x: &wgpu::Buffer,
+        bias: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Prepared {
+        let groups = self
+            .dispatches
+            .iter()
+            .map(|(i, uniform, grid)| {
+                let b = &w.blocks[*i];
+                let g = gpu.bind_group(
+                    &self.family,
+                    &[
+                        (slot::PARAMS, uniform),
+                        (slot::OUT, y),
+                        (slot::X, x),
+                        (slot::WEIGHTS, &b.buffer),
+                        (slot::SCALES, &w.scales),
+                        (slot::ZERO_POINTS, &w.zero_points),
+                        (slot::BIAS, bias),
+                    ],
+                );
+                (g, *grid)
+            })
+            .collect();
+        Prepared { pipeline: self.pipeline.clone(), groups }
+    }
 }
 
 impl Gpu {

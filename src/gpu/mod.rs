@@ -14,7 +14,7 @@ pub(crate) mod shaders;
 mod tensor;
 pub mod timing;
 
-pub use device::{Capabilities, Gpu, GpuOptions};
+pub use device::{Capabilities, Gpu, GpuOptions, ResourceCounts};
 pub use params::GEMV_MAX_ROWS;
 pub use quantized::GpuQuantizedTensor;
 pub use tensor::GpuTensor;
