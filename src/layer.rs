@@ -162,17 +162,25 @@ impl QuantizedLinear {
         Ok(())
     }
 
-    /// Records the layer into an application's command encoder: reads `x` (`[..., in]`), writes
-    /// `y` (`[..., out]`), both in the activation dtype and on this layer's device. Nothing is
-    /// submitted, so a whole model can be one submission.
-    ///
-    /// What is recorded: for 16-bit activations a clear of `y` (the kernels OR the halves of
-    /// each output word into it), then one compute pass. `y` must not share its buffer with `x`
-    /// or the bias. The dispatch plan and parameter buffers are made once per row count and
-    /// kept for the layer's life; bind groups are kept for the last few (rows, `x`, `y`)
-    /// combinations (keeping those buffers alive), so a loop over the same tensors creates
-    /// nothing after its first pass.
+    /// Records the layer into an application's command encoder, as one compute pass of its
+    /// own (see [`QuantizedLinear::record`]). Nothing is submitted, so a whole model can be one
+    /// submission.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+        self.record(&mut encoder.begin_compute_pass(&Default::default()), x, y)
+    }
+
+    /// Records the layer into an application's compute pass: reads `x` (`[..., in]`), writes
+    /// every element of `y` (`[..., out]`), both in the activation dtype and on this layer's
+    /// device.
+    ///
+    /// `y` needs no clearing (16-bit outputs replace their half of each word, keeping the
+    /// other) and must not share its buffer with `x` or the bias. Within one pass, wgpu orders
+    /// dispatches that write a buffer before those that read it, so layers chain in a pass.
+    /// The dispatch plan and parameter buffers are made once per row count and kept for the
+    /// layer's life; bind groups are kept for the last few (rows, `x`, `y`) combinations
+    /// (keeping those buffers alive), so a loop over the same tensors creates no GPU object
+    /// after its first pass ([`Gpu::resource_counts`] shows it).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
         x.same_gpu(&self.gpu)?;
         y.same_gpu(&self.gpu)?;
         let (m, shape) = self.output_shape(x)?;
@@ -188,11 +196,7 @@ impl QuantizedLinear {
                 self.dtype
             )));
         }
-        let prepared = self.prepared(m, x, y)?;
-        if self.dtype != DType::F32 {
-            encoder.clear_buffer(y.buffer(), 0, None);
-        }
-        prepared.record(&mut encoder.begin_compute_pass(&Default::default()));
+        self.prepared(m, x, y)?.record(pass);
         Ok(())
     }
 
@@ -234,8 +238,7 @@ impl QuantizedLinear {
         let (m, shape) = self.output_shape(x)?;
         let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
         let prepared = self.prepared(m, x, &y)?;
-        // Repeated 16-bit outputs OR identical bits into the cleared buffer: idempotent.
-        time_passes(&self.gpu, iters, |enc| enc.clear_buffer(y.buffer(), 0, None), |pass| prepared.record(pass))
+        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
     }
 
     /// Host convenience: uploads `x` (`shape = [..., in]`, dtype = the activation dtype), runs

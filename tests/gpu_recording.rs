@@ -118,3 +118,34 @@ fn layers_record_into_one_application_submission() {
     assert_eq!(got, want);
     assert!(got.iter().any(|v| *v != 0.0), "{got:?}");
 }
+
+/// Two bf16 layers recorded into one application compute pass, writing into outputs full of
+/// stale bits: every output half is replaced (no clear needed) and the results equal `forward`.
+#[test]
+fn layers_chain_in_one_pass_without_clearing_16bit_outputs() {
+    let gpu = gpu_or_skip!();
+    let s = QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 });
+    // Odd widths: 16-bit outputs of neighbouring rows, and of the next activation row, share words.
+    let q1 = reference::quantize(&common::rand_vec(17 * 8, 46), &[17, 8], s).unwrap();
+    let q2 = reference::quantize(&common::rand_vec(5 * 17, 47), &[5, 17], s).unwrap();
+    let l1 = QuantizedLinear::from_quantized::<f32>(&gpu, &q1, None, DType::BF16).unwrap();
+    let l2 = QuantizedLinear::from_quantized::<f32>(&gpu, &q2, None, DType::BF16).unwrap();
+    let x = GpuTensor::from_host(&gpu, &conv::<bf16>(&common::rand_vec(3 * 8, 48)), &[3, 8]).unwrap();
+    let stale = |n: usize| vec![bf16::from_bits(0xFFFF); n];
+    let h = GpuTensor::from_host(&gpu, &stale(3 * 17), &[3, 17]).unwrap();
+    let y = GpuTensor::from_host(&gpu, &stale(3 * 5), &[3, 5]).unwrap();
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        l1.record(&mut pass, &x, &h).unwrap();
+        l2.record(&mut pass, &h, &y).unwrap();
+    }
+    gpu.queue().submit([enc.finish()]);
+    let want = l2.forward(&l1.forward(&x).unwrap()).unwrap().read::<bf16>().unwrap();
+    let got = y.read::<bf16>().unwrap();
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    assert!(!got.iter().any(|v| v.to_bits() == 0xFFFF), "{got:?}");
+}
