@@ -201,7 +201,7 @@ fn fast_gemv_variants_and_baselines() {
     }
     assert!(matches!(
         Gpu::with_options(GpuOptions { gemv_rows_per_group: Some(3), ..Default::default() }),
-        Err(int8_wgpu::Error::Scheme(_))
+        Err(int8_wgpu::Error::InvalidOption(_))
     ));
     let roof = int8_wgpu::gpu::baseline::Roofline::new(&default, 1 << 16).unwrap();
     assert!(roof.time(2).unwrap().per_iter > std::time::Duration::ZERO);

@@ -29,7 +29,8 @@ pub struct GpuOptions {
 /// Optional device features this crate detected (and requested) on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
-    /// `SHADER_F16`.
+    /// `SHADER_F16` is offered by the device (informational: no kernel needs it, 16-bit values
+    /// travel packed in `u32`, and it is not requested).
     pub shader_f16: bool,
     /// `SUBGROUP`.
     pub subgroups: bool,
@@ -94,6 +95,25 @@ fn new_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
     instance
 }
 
+/// The optional features to request: `SUBGROUP` and `TIMESTAMP_QUERY` unless `disable` (the
+/// value of `INT8_WGPU_DISABLE`, comma-separated) names them. `SHADER_F16` is not requested: no
+/// kernel needs it (16-bit values travel packed in `u32`).
+fn wanted_features(disable: &str) -> Result<wgpu::Features> {
+    let mut wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+    for key in disable.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match key.to_ascii_lowercase().as_str() {
+            "subgroups" => wanted.remove(wgpu::Features::SUBGROUP),
+            "timestamps" => wanted.remove(wgpu::Features::TIMESTAMP_QUERY),
+            _ => {
+                return Err(Error::InvalidOption(format!(
+                    "INT8_WGPU_DISABLE names `{key}`; it takes a comma-separated list of `subgroups` and `timestamps`"
+                )));
+            }
+        }
+    }
+    Ok(wanted)
+}
+
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gpu").field("adapter", &self.describe()).field("caps", &self.inner.caps).finish()
@@ -144,21 +164,11 @@ impl Gpu {
                 .map_err(|e| Error::NoAdapter { backends: format!("{backends:?}"), detail: e.to_string() })?,
         };
         let info = adapter.get_info();
-        let disabled = std::env::var("INT8_WGPU_DISABLE").unwrap_or_default().to_lowercase();
-        let mut wanted = wgpu::Features::empty();
-        for (feature, key) in [
-            (wgpu::Features::SHADER_F16, "f16"),
-            (wgpu::Features::SUBGROUP, "subgroups"),
-            (wgpu::Features::TIMESTAMP_QUERY, "timestamps"),
-        ] {
-            if !disabled.contains(key) {
-                wanted |= feature;
-            }
-        }
+        let wanted = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
         if let Some(r) = options.gemv_rows_per_group
             && ![1, 2, 4].contains(&r)
         {
-            return Err(Error::Scheme(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")));
+            return Err(Error::InvalidOption(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")));
         }
         let features = adapter.features() & wanted;
         let mut limits = adapter.limits();
@@ -353,5 +363,23 @@ impl Gpu {
     pub fn uses_subgroup_reductions(&self) -> bool {
         let max = self.inner.info.as_ref().map_or(0, |i| i.subgroup_max_size);
         self.inner.caps.subgroups && max > 0 && max <= 32 && max.is_power_of_two()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_wgpu_disable_is_parsed_by_name() {
+        let all = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        assert_eq!(wanted_features("").unwrap(), all);
+        assert_eq!(wanted_features(" Subgroups , ").unwrap(), wgpu::Features::TIMESTAMP_QUERY);
+        assert_eq!(wanted_features("subgroups,timestamps").unwrap(), wgpu::Features::empty());
+        // `subgroupsx` once switched subgroups off by substring; a typo is now an error.
+        for bad in ["subgroupsx", "f16", "timestamp"] {
+            let e = wanted_features(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidOption(_)) && e.to_string().contains(bad), "{e}");
+        }
     }
 }
