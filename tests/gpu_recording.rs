@@ -101,7 +101,15 @@ fn layers_record_into_one_application_submission() {
         pass.dispatch_workgroups(1, 1, 1);
     };
     let xv = common::rand_vec(2 * 8, 45);
-    let x = GpuTensor::from_host(&gpu, &xv, &[2, 8]).unwrap();
+    // The input is the app's own buffer, written by the app.
+    let app_buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("app activations"),
+        size: 2 * 8 * 4,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    gpu.queue().write_buffer(&app_buffer, 0, bytemuck::cast_slice(&xv));
+    let x = GpuTensor::from_buffer(&gpu, app_buffer, &[2, 8], DType::F32).unwrap();
     let h = GpuTensor::zeros(&gpu, &[2, 16], DType::F32).unwrap();
     let y = GpuTensor::zeros(&gpu, &[2, 4], DType::F32).unwrap();
     let mut enc = device.create_command_encoder(&Default::default());
@@ -148,4 +156,21 @@ fn layers_chain_in_one_pass_without_clearing_16bit_outputs() {
         want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
     assert!(!got.iter().any(|v| v.to_bits() == 0xFFFF), "{got:?}");
+}
+
+/// An application buffer is checked before it is wrapped: storage usage and size.
+#[test]
+fn wrapping_an_application_buffer_checks_usage_and_size() {
+    let gpu = gpu_or_skip!();
+    let make = |size, usage| {
+        gpu.device().create_buffer(&wgpu::BufferDescriptor { label: None, size, usage, mapped_at_creation: false })
+    };
+    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+    let t = GpuTensor::from_buffer(&gpu, make(12, storage), &[3], DType::BF16).unwrap();
+    assert_eq!((t.shape(), t.dtype()), (&[3usize][..], DType::BF16));
+    let e = GpuTensor::from_buffer(&gpu, make(8, storage), &[3], DType::F32).unwrap_err();
+    assert!(e.to_string().contains("holds 8 bytes") && e.to_string().contains("needs 12"), "{e}");
+    let e = GpuTensor::from_buffer(&gpu, make(16, wgpu::BufferUsages::UNIFORM), &[3], DType::F32).unwrap_err();
+    assert!(e.to_string().contains("lacks STORAGE"), "{e}");
+    assert!(GpuTensor::from_buffer(&gpu, make(16, storage), &[0, 3], DType::F32).is_err());
 }
