@@ -20,6 +20,11 @@ pub struct GpuOptions {
     /// Weight rows each lane group of the vectorised GEMV computes: 1, 2 or 4. `None` picks by
     /// adapter type and layer size. For tuning on a new device, and for tests of every variant.
     pub gemv_rows_per_group: Option<u8>,
+    /// Whether the GEMV gives each invocation whole weight rows (`Some(true)`, no cooperation
+    /// between invocations) or spreads each row over a lane group (`Some(false)`). `None`
+    /// picks by adapter type and row length: whole rows for rows under 512 inputs on CPU
+    /// adapters, lane groups otherwise. For tuning on a new device, and for tests of both.
+    pub gemv_rows_per_thread: Option<bool>,
     /// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV (at least
     /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests
     /// that measure one path.
@@ -75,6 +80,7 @@ pub struct ResourceCounts {
 #[derive(Clone, Copy, Debug, Default)]
 struct Tuning {
     gemv_rpt: Option<u8>,
+    gemv_rows_per_thread: Option<bool>,
     gemm_min_rows: Option<usize>,
 }
 
@@ -185,7 +191,11 @@ impl Gpu {
             .await
             .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), detail: e.to_string() })?;
         log::info!("int8-wgpu: adapter {} ({:?}, {})", info.name, info.backend, info.driver_info);
-        let tuning = Tuning { gemv_rpt: options.gemv_rows_per_group, gemm_min_rows: options.gemm_min_rows };
+        let tuning = Tuning {
+            gemv_rpt: options.gemv_rows_per_group,
+            gemv_rows_per_thread: options.gemv_rows_per_thread,
+            gemm_min_rows: options.gemm_min_rows,
+        };
         Ok(Self::build(device, queue, Some(info), true, tuning))
     }
 
@@ -345,6 +355,11 @@ impl Gpu {
     /// [`GpuOptions::gemv_rows_per_group`], if it was set.
     pub(crate) fn gemv_rows_per_group(&self) -> Option<u8> {
         self.inner.tuning.gemv_rpt
+    }
+
+    /// [`GpuOptions::gemv_rows_per_thread`], if it was set.
+    pub(crate) fn gemv_rows_per_thread(&self) -> Option<bool> {
+        self.inner.tuning.gemv_rows_per_thread
     }
 
     /// [`GpuOptions::gemm_min_rows`], if it was set.

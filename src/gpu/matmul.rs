@@ -1,6 +1,6 @@
 //! Host side of `gemv.wgsl` and `gemm.wgsl`: kernel choice and dispatch of the fused linear.
 
-use crate::gpu::params::{FAST_GROUPS, GEMM_TILE, GEMV_ROWS, GEMV_WG, slot};
+use crate::gpu::params::{FAST_GROUPS, FAST_LANES, GEMM_TILE, GEMV_ROWS, GEMV_WG, THREAD_ROWS, slot};
 pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
 use std::sync::Arc;
 
@@ -23,6 +23,11 @@ pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
     if m >= gemm_min_rows(gpu) {
         return (Kernel::Gemm, v);
     }
+    // Whole rows per invocation: words of four int8 must hold whole scale segments.
+    if uses_rows_per_thread(gpu, k) && k.is_multiple_of(4) && (inner >= k || inner.is_multiple_of(4)) {
+        v.asym = w.scheme().has_zero_point();
+        return (Kernel::GemvRows, v);
+    }
     // 16-byte units must hold whole scale segments: per row/tensor, or groups of 16n.
     if k.is_multiple_of(16) && (inner >= k || inner.is_multiple_of(16)) {
         v.grouped = inner < k;
@@ -33,6 +38,21 @@ pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
     } else {
         (Kernel::Gemv, v)
     }
+}
+
+/// Whether the GEMV for rows of `k` inputs gives each invocation whole weight rows
+/// (`gemv_rows.wgsl`) rather than spreading a row over a lane group (`gemv_fast_main`).
+///
+/// A lane group splits a row into 16-element units over its FAST_LANES lanes, so rows shorter
+/// than FAST_LANES units leave lanes idle. On a CPU adapter, which runs a workgroup's
+/// invocations as loops over SIMD lanes, that idleness decides: on lavapipe (load 5-6, one
+/// interleaved run) whole rows per invocation were 1.6-2.9x faster at [1536, 384] (k = 384)
+/// and 0.4-0.7x as fast at [384, 1536] and [4096, 4096], where the lane groups read
+/// neighbouring units together. So CPU adapters take whole rows below k = 512; GPUs, which need
+/// many lanes per row to read memory at full speed, keep the lane groups.
+/// [`GpuOptions::gemv_rows_per_thread`](crate::GpuOptions::gemv_rows_per_thread) overrides it.
+pub(crate) fn uses_rows_per_thread(gpu: &Gpu, k: usize) -> bool {
+    gpu.gemv_rows_per_thread().unwrap_or_else(|| gpu.is_cpu_adapter() && k < FAST_LANES * 16)
 }
 
 /// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV.
@@ -72,6 +92,7 @@ pub(crate) fn rows_per_group(gpu: &Gpu, n: usize) -> u8 {
 pub(crate) fn workgroups(kernel: Kernel, v: Variant, rows: usize, m: usize) -> u32 {
     (match kernel {
         Kernel::Gemv => rows.div_ceil(GEMV_ROWS),
+        Kernel::GemvRows => rows.div_ceil(GEMV_WG * THREAD_ROWS),
         Kernel::GemvFast | Kernel::GemvDense => rows.div_ceil(FAST_GROUPS * usize::from(v.rpt)),
         _ => rows.div_ceil(GEMM_TILE) * m.div_ceil(GEMM_TILE),
     }) as u32
