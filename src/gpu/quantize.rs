@@ -3,7 +3,7 @@
 
 use crate::check::check_finite;
 use crate::gpu::params::{self, QuantizeParams, slot};
-use crate::gpu::quantized::{RowBlock, row_blocks, rows_cols};
+use crate::gpu::quantized_tensor::{RowBlock, row_blocks, rows_cols};
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
