@@ -45,6 +45,9 @@ pub enum Error {
         /// The dtype that was given.
         found: DType,
     },
+    /// A device option (in [`GpuOptions`](crate::GpuOptions) or `INT8_WGPU_DISABLE`) is invalid.
+    #[error("invalid GPU option: {0}")]
+    InvalidOption(String),
     /// A quantization scheme does not fit the tensor.
     #[error("invalid quantization scheme: {0}")]
     Scheme(String),

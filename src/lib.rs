@@ -60,11 +60,12 @@
 
 #![warn(missing_docs)]
 
+mod check;
 pub mod checkpoint;
 mod dtype;
 mod error;
 pub mod gpu;
-mod linear;
+mod layer;
 pub mod quantized;
 pub mod quantizer;
 pub mod reference;
@@ -74,7 +75,7 @@ pub use checkpoint::Checkpoint;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor};
-pub use linear::QuantizedLinear;
+pub use layer::QuantizedLinear;
 pub use quantized::{QuantError, QuantizedTensor};
 pub use quantizer::{QuantReport, Quantizer};
 pub use scheme::{Granularity, Method, Mode, ParamLayout, QuantScheme};

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use int8_wgpu::checkpoint::Checkpoint;
-use int8_wgpu::quantizer::{self, MAX_EVAL_ROWS, Quantizer};
+use int8_wgpu::quantizer::{self, Quantizer};
 use int8_wgpu::{Error, QuantReport, Result};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -383,17 +383,12 @@ fn exe() -> Option<&'static str> {
     exe
 }
 
-/// A model whose error evaluation takes long enough to interrupt: 3 layers of 1024x1024 with
-/// `--eval-rows` at its limit, [`MAX_EVAL_ROWS`] (4096), are some 13 billion multiply-adds.
+/// A model whose error evaluation takes long enough to interrupt: 3 layers of 512x512 with
+/// `--eval-rows 4096` (the most allowed) are some 6 billion multiply-adds.
 fn slow_model(name: &str) -> TempDir {
     let inp = TempDir::new(name);
-    write_model(inp.path(), 3, 1024);
+    write_model(inp.path(), 3, 512);
     inp
-}
-
-/// The most evaluation rows the CLI accepts, as its argument.
-fn slow_eval_rows() -> String {
-    MAX_EVAL_ROWS.to_string()
 }
 
 fn spawn_quantize(exe: &str, input: &Path, output: &Path, eval_rows: &str) -> Child {
@@ -450,7 +445,7 @@ fn sigint_and_sigterm_remove_the_temporary_folder() {
     for (sig, code, name) in [(libc::SIGTERM, 143, "SIGTERM"), (libc::SIGINT, 130, "SIGINT")] {
         let out = TempDir::new("sig-out");
         let dest = out.path().join("q");
-        let mut child = spawn_quantize(exe, inp.path(), &dest, &slow_eval_rows());
+        let mut child = spawn_quantize(exe, inp.path(), &dest, "4096");
         wait_for_temp_folder(&mut child, out.path());
         signal(&child, sig);
         let (status, stderr) = wait_exit(child);
@@ -470,7 +465,7 @@ fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
     let inp = slow_model("kill-in");
     let out = TempDir::new("kill-out");
     let dest = out.path().join("q");
-    let mut child = spawn_quantize(exe, inp.path(), &dest, &slow_eval_rows());
+    let mut child = spawn_quantize(exe, inp.path(), &dest, "4096");
     let killed = wait_for_temp_folder(&mut child, out.path());
     let dead_pid = child.id();
     signal(&child, libc::SIGKILL);

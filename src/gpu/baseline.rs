@@ -3,9 +3,9 @@
 
 use bytemuck::Zeroable;
 
-use crate::gpu::kernels::{Family, Kernel, Variant};
-use crate::gpu::linear::{GEMV_MAX_ROWS, LinearParams, Prepared, gemm_min_rows, rows_per_group, workgroups};
-use crate::gpu::quantized::{RowBlock, row_blocks};
+use crate::gpu::matmul::{GEMV_MAX_ROWS, LinearParams, Prepared, gemm_min_rows, rows_per_group, workgroups};
+use crate::gpu::quantized_tensor::{RowBlock, row_blocks};
+use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::{DType, Error, Result};

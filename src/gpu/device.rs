@@ -1,14 +1,10 @@
-//! The GPU handle: adapter and device, optional features, the pipeline cache, and readback.
+//! The GPU handle: opening or adopting a device, its optional features and limits, and the
+//! kernel-choice overrides; no kernel policy lives here.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-/// Usage of every storage buffer the crate creates (tensors, weights, parameters).
-const STORAGE_USAGE: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
-
-use crate::gpu::kernels::{Family, Kernel, Variant};
-use crate::gpu::params;
+use crate::gpu::cache::PipelineCache;
 use crate::{Error, Result};
 
 /// Options for opening a device with [`Gpu::with_options`].
@@ -24,6 +20,11 @@ pub struct GpuOptions {
     /// Weight rows each lane group of the vectorised GEMV computes: 1, 2 or 4. `None` picks by
     /// adapter type and layer size. For tuning on a new device, and for tests of every variant.
     pub gemv_rows_per_group: Option<u8>,
+    /// Whether the GEMV gives each invocation whole weight rows (`Some(true)`, no cooperation
+    /// between invocations) or spreads each row over a lane group (`Some(false)`). `None`
+    /// picks by adapter type and row length: whole rows for rows under 512 inputs on CPU
+    /// adapters, lane groups otherwise. For tuning on a new device, and for tests of both.
+    pub gemv_rows_per_thread: Option<bool>,
     /// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV (at least
     /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests
     /// that measure one path.
@@ -33,7 +34,8 @@ pub struct GpuOptions {
 /// Optional device features this crate detected (and requested) on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
-    /// `SHADER_F16`.
+    /// `SHADER_F16` is offered by the device (informational: no kernel needs it, 16-bit values
+    /// travel packed in `u32`, and it is not requested).
     pub shader_f16: bool,
     /// `SUBGROUP`.
     pub subgroups: bool,
@@ -56,24 +58,30 @@ struct Inner {
     info: Option<wgpu::AdapterInfo>,
     caps: Capabilities,
     limits: wgpu::Limits,
-    families: Mutex<HashMap<Family, Arc<FamilyObjects>>>,
-    pipelines: Mutex<HashMap<(Kernel, Variant), Arc<wgpu::ComputePipeline>>>,
+    cache: PipelineCache,
     poll_requests: Mutex<mpsc::Sender<()>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
+    buffers_created: AtomicU64,
+    bind_groups_created: AtomicU64,
+}
+
+/// How many GPU objects a [`Gpu`] has created: diagnostics for an application's hot loop,
+/// which should create none per iteration (see [`QuantizedLinear::encode`](crate::QuantizedLinear::encode)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceCounts {
+    /// Buffers created (parameters, tensors, weights, readback staging).
+    pub buffers: u64,
+    /// Bind groups created.
+    pub bind_groups: u64,
 }
 
 /// Kernel-choice overrides from [`GpuOptions`].
 #[derive(Clone, Copy, Debug, Default)]
 struct Tuning {
     gemv_rpt: Option<u8>,
+    gemv_rows_per_thread: Option<bool>,
     gemm_min_rows: Option<usize>,
-}
-
-pub(crate) struct FamilyObjects {
-    module: wgpu::ShaderModule,
-    pub(crate) bind_group_layout: wgpu::BindGroupLayout,
-    pipeline_layout: wgpu::PipelineLayout,
 }
 
 /// A new wgpu instance; the first one of each backend set is also kept until the process ends.
@@ -91,6 +99,25 @@ fn new_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
         kept.push((backends, instance.clone()));
     }
     instance
+}
+
+/// The optional features to request: `SUBGROUP` and `TIMESTAMP_QUERY` unless `disable` (the
+/// value of `INT8_WGPU_DISABLE`, comma-separated) names them. `SHADER_F16` is not requested: no
+/// kernel needs it (16-bit values travel packed in `u32`).
+fn wanted_features(disable: &str) -> Result<wgpu::Features> {
+    let mut wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+    for key in disable.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match key.to_ascii_lowercase().as_str() {
+            "subgroups" => wanted.remove(wgpu::Features::SUBGROUP),
+            "timestamps" => wanted.remove(wgpu::Features::TIMESTAMP_QUERY),
+            _ => {
+                return Err(Error::InvalidOption(format!(
+                    "INT8_WGPU_DISABLE names `{key}`; it takes a comma-separated list of `subgroups` and `timestamps`"
+                )));
+            }
+        }
+    }
+    Ok(wanted)
 }
 
 impl std::fmt::Debug for Gpu {
@@ -143,21 +170,11 @@ impl Gpu {
                 .map_err(|e| Error::NoAdapter { backends: format!("{backends:?}"), detail: e.to_string() })?,
         };
         let info = adapter.get_info();
-        let disabled = std::env::var("INT8_WGPU_DISABLE").unwrap_or_default().to_lowercase();
-        let mut wanted = wgpu::Features::empty();
-        for (feature, key) in [
-            (wgpu::Features::SHADER_F16, "f16"),
-            (wgpu::Features::SUBGROUP, "subgroups"),
-            (wgpu::Features::TIMESTAMP_QUERY, "timestamps"),
-        ] {
-            if !disabled.contains(key) {
-                wanted |= feature;
-            }
-        }
+        let wanted = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
         if let Some(r) = options.gemv_rows_per_group
             && ![1, 2, 4].contains(&r)
         {
-            return Err(Error::Scheme(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")));
+            return Err(Error::InvalidOption(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")));
         }
         let features = adapter.features() & wanted;
         let mut limits = adapter.limits();
@@ -174,7 +191,11 @@ impl Gpu {
             .await
             .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), detail: e.to_string() })?;
         log::info!("int8-wgpu: adapter {} ({:?}, {})", info.name, info.backend, info.driver_info);
-        let tuning = Tuning { gemv_rpt: options.gemv_rows_per_group, gemm_min_rows: options.gemm_min_rows };
+        let tuning = Tuning {
+            gemv_rpt: options.gemv_rows_per_group,
+            gemv_rows_per_thread: options.gemv_rows_per_thread,
+            gemm_min_rows: options.gemm_min_rows,
+        };
         Ok(Self::build(device, queue, Some(info), true, tuning))
     }
 
@@ -229,11 +250,12 @@ impl Gpu {
                 info,
                 caps,
                 limits,
-                families: Mutex::default(),
-                pipelines: Mutex::default(),
+                cache: PipelineCache::default(),
                 poll_requests: Mutex::new(tx),
                 uncaptured,
                 tuning,
+                buffers_created: AtomicU64::new(0),
+                bind_groups_created: AtomicU64::new(0),
             }),
         }
     }
@@ -242,6 +264,35 @@ impl Gpu {
     /// used with the other). Two `Gpu`s adopted from the same wgpu device count as different.
     pub fn same_device(&self, other: &Gpu) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The compiled shader families and pipelines of this device.
+    pub(super) fn cache(&self) -> &PipelineCache {
+        &self.inner.cache
+    }
+
+    /// Asks the poll thread to drive the device until pending map callbacks have fired.
+    pub(super) fn request_poll(&self) -> Result<()> {
+        self.inner
+            .poll_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(())
+            .map_err(|_| Error::Gpu("the poll thread has stopped".into()))
+    }
+
+    /// How many buffers and bind groups this `Gpu` (and its clones) has created so far.
+    pub fn resource_counts(&self) -> ResourceCounts {
+        ResourceCounts {
+            buffers: self.inner.buffers_created.load(Ordering::Relaxed),
+            bind_groups: self.inner.bind_groups_created.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one created buffer (`bind_group: false`) or bind group.
+    pub(super) fn count_created(&self, bind_group: bool) {
+        let c = if bind_group { &self.inner.bind_groups_created } else { &self.inner.buffers_created };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The wgpu device.
@@ -301,85 +352,14 @@ impl Gpu {
         if groups <= max { (groups.max(1), 1) } else { (max, groups.div_ceil(max)) }
     }
 
-    pub(crate) fn family(&self, family: Family) -> Result<Arc<FamilyObjects>> {
-        let mut map = self.inner.families.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = map.get(&family) {
-            return Ok(f.clone());
-        }
-        let device = &self.inner.device;
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(family.name()),
-            source: wgpu::ShaderSource::Wgsl(family.source().into()),
-        };
-        let module = if family.indexing_proven() {
-            let checks = wgpu::ShaderRuntimeChecks {
-                bounds_checks: false,
-                force_loop_bounding: false,
-                ..wgpu::ShaderRuntimeChecks::checked()
-            };
-            // SAFETY: `indexing_proven` families index only below lengths derived from their
-            // own buffer sizes and terminate by construction (see Family::indexing_proven).
-            unsafe { device.create_shader_module_trusted(desc, checks) }
-        } else {
-            device.create_shader_module(desc)
-        };
-        let entries = params::layout_entries(family);
-        let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(family.name()),
-            entries: &entries,
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(family.name()),
-            bind_group_layouts: &[Some(&bind_group_layout)],
-            immediate_size: 0,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling shader family {}: {e}", family.name())));
-        }
-        let objects = Arc::new(FamilyObjects { module, bind_group_layout, pipeline_layout });
-        map.insert(family, objects.clone());
-        Ok(objects)
-    }
-
-    /// The compiled pipeline of `kernel` in `variant`, compiled once and cached.
-    pub(crate) fn pipeline(&self, kernel: Kernel, variant: Variant) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key = (kernel, variant);
-        if let Some(p) = self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(p.clone());
-        }
-        let fam = self.family(kernel.family(variant))?;
-        let device = &self.inner.device;
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut constants = vec![
-            ("IN_DT", f64::from(variant.in_dt.shader_code())),
-            ("OUT_DT", f64::from(variant.out_dt.shader_code())),
-        ];
-        constants.extend(kernel.extra_constants(variant));
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.entry()),
-            layout: Some(&fam.pipeline_layout),
-            module: &fam.module,
-            entry_point: Some(kernel.entry()),
-            // Every kernel writes its workgroup memory before reading it. wgpu's GL backend
-            // zero-fills it with code that took llvmpipe's compiler 10-50 s per kernel.
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling kernel {} {variant:?}: {e}", kernel.entry())));
-        }
-        let pipeline = Arc::new(pipeline);
-        self.inner.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
-        Ok(pipeline)
-    }
-
     /// [`GpuOptions::gemv_rows_per_group`], if it was set.
     pub(crate) fn gemv_rows_per_group(&self) -> Option<u8> {
         self.inner.tuning.gemv_rpt
+    }
+
+    /// [`GpuOptions::gemv_rows_per_thread`], if it was set.
+    pub(crate) fn gemv_rows_per_thread(&self) -> Option<bool> {
+        self.inner.tuning.gemv_rows_per_thread
     }
 
     /// [`GpuOptions::gemm_min_rows`], if it was set.
@@ -393,143 +373,28 @@ impl Gpu {
         self.inner.info.as_ref().is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu)
     }
 
-    /// Whether a linear layer over `rows` activation rows runs the tiled GEMM; otherwise it runs
-    /// the GEMV, in passes of [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
-    pub fn uses_gemm(&self, rows: usize) -> bool {
-        rows >= crate::gpu::linear::gemm_min_rows(self)
-    }
-
     /// Whether the GEMV kernels reduce with subgroup operations: the device has them and every
     /// subgroup size it may use divides the kernels' 32 lanes per row (else workgroup memory).
     pub fn uses_subgroup_reductions(&self) -> bool {
         let max = self.inner.info.as_ref().map_or(0, |i| i.subgroup_max_size);
         self.inner.caps.subgroups && max > 0 && max <= 32 && max.is_power_of_two()
     }
+}
 
-    /// Copies `size` bytes at `offset` of `buffer` back to the host.
-    pub(crate) async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
-        let device = &self.inner.device;
-        let staging = self.create_buffer(
-            "int8-wgpu readback",
-            size,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            None,
-        )?;
-        let mut enc = device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        self.inner.queue.submit([enc.finish()]);
-        let (tx, rx) = futures::channel::oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.inner
-            .poll_requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(())
-            .map_err(|_| Error::Gpu("the poll thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Gpu("the buffer mapping was dropped (device lost?)".into()))?
-            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
-        self.take_uncaptured()?;
-        let bytes =
-            staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?.to_vec();
-        staging.unmap();
-        Ok(bytes)
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Creates a buffer of `size` bytes, filled with `contents` when given (`size` must then be
-    /// its length), else zeroed.
-    ///
-    /// Every allocation of the crate goes through here. Allocation failures are caught in an
-    /// error scope and returned as [`Error::OutOfMemory`] from this call: `create_buffer_init`
-    /// would panic inside wgpu ("Failed to get mapped range") and a plain `create_buffer` would
-    /// leave the error to surface at some later, unrelated readback.
-    pub(crate) fn create_buffer(
-        &self,
-        label: &str,
-        size: u64,
-        usage: wgpu::BufferUsages,
-        contents: Option<&[u8]>,
-    ) -> Result<wgpu::Buffer> {
-        let device = &self.inner.device;
-        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage,
-            mapped_at_creation: contents.is_some(),
-        });
-        // Scopes pop in reverse order of their pushes.
-        let invalid = pollster::block_on(validation.pop());
-        if let Some(e) = pollster::block_on(oom.pop()) {
-            log::warn!("int8-wgpu: allocating {size} bytes for {label}: {e}");
-            return Err(Error::OutOfMemory { what: label.to_string(), bytes: size });
+    #[test]
+    fn int8_wgpu_disable_is_parsed_by_name() {
+        let all = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        assert_eq!(wanted_features("").unwrap(), all);
+        assert_eq!(wanted_features(" Subgroups , ").unwrap(), wgpu::Features::TIMESTAMP_QUERY);
+        assert_eq!(wanted_features("subgroups,timestamps").unwrap(), wgpu::Features::empty());
+        // `subgroupsx` once switched subgroups off by substring; a typo is now an error.
+        for bad in ["subgroupsx", "f16", "timestamp"] {
+            let e = wanted_features(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidOption(_)) && e.to_string().contains(bad), "{e}");
         }
-        if let Some(e) = invalid {
-            return Err(Error::Gpu(format!("creating {label} ({size} bytes): {e}")));
-        }
-        if let Some(bytes) = contents {
-            let mut view = buffer.get_mapped_range_mut(..).map_err(|e| {
-                // Some backends (wgpu's GL) report a failed allocation only here, as an
-                // invalid buffer; it was just created, so nothing else can have made it so.
-                log::warn!("int8-wgpu: mapping {size} bytes for {label} at creation: {e}");
-                Error::OutOfMemory { what: label.to_string(), bytes: size }
-            })?;
-            view.copy_from_slice(bytes);
-            drop(view);
-            buffer.unmap();
-        }
-        Ok(buffer)
-    }
-
-    /// Creates a storage buffer holding `bytes` (padded to a multiple of 4).
-    pub(crate) fn storage_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
-        self.check_binding(label, bytes.len() as u64)?;
-        let mut padded;
-        let contents = if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
-            bytes
-        } else {
-            padded = bytes.to_vec();
-            padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
-            &padded
-        };
-        self.create_buffer(label, contents.len() as u64, STORAGE_USAGE, Some(contents))
-    }
-
-    /// Creates a zeroed storage buffer of at least `size` bytes.
-    pub(crate) fn zeroed_buffer(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
-        self.check_binding(label, size)?;
-        self.create_buffer(label, size.div_ceil(4).max(1) * 4, STORAGE_USAGE, None)
-    }
-
-    pub(crate) fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
-        self.create_buffer(
-            label,
-            bytes.len() as u64,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            Some(bytes),
-        )
-    }
-
-    pub(crate) fn check_binding(&self, what: &str, size: u64) -> Result<()> {
-        let limit = self.max_binding_size();
-        if size > limit {
-            return Err(Error::TooLarge { what: format!("{what} ({size} bytes, one storage binding)"), size, limit });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn bind_group(&self, family: &FamilyObjects, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .map(|&(binding, buffer)| wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() })
-            .collect();
-        self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &family.bind_group_layout,
-            entries: &entries,
-        })
     }
 }

@@ -2,8 +2,8 @@
 //! probe kernel `shaders/test/div_check.wgsl` (compiled only here).
 
 use crate::gpu::Gpu;
-use crate::gpu::kernels::{Family, Kernel, Variant};
 use crate::gpu::params::{QuantizeParams, WG, slot};
+use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::{DType, reference};
 
 /// The test device (as `tests/common`): under `CI=true` a missing adapter fails the test,

@@ -1,18 +1,20 @@
 //! The GPU path: device, tensors, and the host side of each kernel family.
 
 pub mod baseline;
+mod buffers;
+mod cache;
 mod device;
 #[cfg(test)]
 mod div_check;
-pub(crate) mod kernels;
-pub(crate) mod linear;
+pub(crate) mod matmul;
 pub(crate) mod params;
 mod quantize;
-mod quantized;
+mod quantized_tensor;
+pub(crate) mod shaders;
 mod tensor;
 pub mod timing;
 
-pub use device::{Capabilities, Gpu, GpuOptions};
+pub use device::{Capabilities, Gpu, GpuOptions, ResourceCounts};
 pub use params::GEMV_MAX_ROWS;
-pub use quantized::GpuQuantizedTensor;
+pub use quantized_tensor::GpuQuantizedTensor;
 pub use tensor::GpuTensor;

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use crate::DType;
-use crate::gpu::kernels::Family;
+use crate::gpu::shaders::Family;
 
 /// Activation rows one GEMV pass serves (reading the weights once for all of them).
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -25,6 +25,8 @@ pub(crate) const FAST_LANES: usize = 32;
 pub(crate) const FAST_GROUPS: usize = FAST_WG / FAST_LANES;
 /// Most weight rows one fast-GEMV lane group owns (`RPT` is 1, 2 or 4).
 pub(crate) const MAX_RPT: usize = 4;
+/// Weight rows each invocation of the row-per-thread GEMV (`gemv_rows.wgsl`) owns.
+pub(crate) const THREAD_ROWS: usize = 4;
 /// Output tile of the GEMM: `GEMM_TILE` activation rows by `GEMM_TILE` weight rows.
 pub(crate) const GEMM_TILE: usize = 64;
 /// Depth of one GEMM k step.
@@ -242,7 +244,7 @@ pub(crate) fn bindings(family: Family) -> &'static [Binding] {
         Family::DivCheck => &QUANTIZE,
         Family::Dequantize => &DEQUANTIZE,
         Family::Gemv { .. } => &GEMV,
-        Family::Gemm => &LINEAR,
+        Family::Gemm | Family::GemvRows => &LINEAR,
         Family::Roofline => &ROOFLINE,
     }
 }
@@ -265,6 +267,7 @@ fn constants(family: Family) -> Vec<(&'static str, usize)> {
             ("MAX_RPT", MAX_RPT),
         ]),
         Family::Gemm => c.extend([("TM", GEMM_TILE), ("TN", GEMM_TILE), ("TK", GEMM_TK)]),
+        Family::GemvRows => c.extend([("GEMV_WG", GEMV_WG), ("MAX_M", GEMV_MAX_ROWS), ("THREAD_ROWS", THREAD_ROWS)]),
         _ => {}
     }
     c
@@ -282,7 +285,7 @@ pub(crate) fn prelude(family: Family) -> String {
         #[cfg(test)]
         Family::DivCheck => QuantizeParams::WGSL,
         Family::Dequantize => DequantizeParams::WGSL,
-        Family::Gemv { .. } | Family::Gemm => LinearParams::WGSL,
+        Family::Gemv { .. } | Family::Gemm | Family::GemvRows => LinearParams::WGSL,
         Family::Roofline => "",
     });
     for binding in bindings(family) {

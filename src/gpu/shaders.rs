@@ -1,4 +1,5 @@
-//! The WGSL kernel families: their sources, entry points and bindings.
+//! The WGSL kernel families: their sources (the generated prelude, `common.wgsl`, the family's
+//! files), entry points and override constants.
 
 #[cfg(test)]
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ const DEQUANTIZE: &str = include_str!("../../shaders/dequantize.wgsl");
 const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
 const GEMV_REDUCE_SG: &str = include_str!("../../shaders/gemv_reduce_sg.wgsl");
 const GEMV_REDUCE_WG: &str = include_str!("../../shaders/gemv_reduce_wg.wgsl");
+const GEMV_ROWS: &str = include_str!("../../shaders/gemv_rows.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const ROOFLINE: &str = include_str!("../../shaders/roofline.wgsl");
 #[cfg(test)]
@@ -27,6 +29,8 @@ pub(crate) enum Family {
     Gemv {
         subgroups: bool,
     },
+    /// The row-per-thread GEMV (`gemv_rows.wgsl`).
+    GemvRows,
     Gemm,
     Roofline,
     /// Test probe of the exact division (`shaders/test/div_check.wgsl`).
@@ -44,6 +48,7 @@ pub(crate) enum Kernel {
     Gemv,
     GemvFast,
     GemvDense,
+    GemvRows,
     Gemm,
     GemmDense,
     Roofline,
@@ -75,11 +80,12 @@ impl Variant {
 
 impl Family {
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 7] = [
+    pub(crate) const ALL: [Family; 8] = [
         Family::Quantize,
         Family::Dequantize,
         Family::Gemv { subgroups: false },
         Family::Gemv { subgroups: true },
+        Family::GemvRows,
         Family::Gemm,
         Family::Roofline,
         Family::DivCheck,
@@ -91,6 +97,7 @@ impl Family {
             Family::Dequantize => "dequantize.wgsl",
             Family::Gemv { subgroups: false } => "gemv.wgsl",
             Family::Gemv { subgroups: true } => "gemv.wgsl (subgroups)",
+            Family::GemvRows => "gemv_rows.wgsl",
             Family::Gemm => "gemm.wgsl",
             Family::Roofline => "roofline.wgsl",
             #[cfg(test)]
@@ -111,6 +118,7 @@ impl Family {
                 let reduce = if subgroups { GEMV_REDUCE_SG } else { GEMV_REDUCE_WG };
                 [&prelude, COMMON, LINEAR_COMMON, GEMV, reduce].concat()
             }
+            Family::GemvRows => [&prelude, COMMON, LINEAR_COMMON, GEMV_ROWS].concat(),
             Family::Gemm => [&prelude, COMMON, LINEAR_COMMON, GEMM].concat(),
             Family::Roofline => [&prelude, COMMON, ROOFLINE].concat(),
             #[cfg(test)]
@@ -134,6 +142,7 @@ impl Kernel {
             Kernel::DivCheck => Family::DivCheck,
             Kernel::Dequantize => Family::Dequantize,
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
+            Kernel::GemvRows => Family::GemvRows,
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
             Kernel::Roofline => Family::Roofline,
         }
@@ -148,6 +157,7 @@ impl Kernel {
                 ("RPT", f64::from(v.rpt)),
                 ("DENSE", f64::from(u8::from(self == Kernel::GemvDense))),
             ],
+            Family::GemvRows => vec![("ASYM", f64::from(u8::from(v.asym)))],
             Family::Gemm => vec![("DENSE", f64::from(u8::from(self == Kernel::GemmDense)))],
             _ => vec![],
         }
@@ -161,6 +171,7 @@ impl Kernel {
             Kernel::Dequantize => "dequantize_main",
             Kernel::Gemv => "gemv_main",
             Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
+            Kernel::GemvRows => "gemv_rows_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
             Kernel::Roofline => "roofline_main",
             #[cfg(test)]
@@ -186,6 +197,9 @@ mod tests {
             v.push((Kernel::Dequantize, Variant::new(DType::F32, dt)));
             for k in [Kernel::Gemv, Kernel::Gemm, Kernel::GemmDense] {
                 v.push((k, Variant::new(dt, dt)));
+            }
+            for asym in [false, true] {
+                v.push((Kernel::GemvRows, Variant { asym, ..Variant::new(dt, dt) }));
             }
             for (grouped, asym, subgroups, rpt) in
                 (0..24).map(|i| (i & 1 != 0, i & 2 != 0, i & 4 != 0, [1, 2, 4][i / 8]))

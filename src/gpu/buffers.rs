@@ -1,0 +1,121 @@
+//! Buffers: every allocation of the crate (out-of-memory as an error, not a panic) and readback.
+
+use crate::gpu::Gpu;
+use crate::{Error, Result};
+
+/// Usage of every storage buffer the crate creates (tensors, weights, parameters).
+const STORAGE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+impl Gpu {
+    /// Copies `size` bytes at `offset` of `buffer` back to the host.
+    pub(crate) async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let device = self.device();
+        let staging = self.create_buffer(
+            "int8-wgpu readback",
+            size,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            None,
+        )?;
+        let mut enc = device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.queue().submit([enc.finish()]);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.request_poll()?;
+        rx.await
+            .map_err(|_| Error::Gpu("the buffer mapping was dropped (device lost?)".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        self.take_uncaptured()?;
+        let bytes =
+            staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?.to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+
+    /// Creates a buffer of `size` bytes, filled with `contents` when given (`size` must then be
+    /// its length), else zeroed.
+    ///
+    /// Every allocation of the crate goes through here. Allocation failures are caught in an
+    /// error scope and returned as [`Error::OutOfMemory`] from this call: `create_buffer_init`
+    /// would panic inside wgpu ("Failed to get mapped range") and a plain `create_buffer` would
+    /// leave the error to surface at some later, unrelated readback.
+    pub(crate) fn create_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        contents: Option<&[u8]>,
+    ) -> Result<wgpu::Buffer> {
+        let device = self.device();
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: contents.is_some(),
+        });
+        // Scopes pop in reverse order of their pushes.
+        let invalid = pollster::block_on(validation.pop());
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            log::warn!("int8-wgpu: allocating {size} bytes for {label}: {e}");
+            return Err(Error::OutOfMemory { what: label.to_string(), bytes: size });
+        }
+        if let Some(e) = invalid {
+            return Err(Error::Gpu(format!("creating {label} ({size} bytes): {e}")));
+        }
+        if let Some(bytes) = contents {
+            let mut view = buffer.get_mapped_range_mut(..).map_err(|e| {
+                // Some backends (wgpu's GL) report a failed allocation only here, as an
+                // invalid buffer; it was just created, so nothing else can have made it so.
+                log::warn!("int8-wgpu: mapping {size} bytes for {label} at creation: {e}");
+                Error::OutOfMemory { what: label.to_string(), bytes: size }
+            })?;
+            view.copy_from_slice(bytes);
+            drop(view);
+            buffer.unmap();
+        }
+        self.count_created(false);
+        Ok(buffer)
+    }
+
+    /// Creates a storage buffer holding `bytes` (padded to a multiple of 4).
+    pub(crate) fn storage_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        self.check_binding(label, bytes.len() as u64)?;
+        let mut padded;
+        let contents = if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
+            bytes
+        } else {
+            padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+            &padded
+        };
+        self.create_buffer(label, contents.len() as u64, STORAGE_USAGE, Some(contents))
+    }
+
+    /// Creates a zeroed storage buffer of at least `size` bytes.
+    pub(crate) fn zeroed_buffer(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        self.check_binding(label, size)?;
+        self.create_buffer(label, size.div_ceil(4).max(1) * 4, STORAGE_USAGE, None)
+    }
+
+    pub(crate) fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        self.create_buffer(
+            label,
+            bytes.len() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            Some(bytes),
+        )
+    }
+
+    pub(crate) fn check_binding(&self, what: &str, size: u64) -> Result<()> {
+        let limit = self.max_binding_size();
+        if size > limit {
+            return Err(Error::TooLarge { what: format!("{what} ({size} bytes, one storage binding)"), size, limit });
+        }
+        Ok(())
+    }
+}

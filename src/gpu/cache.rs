@@ -1,0 +1,114 @@
+//! Compiled shader families and pipelines, created once per device and variant; bind groups.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::gpu::Gpu;
+use crate::gpu::params;
+use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::{Error, Result};
+
+/// The shader module and layouts of one kernel family.
+pub(crate) struct FamilyObjects {
+    module: wgpu::ShaderModule,
+    pub(crate) bind_group_layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+}
+
+/// Per device: each family's module and layouts, each (kernel, variant)'s pipeline.
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    families: Mutex<HashMap<Family, Arc<FamilyObjects>>>,
+    pipelines: Mutex<HashMap<(Kernel, Variant), Arc<wgpu::ComputePipeline>>>,
+}
+
+impl Gpu {
+    pub(crate) fn family(&self, family: Family) -> Result<Arc<FamilyObjects>> {
+        let mut map = self.cache().families.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = map.get(&family) {
+            return Ok(f.clone());
+        }
+        let device = self.device();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(family.name()),
+            source: wgpu::ShaderSource::Wgsl(family.source().into()),
+        };
+        let module = if family.indexing_proven() {
+            let checks = wgpu::ShaderRuntimeChecks {
+                bounds_checks: false,
+                force_loop_bounding: false,
+                ..wgpu::ShaderRuntimeChecks::checked()
+            };
+            // SAFETY: `indexing_proven` families index only below lengths derived from their
+            // own buffer sizes and terminate by construction (see Family::indexing_proven).
+            unsafe { device.create_shader_module_trusted(desc, checks) }
+        } else {
+            device.create_shader_module(desc)
+        };
+        let entries = params::layout_entries(family);
+        let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(family.name()),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(family.name()),
+            bind_group_layouts: &[Some(&bind_group_layout)],
+            immediate_size: 0,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("compiling shader family {}: {e}", family.name())));
+        }
+        let objects = Arc::new(FamilyObjects { module, bind_group_layout, pipeline_layout });
+        map.insert(family, objects.clone());
+        Ok(objects)
+    }
+
+    /// The compiled pipeline of `kernel` in `variant`, compiled once and cached.
+    pub(crate) fn pipeline(&self, kernel: Kernel, variant: Variant) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = (kernel, variant);
+        if let Some(p) = self.cache().pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let fam = self.family(kernel.family(variant))?;
+        let device = self.device();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut constants = vec![
+            ("IN_DT", f64::from(variant.in_dt.shader_code())),
+            ("OUT_DT", f64::from(variant.out_dt.shader_code())),
+        ];
+        constants.extend(kernel.extra_constants(variant));
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry()),
+            layout: Some(&fam.pipeline_layout),
+            module: &fam.module,
+            entry_point: Some(kernel.entry()),
+            // Every kernel writes its workgroup memory before reading it. wgpu's GL backend
+            // zero-fills it with code that took llvmpipe's compiler 10-50 s per kernel.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("compiling kernel {} {variant:?}: {e}", kernel.entry())));
+        }
+        let pipeline = Arc::new(pipeline);
+        self.cache().pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    pub(crate) fn bind_group(&self, family: &FamilyObjects, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .map(|&(binding, buffer)| wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() })
+            .collect();
+        self.count_created(true);
+        self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &family.bind_group_layout,
+            entries: &entries,
+        })
+    }
+}
