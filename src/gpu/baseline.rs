@@ -70,7 +70,7 @@ impl DenseLinear {
                     m0: m0 as u32,
                     ..LinearParams::zeroed()
                 };
-                let u = self.gpu.uniform_buffer("int8-wgpu dense params", bytemuck::bytes_of(&params))?;
+                let u = self.gpu.storage_buffer("int8-wgpu dense params", bytemuck::bytes_of(&params))?;
                 let ph = &self.placeholder;
                 let g = self.gpu.bind_group(
                     &fam,

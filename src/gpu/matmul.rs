@@ -103,7 +103,7 @@ pub(crate) fn workgroups(kernel: Kernel, v: Variant, rows: usize, m: usize) -> u
 pub(crate) struct Plan {
     pub(crate) kernel: Kernel,
     pub(crate) variant: Variant,
-    /// Row block index and the uniform parameters of each dispatch, in recording order.
+    /// Row block index and the parameters of each dispatch, in recording order.
     pub(crate) dispatches: Vec<(usize, LinearParams)>,
 }
 
@@ -180,9 +180,9 @@ pub(crate) fn prepare_rows(
         .dispatches
         .iter()
         .map(|(i, p)| {
-            let uniform = gpu.uniform_buffer("int8-wgpu linear params", bytemuck::bytes_of(p))?;
+            let params = gpu.storage_buffer("int8-wgpu linear params", bytemuck::bytes_of(p))?;
             let grid = gpu.grid(workgroups(plan.kernel, plan.variant, w.blocks[*i].rows, p.m as usize));
-            Ok((*i, uniform, grid))
+            Ok((*i, params, grid))
         })
         .collect::<Result<_>>()?;
     Ok(RowsPlan { family, pipeline, dispatches })
@@ -202,12 +202,12 @@ impl RowsPlan {
         let groups = self
             .dispatches
             .iter()
-            .map(|(i, uniform, grid)| {
+            .map(|(i, params, grid)| {
                 let b = &w.blocks[*i];
                 let g = gpu.bind_group(
                     &self.family,
                     &[
-                        (slot::PARAMS, uniform),
+                        (slot::PARAMS, params),
                         (slot::OUT, y),
                         (slot::X, x),
                         (slot::WEIGHTS, &b.buffer),
