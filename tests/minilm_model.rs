@@ -17,14 +17,18 @@ mod cpu;
 #[allow(dead_code)]
 #[path = "../examples/embed/kernels.rs"]
 mod kernels;
+#[allow(dead_code)]
+#[path = "../examples/embed/tokens.rs"]
+mod tokens;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use bert::{Batch, Bert, Precision};
+use bert::{Bert, Precision};
 use half::{bf16, f16};
 use int8_wgpu::{Checkpoint, DType, Gpu, GpuTensor};
 use kernels::{Kernel, Kernels, Params, Variant, slot};
+use tokens::Batch;
 
 // ---- helpers --------------------------------------------------------------------------------
 
@@ -398,7 +402,7 @@ fn shared() -> Option<&'static Shared> {
         let dir = minilm_dir()?;
         let gpu = common::gpu()?;
         let ckpt = Checkpoint::open(&dir).unwrap();
-        let tokenizer = bert::load_tokenizer(&dir, bert::max_seq_length(&dir)).unwrap();
+        let tokenizer = tokens::load_tokenizer(&dir, tokens::max_seq_length(&dir)).unwrap();
         let batch = Batch::tokenize(&tokenizer, &SENTENCES).unwrap();
         let f32_model = Bert::load(&gpu, &ckpt, Precision::F32).unwrap();
         let f32_embeddings = f32_model.embed(&f32_model.plan(batch.batch, batch.seq).unwrap(), &batch).unwrap();

@@ -3,8 +3,9 @@
 
 use int8_wgpu::{Checkpoint, QuantScheme, reference};
 
-use super::bert::{Batch, Config};
+use super::bert::Config;
 use super::kernels::Result;
+use super::tokens::Batch;
 
 /// Word + token type + position embeddings: `[m, n]` for `m = ids.len()` tokens of sentences
 /// of `seq` tokens.

@@ -25,13 +25,16 @@ mod bert;
 mod cpu;
 #[allow(dead_code)]
 mod kernels;
+#[allow(dead_code)]
+mod tokens;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bert::{Batch, Bert, Plan, Precision};
+use bert::{Bert, Plan, Precision};
 use int8_wgpu::{Checkpoint, DType, Gpu};
 use kernels::Result;
+use tokens::Batch;
 
 struct Args {
     model: PathBuf,
@@ -159,7 +162,7 @@ fn main() -> Result<()> {
     } else {
         args.quantized.as_ref().unwrap_or(&args.model)
     };
-    let tokenizer = bert::load_tokenizer(tok_dir, bert::max_seq_length(tok_dir))?;
+    let tokenizer = tokens::load_tokenizer(tok_dir, tokens::max_seq_length(tok_dir))?;
     let sentences: Vec<&str> = args.sentences.iter().map(String::as_str).collect();
     let batch = Batch::tokenize(&tokenizer, &sentences)?;
     let lengths: Vec<usize> = batch.mask.chunks(batch.seq).map(|m| m.iter().filter(|&&v| v == 1).count()).collect();
@@ -167,7 +170,10 @@ fn main() -> Result<()> {
 
     // Load every model first: f32 dense, then each int8 flavour, then a quantized checkpoint.
     let mut runs = Vec::new();
-    let float = Checkpoint::open(&args.model).ok();
+    let float = match args.model.join("model.safetensors").is_file() {
+        true => Some(Checkpoint::open(&args.model)?),
+        false => None,
+    };
     if let Some(ckpt) = &float {
         let mut precisions = vec![Precision::F32];
         precisions.extend(args.int8.iter().map(|&d| Precision::Int8(d)));
@@ -233,7 +239,7 @@ fn main() -> Result<()> {
 
     if args.check {
         let ckpt = float.ok_or("--check needs the float checkpoint")?;
-        let h = ckpt_hidden(&runs)?;
+        let h = runs.first().ok_or("no model loaded")?.bert.config().hidden;
         let t = Instant::now();
         let cpu_e = cpu::CpuBert::new(ckpt)?.forward(&batch)?;
         let cpu_rows: Vec<Vec<f32>> = cpu_e.chunks(h).map(|r| r.iter().map(|&v| v as f32).collect()).collect();
@@ -273,11 +279,11 @@ fn bench(runs: &[Run], tokenizer: &tokenizers::Tokenizer, sentences: &[&str], ar
             }
         }
         for (i, (r, p)) in runs.iter().zip(&plans).enumerate() {
-            let gpu_dev = r.bert_device();
+            let device = r.bert.gpu().device();
             let mut rec = Vec::new();
             for _ in 0..20 {
                 let t = Instant::now();
-                let mut enc = gpu_dev.create_command_encoder(&Default::default());
+                let mut enc = device.create_command_encoder(&Default::default());
                 r.bert.record(p, &mut enc)?;
                 let cb = enc.finish();
                 rec.push(t.elapsed());
@@ -301,14 +307,4 @@ fn bench(runs: &[Run], tokenizer: &tokenizers::Tokenizer, sentences: &[&str], ar
 fn uptime() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map_or_else(|_| "n/a".into(), |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-}
-
-impl Run {
-    fn bert_device(&self) -> &wgpu::Device {
-        self.bert.gpu().device()
-    }
-}
-
-fn ckpt_hidden(runs: &[Run]) -> Result<usize> {
-    Ok(runs.first().ok_or("no model loaded")?.bert.config().hidden)
 }
