@@ -359,7 +359,8 @@ impl Bert {
             return Err(format!("{seq} tokens; the model has positions for {}", c.max_positions).into());
         }
         let (h, inner, heads) = (c.hidden, c.intermediate, c.heads);
-        let m = batch.checked_mul(seq).filter(|&m| m.checked_mul(inner).is_some_and(|x| x < u32::MAX as usize));
+        let widest = h.max(inner);
+        let m = batch.checked_mul(seq).filter(|&m| m.checked_mul(widest).is_some_and(|x| x < u32::MAX as usize));
         let m = m.ok_or_else(|| format!("{batch} x {seq} tokens is too many for 32-bit indexing"))?;
         let probs_len = (batch * heads).checked_mul(seq * seq).filter(|&x| x < u32::MAX as usize);
         let probs_len = probs_len.ok_or("the attention probabilities need 32-bit indexing")?;
@@ -419,8 +420,7 @@ impl Bert {
         let kn = &self.kernels;
         let to_act = Variant { out_dt: act, write_act: act != DType::F32, ..Variant::default() };
         let act_in = Variant { in_dt: act, out_dt: act, ..Variant::default() };
-        let act_norm = Variant { residual: true, ..to_act };
-        let act_norm = Variant { in_dt: act, ..act_norm };
+        let act_norm = Variant { in_dt: act, residual: true, ..to_act };
         let mut steps = Vec::new();
         let mut app = |d: Dispatch| steps.push(Step::App(d));
         app(kn.dispatch(
