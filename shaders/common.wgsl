@@ -8,8 +8,7 @@ override OUT_DT: u32 = 0u;
 
 // Every family writes its result through `out` (binding 1, declared with the others by the
 // host's prelude, src/gpu/params.rs, as are DT_F32, DT_F16, DT_BF16 and WG). 16-bit outputs pack
-// two elements per word; neighbours may come from different workgroups, so halves are OR-ed
-// into a zeroed buffer.
+// two elements per word; see store_out.
 
 // Word holding element i of a buffer of dtype dt (16-bit dtypes pack two per u32, low half first).
 fn word_index(i: u32, dt: u32) -> u32 {
@@ -73,13 +72,25 @@ fn f32_to_bf16_bits(v: f32) -> u32 {
     return ((b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u) & 0xffffu;
 }
 
-// Writes output element i, rounded once to OUT_DT.
+// Writes output element i, rounded once to OUT_DT. A 16-bit element shares its word with a
+// neighbour that another workgroup may write at the same time: its half is swapped in with a
+// compare-exchange that keeps the other half, so the buffer needs no clearing beforehand (an
+// application can record a layer into its own compute pass) and old contents never leak in.
 fn store_out(i: u32, v: f32) {
     if OUT_DT == DT_F32 {
         atomicStore(&out[i], bitcast<u32>(v));
     } else {
         let h = select(f32_to_f16_bits(v), f32_to_bf16_bits(v), OUT_DT == DT_BF16);
-        atomicOr(&out[i >> 1u], h << ((i & 1u) * 16u));
+        let shift = (i & 1u) * 16u;
+        let keep = ~(0xffffu << shift);
+        var old = atomicLoad(&out[i >> 1u]);
+        loop {
+            let r = atomicCompareExchangeWeak(&out[i >> 1u], old, (old & keep) | (h << shift));
+            if r.exchanged {
+                break;
+            }
+            old = r.old_value;
+        }
     }
 }
 

@@ -111,15 +111,6 @@ override DENSE: bool = false;
 // Partial sums: subgroup path [GROUPS][MAX_RPT][MAX_M][TPR / MIN_SG]; fallback [MAX_M][FAST_WG].
 var<workgroup> fred: array<f32, max(GROUPS * MAX_RPT * MAX_M * (TPR / MIN_SG), MAX_M * FAST_WG)>;
 
-fn unpack_i8x4(w: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-}
-
-// The four 16-bit activations packed in words a and b.
-fn halves4(a: u32, b: u32) -> vec4<f32> {
-    return vec4<f32>(decode(a, 0u, IN_DT), decode(a, 1u, IN_DT), decode(b, 0u, IN_DT), decode(b, 1u, IN_DT));
-}
-
 // Sixteen activations from element i (a multiple of 16) of this pass's rows.
 fn load_x16(e: u32) -> array<vec4<f32>, 4> {
     let i = p.m0 * p.k + e;

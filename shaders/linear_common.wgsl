@@ -22,3 +22,13 @@ fn store_y(m: u32, local_row: u32, acc: f32) {
     }
     store_out((p.m0 + m) * p.n + n, v);
 }
+
+// Four packed int8 as floats, byte j of the word in lane j.
+fn unpack_i8x4(w: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// Two words of 16-bit activations as four floats.
+fn halves4(a: u32, b: u32) -> vec4<f32> {
+    return vec4<f32>(decode(a, 0u, IN_DT), decode(a, 1u, IN_DT), decode(b, 0u, IN_DT), decode(b, 1u, IN_DT));
+}

@@ -45,6 +45,9 @@ pub enum Error {
         /// The dtype that was given.
         found: DType,
     },
+    /// A device option (in [`GpuOptions`](crate::GpuOptions) or `INT8_WGPU_DISABLE`) is invalid.
+    #[error("invalid GPU option: {0}")]
+    InvalidOption(String),
     /// A quantization scheme does not fit the tensor.
     #[error("invalid quantization scheme: {0}")]
     Scheme(String),
@@ -136,10 +139,51 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A checkpoint is malformed, inconsistent, or cannot be written as asked. The message names
-    /// the file or tensor and says what to do.
+    // The checkpoint errors below all read `checkpoint error: ...`, as the single variant they
+    // replaced did, so that messages (and the CLI's output) stay the same; the variant says
+    // which kind of problem it is. Each message names the file or tensor and says what to do.
+    /// A checkpoint file is truncated, corrupt, or changed while it was read; or its sizes are
+    /// implausible. Re-download or re-export it.
     #[error("checkpoint error: {0}")]
-    Checkpoint(String),
+    Corrupt(String),
+    /// A path a checkpoint is read from is not a regular file (nor a link to one): a FIFO,
+    /// socket, device or folder. It is refused without being opened for reading, so it never
+    /// blocks.
+    #[error("checkpoint error: `{}` is {kind}, not a regular file; checkpoint files must be regular files", path.display())]
+    NotRegularFile {
+        /// The path.
+        path: std::path::PathBuf,
+        /// What it is instead: `a FIFO`, `a socket`, `a character device`, `a block device`,
+        /// `a folder` or `a special file`.
+        kind: &'static str,
+    },
+    /// The shard index (`model.safetensors.index.json`) is malformed or does not match the
+    /// shards: an empty or missing `weight_map`, a shard name that is not a plain file name, a
+    /// tensor listed in the wrong shard, missing from the index, or in two shards.
+    #[error("checkpoint error: {0}")]
+    Index(String),
+    /// What was asked for is not in the checkpoint: a tensor or quantized layer name, or the
+    /// model file of a folder.
+    #[error("checkpoint error: {0}")]
+    NotFound(String),
+    /// A well-formed checkpoint this crate cannot read or quantize as asked: a tensor of the
+    /// wrong dtype, a quantized layer in another layout or bit width, an input already
+    /// quantized or whose tensor names would collide with ours.
+    #[error("checkpoint error: {0}")]
+    Unsupported(String),
+    /// The output cannot be written as asked: it exists (or appeared during the run) without
+    /// overwriting allowed, is not a folder, is or holds the input, or could not be moved into
+    /// place.
+    #[error("checkpoint error: {0}")]
+    Output(String),
+    /// The run was interrupted: its temporary output folder was removed (by
+    /// [`remove_temp_folders`](crate::quantizer::remove_temp_folders), typically from a signal
+    /// handler), so it wrote no output.
+    #[error("checkpoint error: the run was interrupted: its temporary output folder `{}` was removed", folder.display())]
+    Interrupted {
+        /// The temporary folder that was removed.
+        folder: std::path::PathBuf,
+    },
     /// An operation on one named tensor of a checkpoint failed.
     #[error("tensor `{name}`: {source}")]
     Tensor {

@@ -1,12 +1,13 @@
 //! `QuantizedLinear`: a W8A32 / W8A16 linear layer computed straight from packed int8 weights.
 
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
+use crate::check::{check_finite, check_output};
+use crate::gpu::matmul::{Prepared, RowsPlan, prepare_rows};
 #[cfg(feature = "bench")]
 use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::matmul::{Plan, plan, prepare_linear};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
-use crate::reference::{check_finite, check_output};
 use crate::scheme::check_shape;
 use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 
@@ -17,7 +18,6 @@ use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 /// same dtype, accumulated in f32 and rounded once. Up to
 /// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows run the GEMV kernel in one pass; more run
 /// the tiled GEMM, or GEMV passes of that many rows where [`Gpu::uses_gemm`] says no.
-#[derive(Debug)]
 pub struct QuantizedLinear {
     gpu: Gpu,
     weight: GpuQuantizedTensor,
@@ -25,8 +25,27 @@ pub struct QuantizedLinear {
     /// Stands in for an absent bias (every binding must be bound).
     placeholder: wgpu::Buffer,
     dtype: DType,
-    /// One uniform block per row block, rewritten per forward under the lock.
-    uniforms: Mutex<Vec<wgpu::Buffer>>,
+    /// Per activation-row count: the dispatch plan with its parameters uploaded.
+    plans: Mutex<HashMap<usize, Arc<RowsPlan>>>,
+    /// The most recently used bind groups, by (rows, x buffer, y buffer), newest first.
+    bound: Mutex<VecDeque<(BindKey, Arc<Prepared>)>>,
+}
+
+/// Rows and the input and output buffers a set of bind groups was made for.
+type BindKey = (usize, wgpu::Buffer, wgpu::Buffer);
+
+/// How many (rows, input, output) bindings a layer keeps. A model's forward reuses its buffers,
+/// so a few suffice; each kept entry holds its buffers alive, so the bound is small.
+const BIND_CACHE: usize = 4;
+
+impl std::fmt::Debug for QuantizedLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuantizedLinear")
+            .field("weight", &self.weight)
+            .field("bias", &self.bias.is_some())
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
 }
 
 impl QuantizedLinear {
@@ -77,10 +96,7 @@ impl QuantizedLinear {
             }
         };
         let placeholder = gpu.zeroed_buffer("int8-wgpu no bias", 4)?;
-        let uniforms = (0..weight.num_blocks())
-            .map(|_| gpu.uniform_buffer("int8-wgpu linear params", &[0; 48]))
-            .collect::<Result<_>>()?;
-        Ok(Self { gpu, weight, bias, placeholder, dtype: activation, uniforms: Mutex::new(uniforms) })
+        Ok(Self { gpu, weight, bias, placeholder, dtype: activation, plans: Mutex::default(), bound: Mutex::default() })
     }
 
     /// `in` of the `[out, in]` weight.
@@ -137,11 +153,39 @@ impl QuantizedLinear {
     }
 
     /// Like [`QuantizedLinear::forward`], writing into an existing tensor of the output shape.
+    ///
+    /// After the first call with the same rows and tensors, this creates no GPU objects: the
+    /// plan, its parameters and its bind groups are kept (see [`QuantizedLinear::encode`]).
     pub fn forward_into(&self, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
+        self.encode(&mut enc, x, y)?;
+        self.gpu.queue().submit([enc.finish()]);
+        Ok(())
+    }
+
+    /// Records the layer into an application's command encoder, as one compute pass of its
+    /// own (see [`QuantizedLinear::record`]). Nothing is submitted, so a whole model can be one
+    /// submission.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+        self.record(&mut encoder.begin_compute_pass(&Default::default()), x, y)
+    }
+
+    /// Records the layer into an application's compute pass: reads `x` (`[..., in]`), writes
+    /// every element of `y` (`[..., out]`), both in the activation dtype and on this layer's
+    /// device.
+    ///
+    /// `y` needs no clearing (16-bit outputs replace their half of each word, keeping the
+    /// other) and must not share its buffer with `x` or the bias. Within one pass, wgpu orders
+    /// dispatches that write a buffer before those that read it, so layers chain in a pass.
+    /// The dispatch plan and parameter buffers are made once per row count and kept for the
+    /// layer's life; bind groups are kept for the last few (rows, `x`, `y`) combinations
+    /// (keeping those buffers alive), so a loop over the same tensors creates no GPU object
+    /// after its first pass ([`Gpu::resource_counts`] shows it).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
         x.same_gpu(&self.gpu)?;
         y.same_gpu(&self.gpu)?;
         let (m, shape) = self.output_shape(x)?;
-        let aliased = |t: &GpuTensor| std::ptr::eq(t.buffer(), y.buffer());
+        let aliased = |t: &GpuTensor| t.buffer() == y.buffer();
         if aliased(x) || self.bias.as_ref().is_some_and(aliased) {
             return Err(Error::Shape("the output tensor shares its buffer with the input or the bias".into()));
         }
@@ -153,20 +197,39 @@ impl QuantizedLinear {
                 self.dtype
             )));
         }
-        let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);
-        let plan = plan(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some());
-        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
-        // write_buffer lands before the next submit, so writing and submitting under one lock
-        // keeps concurrent forwards from seeing each other's parameters.
-        let mut uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
-        self.write_uniforms(&mut uniforms, &plan)?;
-        let prepared = prepare_linear(&self.gpu, &self.weight, &plan, &uniforms, x.buffer(), bias, y.buffer())?;
-        if self.dtype != DType::F32 {
-            enc.clear_buffer(y.buffer(), 0, None);
-        }
-        prepared.record(&mut enc.begin_compute_pass(&Default::default()));
-        self.gpu.queue().submit([enc.finish()]);
+        self.prepared(m, x, y)?.record(pass);
         Ok(())
+    }
+
+    /// The plan for `m` rows, made on first use.
+    fn rows_plan(&self, m: usize) -> Result<Arc<RowsPlan>> {
+        if let Some(p) = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(&m) {
+            return Ok(p.clone());
+        }
+        // Built outside the lock: it compiles pipelines and allocates. A concurrent first call
+        // with the same rows may build it twice; both are equal and one is kept.
+        let plan = Arc::new(prepare_rows(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some())?);
+        Ok(self.plans.lock().unwrap_or_else(|p| p.into_inner()).entry(m).or_insert(plan).clone())
+    }
+
+    /// The bind groups for `m` rows of `x` into `y`, from the cache or made now.
+    fn prepared(&self, m: usize, x: &GpuTensor, y: &GpuTensor) -> Result<Arc<Prepared>> {
+        let key: BindKey = (m, x.buffer().clone(), y.buffer().clone());
+        {
+            let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = bound.iter().position(|(k, _)| *k == key) {
+                let entry = bound.remove(i).expect("found");
+                let prepared = entry.1.clone();
+                bound.push_front(entry);
+                return Ok(prepared);
+            }
+        }
+        let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);
+        let prepared = Arc::new(self.rows_plan(m)?.bind(&self.gpu, &self.weight, x.buffer(), bias, y.buffer()));
+        let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        bound.push_front((key, prepared.clone()));
+        bound.truncate(BIND_CACHE);
+        Ok(prepared)
     }
 
     /// Times `iters` forwards of `x` recorded into one compute pass (benches, feature `bench`):
@@ -177,25 +240,8 @@ impl QuantizedLinear {
         x.same_gpu(&self.gpu)?;
         let (m, shape) = self.output_shape(x)?;
         let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
-        let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);
-        let plan = plan(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some());
-        let mut uniforms = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
-        self.write_uniforms(&mut uniforms, &plan)?;
-        let prepared = prepare_linear(&self.gpu, &self.weight, &plan, &uniforms, x.buffer(), bias, y.buffer())?;
-        // Repeated 16-bit outputs OR identical bits into the cleared buffer: idempotent.
-        time_passes(&self.gpu, iters, |enc| enc.clear_buffer(y.buffer(), 0, None), |pass| prepared.record(pass))
-    }
-
-    /// Writes each dispatch's parameters into its uniform buffer, adding buffers as needed
-    /// (one per row block and pass of 8 activation rows).
-    fn write_uniforms(&self, uniforms: &mut Vec<wgpu::Buffer>, plan: &Plan) -> Result<()> {
-        while uniforms.len() < plan.dispatches.len() {
-            uniforms.push(self.gpu.uniform_buffer("int8-wgpu linear params", &[0; 48])?);
-        }
-        for (u, (_, p)) in uniforms.iter().zip(&plan.dispatches) {
-            self.gpu.queue().write_buffer(u, 0, bytemuck::bytes_of(p));
-        }
-        Ok(())
+        let prepared = self.prepared(m, x, &y)?;
+        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
     }
 
     /// Host convenience: uploads `x` (`shape = [..., in]`, dtype = the activation dtype), runs
@@ -223,7 +269,7 @@ impl QuantizedLinear {
 /// is an [`Error::Overflow`] rather than an infinite bias.
 fn upload_as<B: Element, T: Element>(gpu: &Gpu, b: &[B]) -> Result<GpuTensor> {
     let v: Vec<T> = b.iter().map(|x| T::from_f32(x.to_f32())).collect();
-    if let Some((index, _)) = crate::reference::find_non_finite(&v) {
+    if let Some((index, _)) = crate::check::find_non_finite(&v) {
         return Err(Error::Overflow {
             what: format!("the bias value {:e} converted to {}", b[index].to_f32(), T::DTYPE),
             position: vec![index],

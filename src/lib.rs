@@ -66,6 +66,7 @@
 
 #![warn(missing_docs)]
 
+mod check;
 pub mod checkpoint;
 mod dtype;
 mod error;
@@ -82,8 +83,8 @@ pub use error::{Error, Result};
 pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor};
 pub use layer::QuantizedLinear;
 pub use quantized::{QuantError, QuantizedTensor};
-pub use quantizer::{Method, QuantReport, Quantizer};
-pub use scheme::{Granularity, Mode, ParamLayout, QuantScheme};
+pub use quantizer::{QuantReport, Quantizer};
+pub use scheme::{Granularity, Method, Mode, ParamLayout, QuantScheme};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -144,14 +144,13 @@ impl QuantizedTensor {
     }
 }
 
-/// Checks that scales (finite) and zero points (only for asymmetric schemes) fit `layout`.
 /// The largest scale a block of `mode` may have: `f32::MAX / 128` symmetric, `f32::MAX / 256`
 /// asymmetric (powers of two, so the bounds are exact).
 ///
 /// A dequantized value is `scale * (q - zp)` with `|q - zp| <= 128` (symmetric, `zp = 0`) or
 /// `<= 255` (asymmetric): within these bounds it is always finite. Quantizing a block whose scale
-/// would exceed them is an [`Error::RangeOverflow`](crate::Error::RangeOverflow); a given scale beyond them (from a checkpoint
-/// or [`QuantizedTensor::new`]) is an [`Error::BadScale`](crate::Error::BadScale).
+/// would exceed them is an [`Error::RangeOverflow`]; a given scale beyond them (from a checkpoint
+/// or [`QuantizedTensor::new`]) is an [`Error::BadScale`].
 pub fn max_scale(mode: Mode) -> f32 {
     match mode {
         Mode::Symmetric => f32::MAX / 128.0,
@@ -160,7 +159,7 @@ pub fn max_scale(mode: Mode) -> f32 {
 }
 
 /// Checks one given scale: positive, normal, at most [`max_scale`] (NaN and infinities are
-/// [`Error::NonFinite`](crate::Error::NonFinite)).
+/// [`Error::NonFinite`]).
 pub(crate) fn check_scale(index: usize, value: f32, mode: Mode) -> Result<()> {
     if !value.is_finite() {
         return Err(Error::NonFinite { what: "scales".into(), position: vec![index], index, value });
@@ -172,6 +171,7 @@ pub(crate) fn check_scale(index: usize, value: f32, mode: Mode) -> Result<()> {
     Ok(())
 }
 
+/// Checks that scales (finite) and zero points (only for asymmetric schemes) fit `layout`.
 pub(crate) fn check_params(
     scheme: QuantScheme,
     shape: &[usize],
@@ -204,28 +204,43 @@ pub(crate) fn check_params(
     Ok(())
 }
 
-/// Packs int8 rows into little-endian `u32` words, each row padded to a multiple of four.
-pub(crate) fn pack_rows(values: &[i8], rows: usize, cols: usize) -> Vec<u32> {
+/// Packs int8 rows `[rows, cols]` four per little-endian `u32`: byte `j` of word `w` of a row is
+/// element `4w + j` XOR `xor`, and each row is padded with zero bytes to a multiple of four.
+///
+/// `xor` is 0 for the two's complement bytes the GPU computes with, and 0x80 for the offset
+/// binary (`q + 128`) that compressed-tensors `pack-quantized` stores: the two layouts differ only
+/// by that, so one packer serves both.
+pub(crate) fn pack_rows_xor(values: &[i8], rows: usize, cols: usize, xor: u8) -> Vec<u32> {
     let wpr = cols.div_ceil(4);
     let mut out = vec![0u32; rows * wpr];
     for r in 0..rows {
         for c in 0..cols {
-            out[r * wpr + c / 4] |= u32::from(values[r * cols + c] as u8) << (8 * (c % 4));
+            out[r * wpr + c / 4] |= u32::from(values[r * cols + c] as u8 ^ xor) << (8 * (c % 4));
         }
     }
     out
 }
 
-/// Inverse of [`pack_rows`].
-pub(crate) fn unpack_rows(words: &[u32], rows: usize, cols: usize) -> Vec<i8> {
+/// Inverse of [`pack_rows_xor`] with the same `xor`.
+pub(crate) fn unpack_rows_xor(words: &[u32], rows: usize, cols: usize, xor: u8) -> Vec<i8> {
     let wpr = cols.div_ceil(4);
     let mut out = Vec::with_capacity(rows * cols);
     for r in 0..rows {
         for c in 0..cols {
-            out.push((words[r * wpr + c / 4] >> (8 * (c % 4))) as u8 as i8);
+            out.push(((words[r * wpr + c / 4] >> (8 * (c % 4))) as u8 ^ xor) as i8);
         }
     }
     out
+}
+
+/// Packs int8 rows as the GPU stores them: [`pack_rows_xor`] with two's complement bytes.
+pub(crate) fn pack_rows(values: &[i8], rows: usize, cols: usize) -> Vec<u32> {
+    pack_rows_xor(values, rows, cols, 0)
+}
+
+/// Inverse of [`pack_rows`].
+pub(crate) fn unpack_rows(words: &[u32], rows: usize, cols: usize) -> Vec<i8> {
+    unpack_rows_xor(words, rows, cols, 0)
 }
 
 #[cfg(test)]
@@ -241,6 +256,16 @@ mod tests {
         assert_eq!(w[0], 0x80_03_FE_01);
         assert_eq!(w[1], 0x7F);
         assert_eq!(unpack_rows(&w, 2, 5), v);
+    }
+
+    #[test]
+    fn offset_binary_packing_flips_the_sign_bit_and_keeps_zero_padding() {
+        let v: Vec<i8> = vec![0, -128, 127, -1, 5, 1, 2, 3, 4, 6];
+        let w = pack_rows_xor(&v, 2, 5, 0x80);
+        assert_eq!(w.len(), 4);
+        assert_eq!(w[0], 0x7F_FF_00_80);
+        assert_eq!(w[1], 0x85);
+        assert_eq!(unpack_rows_xor(&w, 2, 5, 0x80), v);
     }
 
     #[test]

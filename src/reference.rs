@@ -4,8 +4,10 @@
 //! [`asymmetric_params`], [`quantize_value`]) are the numeric contract: `shaders/common.wgsl`
 //! performs the same f32 operations in the same order, so ints and scale bits agree exactly.
 
+pub use crate::check::find_non_finite;
+use crate::check::{check_finite, check_len, check_output};
 use crate::quantized::{QuantizedTensor, check_scale, max_scale};
-use crate::scheme::{ParamLayout, check_shape, unravel};
+use crate::scheme::ParamLayout;
 use crate::{Element, Error, Mode, QuantScheme, Result};
 
 /// Treats subnormal inputs as zero.
@@ -65,28 +67,6 @@ pub fn asymmetric_params(rmin: f32, rmax: f32) -> Option<(f32, i8)> {
 pub fn quantize_value(x: f32, scale: f32, zero_point: i8) -> i8 {
     let v = (flush_subnormal(x) / scale + f32::from(zero_point)).round_ties_even();
     v.clamp(-128.0, 127.0) as i8
-}
-
-/// The position of the first NaN or infinity in `x`, with its value.
-pub fn find_non_finite<T: Element>(x: &[T]) -> Option<(usize, f32)> {
-    x.iter().map(|v| v.to_f32()).enumerate().find(|(_, v)| !v.is_finite())
-}
-
-pub(crate) fn check_finite<T: Element>(x: &[T], shape: &[usize], what: &str) -> Result<()> {
-    match find_non_finite(x) {
-        None => Ok(()),
-        Some((index, value)) => {
-            Err(Error::NonFinite { what: what.into(), position: unravel(index, shape), index, value })
-        }
-    }
-}
-
-fn check_len(len: usize, shape: &[usize], what: &str) -> Result<usize> {
-    let numel = check_shape(shape, what)?;
-    if len != numel {
-        return Err(Error::Shape(format!("{what} has {len} elements but shape {shape:?} needs {numel}")));
-    }
-    Ok(numel)
 }
 
 /// Quantizes `x` (row-major, `shape`) with `scheme`, computing the scales (and zero points).
@@ -206,20 +186,6 @@ pub fn linear<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) -> R
     }
     check_output(&y, &[m, n])?;
     Ok(y)
-}
-
-/// Finite inputs can still give a non-finite output (a sum beyond the dtype's range, or
-/// `inf - inf` in the zero-point term): an [`Error::Overflow`] naming the first one.
-pub(crate) fn check_output<T: Element>(y: &[T], shape: &[usize]) -> Result<()> {
-    match find_non_finite(y) {
-        None => Ok(()),
-        Some((index, value)) => Err(Error::Overflow {
-            what: format!("the linear output ({})", T::DTYPE),
-            position: unravel(index, shape),
-            index,
-            value,
-        }),
-    }
 }
 
 /// The f64 oracle for linear outputs: `y = x · dequant(W)ᵀ + bias`, all in f64.

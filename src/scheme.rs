@@ -1,6 +1,10 @@
-//! Quantization schemes: how scales are computed and which elements share one.
+//! Quantization schemes: how scales are computed and which elements share one; and the method,
+//! which fixes the activation dtype a quantized model runs with.
 
-use crate::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{DType, Error, Result};
 
 /// How a block of values is mapped onto int8.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -140,6 +144,53 @@ impl ParamLayout {
     }
 }
 
+/// How the quantized model runs: int8 weights with 16-bit or f32 activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Method {
+    /// int8 weights, 16-bit activations (the course's default).
+    #[default]
+    W8A16,
+    /// int8 weights, f32 activations.
+    W8A32,
+}
+
+impl Method {
+    /// The activation dtype for weights stored in `weight_dtype`: f32 for `w8a32`; for `w8a16`
+    /// the weight's dtype when it is 16-bit, else bf16.
+    pub fn activation_dtype(self, weight_dtype: DType) -> DType {
+        match (self, weight_dtype) {
+            (Method::W8A32, _) => DType::F32,
+            (Method::W8A16, DType::F16) => DType::F16,
+            (Method::W8A16, _) => DType::BF16,
+        }
+    }
+
+    /// `"w8a16"` or `"w8a32"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::W8A16 => "w8a16",
+            Method::W8A32 => "w8a32",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "w8a16" => Ok(Method::W8A16),
+            "w8a32" => Ok(Method::W8A32),
+            _ => Err(Error::Scheme(format!("unknown method `{s}`; use w8a16 or w8a32"))),
+        }
+    }
+}
+
 /// Checks that a shape has at least one dimension and no zero-size one; returns its element count.
 pub(crate) fn check_shape(shape: &[usize], what: &str) -> Result<usize> {
     if shape.is_empty() {
@@ -198,6 +249,16 @@ mod tests {
         assert_eq!((0..6).map(|e| l.param_of(e)).collect::<Vec<_>>(), [0, 0, 0, 1, 1, 1]);
         let l = QuantScheme::symmetric(Granularity::PerChannel { axis: 1 }).layout(&[2, 3]).unwrap();
         assert_eq!((0..6).map(|e| l.param_of(e)).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn method_activation_dtypes() {
+        assert_eq!(Method::W8A16.activation_dtype(DType::F32), DType::BF16);
+        assert_eq!(Method::W8A16.activation_dtype(DType::F16), DType::F16);
+        assert_eq!(Method::W8A16.activation_dtype(DType::BF16), DType::BF16);
+        assert_eq!(Method::W8A32.activation_dtype(DType::BF16), DType::F32);
+        assert_eq!("W8A32".parse::<Method>().unwrap(), Method::W8A32);
+        assert!("w4a16".parse::<Method>().is_err());
     }
 
     #[test]

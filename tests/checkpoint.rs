@@ -5,7 +5,7 @@ mod common;
 
 use common::TempDir;
 
-use std::borrow::Cow;
+use safetensors::tensor::TensorView;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,23 +22,25 @@ struct T {
     data: Vec<u8>,
 }
 
-impl safetensors::View for &T {
-    fn dtype(&self) -> TensorDtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
+/// `values` as the little-endian bytes of `dtype`, rounded to nearest even.
+fn floats(values: &[f32], dtype: DType) -> Vec<u8> {
+    let bytes = |v: f32| -> Vec<u8> {
+        match dtype {
+            DType::F32 => v.to_le_bytes().into(),
+            DType::F16 => f16::from_f32(v).to_le_bytes().into(),
+            DType::BF16 => bf16::from_f32(v).to_le_bytes().into(),
+        }
+    };
+    values.iter().flat_map(|&v| bytes(v)).collect()
 }
 
-fn floats(values: &[f32], dtype: DType) -> Vec<u8> {
-    checkpoint::f32_to_bytes(values, dtype)
+/// The safetensors dtype of a float [`DType`].
+fn tensor_dtype(dtype: DType) -> TensorDtype {
+    match dtype {
+        DType::F32 => TensorDtype::F32,
+        DType::F16 => TensorDtype::F16,
+        DType::BF16 => TensorDtype::BF16,
+    }
 }
 
 fn float_t(shape: &[usize], seed: u64, dtype: DType) -> T {
@@ -49,7 +51,7 @@ fn float_t(shape: &[usize], seed: u64, dtype: DType) -> T {
         .enumerate()
         .map(|(i, x)| x * (1.0 + (i / shape[shape.len() - 1]) as f32 * 0.37))
         .collect();
-    T { dtype: checkpoint::to_tensor_dtype(dtype), shape: shape.to_vec(), data: floats(&v, dtype) }
+    T { dtype: tensor_dtype(dtype), shape: shape.to_vec(), data: floats(&v, dtype) }
 }
 
 /// Linear layers of the synthetic model: name, [out, in]. `in` is not a multiple of 4 for some
@@ -77,7 +79,8 @@ fn model(dtype: DType) -> Vec<(String, T)> {
 
 fn write_file(path: &Path, tensors: &[(String, T)]) {
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), path).unwrap();
+    let views = tensors.iter().map(|(n, t)| (n.as_str(), TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap()));
+    safetensors::serialize_to_file(views, Some(meta), path).unwrap();
 }
 
 /// A model folder: model.safetensors, config.json, tokenizer files, a sub-folder.
@@ -256,12 +259,13 @@ fn sixteen_bit_inputs_store_scales_in_their_dtype() {
             let dest = out.path().join("q");
             let report = quantizer(inp.path(), &dest, scheme).run().unwrap();
             let ck = Checkpoint::open(&dest).unwrap();
+            let input = Checkpoint::open(inp.path()).unwrap();
             assert_eq!(ck.activation_dtype(), dtype, "w8a16 keeps a 16-bit model's dtype");
             for (name, _) in LINEARS {
                 let t = &m.iter().find(|(n, _)| *n == format!("{name}.weight")).unwrap().1;
                 let mem = in_memory(t, scheme);
                 let got = ck.quantized_tensor(name).unwrap();
-                assert_eq!(ck.info(&format!("{name}.weight_scale")).unwrap().dtype, checkpoint::to_tensor_dtype(dtype));
+                assert_eq!(ck.info(&format!("{name}.weight_scale")).unwrap().dtype, t.dtype, "the weight's dtype");
                 assert_eq!(got.values(), mem.values(), "{dtype} {name}: ints");
                 assert_eq!(got.zero_points(), mem.zero_points(), "{dtype} {name}: zero points");
                 for (g, s) in got.scales().iter().zip(mem.scales()) {
@@ -270,7 +274,7 @@ fn sixteen_bit_inputs_store_scales_in_their_dtype() {
                 assert_eq!(got, checkpoint::exported(&mem, dtype).unwrap());
                 let l = report.layers.iter().find(|l| l.name == *name).unwrap();
                 assert_eq!(l.dtype, dtype);
-                let orig: Vec<f32> = checkpoint::floats_to_f32(t.dtype, &t.data).unwrap();
+                let orig = input.tensor_f32(&format!("{name}.weight")).unwrap();
                 assert_eq!(l.mse, got.error(&orig).unwrap().mse, "report measures the stored tensor");
             }
         }
@@ -507,7 +511,7 @@ fn input_is_never_modified_and_output_is_atomic() {
 
     // An existing output is an error unless overwriting; overwriting replaces it.
     let e = quantizer(inp.path(), &dest, QuantScheme::default()).run().unwrap_err();
-    assert!(e.to_string().contains("already exists"), "{e}");
+    assert!(matches!(e, Error::Output(_)) && e.to_string().contains("already exists"), "{e}");
     fs::write(dest.join("stale.txt"), "x").unwrap();
     quantizer(inp.path(), &dest, QuantScheme::default()).overwrite(true).run().unwrap();
     assert!(!dest.join("stale.txt").exists());
@@ -537,7 +541,7 @@ fn input_is_never_modified_and_output_is_atomic() {
     // Output inside the input, or the input itself: refused.
     for bad in [inp.path().join("sub"), inp.path().to_path_buf()] {
         let e = quantizer(inp.path(), &bad, QuantScheme::default()).overwrite(true).run().unwrap_err();
-        assert!(e.to_string().contains("inside the input"), "{e}");
+        assert!(matches!(e, Error::Output(_)) && e.to_string().contains("inside the input"), "{e}");
     }
     assert_eq!(snapshot(inp.path()), before, "input changed");
 }
@@ -549,33 +553,34 @@ fn corrupt_truncated_and_missing_files_are_clear_errors() {
     let file = inp.path().join("model.safetensors");
     let good = fs::read(&file).unwrap();
     let out = TempDir::new("bad-out");
-    let expect = |needle: &str| {
+    let corrupt = |e: &Error| matches!(e, Error::Corrupt(_));
+    let expect = |needle: &str, kind: fn(&Error) -> bool| {
         let e = Checkpoint::open(inp.path()).unwrap_err();
-        assert!(matches!(e, Error::Checkpoint(_)), "{e:?}");
+        assert!(kind(&e), "{e:?}");
         assert!(e.to_string().contains(needle), "`{e}` does not say `{needle}`");
         let e = quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).run().unwrap_err();
         assert!(e.to_string().contains(needle), "{e}");
     };
     fs::write(&file, &good[..good.len() - 10]).unwrap();
-    expect("truncated");
+    expect("truncated", corrupt);
     fs::write(&file, &good[..100]).unwrap();
-    expect("truncated");
+    expect("truncated", corrupt);
     fs::write(&file, &good[..5]).unwrap();
-    expect("truncated");
+    expect("truncated", corrupt);
     let mut extra = good.clone();
     extra.extend_from_slice(b"junk");
     fs::write(&file, &extra).unwrap();
-    expect("corrupt");
+    expect("corrupt", corrupt);
     let mut garbage = good.clone();
     garbage[8..20].copy_from_slice(b"not json at ");
     fs::write(&file, &garbage).unwrap();
-    expect("corrupt safetensors header");
+    expect("corrupt safetensors header", corrupt);
     fs::write(&file, u64::MAX.to_le_bytes()).unwrap();
-    expect("not a safetensors file");
+    expect("not a safetensors file", corrupt);
     assert!(!out.path().join("q").exists());
 
     fs::remove_file(&file).unwrap();
-    expect("neither `model.safetensors` nor `model.safetensors.index.json`");
+    expect("neither `model.safetensors` nor `model.safetensors.index.json`", |e| matches!(e, Error::NotFound(_)));
     let e = Checkpoint::open(inp.path().join("nope")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
     assert!(e.to_string().contains("nope"), "{e}");
@@ -595,6 +600,7 @@ fn collisions_unsupported_dtypes_and_requantization_are_errors() {
     m.push(("model.layers.0.mlp.up_proj.weight_scale".into(), float_t(&[12, 1], 3, DType::F32)));
     write_file(&inp.path().join("model.safetensors"), &m);
     let e = quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).run().unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
     assert!(e.to_string().contains("collision") && e.to_string().contains("up_proj.weight_scale"), "{e}");
 
     // An already quantized checkpoint is refused.
@@ -603,7 +609,7 @@ fn collisions_unsupported_dtypes_and_requantization_are_errors() {
     let q = out.path().join("q2");
     quantizer(inp2.path(), &q, QuantScheme::default()).run().unwrap();
     let e = quantizer(&q, &out.path().join("q3"), QuantScheme::default()).run().unwrap_err();
-    assert!(e.to_string().contains("already quantized"), "{e}");
+    assert!(matches!(e, Error::Unsupported(_)) && e.to_string().contains("already quantized"), "{e}");
 
     // A linear weight in F64: left in float by default, an error when explicitly included.
     let inp3 = TempDir::new("coll-in3");
@@ -614,6 +620,7 @@ fn collisions_unsupported_dtypes_and_requantization_are_errors() {
     let r = quantizer(inp3.path(), &out.path().join("q4"), QuantScheme::default()).run().unwrap();
     assert!(r.skipped.iter().any(|s| s.name == "model.extra.proj.weight" && s.reason.contains("F64")));
     let e = quantizer(inp3.path(), &out.path().join("q5"), QuantScheme::default()).include("*proj*").run().unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
     assert!(e.to_string().contains("F64") && e.to_string().contains("not supported"), "{e}");
 
     // Per-channel along axis 1 has no compressed-tensors layout.
@@ -648,6 +655,7 @@ fn int_quantized_checkpoints_from_elsewhere_load() {
     assert_eq!(ck.activation_dtype(), DType::BF16);
     let e = ck.quantized_tensor("nothing").unwrap_err();
     assert!(e.to_string().contains("nothing"), "{e}");
+    assert!(matches!(&e, Error::Tensor { source, .. } if matches!(**source, Error::NotFound(_))), "{e:?}");
 }
 
 #[test]
@@ -740,7 +748,7 @@ fn header_offsets_near_usize_max_are_truncation_errors() {
     for extra in [0usize, 8] {
         fs::write(&file, raw_file(&header, &vec![0; extra])).unwrap();
         let e = Checkpoint::open(&file).unwrap_err();
-        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        let Error::Corrupt(msg) = &e else { panic!("{e:?}") };
         assert_eq!(
             msg,
             &format!(
@@ -847,7 +855,7 @@ fn invalid_config_json_is_refused_before_any_layer() {
         fs::write(&config, text).unwrap();
         let mut calls = 0;
         let e = quantizer(inp.path(), &dest, QuantScheme::default()).run_with_progress(|_| calls += 1).unwrap_err();
-        let Error::Checkpoint(msg) = &e else { panic!("{text}: {e:?}") };
+        let Error::Corrupt(msg) = &e else { panic!("{text}: {e:?}") };
         assert!(msg.starts_with(&format!("`{}` {needle}", config.display())), "{text}: {msg}");
         assert_eq!(calls, 0, "{text}: refused before the first layer");
         assert!(!dest.exists());
@@ -927,7 +935,7 @@ fn an_index_with_an_empty_weight_map_is_an_error() {
     let index = inp.path().join("model.safetensors.index.json");
     fs::write(&index, r#"{"metadata": {"total_size": 0}, "weight_map": {}}"#).unwrap();
     let e = Checkpoint::open(inp.path()).unwrap_err();
-    let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+    let Error::Index(msg) = &e else { panic!("{e:?}") };
     assert_eq!(
         msg,
         &format!("`{}` has an empty `weight_map`: it lists no tensor, so there is nothing to read", index.display())
@@ -967,10 +975,14 @@ fn fifos_and_other_non_regular_files_are_refused_without_blocking() {
         within_timeout(&fifo, move || Checkpoint::open(root)).expect_err("a FIFO must be refused")
     };
     let expect = |e: Error, path: &Path, kind: &str| {
-        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        let Error::NotRegularFile { path: found, kind: found_kind } = &e else { panic!("{e:?}") };
+        assert_eq!((found.as_path(), *found_kind), (path, kind));
         assert_eq!(
-            msg,
-            &format!("`{}` is {kind}, not a regular file; checkpoint files must be regular files", path.display())
+            e.to_string(),
+            format!(
+                "checkpoint error: `{}` is {kind}, not a regular file; checkpoint files must be regular files",
+                path.display()
+            )
         );
     };
 
@@ -1046,73 +1058,6 @@ fn fifos_and_other_non_regular_files_are_refused_without_blocking() {
             fifo.display()
         )
     );
-}
-
-/// `natural_cmp` as it was first written (split into digit and non-digit runs, compare run by
-/// run), kept as the specification of the allocation-free version.
-fn natural_cmp_tokenizing(a: &str, b: &str) -> std::cmp::Ordering {
-    fn tokens(s: &str) -> Vec<(bool, &str)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
-            }
-        }
-        out
-    }
-    let (ta, tb) = (tokens(a), tokens(b));
-    for ((da, xa), (db, xb)) in ta.iter().zip(&tb) {
-        let ord = if *da && *db {
-            let (xa, xb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
-            xa.len().cmp(&xb.len()).then_with(|| xa.cmp(xb))
-        } else {
-            xa.cmp(xb)
-        };
-        if ord.is_ne() {
-            return ord;
-        }
-    }
-    ta.len().cmp(&tb.len()).then_with(|| a.cmp(b))
-}
-
-proptest::proptest! {
-    #![proptest_config(proptest::test_runner::Config { cases: 20_000, ..Default::default() })]
-
-    #[test]
-    fn natural_cmp_orders_like_the_tokenizing_version(
-        // Few symbols, so equal prefixes, leading zeros, digit/non-digit boundaries at different
-        // offsets, bytes below and above the digits ('!', '~') and multi-byte chars are common.
-        a in "([0-2]|0[0-2]|[ab.!~é]){0,8}",
-        b in "([0-2]|0[0-2]|[ab.!~é]){0,8}",
-        prefix in "(layer\\.(0|1|10|007)\\.)?",
-    ) {
-        for (x, y) in [(a.clone(), b.clone()), (format!("{prefix}{a}"), format!("{prefix}{b}")), (a.clone(), a.clone())] {
-            proptest::prop_assert_eq!(checkpoint::natural_cmp(&x, &y), natural_cmp_tokenizing(&x, &y), "{:?} vs {:?}", x, y);
-            proptest::prop_assert_eq!(checkpoint::natural_cmp(&y, &x), natural_cmp_tokenizing(&y, &x), "{:?} vs {:?}", y, x);
-        }
-    }
-}
-
-#[test]
-fn natural_cmp_examples() {
-    use std::cmp::Ordering::*;
-    for (a, b, want) in [
-        ("layer.2", "layer.10", Less),
-        ("layer.010", "layer.10", Less), // equal numbers: the tie is broken bytewise
-        ("layer.10", "layer.10", Equal),
-        ("ab1", "ab!", Less), // a run that ends before a digit is a prefix: shorter first
-        ("a", "a0", Less),
-        ("", "0", Less),
-        ("9", "a", Less),
-        ("x99999999999999999999999", "x100000000000000000000000", Less), // beyond u64
-    ] {
-        assert_eq!(checkpoint::natural_cmp(a, b), want, "{a} vs {b}");
-        assert_eq!(natural_cmp_tokenizing(a, b), want, "{a} vs {b} (tokenizing)");
-        assert_eq!(checkpoint::natural_cmp(b, a), want.reverse(), "{b} vs {a}");
-    }
 }
 
 /// A safetensors header of `n` one-element F16 tensors `"{l}.{e}.w{k}.weight"` ([1, 1], so
@@ -1240,7 +1185,7 @@ proptest::proptest! {
 fn index_and_shards_must_agree() {
     let expect = |dir: &Path, needle: &str| {
         let e = Checkpoint::open(dir).unwrap_err();
-        let Error::Checkpoint(msg) = &e else { panic!("{e:?}") };
+        let Error::Index(msg) = &e else { panic!("{e:?}") };
         assert_eq!(msg, needle);
     };
     let d = TempDir::new("index-agree");
@@ -1282,6 +1227,7 @@ fn index_and_shards_must_agree() {
     two.retain(|(n, _)| n == "lm_head.weight" || n == "model.norm.weight");
     write_file(&shard2, &two);
     let e = Checkpoint::open(d.path()).unwrap_err();
+    assert!(matches!(e, Error::Index(_)), "{e:?}");
     assert_eq!(
         e.to_string(),
         format!(
@@ -1294,6 +1240,7 @@ fn index_and_shards_must_agree() {
     let entry = r#""a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}"#;
     fs::write(&one, raw_file(&format!("{{{entry},{}}}", entry.replace("[0,2]", "[2,4]")), &[0; 4])).unwrap();
     let e = Checkpoint::open(&one).unwrap_err();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
     assert_eq!(
         e.to_string(),
         format!("checkpoint error: `{}` has a corrupt safetensors header: tensor `a` appears twice", one.display())

@@ -24,18 +24,20 @@ fn run<T: Element>(gpu: &Gpu, w: &QuantizedTensor, m: usize, bias: bool, seed: u
     common::assert_linear_close(&y, &x, w, b.as_deref(), &format!("{} {ctx} m={m}", T::DTYPE));
 }
 
-/// Both paths for more than 8 rows: passes of the 8-row GEMV (what a CPU adapter picks) and the
-/// tiled GEMM (what a GPU picks from 33 rows), forced by `gemm_min_rows`.
-fn both_paths() -> [Gpu; 2] {
-    let gemm = Gpu::with_options(GpuOptions { gemm_min_rows: Some(9), ..Default::default() }).unwrap();
-    let passes = Gpu::with_options(GpuOptions { gemm_min_rows: Some(usize::MAX), ..Default::default() }).unwrap();
-    [passes, gemm]
+/// Every path, whatever this adapter would pick by itself: both GEMV kernels (whole rows per
+/// invocation, what a CPU adapter picks, and lane groups, what a GPU picks), in passes of 8 rows
+/// above 8 rows, and the tiled GEMM (what a GPU picks from 33 rows), forced by the options.
+fn every_path() -> [Gpu; 3] {
+    let open = |gemv_rows_per_thread, gemm_min_rows| {
+        Gpu::with_options(GpuOptions { gemv_rows_per_thread, gemm_min_rows, ..Default::default() }).unwrap()
+    };
+    [open(Some(true), Some(usize::MAX)), open(Some(false), Some(usize::MAX)), open(None, Some(9))]
 }
 
 #[test]
 fn linear_grid_against_f64() {
     let _ = gpu_or_skip!();
-    let paths = both_paths();
+    let paths = every_path();
     let mut seed = 1000;
     for n in SIZES {
         for k in SIZES {
@@ -48,8 +50,8 @@ fn linear_grid_against_f64() {
                 let w = reference::quantize(&common::rand_vec(n * k, seed), &[n, k], s).unwrap();
                 // Each batch size meets every shape across the dtypes over the grid.
                 let m = BATCHES[(seed as usize + i) % BATCHES.len()];
-                // Batches over 8 alternate between the GEMV passes and the GEMM.
-                let gpu = &paths[(seed as usize / 3) % 2];
+                // Shapes rotate over the two GEMV kernels and the GEMM.
+                let gpu = &paths[(seed as usize / 3) % 3];
                 let ctx = format!("[{n}, {k}] {s:?}");
                 match seed % 3 {
                     0 => run::<f32>(gpu, &w, m, seed % 5 != 0, seed, &ctx),
@@ -64,7 +66,7 @@ fn linear_grid_against_f64() {
 #[test]
 fn every_batch_size_and_dtype() {
     let _ = gpu_or_skip!();
-    let paths = both_paths();
+    let paths = every_path();
     for (i, s) in [
         QuantScheme::symmetric(Granularity::PerChannel { axis: 0 }),
         QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }),
@@ -160,7 +162,8 @@ fn fast_gemv_variants() {
     eprintln!("subgroup reductions: {}", default.uses_subgroup_reductions());
     // Every rows-per-lane-group variant, whatever this adapter would pick by itself.
     for rpt in [1u8, 2, 4] {
-        let options = GpuOptions { gemv_rows_per_group: Some(rpt), ..Default::default() };
+        let options =
+            GpuOptions { gemv_rows_per_group: Some(rpt), gemv_rows_per_thread: Some(false), ..Default::default() };
         let gpu = Gpu::with_options(options).unwrap();
         // k % 16 == 0 takes the vectorised GEMV; groups of 16 and 48 are whole 16-element units.
         // [70, 1088]: 68 units per row, so some lanes take a second two-unit step and some stop
@@ -186,7 +189,7 @@ fn fast_gemv_variants() {
     }
     assert!(matches!(
         Gpu::with_options(GpuOptions { gemv_rows_per_group: Some(3), ..Default::default() }),
-        Err(int8_wgpu::Error::Scheme(_))
+        Err(int8_wgpu::Error::InvalidOption(_))
     ));
 }
 

@@ -252,7 +252,7 @@ fn an_output_created_during_the_run_is_never_replaced_without_force() {
         fs::write(&user_file, "the user's work").unwrap();
     })
     .unwrap_err();
-    assert!(matches!(e, Error::Checkpoint(_)), "{e:?}");
+    assert!(matches!(e, Error::Output(_)), "{e:?}");
     assert_eq!(
         e.to_string(),
         format!(
@@ -358,6 +358,7 @@ fn remove_temp_folders_stops_the_runs_in_progress() {
     })
     .unwrap_err();
     assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(matches!(&e, Error::Interrupted { folder } if *folder == parent.join(&seen[0])), "{e:?}");
     assert_eq!(
         e.to_string(),
         format!(

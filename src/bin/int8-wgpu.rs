@@ -6,9 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use int8_wgpu::checkpoint::{Checkpoint, PackFormat, natural_cmp};
-use int8_wgpu::quantizer::{self, Method, Quantizer, describe_scheme, format_bytes};
-use int8_wgpu::{Gpu, Granularity, QuantScheme};
+use int8_wgpu::quantizer::{self, Inspection};
+use int8_wgpu::{Checkpoint, Gpu, Granularity, Method, QuantScheme, Quantizer};
 
 #[derive(Parser)]
 #[command(name = "int8-wgpu", version, about = "8-bit weight quantization of safetensors checkpoints on wgpu")]
@@ -215,107 +214,6 @@ fn remove_temp_folders_on_signals() {
 }
 
 fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let ckpt = Checkpoint::open(path)?;
-    let layers = ckpt.quantized_layers();
-    let mut infos = std::collections::HashMap::new();
-    for l in &layers {
-        infos.insert(l.clone(), ckpt.quantized_layer_info(l)?);
-    }
-    let mut names: Vec<&str> = ckpt.names().collect();
-    names.sort_by(|a, b| natural_cmp(a, b));
-    let w = names.iter().map(|n| n.len()).max().unwrap_or(6).max(6);
-    println!("{:<w$}  {:>14}  {:>5}  {:>12}  {:>10}", "tensor", "shape", "dtype", "scheme", "bytes");
-    for name in &names {
-        let t = ckpt.info(name).expect("listed");
-        let layer = name.strip_suffix(".weight_packed").or_else(|| name.strip_suffix(".weight"));
-        let scheme = match layer.and_then(|l| infos.get(l)) {
-            Some(i) if i.format == PackFormat::PackQuantized && name.ends_with(".weight_packed") => {
-                describe_scheme(i.scheme)
-            }
-            Some(i) if i.format == PackFormat::IntQuantized && name.ends_with(".weight") => describe_scheme(i.scheme),
-            _ => String::new(),
-        };
-        println!(
-            "{:<w$}  {:>14}  {:>5}  {:>12}  {:>10}",
-            name,
-            format!("{:?}", t.shape),
-            t.dtype.to_string(),
-            scheme,
-            format_bytes(t.nbytes())
-        );
-    }
-    println!();
-    let total = ckpt.nbytes();
-    println!("{} tensors in {} file(s)", names.len(), ckpt.files().len());
-    for f in ckpt.unlisted_files() {
-        let why = if ckpt.is_sharded() {
-            format!("not in `{}`", int8_wgpu::checkpoint::INDEX_FILE)
-        } else {
-            format!("not `{}`", int8_wgpu::checkpoint::MODEL_FILE)
-        };
-        println!("warning: `{f}` is in the folder but {why}: it is not read, its tensors are not listed above");
-    }
-    // Shapes come from the file: every size below is checked arithmetic, an error on overflow.
-    let overflow =
-        |what: &str| format!("the size estimate of {what} overflows; the checkpoint's shapes are implausible");
-    if layers.is_empty() {
-        // A float checkpoint: what the default quantization (sym, per channel) would make of it.
-        let plan = Quantizer::new(path, "").plan(&ckpt)?;
-        let (mut before, mut after) = (0usize, 0usize);
-        for name in &plan.targets {
-            let t = ckpt.info(name).expect("planned");
-            let (out, inn) = (t.shape[0], t.shape[1]);
-            // Packed rows of ceil(in/4) words, one scale per row, the [2] I64 weight_shape.
-            let int8 = inn
-                .div_ceil(4)
-                .checked_mul(4)
-                .and_then(|row| row.checked_mul(out))
-                .and_then(|packed| packed.checked_add(out.checked_mul(t.dtype.bitsize() / 8)?))
-                .and_then(|b| b.checked_add(16));
-            before = before.checked_add(t.nbytes()).ok_or_else(|| overflow("the linear weights"))?;
-            after = int8.and_then(|b| after.checked_add(b)).ok_or_else(|| overflow(&format!("`{name}`")))?;
-        }
-        let model =
-            total.checked_sub(before).and_then(|rest| rest.checked_add(after)).ok_or_else(|| overflow("the model"))?;
-        println!("not quantized; int8 estimate: symmetric per channel, default excludes");
-        println!("{:<20} {:>10} {:>12}", "", "now", "as int8");
-        footprint_rows(&format!("linear weights ({})", plan.targets.len()), before, after);
-        footprint_rows("model", total, model);
-    } else {
-        let (mut float, mut stored) = (0usize, 0usize);
-        for i in infos.values() {
-            let layer = i.shape[0].checked_mul(i.shape[1]).and_then(|n| n.checked_mul(i.scale_dtype.bitsize() / 8));
-            float = layer.and_then(|b| float.checked_add(b)).ok_or_else(|| overflow(&format!("`{}`", i.name)))?;
-            stored = stored.checked_add(i.nbytes).ok_or_else(|| overflow("the quantized layers"))?;
-        }
-        let method = quantizer::recorded_method(&ckpt).map_or("not recorded".into(), |m| m.to_string());
-        let format = ckpt
-            .quantization_config()
-            .map(|q| {
-                let get = |k: &str| q.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-                format!("{}, {}", get("quant_method"), get("format"))
-            })
-            .unwrap_or_else(|| "no quantization_config".into());
-        println!(
-            "{} quantized linear layers ({format}; method {method}, activations {})",
-            layers.len(),
-            ckpt.activation_dtype()
-        );
-        println!("{:<20} {:>10} {:>12}", "", "as float", "now");
-        let model =
-            total.checked_sub(stored).and_then(|rest| rest.checked_add(float)).ok_or_else(|| overflow("the model"))?;
-        footprint_rows(&format!("linear weights ({})", layers.len()), float, stored);
-        footprint_rows("model", model, total);
-    }
+    println!("{}", Inspection::new(&Checkpoint::open(path)?)?);
     Ok(())
-}
-
-/// One footprint line: `label  before  after  (ratio x smaller)`.
-fn footprint_rows(label: &str, before: usize, after: usize) {
-    println!(
-        "{label:<20} {:>10} {:>12}   {:.2}x smaller",
-        format_bytes(before),
-        format_bytes(after),
-        before as f64 / after.max(1) as f64
-    );
 }

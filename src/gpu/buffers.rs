@@ -78,6 +78,7 @@ impl Gpu {
             drop(view);
             buffer.unmap();
         }
+        self.count_created(false);
         Ok(buffer)
     }
 

@@ -93,6 +93,7 @@ impl Gpu {
             .iter()
             .map(|&(binding, buffer)| wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() })
             .collect();
+        self.count_created(true);
         self.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &family.bind_group_layout,

@@ -1,6 +1,7 @@
 //! The GPU handle: opening or adopting a device, its optional features and limits, and the
 //! kernel-choice overrides; no kernel policy lives here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::gpu::cache::PipelineCache;
@@ -19,6 +20,11 @@ pub struct GpuOptions {
     /// Weight rows each lane group of the vectorised GEMV computes: 1, 2 or 4. `None` picks by
     /// adapter type and layer size. For tuning on a new device, and for tests of every variant.
     pub gemv_rows_per_group: Option<u8>,
+    /// Whether the GEMV gives each invocation whole weight rows (`Some(true)`, no cooperation
+    /// between invocations) or spreads each row over a lane group (`Some(false)`). `None`
+    /// picks by adapter type and row length: whole rows for rows under 512 inputs on CPU
+    /// adapters, lane groups otherwise. For tuning on a new device, and for tests of both.
+    pub gemv_rows_per_thread: Option<bool>,
     /// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV (at least
     /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests
     /// that measure one path.
@@ -28,7 +34,8 @@ pub struct GpuOptions {
 /// Optional device features this crate detected (and requested) on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capabilities {
-    /// `SHADER_F16`.
+    /// `SHADER_F16` is offered by the device (informational: no kernel needs it, 16-bit values
+    /// travel packed in `u32`, and it is not requested).
     pub shader_f16: bool,
     /// `SUBGROUP`.
     pub subgroups: bool,
@@ -55,12 +62,25 @@ struct Inner {
     poll_requests: Mutex<mpsc::Sender<()>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
+    buffers_created: AtomicU64,
+    bind_groups_created: AtomicU64,
+}
+
+/// How many GPU objects a [`Gpu`] has created: diagnostics for an application's hot loop,
+/// which should create none per iteration (see [`QuantizedLinear::encode`](crate::QuantizedLinear::encode)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceCounts {
+    /// Buffers created (parameters, tensors, weights, readback staging).
+    pub buffers: u64,
+    /// Bind groups created.
+    pub bind_groups: u64,
 }
 
 /// Kernel-choice overrides from [`GpuOptions`].
 #[derive(Clone, Copy, Debug, Default)]
 struct Tuning {
     gemv_rpt: Option<u8>,
+    gemv_rows_per_thread: Option<bool>,
     gemm_min_rows: Option<usize>,
 }
 
@@ -79,6 +99,25 @@ fn new_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
         kept.push((backends, instance.clone()));
     }
     instance
+}
+
+/// The optional features to request: `SUBGROUP` and `TIMESTAMP_QUERY` unless `disable` (the
+/// value of `INT8_WGPU_DISABLE`, comma-separated) names them. `SHADER_F16` is not requested: no
+/// kernel needs it (16-bit values travel packed in `u32`).
+fn wanted_features(disable: &str) -> Result<wgpu::Features> {
+    let mut wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+    for key in disable.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match key.to_ascii_lowercase().as_str() {
+            "subgroups" => wanted.remove(wgpu::Features::SUBGROUP),
+            "timestamps" => wanted.remove(wgpu::Features::TIMESTAMP_QUERY),
+            _ => {
+                return Err(Error::InvalidOption(format!(
+                    "INT8_WGPU_DISABLE names `{key}`; it takes a comma-separated list of `subgroups` and `timestamps`"
+                )));
+            }
+        }
+    }
+    Ok(wanted)
 }
 
 impl std::fmt::Debug for Gpu {
@@ -131,21 +170,11 @@ impl Gpu {
                 .map_err(|e| Error::NoAdapter { backends: format!("{backends:?}"), detail: e.to_string() })?,
         };
         let info = adapter.get_info();
-        let disabled = std::env::var("INT8_WGPU_DISABLE").unwrap_or_default().to_lowercase();
-        let mut wanted = wgpu::Features::empty();
-        for (feature, key) in [
-            (wgpu::Features::SHADER_F16, "f16"),
-            (wgpu::Features::SUBGROUP, "subgroups"),
-            (wgpu::Features::TIMESTAMP_QUERY, "timestamps"),
-        ] {
-            if !disabled.contains(key) {
-                wanted |= feature;
-            }
-        }
+        let wanted = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
         if let Some(r) = options.gemv_rows_per_group
             && ![1, 2, 4].contains(&r)
         {
-            return Err(Error::Scheme(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")));
+            return Err(Error::InvalidOption(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")));
         }
         let features = adapter.features() & wanted;
         let mut limits = adapter.limits();
@@ -162,7 +191,11 @@ impl Gpu {
             .await
             .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), detail: e.to_string() })?;
         log::info!("int8-wgpu: adapter {} ({:?}, {})", info.name, info.backend, info.driver_info);
-        let tuning = Tuning { gemv_rpt: options.gemv_rows_per_group, gemm_min_rows: options.gemm_min_rows };
+        let tuning = Tuning {
+            gemv_rpt: options.gemv_rows_per_group,
+            gemv_rows_per_thread: options.gemv_rows_per_thread,
+            gemm_min_rows: options.gemm_min_rows,
+        };
         Ok(Self::build(device, queue, Some(info), true, tuning))
     }
 
@@ -221,6 +254,8 @@ impl Gpu {
                 poll_requests: Mutex::new(tx),
                 uncaptured,
                 tuning,
+                buffers_created: AtomicU64::new(0),
+                bind_groups_created: AtomicU64::new(0),
             }),
         }
     }
@@ -244,6 +279,20 @@ impl Gpu {
             .unwrap_or_else(|p| p.into_inner())
             .send(())
             .map_err(|_| Error::Gpu("the poll thread has stopped".into()))
+    }
+
+    /// How many buffers and bind groups this `Gpu` (and its clones) has created so far.
+    pub fn resource_counts(&self) -> ResourceCounts {
+        ResourceCounts {
+            buffers: self.inner.buffers_created.load(Ordering::Relaxed),
+            bind_groups: self.inner.bind_groups_created.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one created buffer (`bind_group: false`) or bind group.
+    pub(super) fn count_created(&self, bind_group: bool) {
+        let c = if bind_group { &self.inner.bind_groups_created } else { &self.inner.buffers_created };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The wgpu device.
@@ -308,6 +357,11 @@ impl Gpu {
         self.inner.tuning.gemv_rpt
     }
 
+    /// [`GpuOptions::gemv_rows_per_thread`], if it was set.
+    pub(crate) fn gemv_rows_per_thread(&self) -> Option<bool> {
+        self.inner.tuning.gemv_rows_per_thread
+    }
+
     /// [`GpuOptions::gemm_min_rows`], if it was set.
     pub(crate) fn gemm_min_rows(&self) -> Option<usize> {
         self.inner.tuning.gemm_min_rows
@@ -324,5 +378,23 @@ impl Gpu {
     pub fn uses_subgroup_reductions(&self) -> bool {
         let max = self.inner.info.as_ref().map_or(0, |i| i.subgroup_max_size);
         self.inner.caps.subgroups && max > 0 && max <= 32 && max.is_power_of_two()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_wgpu_disable_is_parsed_by_name() {
+        let all = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        assert_eq!(wanted_features("").unwrap(), all);
+        assert_eq!(wanted_features(" Subgroups , ").unwrap(), wgpu::Features::TIMESTAMP_QUERY);
+        assert_eq!(wanted_features("subgroups,timestamps").unwrap(), wgpu::Features::empty());
+        // `subgroupsx` once switched subgroups off by substring; a typo is now an error.
+        for bad in ["subgroupsx", "f16", "timestamp"] {
+            let e = wanted_features(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidOption(_)) && e.to_string().contains(bad), "{e}");
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! Host side of `gemv.wgsl` and `gemm.wgsl`: kernel choice and dispatch of the fused linear.
 
-use crate::gpu::params::{FAST_GROUPS, GEMM_TILE, GEMV_ROWS, GEMV_WG, slot};
+use crate::gpu::params::{FAST_GROUPS, FAST_LANES, GEMM_TILE, GEMV_ROWS, GEMV_WG, THREAD_ROWS, slot};
 pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
+use std::sync::Arc;
+
+use crate::gpu::cache::FamilyObjects;
 use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{DType, Result};
@@ -20,6 +23,11 @@ pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
     if m >= gemm_min_rows(gpu) {
         return (Kernel::Gemm, v);
     }
+    // Whole rows per invocation: words of four int8 must hold whole scale segments.
+    if uses_rows_per_thread(gpu, k) && k.is_multiple_of(4) && (inner >= k || inner.is_multiple_of(4)) {
+        v.asym = w.scheme().has_zero_point();
+        return (Kernel::GemvRows, v);
+    }
     // 16-byte units must hold whole scale segments: per row/tensor, or groups of 16n.
     if k.is_multiple_of(16) && (inner >= k || inner.is_multiple_of(16)) {
         v.grouped = inner < k;
@@ -30,6 +38,21 @@ pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
     } else {
         (Kernel::Gemv, v)
     }
+}
+
+/// Whether the GEMV for rows of `k` inputs gives each invocation whole weight rows
+/// (`gemv_rows.wgsl`) rather than spreading a row over a lane group (`gemv_fast_main`).
+///
+/// A lane group splits a row into 16-element units over its FAST_LANES lanes, so rows shorter
+/// than FAST_LANES units leave lanes idle. On a CPU adapter, which runs a workgroup's
+/// invocations as loops over SIMD lanes, that idleness decides: on lavapipe (load 5-6, one
+/// interleaved run) whole rows per invocation were 1.6-2.9x faster at [1536, 384] (k = 384)
+/// and 0.4-0.7x as fast at [384, 1536] and [4096, 4096], where the lane groups read
+/// neighbouring units together. So CPU adapters take whole rows below k = 512; GPUs, which need
+/// many lanes per row to read memory at full speed, keep the lane groups.
+/// [`GpuOptions::gemv_rows_per_thread`](crate::GpuOptions::gemv_rows_per_thread) overrides it.
+pub(crate) fn uses_rows_per_thread(gpu: &Gpu, k: usize) -> bool {
+    gpu.gemv_rows_per_thread().unwrap_or_else(|| gpu.is_cpu_adapter() && k < FAST_LANES * 16)
 }
 
 /// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV.
@@ -69,6 +92,7 @@ pub(crate) fn rows_per_group(gpu: &Gpu, n: usize) -> u8 {
 pub(crate) fn workgroups(kernel: Kernel, v: Variant, rows: usize, m: usize) -> u32 {
     (match kernel {
         Kernel::Gemv => rows.div_ceil(GEMV_ROWS),
+        Kernel::GemvRows => rows.div_ceil(GEMV_WG * THREAD_ROWS),
         Kernel::GemvFast | Kernel::GemvDense => rows.div_ceil(FAST_GROUPS * usize::from(v.rpt)),
         _ => rows.div_ceil(GEMM_TILE) * m.div_ceil(GEMM_TILE),
     }) as u32
@@ -79,7 +103,7 @@ pub(crate) fn workgroups(kernel: Kernel, v: Variant, rows: usize, m: usize) -> u
 pub(crate) struct Plan {
     pub(crate) kernel: Kernel,
     pub(crate) variant: Variant,
-    /// Row block index and the uniform parameters of each dispatch, in recording order.
+    /// Row block index and the parameters of each dispatch, in recording order.
     pub(crate) dispatches: Vec<(usize, LinearParams)>,
 }
 
@@ -116,7 +140,7 @@ pub(crate) fn plan(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType, ha
 
 /// A linear dispatch with its bind groups made, ready to record into compute passes.
 pub(crate) struct Prepared {
-    pub(crate) pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+    pub(crate) pipeline: Arc<wgpu::ComputePipeline>,
     /// Per row block: its bind group and workgroup grid.
     pub(crate) groups: Vec<(wgpu::BindGroup, (u32, u32))>,
 }
@@ -131,41 +155,72 @@ impl Prepared {
     }
 }
 
-/// Binds a [`Plan`]'s dispatches. `uniforms[i]` must hold `plan.dispatches[i]`'s parameters.
-/// 16-bit outputs are OR-ed into `y`: the caller clears it first.
-pub(crate) fn prepare_linear(
+/// A [`Plan`] for some number of activation rows with its parameters uploaded and its pipeline
+/// compiled: everything about a forward that does not depend on which buffers it reads and
+/// writes, built once per (layer, rows) and reused.
+pub(crate) struct RowsPlan {
+    family: Arc<FamilyObjects>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    /// Per dispatch, in recording order: its row block, parameter buffer and workgroup grid.
+    dispatches: Vec<(usize, wgpu::Buffer, (u32, u32))>,
+}
+
+/// Plans `m` rows of `w` and uploads each dispatch's parameters.
+pub(crate) fn prepare_rows(
     gpu: &Gpu,
     w: &GpuQuantizedTensor,
-    plan: &Plan,
-    uniforms: &[wgpu::Buffer],
-    x: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-) -> Result<Prepared> {
-    let fam = gpu.family(plan.kernel.family(plan.variant))?;
+    m: usize,
+    dtype: DType,
+    has_bias: bool,
+) -> Result<RowsPlan> {
+    let plan = plan(gpu, w, m, dtype, has_bias);
+    let family = gpu.family(plan.kernel.family(plan.variant))?;
     let pipeline = gpu.pipeline(plan.kernel, plan.variant)?;
-    let groups = plan
+    let dispatches = plan
         .dispatches
         .iter()
-        .zip(uniforms)
-        .map(|((i, p), u)| {
-            let b = &w.blocks[*i];
-            let g = gpu.bind_group(
-                &fam,
-                &[
-                    (slot::PARAMS, u),
-                    (slot::OUT, y),
-                    (slot::X, x),
-                    (slot::WEIGHTS, &b.buffer),
-                    (slot::SCALES, &w.scales),
-                    (slot::ZERO_POINTS, &w.zero_points),
-                    (slot::BIAS, bias),
-                ],
-            );
-            (g, gpu.grid(workgroups(plan.kernel, plan.variant, b.rows, p.m as usize)))
+        .map(|(i, p)| {
+            let params = gpu.storage_buffer("int8-wgpu linear params", bytemuck::bytes_of(p))?;
+            let grid = gpu.grid(workgroups(plan.kernel, plan.variant, w.blocks[*i].rows, p.m as usize));
+            Ok((*i, params, grid))
         })
-        .collect();
-    Ok(Prepared { pipeline, groups })
+        .collect::<Result<_>>()?;
+    Ok(RowsPlan { family, pipeline, dispatches })
+}
+
+impl RowsPlan {
+    /// Binds the plan to its buffers. 16-bit outputs are OR-ed into `y`: the caller clears it
+    /// first.
+    pub(crate) fn bind(
+        &self,
+        gpu: &Gpu,
+        w: &GpuQuantizedTensor,
+        x: &wgpu::Buffer,
+        bias: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Prepared {
+        let groups = self
+            .dispatches
+            .iter()
+            .map(|(i, params, grid)| {
+                let b = &w.blocks[*i];
+                let g = gpu.bind_group(
+                    &self.family,
+                    &[
+                        (slot::PARAMS, params),
+                        (slot::OUT, y),
+                        (slot::X, x),
+                        (slot::WEIGHTS, &b.buffer),
+                        (slot::SCALES, &w.scales),
+                        (slot::ZERO_POINTS, &w.zero_points),
+                        (slot::BIAS, bias),
+                    ],
+                );
+                (g, *grid)
+            })
+            .collect();
+        Prepared { pipeline: self.pipeline.clone(), groups }
+    }
 }
 
 impl Gpu {

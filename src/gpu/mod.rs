@@ -10,11 +10,11 @@ mod div_check;
 pub(crate) mod matmul;
 pub(crate) mod params;
 mod quantize;
-mod quantized;
+mod quantized_tensor;
 pub(crate) mod shaders;
 mod tensor;
 
-pub use device::{Capabilities, Gpu, GpuOptions};
+pub use device::{Capabilities, Gpu, GpuOptions, ResourceCounts};
 pub use params::GEMV_MAX_ROWS;
-pub use quantized::GpuQuantizedTensor;
+pub use quantized_tensor::GpuQuantizedTensor;
 pub use tensor::GpuTensor;

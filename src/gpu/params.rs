@@ -25,6 +25,8 @@ pub(crate) const FAST_LANES: usize = 32;
 pub(crate) const FAST_GROUPS: usize = FAST_WG / FAST_LANES;
 /// Most weight rows one fast-GEMV lane group owns (`RPT` is 1, 2 or 4).
 pub(crate) const MAX_RPT: usize = 4;
+/// Weight rows each invocation of the row-per-thread GEMV (`gemv_rows.wgsl`) owns.
+pub(crate) const THREAD_ROWS: usize = 4;
 /// Output tile of the GEMM: `GEMM_TILE` activation rows by `GEMM_TILE` weight rows.
 pub(crate) const GEMM_TILE: usize = 64;
 /// Depth of one GEMM k step.
@@ -32,8 +34,8 @@ pub(crate) const GEMM_TK: usize = 16;
 /// Threads of every 256-thread workgroup (GEMM, quantize, dequantize).
 pub(crate) const WG: usize = 256;
 
-/// Declares a uniform parameter block of `u32` fields and its WGSL twin (`Self::WGSL`), so the
-/// two cannot drift apart. Uniform blocks must be a multiple of 16 bytes: checked at compile time.
+/// Declares a parameter block of `u32` fields and its WGSL twin (`Self::WGSL`), so the two cannot
+/// drift apart. Uniform blocks must be a multiple of 16 bytes: checked at compile time for all.
 macro_rules! shader_params {
     ($(#[doc = $doc:literal])* $name:ident { $($(#[doc = $fdoc:literal])* $field:ident),* $(,)? }) => {
         $(#[doc = $doc])*
@@ -192,8 +194,12 @@ const fn b(slot: u32, name: &'static str, ty: &'static str, access: Access) -> B
 use Access::{Read as R, ReadWrite as RW, Uniform as U};
 
 const OUT: Binding = b(slot::OUT, "out", "array<atomic<u32>>", RW);
+// The linear kernels read their parameters from a storage buffer, not a uniform one: lavapipe
+// specialises a shader on its uniform values, which cost ~7 ms per submission of a [1536, 384]
+// layer (9.8 ms per forward against 2.8 ms with storage, interleaved runs) and ~12 ms per
+// dispatch when a model interleaves layers. GPUs read either from cache.
 const LINEAR: [Binding; 7] = [
-    b(slot::PARAMS, "p", "Params", U),
+    b(slot::PARAMS, "p", "Params", R),
     OUT,
     b(slot::X, "x", "array<u32>", R),
     b(slot::WEIGHTS, "weights", "array<u32>", R),
@@ -238,7 +244,7 @@ pub(crate) fn bindings(family: Family) -> &'static [Binding] {
         Family::DivCheck => &QUANTIZE,
         Family::Dequantize => &DEQUANTIZE,
         Family::Gemv { .. } => &GEMV,
-        Family::Gemm => &LINEAR,
+        Family::Gemm | Family::GemvRows => &LINEAR,
     }
 }
 
@@ -260,6 +266,7 @@ fn constants(family: Family) -> Vec<(&'static str, usize)> {
             ("MAX_RPT", MAX_RPT),
         ]),
         Family::Gemm => c.extend([("TM", GEMM_TILE), ("TN", GEMM_TILE), ("TK", GEMM_TK)]),
+        Family::GemvRows => c.extend([("GEMV_WG", GEMV_WG), ("MAX_M", GEMV_MAX_ROWS), ("THREAD_ROWS", THREAD_ROWS)]),
         _ => {}
     }
     c
@@ -277,7 +284,7 @@ pub(crate) fn prelude(family: Family) -> String {
         #[cfg(test)]
         Family::DivCheck => QuantizeParams::WGSL,
         Family::Dequantize => DequantizeParams::WGSL,
-        Family::Gemv { .. } | Family::Gemm => LinearParams::WGSL,
+        Family::Gemv { .. } | Family::Gemm | Family::GemvRows => LinearParams::WGSL,
     });
     for binding in bindings(family) {
         let space = match binding.access {

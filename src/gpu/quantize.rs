@@ -1,12 +1,12 @@
 //! Host side of `quantize.wgsl`: quantization on the GPU (statistics, scales, packing), with
 //! the same ints and scale bits as the CPU reference.
 
+use crate::check::check_finite;
 use crate::gpu::params::{self, QuantizeParams, slot};
-use crate::gpu::quantized::{RowBlock, row_blocks, rows_cols};
+use crate::gpu::quantized_tensor::{RowBlock, row_blocks, rows_cols};
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
-use crate::reference::check_finite;
 use crate::scheme::{check_shape, unravel};
 use crate::{DType, Element, Error, QuantScheme, Result};
 

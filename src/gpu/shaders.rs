@@ -14,6 +14,7 @@ const DEQUANTIZE: &str = include_str!("../../shaders/dequantize.wgsl");
 const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
 const GEMV_REDUCE_SG: &str = include_str!("../../shaders/gemv_reduce_sg.wgsl");
 const GEMV_REDUCE_WG: &str = include_str!("../../shaders/gemv_reduce_wg.wgsl");
+const GEMV_ROWS: &str = include_str!("../../shaders/gemv_rows.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 #[cfg(test)]
 const DIV_CHECK: &str = include_str!("../../shaders/test/div_check.wgsl");
@@ -27,6 +28,8 @@ pub(crate) enum Family {
     Gemv {
         subgroups: bool,
     },
+    /// The row-per-thread GEMV (`gemv_rows.wgsl`).
+    GemvRows,
     Gemm,
     /// Test probe of the exact division (`shaders/test/div_check.wgsl`).
     #[cfg(test)]
@@ -43,6 +46,7 @@ pub(crate) enum Kernel {
     Gemv,
     GemvFast,
     GemvDense,
+    GemvRows,
     Gemm,
     GemmDense,
     /// Test probe of the exact division and of quantize_value (`div_check_main`).
@@ -73,11 +77,12 @@ impl Variant {
 
 impl Family {
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 6] = [
+    pub(crate) const ALL: [Family; 7] = [
         Family::Quantize,
         Family::Dequantize,
         Family::Gemv { subgroups: false },
         Family::Gemv { subgroups: true },
+        Family::GemvRows,
         Family::Gemm,
         Family::DivCheck,
     ];
@@ -88,6 +93,7 @@ impl Family {
             Family::Dequantize => "dequantize.wgsl",
             Family::Gemv { subgroups: false } => "gemv.wgsl",
             Family::Gemv { subgroups: true } => "gemv.wgsl (subgroups)",
+            Family::GemvRows => "gemv_rows.wgsl",
             Family::Gemm => "gemm.wgsl",
             #[cfg(test)]
             Family::DivCheck => "test/div_check.wgsl",
@@ -107,6 +113,7 @@ impl Family {
                 let reduce = if subgroups { GEMV_REDUCE_SG } else { GEMV_REDUCE_WG };
                 [&prelude, COMMON, LINEAR_COMMON, GEMV, reduce].concat()
             }
+            Family::GemvRows => [&prelude, COMMON, LINEAR_COMMON, GEMV_ROWS].concat(),
             Family::Gemm => [&prelude, COMMON, LINEAR_COMMON, GEMM].concat(),
             #[cfg(test)]
             Family::DivCheck => [&prelude, COMMON, DIV_CHECK].concat(),
@@ -122,6 +129,7 @@ impl Kernel {
             Kernel::DivCheck => Family::DivCheck,
             Kernel::Dequantize => Family::Dequantize,
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
+            Kernel::GemvRows => Family::GemvRows,
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
         }
     }
@@ -135,6 +143,7 @@ impl Kernel {
                 ("RPT", f64::from(v.rpt)),
                 ("DENSE", f64::from(u8::from(self == Kernel::GemvDense))),
             ],
+            Family::GemvRows => vec![("ASYM", f64::from(u8::from(v.asym)))],
             Family::Gemm => vec![("DENSE", f64::from(u8::from(self == Kernel::GemmDense)))],
             _ => vec![],
         }
@@ -148,6 +157,7 @@ impl Kernel {
             Kernel::Dequantize => "dequantize_main",
             Kernel::Gemv => "gemv_main",
             Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
+            Kernel::GemvRows => "gemv_rows_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
             #[cfg(test)]
             Kernel::DivCheck => "div_check_main",
@@ -172,6 +182,9 @@ mod tests {
             v.push((Kernel::Dequantize, Variant::new(DType::F32, dt)));
             for k in [Kernel::Gemv, Kernel::Gemm, Kernel::GemmDense] {
                 v.push((k, Variant::new(dt, dt)));
+            }
+            for asym in [false, true] {
+                v.push((Kernel::GemvRows, Variant { asym, ..Variant::new(dt, dt) }));
             }
             for (grouped, asym, subgroups, rpt) in
                 (0..24).map(|i| (i & 1 != 0, i & 2 != 0, i & 4 != 0, [1, 2, 4][i / 8]))

@@ -30,6 +30,35 @@ impl GpuTensor {
         Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype: T::DTYPE })
     }
 
+    /// Wraps an application's buffer as a tensor of `shape` and `dtype` (16-bit dtypes packed two
+    /// per `u32`, row-major, starting at offset 0), so the application's kernels and this
+    /// crate's layers share data without copies.
+    ///
+    /// The buffer must have been created on this `Gpu`'s device (wgpu reports a buffer of
+    /// another device at the next submission; it cannot be checked here), with usage `STORAGE`
+    /// (`COPY_SRC` too for [`GpuTensor::read`]), and hold at least the tensor's bytes rounded
+    /// up to a multiple of 4. A layer may read and write tensors that share one buffer only as
+    /// [`QuantizedLinear::record`](crate::QuantizedLinear::record) allows (its output never
+    /// aliases its input or bias).
+    pub fn from_buffer(gpu: &Gpu, buffer: wgpu::Buffer, shape: &[usize], dtype: DType) -> Result<Self> {
+        let numel = check_numel(shape, "tensor")?;
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::Shape(format!(
+                "the buffer's usage {:?} lacks STORAGE; layers bind tensors as storage buffers",
+                buffer.usage()
+            )));
+        }
+        let need = (numel * dtype.size()).div_ceil(4) as u64 * 4;
+        if buffer.size() < need {
+            return Err(Error::Shape(format!(
+                "the buffer holds {} bytes; a {dtype} tensor of shape {shape:?} needs {need}",
+                buffer.size()
+            )));
+        }
+        gpu.check_binding("tensor", buffer.size())?;
+        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype })
+    }
+
     /// A zero-filled tensor.
     pub fn zeros(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Self> {
         let numel = check_numel(shape, "tensor")?;

@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{CONFIG_FILE, INDEX_FILE};
+use crate::checkpoint::{CONFIG_FILE, INDEX_FILE, file_kind};
 use crate::{Error, Result};
 
 /// File extensions of weight formats that are not copied into the output (they would carry the
@@ -144,28 +144,5 @@ fn open_no_follow(path: &Path) -> io::Result<File> {
 
 /// `a FIFO, not a regular file`, and so on for sockets, devices, folders.
 fn not_regular(meta: &fs::Metadata) -> String {
-    let t = meta.file_type();
-    let kind = if t.is_dir() { "a folder" } else { special_kind(t) };
-    format!("{kind}, not a regular file")
-}
-
-#[cfg(unix)]
-fn special_kind(t: fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_char_device() {
-        "a character device"
-    } else {
-        "a special file"
-    }
-}
-
-#[cfg(not(unix))]
-fn special_kind(_: fs::FileType) -> &'static str {
-    "a special file"
+    format!("{}, not a regular file", file_kind(meta.file_type()))
 }

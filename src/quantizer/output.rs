@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use super::rename::{exchange, rename_no_replace, unsupported};
 use crate::{Error, Result};
 
 /// How a temporary folder's name starts; `<pid>-<n>` follows. Older versions put the output's
@@ -104,11 +105,11 @@ impl Drop for TmpDir {
 }
 
 fn interrupted(tmp: &Path) -> Error {
-    Error::Checkpoint(format!("the run was interrupted: its temporary output folder `{}` was removed", tmp.display()))
+    Error::Interrupted { folder: tmp.to_path_buf() }
 }
 
 fn appeared(output: &Path) -> Error {
-    Error::Checkpoint(format!(
+    Error::Output(format!(
         "output `{}` appeared while quantizing (another program or run created it); it was left as it is and this \
          run's result discarded; remove it, choose another folder, or allow overwriting (--force)",
         output.display()
@@ -116,7 +117,7 @@ fn appeared(output: &Path) -> Error {
 }
 
 fn not_a_folder(output: &Path) -> Error {
-    Error::Checkpoint(format!("output `{}` exists and is not a folder", output.display()))
+    Error::Output(format!("output `{}` exists and is not a folder", output.display()))
 }
 
 /// Moves the finished `tmp` to `output`. Without `overwrite`, nothing at `output` is ever
@@ -189,7 +190,7 @@ fn replace(tmp: &Path, output: &Path) -> Result<Option<PathBuf>> {
             Err(e) => return Err(Error::io("moving into place", output, e)),
         }
     }
-    Err(Error::Checkpoint(format!(
+    Err(Error::Output(format!(
         "output `{}` kept appearing and disappearing while it was being replaced; try again",
         output.display()
     )))
@@ -206,7 +207,7 @@ fn move_aside_and_replace(tmp: &Path, output: &Path) -> Result<PathBuf> {
     if let Err(e) = rename_no_replace(tmp, output) {
         return Err(match fs::rename(&aside, output) {
             Ok(()) => Error::io("moving into place", output, e),
-            Err(back) => Error::Checkpoint(format!(
+            Err(back) => Error::Output(format!(
                 "could not move the new output into place ({e}) nor the previous one back ({back}); the previous \
                  output is at `{}`",
                 aside.display()
@@ -222,102 +223,6 @@ fn remove_all(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r,
     }
-}
-
-// ---- Renames ------------------------------------------------------------------------------
-
-/// Renames `from` to `to`, failing with `AlreadyExists` when anything is at `to`.
-fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    match native_rename(from, to, Rename::NoReplace) {
-        Err(e) if unsupported(&e) => claim_and_rename(from, to),
-        r => r,
-    }
-}
-
-/// Swaps `a` and `b` in one step; `Unsupported` (or the OS's word for it) where it cannot.
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    native_rename(a, b, Rename::Exchange)
-}
-
-#[derive(Clone, Copy)]
-enum Rename {
-    NoReplace,
-    Exchange,
-}
-
-/// Whether the OS or file system does not support a rename flag (NFS, some FUSE file systems,
-/// kernels before 3.15, APFS-less macOS volumes, other OSes).
-fn unsupported(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    if let Some(code) = e.raw_os_error() {
-        return [libc::EINVAL, libc::ENOSYS, libc::ENOTSUP, libc::EOPNOTSUPP].contains(&code);
-    }
-    e.kind() == io::ErrorKind::Unsupported
-}
-
-#[cfg(unix)]
-fn c_path(p: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
-#[cfg(target_os = "linux")]
-fn native_rename(from: &Path, to: &Path, how: Rename) -> io::Result<()> {
-    let flags = match how {
-        Rename::NoReplace => libc::RENAME_NOREPLACE,
-        Rename::Exchange => libc::RENAME_EXCHANGE,
-    };
-    let (from, to) = (c_path(from)?, c_path(to)?);
-    // The system call itself: glibc has a wrapper only from 2.28 on.
-    // SAFETY: two valid NUL-terminated paths that outlive the call.
-    let r = unsafe {
-        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags)
-    };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-#[cfg(target_vendor = "apple")]
-fn native_rename(from: &Path, to: &Path, how: Rename) -> io::Result<()> {
-    let flags = match how {
-        Rename::NoReplace => libc::RENAME_EXCL,
-        Rename::Exchange => libc::RENAME_SWAP,
-    };
-    let (from, to) = (c_path(from)?, c_path(to)?);
-    // SAFETY: two valid NUL-terminated paths that outlive the call.
-    let r = unsafe { libc::renamex_np(from.as_ptr(), to.as_ptr(), flags) };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-#[cfg(not(any(target_os = "linux", target_vendor = "apple")))]
-fn native_rename(_: &Path, _: &Path, _: Rename) -> io::Result<()> {
-    Err(io::ErrorKind::Unsupported.into())
-}
-
-/// The portable no-replace rename of a folder: claim `to` by creating it, which fails when
-/// anything is there, then rename over that empty folder, which POSIX allows and which fails if
-/// something was put into it meanwhile (then the claim is withdrawn, leaving what was put there).
-#[cfg(unix)]
-fn claim_and_rename(from: &Path, to: &Path) -> io::Result<()> {
-    fs::create_dir(to)?;
-    fs::rename(from, to).map_err(|e| {
-        let _ = fs::remove_dir(to);
-        match e.raw_os_error() {
-            Some(code) if [libc::ENOTEMPTY, libc::EEXIST].contains(&code) => {
-                io::Error::new(io::ErrorKind::AlreadyExists, e)
-            }
-            _ => e,
-        }
-    })
-}
-
-/// Without POSIX rename semantics: check, then rename (Windows never renames a folder over an
-/// existing folder, so only something created between the two steps could be at risk).
-#[cfg(not(unix))]
-fn claim_and_rename(from: &Path, to: &Path) -> io::Result<()> {
-    if fs::symlink_metadata(to).is_ok() {
-        return Err(io::ErrorKind::AlreadyExists.into());
-    }
-    fs::rename(from, to)
 }
 
 // ---- Folders left by killed runs ----------------------------------------------------------
@@ -407,42 +312,8 @@ fn try_lock(_: &Path) -> io::Result<Option<File>> {
 
 #[cfg(all(test, unix))]
 mod tests {
+    use super::super::rename::tests::{Scratch, folder, names, read};
     use super::*;
-
-    /// A fresh folder under the system temp dir, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!("int8-wgpu-unit-{name}-{}-{n}", std::process::id()));
-            fs::create_dir_all(&p).unwrap();
-            Scratch(p)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A folder holding `file` with `text`.
-    fn folder(path: &Path, file: &str, text: &str) {
-        fs::create_dir(path).unwrap();
-        fs::write(path.join(file), text).unwrap();
-    }
-
-    fn read(path: &Path) -> String {
-        fs::read_to_string(path).unwrap()
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        v.sort();
-        v
-    }
 
     #[test]
     fn temporary_names_are_short_and_recognized() {
@@ -469,51 +340,6 @@ mod tests {
         let path = t.path().to_path_buf();
         drop(t);
         assert!(!path.exists(), "dropped uncommitted: removed");
-    }
-
-    #[test]
-    fn no_replace_renames_refuse_anything_in_the_way() {
-        let s = Scratch::new("noreplace");
-        let (a, b) = (s.0.join("a"), s.0.join("b"));
-        folder(&a, "f", "new");
-        for claim in [rename_no_replace as fn(&Path, &Path) -> io::Result<()>, claim_and_rename] {
-            for obstacle in ["full", "empty", "file"] {
-                match obstacle {
-                    "full" => folder(&b, "user.txt", "mine"),
-                    "empty" => fs::create_dir(&b).unwrap(),
-                    _ => fs::write(&b, "a file").unwrap(),
-                }
-                let e = claim(&a, &b).unwrap_err();
-                assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{obstacle}: {e}");
-                assert_eq!(read(&a.join("f")), "new", "{obstacle}");
-                match obstacle {
-                    "full" => assert_eq!(read(&b.join("user.txt")), "mine"),
-                    "empty" => assert_eq!(names(&b), Vec::<String>::new()),
-                    _ => assert_eq!(read(&b), "a file"),
-                }
-                if b.is_dir() { fs::remove_dir_all(&b) } else { fs::remove_file(&b) }.unwrap();
-            }
-            claim(&a, &b).unwrap();
-            assert_eq!(read(&b.join("f")), "new");
-            fs::rename(&b, &a).unwrap();
-        }
-    }
-
-    #[test]
-    fn exchange_swaps_two_folders() {
-        let s = Scratch::new("exchange");
-        let (a, b) = (s.0.join("a"), s.0.join("b"));
-        folder(&a, "f", "new");
-        folder(&b, "g", "old");
-        match exchange(&a, &b) {
-            Ok(()) => {
-                assert_eq!(read(&b.join("f")), "new");
-                assert_eq!(read(&a.join("g")), "old");
-            }
-            // A file system without exchange: nothing moved.
-            Err(e) if unsupported(&e) => assert_eq!(read(&a.join("f")), "new"),
-            Err(e) => panic!("{e}"),
-        }
     }
 
     #[test]

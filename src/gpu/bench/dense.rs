@@ -5,7 +5,7 @@ use bytemuck::Zeroable;
 
 use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::matmul::{GEMV_MAX_ROWS, LinearParams, Prepared, gemm_min_rows, rows_per_group, workgroups};
-use crate::gpu::quantized::{RowBlock, row_blocks};
+use crate::gpu::quantized_tensor::{RowBlock, row_blocks};
 use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::{DType, Error, Result};
@@ -70,7 +70,7 @@ impl DenseLinear {
                     m0: m0 as u32,
                     ..LinearParams::zeroed()
                 };
-                let u = self.gpu.uniform_buffer("int8-wgpu dense params", bytemuck::bytes_of(&params))?;
+                let u = self.gpu.storage_buffer("int8-wgpu dense params", bytemuck::bytes_of(&params))?;
                 let ph = &self.placeholder;
                 let g = self.gpu.bind_group(
                     &fam,

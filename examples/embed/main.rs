@@ -1,0 +1,310 @@
+//! Sentence embeddings with all-MiniLM-L6-v2, the whole model on the GPU: int8 linear layers
+//! (int8-wgpu's `QuantizedLinear`) against the dense f32 model, one submission per batch.
+//!
+//! ```sh
+//! bash scripts/fetch-minilm.sh      # the checkpoint, into ~/.cache/int8-wgpu (never committed)
+//! cargo run --release --example embed -- "A man is eating food." "A man is eating pasta."
+//! ```
+//!
+//! Prints each model's similarity matrix, the cosine between the f32 and int8 embeddings, the
+//! model's memory on the GPU and the time per batch. Options:
+//!
+//! - `--model DIR`: the float checkpoint (default: the fetch script's folder).
+//! - `--quantized DIR`: also run a checkpoint written by `int8-wgpu quantize`.
+//! - `--int8 bf16,f16,w8a32` (or `all`): the int8 flavours to run (default `bf16`); the float
+//!   checkpoint is quantized on the GPU at load, symmetric per output channel.
+//! - `--iters N`: timed forwards per model and batch (default 3), interleaved across models.
+//! - `--bench`: time batches of 1 and 8 sentences (cycling the sentences given), and
+//!   `--bench-batch N` more, plus the host time to record one forward.
+//! - `--check`: also run the f32 forward on the CPU in f64 and print the GPU's cosine to it.
+
+// Shared with tests/minilm_model.rs (by `#[path]`), which uses items this CLI does not.
+#[allow(dead_code)]
+mod bert;
+#[allow(dead_code)]
+mod cpu;
+#[allow(dead_code)]
+mod kernels;
+#[allow(dead_code)]
+mod tokens;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bert::{Bert, Plan, Precision};
+use int8_wgpu::{Checkpoint, DType, Gpu};
+use kernels::Result;
+use tokens::Batch;
+
+struct Args {
+    model: PathBuf,
+    quantized: Option<PathBuf>,
+    int8: Vec<DType>,
+    iters: usize,
+    bench: bool,
+    bench_batches: Vec<usize>,
+    check: bool,
+    sentences: Vec<String>,
+}
+
+fn default_model() -> PathBuf {
+    let cache = std::env::var_os("INT8_WGPU_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/int8-wgpu"));
+    cache.join("all-MiniLM-L6-v2")
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        model: default_model(),
+        quantized: None,
+        int8: vec![DType::BF16],
+        iters: 3,
+        bench: false,
+        bench_batches: vec![1, 8],
+        check: false,
+        sentences: vec![],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--model" => a.model = value("--model")?.into(),
+            "--quantized" => a.quantized = Some(value("--quantized")?.into()),
+            "--int8" => {
+                let v = value("--int8")?;
+                let list = if v == "all" { "bf16,f16,w8a32".to_string() } else { v };
+                a.int8 = list
+                    .split(',')
+                    .map(|s| match Precision::parse(s.trim())? {
+                        Precision::Int8(d) => Ok(d),
+                        Precision::F32 => Err("--int8 takes bf16, f16 or w8a32".into()),
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "--iters" => a.iters = value("--iters")?.parse::<usize>()?.max(1),
+            "--bench" => a.bench = true,
+            "--bench-batch" => a.bench_batches.push(value("--bench-batch")?.parse()?),
+            "--check" => a.check = true,
+            "-h" | "--help" => {
+                println!(
+                    "usage: embed [--model DIR] [--quantized DIR] [--int8 bf16,f16,w8a32|all] [--iters N] \
+                     [--bench [--bench-batch N]] [--check] SENTENCE..."
+                );
+                std::process::exit(0);
+            }
+            s if s.starts_with("--") => return Err(format!("unknown option {s} (see --help)").into()),
+            _ => a.sentences.push(arg),
+        }
+    }
+    if a.sentences.is_empty() {
+        a.sentences = [
+            "A man is eating food.",
+            "A man is eating a piece of bread.",
+            "The new movie is awesome.",
+            "A cheetah is running behind its prey.",
+        ]
+        .map(String::from)
+        .to_vec();
+    }
+    Ok(a)
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.2} MB", bytes as f64 / 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn print_similarity(labels: &[String], e: &[Vec<f32>]) {
+    print!("{:>8}", "");
+    for j in 0..e.len() {
+        print!("{:>9}", format!("s{}", j + 1));
+    }
+    println!();
+    for (i, a) in e.iter().enumerate() {
+        print!("{:>8}", format!("s{}", i + 1));
+        for b in e {
+            print!("{:>9.4}", cpu::cosine(a, b));
+        }
+        println!("   {}", labels[i]);
+    }
+}
+
+/// One loaded model and its plans.
+struct Run {
+    name: String,
+    bert: Bert,
+    load: Duration,
+}
+
+fn main() -> Result<()> {
+    env_logger::init();
+    let args = parse_args()?;
+    if !args.model.join("model.safetensors").is_file() && args.quantized.is_none() {
+        return Err(format!(
+            "no checkpoint in {}: run `bash scripts/fetch-minilm.sh`, or pass --model DIR",
+            args.model.display()
+        )
+        .into());
+    }
+    let gpu = Gpu::new()?;
+    println!("adapter: {}", gpu.describe());
+    let tok_dir = if args.model.join("tokenizer.json").is_file() {
+        &args.model
+    } else {
+        args.quantized.as_ref().unwrap_or(&args.model)
+    };
+    let tokenizer = tokens::load_tokenizer(tok_dir, tokens::max_seq_length(tok_dir))?;
+    let sentences: Vec<&str> = args.sentences.iter().map(String::as_str).collect();
+    let batch = Batch::tokenize(&tokenizer, &sentences)?;
+    let lengths: Vec<usize> = batch.mask.chunks(batch.seq).map(|m| m.iter().filter(|&&v| v == 1).count()).collect();
+    println!("{} sentences, {lengths:?} tokens, padded to {}", batch.batch, batch.seq);
+
+    // Load every model first: f32 dense, then each int8 flavour, then a quantized checkpoint.
+    let mut runs = Vec::new();
+    let float = match args.model.join("model.safetensors").is_file() {
+        true => Some(Checkpoint::open(&args.model)?),
+        false => None,
+    };
+    if let Some(ckpt) = &float {
+        let mut precisions = vec![Precision::F32];
+        precisions.extend(args.int8.iter().map(|&d| Precision::Int8(d)));
+        for p in precisions {
+            let t = Instant::now();
+            let bert = Bert::load(&gpu, ckpt, p)?;
+            gpu.synchronize()?;
+            let how = if p == Precision::F32 { "" } else { ", quantized on the GPU at load" };
+            runs.push(Run { name: format!("{p}{how}"), bert, load: t.elapsed() });
+        }
+    }
+    if let Some(dir) = &args.quantized {
+        let ckpt = Checkpoint::open(dir)?;
+        let t = Instant::now();
+        let bert = Bert::load(&gpu, &ckpt, Precision::Int8(ckpt.activation_dtype()))?;
+        gpu.synchronize()?;
+        runs.push(Run { name: format!("{} from {}", bert.precision(), dir.display()), bert, load: t.elapsed() });
+    }
+
+    let plans: Vec<Plan> = runs.iter().map(|r| r.bert.plan(batch.batch, batch.seq)).collect::<Result<_>>()?;
+    let mut embeddings = Vec::new();
+    for (r, plan) in runs.iter().zip(&plans) {
+        embeddings.push(r.bert.embed(plan, &batch)?); // also warms up
+    }
+    // Timed forwards, interleaved across models so that load on the machine hits all alike.
+    let mut times = vec![Vec::new(); runs.len()];
+    for _ in 0..args.iters {
+        for (i, (r, plan)) in runs.iter().zip(&plans).enumerate() {
+            let t = Instant::now();
+            r.bert.embed(plan, &batch)?;
+            times[i].push(t.elapsed());
+        }
+    }
+
+    let labels: Vec<String> = args.sentences.iter().map(|s| format!("{s:?}")).collect();
+    let reference = (runs.first().is_some_and(|r| r.bert.precision() == Precision::F32)).then(|| embeddings[0].clone());
+    for (i, r) in runs.iter().enumerate() {
+        let (app, layers) = plans[i].counts();
+        println!("\n== {} (loaded in {})", r.name, ms(r.load));
+        println!(
+            "GPU memory: weights {}, activations {} (batch {} x {} tokens)",
+            mb(r.bert.weight_bytes()),
+            mb(plans[i].bytes()),
+            batch.batch,
+            batch.seq
+        );
+        println!(
+            "time per batch: {} (median of {} forwards; {app} app kernels + {layers} linear layers recorded, {} submissions in {} forwards)",
+            ms(median(times[i].clone())),
+            args.iters,
+            r.bert.submissions(),
+            args.iters + 1
+        );
+        print_similarity(&labels, &embeddings[i]);
+        if let Some(reference) = &reference
+            && i > 0
+        {
+            let cos: Vec<String> =
+                reference.iter().zip(&embeddings[i]).map(|(a, b)| format!("{:.6}", cpu::cosine(a, b))).collect();
+            println!("cosine to f32, per sentence: {}", cos.join(" "));
+        }
+    }
+
+    if args.check {
+        let ckpt = float.ok_or("--check needs the float checkpoint")?;
+        let h = runs.first().ok_or("no model loaded")?.bert.config().hidden;
+        let t = Instant::now();
+        let cpu_e = cpu::CpuBert::new(ckpt)?.forward(&batch)?;
+        let cpu_rows: Vec<Vec<f32>> = cpu_e.chunks(h).map(|r| r.iter().map(|&v| v as f32).collect()).collect();
+        println!("\nCPU f64 reference forward ({}):", ms(t.elapsed()));
+        for (r, e) in runs.iter().zip(&embeddings) {
+            let cos: Vec<String> = cpu_rows.iter().zip(e).map(|(a, b)| format!("{:.7}", cpu::cosine(a, b))).collect();
+            println!("  {}: cosine {}", r.name, cos.join(" "));
+        }
+    }
+
+    if args.bench {
+        bench(&runs, &tokenizer, &sentences, &args)?;
+    }
+    Ok(())
+}
+
+/// Times forwards of several batch sizes for every model, interleaved, and the host time to
+/// record one forward.
+fn bench(runs: &[Run], tokenizer: &tokenizers::Tokenizer, sentences: &[&str], args: &Args) -> Result<()> {
+    println!("\n== timing: median of {} forwards each, models interleaved; `uptime`: {}", args.iters, uptime());
+    println!("| model | batch | tokens | forward ms | per sentence ms | record µs | submissions/forward |");
+    println!("|---|---|---|---|---|---|---|");
+    for &b in &args.bench_batches {
+        let picked: Vec<&str> = sentences.iter().cycle().take(b).copied().collect();
+        let batch = Batch::tokenize(tokenizer, &picked)?;
+        let plans: Vec<Plan> = runs.iter().map(|r| r.bert.plan(batch.batch, batch.seq)).collect::<Result<_>>()?;
+        let before: Vec<u64> = runs.iter().map(|r| r.bert.submissions()).collect();
+        for (r, p) in runs.iter().zip(&plans) {
+            r.bert.embed(p, &batch)?;
+        }
+        let mut times = vec![Vec::new(); runs.len()];
+        for _ in 0..args.iters {
+            for (i, (r, p)) in runs.iter().zip(&plans).enumerate() {
+                let t = Instant::now();
+                r.bert.embed(p, &batch)?;
+                times[i].push(t.elapsed());
+            }
+        }
+        for (i, (r, p)) in runs.iter().zip(&plans).enumerate() {
+            let device = r.bert.gpu().device();
+            let mut rec = Vec::new();
+            for _ in 0..20 {
+                let t = Instant::now();
+                let mut enc = device.create_command_encoder(&Default::default());
+                r.bert.record(p, &mut enc)?;
+                let cb = enc.finish();
+                rec.push(t.elapsed());
+                drop(cb); // recorded only, never submitted
+            }
+            let fwd = median(times[i].clone());
+            let subs = (r.bert.submissions() - before[i]) as f64 / (args.iters + 1) as f64;
+            println!(
+                "| {} | {b} | {} | {:.1} | {:.1} | {:.0} | {subs} |",
+                r.bert.precision(),
+                batch.seq,
+                fwd.as_secs_f64() * 1e3,
+                fwd.as_secs_f64() * 1e3 / b as f64,
+                median(rec).as_secs_f64() * 1e6
+            );
+        }
+    }
+    Ok(())
+}
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map_or_else(|_| "n/a".into(), |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}

@@ -1,0 +1,250 @@
+//! Safetensors checkpoints: reading a single file, a folder or a sharded folder; the
+//! compressed-tensors `pack-quantized` layout; loading quantized layers back onto the GPU.
+//!
+//! # The layout
+//!
+//! A quantized linear layer `P` (whose float weight was `P.weight`, `[out, in]`) is stored as
+//! the tensors that vLLM and transformers read for `format: "pack-quantized"`:
+//!
+//! | tensor | dtype | shape | content |
+//! |---|---|---|---|
+//! | `P.weight_packed` | I32 | `[out, ceil(in/4)]` | byte `j` of word `w` = `q[4w+j] + 128` (i.e. `q ^ 0x80`), rows zero-padded |
+//! | `P.weight_shape` | I64 | `[2]` | `[out, in]` |
+//! | `P.weight_scale` | the weight's dtype | `[out, 1]` per channel, `[out, in/G]` per group, `[1]` per tensor | scales |
+//! | `P.weight_zero_point` | I32 / I8 | `[ceil(out/4), n_groups]` packed along dim 0 (`zp + 128`); per tensor I8 `[1]` | asymmetric only |
+//!
+//! Every other tensor is copied byte for byte. `config.json` gains a `quantization_config`: the
+//! keys compressed-tensors parsers expect for 8-bit int weights with float activations, plus the
+//! cheap ones llmcompressor writes (`version`, and `zp_dtype` for asymmetric schemes).
+//!
+//! Scales are computed in f32 and exported in the weight's dtype (round to nearest even). For
+//! f32 checkpoints the file therefore holds exactly the in-memory quantization; for f16/bf16
+//! checkpoints the ints are identical and each scale is the in-memory scale rounded to that
+//! dtype ([`exported`] gives the tensor exactly as it is read back).
+//!
+//! # Loading
+//!
+//! [`Checkpoint::open`] reads the headers only; tensor data is read per file on first use.
+//! [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from `P.weight_packed` (ours or any
+//! compressed-tensors 8-bit checkpoint, `pack-quantized` or `int-quantized`). Packed words go to
+//! the GPU as stored; the kernels read the offset-binary bytes directly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+// One file per job. Here: `Checkpoint`, opened from the files `folder` finds, and its tensors.
+/// The compressed-tensors codec for the tensors of a quantized layer.
+mod compressed_tensors;
+/// What a checkpoint path names: file, model.safetensors or shards + index, config.json.
+mod folder;
+/// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
+mod load;
+/// The order names are listed and written in.
+mod natural_order;
+/// The `quantization_config` of config.json.
+mod quantization_config;
+/// Opening files as regular files, without blocking.
+mod regular_file;
+/// One safetensors file, read and checked.
+mod safetensors;
+/// Writing files deterministically.
+mod writer;
+
+// The product: the checkpoint, what it says about its tensors and quantized layers, and the
+// tensor exactly as a checkpoint stores it.
+pub use self::compressed_tensors::{PackFormat, QuantizedLayerInfo, exported};
+pub use self::safetensors::{TensorDtype, TensorInfo};
+
+// Crate-private: what the quantizer and the files here share.
+pub(crate) use self::compressed_tensors::layer_tensors;
+pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
+use self::folder::{Located, check_index, unlisted_safetensors};
+pub(crate) use self::load::METHOD_METADATA_KEY;
+pub(crate) use self::natural_order::natural_cmp;
+pub(crate) use self::quantization_config::quantization_config;
+pub(crate) use self::regular_file::file_kind;
+use self::safetensors::SafetensorsFile;
+pub(crate) use self::safetensors::{f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
+pub(crate) use self::writer::{OutTensor, write_json, write_safetensors};
+
+use crate::{Error, Result};
+
+/// A safetensors checkpoint: one file, a folder with `model.safetensors`, or a folder of shards
+/// listed by `model.safetensors.index.json`; with the folder's `config.json` when present.
+///
+/// Opening reads and checks every file's header (a truncated or corrupt file is an error here);
+/// tensor data is read per file on first use and kept. Every file read must be a regular file
+/// (or a link to one): a FIFO, socket, device or folder in its place is an error, and never
+/// blocks.
+#[derive(Debug)]
+pub struct Checkpoint {
+    path: PathBuf,
+    folder: Option<PathBuf>,
+    files: Vec<SafetensorsFile>,
+    tensors: BTreeMap<String, TensorInfo>,
+    nbytes: usize,
+    sharded: bool,
+    config: Option<Value>,
+    unlisted: Vec<String>,
+}
+
+impl Checkpoint {
+    /// Opens a checkpoint: a `.safetensors` file, or a folder holding `model.safetensors` or
+    /// shards with `model.safetensors.index.json`.
+    ///
+    /// Errors: [`Error::NotRegularFile`] for a file that is not a regular file;
+    /// [`Error::Corrupt`] for a header that is truncated, corrupt (offsets, shapes, sizes that do
+    /// not add up) or names a tensor twice, and for a `config.json` that is not a JSON object;
+    /// [`Error::Index`] for an index whose `weight_map` is empty or disagrees with the shards, or
+    /// a tensor in two shards; [`Error::NotFound`] for a folder without `model.safetensors` or
+    /// an index; [`Error::Io`] when a file cannot be read.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        // The small files first: a bad config.json fails before megabytes of headers are parsed.
+        let Located { folder, names, file_paths, weight_map, config } = folder::locate(&path)?;
+        let mut files = Vec::new();
+        let mut entries: Vec<(String, TensorInfo)> = Vec::new();
+        for (i, fp) in file_paths.iter().enumerate() {
+            let (file, tensors) = SafetensorsFile::open(fp, i)?;
+            entries.extend(tensors);
+            files.push(file);
+        }
+        // One sort by name for all files: a name given twice (in one header or in two shards)
+        // ends up next to itself, the index is checked in one merge pass, and the map is built
+        // in bulk (inserting a million names one by one took seconds).
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+            let (name, a, b) = (&w[0].0, w[0].1.file.min(w[1].1.file), w[0].1.file.max(w[1].1.file));
+            return Err(if a == b {
+                Error::Corrupt(format!(
+                    "`{}` has a corrupt safetensors header: tensor `{name}` appears twice",
+                    file_paths[a].display()
+                ))
+            } else {
+                Error::Index(format!(
+                    "tensor `{name}` is in both `{}` and `{}`",
+                    file_paths[a].display(),
+                    file_paths[b].display()
+                ))
+            });
+        }
+        if let Some(map) = &weight_map {
+            check_index(&entries, map, &names)?;
+        }
+        let nbytes = entries.iter().try_fold(0usize, |sum, (_, t)| sum.checked_add(t.nbytes())).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "the tensors of `{}` add up to more bytes than this platform can address",
+                path.display()
+            ))
+        })?;
+        let unlisted = match &folder {
+            Some(dir) => unlisted_safetensors(dir, &names)?,
+            None => Vec::new(),
+        };
+        let tensors = entries.into_iter().collect();
+        let sharded = weight_map.is_some();
+        Ok(Self { path, folder, files, tensors, nbytes, sharded, config, unlisted })
+    }
+
+    /// The `.safetensors` files in the checkpoint's folder that it does not read, sorted
+    /// naturally (`layer.2` before `layer.10`): shards missing from `model.safetensors.index.json`, a
+    /// `model.safetensors` beside an index (the index wins), or any other safetensors file
+    /// beside `model.safetensors`. Their tensors are not part of the checkpoint. Empty when
+    /// opened from a file.
+    pub fn unlisted_files(&self) -> &[String] {
+        &self.unlisted
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder, when opened from one (`None` for a single file).
+    pub fn folder(&self) -> Option<&Path> {
+        self.folder.as_deref()
+    }
+
+    /// Whether the tensors are split into shards listed by `model.safetensors.index.json`.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// The safetensors files, in order.
+    pub fn files(&self) -> Vec<&Path> {
+        self.files.iter().map(SafetensorsFile::path).collect()
+    }
+
+    /// The `__metadata__` of the first file.
+    pub fn metadata(&self) -> Option<&HashMap<String, String>> {
+        self.files.first().and_then(SafetensorsFile::metadata)
+    }
+
+    /// The `__metadata__` of file `i`.
+    pub(crate) fn file_metadata(&self, i: usize) -> Option<&HashMap<String, String>> {
+        self.files.get(i).and_then(SafetensorsFile::metadata)
+    }
+
+    /// `config.json`, when the folder has one.
+    pub fn config(&self) -> Option<&Value> {
+        self.config.as_ref()
+    }
+
+    /// The `quantization_config` of `config.json`, when present.
+    pub fn quantization_config(&self) -> Option<&Value> {
+        self.config.as_ref()?.get("quantization_config")
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// All tensors with their infos, sorted by name.
+    pub fn tensors(&self) -> impl Iterator<Item = (&str, &TensorInfo)> {
+        self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The info of one tensor.
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+
+    fn require(&self, name: &str) -> Result<&TensorInfo> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("`{}` has no tensor `{name}`", self.path.display())))
+    }
+
+    /// Total bytes of tensor data.
+    pub fn nbytes(&self) -> usize {
+        self.nbytes
+    }
+
+    /// Reads file `i` whole (not cached), checking it is still the file whose header was
+    /// validated at open: same size, same header bytes.
+    pub(crate) fn read_file(&self, i: usize) -> Result<Vec<u8>> {
+        self.files[i].read()
+    }
+
+    /// The bytes of a tensor inside `data`, the contents of its file from `read_file`.
+    pub(crate) fn slice<'a>(&self, info: &TensorInfo, data: &'a [u8]) -> &'a [u8] {
+        &data[info.range.clone()]
+    }
+
+    /// The raw little-endian bytes of a tensor.
+    pub fn bytes(&self, name: &str) -> Result<&[u8]> {
+        let info = self.require(name)?;
+        Ok(&self.files[info.file].data()?[info.range.clone()])
+    }
+
+    /// A float tensor (F32, F16, BF16) converted to f32 (exactly).
+    pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let info = self.require(name)?;
+        floats_to_f32(info.dtype, self.bytes(name)?).ok_or_else(|| {
+            Error::Unsupported(format!("tensor `{name}` is {}, not a float tensor (F32, F16 or BF16)", info.dtype))
+        })
+    }
+}

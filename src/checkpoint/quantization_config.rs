@@ -1,0 +1,101 @@
+//! The `quantization_config` of `config.json`: written for the scheme a run used, and read for
+//! what a loader must check (bit width, symmetry).
+
+use serde_json::{Value, json};
+
+use super::Checkpoint;
+use crate::{Error, Granularity, Mode, QuantScheme, Result};
+
+/// The compressed-tensors release whose `pack-quantized` layout and config this crate writes,
+/// recorded as the config's `version` as compressed-tensors itself does (transformers 5.23 with
+/// compressed-tensors 0.20 was checked loading our files).
+const COMPRESSED_TENSORS_VERSION: &str = "0.20.1";
+
+/// The `quantization_config` written into `config.json`: exactly the keys compressed-tensors
+/// parsers expect for 8-bit int weights with float activations, and no others — plus the cheap
+/// ones llmcompressor writes: `version`, and `zp_dtype` for asymmetric schemes.
+pub(crate) fn quantization_config(scheme: QuantScheme, ignore: &[String]) -> Result<Value> {
+    let (strategy, group_size) = match scheme.granularity {
+        Granularity::PerTensor => ("tensor", Value::Null),
+        Granularity::PerChannel { axis: 0 } => ("channel", Value::Null),
+        Granularity::PerGroup { size } => ("group", json!(size)),
+        Granularity::PerChannel { axis } => {
+            return Err(Error::Scheme(format!(
+                "per-channel along axis {axis} has no compressed-tensors layout; use axis 0 (one scale per output row)"
+            )));
+        }
+    };
+    let mut weights = json!({
+        "num_bits": 8,
+        "type": "int",
+        "symmetric": scheme.mode == Mode::Symmetric,
+        "strategy": strategy,
+        "group_size": group_size,
+        "dynamic": false,
+        "actorder": null,
+    });
+    if scheme.has_zero_point() {
+        weights["zp_dtype"] = json!("torch.int8");
+    }
+    Ok(json!({
+        "quant_method": "compressed-tensors",
+        "version": COMPRESSED_TENSORS_VERSION,
+        "format": "pack-quantized",
+        "quantization_status": "compressed",
+        "config_groups": {
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": weights,
+                "input_activations": null,
+            }
+        },
+        "ignore": ignore,
+    }))
+}
+
+impl Checkpoint {
+    pub(super) fn config_weights(&self) -> Option<&Value> {
+        let groups = self.quantization_config()?.get("config_groups")?.as_object()?;
+        groups.values().find_map(|g| g.get("weights"))
+    }
+
+    pub(super) fn check_num_bits(&self) -> Result<()> {
+        let Some(groups) = self.quantization_config().and_then(|q| q.get("config_groups")).and_then(Value::as_object)
+        else {
+            return Ok(());
+        };
+        for (gname, g) in groups {
+            let bits = g.get("weights").and_then(|w| w.get("num_bits")).and_then(Value::as_u64);
+            if let Some(bits) = bits.filter(|&b| b != 8) {
+                return Err(Error::Unsupported(format!(
+                    "config group `{gname}` quantizes weights to {bits} bits; only 8-bit weights are supported"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keys_are_exactly_the_specified_ones() {
+        let c = quantization_config(QuantScheme::asymmetric(Granularity::PerGroup { size: 32 }), &[]).unwrap();
+        let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 6);
+        assert_eq!(c["version"], COMPRESSED_TENSORS_VERSION);
+        let w = &c["config_groups"]["group_0"]["weights"];
+        assert_eq!(w["group_size"], 32);
+        assert_eq!(w["symmetric"], false);
+        assert_eq!(w["zp_dtype"], "torch.int8");
+        assert_eq!(w.as_object().unwrap().len(), 8);
+        let sym = quantization_config(QuantScheme::default(), &["lm_head".into()]).unwrap();
+        assert_eq!(sym["format"], "pack-quantized");
+        assert_eq!(sym["ignore"], serde_json::json!(["lm_head"]));
+        assert_eq!(sym["config_groups"]["group_0"]["weights"]["strategy"], "channel");
+        assert!(sym["config_groups"]["group_0"]["weights"].get("zp_dtype").is_none(), "symmetric: no zp_dtype");
+        assert!(quantization_config(QuantScheme::symmetric(Granularity::PerChannel { axis: 1 }), &[]).is_err());
+    }
+}

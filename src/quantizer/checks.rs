@@ -1,0 +1,121 @@
+//! The checks a run makes before any work (the settings, the paths, the input, the scheme
+//! against the planned layers), so that a refused run costs no pass over the model and leaves
+//! nothing behind. The policy is in the [`quantizer`](super) module docs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{MAX_EVAL_ROWS, Plan, Quantizer};
+use crate::checkpoint::{self, Checkpoint};
+use crate::{Error, Result};
+
+impl Quantizer {
+    /// The settings that need no file: `eval_rows` within [`MAX_EVAL_ROWS`].
+    pub(super) fn check_settings(&self) -> Result<()> {
+        if self.eval_rows > MAX_EVAL_ROWS {
+            return Err(Error::TooLarge {
+                what: "eval_rows (activation rows per layer for the output error)".into(),
+                size: u64::try_from(self.eval_rows).unwrap_or(u64::MAX),
+                limit: MAX_EVAL_ROWS as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// The output must not be the input, inside it, or hold it; it may exist only with `overwrite`.
+    pub(super) fn check_paths(&self, ckpt: &Checkpoint) -> Result<()> {
+        let input = fs::canonicalize(ckpt.path()).map_err(|e| Error::io("opening checkpoint", ckpt.path(), e))?;
+        let output = absolute(&self.output)?;
+        if output.starts_with(&input) || input.starts_with(&output) {
+            return Err(Error::Output(format!(
+                "output `{}` would overwrite or be inside the input `{}`; choose a separate output folder",
+                self.output.display(),
+                self.input.display()
+            )));
+        }
+        if self.output.exists() && !self.overwrite {
+            return Err(Error::Output(format!(
+                "output `{}` already exists; remove it, choose another folder, or allow overwriting (--force)",
+                self.output.display()
+            )));
+        }
+        if self.output.exists() && !self.output.is_dir() {
+            return Err(Error::Output(format!("output `{}` exists and is not a folder", self.output.display())));
+        }
+        Ok(())
+    }
+
+    /// Refuses inputs that are already quantized or whose names would collide with ours.
+    pub(super) fn check_input(&self, ckpt: &Checkpoint) -> Result<()> {
+        if ckpt.quantization_config().is_some() {
+            return Err(Error::Unsupported(format!(
+                "`{}` is already quantized (its config.json has a quantization_config); quantize the float checkpoint",
+                self.input.display()
+            )));
+        }
+        if let Some(n) = ckpt.names().find(|n| n.ends_with(".weight_packed")) {
+            return Err(Error::Unsupported(format!(
+                "`{}` is already quantized (it holds `{n}`); quantize the float checkpoint",
+                self.input.display()
+            )));
+        }
+        for (name, info) in ckpt.tensors() {
+            let Some(p) = name.strip_suffix(".weight") else { continue };
+            if info.shape.len() != 2 || info.float_dtype().is_none() {
+                continue;
+            }
+            for suffix in ["weight_packed", "weight_shape", "weight_scale", "weight_zero_point"] {
+                let other = format!("{p}.{suffix}");
+                if ckpt.info(&other).is_some() {
+                    return Err(Error::Unsupported(format!(
+                        "tensor name collision: quantizing `{name}` would write `{other}`, which the input already \
+                         holds; rename or exclude it"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The scheme has a compressed-tensors layout, and a group size divides every planned layer.
+    pub(super) fn check_scheme(&self, ckpt: &Checkpoint, plan: &Plan) -> Result<()> {
+        checkpoint::quantization_config(self.scheme, &[])?;
+        if let crate::Granularity::PerGroup { size } = self.scheme.granularity {
+            let bad: Vec<&String> = plan
+                .targets
+                .iter()
+                .filter(|t| ckpt.info(t).is_some_and(|i| size == 0 || i.shape[1] % size != 0))
+                .collect();
+            if let Some(first) = bad.first() {
+                return Err(Error::Scheme(format!(
+                    "group size {size} does not divide the input size of {} layer(s), first `{first}` {:?}; choose a \
+                     group size that divides every in_features, or exclude those layers",
+                    bad.len(),
+                    ckpt.info(first).map(|i| i.shape.clone()).unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `p` made absolute with its links resolved, also when it does not exist yet (the output).
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if let Ok(c) = fs::canonicalize(p) {
+        return Ok(c);
+    }
+    // Not there yet: canonicalize the nearest existing ancestor and append the rest.
+    let abs = std::path::absolute(p).map_err(|e| Error::io("resolving", p, e))?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        rest.push(existing.file_name().map(ToOwned::to_owned).unwrap_or_default());
+        existing = match existing.parent() {
+            Some(p) => p,
+            None => return Ok(abs),
+        };
+    }
+    let mut out = fs::canonicalize(existing).map_err(|e| Error::io("resolving", existing, e))?;
+    out.extend(rest.iter().rev());
+    Ok(out)
+}

@@ -1,0 +1,115 @@
+//! Imports point down the layers of DESIGN.md: host types <- reference <- gpu <- layer <-
+//! checkpoint <- quantizer <- CLI. A file that imports from a layer above its own fails here,
+//! whether through a module path (`crate::checkpoint::...`) or a crate-root re-export
+//! (`crate::Checkpoint`, resolved through `pub use` in lib.rs).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The layer of a top-level module of the crate; `None` for lib.rs itself.
+fn layer_of_module(module: &str) -> Option<usize> {
+    Some(match module {
+        "dtype" | "scheme" | "error" | "quantized" | "check" => 0,
+        "reference" => 1,
+        "gpu" => 2,
+        "layer" => 3,
+        "checkpoint" => 4,
+        "quantizer" => 5,
+        _ => return None,
+    })
+}
+
+/// The top-level module a source file belongs to (`src/gpu/cache.rs` -> `gpu`).
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).ok()?;
+    let first = rel.components().next()?.as_os_str().to_str()?;
+    Some(first.trim_end_matches(".rs").to_string())
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Crate-root names and the module each is re-exported from (`pub use gpu::{Gpu, ...}`).
+fn root_reexports(lib: &str) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    for line in lib.lines().map(str::trim).filter(|l| l.starts_with("pub use ")) {
+        let rest = line.trim_start_matches("pub use ").trim_end_matches(';');
+        let Some((module, items)) = rest.split_once("::") else { continue };
+        let items = items.trim_start_matches('{').trim_end_matches('}');
+        for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let name = item.rsplit("::").next().unwrap_or(item);
+            map.insert(name.to_string(), module.to_string());
+        }
+    }
+    map
+}
+
+/// The modules a line of code imports from: `crate::module::...` paths and crate-root names.
+fn imported_modules(code: &str, reexports: &HashMap<String, String>) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{A, b::C, ...}`: each entry is a root name or a module path.
+            let end = group.find('}').unwrap_or(group.len());
+            for entry in group[..end].split(',').map(str::trim) {
+                let head: String = entry.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                found.push(reexports.get(&head).cloned().unwrap_or(head));
+            }
+        } else {
+            let head: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            found.push(reexports.get(&head).cloned().unwrap_or(head));
+        }
+    }
+    found
+}
+
+#[test]
+fn imports_point_down_the_layers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("src");
+    let reexports = root_reexports(&fs::read_to_string(src.join("lib.rs")).unwrap());
+    assert!(reexports.contains_key("Gpu") && reexports.contains_key("QuantizedLinear"), "{reexports:?}");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        let Some(module) = module_of(&src, file) else { continue };
+        let Some(own) = layer_of_module(&module) else { continue };
+        let text = fs::read_to_string(file).unwrap();
+        let mut in_tests = false;
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            // Unit tests may reach anywhere; comments and doc links are not imports.
+            if code.starts_with("#[cfg(test)]") {
+                in_tests = true;
+            }
+            if in_tests || code.starts_with("//") {
+                continue;
+            }
+            for m in imported_modules(code, &reexports) {
+                if layer_of_module(&m).is_some_and(|l| l > own) {
+                    wrong.push(format!("{}:{}: `{module}` imports from `{m}`: {}", file.display(), i + 1, code));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "imports from a higher layer:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_check_sees_an_upward_import() {
+    let reexports = HashMap::from([("Checkpoint".to_string(), "checkpoint".to_string())]);
+    assert_eq!(imported_modules("use crate::{Checkpoint, gpu::Gpu};", &reexports), ["checkpoint", "gpu"]);
+    assert_eq!(imported_modules("let q = crate::quantizer::Quantizer::new(a, b);", &reexports), ["quantizer"]);
+}
