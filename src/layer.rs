@@ -4,9 +4,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::check::{check_finite, check_output};
-use crate::gpu::matmul::{Prepared, RowsPlan, prepare_rows};
 #[cfg(feature = "bench")]
 use crate::gpu::bench::{Timing, time_passes};
+use crate::gpu::matmul::{Prepared, RowsPlan, prepare_rows};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::scheme::check_shape;
 use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
