@@ -1,9 +1,11 @@
-//! `cargo bench`: GEMV/GEMM against the CPU reference path, the dense f32 GPU matmul of the
-//! same design and the roofline read kernel; GPU quantization and dequantization.
+//! `cargo bench --features bench`: the device's read-limit kernels; GEMV/GEMM against the dense
+//! f32 GPU matmul of the same design, the CPU reference path and candle's Q8_0 `QMatMul`; GPU
+//! quantization and dequantization.
 //!
 //! GPU figures use GPU timestamps when the adapter has `TIMESTAMP_QUERY` (kernel time), else
 //! wall clock over many dispatches in one submission. `INT8_BENCH=full` runs the whole matrix.
-//! For one markdown table with every ratio: `cargo run --release --example bench_table`.
+//! For markdown tables with every ratio, from interleaved runs:
+//! `cargo run --release --features bench --example bench_table`.
 
 #[path = "suite/mod.rs"]
 mod suite;
@@ -11,6 +13,7 @@ mod suite;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use int8_wgpu::gpu::bench::ReadLimit;
 use int8_wgpu::{DType, Gpu, GpuQuantizedTensor, reference};
 
 fn gpu() -> Gpu {
@@ -26,12 +29,22 @@ fn linear(c: &mut Criterion) {
     let devices = suite::Devices::open();
     eprintln!("adapter: {}", devices.auto.describe());
     for shape in suite::shapes() {
+        let limit = ReadLimit::new(&devices.auto, suite::weight_bytes(shape)).expect("read limit");
+        let mut g = c.benchmark_group(format!("read/{}x{}", shape.0, shape.1));
+        g.throughput(Throughput::Bytes(limit.bytes()));
+        for kernel in limit.kernels() {
+            g.bench_function(kernel.name().replace(' ', "-"), |b| {
+                b.iter_custom(|n| limit.time(kernel, n as u32).expect("time").per_iter * n as u32)
+            });
+        }
+        g.finish();
         for (sname, scheme) in suite::schemes() {
             let layer = suite::Layer::new(shape, scheme);
+            let candle = suite::Candle::new(&layer);
             for m in suite::rows() {
                 // Above 8 rows both paths: `gemm` and `gemv x<passes>` (see suite::Devices).
-                for (path, gpu, _) in devices.paths(m) {
-                    let (dense, roof) = suite::yardsticks(gpu, &layer);
+                for (i, (path, gpu, _)) in devices.paths(m).into_iter().enumerate() {
+                    let dense = suite::dense(gpu, &layer);
                     let group = path.replace(' ', "");
                     let mut g = c.benchmark_group(format!("{group}/{}x{}/{sname}", shape.0, shape.1));
                     g.throughput(Throughput::Bytes(layer.weight_bytes()));
@@ -47,12 +60,16 @@ fn linear(c: &mut Criterion) {
                     g.bench_function(BenchmarkId::new("gpu-dense-f32", m), |b| {
                         b.iter_custom(|n| dense.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
                     });
-                    g.bench_function(BenchmarkId::new("roofline", m), |b| {
-                        b.iter_custom(|n| roof.time(n as u32).expect("time").per_iter * n as u32)
-                    });
-                    if m <= suite::cpu_rows() {
-                        g.bench_function(BenchmarkId::new("cpu-reference-f32", m), |b| {
-                            b.iter(|| reference::linear(&xh, &layer.q, None).expect("cpu"))
+                    // The CPU yardsticks once per row count, not once per path.
+                    if i == 0 {
+                        if m <= suite::cpu_rows() {
+                            g.bench_function(BenchmarkId::new("cpu-reference-f32", m), |b| {
+                                b.iter(|| reference::linear(&xh, &layer.q, None).expect("cpu"))
+                            });
+                        }
+                        let cx = candle.input(&xh);
+                        g.bench_function(BenchmarkId::new("cpu-candle-q8_0-f32", m), |b| {
+                            b.iter(|| candle.forward(&cx))
                         });
                     }
                     g.finish();

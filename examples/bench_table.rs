@@ -1,15 +1,20 @@
-//! Prints one markdown table of the benchmark matrix (the same cases as `cargo bench`):
-//! int8 GEMV/GEMM against the CPU reference path, the dense f32 GPU layer of the same design
-//! and the roofline read kernel, plus GPU vs CPU quantization.
+//! Prints the benchmark matrix (the same cases as `cargo bench`) as markdown tables: the
+//! device's read limit (the fastest of several read-only kernels), then int8 GEMV/GEMM against
+//! that limit, the dense f32 GPU layer of the same design, the single-threaded CPU reference and
+//! candle's Q8_0 `QMatMul` on all cores, plus GPU vs CPU quantization.
 //!
-//! `cargo run --release --example bench_table` (quick subset) or with `INT8_BENCH=full`.
+//! `cargo run --release --features bench --example bench_table` (quick subset), or with
+//! `INT8_BENCH=full`. Medians over interleaved rounds; see `benches/suite/mod.rs`.
 
 #[path = "../benches/suite/mod.rs"]
 mod suite;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use int8_wgpu::{DType, reference};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit};
+use int8_wgpu::{DType, Gpu, QuantizedLinear, reference};
+use suite::{Measured, Probe};
 
 const MIN: Duration = Duration::from_millis(300);
 
@@ -17,100 +22,215 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// What one device (one kernel path) needs for a layer: the dense layer and the int8 layer per
+/// activation dtype, built once per shape and scheme.
+struct PathLayers {
+    dense: DenseLinear,
+    int8: Vec<(DType, QuantizedLinear)>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let devices = suite::Devices::open();
     let gpu = &devices.auto;
     println!("adapter: {}", gpu.describe());
-    println!("subgroup reductions: {}\n", gpu.uses_subgroup_reductions());
-    println!(
-        "timer: `ts` = GPU timestamps around one pass of many dispatches (kernel time); `wall` = wall clock of one submission of many dispatches. Above 8 rows both paths are measured: the tiled GEMM and passes of the 8-row GEMV; `*` marks the one the library picks on this adapter. `vs rows` = M x the 1-row GEMV time (the layer called row by row) / this time.\n"
-    );
-    println!(
-        "| kernel | [out, in] | M | act | scheme | int8 GPU µs | timer | weight GB/s | GFLOP/s | roofline GB/s | kernel/roofline | dense f32 GPU µs | int8 vs dense | vs rows | CPU ref µs | GPU vs CPU |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("subgroup reductions: {}", gpu.uses_subgroup_reductions());
+    println!("load average at start: {}", suite::load_average());
+    println!("rounds per median: {}\n", suite::rounds());
     if suite::section("linear") {
-        for shape in suite::shapes() {
-            for (sname, scheme) in suite::schemes() {
-                let layer = suite::Layer::new(shape, scheme);
-                let (_, roof) = suite::yardsticks(gpu, &layer);
-                let rt = suite::time_gpu(MIN, |n| roof.time(n).expect("roofline"));
-                let roof_gbs = layer.weight_bytes() as f64 / rt.per_iter.as_secs_f64() / 1e9;
-                // 1-row GEMV time per dtype: the "row by row" yardstick.
-                let mut one_row = std::collections::HashMap::new();
-                for m in suite::rows() {
-                    let (xh, _) = layer.input(gpu, m, DType::F32);
-                    let ct = (m <= suite::cpu_rows())
-                        .then(|| suite::time_cpu(MIN, || drop(reference::linear(&xh, &layer.q, None).expect("cpu"))));
-                    for (path, dev, picked) in devices.paths(m) {
-                        let (dense, _) = suite::yardsticks(dev, &layer);
-                        let (_, x32) = layer.input(dev, m, DType::F32);
-                        let dt = suite::time_gpu(MIN, |n| dense.time_forward(&x32, n).expect("dense"));
-                        for dtype in suite::dtypes() {
-                            let l = layer.gpu_layer(dev, dtype);
-                            let (_, x) = layer.input(dev, m, dtype);
-                            let t = suite::time_gpu(MIN, |n| l.time_forward(&x, n).expect("int8"));
-                            let s = t.per_iter.as_secs_f64();
-                            if m == 1 {
-                                one_row.insert(dtype, s);
-                            }
-                            let rows =
-                                one_row.get(&dtype).map_or("-".into(), |t1| format!("{:.2}x", m as f64 * t1 / s));
-                            let gbs = layer.weight_bytes() as f64 / s / 1e9;
-                            let cpu =
-                                ct.map_or("- | -".into(), |c| format!("{:.1} | {:.2}x", us(c), c.as_secs_f64() / s));
-                            println!(
-                                "| {path}{} | [{}, {}] | {m} | {dtype} | {sname} | {:.1} | {} | {gbs:.2} | {:.2} | {roof_gbs:.2} | {:.0}% | {:.1} | {:.2}x | {rows} | {cpu} |",
-                                if picked { "*" } else { "" },
-                                shape.0,
-                                shape.1,
-                                us(t.per_iter),
-                                suite::source(&t),
-                                layer.flops(m) / s / 1e9,
-                                100.0 * gbs / roof_gbs,
-                                us(dt.per_iter),
-                                dt.per_iter.as_secs_f64() / s,
-                            );
-                        }
+        linear(&devices)?;
+    }
+    if suite::section("quantize") {
+        quantize(gpu)?;
+    }
+    println!("\nload average at end: {}", suite::load_average());
+    Ok(())
+}
+
+fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
+    let gpu = &devices.auto;
+    println!(
+        "Read limit: every read-only kernel over the weight's bytes, interleaved; GB/s of the median round (slowest-fastest round in brackets). `**` marks the fastest, the limit the kernels below are measured against.\n"
+    );
+    println!("| [out, in] | MiB | read kernel | timer | GB/s | of the limit |");
+    println!("|---|---|---|---|---|---|");
+    let mut limits: HashMap<suite::Shape, (ReadLimit, ReadKernel)> = HashMap::new();
+    for shape in suite::shapes() {
+        let bytes = suite::weight_bytes(shape);
+        let (limit, measured, best) = suite::read_limit(gpu, bytes, MIN);
+        let best_gbs = limit.gb_per_s(measured[best].1.median);
+        for (i, (kernel, m)) in measured.iter().enumerate() {
+            let star = if i == best { "**" } else { "" };
+            println!(
+                "| [{}, {}] | {:.1} | {star}{}{star} | {} | {:.2} ({:.2}-{:.2}) | {:.0}% |",
+                shape.0,
+                shape.1,
+                bytes as f64 / (1 << 20) as f64,
+                kernel.name(),
+                m.source,
+                limit.gb_per_s(m.median),
+                limit.gb_per_s(m.max),
+                limit.gb_per_s(m.min),
+                100.0 * limit.gb_per_s(m.median) / best_gbs,
+            );
+        }
+        limits.insert(shape, (limit, measured[best].0));
+    }
+
+    println!(
+        "\ntimer: `ts` = GPU timestamps around one pass of many dispatches (kernel time); `wall` = wall clock of one submission of many dispatches. Above 8 rows both paths are measured: the tiled GEMM and passes of the 8-row GEMV; `*` marks the one the library picks on this adapter. Each row's figures are medians of one interleaved set (every kernel, the read limit's fastest kernel, the dense layer, the CPU reference and candle, in turn). `read limit` = that fastest read kernel, re-measured in the set; `kernel/limit` = weight GB/s / read limit GB/s. `vs rows` = M x the 1-row GEMV time (the layer called row by row) / this time. `candle Q8_0` = candle-core's quantized `QMatMul` (f32 activations, all cores); `GPU/candle` and `ref/candle` are time ratios: above 1, candle is faster.\n"
+    );
+    println!(
+        "| kernel | [out, in] | M | act | scheme | int8 GPU µs | timer | weight GB/s | GFLOP/s | read limit GB/s | kernel/limit | dense f32 GPU µs | int8 vs dense | vs rows | CPU ref µs | candle Q8_0 µs | GPU/candle | ref/candle |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for shape in suite::shapes() {
+        let (limit, best) = &limits[&shape];
+        for (sname, scheme) in suite::schemes() {
+            let layer = suite::Layer::new(shape, scheme);
+            let candle = suite::Candle::new(&layer);
+            let mut paths: HashMap<*const Gpu, PathLayers> = HashMap::new();
+            // 1-row GEMV time per dtype: the "row by row" yardstick.
+            let mut one_row = HashMap::new();
+            for m in suite::rows() {
+                // The host copy of the f32 activations `layer.input` uploads.
+                let xh = suite::values(m * shape.1, 2);
+                if m == suite::rows()[0] {
+                    candle.check(&layer, &xh);
+                }
+                let cx = candle.input(&xh);
+                let run = devices.paths(m);
+                for (_, dev, _) in &run {
+                    paths.entry(std::ptr::from_ref(*dev)).or_insert_with(|| PathLayers {
+                        dense: suite::dense(dev, &layer),
+                        int8: suite::dtypes().into_iter().map(|dt| (dt, layer.gpu_layer(dev, dt))).collect(),
+                    });
+                }
+                // Inputs per path and dtype (f32 also feeds the dense layer).
+                let inputs: Vec<Vec<_>> = run
+                    .iter()
+                    .map(|(_, dev, _)| suite::dtypes().into_iter().map(|dt| layer.input(dev, m, dt).1).collect())
+                    .collect();
+                // One interleaved set: limit, candle, [ref], then per path dense and each dtype.
+                let mut probes = vec![
+                    Probe::gpu(|n| limit.time(*best, n).expect("read limit")),
+                    Probe::cpu(|| drop(candle.forward(&cx))),
+                ];
+                let cpu = m <= suite::cpu_rows();
+                if cpu {
+                    probes.push(Probe::cpu(|| drop(reference::linear(&xh, &layer.q, None).expect("cpu"))));
+                }
+                for ((_, dev, _), x) in run.iter().zip(&inputs) {
+                    let p = &paths[&std::ptr::from_ref(*dev)];
+                    // dtypes() starts with f32, the dense layer's input.
+                    probes.push(Probe::gpu(|n| p.dense.time_forward(&x[0], n).expect("dense")));
+                    for ((_, l), x) in p.int8.iter().zip(x) {
+                        probes.push(Probe::gpu(|n| l.time_forward(x, n).expect("int8")));
+                    }
+                }
+                let t = suite::measure(MIN, &mut probes);
+                drop(probes);
+                let mut at = 2 + usize::from(cpu);
+                for (path, _, picked) in &run {
+                    let y = Yardsticks {
+                        limit_gbs: limit.gb_per_s(t[0].median),
+                        dense: t[at].median,
+                        reference: cpu.then(|| t[2].median),
+                        candle: t[1].median,
+                    };
+                    at += 1;
+                    for dtype in suite::dtypes() {
+                        let row = Row { layer: &layer, scheme: sname, path, picked: *picked, m, dtype, int8: &t[at] };
+                        at += 1;
+                        print_row(&row, &y, &mut one_row);
                     }
                 }
             }
         }
     }
-    if suite::section("quantize") {
-        println!(
-            "\n| quantize | [out, in] | scheme | input | GPU ms (wall, incl. flag readback) | CPU ref ms | GPU vs CPU | GPU dequant f32 ms (wall) | CPU dequant ms |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|");
-        for shape in suite::quantize_shapes() {
-            for (sname, scheme) in suite::schemes() {
-                let layer = suite::Layer::new(shape, scheme);
-                let (input, quantize) = suite::gpu_quantize(gpu, &layer, scheme);
-                let g = suite::time_cpu(MIN, &quantize);
-                let c = suite::time_cpu(MIN, || {
-                    drop(reference::quantize(&layer.weight, &[shape.0, shape.1], scheme).expect("q"))
-                });
-                let gq = int8_wgpu::GpuQuantizedTensor::from_host(gpu, &layer.q)?;
-                // The f32 result is one GPU tensor: a weight over one binding has none.
-                let fits = !matches!(gq.dequantize(DType::F32), Err(int8_wgpu::Error::TooLarge { .. }));
-                let gd = fits.then(|| {
-                    suite::time_cpu(MIN, || {
-                        drop(gq.dequantize(DType::F32).expect("dq"));
-                        gpu.synchronize().expect("sync");
-                    })
-                });
-                let cd = suite::time_cpu(MIN, || drop(layer.q.dequantize()));
-                println!(
-                    "| quantize | [{}, {}] | {sname} | {input} | {:.2} | {:.2} | {:.2}x | {} | {:.2} |",
-                    shape.0,
-                    shape.1,
-                    g.as_secs_f64() * 1e3,
-                    c.as_secs_f64() * 1e3,
-                    c.as_secs_f64() / g.as_secs_f64(),
-                    gd.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64() * 1e3)),
-                    cd.as_secs_f64() * 1e3
-                );
-            }
+    Ok(())
+}
+
+/// The figures of one interleaved set that every row of the set shares.
+struct Yardsticks {
+    limit_gbs: f64,
+    dense: Duration,
+    reference: Option<Duration>,
+    candle: Duration,
+}
+
+/// One row of the table: the int8 layer on one path, in one activation dtype.
+struct Row<'a> {
+    layer: &'a suite::Layer,
+    scheme: &'a str,
+    path: &'a str,
+    picked: bool,
+    m: usize,
+    dtype: DType,
+    int8: &'a Measured,
+}
+
+fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
+    let Row { layer, scheme, path, picked, m, dtype, int8 } = *row;
+    let s = int8.median.as_secs_f64();
+    if m == 1 {
+        one_row.insert(dtype, s);
+    }
+    let rows = one_row.get(&dtype).map_or("-".into(), |t1| format!("{:.2}x", m as f64 * t1 / s));
+    let gbs = layer.weight_bytes() as f64 / s / 1e9;
+    let candle = y.candle.as_secs_f64();
+    let (reference, ref_candle) = y
+        .reference
+        .map_or(("-".into(), "-".into()), |c| (format!("{:.1}", us(c)), format!("{:.1}x", c.as_secs_f64() / candle)));
+    println!(
+        "| {path}{} | [{}, {}] | {m} | {dtype} | {scheme} | {:.1} | {} | {gbs:.2} | {:.2} | {:.2} | {:.0}% | {:.1} | {:.2}x | {rows} | {reference} | {:.1} | {:.1}x | {ref_candle} |",
+        if picked { "*" } else { "" },
+        layer.shape.0,
+        layer.shape.1,
+        us(int8.median),
+        int8.source,
+        layer.flops(m) / s / 1e9,
+        y.limit_gbs,
+        100.0 * gbs / y.limit_gbs,
+        us(y.dense),
+        y.dense.as_secs_f64() / s,
+        us(y.candle),
+        s / candle,
+    );
+}
+
+fn quantize(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
+    println!(
+        "\n| quantize | [out, in] | scheme | input | GPU ms (wall, incl. flag readback) | CPU ref ms | GPU vs CPU | GPU dequant f32 ms (wall) | CPU dequant ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for shape in suite::quantize_shapes() {
+        for (sname, scheme) in suite::schemes() {
+            let layer = suite::Layer::new(shape, scheme);
+            let (input, quantize) = suite::gpu_quantize(gpu, &layer, scheme);
+            let g = suite::time_cpu(MIN, &quantize);
+            let c = suite::time_cpu(MIN, || {
+                drop(reference::quantize(&layer.weight, &[shape.0, shape.1], scheme).expect("q"))
+            });
+            let gq = int8_wgpu::GpuQuantizedTensor::from_host(gpu, &layer.q)?;
+            // The f32 result is one GPU tensor: a weight over one binding has none.
+            let fits = !matches!(gq.dequantize(DType::F32), Err(int8_wgpu::Error::TooLarge { .. }));
+            let gd = fits.then(|| {
+                suite::time_cpu(MIN, || {
+                    drop(gq.dequantize(DType::F32).expect("dq"));
+                    gpu.synchronize().expect("sync");
+                })
+            });
+            let cd = suite::time_cpu(MIN, || drop(layer.q.dequantize()));
+            println!(
+                "| quantize | [{}, {}] | {sname} | {input} | {:.2} | {:.2} | {:.2}x | {} | {:.2} |",
+                shape.0,
+                shape.1,
+                g.as_secs_f64() * 1e3,
+                c.as_secs_f64() * 1e3,
+                c.as_secs_f64() / g.as_secs_f64(),
+                gd.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64() * 1e3)),
+                cd.as_secs_f64() * 1e3
+            );
         }
     }
     Ok(())

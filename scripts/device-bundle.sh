@@ -18,10 +18,11 @@ rm -rf .device
 mkdir -p .device/bundle
 
 # Every executable cargo builds for the GPU tests (lib unit tests included), the bench table
-# and the criterion bench, located from cargo's JSON messages.
+# and the criterion bench, located from cargo's JSON messages. Feature `bench`: the benches
+# and the yardsticks' own tests (gpu_bench) need it.
 {
-  cargo test --release --no-run --message-format=json
-  cargo build --release --example bench_table --bench kernels --message-format=json
+  cargo test --release --features bench --no-run --message-format=json
+  cargo build --release --features bench --example bench_table --bench kernels --message-format=json
 } 2>/dev/null | python3 -c '
 import json, shutil, sys
 for line in sys.stdin:

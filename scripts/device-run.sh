@@ -14,7 +14,7 @@ export WGPU_BACKEND=vulkan RUST_BACKTRACE=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 if [ "$what" = all ] || [ "$what" = tests ]; then
   # The MiniLM test needs the checkpoint cache, which does not travel: skipped here.
-  for t in int8_wgpu gpu_quantize gpu_linear gpu_chunking gpu_errors gpu_course; do
+  for t in int8_wgpu gpu_quantize gpu_linear gpu_chunking gpu_errors gpu_course gpu_bench; do
     echo "=== $t"
     CI=true ./"$t" 2>&1 | tail -n 25
   done | tee "$OUT/tests.txt"

@@ -4,8 +4,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::check::{check_finite, check_output};
+#[cfg(feature = "bench")]
+use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::matmul::{Prepared, RowsPlan, prepare_rows};
-use crate::gpu::timing::{Timing, time_passes};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::scheme::check_shape;
 use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
@@ -231,8 +232,10 @@ impl QuantizedLinear {
         Ok(prepared)
     }
 
-    /// Times `iters` forwards of `x` recorded into one compute pass (benches): kernel time from
-    /// GPU timestamps when the device has them, else wall clock; the [`Timing`] says which.
+    /// Times `iters` forwards of `x` recorded into one compute pass (benches, feature `bench`):
+    /// kernel time from GPU timestamps when the device has them, else wall clock.
+    #[cfg(feature = "bench")]
+    #[doc(hidden)]
     pub fn time_forward(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
         x.same_gpu(&self.gpu)?;
         let (m, shape) = self.output_shape(x)?;

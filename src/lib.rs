@@ -57,6 +57,12 @@
 //!
 //! int8 weights take a quarter of the memory of f32 and half of f16, and at decode a linear
 //! layer is bound by reading its weights — so they are also up to that much faster.
+//!
+//! ## Features
+//!
+//! - `cli` (default): the `int8-wgpu` command-line tool.
+//! - `bench`: the benches' measuring tools, `gpu::bench` (the device's read limit, a dense f32
+//!   layer, timing), which are not part of the library's API otherwise.
 
 #![warn(missing_docs)]
 

@@ -1,18 +1,19 @@
 //! The benchmark matrix and its measurements, shared by `benches/kernels.rs` (criterion) and
-//! `examples/bench_table.rs` (one markdown table).
+//! `examples/bench_table.rs` (markdown tables). Both need the `bench` feature.
 //!
 //! Environment: `INT8_BENCH=full` runs the whole matrix of the fast-kernels issue (shapes
 //! 384x1536, 4096x4096, 4096x14336, 14336x4096; M 1, 4, 8, 32, 128, 512; W8A32, W8A16-f16,
 //! W8A16-bf16; symmetric per channel, per group 128, asymmetric per channel). The default is a
 //! quick subset that finishes in minutes on a software rasterizer. `INT8_BENCH_CPU_ROWS=N` times
 //! the CPU reference only up to N activation rows; `INT8_BENCH_ONLY=linear` or `=quantize` runs
-//! one section.
+//! one section; `INT8_BENCH_ROUNDS=N` sets the interleaved rounds each median is taken over.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
-use int8_wgpu::gpu::baseline::{DenseLinear, Roofline};
-use int8_wgpu::gpu::timing::{Timing, TimingSource};
+use candle_core::Module;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, Timing, TimingSource};
 use int8_wgpu::{
     DType, Error, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference,
 };
@@ -72,7 +73,12 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
     v.into_iter().map(|x| x * 0.05).collect()
 }
 
-/// One quantized layer with its float weight and the yardsticks built on the same data.
+/// Bytes of the packed int8 weight of a shape (rows padded to whole u32 words).
+pub fn weight_bytes(shape: Shape) -> u64 {
+    (shape.0 * shape.1.div_ceil(4) * 4) as u64
+}
+
+/// One quantized layer with its float weight.
 pub struct Layer {
     pub shape: Shape,
     pub weight: Vec<f32>,
@@ -112,7 +118,7 @@ impl Layer {
 
     /// Bytes of packed int8 weight one forward reads.
     pub fn weight_bytes(&self) -> u64 {
-        (self.shape.0 * self.shape.1.div_ceil(4) * 4) as u64
+        weight_bytes(self.shape)
     }
 
     pub fn flops(&self, m: usize) -> f64 {
@@ -120,24 +126,83 @@ impl Layer {
     }
 }
 
-/// Times a GPU closure that records `iters` iterations: one warm-up call, then growing counts
-/// until one measurement spans at least `min` (so short kernels are not dominated by overhead).
-/// Measurements under two seconds are taken three times and the fastest kept: on a shared VM a
-/// stall only ever adds time.
-pub fn time_gpu(min: Duration, mut f: impl FnMut(u32) -> Timing) -> Timing {
-    // Warm-up: drivers may compile a pipeline at its first dispatch (lavapipe does).
-    f(1);
-    let mut iters = 1;
-    loop {
-        let t = f(iters);
-        if t.per_iter * iters >= min || iters >= 1 << 14 {
-            if t.per_iter * iters >= Duration::from_secs(2) {
-                return t;
-            }
-            return (0..2).map(|_| f(iters)).fold(t, |a, b| if b.per_iter < a.per_iter { b } else { a });
-        }
-        iters = (iters * 4).min(1 << 14);
+/// Rounds each median is taken over (`INT8_BENCH_ROUNDS`, default 3).
+pub fn rounds() -> usize {
+    std::env::var("INT8_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(3)
+}
+
+/// The 1-, 5- and 15-minute load averages, as `uptime` prints them: a bench beside a build
+/// reads half its speed, so every table says what else was running.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// One thing to time: runs `iters` iterations and returns the time of one, and what timed it.
+pub struct Probe<'a>(Box<dyn FnMut(u32) -> (Duration, &'static str) + 'a>);
+
+impl<'a> Probe<'a> {
+    /// GPU work that times itself (GPU timestamps, else the wall clock of one submission).
+    pub fn gpu(mut f: impl FnMut(u32) -> Timing + 'a) -> Self {
+        Probe(Box::new(move |iters| {
+            let t = f(iters);
+            (t.per_iter, source(&t))
+        }))
     }
+
+    /// Host work, timed by the wall clock over `iters` calls.
+    pub fn cpu(mut f: impl FnMut() + 'a) -> Self {
+        Probe(Box::new(move |iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            (start.elapsed() / iters, "cpu")
+        }))
+    }
+}
+
+/// The median time of one iteration over the rounds, and the fastest and slowest round.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    pub median: Duration,
+    pub min: Duration,
+    pub max: Duration,
+    /// `ts` (GPU timestamps), `wall` (one submission) or `cpu`.
+    pub source: &'static str,
+}
+
+/// Times every probe interleaved (A B C, A B C, ...) for [`rounds`] rounds, so a stall or a
+/// neighbour's build on this shared machine weighs on all of them alike, and returns each one's
+/// median. Before the rounds, each probe runs once to warm up (drivers compile pipelines at the
+/// first dispatch) and is given the iteration count that makes one round last about `min`.
+pub fn measure(min: Duration, probes: &mut [Probe<'_>]) -> Vec<Measured> {
+    let iters: Vec<u32> = probes
+        .iter_mut()
+        .map(|p| {
+            (p.0)(1);
+            let (one, _) = (p.0)(1);
+            if one >= min { 1 } else { (min.as_secs_f64() / one.as_secs_f64().max(1e-9)).ceil().min(65536.0) as u32 }
+        })
+        .collect();
+    let mut samples = vec![Vec::new(); probes.len()];
+    let mut sources = vec![""; probes.len()];
+    for _ in 0..rounds() {
+        for (i, p) in probes.iter_mut().enumerate() {
+            let (t, src) = (p.0)(iters[i]);
+            samples[i].push(t);
+            sources[i] = src;
+        }
+    }
+    samples
+        .into_iter()
+        .zip(sources)
+        .map(|(mut s, source)| {
+            s.sort();
+            Measured { median: s[s.len() / 2], min: s[0], max: s[s.len() - 1], source }
+        })
+        .collect()
 }
 
 /// Wall-clock time of a closure, after one warm-up call, repeated until `min` has passed.
@@ -156,6 +221,62 @@ pub fn source(t: &Timing) -> &'static str {
     match t.source {
         TimingSource::GpuTimestamps => "ts",
         TimingSource::WallClock => "wall",
+    }
+}
+
+/// The device's read limit for `bytes`: every read pattern measured interleaved, in
+/// [`ReadLimit::kernels`] order, and the index of the fastest.
+pub fn read_limit(gpu: &Gpu, bytes: u64, min: Duration) -> (ReadLimit, Vec<(ReadKernel, Measured)>, usize) {
+    let limit = ReadLimit::new(gpu, bytes).expect("read limit");
+    let kernels = limit.kernels();
+    let l = &limit;
+    let mut probes: Vec<Probe> =
+        kernels.iter().map(|&k| Probe::gpu(move |n| l.time(k, n).expect("read kernel"))).collect();
+    let measured = measure(min, &mut probes);
+    drop(probes);
+    let best = (0..measured.len()).min_by_key(|&i| measured[i].median).expect("a read kernel");
+    (limit, kernels.into_iter().zip(measured).collect(), best)
+}
+
+/// The CPU yardstick a user without a GPU would run: candle's Q8_0 `QMatMul` (blocks of 32
+/// weights with an f16 scale; activations quantized to Q8_0 per call), on all cores.
+pub struct Candle {
+    matmul: QMatMul,
+    k: usize,
+}
+
+impl Candle {
+    /// Quantizes the layer's float weight with candle.
+    pub fn new(layer: &Layer) -> Self {
+        let (n, k) = layer.shape;
+        let w = candle_core::Tensor::from_slice(&layer.weight, (n, k), &candle_core::Device::Cpu).expect("tensor");
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).expect("candle Q8_0");
+        Self { matmul: QMatMul::from_qtensor(q).expect("QMatMul"), k }
+    }
+
+    /// f32 activations `[m, in]` as a candle tensor.
+    pub fn input(&self, x: &[f32]) -> candle_core::Tensor {
+        candle_core::Tensor::from_slice(x, (x.len() / self.k, self.k), &candle_core::Device::Cpu).expect("tensor")
+    }
+
+    /// `y = x · Wᵀ`, `[m, out]`.
+    pub fn forward(&self, x: &candle_core::Tensor) -> candle_core::Tensor {
+        self.matmul.forward(x).expect("candle forward")
+    }
+
+    /// Panics unless candle computes the layer's product (within Q8_0's error, 1 % of the
+    /// output's norm): a yardstick timed on the wrong product would be no yardstick.
+    pub fn check(&self, layer: &Layer, x: &[f32]) {
+        let (n, k) = layer.shape;
+        let y: Vec<f32> = self.forward(&self.input(x)).flatten_all().expect("flat").to_vec1().expect("vec");
+        let (mut err, mut norm) = (0.0f64, 0.0f64);
+        for (i, got) in y.iter().enumerate() {
+            let (r, c) = (i / n, i % n);
+            let want: f64 = (0..k).map(|j| f64::from(x[r * k + j]) * f64::from(layer.weight[c * k + j])).sum();
+            err += (f64::from(*got) - want).powi(2);
+            norm += want * want;
+        }
+        assert!(y.len() == x.len() / k * n && err.sqrt() <= 0.01 * norm.sqrt(), "candle's Q8_0 product is off");
     }
 }
 
@@ -200,9 +321,7 @@ pub fn gpu_quantize<'a>(gpu: &'a Gpu, layer: &'a Layer, scheme: QuantScheme) -> 
     }
 }
 
-/// The dense f32 GPU layer and the roofline reader for a shape.
-pub fn yardsticks(gpu: &Gpu, layer: &Layer) -> (DenseLinear, Roofline) {
-    let dense = DenseLinear::new(gpu, &layer.weight, [layer.shape.0, layer.shape.1]).expect("dense");
-    let roof = Roofline::new(gpu, layer.weight_bytes()).expect("roofline");
-    (dense, roof)
+/// The dense f32 GPU layer of a shape.
+pub fn dense(gpu: &Gpu, layer: &Layer) -> DenseLinear {
+    DenseLinear::new(gpu, &layer.weight, [layer.shape.0, layer.shape.1]).expect("dense")
 }

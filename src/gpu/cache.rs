@@ -34,18 +34,7 @@ impl Gpu {
             label: Some(family.name()),
             source: wgpu::ShaderSource::Wgsl(family.source().into()),
         };
-        let module = if family.indexing_proven() {
-            let checks = wgpu::ShaderRuntimeChecks {
-                bounds_checks: false,
-                force_loop_bounding: false,
-                ..wgpu::ShaderRuntimeChecks::checked()
-            };
-            // SAFETY: `indexing_proven` families index only below lengths derived from their
-            // own buffer sizes and terminate by construction (see Family::indexing_proven).
-            unsafe { device.create_shader_module_trusted(desc, checks) }
-        } else {
-            device.create_shader_module(desc)
-        };
+        let module = device.create_shader_module(desc);
         let entries = params::layout_entries(family);
         let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(family.name()),

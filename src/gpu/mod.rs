@@ -1,6 +1,7 @@
 //! The GPU path: device, tensors, and the host side of each kernel family.
 
-pub mod baseline;
+#[cfg(feature = "bench")]
+pub mod bench;
 mod buffers;
 mod cache;
 mod device;
@@ -12,7 +13,6 @@ mod quantize;
 mod quantized_tensor;
 pub(crate) mod shaders;
 mod tensor;
-pub mod timing;
 
 pub use device::{Capabilities, Gpu, GpuOptions, ResourceCounts};
 pub use params::GEMV_MAX_ROWS;

@@ -185,8 +185,6 @@ pub(crate) mod slot {
     pub(crate) const DQ_WEIGHTS: u32 = 2;
     pub(crate) const DQ_SCALES: u32 = 3;
     pub(crate) const DQ_ZERO_POINTS: u32 = 4;
-    // Roofline (bench).
-    pub(crate) const DATA: u32 = 2;
 }
 
 const fn b(slot: u32, name: &'static str, ty: &'static str, access: Access) -> Binding {
@@ -237,8 +235,6 @@ const DEQUANTIZE: [Binding; 5] = [
     b(slot::DQ_SCALES, "scales", "array<f32>", R),
     b(slot::DQ_ZERO_POINTS, "zps", "array<i32>", R),
 ];
-// The roofline declares its own parameter block (a bench kernel); its layout is listed here.
-const ROOFLINE: [Binding; 3] = [b(slot::PARAMS, "p", "Params", U), OUT, b(slot::DATA, "data", "array<vec4<u32>>", R)];
 
 /// The globals `family` binds.
 pub(crate) fn bindings(family: Family) -> &'static [Binding] {
@@ -249,7 +245,6 @@ pub(crate) fn bindings(family: Family) -> &'static [Binding] {
         Family::Dequantize => &DEQUANTIZE,
         Family::Gemv { .. } => &GEMV,
         Family::Gemm | Family::GemvRows => &LINEAR,
-        Family::Roofline => &ROOFLINE,
     }
 }
 
@@ -290,12 +285,8 @@ pub(crate) fn prelude(family: Family) -> String {
         Family::DivCheck => QuantizeParams::WGSL,
         Family::Dequantize => DequantizeParams::WGSL,
         Family::Gemv { .. } | Family::Gemm | Family::GemvRows => LinearParams::WGSL,
-        Family::Roofline => "",
     });
     for binding in bindings(family) {
-        if family == Family::Roofline && binding.slot != slot::OUT {
-            continue;
-        }
         let space = match binding.access {
             Access::Uniform => "uniform",
             Access::Read => "storage, read",

@@ -16,7 +16,6 @@ const GEMV_REDUCE_SG: &str = include_str!("../../shaders/gemv_reduce_sg.wgsl");
 const GEMV_REDUCE_WG: &str = include_str!("../../shaders/gemv_reduce_wg.wgsl");
 const GEMV_ROWS: &str = include_str!("../../shaders/gemv_rows.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
-const ROOFLINE: &str = include_str!("../../shaders/roofline.wgsl");
 #[cfg(test)]
 const DIV_CHECK: &str = include_str!("../../shaders/test/div_check.wgsl");
 
@@ -32,7 +31,6 @@ pub(crate) enum Family {
     /// The row-per-thread GEMV (`gemv_rows.wgsl`).
     GemvRows,
     Gemm,
-    Roofline,
     /// Test probe of the exact division (`shaders/test/div_check.wgsl`).
     #[cfg(test)]
     DivCheck,
@@ -51,7 +49,6 @@ pub(crate) enum Kernel {
     GemvRows,
     Gemm,
     GemmDense,
-    Roofline,
     /// Test probe of the exact division and of quantize_value (`div_check_main`).
     #[cfg(test)]
     DivCheck,
@@ -80,14 +77,13 @@ impl Variant {
 
 impl Family {
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 8] = [
+    pub(crate) const ALL: [Family; 7] = [
         Family::Quantize,
         Family::Dequantize,
         Family::Gemv { subgroups: false },
         Family::Gemv { subgroups: true },
         Family::GemvRows,
         Family::Gemm,
-        Family::Roofline,
         Family::DivCheck,
     ];
 
@@ -99,7 +95,6 @@ impl Family {
             Family::Gemv { subgroups: true } => "gemv.wgsl (subgroups)",
             Family::GemvRows => "gemv_rows.wgsl",
             Family::Gemm => "gemm.wgsl",
-            Family::Roofline => "roofline.wgsl",
             #[cfg(test)]
             Family::DivCheck => "test/div_check.wgsl",
         }
@@ -120,17 +115,9 @@ impl Family {
             }
             Family::GemvRows => [&prelude, COMMON, LINEAR_COMMON, GEMV_ROWS].concat(),
             Family::Gemm => [&prelude, COMMON, LINEAR_COMMON, GEMM].concat(),
-            Family::Roofline => [&prelude, COMMON, ROOFLINE].concat(),
             #[cfg(test)]
             Family::DivCheck => [&prelude, COMMON, DIV_CHECK].concat(),
         }
-    }
-
-    /// Families whose every index is below a bound the host derives from the bound buffers'
-    /// sizes, and whose loops all terminate: they run without wgpu's injected bounds checks
-    /// and loop bounding. The roofline reads `data[i]` only for `i < units = size / 16`.
-    pub(crate) fn indexing_proven(self) -> bool {
-        matches!(self, Family::Roofline)
     }
 }
 
@@ -144,7 +131,6 @@ impl Kernel {
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
             Kernel::GemvRows => Family::GemvRows,
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
-            Kernel::Roofline => Family::Roofline,
         }
     }
 
@@ -173,7 +159,6 @@ impl Kernel {
             Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
             Kernel::GemvRows => "gemv_rows_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
-            Kernel::Roofline => "roofline_main",
             #[cfg(test)]
             Kernel::DivCheck => "div_check_main",
         }
@@ -211,7 +196,6 @@ mod tests {
                 }
             }
         }
-        v.push((Kernel::Roofline, Variant::new(DType::F32, DType::F32)));
         v.push((Kernel::DivCheck, Variant::new(DType::F32, DType::F32)));
         v
     }

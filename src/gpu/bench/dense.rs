@@ -1,12 +1,12 @@
-//! Yardsticks for the benches: the dense f32 linear of the same kernel design (the
-//! "no quantization" alternative) and the roofline read kernel (the device's own bandwidth).
+//! The "no quantization" yardstick: a dense f32 linear layer run by the same GEMV/GEMM kernels
+//! as the int8 layer, so `int8 vs dense` isolates what the int8 weight costs or saves.
 
 use bytemuck::Zeroable;
 
+use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::matmul::{GEMV_MAX_ROWS, LinearParams, Prepared, gemm_min_rows, rows_per_group, workgroups};
 use crate::gpu::quantized_tensor::{RowBlock, row_blocks};
-use crate::gpu::shaders::{Family, Kernel, Variant};
-use crate::gpu::timing::{Timing, time_passes};
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::{DType, Error, Result};
 
@@ -96,56 +96,6 @@ impl DenseLinear {
     pub fn time_forward(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
         let y = GpuTensor::zeros(&self.gpu, &[x.numel() / self.k, self.n], DType::F32)?;
         let prepared = self.prepare(x, &y)?;
-        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
-    }
-}
-
-/// The device's practical read bandwidth: a kernel that reads `bytes` bytes once per
-/// iteration (16-byte coalesced loads) and does nothing else of use.
-#[derive(Debug)]
-pub struct Roofline {
-    gpu: Gpu,
-    blocks: Vec<wgpu::Buffer>,
-    bytes: u64,
-}
-
-impl Roofline {
-    /// Allocates `bytes` (rounded up to 16) of device memory, in as many bindings as needed.
-    pub fn new(gpu: &Gpu, bytes: u64) -> Result<Self> {
-        let bytes = bytes.max(16).next_multiple_of(16);
-        let per = (gpu.max_binding_size() / 16 * 16).max(16);
-        let mut blocks = Vec::new();
-        let mut left = bytes;
-        while left > 0 {
-            let b = left.min(per);
-            blocks.push(gpu.zeroed_buffer("int8-wgpu roofline", b)?);
-            left -= b;
-        }
-        Ok(Self { gpu: gpu.clone(), blocks, bytes })
-    }
-
-    /// Bytes read per iteration.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Times `iters` full reads recorded into one pass.
-    pub fn time(&self, iters: u32) -> Result<Timing> {
-        let fam = self.gpu.family(Family::Roofline)?;
-        let pipeline = self.gpu.pipeline(Kernel::Roofline, Variant::new(DType::F32, DType::F32))?;
-        let sink = self.gpu.zeroed_buffer("int8-wgpu roofline sink", 16)?;
-        // Enough workgroups to fill any device; each thread then strides over the buffer.
-        let groups = self
-            .blocks
-            .iter()
-            .map(|b| {
-                let units = (b.size() / 16) as u32;
-                let u = self.gpu.uniform_buffer("int8-wgpu roofline params", bytemuck::bytes_of(&[units, 0, 0, 0]))?;
-                let g = self.gpu.bind_group(&fam, &[(0, &u), (1, &sink), (2, b)]);
-                Ok((g, self.gpu.grid(units.div_ceil(256 * 16).clamp(1, 4096))))
-            })
-            .collect::<Result<_>>()?;
-        let prepared = Prepared { pipeline, groups };
         time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
     }
 }

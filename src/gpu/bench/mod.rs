@@ -1,0 +1,17 @@
+//! Measuring tools for the benches (feature `bench`): not part of the library's product API.
+//!
+//! - [`ReadLimit`]: the device's read limit, the fastest of several read-only kernels, which
+//!   the library's kernels are compared against;
+//! - [`DenseLinear`]: the same GEMV/GEMM design with f32 weights (the "no quantization" layer);
+//! - [`Timing`]: how long an iteration took and whether GPU timestamps or the wall clock said so.
+//!
+//! `QuantizedLinear::time_forward` times the int8 layer itself (also feature `bench`).
+
+mod dense;
+mod read_limit;
+mod timing;
+
+pub use dense::DenseLinear;
+pub use read_limit::{ReadKernel, ReadLimit};
+pub(crate) use timing::time_passes;
+pub use timing::{Timing, TimingSource};

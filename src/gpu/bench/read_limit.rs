@@ -1,0 +1,355 @@
+//! The device's read limit: the fastest of several kernels that only read a buffer, timed in
+//! the same run as the kernels they are a yardstick for.
+//!
+//! One read kernel is not the limit: which access pattern reads fastest depends on the device
+//! (and on a shared VM, on the day: one run measured the old single "roofline" kernel at 77 % of
+//! the best storage pattern and uniform windows faster still, a later one put it first; see
+//! `BENCHMARKS.md`). So [`ReadLimit`] offers every pattern of `shaders/bench/read_limit.wgsl` and
+//! the benches report the fastest, and which it was.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::gpu::Gpu;
+use crate::gpu::bench::{Timing, time_passes};
+use crate::gpu::matmul::Prepared;
+use crate::{Error, Result};
+
+const SOURCE: &str = include_str!("../../../shaders/bench/read_limit.wgsl");
+
+/// Bytes of one uniform window (`WINDOW_UNITS` vec4s in the shader).
+const WINDOW: u64 = 64 << 10;
+/// Threads per workgroup of the storage kernels (`WG` in the shader).
+const WG: u64 = 256;
+/// Workgroups per uniform window: the shader needs a divisor of 4096 / 64. Two read fastest
+/// on lavapipe (2 cores; 1, 2, 8, 32 and 64 tried). Eight windows per dispatch, bound at eight
+/// bindings and picked by a switch in the loop, read 2-4x slower than one, so one it is.
+const WINDOW_GROUPS: u32 = 2;
+
+/// One read pattern of the read-limit kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReadKernel {
+    /// Storage buffer, one `vec4<u32>` per thread per step, grid-stride (the old roofline).
+    Vec4Strided,
+    /// Storage buffer, four `vec4<u32>` per thread per step, each a grid apart.
+    Vec4X4,
+    /// Storage buffer, a contiguous run of `vec4<u32>` per thread.
+    Vec4Blocked,
+    /// Storage buffer, one `u32` per thread per step, grid-stride.
+    U32Strided,
+    /// Uniform buffer: 64 KiB windows bound one after another, one dispatch each.
+    UniformWindows,
+}
+
+impl ReadKernel {
+    /// Every pattern, in the order the benches print them.
+    pub const ALL: [ReadKernel; 5] = [
+        ReadKernel::Vec4Strided,
+        ReadKernel::Vec4X4,
+        ReadKernel::Vec4Blocked,
+        ReadKernel::U32Strided,
+        ReadKernel::UniformWindows,
+    ];
+
+    /// A short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadKernel::Vec4Strided => "storage vec4 strided",
+            ReadKernel::Vec4X4 => "storage 4 x vec4 strided",
+            ReadKernel::Vec4Blocked => "storage vec4 blocked",
+            ReadKernel::U32Strided => "storage u32 strided",
+            ReadKernel::UniformWindows => "uniform 64 KiB windows",
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        match self {
+            ReadKernel::Vec4Strided => "vec4_strided",
+            ReadKernel::Vec4X4 => "vec4_x4",
+            ReadKernel::Vec4Blocked => "vec4_blocked",
+            ReadKernel::U32Strided => "u32_strided",
+            ReadKernel::UniformWindows => "uniform_windows",
+        }
+    }
+
+    fn uniform(self) -> bool {
+        self == ReadKernel::UniformWindows
+    }
+}
+
+/// A buffer of `bytes` pseudo-random bytes on the device and the read kernels over it (built
+/// without wgpu's bounds checks, which the kernels' indexing makes unnecessary).
+pub struct ReadLimit {
+    gpu: Gpu,
+    bytes: u64,
+    /// Storage bindings of at most the device's limit, each a whole number of windows (the
+    /// last padded with zeros, which the storage kernels do not read).
+    blocks: Vec<(wgpu::Buffer, u64)>,
+    /// XOR of every u32 word of the data.
+    xor: u32,
+    module: wgpu::ShaderModule,
+    storage_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
+    uniform_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
+    /// Each kernel's timing dispatches, made at its first [`ReadLimit::time`]: the benches time
+    /// a kernel dozens of times, and lavapipe compiles a pipeline in tens of milliseconds.
+    timed: Mutex<HashMap<ReadKernel, Arc<(Prepared, wgpu::Buffer)>>>,
+}
+
+impl std::fmt::Debug for ReadLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadLimit").field("bytes", &self.bytes).field("bindings", &self.blocks.len()).finish()
+    }
+}
+
+impl ReadLimit {
+    /// Uploads `bytes` (rounded up to 16) of pseudo-random data, in as many bindings as needed.
+    pub fn new(gpu: &Gpu, bytes: u64) -> Result<Self> {
+        let bytes = bytes.max(16).next_multiple_of(16);
+        // Whole windows per block where the binding limit allows, so no window straddles two.
+        // At most 4 GiB per binding, so unit and word counts fit the kernels' u32 indices.
+        let limit = gpu.max_binding_size().min(1 << 32);
+        let per = if limit >= WINDOW { limit / WINDOW * WINDOW } else { (limit / 16 * 16).max(16) };
+        let mut blocks = Vec::new();
+        let mut xor = 0u32;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut left = bytes;
+        while left > 0 {
+            let b = left.min(per);
+            let size = if per.is_multiple_of(WINDOW) { b.next_multiple_of(WINDOW) } else { b };
+            let mut words = vec![0u32; (size / 4) as usize];
+            for w in &mut words[..(b / 4) as usize] {
+                // xorshift64: data with no pattern a driver could compress or skip.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *w = (state >> 32) as u32;
+                xor ^= *w;
+            }
+            let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+            blocks
+                .push((gpu.create_buffer("int8-wgpu read limit", size, usage, Some(bytemuck::cast_slice(&words)))?, b));
+            left -= b;
+        }
+        let device = gpu.device();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some("read_limit.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
+        };
+        // Without wgpu's injected bounds checks and loop bounding: the limit is what the device
+        // can read, not what checked code can (the checks cost these kernels 1-15 % on lavapipe;
+        // the library's own kernels keep them).
+        let checks = wgpu::ShaderRuntimeChecks {
+            bounds_checks: false,
+            force_loop_bounding: false,
+            ..wgpu::ShaderRuntimeChecks::checked()
+        };
+        // SAFETY: every index is in bounds and every loop ends, by construction and by the
+        // bindings `prepare` makes: the storage kernels index `data` below `p.units` (`words`
+        // below `4 * p.units`), which is the bound block's data size / 16; `uniform_windows`
+        // indexes below `(wg + 1) * 4096 / nwg.x <= 4096`, the window's length, with
+        // WINDOW_GROUPS dividing 4096 / 64. Each loop's index grows by at least 1 per step to a
+        // bound below 2^32 - stride, so it cannot wrap.
+        let module = unsafe { device.create_shader_module_trusted(desc, checks) };
+        let storage = wgpu::BufferBindingType::Storage { read_only: true };
+        let storage_layout = layout(gpu, &[(0, wgpu::BufferBindingType::Uniform), (2, storage)]);
+        let uniform_layout = layout(gpu, &[(2, wgpu::BufferBindingType::Uniform)]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("compiling read_limit.wgsl: {e}")));
+        }
+        let timed = Mutex::default();
+        Ok(Self { gpu: gpu.clone(), bytes, blocks, xor, module, storage_layout, uniform_layout, timed })
+    }
+
+    /// Bytes read per iteration.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The patterns this device can run: all but the uniform windows where a uniform binding
+    /// of 64 KiB is over the device's limit, or a storage binding is under it.
+    pub fn kernels(&self) -> Vec<ReadKernel> {
+        let windows = self.gpu.limits().max_uniform_buffer_binding_size >= WINDOW
+            && self.blocks.iter().all(|(b, _)| b.size().is_multiple_of(WINDOW));
+        ReadKernel::ALL.into_iter().filter(|k| windows || !k.uniform()).collect()
+    }
+
+    /// Times `iters` full reads with `kernel`, recorded into one pass.
+    pub fn time(&self, kernel: ReadKernel, iters: u32) -> Result<Timing> {
+        let prepared = {
+            let mut timed = self.timed.lock().unwrap_or_else(|p| p.into_inner());
+            match timed.get(&kernel) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(self.prepare(kernel, false)?);
+                    timed.insert(kernel, p.clone());
+                    p
+                }
+            }
+        };
+        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.0.record(pass))
+    }
+
+    /// Reads the buffer once with `kernel` in its checking variant and returns the XOR of every
+    /// word it read, for tests to compare with [`ReadLimit::expected_xor`].
+    pub fn xor(&self, kernel: ReadKernel) -> Result<u32> {
+        let (prepared, sink) = self.prepare(kernel, true)?;
+        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
+        prepared.record(&mut enc.begin_compute_pass(&Default::default()));
+        self.gpu.queue().submit([enc.finish()]);
+        let b = pollster::block_on(self.gpu.read_bytes(&sink, 0, 4))?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The XOR of every u32 word of the data, computed on the host.
+    pub fn expected_xor(&self) -> u32 {
+        self.xor
+    }
+
+    /// Read bandwidth in GB/s of one iteration taking `per_iter`.
+    pub fn gb_per_s(&self, per_iter: Duration) -> f64 {
+        self.bytes as f64 / per_iter.as_secs_f64() / 1e9
+    }
+
+    /// The pipeline and dispatches of one full read, and the sink it writes to.
+    fn prepare(&self, kernel: ReadKernel, check: bool) -> Result<(Prepared, wgpu::Buffer)> {
+        if !self.kernels().contains(&kernel) {
+            return Err(Error::Gpu(format!("{} cannot run on this device", kernel.name())));
+        }
+        let gpu = &self.gpu;
+        let device = gpu.device();
+        let (group_layout, pipeline_layout) =
+            if kernel.uniform() { &self.uniform_layout } else { &self.storage_layout };
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry()),
+            layout: Some(pipeline_layout),
+            module: &self.module,
+            entry_point: Some(kernel.entry()),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[("CHECK", f64::from(u8::from(check)))],
+                ..Default::default()
+            },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("compiling {}: {e}", kernel.entry())));
+        }
+        let sink = gpu.zeroed_buffer("int8-wgpu read limit sink", 16)?;
+        let bind = |entries: &[wgpu::BindGroupEntry]| {
+            device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: group_layout, entries })
+        };
+        let mut groups = Vec::new();
+        for (buffer, bytes) in &self.blocks {
+            if kernel.uniform() {
+                for offset in (0..buffer.size()).step_by(WINDOW as usize) {
+                    let window = wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(WINDOW) };
+                    let g =
+                        bind(&[entry(1, sink.as_entire_binding()), entry(2, wgpu::BindingResource::Buffer(window))]);
+                    groups.push((g, (WINDOW_GROUPS, 1)));
+                }
+            } else {
+                let units = (bytes / 16) as u32;
+                let params =
+                    gpu.uniform_buffer("int8-wgpu read limit params", bytemuck::bytes_of(&[units, 0, 0, 0]))?;
+                let g = bind(&[
+                    entry(0, params.as_entire_binding()),
+                    entry(1, sink.as_entire_binding()),
+                    entry(2, buffer.as_entire_binding()),
+                ]);
+                // Enough workgroups to fill any device, each thread reading about 16 units.
+                let workgroups = u64::from(units).div_ceil(WG * 16).clamp(1, 4096) as u32;
+                groups.push((g, gpu.grid(workgroups)));
+            }
+        }
+        Ok((Prepared { pipeline: Arc::new(pipeline), groups }, sink))
+    }
+}
+
+fn entry(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry { binding, resource }
+}
+
+/// A bind group layout with the sink at binding 1 and `extra` bindings, and its pipeline layout.
+fn layout(gpu: &Gpu, extra: &[(u32, wgpu::BufferBindingType)]) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let device = gpu.device();
+    let entries: Vec<_> = std::iter::once((1, wgpu::BufferBindingType::Storage { read_only: false }))
+        .chain(extra.iter().copied())
+        .map(|(binding, ty)| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+            count: None,
+        })
+        .collect();
+    let group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("read_limit.wgsl"),
+        entries: &entries,
+    });
+    let pipeline = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("read_limit.wgsl"),
+        bind_group_layouts: &[Some(&group)],
+        immediate_size: 0,
+    });
+    (group, pipeline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The read kernels parse, validate and translate for every backend, on any machine.
+    #[test]
+    fn read_limit_kernels_translate() {
+        use naga::back::{glsl, hlsl, msl, spv};
+        let module = naga::front::wgsl::parse_str(SOURCE).unwrap_or_else(|e| panic!("{}", e.emit_to_string(SOURCE)));
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("read_limit.wgsl: {e:?}"));
+        for kernel in ReadKernel::ALL {
+            for check in [false, true] {
+                let ctx = format!("{} check={check}", kernel.entry());
+                let constants: naga::back::PipelineConstants =
+                    [("CHECK".to_string(), f64::from(u8::from(check)))].into_iter().collect();
+                let stage = naga::ShaderStage::Compute;
+                let (module, info) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some((stage, kernel.entry())),
+                    &constants,
+                )
+                .unwrap_or_else(|e| panic!("{ctx}: overrides: {e:?}"));
+                let spv_pipeline = spv::PipelineOptions { shader_stage: stage, entry_point: kernel.entry().into() };
+                spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipeline))
+                    .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e:?}"));
+                let msl_pipeline =
+                    msl::PipelineOptions { entry_point: Some((stage, kernel.entry().into())), ..Default::default() };
+                msl::write_string(&module, &info, &msl::Options::default(), &msl_pipeline)
+                    .unwrap_or_else(|e| panic!("{ctx}: MSL: {e:?}"));
+                let hlsl_options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_0, ..Default::default() };
+                let hlsl_pipeline = hlsl::PipelineOptions { entry_point: Some((stage, kernel.entry().into())) };
+                hlsl::Writer::new(&mut String::new(), &hlsl_options, &hlsl_pipeline)
+                    .write(&module, &info, None)
+                    .unwrap_or_else(|e| panic!("{ctx}: HLSL: {e:?}"));
+                let glsl_options = glsl::Options {
+                    version: glsl::Version::Embedded { version: 310, is_webgl: false },
+                    ..Default::default()
+                };
+                let glsl_pipeline =
+                    glsl::PipelineOptions { shader_stage: stage, entry_point: kernel.entry().into(), multiview: None };
+                let mut out = String::new();
+                glsl::Writer::new(
+                    &mut out,
+                    &module,
+                    &info,
+                    &glsl_options,
+                    &glsl_pipeline,
+                    naga::proc::BoundsCheckPolicies::default(),
+                )
+                .and_then(|mut w| w.write().map(|_| ()))
+                .unwrap_or_else(|e| panic!("{ctx}: GLSL: {e:?}"));
+            }
+        }
+    }
+}
