@@ -198,6 +198,8 @@ struct Loader<'a> {
     prefix: &'static str,
     quantized: bool,
     precision: Precision,
+    /// How a float checkpoint's linear weights are quantized at load.
+    scheme: QuantScheme,
     bytes: u64,
 }
 
@@ -243,10 +245,10 @@ impl Loader<'_> {
             // stored ints and scales, the bias converted to the activation dtype.
             self.ckpt.linear_with(self.gpu, &full, act)?
         } else {
-            // A float checkpoint: quantized on the GPU now, symmetric per output channel.
+            // A float checkpoint: quantized on the GPU now, with the loader's scheme.
             let w = self.floats(&format!("{name}.weight"), &[out, inp])?;
             let b = self.floats(&format!("{name}.bias"), &[out])?;
-            QuantizedLinear::from_float(self.gpu, &w, [out, inp], Some(&b), QuantScheme::default(), act)?
+            QuantizedLinear::from_float(self.gpu, &w, [out, inp], Some(&b), self.scheme, act)?
         };
         if (layer.out_features(), layer.in_features()) != (out, inp) {
             return Err(format!(
@@ -270,6 +272,11 @@ impl Bert {
     /// with the activation dtype of `precision`, which must then be `Int8`. The pooler
     /// (`pooler.dense`) is not loaded: sentence embeddings mean-pool the last hidden states.
     pub fn load(gpu: &Gpu, ckpt: &Checkpoint, precision: Precision) -> Result<Self> {
+        Self::load_with(gpu, ckpt, precision, QuantScheme::default())
+    }
+
+    /// [`Bert::load`] quantizing a float checkpoint's linear weights with `scheme`.
+    pub fn load_with(gpu: &Gpu, ckpt: &Checkpoint, precision: Precision, scheme: QuantScheme) -> Result<Self> {
         let config = Config::from_json(ckpt.config().ok_or("the checkpoint has no config.json")?)?;
         let prefix = if ckpt.info("embeddings.word_embeddings.weight").is_some() {
             ""
@@ -285,7 +292,7 @@ impl Bert {
             );
         }
         let kernels = Kernels::new(gpu)?;
-        let mut l = Loader { gpu, ckpt, prefix, quantized, precision, bytes: 0 };
+        let mut l = Loader { gpu, ckpt, prefix, quantized, precision, scheme, bytes: 0 };
         let (h, i) = (config.hidden, config.intermediate);
         let word = l.upload("embeddings.word_embeddings.weight", &[config.vocab, h])?;
         let position = l.upload("embeddings.position_embeddings.weight", &[config.max_positions, h])?;

@@ -17,6 +17,8 @@
 //! - `--bench`: time batches of 1 and 8 sentences (cycling the sentences given), and
 //!   `--bench-batch N` more, plus the host time to record one forward.
 //! - `--check`: also run the f32 forward on the CPU in f64 and print the GPU's cosine to it.
+//! - `--quality`: the scheme comparison against the sentence-transformers reference
+//!   (tests/fixtures/minilm_reference.json): mean and min cosine, retrieval; a markdown table.
 
 // Shared with tests/minilm_model.rs (by `#[path]`), which uses items this CLI does not.
 #[allow(dead_code)]
@@ -25,6 +27,7 @@ mod bert;
 mod cpu;
 #[allow(dead_code)]
 mod kernels;
+mod quality;
 #[allow(dead_code)]
 mod tokens;
 
@@ -44,6 +47,7 @@ struct Args {
     bench: bool,
     bench_batches: Vec<usize>,
     check: bool,
+    quality: bool,
     sentences: Vec<String>,
 }
 
@@ -63,6 +67,7 @@ fn parse_args() -> Result<Args> {
         bench: false,
         bench_batches: vec![1, 8],
         check: false,
+        quality: false,
         sentences: vec![],
     };
     let mut it = std::env::args().skip(1);
@@ -86,10 +91,11 @@ fn parse_args() -> Result<Args> {
             "--bench" => a.bench = true,
             "--bench-batch" => a.bench_batches.push(value("--bench-batch")?.parse()?),
             "--check" => a.check = true,
+            "--quality" => a.quality = true,
             "-h" | "--help" => {
                 println!(
                     "usage: embed [--model DIR] [--quantized DIR] [--int8 bf16,f16,w8a32|all] [--iters N] \
-                     [--bench [--bench-batch N]] [--check] SENTENCE..."
+                     [--bench [--bench-batch N]] [--check] [--quality] SENTENCE..."
                 );
                 std::process::exit(0);
             }
@@ -163,6 +169,11 @@ fn main() -> Result<()> {
         args.quantized.as_ref().unwrap_or(&args.model)
     };
     let tokenizer = tokens::load_tokenizer(tok_dir, tokens::max_seq_length(tok_dir))?;
+    if args.quality {
+        let ckpt = Checkpoint::open(&args.model)?;
+        print!("{}", quality::table(&gpu, &ckpt, &tokenizer)?);
+        return Ok(());
+    }
     let sentences: Vec<&str> = args.sentences.iter().map(String::as_str).collect();
     let batch = Batch::tokenize(&tokenizer, &sentences)?;
     let lengths: Vec<usize> = batch.mask.chunks(batch.seq).map(|m| m.iter().filter(|&&v| v == 1).count()).collect();
