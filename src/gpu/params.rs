@@ -1,4 +1,4 @@
-//! The one source of every contract between the host and the WGSL kernels: the uniform
+//! The one source of every contract between the host and the WGSL kernels: the
 //! parameter structs, the constants both sides size their work by, the dtype codes and the
 //! binding slots.
 //!
