@@ -152,7 +152,7 @@ impl Checkpoint {
     /// Reads an integer tensor (I8, I16, I32, I64, U8) as i64 values.
     fn int_values(&self, name: &str) -> Result<Vec<i64>> {
         let info = self.require(name)?;
-        let b = self.bytes(name)?;
+        let b = self.tensor_data(name)?;
         Ok(match info.dtype {
             TensorDtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect(),
             TensorDtype::I32 => {
@@ -178,10 +178,10 @@ impl Checkpoint {
         let [out, inn] = info.shape;
         let values: Vec<i8> = match info.format {
             PackFormat::PackQuantized => {
-                let words: Vec<u32> = bytemuck::pod_collect_to_vec(self.bytes(&format!("{p}.weight_packed"))?);
+                let words: Vec<u32> = bytemuck::pod_collect_to_vec(&self.tensor_data(&format!("{p}.weight_packed"))?);
                 unpack_rows_xor(&words, out, inn, OFFSET_BINARY)
             }
-            PackFormat::IntQuantized => bytemuck::cast_slice(self.bytes(&format!("{p}.weight"))?).to_vec(),
+            PackFormat::IntQuantized => bytemuck::cast_slice(&self.tensor_data(&format!("{p}.weight"))?).to_vec(),
         };
         let (scales, zero_points) = self.params(&info)?;
         QuantizedTensor::new(&info.shape, info.scheme, values, scales, zero_points)
@@ -191,7 +191,7 @@ impl Checkpoint {
     pub(super) fn params(&self, info: &QuantizedLayerInfo) -> Result<(Vec<f32>, Option<Vec<i8>>)> {
         let (p, out) = (&info.name, info.shape[0]);
         let scale_name = format!("{p}.weight_scale");
-        let scales = floats_to_f32(info.scale_dtype, self.bytes(&scale_name)?).expect("checked float dtype");
+        let scales = floats_to_f32(info.scale_dtype, &self.tensor_data(&scale_name)?).expect("checked float dtype");
         let layout = info.scheme.layout(&info.shape)?;
         let zero_points = match info.scheme.mode {
             Mode::Symmetric => None,
@@ -202,10 +202,10 @@ impl Checkpoint {
                     Granularity::PerTensor => (1, 1),
                     _ => (out, layout.num_params() / out),
                 };
-                let bytes = self.bytes(&zname)?;
+                let bytes = self.tensor_data(&zname)?;
                 Some(match z.dtype {
-                    TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(bytes).to_vec(),
-                    TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(bytes, rows, cols),
+                    TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(&bytes).to_vec(),
+                    TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(&bytes, rows, cols),
                     _ => {
                         return Err(Error::Unsupported(format!(
                             "`{zname}` is {} {:?}; expected I32 [{}, {cols}] (packed along dim 0) or I8 with \

@@ -1,6 +1,8 @@
 //! Loading a checkpoint's quantized layers onto the GPU, with the activation dtype that the
 //! method recorded in the checkpoint fixes.
 
+use std::borrow::Cow;
+
 use super::{Checkpoint, PackFormat, TensorInfo};
 use crate::{DType, Gpu, GpuQuantizedTensor, Method, QuantizedLinear, Result};
 
@@ -45,7 +47,13 @@ impl Checkpoint {
             };
             match info.format {
                 PackFormat::PackQuantized => {
-                    let words: Vec<u32> = bytemuck::pod_collect_to_vec(self.bytes(&format!("{name}.weight_packed"))?);
+                    // Mapped only while uploaded: no host copy outlives the upload. The words are
+                    // read in place when the tensor's offset is 4-byte aligned (as in ours).
+                    let data = self.tensor_data(&format!("{name}.weight_packed"))?;
+                    let words: Cow<'_, [u32]> = match bytemuck::try_cast_slice(&data) {
+                        Ok(w) => Cow::Borrowed(w),
+                        Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(&data)),
+                    };
                     let (scales, zps) = self.params(&info)?;
                     let w = GpuQuantizedTensor::from_packed(
                         gpu,

@@ -126,7 +126,7 @@ impl Conversion<'_> {
     /// `written`. A single file is written as `model.safetensors` whatever its name.
     fn write_file(&self, i: usize, written: &mut Written, progress: &mut impl FnMut(Progress<'_>)) -> Result<()> {
         let Conversion { quantizer, ckpt, targets, backend, tmp } = self;
-        let data = ckpt.read_file(i)?;
+        let reader = ckpt.open_reader(i)?;
         let file_name = if ckpt.is_sharded() {
             ckpt.files()[i].file_name().expect("shard files have names").to_string_lossy().into_owned()
         } else {
@@ -135,8 +135,11 @@ impl Conversion<'_> {
         let mut out = Vec::new();
         let mut names: Vec<(&str, &TensorInfo)> = ckpt.tensors().filter(|(_, t)| t.file == i).collect();
         names.sort_by(|a, b| checkpoint::natural_cmp(a.0, b.0));
-        for (name, info) in names {
-            let bytes = ckpt.slice(info, &data);
+        let maps = names
+            .iter()
+            .map(|(_, info)| ckpt.map_tensor(&reader, info, 0..info.nbytes()))
+            .collect::<Result<Vec<_>>>()?;
+        for ((name, info), bytes) in names.into_iter().zip(&maps) {
             if targets.contains(name) {
                 let layer = name.trim_end_matches(".weight");
                 progress(Progress { done: written.layers.len(), total: targets.len(), layer: Some(layer) });
@@ -149,7 +152,7 @@ impl Conversion<'_> {
             } else {
                 out.push((
                     name.to_string(),
-                    OutTensor { dtype: info.dtype, shape: info.shape.clone(), data: bytes.into() },
+                    OutTensor { dtype: info.dtype, shape: info.shape.clone(), data: (&bytes[..]).into() },
                 ));
             }
         }
