@@ -357,6 +357,51 @@ fn gpu_and_cpu_write_byte_identical_files() {
 }
 
 #[test]
+fn the_number_of_threads_changes_neither_files_nor_report() {
+    // Layers are quantized several at once and written as they finish: the files and the report
+    // are the same whatever the number of workers, sharded or not, with the evaluation in the
+    // fused pass (2 rows) or the reference way (70 rows).
+    for (sharded, dtype, scheme, rows) in [
+        (false, DType::F32, QuantScheme::default(), 2),
+        (true, DType::BF16, QuantScheme::asymmetric(Granularity::PerGroup { size: 5 }), 2),
+        (true, DType::F16, QuantScheme::symmetric(Granularity::PerTensor), 70),
+    ] {
+        let (inp, out) = (TempDir::new("th-in"), TempDir::new("th-out"));
+        if sharded {
+            write_sharded(inp.path(), dtype);
+        } else {
+            write_model(inp.path(), dtype);
+        }
+        let run = |threads: usize| {
+            let dest = out.path().join(format!("t{threads}"));
+            let report = quantizer(inp.path(), &dest, scheme).eval_rows(rows).threads(threads).run().unwrap();
+            (snapshot(&dest), report.layers)
+        };
+        let one = run(1);
+        assert_eq!(one.1.len(), LINEARS.len());
+        for threads in [2, 5] {
+            let many = run(threads);
+            assert!(many == one, "{dtype} {scheme:?} sharded {sharded}: {threads} threads differ from one");
+        }
+    }
+    // Two layers fail: the error is the first one's in file order, as when layers run one by one.
+    let (inp, out) = (TempDir::new("th-nan-in"), TempDir::new("th-nan-out"));
+    let mut m = model(DType::F32);
+    for (name, at) in [("model.layers.0.mlp.down_proj.weight", 3), ("model.layers.0.mlp.up_proj.weight", 0)] {
+        m.iter_mut().find(|(n, _)| n == name).unwrap().1.data[4 * at..4 * at + 4]
+            .copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    write_file(&inp.path().join("model.safetensors"), &m);
+    for threads in [1, 2, 5, 5, 5] {
+        let e =
+            quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).threads(threads).run().unwrap_err();
+        let Error::Tensor { name, source } = &e else { panic!("{e:?}") };
+        assert_eq!(name, "model.layers.0.mlp.down_proj.weight", "{threads} threads");
+        assert!(matches!(**source, Error::NonFinite { index: 3, .. }), "{e}");
+    }
+}
+
+#[test]
 fn loaded_layers_compute_like_in_memory_layers() {
     // Packed words go to the GPU as stored (offset binary, rows padded with 0x00 bytes, which
     // read as -128): outputs must equal the in-memory layer's bit for bit, and the oracle's.

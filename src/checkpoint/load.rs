@@ -1,9 +1,7 @@
 //! Loading a checkpoint's quantized layers onto the GPU, with the activation dtype that the
 //! method recorded in the checkpoint fixes.
 
-use std::borrow::Cow;
-
-use super::{Checkpoint, PackFormat, TensorInfo};
+use super::{Checkpoint, PackFormat, TensorInfo, as_slice_of};
 use crate::{DType, Gpu, GpuQuantizedTensor, Method, QuantizedLinear, Result};
 
 /// The `__metadata__` key where the quantizer records its method (`w8a16` / `w8a32`).
@@ -47,13 +45,9 @@ impl Checkpoint {
             };
             match info.format {
                 PackFormat::PackQuantized => {
-                    // Mapped only while uploaded: no host copy outlives the upload. The words are
-                    // read in place when the tensor's offset is 4-byte aligned (as in ours).
+                    // Mapped only while uploaded (read in place): no host copy outlives it.
                     let data = self.tensor_data(&format!("{name}.weight_packed"))?;
-                    let words: Cow<'_, [u32]> = match bytemuck::try_cast_slice(&data) {
-                        Ok(w) => Cow::Borrowed(w),
-                        Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(&data)),
-                    };
+                    let words = as_slice_of::<u32>(&data);
                     let (scales, zps) = self.params(&info)?;
                     let w = GpuQuantizedTensor::from_packed(
                         gpu,

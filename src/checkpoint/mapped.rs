@@ -1,6 +1,7 @@
 //! Reading a checkpoint file's bytes through memory maps: an open file, checked to be the one
 //! whose header was validated, and maps of byte ranges of it. The crate's one `mmap` is here.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
@@ -82,5 +83,14 @@ impl Deref for Mapped {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+/// `bytes` as a slice of `T`: in place when they are aligned for `T` (a tensor's are, in a file
+/// whose offsets are multiples of its element sizes, as in ours), else copied.
+pub(crate) fn as_slice_of<T: bytemuck::Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(x) => Cow::Borrowed(x),
+        Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(bytes)),
     }
 }

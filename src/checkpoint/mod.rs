@@ -63,17 +63,17 @@ pub use self::compressed_tensors::{PackFormat, QuantizedLayerInfo, exported};
 pub use self::safetensors::{TensorDtype, TensorInfo};
 
 // Crate-private: what the quantizer and the files here share.
-pub(crate) use self::compressed_tensors::layer_tensors;
+pub(crate) use self::compressed_tensors::{export_scale, layer_bytes, layer_specs, layer_tensors, pack_row};
 pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use self::folder::{Located, check_index, unlisted_safetensors};
 pub(crate) use self::load::METHOD_METADATA_KEY;
-pub(crate) use self::mapped::{FileReader, Mapped};
+pub(crate) use self::mapped::{FileReader, Mapped, as_slice_of};
 pub(crate) use self::natural_order::natural_cmp;
 pub(crate) use self::quantization_config::quantization_config;
 pub(crate) use self::regular_file::file_kind;
 use self::safetensors::SafetensorsFile;
 pub(crate) use self::safetensors::{f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
-pub(crate) use self::writer::{OutTensor, write_json, write_safetensors};
+pub(crate) use self::writer::{SafetensorsWriter, TensorSpec, write_json};
 
 use crate::{Error, Result};
 
