@@ -47,6 +47,8 @@ struct Slot {
 /// A safetensors file being written: the header is written when it is created, each tensor's
 /// bytes then go to their offset ([`SafetensorsWriter::write`], callable from several threads
 /// at once), and [`SafetensorsWriter::finish`] checks every byte was written and syncs the file.
+/// The write that completes the data syncs the file already, in its thread, so that syncing
+/// one file overlaps the work on others.
 ///
 /// The file is what the `safetensors` crate writes for the same tensors, with every JSON object
 /// of its header sorted by key (`__metadata__` included) and the same length, so that equal
@@ -57,6 +59,9 @@ pub(crate) struct SafetensorsWriter {
     file: File,
     path: PathBuf,
     slots: HashMap<String, Slot>,
+    /// Bytes of data in all, and written so far.
+    data_len: usize,
+    written: AtomicUsize,
 }
 
 /// A safetensors header and where it puts each tensor.
@@ -122,12 +127,12 @@ impl SafetensorsWriter {
                 (t.name.clone(), slot)
             })
             .collect();
-        Ok(Self { file, path: path.to_path_buf(), slots })
+        Ok(Self { file, path: path.to_path_buf(), slots, data_len, written: AtomicUsize::new(0) })
     }
 
     /// Bytes of tensor data the file holds.
     pub(crate) fn data_len(&self) -> usize {
-        self.slots.values().map(|s| s.len).sum()
+        self.data_len
     }
 
     /// Writes `bytes` at offset `at` of tensor `name`'s data.
@@ -140,8 +145,13 @@ impl SafetensorsWriter {
                 self.path.display()
             )));
         };
-        write_at(&self.file, bytes, slot.start + at as u64).map_err(|e| Error::io("writing", &self.path, e))?;
+        let io = |e| Error::io("writing", &self.path, e);
+        write_at(&self.file, bytes, slot.start + at as u64).map_err(io)?;
         slot.written.fetch_add(bytes.len(), Ordering::Relaxed);
+        let before = self.written.fetch_add(bytes.len(), Ordering::AcqRel);
+        if !bytes.is_empty() && before + bytes.len() == self.data_len {
+            self.file.sync_all().map_err(io)?;
+        }
         Ok(())
     }
 
