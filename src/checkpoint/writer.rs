@@ -15,6 +15,9 @@ use crate::{Error, Result};
 /// Headers above this are refused, as the safetensors crate refuses to write them.
 const MAX_HEADER: usize = 100_000_000;
 
+/// Bytes written between background syncs ([`SafetensorsWriter::sync_due`]).
+const SYNC_EVERY: usize = 64 << 20;
+
 /// A tensor of a file to write, without its data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct TensorSpec {
@@ -47,8 +50,8 @@ struct Slot {
 /// A safetensors file being written: the header is written when it is created, each tensor's
 /// bytes then go to their offset ([`SafetensorsWriter::write`], callable from several threads
 /// at once), and [`SafetensorsWriter::finish`] checks every byte was written and syncs the file.
-/// The write that completes the data syncs the file already, in its thread, so that syncing
-/// one file overlaps the work on others.
+/// Meanwhile [`SafetensorsWriter::sync_due`] says when enough was written that syncing it in
+/// the background ([`SafetensorsWriter::sync`]) would spare the final sync a long wait.
 ///
 /// The file is what the `safetensors` crate writes for the same tensors, with every JSON object
 /// of its header sorted by key (`__metadata__` included) and the same length, so that equal
@@ -59,9 +62,10 @@ pub(crate) struct SafetensorsWriter {
     file: File,
     path: PathBuf,
     slots: HashMap<String, Slot>,
-    /// Bytes of data in all, and written so far.
+    /// Bytes of data in all, written so far, and written when a sync was last due.
     data_len: usize,
     written: AtomicUsize,
+    sync_mark: AtomicUsize,
 }
 
 /// A safetensors header and where it puts each tensor.
@@ -127,7 +131,8 @@ impl SafetensorsWriter {
                 (t.name.clone(), slot)
             })
             .collect();
-        Ok(Self { file, path: path.to_path_buf(), slots, data_len, written: AtomicUsize::new(0) })
+        let (written, sync_mark) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        Ok(Self { file, path: path.to_path_buf(), slots, data_len, written, sync_mark })
     }
 
     /// Bytes of tensor data the file holds.
@@ -145,14 +150,23 @@ impl SafetensorsWriter {
                 self.path.display()
             )));
         };
-        let io = |e| Error::io("writing", &self.path, e);
-        write_at(&self.file, bytes, slot.start + at as u64).map_err(io)?;
+        write_at(&self.file, bytes, slot.start + at as u64).map_err(|e| Error::io("writing", &self.path, e))?;
         slot.written.fetch_add(bytes.len(), Ordering::Relaxed);
-        let before = self.written.fetch_add(bytes.len(), Ordering::AcqRel);
-        if !bytes.is_empty() && before + bytes.len() == self.data_len {
-            self.file.sync_all().map_err(io)?;
-        }
+        self.written.fetch_add(bytes.len(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether a background [`SafetensorsWriter::sync`] is due: true once for every
+    /// [`SYNC_EVERY`] bytes written, and once when the data is complete.
+    pub(crate) fn sync_due(&self) -> bool {
+        let (written, mark) = (self.written.load(Ordering::Relaxed), self.sync_mark.load(Ordering::Relaxed));
+        let due = written.saturating_sub(mark) >= SYNC_EVERY || (written == self.data_len && mark != written);
+        due && self.sync_mark.compare_exchange(mark, written, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// Writes what was written so far to disk (its data, and the metadata needed to read it).
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io("writing", &self.path, e))
     }
 
     /// Checks that every tensor was written whole, and syncs the file to disk.
@@ -257,12 +271,17 @@ mod tests {
             let path = dir.0.join(format!("{case}.safetensors"));
             let specs: Vec<TensorSpec> = unique.iter().map(|t| t.0.clone()).collect();
             let w = SafetensorsWriter::create(&path, &specs, &metadata).unwrap();
+            assert!(!w.sync_due(), "nothing written");
             // Written in reverse, the largest in two parts.
             for (t, d) in unique.iter().rev() {
                 let half = d.len() / 2;
                 w.write(&t.name, half, &d[half..]).unwrap();
                 w.write(&t.name, 0, &d[..half]).unwrap();
             }
+            // Complete (and far below SYNC_EVERY): due once, if there was anything to write.
+            assert_eq!(w.sync_due(), w.data_len() > 0, "case {case}");
+            assert!(!w.sync_due());
+            w.sync().unwrap();
             w.finish().unwrap();
             assert_eq!(fs::read(&path).unwrap(), oracle(&unique, &metadata), "case {case}");
         }

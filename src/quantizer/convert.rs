@@ -195,9 +195,21 @@ impl Quantizer {
         // Only the workers hold the receiver: should they all stop, sending fails instead of
         // waiting forever.
         let rx = Arc::new(Mutex::new(rx));
+        // Output files are synced as they grow, on a thread of their own: the final sync of each
+        // is then short, and no worker waits for the disk.
+        let (sync_tx, sync_rx) = mpsc::channel::<usize>();
         std::thread::scope(|s| {
+            let shared_ref = &shared;
+            s.spawn(move || {
+                for f in sync_rx {
+                    if let Err(e) = files[f].sync() {
+                        // After every job: a job's own error comes first.
+                        shared_ref.fail(jobs.len(), e);
+                    }
+                }
+            });
             for _ in 0..threads {
-                let (rx, shared) = (Arc::clone(&rx), &shared);
+                let (rx, shared, sync_tx) = (Arc::clone(&rx), &shared, sync_tx.clone());
                 s.spawn(move || {
                     loop {
                         let work = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
@@ -214,6 +226,9 @@ impl Quantizer {
                             Work::Run(_, reader) => self.layer(ckpt, &reader, job, &files[job.out], None),
                             Work::Quantized(_, reader, q) => self.layer(ckpt, &reader, job, &files[job.out], Some(q)),
                         });
+                        if files[job.out].sync_due() {
+                            let _ = sync_tx.send(job.out);
+                        }
                         match result {
                             Ok(Some(report)) => {
                                 let (_, index) = job.layer.expect("a report is a layer's");
@@ -225,7 +240,7 @@ impl Quantizer {
                     }
                 });
             }
-            drop(rx);
+            drop((rx, sync_tx));
             // The reader of the input file being handed out; a file's handle closes when its
             // last job is done.
             let mut reader: Option<(usize, Arc<FileReader>)> = None;

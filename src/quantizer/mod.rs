@@ -44,6 +44,17 @@
 //! runs f32 activations; `w8a16` runs the checkpoint's own dtype when it is f16 or bf16, and bf16
 //! for f32 checkpoints (bf16 keeps f32's range, so activations cannot overflow as in f16).
 //!
+//! # Speed and memory
+//!
+//! The input is memory-mapped and read one tensor at a time; each output file's header is written
+//! first (the plan fixes every tensor's dtype and shape) and each tensor as soon as it is ready,
+//! so a run holds the few layers it is working on, not a file. Worker threads
+//! ([`Quantizer::threads`], default the available parallelism) take the layers in order, several
+//! at once, each in one pass over its rows: quantization on the CPU backend, the stored form, the
+//! weight error and the output error on up to 64 evaluation rows. With a GPU, the calling thread
+//! quantizes the next layers on it while the workers finish the earlier ones. The files and the
+//! report are the same whatever the backend and the number of threads.
+//!
 //! # Output
 //!
 //! The input is only read. The output is written into a temporary folder beside it,
