@@ -357,6 +357,51 @@ fn gpu_and_cpu_write_byte_identical_files() {
 }
 
 #[test]
+fn the_number_of_threads_changes_neither_files_nor_report() {
+    // Layers are quantized several at once and written as they finish: the files and the report
+    // are the same whatever the number of workers, sharded or not, with the evaluation in the
+    // fused pass (2 rows) or the reference way (70 rows).
+    for (sharded, dtype, scheme, rows) in [
+        (false, DType::F32, QuantScheme::default(), 2),
+        (true, DType::BF16, QuantScheme::asymmetric(Granularity::PerGroup { size: 5 }), 2),
+        (true, DType::F16, QuantScheme::symmetric(Granularity::PerTensor), 70),
+    ] {
+        let (inp, out) = (TempDir::new("th-in"), TempDir::new("th-out"));
+        if sharded {
+            write_sharded(inp.path(), dtype);
+        } else {
+            write_model(inp.path(), dtype);
+        }
+        let run = |threads: usize| {
+            let dest = out.path().join(format!("t{threads}"));
+            let report = quantizer(inp.path(), &dest, scheme).eval_rows(rows).threads(threads).run().unwrap();
+            (snapshot(&dest), report.layers)
+        };
+        let one = run(1);
+        assert_eq!(one.1.len(), LINEARS.len());
+        for threads in [2, 5] {
+            let many = run(threads);
+            assert!(many == one, "{dtype} {scheme:?} sharded {sharded}: {threads} threads differ from one");
+        }
+    }
+    // Two layers fail: the error is the first one's in file order, as when layers run one by one.
+    let (inp, out) = (TempDir::new("th-nan-in"), TempDir::new("th-nan-out"));
+    let mut m = model(DType::F32);
+    for (name, at) in [("model.layers.0.mlp.down_proj.weight", 3), ("model.layers.0.mlp.up_proj.weight", 0)] {
+        m.iter_mut().find(|(n, _)| n == name).unwrap().1.data[4 * at..4 * at + 4]
+            .copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    write_file(&inp.path().join("model.safetensors"), &m);
+    for threads in [1, 2, 5, 5, 5] {
+        let e =
+            quantizer(inp.path(), &out.path().join("q"), QuantScheme::default()).threads(threads).run().unwrap_err();
+        let Error::Tensor { name, source } = &e else { panic!("{e:?}") };
+        assert_eq!(name, "model.layers.0.mlp.down_proj.weight", "{threads} threads");
+        assert!(matches!(**source, Error::NonFinite { index: 3, .. }), "{e}");
+    }
+}
+
+#[test]
 fn loaded_layers_compute_like_in_memory_layers() {
     // Packed words go to the GPU as stored (offset binary, rows padded with 0x00 bytes, which
     // read as -128): outputs must equal the in-memory layer's bit for bit, and the oracle's.
@@ -1245,4 +1290,116 @@ fn index_and_shards_must_agree() {
         e.to_string(),
         format!("checkpoint error: `{}` has a corrupt safetensors header: tensor `a` appears twice", one.display())
     );
+}
+
+#[test]
+fn files_changed_after_open_are_errors_not_faults() {
+    // Tensor data is memory-mapped: the size is checked against the header before every map and
+    // before `bytes` hands out a slice of a kept map, so a file truncated or extended by another
+    // program is an error where reading the lost pages would fault.
+    let inp = TempDir::new("changed");
+    let m = write_model(inp.path(), DType::F32);
+    let file = inp.path().join("model.safetensors");
+    let good = fs::read(&file).unwrap();
+    let name = "model.layers.0.attn.q_proj.weight";
+    let changed_size = |e: Error| {
+        assert!(matches!(&e, Error::Corrupt(m) if m.contains("changed size while it was being read")), "{e:?}");
+    };
+
+    // Truncated between open and the first read.
+    let ck = Checkpoint::open(inp.path()).unwrap();
+    fs::write(&file, &good[..good.len() - 4]).unwrap();
+    changed_size(ck.bytes(name).unwrap_err());
+    changed_size(ck.tensor_f32(name).unwrap_err());
+    fs::write(&file, &good).unwrap();
+
+    // Rewritten with another header of the same size.
+    let mut other = good.clone();
+    let at = other.windows(4).position(|w| w == b"\"F32").unwrap();
+    other[at + 1..at + 4].copy_from_slice(b"I32");
+    let ck = Checkpoint::open(inp.path()).unwrap();
+    fs::write(&file, &other).unwrap();
+    let e = ck.bytes(name).unwrap_err();
+    assert!(matches!(&e, Error::Corrupt(m) if m.contains("its header is not the one read at open")), "{e:?}");
+    fs::write(&file, &good).unwrap();
+
+    // Truncated, then extended, after the whole file was mapped by `bytes`: an error, not a fault.
+    let ck = Checkpoint::open(inp.path()).unwrap();
+    let want = &m.iter().find(|(n, _)| n == name).unwrap().1.data;
+    assert_eq!(ck.bytes(name).unwrap(), want.as_slice());
+    fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(8).unwrap();
+    changed_size(ck.bytes(name).unwrap_err());
+    changed_size(ck.tensor_f32("model.norm.weight").unwrap_err());
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"more");
+    fs::write(&file, &longer).unwrap();
+    changed_size(ck.bytes(name).unwrap_err());
+    changed_size(ck.tensor_f32(name).unwrap_err());
+
+    // Replaced by another file (renamed over it) after the first read: the checkpoint keeps
+    // reading the file it checked.
+    fs::write(&file, &good).unwrap();
+    let ck = Checkpoint::open(inp.path()).unwrap();
+    assert_eq!(ck.bytes(name).unwrap(), want.as_slice());
+    let replacement = inp.path().join("replacement");
+    fs::write(&replacement, &other).unwrap();
+    fs::rename(&replacement, &file).unwrap();
+    assert_eq!(ck.bytes(name).unwrap(), want.as_slice());
+    assert_eq!(ck.tensor_f32(name).unwrap(), bytemuck::pod_collect_to_vec::<u8, f32>(want));
+}
+
+/// The bytes of a quantized checkpoint of the test model (`model.safetensors`, `config.json`),
+/// made once: the starting point of the mutation test.
+fn quantized_files() -> &'static (Vec<u8>, Vec<u8>) {
+    static FILES: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let (inp, out) = (TempDir::new("mut-in"), TempDir::new("mut-out"));
+        write_model(inp.path(), DType::BF16);
+        let dest = out.path().join("q");
+        quantizer(inp.path(), &dest, QuantScheme::asymmetric(Granularity::PerGroup { size: 5 })).run().unwrap();
+        (fs::read(dest.join("model.safetensors")).unwrap(), fs::read(dest.join("config.json")).unwrap())
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 2_000, ..Default::default() })]
+
+    /// A fuzz test of the reader: a quantized file with bytes changed (in the header or the
+    /// data), cut short or extended either opens and reads back, or is an error; it never
+    /// panics, hangs or reads outside the file.
+    #[test]
+    fn mutated_files_are_read_or_refused_never_a_panic(
+        edits in proptest::collection::vec((proptest::bool::weighted(0.2), 0..1_000_000usize, 0..=255u8), 0..4),
+        cut in proptest::option::weighted(0.1, 1..64usize),
+        extend in proptest::option::weighted(0.1, 1..8usize),
+    ) {
+        let (file, config) = quantized_files();
+        let header_end = 8 + u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+        let mut bytes = file.clone();
+        for &(in_header, at, value) in &edits {
+            let at = if in_header { at % header_end } else { header_end + at % (bytes.len() - header_end) };
+            bytes[at] = value;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(bytes.len() - cut);
+        }
+        bytes.extend(std::iter::repeat_n(0u8, extend.unwrap_or(0)));
+        let dir = TempDir::new("mutated");
+        fs::write(dir.path().join("model.safetensors"), &bytes).unwrap();
+        fs::write(dir.path().join("config.json"), config).unwrap();
+        let Ok(ck) = Checkpoint::open(dir.path()) else { return Ok(()) };
+        for (name, info) in ck.tensors() {
+            let b = ck.bytes(name).unwrap();
+            proptest::prop_assert_eq!(b.len(), info.nbytes());
+            if info.float_dtype().is_some() {
+                proptest::prop_assert_eq!(ck.tensor_f32(name).unwrap().len(), info.numel());
+            }
+        }
+        for layer in ck.quantized_layers() {
+            if let Ok(q) = ck.quantized_tensor(&layer) {
+                let [out, inn] = ck.quantized_layer_info(&layer).unwrap().shape;
+                proptest::prop_assert_eq!(q.numel(), out * inn);
+            }
+        }
+    }
 }

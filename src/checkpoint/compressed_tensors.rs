@@ -4,11 +4,9 @@
 //! exported in the weight's dtype. The `quantization_config` of `config.json` is
 //! `quantization_config.rs`'s job.
 
-use std::borrow::Cow;
-
 use serde_json::Value;
 
-use super::{Checkpoint, OutTensor, TensorDtype, f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
+use super::{Checkpoint, TensorDtype, f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
 use crate::quantized::{pack_rows_xor, unpack_rows_xor};
 use crate::{DType, Error, Granularity, Mode, QuantScheme, QuantizedTensor, Result};
 
@@ -152,7 +150,7 @@ impl Checkpoint {
     /// Reads an integer tensor (I8, I16, I32, I64, U8) as i64 values.
     fn int_values(&self, name: &str) -> Result<Vec<i64>> {
         let info = self.require(name)?;
-        let b = self.bytes(name)?;
+        let b = self.tensor_data(name)?;
         Ok(match info.dtype {
             TensorDtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect(),
             TensorDtype::I32 => {
@@ -178,10 +176,10 @@ impl Checkpoint {
         let [out, inn] = info.shape;
         let values: Vec<i8> = match info.format {
             PackFormat::PackQuantized => {
-                let words: Vec<u32> = bytemuck::pod_collect_to_vec(self.bytes(&format!("{p}.weight_packed"))?);
+                let words: Vec<u32> = bytemuck::pod_collect_to_vec(&self.tensor_data(&format!("{p}.weight_packed"))?);
                 unpack_rows_xor(&words, out, inn, OFFSET_BINARY)
             }
-            PackFormat::IntQuantized => bytemuck::cast_slice(self.bytes(&format!("{p}.weight"))?).to_vec(),
+            PackFormat::IntQuantized => bytemuck::cast_slice(&self.tensor_data(&format!("{p}.weight"))?).to_vec(),
         };
         let (scales, zero_points) = self.params(&info)?;
         QuantizedTensor::new(&info.shape, info.scheme, values, scales, zero_points)
@@ -191,7 +189,7 @@ impl Checkpoint {
     pub(super) fn params(&self, info: &QuantizedLayerInfo) -> Result<(Vec<f32>, Option<Vec<i8>>)> {
         let (p, out) = (&info.name, info.shape[0]);
         let scale_name = format!("{p}.weight_scale");
-        let scales = floats_to_f32(info.scale_dtype, self.bytes(&scale_name)?).expect("checked float dtype");
+        let scales = floats_to_f32(info.scale_dtype, &self.tensor_data(&scale_name)?).expect("checked float dtype");
         let layout = info.scheme.layout(&info.shape)?;
         let zero_points = match info.scheme.mode {
             Mode::Symmetric => None,
@@ -202,10 +200,10 @@ impl Checkpoint {
                     Granularity::PerTensor => (1, 1),
                     _ => (out, layout.num_params() / out),
                 };
-                let bytes = self.bytes(&zname)?;
+                let bytes = self.tensor_data(&zname)?;
                 Some(match z.dtype {
-                    TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(bytes).to_vec(),
-                    TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(bytes, rows, cols),
+                    TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(&bytes).to_vec(),
+                    TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(&bytes, rows, cols),
                     _ => {
                         return Err(Error::Unsupported(format!(
                             "`{zname}` is {} {:?}; expected I32 [{}, {cols}] (packed along dim 0) or I8 with \
@@ -234,30 +232,31 @@ fn to_dim(v: i64) -> Result<usize> {
 /// magnitude) would round to 0, which no loader can use: it is exported as f16's smallest
 /// positive value, 2⁻²⁴, instead. bf16 has f32's range and never underflows.
 pub fn exported(q: &QuantizedTensor, scale_dtype: DType) -> Result<QuantizedTensor> {
-    let scales = q
-        .scales()
-        .iter()
-        .map(|&s| match (scale_dtype, scale_dtype.round(s)) {
-            (DType::F16, 0.0) => half::f16::from_bits(1).to_f32(),
-            (_, r) => r,
-        })
-        .collect();
+    let scales = q.scales().iter().map(|&s| export_scale(s, scale_dtype)).collect();
     QuantizedTensor::new(q.shape(), q.scheme(), q.values().to_vec(), scales, q.zero_points().map(<[i8]>::to_vec))
 }
 
-/// The compressed-tensors tensors of one quantized layer: `(suffix, tensor)` pairs, suffixes
-/// `weight_packed`, `weight_shape`, `weight_scale` and (asymmetric) `weight_zero_point`.
+/// One scale as [`exported`] stores it in `scale_dtype`.
+#[inline]
+pub(crate) fn export_scale(s: f32, scale_dtype: DType) -> f32 {
+    match (scale_dtype, scale_dtype.round(s)) {
+        (DType::F16, 0.0) => half::f16::from_bits(1).to_f32(),
+        (_, r) => r,
+    }
+}
+
+/// One tensor of a stored quantized layer: the suffix after the layer name, dtype, shape.
+pub(crate) type LayerTensorSpec = (&'static str, TensorDtype, Vec<usize>);
+
+/// The tensors a quantized layer with weight shape `[out, in]` is stored as, without their data,
+/// in the order [`layer_bytes`] gives their bytes: `weight_packed`, `weight_shape`,
+/// `weight_scale` (in `scale_dtype`) and, asymmetric, `weight_zero_point`.
 ///
-/// Scales are written in `scale_dtype`. Only per-tensor, per-channel along axis 0 and per-group
-/// schemes of 2-D weights have a compressed-tensors layout.
-pub(crate) fn layer_tensors(
-    q: &QuantizedTensor,
-    scale_dtype: DType,
-) -> Result<Vec<(&'static str, OutTensor<'static>)>> {
-    let &[out, inn] = q.shape() else {
-        return Err(Error::Shape(format!("a linear weight must be 2-D [out, in], found {:?}", q.shape())));
-    };
-    let scale_shape = match q.scheme().granularity {
+/// Only per-tensor, per-channel along axis 0 and per-group schemes have a compressed-tensors
+/// layout; per-channel along another axis is an [`Error::Scheme`].
+pub(crate) fn layer_specs(shape: [usize; 2], scheme: QuantScheme, scale_dtype: DType) -> Result<Vec<LayerTensorSpec>> {
+    let [out, inn] = shape;
+    let scale_shape = match scheme.granularity {
         Granularity::PerTensor => vec![1],
         Granularity::PerChannel { axis: 0 } => vec![out, 1],
         Granularity::PerGroup { size } => vec![out, inn / size],
@@ -268,48 +267,66 @@ pub(crate) fn layer_tensors(
         }
     };
     let mut v = vec![
-        (
-            "weight_packed",
-            OutTensor {
-                dtype: TensorDtype::I32,
-                shape: vec![out, inn.div_ceil(4)],
-                data: Cow::Owned(words_bytes(&pack_rows_xor(q.values(), out, inn, OFFSET_BINARY))),
-            },
-        ),
-        (
-            "weight_shape",
-            OutTensor {
-                dtype: TensorDtype::I64,
-                shape: vec![2],
-                data: Cow::Owned([out as i64, inn as i64].iter().flat_map(|d| d.to_le_bytes()).collect()),
-            },
-        ),
-        (
-            "weight_scale",
-            OutTensor {
-                dtype: to_tensor_dtype(scale_dtype),
-                shape: scale_shape.clone(),
-                data: Cow::Owned(f32_to_bytes(q.scales(), scale_dtype)),
-            },
-        ),
+        ("weight_packed", TensorDtype::I32, vec![out, inn.div_ceil(4)]),
+        ("weight_shape", TensorDtype::I64, vec![2]),
+        ("weight_scale", to_tensor_dtype(scale_dtype), scale_shape.clone()),
     ];
-    if let Some(z) = q.zero_points() {
-        let t = match q.scheme().granularity {
-            Granularity::PerTensor => {
-                OutTensor { dtype: TensorDtype::I8, shape: vec![1], data: Cow::Owned(vec![z[0] as u8]) }
-            }
-            _ => {
-                let cols = scale_shape[1];
-                OutTensor {
-                    dtype: TensorDtype::I32,
-                    shape: vec![out.div_ceil(4), cols],
-                    data: Cow::Owned(words_bytes(&pack_dim0(z, out, cols))),
-                }
-            }
-        };
-        v.push(("weight_zero_point", t));
+    if scheme.has_zero_point() {
+        v.push(match scheme.granularity {
+            Granularity::PerTensor => ("weight_zero_point", TensorDtype::I8, vec![1]),
+            _ => ("weight_zero_point", TensorDtype::I32, vec![out.div_ceil(4), scale_shape[1]]),
+        });
     }
     Ok(v)
+}
+
+/// The bytes of the tensors of [`layer_specs`], in its order, from what a quantized layer
+/// stores: `packed`, its rows of ints as [`pack_row`] writes them; the scales as exported (each
+/// exactly representable in `scale_dtype`); the zero points of an asymmetric scheme.
+pub(crate) fn layer_bytes(
+    shape: [usize; 2],
+    scheme: QuantScheme,
+    scale_dtype: DType,
+    packed: Vec<u8>,
+    scales: &[f32],
+    zero_points: Option<&[i8]>,
+) -> Vec<Vec<u8>> {
+    let [out, inn] = shape;
+    let mut v = vec![
+        packed,
+        [out as i64, inn as i64].iter().flat_map(|d| d.to_le_bytes()).collect(),
+        f32_to_bytes(scales, scale_dtype),
+    ];
+    if let Some(z) = zero_points {
+        v.push(match scheme.granularity {
+            Granularity::PerTensor => z.iter().map(|&z| z as u8).collect(),
+            _ => words_bytes(&pack_dim0(z, out, z.len() / out)),
+        });
+    }
+    v
+}
+
+/// One row of ints as `weight_packed` stores it: `out[c] = q[c] ^ 0x80`, then zeros up to the
+/// end of `out` (the row padded to whole words).
+#[inline]
+pub(crate) fn pack_row(q: &[i8], out: &mut [u8]) {
+    let (values, padding) = out.split_at_mut(q.len());
+    for (o, &v) in values.iter_mut().zip(q) {
+        *o = v as u8 ^ OFFSET_BINARY;
+    }
+    padding.fill(0);
+}
+
+/// The compressed-tensors tensors of one quantized layer as `(spec, bytes)` pairs (see
+/// [`layer_specs`]), scales written in `scale_dtype`.
+pub(crate) fn layer_tensors(q: &QuantizedTensor, scale_dtype: DType) -> Result<Vec<(LayerTensorSpec, Vec<u8>)>> {
+    let &[out, inn] = q.shape() else {
+        return Err(Error::Shape(format!("a linear weight must be 2-D [out, in], found {:?}", q.shape())));
+    };
+    let specs = layer_specs([out, inn], q.scheme(), scale_dtype)?;
+    let packed = words_bytes(&pack_rows_xor(q.values(), out, inn, OFFSET_BINARY));
+    let bytes = layer_bytes([out, inn], q.scheme(), scale_dtype, packed, q.scales(), q.zero_points());
+    Ok(specs.into_iter().zip(bytes).collect())
 }
 
 fn words_bytes(words: &[u32]) -> Vec<u8> {
@@ -351,6 +368,17 @@ mod tests {
         assert_eq!(w[0] & 0xFF, u32::from(z[0] as u8 ^ 0x80));
         assert_eq!((w[0] >> 8) & 0xFF, u32::from(z[3] as u8 ^ 0x80));
         assert_eq!(unpack_dim0(&words_bytes(&w), 5, 3), z);
+    }
+
+    #[test]
+    fn rows_pack_as_the_words_of_pack_rows_xor() {
+        let q: Vec<i8> = (0..3 * 7).map(|i| (i * 53 % 256) as u8 as i8).collect();
+        let words = words_bytes(&pack_rows_xor(&q, 3, 7, OFFSET_BINARY));
+        let mut rows = vec![0xAAu8; 3 * 8];
+        for (r, out) in q.chunks(7).zip(rows.chunks_mut(8)) {
+            pack_row(r, out);
+        }
+        assert_eq!(rows, words);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Loading a checkpoint's quantized layers onto the GPU, with the activation dtype that the
 //! method recorded in the checkpoint fixes.
 
-use super::{Checkpoint, PackFormat, TensorInfo};
+use super::{Checkpoint, PackFormat, TensorInfo, as_slice_of};
 use crate::{DType, Gpu, GpuQuantizedTensor, Method, QuantizedLinear, Result};
 
 /// The `__metadata__` key where the quantizer records its method (`w8a16` / `w8a32`).
@@ -45,7 +45,9 @@ impl Checkpoint {
             };
             match info.format {
                 PackFormat::PackQuantized => {
-                    let words: Vec<u32> = bytemuck::pod_collect_to_vec(self.bytes(&format!("{name}.weight_packed"))?);
+                    // Mapped only while uploaded (read in place): no host copy outlives it.
+                    let data = self.tensor_data(&format!("{name}.weight_packed"))?;
+                    let words = as_slice_of::<u32>(&data);
                     let (scales, zps) = self.params(&info)?;
                     let w = GpuQuantizedTensor::from_packed(
                         gpu,

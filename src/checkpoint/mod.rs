@@ -24,12 +24,15 @@
 //!
 //! # Loading
 //!
-//! [`Checkpoint::open`] reads the headers only; tensor data is read per file on first use.
-//! [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from `P.weight_packed` (ours or any
-//! compressed-tensors 8-bit checkpoint, `pack-quantized` or `int-quantized`). Packed words go to
-//! the GPU as stored; the kernels read the offset-binary bytes directly.
+//! [`Checkpoint::open`] reads the headers only; tensor data is memory-mapped, not read into
+//! memory. [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from
+//! `P.weight_packed` (ours or any compressed-tensors 8-bit checkpoint, `pack-quantized` or
+//! `int-quantized`). Packed words go to the GPU as stored; the kernels read the offset-binary
+//! bytes directly. Each tensor it reads is mapped only while it is read, so a model loaded onto
+//! the GPU leaves no copy of its weights in host memory.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -41,6 +44,8 @@ mod compressed_tensors;
 mod folder;
 /// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
 mod load;
+/// Memory maps of a checkpoint file's bytes.
+mod mapped;
 /// The order names are listed and written in.
 mod natural_order;
 /// The `quantization_config` of config.json.
@@ -58,16 +63,17 @@ pub use self::compressed_tensors::{PackFormat, QuantizedLayerInfo, exported};
 pub use self::safetensors::{TensorDtype, TensorInfo};
 
 // Crate-private: what the quantizer and the files here share.
-pub(crate) use self::compressed_tensors::layer_tensors;
+pub(crate) use self::compressed_tensors::{export_scale, layer_bytes, layer_specs, layer_tensors, pack_row};
 pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use self::folder::{Located, check_index, unlisted_safetensors};
 pub(crate) use self::load::METHOD_METADATA_KEY;
+pub(crate) use self::mapped::{FileReader, Mapped, as_slice_of};
 pub(crate) use self::natural_order::natural_cmp;
 pub(crate) use self::quantization_config::quantization_config;
 pub(crate) use self::regular_file::file_kind;
 use self::safetensors::SafetensorsFile;
 pub(crate) use self::safetensors::{f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
-pub(crate) use self::writer::{OutTensor, write_json, write_safetensors};
+pub(crate) use self::writer::{SafetensorsWriter, TensorSpec, write_json};
 
 use crate::{Error, Result};
 
@@ -75,9 +81,14 @@ use crate::{Error, Result};
 /// listed by `model.safetensors.index.json`; with the folder's `config.json` when present.
 ///
 /// Opening reads and checks every file's header (a truncated or corrupt file is an error here);
-/// tensor data is read per file on first use and kept. Every file read must be a regular file
-/// (or a link to one): a FIFO, socket, device or folder in its place is an error, and never
-/// blocks.
+/// tensor data is memory-mapped (see [`Checkpoint::bytes`] and [`Checkpoint::linear`]), never
+/// read whole. Every file read must be a regular file (or a link to one): a FIFO, socket, device
+/// or folder in its place is an error, and never blocks. A file is opened again for its data on
+/// first use, checked to be the one whose header was read (same size, same header bytes), and
+/// kept open; its size is checked again before every map, so a file truncated or extended by
+/// another program is an [`Error::Corrupt`]. As with every memory-mapped reader, a file
+/// truncated by another program while a tensor of it is being read makes that read fault; the
+/// checks keep that window to the read itself.
 #[derive(Debug)]
 pub struct Checkpoint {
     path: PathBuf,
@@ -223,18 +234,38 @@ impl Checkpoint {
         self.nbytes
     }
 
-    /// Reads file `i` whole (not cached), checking it is still the file whose header was
-    /// validated at open: same size, same header bytes.
-    pub(crate) fn read_file(&self, i: usize) -> Result<Vec<u8>> {
-        self.files[i].read()
+    /// Opens file `i` again for its data (a new handle, not kept by the checkpoint), checking it
+    /// is still the file whose header was validated at open: same size, same header bytes.
+    pub(crate) fn open_reader(&self, i: usize) -> Result<FileReader> {
+        self.files[i].open_reader()
     }
 
-    /// The bytes of a tensor inside `data`, the contents of its file from `read_file`.
-    pub(crate) fn slice<'a>(&self, info: &TensorInfo, data: &'a [u8]) -> &'a [u8] {
-        &data[info.range.clone()]
+    /// Maps bytes `within` of a tensor (offsets inside the tensor's data) of the file `reader`
+    /// reads, which must be the tensor's file.
+    pub(crate) fn map_tensor(&self, reader: &FileReader, info: &TensorInfo, within: Range<usize>) -> Result<Mapped> {
+        if within.start > within.end || within.end > info.nbytes() {
+            return Err(Error::Corrupt(format!(
+                "bytes {within:?} are outside a tensor of {} bytes of `{}`",
+                info.nbytes(),
+                self.files[info.file].path().display()
+            )));
+        }
+        reader.map(info.range.start + within.start..info.range.start + within.end)
+    }
+
+    /// A tensor's bytes, mapped until the result is dropped (through the file's kept reader).
+    pub(crate) fn tensor_data(&self, name: &str) -> Result<Mapped> {
+        let info = self.require(name)?;
+        self.map_tensor(self.files[info.file].reader()?, info, 0..info.nbytes())
     }
 
     /// The raw little-endian bytes of a tensor.
+    ///
+    /// The tensor's file is memory-mapped whole on the first call and the map kept for the
+    /// checkpoint's life: the pages read stay mapped (file pages the kernel can reclaim, not
+    /// copies), and count in the process's resident memory. Loading layers with
+    /// [`Checkpoint::linear`] does not go through this map. The file's size is checked on each
+    /// call (an [`Error::Corrupt`] when another program changed it).
     pub fn bytes(&self, name: &str) -> Result<&[u8]> {
         let info = self.require(name)?;
         Ok(&self.files[info.file].data()?[info.range.clone()])
@@ -243,7 +274,7 @@ impl Checkpoint {
     /// A float tensor (F32, F16, BF16) converted to f32 (exactly).
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.require(name)?;
-        floats_to_f32(info.dtype, self.bytes(name)?).ok_or_else(|| {
+        floats_to_f32(info.dtype, &self.tensor_data(name)?).ok_or_else(|| {
             Error::Unsupported(format!("tensor `{name}` is {}, not a float tensor (F32, F16 or BF16)", info.dtype))
         })
     }

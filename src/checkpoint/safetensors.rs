@@ -1,7 +1,7 @@
 //! The safetensors container, read: one file's header read and checked against the file
-//! (offsets, sizes, dtypes) without reading the data; the data read whole on first use and
-//! checked to be the file whose header was validated; the container's dtypes and ours. Writing
-//! is `writer.rs`'s job.
+//! (offsets, sizes, dtypes) without reading the data; the file opened again for its data, checked
+//! to be the one whose header was validated, and mapped (`mapped.rs`); the container's dtypes and
+//! ours. Writing is `writer.rs`'s job.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -10,6 +10,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use super::mapped::{FileReader, Mapped};
 use super::regular_file::open_regular;
 use crate::{DType, Error, Result};
 
@@ -92,18 +93,20 @@ pub(crate) fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
     }
 }
 
-/// One safetensors file of a checkpoint: its header, checked at open, and its data, read on
-/// first use.
+/// One safetensors file of a checkpoint: its header, checked at open; its data, mapped.
 pub(super) struct SafetensorsFile {
     path: PathBuf,
     len: u64,
     /// End of the header (8 + its length): the header bytes are `[8, header_end)`.
     header_end: usize,
-    /// Hash of the header bytes as checked at open, so a file read later is known to be the one
-    /// whose offsets were validated without parsing its header again.
+    /// Hash of the header bytes as checked at open, so a file opened again later is known to be
+    /// the one whose offsets were validated without parsing its header again.
     header_hash: u64,
     metadata: Option<HashMap<String, String>>,
-    data: OnceLock<Vec<u8>>,
+    /// The file, opened again and checked on first use, then kept open.
+    reader: OnceLock<FileReader>,
+    /// The whole file mapped, on the first [`SafetensorsFile::data`], and kept.
+    data: OnceLock<Mapped>,
 }
 
 impl std::fmt::Debug for SafetensorsFile {
@@ -112,7 +115,7 @@ impl std::fmt::Debug for SafetensorsFile {
             .field("path", &self.path)
             .field("len", &self.len)
             .field("metadata", &self.metadata)
-            .field("loaded", &self.data.get().is_some())
+            .field("mapped", &self.data.get().is_some())
             .finish()
     }
 }
@@ -133,6 +136,7 @@ impl SafetensorsFile {
             header_end: h.header_end,
             header_hash: h.header_hash,
             metadata: h.metadata,
+            reader: OnceLock::new(),
             data: OnceLock::new(),
         };
         Ok((file, tensors))
@@ -148,39 +152,43 @@ impl SafetensorsFile {
         self.metadata.as_ref()
     }
 
-    /// Reads the file whole (not cached), checking it is still the file whose header was
-    /// validated at open: same size, same header bytes.
-    pub(super) fn read(&self) -> Result<Vec<u8>> {
+    /// Opens the file again for its data (not cached), checking it is still the file whose
+    /// header was validated at open: a regular file, the same size, the same header bytes.
+    pub(super) fn open_reader(&self) -> Result<FileReader> {
         use std::hash::Hasher;
-        let (mut file, len) = open_regular(&self.path)?;
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        file.read_to_end(&mut bytes).map_err(|e| Error::io("reading", &self.path, e))?;
-        if bytes.len() as u64 != self.len {
-            return Err(Error::Corrupt(format!(
-                "`{}` changed size while it was being read ({} then {} bytes)",
-                self.path.display(),
-                self.len,
-                bytes.len()
-            )));
-        }
+        let (file, _) = open_regular(&self.path)?;
+        let reader = FileReader::new(file, &self.path, self.len)?;
+        let header = reader.map(8..self.header_end)?;
         let mut hash = std::hash::DefaultHasher::new();
-        hash.write(&bytes[8..self.header_end]);
+        hash.write(&header);
         if hash.finish() != self.header_hash {
             return Err(Error::Corrupt(format!(
                 "`{}` changed while it was being read (its header is not the one read at open)",
                 self.path.display()
             )));
         }
-        Ok(bytes)
+        Ok(reader)
     }
 
-    /// The whole file, read (by [`SafetensorsFile::read`]) on first use and kept.
+    /// The reader of [`SafetensorsFile::open_reader`], opened on first use and kept.
+    pub(super) fn reader(&self) -> Result<&FileReader> {
+        if let Some(r) = self.reader.get() {
+            return Ok(r);
+        }
+        let r = self.open_reader()?;
+        Ok(self.reader.get_or_init(|| r))
+    }
+
+    /// The whole file, mapped on first use and kept; its size is checked again on every call.
     pub(super) fn data(&self) -> Result<&[u8]> {
+        let reader = self.reader()?;
         if let Some(d) = self.data.get() {
+            reader.check_size()?;
             return Ok(d);
         }
-        let bytes = self.read()?;
-        Ok(self.data.get_or_init(|| bytes))
+        // usize: read_header checked that the file fits the address space.
+        let whole = reader.map(0..self.len as usize)?;
+        Ok(self.data.get_or_init(|| whole))
     }
 }
 
@@ -315,8 +323,8 @@ fn read_header(path: &Path) -> Result<FileHeader> {
             available - data_len
         )));
     }
-    // The whole file is read into memory later, so it must fit the address space; then every
-    // range below (at most `len`) fits too.
+    // The whole file may be mapped later, so it must fit the address space; then every range
+    // below (at most `len`) fits too.
     if usize::try_from(len).is_err() {
         return Err(Error::TooLarge { what: format!("`{}`", path.display()), size: len, limit: usize::MAX as u64 });
     }

@@ -1,18 +1,34 @@
 //! Converting the checkpoint into the run's temporary folder: each safetensors file rewritten
 //! with its planned layers quantized (tensors in natural name order, the method recorded in the
 //! metadata), then the shard index and `config.json` with its `quantization_config`.
+//!
+//! Files are streamed. Every output file's header is written first (the plan fixes each
+//! tensor's dtype and shape); then each tensor is written at its offset as soon as it is ready,
+//! so no file is ever held in memory. Tensors are read from the memory-mapped input one at a
+//! time (copies in windows of [`COPY_WINDOW`]), and the map is dropped once read. Worker threads
+//! take the tensors in order, several at once: each layer in one pass over its rows
+//! (`fused.rs`: ints, stored form, error metrics); with a GPU, the calling thread quantizes the
+//! next layers on it while the workers finish the ones before. Files are byte-identical whatever
+//! the backend or the number of threads.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use serde_json::json;
 
-use super::eval::{output_error, seed_of};
+use super::eval::seed_of;
+use super::fused::{self, Fused, Ints};
 use super::output::TmpDir;
 use super::{Backend, LayerReport, Plan, Progress, Quantizer};
 use crate::checkpoint::{
-    self, CONFIG_FILE, Checkpoint, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, OutTensor, TensorInfo,
+    self, CONFIG_FILE, Checkpoint, FileReader, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, SafetensorsWriter,
+    TensorInfo, TensorSpec,
 };
-use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result, reference};
+use crate::{DType, Element, Error, QuantizedTensor, Result};
+
+/// Bytes of a copied tensor mapped at a time.
+const COPY_WINDOW: usize = 16 << 20;
 
 /// What the safetensors files written hold.
 pub(super) struct Written {
@@ -22,6 +38,48 @@ pub(super) struct Written {
     pub(super) total_after: usize,
     /// The output file of each tensor written, for the shard index.
     pub(super) weight_map: BTreeMap<String, String>,
+}
+
+/// One input tensor and what becomes of it.
+struct Job<'a> {
+    /// Its name.
+    name: &'a str,
+    info: &'a TensorInfo,
+    /// The output file it goes to.
+    out: usize,
+    /// For a quantized layer: its name `P` and its index among the run's layers.
+    layer: Option<(&'a str, usize)>,
+}
+
+/// A job handed to the workers, with the reader of its input file.
+enum Work {
+    /// Job `i`: copy the tensor, or quantize the layer on the CPU.
+    Run(usize, Arc<FileReader>),
+    /// Job `i`, a layer the GPU quantized.
+    Quantized(usize, Arc<FileReader>, QuantizedTensor),
+}
+
+/// What the threads of a conversion share.
+struct Shared {
+    /// The first job in order that failed (`usize::MAX` for none): no job after it starts, and
+    /// every job before it runs, so the run fails with the error a run in order would give.
+    first_failed: AtomicUsize,
+    /// The failures, with their job index.
+    errors: Mutex<Vec<(usize, Error)>>,
+    /// The layer reports, by layer index.
+    reports: Mutex<Vec<Option<LayerReport>>>,
+}
+
+impl Shared {
+    fn fail(&self, job: usize, e: Error) {
+        self.errors.lock().unwrap_or_else(PoisonError::into_inner).push((job, e));
+        self.first_failed.fetch_min(job, Ordering::Relaxed);
+    }
+
+    /// Whether job `i` comes after a failed one.
+    fn after_failure(&self, i: usize) -> bool {
+        i > self.first_failed.load(Ordering::Relaxed)
+    }
 }
 
 impl Quantizer {
@@ -35,13 +93,51 @@ impl Quantizer {
         tmp: &TmpDir,
         progress: &mut impl FnMut(Progress<'_>),
     ) -> Result<Written> {
-        let targets = plan.targets.iter().map(String::as_str).collect();
-        let run = Conversion { quantizer: self, ckpt, targets, backend, tmp };
+        let targets: BTreeSet<&str> = plan.targets.iter().map(String::as_str).collect();
         let mut written = Written { layers: Vec::new(), total_after: 0, weight_map: BTreeMap::new() };
+        let (mut jobs, mut files, mut layers) = (Vec::new(), Vec::new(), 0);
         for i in 0..ckpt.files().len() {
-            run.write_file(i, &mut written, progress)?;
+            // A single file is written as `model.safetensors` whatever its name.
+            let file_name = if ckpt.is_sharded() {
+                ckpt.files()[i].file_name().expect("shard files have names").to_string_lossy().into_owned()
+            } else {
+                MODEL_FILE.to_string()
+            };
+            let mut names: Vec<(&str, &TensorInfo)> = ckpt.tensors().filter(|(_, t)| t.file == i).collect();
+            names.sort_by(|a, b| checkpoint::natural_cmp(a.0, b.0));
+            let mut specs = Vec::new();
+            for (name, info) in names {
+                let mut layer = None;
+                if targets.contains(name) {
+                    let p = name.trim_end_matches(".weight");
+                    let dtype = info.float_dtype().expect("targets are float");
+                    for (suffix, dtype, shape) in checkpoint::layer_specs(layer_shape(info), self.scheme, dtype)? {
+                        specs.push(TensorSpec { name: format!("{p}.{suffix}"), dtype, shape });
+                    }
+                    layer = Some((p, layers));
+                    layers += 1;
+                } else {
+                    specs.push(TensorSpec { name: name.to_string(), dtype: info.dtype, shape: info.shape.clone() });
+                }
+                jobs.push(Job { name, info, out: files.len(), layer });
+            }
+            let mut metadata = ckpt.file_metadata(i).cloned().unwrap_or_default();
+            metadata.entry("format".into()).or_insert_with(|| "pt".into());
+            metadata.insert(METHOD_METADATA_KEY.into(), self.method.to_string());
+            tmp.ensure_live()?;
+            let writer = SafetensorsWriter::create(&tmp.path().join(&file_name), &specs, &metadata)?;
+            written.total_after += writer.data_len();
+            for s in specs {
+                written.weight_map.insert(s.name, file_name.clone());
+            }
+            files.push(writer);
         }
-        progress(Progress { done: written.layers.len(), total: run.targets.len(), layer: None });
+        written.layers = self.run_jobs(ckpt, &jobs, &files, backend, tmp, progress)?;
+        tmp.ensure_live()?;
+        for f in files {
+            f.finish()?;
+        }
+        progress(Progress { done: written.layers.len(), total: written.layers.len(), layer: None });
         Ok(written)
     }
 
@@ -70,112 +166,246 @@ impl Quantizer {
         Ok(())
     }
 
-    /// Quantizes one float weight (its bytes as stored) and encodes it as compressed-tensors
-    /// tensors, scales in the weight's dtype; the report measures the stored tensor.
-    fn quantize_layer(
+    /// The worker threads the CPU work runs on.
+    fn worker_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1)
+    }
+
+    /// Runs `jobs` on worker threads, the calling thread handing them out in order (and, with a
+    /// GPU, quantizing the layers on it first); returns the layer reports in job order, or the
+    /// error of the first job in order that failed.
+    fn run_jobs(
         &self,
+        ckpt: &Checkpoint,
+        jobs: &[Job<'_>],
+        files: &[SafetensorsWriter],
         backend: &Backend,
-        layer: &str,
-        info: &TensorInfo,
-        bytes: &[u8],
-    ) -> Result<(LayerReport, Vec<(&'static str, OutTensor<'static>)>)> {
-        let dtype = info.float_dtype().expect("targets are float");
-        let shape = [info.shape[0], info.shape[1]];
-        let (q, w) = match dtype {
-            DType::F32 => quantize_as::<f32>(backend, bytes, shape, self.scheme)?,
-            DType::F16 => quantize_as::<half::f16>(backend, bytes, shape, self.scheme)?,
-            DType::BF16 => quantize_as::<half::bf16>(backend, bytes, shape, self.scheme)?,
+        tmp: &TmpDir,
+        progress: &mut impl FnMut(Progress<'_>),
+    ) -> Result<Vec<LayerReport>> {
+        let total = jobs.iter().filter(|j| j.layer.is_some()).count();
+        let shared = Shared {
+            first_failed: AtomicUsize::new(usize::MAX),
+            errors: Mutex::new(Vec::new()),
+            reports: Mutex::new(vec![None; total]),
         };
-        let q = checkpoint::exported(&q, dtype)?;
-        let tensors = checkpoint::layer_tensors(&q, dtype)?;
-        let err = q.error(&w)?;
-        let (rel, max) = match self.eval_rows {
-            0 => (None, None),
-            rows => {
-                let (r, m) = output_error(&q, &w, rows, seed_of(layer))?;
-                (Some(r), Some(m))
+        let threads = self.worker_threads();
+        // At most `threads` jobs wait: with a GPU, that bounds the quantized layers held.
+        let (tx, rx) = mpsc::sync_channel::<Work>(threads);
+        // Only the workers hold the receiver: should they all stop, sending fails instead of
+        // waiting forever.
+        let rx = Arc::new(Mutex::new(rx));
+        // Output files are synced as they grow, on a thread of their own: the final sync of each
+        // is then short, and no worker waits for the disk.
+        let (sync_tx, sync_rx) = mpsc::channel::<usize>();
+        std::thread::scope(|s| {
+            let shared_ref = &shared;
+            s.spawn(move || {
+                for f in sync_rx {
+                    if let Err(e) = files[f].sync() {
+                        // After every job: a job's own error comes first.
+                        shared_ref.fail(jobs.len(), e);
+                    }
+                }
+            });
+            for _ in 0..threads {
+                let (rx, shared, sync_tx) = (Arc::clone(&rx), &shared, sync_tx.clone());
+                s.spawn(move || {
+                    loop {
+                        let work = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let Ok(work) = work else { break };
+                        let i = match &work {
+                            Work::Run(i, _) | Work::Quantized(i, ..) => *i,
+                        };
+                        if shared.after_failure(i) {
+                            continue;
+                        }
+                        let job = &jobs[i];
+                        let result = tmp.ensure_live().and_then(|()| match work {
+                            Work::Run(_, reader) if job.layer.is_none() => copy(ckpt, &reader, job, &files[job.out]),
+                            Work::Run(_, reader) => self.layer(ckpt, &reader, job, &files[job.out], None),
+                            Work::Quantized(_, reader, q) => self.layer(ckpt, &reader, job, &files[job.out], Some(q)),
+                        });
+                        if files[job.out].sync_due() {
+                            let _ = sync_tx.send(job.out);
+                        }
+                        match result {
+                            Ok(Some(report)) => {
+                                let (_, index) = job.layer.expect("a report is a layer's");
+                                shared.reports.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(report);
+                            }
+                            Ok(None) => {}
+                            Err(e) => shared.fail(i, e),
+                        }
+                    }
+                });
             }
-        };
-        let report = LayerReport {
-            name: layer.to_string(),
+            drop((rx, sync_tx));
+            // The reader of the input file being handed out; a file's handle closes when its
+            // last job is done.
+            let mut reader: Option<(usize, Arc<FileReader>)> = None;
+            for (i, job) in jobs.iter().enumerate() {
+                if shared.after_failure(i) {
+                    break;
+                }
+                let file = job.info.file;
+                let r = match &reader {
+                    Some((f, r)) if *f == file => Arc::clone(r),
+                    _ => match ckpt.open_reader(file) {
+                        Ok(r) => Arc::clone(&reader.insert((file, Arc::new(r))).1),
+                        Err(e) => {
+                            shared.fail(i, e);
+                            break;
+                        }
+                    },
+                };
+                let work = match (job.layer, backend) {
+                    (Some((p, index)), Backend::Gpu(gpu)) => {
+                        progress(Progress { done: index, total, layer: Some(p) });
+                        match gpu_quantize(gpu, ckpt, &r, job, self.scheme) {
+                            Ok(q) => Work::Quantized(i, r, q),
+                            Err(e) => {
+                                shared.fail(i, e);
+                                break;
+                            }
+                        }
+                    }
+                    (Some((p, index)), Backend::Cpu) => {
+                        progress(Progress { done: index, total, layer: Some(p) });
+                        Work::Run(i, r)
+                    }
+                    (None, _) => Work::Run(i, r),
+                };
+                if tx.send(work).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+        });
+        let errors = shared.errors.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, e)) = errors.into_iter().min_by_key(|e| e.0) {
+            return Err(e);
+        }
+        let reports = shared.reports.into_inner().unwrap_or_else(PoisonError::into_inner);
+        Ok(reports.into_iter().map(|r| r.expect("every layer finished")).collect())
+    }
+
+    /// Quantizes the layer of `job` (or takes the GPU's ints `given`), writes its tensors and
+    /// returns its report. Errors of the quantization name the tensor.
+    fn layer(
+        &self,
+        ckpt: &Checkpoint,
+        reader: &FileReader,
+        job: &Job<'_>,
+        file: &SafetensorsWriter,
+        given: Option<QuantizedTensor>,
+    ) -> Result<Option<LayerReport>> {
+        let (p, _) = job.layer.expect("a layer job");
+        let info = job.info;
+        let dtype = info.float_dtype().expect("targets are float");
+        let data = ckpt.map_tensor(reader, info, 0..info.nbytes())?;
+        let stored = match dtype {
+            DType::F32 => self.stored::<f32>(&data, info, p, given),
+            DType::F16 => self.stored::<half::f16>(&data, info, p, given),
+            DType::BF16 => self.stored::<half::bf16>(&data, info, p, given),
+        }
+        .map_err(|e| e.in_tensor(job.name))?;
+        drop(data);
+        let shape = layer_shape(info);
+        let specs = checkpoint::layer_specs(shape, self.scheme, dtype)?;
+        let bytes = checkpoint::layer_bytes(
+            shape,
+            self.scheme,
+            dtype,
+            stored.packed,
+            &stored.scales,
+            stored.zero_points.as_deref(),
+        );
+        let mut bytes_after = 0;
+        for ((suffix, ..), b) in specs.iter().zip(&bytes) {
+            file.write(&format!("{p}.{suffix}"), 0, b)?;
+            bytes_after += b.len();
+        }
+        Ok(Some(LayerReport {
+            name: p.to_string(),
             shape,
             dtype,
             scheme: self.scheme,
-            bytes_before: bytes.len(),
-            bytes_after: tensors.iter().map(|(_, t)| t.data.len()).sum(),
-            mse: err.mse,
-            max_abs: err.max_abs,
-            output_rel_error: rel,
-            output_max_abs: max,
-        };
-        Ok((report, tensors))
+            bytes_before: info.nbytes(),
+            bytes_after,
+            mse: stored.mse,
+            max_abs: stored.max_abs,
+            output_rel_error: stored.output.map(|o| o.0),
+            output_max_abs: stored.output.map(|o| o.1),
+        }))
+    }
+
+    /// The stored form and metrics of layer `p`, whose weight is `bytes` read as `T`: in one pass
+    /// ([`fused::quantize_layer`]), or, where that gives up, the reference way (which then gives
+    /// the same result, or the error).
+    fn stored<T: Element>(
+        &self,
+        bytes: &[u8],
+        info: &TensorInfo,
+        p: &str,
+        given: Option<QuantizedTensor>,
+    ) -> Result<Fused> {
+        let x = checkpoint::as_slice_of::<T>(bytes);
+        let x = &*x;
+        let (shape, dtype, seed) = (layer_shape(info), T::DTYPE, seed_of(p));
+        let ints = given.as_ref().map_or(Ints::Compute, Ints::Given);
+        match fused::quantize_layer(x, shape, self.scheme, dtype, ints, self.eval_rows, seed) {
+            Some(f) => Ok(f),
+            None => fused::reference_layer(x, shape, self.scheme, dtype, given, self.eval_rows, seed),
+        }
     }
 }
 
-/// One run's conversion: what it reads, which tensors it quantizes and on what, where it writes.
-struct Conversion<'a> {
-    quantizer: &'a Quantizer,
-    ckpt: &'a Checkpoint,
-    targets: BTreeSet<&'a str>,
-    backend: &'a Backend,
-    tmp: &'a TmpDir,
+/// `[out, in]` of a planned layer (planned layers are 2-D).
+fn layer_shape(info: &TensorInfo) -> [usize; 2] {
+    [info.shape[0], info.shape[1]]
 }
 
-impl Conversion<'_> {
-    /// Writes file `i` of the checkpoint, quantizing the targets, and adds what it wrote to
-    /// `written`. A single file is written as `model.safetensors` whatever its name.
-    fn write_file(&self, i: usize, written: &mut Written, progress: &mut impl FnMut(Progress<'_>)) -> Result<()> {
-        let Conversion { quantizer, ckpt, targets, backend, tmp } = self;
-        let data = ckpt.read_file(i)?;
-        let file_name = if ckpt.is_sharded() {
-            ckpt.files()[i].file_name().expect("shard files have names").to_string_lossy().into_owned()
-        } else {
-            MODEL_FILE.to_string()
-        };
-        let mut out = Vec::new();
-        let mut names: Vec<(&str, &TensorInfo)> = ckpt.tensors().filter(|(_, t)| t.file == i).collect();
-        names.sort_by(|a, b| checkpoint::natural_cmp(a.0, b.0));
-        for (name, info) in names {
-            let bytes = ckpt.slice(info, &data);
-            if targets.contains(name) {
-                let layer = name.trim_end_matches(".weight");
-                progress(Progress { done: written.layers.len(), total: targets.len(), layer: Some(layer) });
-                let (report, tensors) =
-                    quantizer.quantize_layer(backend, layer, info, bytes).map_err(|e| e.in_tensor(name))?;
-                for (suffix, t) in tensors {
-                    out.push((format!("{layer}.{suffix}"), t));
-                }
-                written.layers.push(report);
-            } else {
-                out.push((
-                    name.to_string(),
-                    OutTensor { dtype: info.dtype, shape: info.shape.clone(), data: bytes.into() },
-                ));
-            }
-        }
-        for (name, t) in &out {
-            written.weight_map.insert(name.clone(), file_name.clone());
-            written.total_after += t.data.len();
-        }
-        let mut metadata = ckpt.file_metadata(i).cloned().unwrap_or_default();
-        metadata.entry("format".into()).or_insert_with(|| "pt".into());
-        metadata.insert(METHOD_METADATA_KEY.into(), quantizer.method.to_string());
-        tmp.ensure_live()?;
-        checkpoint::write_safetensors(&tmp.path().join(&file_name), out, Some(metadata))
+/// Copies the tensor of `job` unchanged, a window at a time.
+fn copy(
+    ckpt: &Checkpoint,
+    reader: &FileReader,
+    job: &Job<'_>,
+    file: &SafetensorsWriter,
+) -> Result<Option<LayerReport>> {
+    let len = job.info.nbytes();
+    let mut at = 0;
+    while at < len {
+        let end = len.min(at + COPY_WINDOW);
+        file.write(job.name, at, &ckpt.map_tensor(reader, job.info, at..end)?)?;
+        at = end;
     }
+    Ok(None)
 }
 
-/// Quantizes `bytes` read as `T`, and returns the weight widened to f32 for the error metrics.
-fn quantize_as<T: Element>(
-    backend: &Backend,
-    bytes: &[u8],
-    shape: [usize; 2],
-    scheme: QuantScheme,
-) -> Result<(QuantizedTensor, Vec<f32>)> {
-    let x: Vec<T> = bytemuck::pod_collect_to_vec(bytes);
-    let q = match backend {
-        Backend::Gpu(g) => g.quantize(&x, &shape, scheme)?.to_host()?,
-        Backend::Cpu => reference::quantize(&x, &shape, scheme)?,
-    };
-    Ok((q, x.iter().map(|v| v.to_f32()).collect()))
+/// Quantizes the layer of `job` on the GPU, its weight read from the mapped input. Errors of the
+/// quantization name the tensor.
+fn gpu_quantize(
+    gpu: &crate::Gpu,
+    ckpt: &Checkpoint,
+    reader: &FileReader,
+    job: &Job<'_>,
+    scheme: crate::QuantScheme,
+) -> Result<QuantizedTensor> {
+    fn run<T: Element>(
+        gpu: &crate::Gpu,
+        bytes: &[u8],
+        shape: &[usize],
+        scheme: crate::QuantScheme,
+    ) -> Result<QuantizedTensor> {
+        gpu.quantize(&checkpoint::as_slice_of::<T>(bytes), shape, scheme)?.to_host()
+    }
+    let info = job.info;
+    let data = ckpt.map_tensor(reader, info, 0..info.nbytes())?;
+    match info.float_dtype().expect("targets are float") {
+        DType::F32 => run::<f32>(gpu, &data, &info.shape, scheme),
+        DType::F16 => run::<half::f16>(gpu, &data, &info.shape, scheme),
+        DType::BF16 => run::<half::bf16>(gpu, &data, &info.shape, scheme),
+    }
+    .map_err(|e| e.in_tensor(job.name))
 }

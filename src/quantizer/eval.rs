@@ -46,14 +46,19 @@ pub(super) fn output_error(q: &QuantizedTensor, w: &[f32], rows: usize, seed: u6
             max = max.max(d.abs());
         }
     }
-    let rel = if den > 0.0 {
+    Ok((relative_error(num, den), max))
+}
+
+/// `sqrt(num / den)`, the relative L2 error from the sums of squared errors and outputs: 0 when
+/// both are 0, infinite when only the outputs are.
+pub(super) fn relative_error(num: f64, den: f64) -> f64 {
+    if den > 0.0 {
         (num / den).sqrt()
     } else if num == 0.0 {
         0.0
     } else {
         f64::INFINITY
-    };
-    Ok((rel, max))
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,17 @@
 //! runs f32 activations; `w8a16` runs the checkpoint's own dtype when it is f16 or bf16, and bf16
 //! for f32 checkpoints (bf16 keeps f32's range, so activations cannot overflow as in f16).
 //!
+//! # Speed and memory
+//!
+//! The input is memory-mapped and read one tensor at a time; each output file's header is written
+//! first (the plan fixes every tensor's dtype and shape) and each tensor as soon as it is ready,
+//! so a run holds the few layers it is working on, not a file. Worker threads
+//! ([`Quantizer::threads`], default the available parallelism) take the layers in order, several
+//! at once, each in one pass over its rows: quantization on the CPU backend, the stored form, the
+//! weight error and the output error on up to 64 evaluation rows. With a GPU, the calling thread
+//! quantizes the next layers on it while the workers finish the earlier ones. The files and the
+//! report are the same whatever the backend and the number of threads.
+//!
 //! # Output
 //!
 //! The input is only read. The output is written into a temporary folder beside it,
@@ -103,6 +114,8 @@ mod convert;
 mod eval;
 /// Copying the input folder's other files.
 mod extra_files;
+/// One pass over a layer's rows: ints, stored form, error metrics.
+mod fused;
 /// What `int8-wgpu inspect` prints.
 mod inspect;
 /// The temporary output folder and its move into place.
@@ -122,9 +135,11 @@ pub use self::select::{DEFAULT_EXCLUDES, Plan, Skipped};
 pub use crate::scheme::Method;
 
 /// The most activation rows [`Quantizer::eval_rows`] accepts. The evaluation costs
-/// rows × out × in multiply-adds per layer, in f64, on one CPU core, and rows × in f32 values of
-/// memory; 4096 rows of a 4096×4096 layer are already 69 G multiply-adds. A larger value is an
-/// [`Error::TooLarge`] when the run starts.
+/// rows × out × in multiply-adds per layer in f32 and as many in f64, one layer per worker
+/// thread, and rows × in f32 values of memory; 4096 rows of a 4096×4096 layer are already 69 G
+/// multiply-adds. Up to 64 rows, it is done in the same pass over the weight as the
+/// quantization; more take a second pass. A larger value is an [`Error::TooLarge`] when the run
+/// starts.
 pub const MAX_EVAL_ROWS: usize = 4096;
 
 /// Where quantization runs.
@@ -150,7 +165,8 @@ impl Backend {
 /// One step of a running quantization, passed to the progress callback.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress<'a> {
-    /// Layers finished.
+    /// Layers started before this one (several layers are worked on at once, so some of them
+    /// may not be finished); `total` in the final call, which comes once every layer is.
     pub done: usize,
     /// Layers to quantize in all.
     pub total: usize,
@@ -171,6 +187,7 @@ pub struct Quantizer {
     backend: Option<Backend>,
     eval_rows: usize,
     overwrite: bool,
+    threads: Option<usize>,
 }
 
 impl Quantizer {
@@ -189,6 +206,7 @@ impl Quantizer {
             backend: None,
             eval_rows: 8,
             overwrite: false,
+            threads: None,
         }
     }
 
@@ -244,6 +262,14 @@ impl Quantizer {
     /// [`MAX_EVAL_ROWS`], checked when the run starts).
     pub fn eval_rows(mut self, rows: usize) -> Self {
         self.eval_rows = rows;
+        self
+    }
+
+    /// Worker threads for the work on the CPU: quantization with [`Quantizer::cpu`], and with
+    /// either backend the stored form and the error metrics, several layers at once (default:
+    /// the available parallelism; 0 counts as 1). The files do not depend on it.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
         self
     }
 

@@ -1,0 +1,578 @@
+//! One pass over a layer's rows that computes everything the quantizer stores and reports for
+//! it: the ints (here, or given by the GPU), the packed rows, the exported scales, the weight
+//! error and the output error on the evaluation activations. Each row is read from the mapped
+//! input once and worked on while it is in cache.
+//!
+//! Every number is bit for bit what the reference path computes ([`reference::quantize`],
+//! [`exported`](crate::checkpoint::exported), [`QuantizedTensor::error`],
+//! `eval::output_error`): the same f32 and f64 operations in the same order (IEEE arithmetic is
+//! correctly rounded, so this costs nothing), and sums that the reference takes in one running
+//! order are taken in that order. Where that is not possible, or the reference would fail, the
+//! pass gives up ([`None`]) and the caller takes the reference path, which gives the same result
+//! or the error: a non-finite weight, a scale out of range, an output that overflows, a
+//! granularity whose scales span rows (only per-channel along axis 1, which compressed-tensors
+//! cannot store), more than [`MAX_FUSED_EVAL_ROWS`] evaluation rows.
+//!
+//! [`reference::quantize`]: crate::reference::quantize
+
+use super::eval::{output_error, random_activations, relative_error};
+use crate::checkpoint::{self, export_scale, pack_row};
+use crate::quantized::{check_scale, max_scale};
+use crate::reference::{self, asymmetric_params, flush_subnormal, symmetric_scale};
+use crate::{DType, Element, Granularity, Mode, QuantScheme, QuantizedTensor, Result};
+
+/// The most evaluation rows the fused pass takes; it keeps `rows × out` outputs of each layer
+/// (the reference's order of summing them is row by row of activations, not of weights).
+pub(super) const MAX_FUSED_EVAL_ROWS: usize = 64;
+
+/// Activation rows evaluated together: one f32 lane each in the dot products.
+const LANES: usize = 8;
+
+/// Where a layer's ints come from.
+#[derive(Clone, Copy)]
+pub(super) enum Ints<'a> {
+    /// Computed here, as [`reference::quantize`](crate::reference::quantize) does.
+    Compute,
+    /// Given (by the GPU); the scales are the unexported ones.
+    Given(&'a QuantizedTensor),
+}
+
+/// A quantized layer as stored, and its error metrics.
+#[derive(Debug, PartialEq)]
+pub(super) struct Fused {
+    /// The `weight_packed` bytes: each row's ints `^ 0x80`, padded to whole words with zeros.
+    pub(super) packed: Vec<u8>,
+    /// The scales as exported in the weight's dtype.
+    pub(super) scales: Vec<f32>,
+    /// The zero points (asymmetric schemes).
+    pub(super) zero_points: Option<Vec<i8>>,
+    /// [`QuantizedTensor::error`] of the stored tensor against the weight.
+    pub(super) mse: f64,
+    /// Its largest absolute error.
+    pub(super) max_abs: f64,
+    /// `output_error` on `eval_rows` rows: relative L2 and max abs error (`None` for 0 rows).
+    pub(super) output: Option<(f64, f64)>,
+}
+
+/// Quantizes the `[out, in]` weight `x` with `scheme` (or takes the given ints), exporting scales
+/// in `scale_dtype`, and measures the stored tensor on `eval_rows` rows of the activations of
+/// `seed`. `None`: take the reference path (see the module docs).
+pub(super) fn quantize_layer<T: Element>(
+    x: &[T],
+    shape: [usize; 2],
+    scheme: QuantScheme,
+    scale_dtype: DType,
+    ints: Ints<'_>,
+    eval_rows: usize,
+    seed: u64,
+) -> Option<Fused> {
+    let [n, k] = shape;
+    if n == 0 || k == 0 || x.len() != n.checked_mul(k)? {
+        return None;
+    }
+    // Elements per segment (the run of a row sharing a scale) and segments per row.
+    let (group, per_row) = match scheme.granularity {
+        Granularity::PerChannel { axis: 0 } | Granularity::PerTensor => (k, 1),
+        Granularity::PerGroup { size } if size > 0 && k.is_multiple_of(size) => (size, k / size),
+        _ => return None,
+    };
+    let per_tensor = scheme.granularity == Granularity::PerTensor;
+    if let Ints::Given(q) = ints {
+        if q.shape() != shape || q.scheme() != scheme {
+            return None;
+        }
+    }
+    // The reference's one parameter of a per-tensor scheme comes from the whole tensor.
+    let global = match ints {
+        Ints::Compute if per_tensor => {
+            let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+            for v in x {
+                let v = v.to_f32();
+                if !v.is_finite() {
+                    return None;
+                }
+                let v = flush_subnormal(v);
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            Some(params(scheme.mode, lo, hi)?)
+        }
+        _ => None,
+    };
+    let mut eval = match eval_rows {
+        0 => None,
+        rows => Some(Eval::new(rows, shape, group, per_row, seed)?),
+    };
+
+    let row_bytes = k.div_ceil(4) * 4;
+    let mut packed = vec![0u8; n.checked_mul(row_bytes)?];
+    let nparams = if per_tensor { 1 } else { n * per_row };
+    let (mut scales, mut zps) = (vec![0f32; nparams], vec![0i8; nparams]);
+    let (mut w, mut q) = (vec![0f32; k], vec![0i8; k]);
+    let (mut row_scales, mut row_zps) = (vec![0f32; per_row], vec![0i8; per_row]);
+    let (mut sum, mut max) = (0f64, 0f64);
+    for (j, (row, packed_row)) in x.chunks_exact(k).zip(packed.chunks_exact_mut(row_bytes)).enumerate() {
+        for g in 0..per_row {
+            let seg = g * group..(g + 1) * group;
+            let (lo, hi) = widen(&row[seg.clone()], &mut w[seg.clone()])?;
+            let p = if per_tensor { 0 } else { j * per_row + g };
+            let (s, z) = match (ints, global) {
+                (Ints::Given(t), _) => (t.scales()[p], t.zero_point(p)),
+                (Ints::Compute, Some(sz)) => sz,
+                (Ints::Compute, None) => params(scheme.mode, lo, hi)?,
+            };
+            let stored = export_scale(s, scale_dtype);
+            check_scale(p, stored, scheme.mode).ok()?;
+            (scales[p], zps[p]) = (stored, z);
+            (row_scales[g], row_zps[g]) = (stored, z);
+            let (w, q) = (&w[seg.clone()], &mut q[seg.clone()]);
+            match ints {
+                Ints::Given(t) => q.copy_from_slice(&t.values()[j * k + seg.start..j * k + seg.end]),
+                Ints::Compute => {
+                    let zf = f32::from(z);
+                    for (o, &v) in q.iter_mut().zip(w) {
+                        *o = quantize_value(v, s, zf);
+                    }
+                }
+            }
+            add_errors(w, q, stored, f32::from(z), &mut sum, &mut max);
+        }
+        pack_row(&q, packed_row);
+        if let Some(e) = &mut eval {
+            e.row(j, &w, &q, &row_scales, &row_zps)?;
+        }
+    }
+    Some(Fused {
+        packed,
+        scales,
+        zero_points: scheme.has_zero_point().then_some(zps),
+        mse: sum / x.len() as f64,
+        max_abs: max,
+        output: eval.map(Eval::finish),
+    })
+}
+
+/// What [`quantize_layer`] computes, the reference way: [`reference::quantize`] (or the `given`
+/// ints), [`exported`], [`QuantizedTensor::error`], `eval::output_error` and the stored
+/// tensors' encoding, each on the whole layer. The quantizer's path where the fused pass gives
+/// up; it gives the same result, or the error.
+///
+/// [`exported`]: crate::checkpoint::exported
+pub(super) fn reference_layer<T: Element>(
+    x: &[T],
+    shape: [usize; 2],
+    scheme: QuantScheme,
+    scale_dtype: DType,
+    given: Option<QuantizedTensor>,
+    eval_rows: usize,
+    seed: u64,
+) -> Result<Fused> {
+    let q = match given {
+        Some(q) => q,
+        None => reference::quantize(x, &shape, scheme)?,
+    };
+    let q = checkpoint::exported(&q, scale_dtype)?;
+    let w: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+    let err = q.error(&w)?;
+    let output = match eval_rows {
+        0 => None,
+        rows => Some(output_error(&q, &w, rows, seed)?),
+    };
+    let packed = checkpoint::layer_tensors(&q, scale_dtype)?.swap_remove(0).1;
+    Ok(Fused {
+        packed,
+        scales: q.scales().to_vec(),
+        zero_points: q.zero_points().map(<[i8]>::to_vec),
+        mse: err.mse,
+        max_abs: err.max_abs,
+        output,
+    })
+}
+
+/// Widens `x` into `w`, and returns the smallest and largest value with subnormals flushed, as
+/// the reference's running `min` and `max` find them; `None` when a value is not finite (the
+/// reference's error). Lane-wise, so that it vectorizes: min and max are exact, so the order
+/// they are taken in does not matter. The sign of a zero bound may differ from the reference's
+/// (`-0.0` flushes to `+0.0` here, and which of two zeros a min keeps is not fixed); no scale
+/// or zero point depends on it.
+fn widen<T: Element>(x: &[T], w: &mut [f32]) -> Option<(f32, f32)> {
+    let flush = |v: f32| if v.abs() < f32::MIN_POSITIVE { 0.0 } else { v };
+    let (mut lo, mut hi, mut finite) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES], [true; LANES]);
+    let (mut xc, mut wc) = (x.chunks_exact(LANES), w.chunks_exact_mut(LANES));
+    for (xc, wc) in (&mut xc).zip(&mut wc) {
+        for l in 0..LANES {
+            let v = xc[l].to_f32();
+            wc[l] = v;
+            finite[l] &= v.abs() < f32::INFINITY;
+            (lo[l], hi[l]) = (lo[l].min(flush(v)), hi[l].max(flush(v)));
+        }
+    }
+    for (x, w) in xc.remainder().iter().zip(wc.into_remainder()) {
+        let v = x.to_f32();
+        *w = v;
+        finite[0] &= v.abs() < f32::INFINITY;
+        (lo[0], hi[0]) = (lo[0].min(flush(v)), hi[0].max(flush(v)));
+    }
+    finite
+        .iter()
+        .all(|&f| f)
+        .then(|| (lo.into_iter().fold(f32::INFINITY, f32::min), hi.into_iter().fold(f32::NEG_INFINITY, f32::max)))
+}
+
+/// Adds the squared errors of the stored values `scale · (q − zp)` against `w` to the running
+/// `sum`, element by element in order (the reference's one running sum), and raises `max` to the
+/// largest error, as [`QuantizedTensor::error`] does. A chunk's errors are computed together and
+/// then added one by one, so that the computation of the next chunk's overlaps the additions.
+fn add_errors(w: &[f32], q: &[i8], scale: f32, zp: f32, sum: &mut f64, max: &mut f64) {
+    // (q - zp) in f32 is exact, as the reference's i32 difference converted.
+    let error = |v: f32, q: i8| (f64::from(v) - f64::from(scale * (f32::from(q) - zp))).abs();
+    let mut m = [0f64; LANES];
+    let (wc, qc) = (w.chunks_exact(LANES), q.chunks_exact(LANES));
+    let rest = wc.remainder().iter().zip(qc.remainder());
+    for (wc, qc) in wc.zip(qc) {
+        let mut e = [0f64; LANES];
+        for l in 0..LANES {
+            e[l] = error(wc[l], qc[l]);
+            m[l] = if e[l] > m[l] { e[l] } else { m[l] };
+        }
+        for e in e {
+            *sum += e * e;
+        }
+    }
+    for (&v, &q) in rest {
+        let e = error(v, q);
+        m[0] = if e > m[0] { e } else { m[0] };
+        *sum += e * e;
+    }
+    *max = m.into_iter().fold(*max, f64::max);
+}
+
+/// The scale and zero point [`reference::quantize`](crate::reference::quantize) computes for a
+/// block with range `[lo, hi]` (flushed values), `None` where it fails.
+fn params(mode: Mode, lo: f32, hi: f32) -> Option<(f32, i8)> {
+    let (s, z) = match mode {
+        Mode::Symmetric => (symmetric_scale(hi.max(-lo)), 0),
+        Mode::Asymmetric => asymmetric_params(lo, hi)?,
+    };
+    if s > max_scale(mode) {
+        return None;
+    }
+    check_scale(0, s, mode).ok()?;
+    Some((s, z))
+}
+
+/// [`reference::quantize_value`](crate::reference::quantize_value), with `zp` as f32: the same
+/// int for every input but NaN (which cannot reach it: the weights are checked finite and the
+/// scale is a positive normal float), in code that vectorizes on baseline x86-64 (no SSE4.1
+/// `roundps`, no saturating float-to-int conversion).
+///
+/// `v = x / scale + zp` is clamped to ±256 (the clamp below then gives the same int as for `v`),
+/// so `v + 1.5·2²³` lies in [2²³, 2²⁴), where floats are the integers: the addition rounds `v`
+/// half to even (1.5·2²³ is even), and the integer is the float's bit pattern less that of
+/// 1.5·2²³, consecutive integers having consecutive patterns there.
+#[inline]
+fn quantize_value(x: f32, scale: f32, zp: f32) -> i8 {
+    const SHIFT: f32 = 12_582_912.0;
+    // flush_subnormal, but -0.0 becomes +0.0: the same v after adding zp, or the same int.
+    let x = if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x };
+    let v = (x / scale + zp).clamp(-256.0, 256.0);
+    // Cannot overflow; wrapping, as an overflow check would stop the loop from vectorizing.
+    let n = ((v + SHIFT).to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    n.clamp(-128, 127) as i8
+}
+
+/// The output error of a layer, accumulated row by row of the weight: `eval::output_error`'s
+/// arithmetic on activation rows taken [`LANES`] at a time.
+struct Eval {
+    rows: usize,
+    shape: [usize; 2],
+    group: usize,
+    per_row: usize,
+    /// Activations in f32, lane-major per chunk of rows: `xt[c·in + e][m]` = `x[8c + m][e]`.
+    xt: Vec<[f32; LANES]>,
+    /// The same in f64.
+    xd: Vec<[f64; LANES]>,
+    /// Per chunk and segment, the f32 sum of the activations over the segment, in order.
+    xs: Vec<[f32; LANES]>,
+    /// `y_q − y` and `y`, `[rows, out]` row-major.
+    diff: Vec<f64>,
+    y: Vec<f64>,
+}
+
+impl Eval {
+    /// `None`: more rows than the fused pass takes, or sizes that overflow.
+    fn new(rows: usize, shape: [usize; 2], group: usize, per_row: usize, seed: u64) -> Option<Self> {
+        let [n, k] = shape;
+        if rows > MAX_FUSED_EVAL_ROWS {
+            return None;
+        }
+        let x = random_activations(rows.checked_mul(k)?, seed);
+        let outputs = rows.checked_mul(n)?;
+        let chunks = rows.div_ceil(LANES);
+        let mut xt = vec![[0f32; LANES]; chunks * k];
+        let mut xs = vec![[0f32; LANES]; chunks * per_row];
+        for (m, xrow) in x.chunks_exact(k).enumerate() {
+            let (c, lane) = (m / LANES, m % LANES);
+            for (e, &v) in xrow.iter().enumerate() {
+                xt[c * k + e][lane] = v;
+            }
+            for g in 0..per_row {
+                let mut s = 0f32;
+                for &v in &xrow[g * group..(g + 1) * group] {
+                    s += v;
+                }
+                xs[c * per_row + g][lane] = s;
+            }
+        }
+        let xd = xt.iter().map(|l| l.map(f64::from)).collect();
+        Some(Eval { rows, shape, group, per_row, xt, xd, xs, diff: vec![0.0; outputs], y: vec![0.0; outputs] })
+    }
+
+    /// Output `j` for every activation row: the reference's fused linear in f32 (per segment
+    /// `s · (Σ x·q − z · Σ x)`, summed over segments, plus the zero bias) and the float layer in
+    /// f64. `None` when an output overflows f32 (the reference's error).
+    fn row(&mut self, j: usize, w: &[f32], q: &[i8], scales: &[f32], zps: &[i8]) -> Option<()> {
+        let [n, k] = self.shape;
+        for c in 0..self.rows.div_ceil(LANES) {
+            let (xt, xd) = (&self.xt[c * k..(c + 1) * k], &self.xd[c * k..(c + 1) * k]);
+            let mut acc = [0f32; LANES];
+            for g in 0..self.per_row {
+                let seg = g * self.group..(g + 1) * self.group;
+                let mut dot = [0f32; LANES];
+                for (xv, &qv) in xt[seg.clone()].iter().zip(&q[seg]) {
+                    let qf = f32::from(qv);
+                    for (d, &xv) in dot.iter_mut().zip(xv) {
+                        *d += xv * qf;
+                    }
+                }
+                let (s, z, xs) = (scales[g], f32::from(zps[g]), &self.xs[c * self.per_row + g]);
+                for ((a, &d), &xs) in acc.iter_mut().zip(&dot).zip(xs) {
+                    *a += s * (d - z * xs);
+                }
+            }
+            // `Iterator::sum` of f64 starts from -0.0.
+            let mut y = [-0.0f64; LANES];
+            for (xv, &wv) in xd.iter().zip(w) {
+                let wv = f64::from(wv);
+                for (y, &xv) in y.iter_mut().zip(xv) {
+                    *y += xv * wv;
+                }
+            }
+            for lane in 0..(self.rows - c * LANES).min(LANES) {
+                let yq = acc[lane] + 0.0;
+                if !yq.is_finite() {
+                    return None;
+                }
+                let i = (c * LANES + lane) * n + j;
+                (self.diff[i], self.y[i]) = (f64::from(yq) - y[lane], y[lane]);
+            }
+        }
+        Some(())
+    }
+
+    /// Relative L2 and max abs error, summed in the reference's order (activation row by row).
+    fn finish(self) -> (f64, f64) {
+        let (mut num, mut den, mut max) = (0f64, 0f64, 0f64);
+        for (&d, &y) in self.diff.iter().zip(&self.y) {
+            num += d * d;
+            den += y * y;
+            max = max.max(d.abs());
+        }
+        (relative_error(num, den), max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantizer::random_activations;
+
+    /// A weight with rows of different magnitudes, and where `special` asks, the values that
+    /// test the edges: zero rows, signed zeros, subnormals, exact halves of a step, one large row.
+    fn weight<T: Element>(shape: [usize; 2], seed: u64, special: bool) -> Vec<T> {
+        let [n, k] = shape;
+        let mut v: Vec<f32> = random_activations(n * k, seed)
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x * (0.01 + (i / k) as f32 * 0.37))
+            .collect();
+        if special {
+            for (i, x) in v.iter_mut().enumerate() {
+                let (row, col) = (i / k, i % k);
+                match (row % 5, col % 7) {
+                    (0, _) => *x = 0.0,
+                    (1, 0) => *x = -0.0,
+                    (1, 1) => *x = 1e-39,
+                    (1, 2) => *x = -3e-40,
+                    (2, c) => *x = (c as f32 + 0.5) * 127.0 / (k as f32 + 0.5),
+                    (3, _) => *x = *x * 1e30 + 2e30,
+                    _ => {}
+                }
+            }
+        }
+        v.into_iter().map(T::from_f32).collect()
+    }
+
+    fn schemes(k: usize) -> Vec<QuantScheme> {
+        let mut s = vec![QuantScheme::default(), QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 })];
+        for mode in [Mode::Symmetric, Mode::Asymmetric] {
+            s.push(QuantScheme { mode, granularity: Granularity::PerTensor });
+            for g in [1, 2, 3, 4, 5, 8, 16] {
+                if k.is_multiple_of(g) {
+                    s.push(QuantScheme { mode, granularity: Granularity::PerGroup { size: g } });
+                }
+            }
+        }
+        s
+    }
+
+    /// Every field bit for bit (`==` on f64 would take -0.0 for 0.0).
+    fn same(a: &Fused, b: &Fused) -> bool {
+        let bits = |f: &Fused| {
+            (
+                f.scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+                [f.mse.to_bits(), f.max_abs.to_bits()],
+                f.output.map(|(r, m)| [r.to_bits(), m.to_bits()]),
+            )
+        };
+        a.packed == b.packed && a.zero_points == b.zero_points && bits(a) == bits(b)
+    }
+
+    fn check<T: Element>(shape: [usize; 2], scheme: QuantScheme, rows: usize, seed: u64, special: bool) {
+        let x = weight::<T>(shape, seed, special);
+        for dtype in [T::DTYPE, DType::F16, DType::BF16, DType::F32] {
+            let ctx = format!("{} {shape:?} {scheme:?} rows {rows} seed {seed} special {special} -> {dtype}", T::DTYPE);
+            let fused = quantize_layer(&x, shape, scheme, dtype, Ints::Compute, rows, seed);
+            let want = reference_layer(&x, shape, scheme, dtype, None, rows, seed);
+            match (&fused, &want) {
+                (Some(f), Ok(w)) => assert!(same(f, w), "{ctx}\nfused {f:?}\nreference {w:?}"),
+                (None, Err(_)) => {}
+                (None, Ok(_)) => assert!(rows > MAX_FUSED_EVAL_ROWS, "{ctx}: gave up where the reference does not"),
+                (Some(_), Err(e)) => panic!("{ctx}: the reference fails ({e}), the fused pass does not"),
+            }
+            // The GPU's ints (the reference's, unexported) give the same.
+            if let Ok(q) = reference::quantize(&x, &shape, scheme) {
+                let given = quantize_layer(&x, shape, scheme, dtype, Ints::Given(&q), rows, seed);
+                assert_eq!(given.is_some(), fused.is_some(), "{ctx}");
+                if let (Some(g), Some(f)) = (&given, &fused) {
+                    assert!(same(g, f), "{ctx}: given ints");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_fused_pass_is_the_reference_bit_for_bit() {
+        for (i, shape) in [[1, 1], [1, 7], [3, 5], [5, 8], [7, 12], [16, 33], [9, 48]].into_iter().enumerate() {
+            for scheme in schemes(shape[1]) {
+                for rows in [0, 1, 8, 9, 17] {
+                    for special in [false, true] {
+                        let seed = 11 * i as u64 + rows as u64;
+                        check::<f32>(shape, scheme, rows, seed, special);
+                        check::<half::bf16>(shape, scheme, rows, seed, special);
+                        check::<half::f16>(shape, scheme, rows, seed, special);
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 1_000, ..Default::default() })]
+
+        /// Any finite or infinite values, any shape, scheme, evaluation rows and dtypes.
+        #[test]
+        fn any_weights_give_the_reference_bits(
+            n in 1..6usize,
+            k in 1..40usize,
+            bits in proptest::collection::vec(proptest::num::u32::ANY, 240),
+            scale in -40..40i32,
+            scheme in 0..16usize,
+            rows in 0..20usize,
+            seed in 0..1000u64,
+        ) {
+            use proptest::prop_assert;
+            let m = 2f32.powi(scale);
+            // Mostly ordinary values of magnitude 2^scale, some arbitrary bit patterns.
+            let x: Vec<f32> = bits[..n * k]
+                .iter()
+                .map(|&b| if b % 16 == 0 { f32::from_bits(b) } else { (b as f32 / u32::MAX as f32 - 0.5) * m })
+                .collect();
+            let schemes = schemes(k);
+            let scheme = schemes[scheme % schemes.len()];
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let fused = quantize_layer(&x, [n, k], scheme, dtype, Ints::Compute, rows, seed);
+                let want = reference_layer(&x, [n, k], scheme, dtype, None, rows, seed);
+                match (&fused, &want) {
+                    (Some(f), Ok(w)) => prop_assert!(same(f, w), "{scheme:?} {dtype}\n{f:?}\n{w:?}"),
+                    (None, Err(_)) => {}
+                    _ => prop_assert!(false, "{scheme:?} {dtype}: fused {:?}, reference {:?}", fused.is_some(), want.is_ok()),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn where_the_reference_fails_or_the_pass_cannot_follow_it_gives_up() {
+        let shape = [4, 8];
+        let mut x = weight::<f32>(shape, 3, false);
+        let s = QuantScheme::default();
+        assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, 8, 1).is_some());
+        assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, MAX_FUSED_EVAL_ROWS, 1).is_some());
+        assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, MAX_FUSED_EVAL_ROWS + 1, 1).is_none());
+        let axis1 = QuantScheme::symmetric(Granularity::PerChannel { axis: 1 });
+        assert!(quantize_layer(&x, shape, axis1, DType::F32, Ints::Compute, 0, 1).is_none());
+        assert!(quantize_layer(&x[1..], shape, s, DType::F32, Ints::Compute, 0, 1).is_none());
+        for bad in [f32::NAN, f32::INFINITY, f32::MAX] {
+            x[13] = bad;
+            for mode in [Mode::Symmetric, Mode::Asymmetric] {
+                for granularity in [Granularity::PerTensor, Granularity::PerChannel { axis: 0 }] {
+                    let s = QuantScheme { mode, granularity };
+                    assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, 0, 1).is_none(), "{bad} {s:?}");
+                    assert!(reference_layer(&x, shape, s, DType::F32, None, 0, 1).is_err(), "{bad} {s:?}");
+                }
+            }
+        }
+        // Weights whose outputs overflow f32: the reference's error.
+        let (big, wide) = (vec![3e38f32; 2 * 256], [2, 256]);
+        let s = QuantScheme::default();
+        assert!(quantize_layer(&big, wide, s, DType::F32, Ints::Compute, 0, 1).is_some());
+        assert!(quantize_layer(&big, wide, s, DType::F32, Ints::Compute, 2, 1).is_none());
+        let e = reference_layer(&big, wide, s, DType::F32, None, 2, 1).unwrap_err();
+        assert!(matches!(e, crate::Error::Overflow { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn the_rounding_trick_is_round_half_even() {
+        let mut values: Vec<f32> = (-600..=600)
+            .flat_map(|i| {
+                let h = i as f32 * 0.5;
+                [h, h.next_down(), h.next_up()]
+            })
+            .collect();
+        values.extend((0..=u16::MAX).map(|b| half::bf16::from_bits(b).to_f32()));
+        values.extend([
+            4194304.5,
+            4194303.5,
+            8388607.5,
+            8388608.0,
+            1e9,
+            -1e9,
+            3e38,
+            -3e38,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        values.extend(random_activations(100_000, 9).iter().map(|v| v * 300.0));
+        // NaN cannot reach it (finite weights and normal scales): not part of the contract.
+        for &v in values.iter().filter(|v| !v.is_nan()) {
+            for (scale, zp) in [(1.0f32, 0i8), (0.5, -3), (3.0, 127), (1e-30, 0), (0.0078125, -128), (7e-3, 5)] {
+                assert_eq!(
+                    quantize_value(v, scale, f32::from(zp)),
+                    reference::quantize_value(v, scale, zp),
+                    "{v:e} / {scale:e} + {zp}"
+                );
+            }
+        }
+    }
+}
