@@ -162,7 +162,8 @@ model.save_pretrained(sys.argv[2], save_compressed=True)
 
 def compare(folder, gpu, rounds):
     """Each round runs every configuration once, in turn, so that a busy spell of a shared
-    machine does not fall on one of them only; reports the best and the median of the rounds."""
+    machine does not fall on one of them only; reports the best and the median of the rounds.
+    int8-wgpu's time includes syncing its files to disk; llmcompressor's save does not sync."""
     build(folder)
     exe = os.environ.get("INT8_WGPU_EXE") or os.path.join(REPO, "target", "release", "int8-wgpu")
     if not os.path.exists(exe):
@@ -180,7 +181,7 @@ def compare(folder, gpu, rounds):
     for b in [["--cpu"]] + ([[]] if gpu else []):
         for extra in [[], ["--eval-rows", "0"]]:
             label = " ".join(["int8-wgpu quantize"] + b + extra)
-            runs[label] = [exe, "quantize", folder, os.path.join(out, "q"), "--force"] + b + extra
+            runs[label] = [exe, "quantize", folder, os.path.join(out, "q")] + b + extra
     if llmcompressor:
         runs["llmcompressor W8A16 oneshot + save_pretrained"] = [sys.executable, script, folder, os.path.join(out, "llmc")]
     try:
@@ -188,7 +189,10 @@ def compare(folder, gpu, rounds):
         results = {label: [] for label in runs}
         for _ in range(rounds):
             for label, cmd in runs.items():
-                shutil.rmtree(os.path.join(out, "llmc"), ignore_errors=True)
+                # Each run starts alike: no output to replace, no other run's writes pending.
+                for d in ("q", "llmc"):
+                    shutil.rmtree(os.path.join(out, d), ignore_errors=True)
+                os.sync()
                 results[label].append(timed(cmd))
         print(f"load average after: {loadavg()}")
         print(f"| run ({rounds} rounds) | wall best | wall median | peak RSS max |\n|---|---|---|---|")
