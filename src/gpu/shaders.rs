@@ -165,6 +165,75 @@ impl Kernel {
     }
 }
 
+/// Translates compute entry point `entry` of `module` (validated as `info`), with `constants`
+/// applied as wgpu would, to SPIR-V, MSL, HLSL (SM 6.0) and, when `glsl`, GLSL ES 3.1, panicking
+/// with `ctx` on the first failure; returns how many translations ran. `metal_bindings` are the
+/// layout's (binding, writable) pairs: given, MSL maps each to a buffer slot and a missing one
+/// fails (wgpu's Metal backend); `None` lets naga invent the bindings.
+#[cfg(test)]
+pub(crate) fn translate_for_every_backend(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+    constants: &naga::back::PipelineConstants,
+    metal_bindings: Option<&[(u32, bool)]>,
+    glsl: bool,
+    ctx: &str,
+) -> usize {
+    use naga::back::{glsl as gl, hlsl, msl, spv};
+    let stage = naga::ShaderStage::Compute;
+    let (module, info) =
+        naga::back::pipeline_constants::process_overrides(module, info, Some((stage, entry)), constants)
+            .unwrap_or_else(|e| panic!("{ctx}: overrides: {e:?}"));
+    let spv_pipeline = spv::PipelineOptions { shader_stage: stage, entry_point: entry.into() };
+    spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipeline))
+        .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e:?}"));
+    let mut msl_options = msl::Options { lang_version: (2, 4), ..Default::default() };
+    if let Some(bindings) = metal_bindings {
+        let resources = bindings
+            .iter()
+            .map(|&(binding, mutable)| {
+                let target = msl::BindTarget { buffer: Some(binding as u8), mutable, ..Default::default() };
+                (naga::ResourceBinding { group: 0, binding }, target)
+            })
+            .collect();
+        // A sizes buffer for runtime-sized arrays, as wgpu gives one.
+        let resources = msl::EntryPointResources { resources, immediates_buffer: None, sizes_buffer: Some(30) };
+        msl_options.fake_missing_bindings = false;
+        msl_options.per_entry_point_map = [(entry.to_string(), resources)].into();
+    }
+    let msl_pipeline = msl::PipelineOptions { entry_point: Some((stage, entry.into())), ..Default::default() };
+    let (_, msl_info) =
+        msl::write_string(&module, &info, &msl_options, &msl_pipeline).unwrap_or_else(|e| panic!("{ctx}: MSL: {e:?}"));
+    // A missing or mistyped binding drops the entry point instead of failing the call.
+    for name in msl_info.entry_point_names {
+        name.unwrap_or_else(|e| panic!("{ctx}: MSL entry point: {e:?}"));
+    }
+    let hlsl_options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_0, ..Default::default() };
+    let hlsl_pipeline = hlsl::PipelineOptions { entry_point: Some((stage, entry.into())) };
+    hlsl::Writer::new(&mut String::new(), &hlsl_options, &hlsl_pipeline)
+        .write(&module, &info, None)
+        .unwrap_or_else(|e| panic!("{ctx}: HLSL: {e:?}"));
+    if !glsl {
+        return 3;
+    }
+    let glsl_options =
+        gl::Options { version: gl::Version::Embedded { version: 310, is_webgl: false }, ..Default::default() };
+    let glsl_pipeline = gl::PipelineOptions { shader_stage: stage, entry_point: entry.into(), multiview: None };
+    let mut out = String::new();
+    gl::Writer::new(
+        &mut out,
+        &module,
+        &info,
+        &glsl_options,
+        &glsl_pipeline,
+        naga::proc::BoundsCheckPolicies::default(),
+    )
+    .and_then(|mut w| w.write().map(|_| ()))
+    .unwrap_or_else(|e| panic!("{ctx}: GLSL: {e:?}"));
+    4
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +275,6 @@ mod tests {
     /// backend has seen fails here, on any machine.
     #[test]
     fn every_pipeline_translates_for_every_backend() {
-        use naga::back::{glsl, hlsl, msl, spv};
         use naga::valid::{Capabilities, ValidationFlags, Validator};
         let mut modules = HashMap::new();
         let mut translated = 0;
@@ -227,70 +295,24 @@ mod tests {
             for (name, value) in kernel.extra_constants(variant) {
                 constants.insert(name.into(), value);
             }
-            let stage = naga::ShaderStage::Compute;
-            let (module, info) = naga::back::pipeline_constants::process_overrides(
-                module,
-                info,
-                Some((stage, kernel.entry())),
-                &constants,
-            )
-            .unwrap_or_else(|e| panic!("{ctx}: overrides: {e:?}"));
-            let spv_pipeline = spv::PipelineOptions { shader_stage: stage, entry_point: kernel.entry().into() };
-            spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipeline))
-                .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e:?}"));
-            // As wgpu's Metal backend does: one buffer slot per binding of the layout, no
-            // invented bindings, a sizes buffer for runtime-sized arrays.
-            let resources = params::layout_entries(family)
+            // As wgpu's Metal backend does: one buffer slot per binding of the layout.
+            let bindings: Vec<(u32, bool)> = params::layout_entries(family)
                 .iter()
                 .map(|e| {
                     let wgpu::BindingType::Buffer { ty, .. } = e.ty else { unreachable!("buffers only") };
-                    let mutable = ty == wgpu::BufferBindingType::Storage { read_only: false };
-                    let target = msl::BindTarget { buffer: Some(e.binding as u8), mutable, ..Default::default() };
-                    (naga::ResourceBinding { group: 0, binding: e.binding }, target)
+                    (e.binding, ty == wgpu::BufferBindingType::Storage { read_only: false })
                 })
                 .collect();
-            let entry = msl::EntryPointResources { resources, immediates_buffer: None, sizes_buffer: Some(30) };
-            let msl_options = msl::Options {
-                lang_version: (2, 4),
-                fake_missing_bindings: false,
-                per_entry_point_map: [(kernel.entry().to_string(), entry)].into(),
-                ..Default::default()
-            };
-            let msl_pipeline =
-                msl::PipelineOptions { entry_point: Some((stage, kernel.entry().into())), ..Default::default() };
-            let (_, msl_info) = msl::write_string(&module, &info, &msl_options, &msl_pipeline)
-                .unwrap_or_else(|e| panic!("{ctx}: MSL: {e:?}"));
-            // A missing or mistyped binding drops the entry point instead of failing the call.
-            for name in msl_info.entry_point_names {
-                name.unwrap_or_else(|e| panic!("{ctx}: MSL entry point: {e:?}"));
-            }
-            let hlsl_options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_0, ..Default::default() };
-            let hlsl_pipeline = hlsl::PipelineOptions { entry_point: Some((stage, kernel.entry().into())) };
-            let mut out = String::new();
-            hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
-                .write(&module, &info, None)
-                .unwrap_or_else(|e| panic!("{ctx}: HLSL: {e:?}"));
-            translated += 3;
-            if !variant.subgroups {
-                let glsl_options = glsl::Options {
-                    version: glsl::Version::Embedded { version: 310, is_webgl: false },
-                    ..Default::default()
-                };
-                let glsl_pipeline =
-                    glsl::PipelineOptions { shader_stage: stage, entry_point: kernel.entry().into(), multiview: None };
-                let mut out = String::new();
-                glsl::Writer::new(
-                    &mut out,
-                    &module,
-                    &info,
-                    &glsl_options,
-                    &glsl_pipeline,
-                    naga::proc::BoundsCheckPolicies::default(),
-                )
-                .and_then(|mut w| w.write().map(|_| ()))
-                .unwrap_or_else(|e| panic!("{ctx}: GLSL: {e:?}"));
-                translated += 1;
-            }
+            // wgpu's GL backend has no subgroups.
+            translated += translate_for_every_backend(
+                module,
+                info,
+                kernel.entry(),
+                &constants,
+                Some(&bindings),
+                !variant.subgroups,
+                &ctx,
+            );
         }
         assert!(translated > 400, "{translated} translations");
     }

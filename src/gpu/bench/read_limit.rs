@@ -302,7 +302,6 @@ mod tests {
     /// The read kernels parse, validate and translate for every backend, on any machine.
     #[test]
     fn read_limit_kernels_translate() {
-        use naga::back::{glsl, hlsl, msl, spv};
         let module = naga::front::wgsl::parse_str(SOURCE).unwrap_or_else(|e| panic!("{}", e.emit_to_string(SOURCE)));
         let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
             .validate(&module)
@@ -312,43 +311,15 @@ mod tests {
                 let ctx = format!("{} check={check}", kernel.entry());
                 let constants: naga::back::PipelineConstants =
                     [("CHECK".to_string(), f64::from(u8::from(check)))].into_iter().collect();
-                let stage = naga::ShaderStage::Compute;
-                let (module, info) = naga::back::pipeline_constants::process_overrides(
+                crate::gpu::shaders::translate_for_every_backend(
                     &module,
                     &info,
-                    Some((stage, kernel.entry())),
+                    kernel.entry(),
                     &constants,
-                )
-                .unwrap_or_else(|e| panic!("{ctx}: overrides: {e:?}"));
-                let spv_pipeline = spv::PipelineOptions { shader_stage: stage, entry_point: kernel.entry().into() };
-                spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipeline))
-                    .unwrap_or_else(|e| panic!("{ctx}: SPIR-V: {e:?}"));
-                let msl_pipeline =
-                    msl::PipelineOptions { entry_point: Some((stage, kernel.entry().into())), ..Default::default() };
-                msl::write_string(&module, &info, &msl::Options::default(), &msl_pipeline)
-                    .unwrap_or_else(|e| panic!("{ctx}: MSL: {e:?}"));
-                let hlsl_options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_0, ..Default::default() };
-                let hlsl_pipeline = hlsl::PipelineOptions { entry_point: Some((stage, kernel.entry().into())) };
-                hlsl::Writer::new(&mut String::new(), &hlsl_options, &hlsl_pipeline)
-                    .write(&module, &info, None)
-                    .unwrap_or_else(|e| panic!("{ctx}: HLSL: {e:?}"));
-                let glsl_options = glsl::Options {
-                    version: glsl::Version::Embedded { version: 310, is_webgl: false },
-                    ..Default::default()
-                };
-                let glsl_pipeline =
-                    glsl::PipelineOptions { shader_stage: stage, entry_point: kernel.entry().into(), multiview: None };
-                let mut out = String::new();
-                glsl::Writer::new(
-                    &mut out,
-                    &module,
-                    &info,
-                    &glsl_options,
-                    &glsl_pipeline,
-                    naga::proc::BoundsCheckPolicies::default(),
-                )
-                .and_then(|mut w| w.write().map(|_| ()))
-                .unwrap_or_else(|e| panic!("{ctx}: GLSL: {e:?}"));
+                    None,
+                    true,
+                    &ctx,
+                );
             }
         }
     }
