@@ -102,6 +102,9 @@ impl Gpu {
         self.create_buffer(label, size.div_ceil(4).max(1) * 4, STORAGE_USAGE, None)
     }
 
+    /// Creates a uniform buffer holding `bytes` (the read-limit kernels bind one; the library's
+    /// own kernels read their parameters from storage buffers, see `params.rs`).
+    #[cfg(feature = "bench")]
     pub(crate) fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
         self.create_buffer(
             label,

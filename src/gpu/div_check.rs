@@ -38,11 +38,11 @@ fn div_check(gpu: &Gpu, cases: &[(f32, f32, i8)]) -> Vec<[u32; 4]> {
         let input = gpu.storage_buffer("div check cases", bytemuck::cast_slice(&words)).unwrap();
         let out = gpu.zeroed_buffer("div check results", 16 * chunk.len() as u64).unwrap();
         let params = QuantizeParams { elems: chunk.len() as u32, ..Default::default() };
-        let uniform = gpu.uniform_buffer("div check params", bytemuck::bytes_of(&params)).unwrap();
+        let params = gpu.storage_buffer("div check params", bytemuck::bytes_of(&params)).unwrap();
         let group = gpu.bind_group(
             &fam,
             &[
-                (slot::PARAMS, &uniform),
+                (slot::PARAMS, &params),
                 (slot::OUT, &out),
                 (slot::Q_INPUT, &input),
                 (slot::Q_STATS, &unused[0]),

@@ -149,7 +149,6 @@ shader_params! {
 /// How a kernel accesses a binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Access {
-    Uniform,
     Read,
     ReadWrite,
 }
@@ -191,15 +190,16 @@ const fn b(slot: u32, name: &'static str, ty: &'static str, access: Access) -> B
     Binding { slot, name, ty, access }
 }
 
-use Access::{Read as R, ReadWrite as RW, Uniform as U};
+use Access::{Read as R, ReadWrite as RW};
 
 const OUT: Binding = b(slot::OUT, "out", "array<atomic<u32>>", RW);
-// The linear kernels read their parameters from a storage buffer, not a uniform one: lavapipe
+// Every family reads its parameters from a storage buffer, not a uniform one: lavapipe
 // specialises a shader on its uniform values, which cost ~7 ms per submission of a [1536, 384]
 // layer (9.8 ms per forward against 2.8 ms with storage, interleaved runs) and ~12 ms per
 // dispatch when a model interleaves layers. GPUs read either from cache.
+const PARAMS: Binding = b(slot::PARAMS, "p", "Params", R);
 const LINEAR: [Binding; 7] = [
-    b(slot::PARAMS, "p", "Params", R),
+    PARAMS,
     OUT,
     b(slot::X, "x", "array<u32>", R),
     b(slot::WEIGHTS, "weights", "array<u32>", R),
@@ -220,7 +220,7 @@ const GEMV: [Binding; 9] = [
     b(slot::WEIGHTS, "weights4", "array<vec4<u32>>", R),
 ];
 const QUANTIZE: [Binding; 7] = [
-    b(slot::PARAMS, "p", "Params", U),
+    PARAMS,
     OUT,
     b(slot::Q_INPUT, "input", "array<u32>", R),
     b(slot::Q_STATS, "stats", "array<atomic<u32>>", RW),
@@ -229,7 +229,7 @@ const QUANTIZE: [Binding; 7] = [
     b(slot::Q_ZERO_POINTS, "zps", "array<i32>", RW),
 ];
 const DEQUANTIZE: [Binding; 5] = [
-    b(slot::PARAMS, "p", "Params", U),
+    PARAMS,
     OUT,
     b(slot::DQ_WEIGHTS, "weights", "array<u32>", R),
     b(slot::DQ_SCALES, "scales", "array<f32>", R),
@@ -288,7 +288,6 @@ pub(crate) fn prelude(family: Family) -> String {
     });
     for binding in bindings(family) {
         let space = match binding.access {
-            Access::Uniform => "uniform",
             Access::Read => "storage, read",
             Access::ReadWrite => "storage, read_write",
         };
@@ -310,7 +309,6 @@ pub(crate) fn layout_entries(family: Family) -> Vec<wgpu::BindGroupLayoutEntry> 
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
                 ty: match access {
-                    Access::Uniform => wgpu::BufferBindingType::Uniform,
                     Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
                     Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
                 },

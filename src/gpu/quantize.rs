@@ -130,11 +130,11 @@ impl Gpu {
                 asym: u32::from(scheme.has_zero_point()),
                 ..Default::default()
             };
-            let uniform = self.uniform_buffer("int8-wgpu quantize params", bytemuck::bytes_of(&params))?;
+            let params = self.storage_buffer("int8-wgpu quantize params", bytemuck::bytes_of(&params))?;
             groups.push(self.bind_group(
                 &fam,
                 &[
-                    (slot::PARAMS, &uniform),
+                    (slot::PARAMS, &params),
                     (slot::OUT, &buffer),
                     (slot::Q_INPUT, &input.buffer),
                     (slot::Q_STATS, &stats),

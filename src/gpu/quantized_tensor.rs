@@ -213,11 +213,11 @@ impl GpuQuantizedTensor {
                 xor_mask: self.xor_mask(),
                 ..Default::default()
             };
-            let uniform = self.gpu.uniform_buffer("int8-wgpu dequantize params", bytemuck::bytes_of(&params))?;
+            let params = self.gpu.storage_buffer("int8-wgpu dequantize params", bytemuck::bytes_of(&params))?;
             let g = self.gpu.bind_group(
                 &fam,
                 &[
-                    (slot::PARAMS, &uniform),
+                    (slot::PARAMS, &params),
                     (slot::OUT, out.buffer()),
                     (slot::DQ_WEIGHTS, &b.buffer),
                     (slot::DQ_SCALES, &self.scales),
