@@ -11,30 +11,13 @@ use common::TempDir;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use half::bf16;
 use int8_wgpu::checkpoint::{Checkpoint, TensorDtype};
 use int8_wgpu::quantizer::Quantizer;
 use int8_wgpu::{DType, QuantScheme, QuantizedLinear, reference};
 use serde_json::json;
-
-fn minilm() -> Option<PathBuf> {
-    let cache = std::env::var_os("INT8_WGPU_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/int8-wgpu"));
-    let dir = cache.join("all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    let msg =
-        format!("the all-MiniLM-L6-v2 checkpoint is not in {}; run `bash scripts/fetch-minilm.sh`", dir.display());
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true: {msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
 
 fn expected_layers() -> BTreeSet<String> {
     let mut s = BTreeSet::new();
@@ -118,7 +101,7 @@ fn check_output(input: &Path, out: &Path, report: &int8_wgpu::QuantReport) {
 
 #[test]
 fn minilm_quantizes_to_compressed_tensors() {
-    let Some(input) = minilm() else { return };
+    let Some(input) = common::minilm_dir() else { return };
     let tmp = TempDir::new("cpu");
     let out = tmp.path().join("q");
     let report = Quantizer::new(&input, &out).cpu().run().unwrap();
@@ -131,7 +114,7 @@ fn minilm_quantizes_to_compressed_tensors() {
 
 #[test]
 fn minilm_gpu_file_matches_cpu_and_loads_back() {
-    let Some(input) = minilm() else { return };
+    let Some(input) = common::minilm_dir() else { return };
     let gpu = gpu_or_skip!();
     let tmp = TempDir::new("gpu");
     let (g, c) = (tmp.path().join("gpu"), tmp.path().join("cpu"));

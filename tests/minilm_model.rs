@@ -367,23 +367,6 @@ fn kernel_dispatch_refuses_unknown_bindings() {
 /// mask matters.
 const SENTENCES: [&str; 3] = ["A man is eating a piece of bread.", "The new movie is awesome.", "Hello!"];
 
-fn minilm_dir() -> Option<PathBuf> {
-    let cache = std::env::var_os("INT8_WGPU_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/int8-wgpu"));
-    let dir = cache.join("all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file() {
-        return Some(dir);
-    }
-    let msg =
-        format!("the all-MiniLM-L6-v2 checkpoint is not in {}; run `bash scripts/fetch-minilm.sh`", dir.display());
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true: {msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
 /// What the model tests share: the checkpoint, tokenizer, batch, and the f32 GPU model's
 /// embeddings of the batch (computed once per test binary).
 struct Shared {
@@ -399,7 +382,7 @@ struct Shared {
 fn shared() -> Option<&'static Shared> {
     static S: OnceLock<Option<Shared>> = OnceLock::new();
     S.get_or_init(|| {
-        let dir = minilm_dir()?;
+        let dir = common::minilm_dir()?;
         let gpu = common::gpu()?;
         let ckpt = Checkpoint::open(&dir).unwrap();
         let tokenizer = tokens::load_tokenizer(&dir, tokens::max_seq_length(&dir)).unwrap();

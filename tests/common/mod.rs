@@ -114,3 +114,24 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The real all-MiniLM-L6-v2 checkpoint fetched by `scripts/fetch-minilm.sh`
+/// (`$INT8_WGPU_CACHE` or `~/.cache/int8-wgpu`). Missing: under `CI=true` the test fails, elsewhere
+/// it reports itself skipped and gets `None`.
+pub fn minilm_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let cache = std::env::var_os("INT8_WGPU_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/int8-wgpu"));
+    let dir = cache.join("all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file() {
+        return Some(dir);
+    }
+    let msg =
+        format!("the all-MiniLM-L6-v2 checkpoint is not in {}; run `bash scripts/fetch-minilm.sh`", dir.display());
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true: {msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
