@@ -45,11 +45,12 @@ pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
 ///
 /// A lane group splits a row into 16-element units over its FAST_LANES lanes, so rows shorter
 /// than FAST_LANES units leave lanes idle. On a CPU adapter, which runs a workgroup's
-/// invocations as loops over SIMD lanes, that idleness decides: on lavapipe (load 5-6, one
-/// interleaved run) whole rows per invocation were 1.6-2.9x faster at [1536, 384] (k = 384)
-/// and 0.4-0.7x as fast at [384, 1536] and [4096, 4096], where the lane groups read
-/// neighbouring units together. So CPU adapters take whole rows below k = 512; GPUs, which need
-/// many lanes per row to read memory at full speed, keep the lane groups.
+/// invocations as loops over SIMD lanes, that idleness decides: on lavapipe (`forward_into`
+/// wall time, the two kernels interleaved, load 1.8, storage-buffer parameters) whole rows per
+/// invocation were 1.6-2.2x faster at [1536, 384] (k = 384) and 0.4-0.65x as fast at
+/// [384, 1536] and [4096, 4096], where the lane groups read neighbouring units together. So CPU
+/// adapters take whole rows below k = 512; GPUs, which need many lanes per row to read memory
+/// at full speed, keep the lane groups.
 /// [`GpuOptions::gemv_rows_per_thread`](crate::GpuOptions::gemv_rows_per_thread) overrides it.
 pub(crate) fn uses_rows_per_thread(gpu: &Gpu, k: usize) -> bool {
     gpu.gemv_rows_per_thread().unwrap_or_else(|| gpu.is_cpu_adapter() && k < FAST_LANES * 16)
