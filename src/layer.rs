@@ -9,7 +9,8 @@ use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::matmul::{Prepared, RowsPlan, prepare_rows};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::scheme::check_shape;
-use crate::{DType, Element, Error, QuantScheme, QuantizedTensor, Result};
+use crate::reference::check_int8_weight_scheme;
+use crate::{ActivationQuant, DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 
 /// A linear layer `y = x · Wᵀ + b` whose weight `W` (`[out, in]`) is int8 on the GPU.
 ///
@@ -25,6 +26,8 @@ pub struct QuantizedLinear {
     /// Stands in for an absent bias (every binding must be bound).
     placeholder: wgpu::Buffer,
     dtype: DType,
+    /// Int8 activations (W8A8, LLM.int8()); `None` for weight-only W8A16 / W8A32.
+    act: Option<ActivationQuant>,
     /// Per activation-row count: the dispatch plan with its parameters uploaded.
     plans: Mutex<HashMap<usize, Arc<RowsPlan>>>,
     /// The most recently used bind groups, by (rows, x buffer, y buffer), newest first.
@@ -96,7 +99,35 @@ impl QuantizedLinear {
             }
         };
         let placeholder = gpu.zeroed_buffer("int8-wgpu no bias", 4)?;
-        Ok(Self { gpu, weight, bias, placeholder, dtype: activation, plans: Mutex::default(), bound: Mutex::default() })
+        Ok(Self {
+            gpu,
+            weight,
+            bias,
+            placeholder,
+            dtype: activation,
+            act: None,
+            plans: Mutex::default(),
+            bound: Mutex::default(),
+        })
+    }
+
+    /// Makes the layer quantize its activations to int8 at run time: W8A8 with
+    /// [`ActivationQuant::per_token`], LLM.int8() with [`ActivationQuant::llm_int8`]. Inputs and
+    /// outputs keep the activation dtype; see [`ActivationQuant`] for the arithmetic.
+    ///
+    /// The weight must be symmetric with one scale per output row (or per tensor), else an
+    /// [`Error::Scheme`] says how to quantize it.
+    pub fn with_activation_quant(mut self, act: ActivationQuant) -> Result<Self> {
+        check_int8_weight_scheme(self.weight.scheme(), self.weight.shape())?;
+        self.act = Some(act);
+        self.plans = Mutex::default();
+        self.bound = Mutex::default();
+        Ok(self)
+    }
+
+    /// How the layer quantizes its activations; `None` for weight-only layers.
+    pub fn activation_quant(&self) -> Option<ActivationQuant> {
+        self.act
     }
 
     /// `in` of the `[out, in]` weight.
@@ -196,6 +227,9 @@ impl QuantizedLinear {
                 y.dtype(),
                 self.dtype
             )));
+        }
+        if self.act.is_some() {
+            return Err(Error::Unsupported("int8 activations on the GPU: under construction".into()));
         }
         self.prepared(m, x, y)?.record(pass);
         Ok(())

@@ -66,6 +66,7 @@
 
 #![warn(missing_docs)]
 
+mod activation;
 mod check;
 pub mod checkpoint;
 mod dtype;
@@ -77,6 +78,7 @@ pub mod quantizer;
 pub mod reference;
 pub mod scheme;
 
+pub use activation::{ActivationQuant, MAX_INT8_DOT_LEN, QuantizedActivations};
 pub use checkpoint::Checkpoint;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};

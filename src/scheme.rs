@@ -144,7 +144,8 @@ impl ParamLayout {
     }
 }
 
-/// How the quantized model runs: int8 weights with 16-bit or f32 activations.
+/// How the quantized model runs: int8 weights with 16-bit or f32 activations, or with
+/// activations quantized to int8 at run time (W8A8, LLM.int8()).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Method {
     /// int8 weights, 16-bit activations (the course's default).
@@ -152,24 +153,41 @@ pub enum Method {
     W8A16,
     /// int8 weights, f32 activations.
     W8A32,
+    /// int8 weights and int8 activations quantized per token at run time (16-bit in and out).
+    W8A8,
+    /// LLM.int8(): W8A8 with outlier feature columns in floating point (16-bit in and out).
+    LlmInt8,
 }
 
 impl Method {
-    /// The activation dtype for weights stored in `weight_dtype`: f32 for `w8a32`; for `w8a16`
-    /// the weight's dtype when it is 16-bit, else bf16.
+    /// The activation dtype (a layer's float input and output) for weights stored in
+    /// `weight_dtype`: f32 for `w8a32`; for the others the weight's dtype when it is 16-bit,
+    /// else bf16.
     pub fn activation_dtype(self, weight_dtype: DType) -> DType {
         match (self, weight_dtype) {
             (Method::W8A32, _) => DType::F32,
-            (Method::W8A16, DType::F16) => DType::F16,
-            (Method::W8A16, _) => DType::BF16,
+            (_, DType::F16) => DType::F16,
+            (_, _) => DType::BF16,
         }
     }
 
-    /// `"w8a16"` or `"w8a32"`.
+    /// How the method quantizes activations: `None` for the weight-only methods, per token for
+    /// `w8a8`, LLM.int8() at [`ActivationQuant::DEFAULT_THRESHOLD`](crate::ActivationQuant::DEFAULT_THRESHOLD) for `llm-int8`.
+    pub fn activation_quant(self) -> Option<crate::ActivationQuant> {
+        match self {
+            Method::W8A16 | Method::W8A32 => None,
+            Method::W8A8 => Some(crate::ActivationQuant::per_token()),
+            Method::LlmInt8 => crate::ActivationQuant::llm_int8(crate::ActivationQuant::DEFAULT_THRESHOLD).ok(),
+        }
+    }
+
+    /// `"w8a16"`, `"w8a32"`, `"w8a8"` or `"llm-int8"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::W8A16 => "w8a16",
             Method::W8A32 => "w8a32",
+            Method::W8A8 => "w8a8",
+            Method::LlmInt8 => "llm-int8",
         }
     }
 }
@@ -186,7 +204,9 @@ impl FromStr for Method {
         match s.to_ascii_lowercase().as_str() {
             "w8a16" => Ok(Method::W8A16),
             "w8a32" => Ok(Method::W8A32),
-            _ => Err(Error::Scheme(format!("unknown method `{s}`; use w8a16 or w8a32"))),
+            "w8a8" => Ok(Method::W8A8),
+            "llm-int8" | "llm_int8" | "llmint8" => Ok(Method::LlmInt8),
+            _ => Err(Error::Scheme(format!("unknown method `{s}`; use w8a16, w8a32, w8a8 or llm-int8"))),
         }
     }
 }
@@ -259,6 +279,10 @@ mod tests {
         assert_eq!(Method::W8A32.activation_dtype(DType::BF16), DType::F32);
         assert_eq!("W8A32".parse::<Method>().unwrap(), Method::W8A32);
         assert!("w4a16".parse::<Method>().is_err());
+        assert_eq!("LLM.int8".replace('.', "-").parse::<Method>().unwrap(), Method::LlmInt8);
+        assert_eq!(Method::W8A8.activation_dtype(DType::F32), DType::BF16);
+        assert_eq!(Method::LlmInt8.activation_quant().and_then(|a| a.outlier_threshold()), Some(6.0));
+        assert_eq!(Method::W8A16.activation_quant(), None);
     }
 
     #[test]

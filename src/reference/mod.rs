@@ -4,7 +4,11 @@
 //! [`asymmetric_params`], [`quantize_value`]) are the numeric contract: `shaders/common.wgsl`
 //! performs the same f32 operations in the same order, so ints and scale bits agree exactly.
 
+mod activations;
+
 pub use crate::check::find_non_finite;
+pub use activations::{linear_a8, linear_a8_f64, outlier_columns, quantize_activations};
+pub(crate) use activations::check_int8_weight_scheme;
 use crate::check::{check_finite, check_len, check_output};
 use crate::quantized::{QuantizedTensor, check_scale, max_scale};
 use crate::scheme::ParamLayout;
