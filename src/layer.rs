@@ -8,8 +8,8 @@ use crate::check::{check_finite, check_output};
 use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::matmul::{Prepared, RowsPlan, prepare_rows};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
-use crate::scheme::check_shape;
 use crate::reference::check_int8_weight_scheme;
+use crate::scheme::check_shape;
 use crate::{ActivationQuant, DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 
 /// A linear layer `y = x · Wᵀ + b` whose weight `W` (`[out, in]`) is int8 on the GPU.

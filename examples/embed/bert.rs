@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use int8_wgpu::{Checkpoint, DType, Gpu, GpuTensor, QuantScheme, QuantizedLinear};
+use int8_wgpu::{ActivationQuant, Checkpoint, DType, Gpu, GpuTensor, QuantScheme, QuantizedLinear};
 use serde_json::Value;
 
 use super::kernels::{self, Dispatch, Kernel, Kernels, Params, Result, Variant, slot};
@@ -113,6 +113,11 @@ pub enum Precision {
     /// int8 weights as [`QuantizedLinear`] with this activation dtype: `BF16` and `F16` are
     /// W8A16, `F32` is W8A32.
     Int8(DType),
+    /// int8 weights and activations quantized to int8 per token inside each linear layer
+    /// (W8A8); the layers take and give this dtype.
+    W8A8(DType),
+    /// W8A8 with LLM.int8()'s outlier columns (`|x| >= 6`) in floating point.
+    LlmInt8(DType),
 }
 
 impl Precision {
@@ -120,18 +125,29 @@ impl Precision {
     pub fn activation(self) -> DType {
         match self {
             Precision::F32 => DType::F32,
-            Precision::Int8(d) => d,
+            Precision::Int8(d) | Precision::W8A8(d) | Precision::LlmInt8(d) => d,
         }
     }
 
-    /// `f32`, `bf16` (or `w8a16`), `f16`, `w8a32`.
+    /// How the layers quantize their activations (`None`: float activations).
+    pub fn activation_quant(self) -> Option<ActivationQuant> {
+        match self {
+            Precision::F32 | Precision::Int8(_) => None,
+            Precision::W8A8(_) => Some(ActivationQuant::per_token()),
+            Precision::LlmInt8(_) => ActivationQuant::llm_int8(ActivationQuant::DEFAULT_THRESHOLD).ok(),
+        }
+    }
+
+    /// `f32`, `bf16` (or `w8a16`), `f16`, `w8a32`, `w8a8` (bf16 in and out), `llm-int8` (bf16).
     pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "f32" => Precision::F32,
             "bf16" | "w8a16" | "w8a16-bf16" => Precision::Int8(DType::BF16),
             "f16" | "w8a16-f16" => Precision::Int8(DType::F16),
             "w8a32" => Precision::Int8(DType::F32),
-            _ => return Err(format!("precision `{s}`: use f32, bf16, f16 or w8a32").into()),
+            "w8a8" => Precision::W8A8(DType::BF16),
+            "llm-int8" => Precision::LlmInt8(DType::BF16),
+            _ => return Err(format!("precision `{s}`: use f32, bf16, f16, w8a32, w8a8 or llm-int8").into()),
         })
     }
 }
@@ -142,6 +158,8 @@ impl std::fmt::Display for Precision {
             Precision::F32 => f.write_str("f32 dense"),
             Precision::Int8(DType::F32) => f.write_str("int8 w8a32"),
             Precision::Int8(d) => write!(f, "int8 w8a16 {d}"),
+            Precision::W8A8(d) => write!(f, "int8 w8a8 ({d} in and out)"),
+            Precision::LlmInt8(d) => write!(f, "int8 llm.int8() ({d} in and out)"),
         }
     }
 }
@@ -237,7 +255,7 @@ impl Loader<'_> {
                 let bias = self.upload(&format!("{name}.bias"), &[out])?;
                 return Ok(Linear::Dense { weight, bias, out, inp });
             }
-            Precision::Int8(act) => act,
+            p => p.activation(),
         };
         let full = format!("{}{name}", self.prefix);
         let layer = if self.quantized {
@@ -249,6 +267,12 @@ impl Loader<'_> {
             let w = self.floats(&format!("{name}.weight"), &[out, inp])?;
             let b = self.floats(&format!("{name}.bias"), &[out])?;
             QuantizedLinear::from_float(self.gpu, &w, [out, inp], Some(&b), self.scheme, act)?
+        };
+        // A checkpoint that records W8A8 or LLM.int8() loads that way; the precision asked for
+        // here overrides it only when it names one.
+        let layer = match self.precision.activation_quant() {
+            Some(a) => layer.with_activation_quant(a)?,
+            None => layer,
         };
         if (layer.out_features(), layer.in_features()) != (out, inp) {
             return Err(format!(

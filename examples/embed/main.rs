@@ -11,7 +11,7 @@
 //!
 //! - `--model DIR`: the float checkpoint (default: the fetch script's folder).
 //! - `--quantized DIR`: also run a checkpoint written by `int8-wgpu quantize`.
-//! - `--int8 bf16,f16,w8a32` (or `all`): the int8 flavours to run (default `bf16`); the float
+//! - `--int8 bf16,f16,w8a32,w8a8,llm-int8` (or `all`): the int8 flavours to run (default `bf16`); the float
 //!   checkpoint is quantized on the GPU at load, symmetric per output channel.
 //! - `--iters N`: timed forwards per model and batch (default 3), interleaved across models.
 //! - `--bench`: time batches of 1 and 8 sentences (cycling the sentences given), and
@@ -42,7 +42,7 @@ use tokens::Batch;
 struct Args {
     model: PathBuf,
     quantized: Option<PathBuf>,
-    int8: Vec<DType>,
+    int8: Vec<Precision>,
     iters: usize,
     bench: bool,
     bench_batches: Vec<usize>,
@@ -62,7 +62,7 @@ fn parse_args() -> Result<Args> {
     let mut a = Args {
         model: default_model(),
         quantized: None,
-        int8: vec![DType::BF16],
+        int8: vec![Precision::Int8(DType::BF16)],
         iters: 3,
         bench: false,
         bench_batches: vec![1, 8],
@@ -78,12 +78,12 @@ fn parse_args() -> Result<Args> {
             "--quantized" => a.quantized = Some(value("--quantized")?.into()),
             "--int8" => {
                 let v = value("--int8")?;
-                let list = if v == "all" { "bf16,f16,w8a32".to_string() } else { v };
+                let list = if v == "all" { "bf16,f16,w8a32,w8a8,llm-int8".to_string() } else { v };
                 a.int8 = list
                     .split(',')
                     .map(|s| match Precision::parse(s.trim())? {
-                        Precision::Int8(d) => Ok(d),
-                        Precision::F32 => Err("--int8 takes bf16, f16 or w8a32".into()),
+                        Precision::F32 => Err("--int8 takes bf16, f16, w8a32, w8a8 or llm-int8".into()),
+                        p => Ok(p),
                     })
                     .collect::<Result<_>>()?;
             }
@@ -94,7 +94,7 @@ fn parse_args() -> Result<Args> {
             "--quality" => a.quality = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: embed [--model DIR] [--quantized DIR] [--int8 bf16,f16,w8a32|all] [--iters N] \
+                    "usage: embed [--model DIR] [--quantized DIR] [--int8 bf16,f16,w8a32,w8a8,llm-int8|all] [--iters N] \
                      [--bench [--bench-batch N]] [--check] [--quality] SENTENCE..."
                 );
                 std::process::exit(0);
@@ -187,7 +187,7 @@ fn main() -> Result<()> {
     };
     if let Some(ckpt) = &float {
         let mut precisions = vec![Precision::F32];
-        precisions.extend(args.int8.iter().map(|&d| Precision::Int8(d)));
+        precisions.extend(args.int8.iter().copied());
         for p in precisions {
             let t = Instant::now();
             let bert = Bert::load(&gpu, ckpt, p)?;

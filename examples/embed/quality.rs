@@ -2,7 +2,8 @@
 //! reference embeddings sentence-transformers made in f32 (tests/fixtures/minilm_reference.json).
 //!
 //! For each scheme the float checkpoint is quantized on the GPU at load and run with bf16
-//! activations (W8A16); the table gives the mean and minimum cosine of its embeddings to the
+//! activations (W8A16, or W8A8 / LLM.int8() with int8 activations inside each linear layer);
+//! the table gives the mean and minimum cosine of its embeddings to the
 //! reference and the retrieval check: how many queries still rank their paired passage first
 //! among all other sentences.
 
@@ -77,18 +78,30 @@ fn embed_all(bert: &Bert, tokenizer: &tokenizers::Tokenizer, sentences: &[&str])
 pub fn table(gpu: &Gpu, ckpt: &Checkpoint, tokenizer: &tokenizers::Tokenizer) -> Result<String> {
     let reference = Reference::load()?;
     let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
-    let schemes: [(&str, Option<QuantScheme>); 7] = [
-        ("f32 (this library's model code, dense)", None),
-        ("per-tensor absmax (symmetric)", Some(QuantScheme::symmetric(Granularity::PerTensor))),
-        ("per-tensor zero-point (asymmetric)", Some(QuantScheme::asymmetric(Granularity::PerTensor))),
-        ("per-channel symmetric (default)", Some(QuantScheme::default())),
-        ("per-channel asymmetric", Some(QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }))),
-        ("groups of 32, symmetric", Some(QuantScheme::symmetric(Granularity::PerGroup { size: 32 }))),
-        ("groups of 128, symmetric", Some(QuantScheme::symmetric(Granularity::PerGroup { size: 128 }))),
+    let bf16 = Precision::Int8(DType::BF16);
+    let schemes: [(&str, Precision, Option<QuantScheme>); 9] = [
+        ("f32 (this library's model code, dense)", Precision::F32, None),
+        ("per-tensor absmax (symmetric)", bf16, Some(QuantScheme::symmetric(Granularity::PerTensor))),
+        ("per-tensor zero-point (asymmetric)", bf16, Some(QuantScheme::asymmetric(Granularity::PerTensor))),
+        ("per-channel symmetric (default)", bf16, Some(QuantScheme::default())),
+        ("per-channel asymmetric", bf16, Some(QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }))),
+        ("groups of 32, symmetric", bf16, Some(QuantScheme::symmetric(Granularity::PerGroup { size: 32 }))),
+        ("groups of 128, symmetric", bf16, Some(QuantScheme::symmetric(Granularity::PerGroup { size: 128 }))),
+        (
+            "W8A8: per-channel weights, per-token int8 activations",
+            Precision::W8A8(DType::BF16),
+            Some(QuantScheme::default()),
+        ),
+        (
+            "LLM.int8(): W8A8 + outlier columns (|x| >= 6) in float",
+            Precision::LlmInt8(DType::BF16),
+            Some(QuantScheme::default()),
+        ),
     ];
     let mut s = format!(
-        "{} sentences and {} query/passage pairs of tests/fixtures/minilm_reference.json ({}); int8 rows are W8A16 bf16, \
-         quantized on the GPU at load; adapter: {}.\n\n",
+        "{} sentences and {} query/passage pairs of tests/fixtures/minilm_reference.json ({}); int8 rows are W8A16 bf16 \
+         unless named W8A8 or LLM.int8() (bf16 in and out, int8 inside each linear), quantized on the GPU at load; \
+         adapter: {}.\n\n",
         sentences.len(),
         reference.pairs.len(),
         reference.made_with,
@@ -102,10 +115,10 @@ pub fn table(gpu: &Gpu, ckpt: &Checkpoint, tokenizer: &tokenizers::Tokenizer) ->
         "| sentence-transformers f32 (the reference) | 1 | 1 | {reference_hits}/{} |\n",
         reference.pairs.len()
     ));
-    for (name, scheme) in schemes {
+    for (name, precision, scheme) in schemes {
         let bert = match scheme {
-            None => Bert::load(gpu, ckpt, Precision::F32)?,
-            Some(sc) => Bert::load_with(gpu, ckpt, Precision::Int8(DType::BF16), sc)?,
+            None => Bert::load(gpu, ckpt, precision)?,
+            Some(sc) => Bert::load_with(gpu, ckpt, precision, sc)?,
         };
         let got = embed_all(&bert, tokenizer, &sentences)?;
         let cos: Vec<f64> = got.iter().zip(&reference.embeddings).map(|(g, r)| cosine(g, r)).collect();
