@@ -69,7 +69,8 @@ struct QuantizeArgs {
     method: MethodArg,
     /// LLM.int8() outlier threshold for --method llm-int8 (default 6.0, bitsandbytes' default):
     /// columns with any |x| >= X run in float.
-    #[arg(long, value_name = "X")]
+    // Negative numbers parse, so that the library's check says what is wrong with them.
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     outlier_threshold: Option<f32>,
     /// Symmetric or asymmetric quantization.
     #[arg(long, value_enum, default_value = "sym")]

@@ -57,15 +57,16 @@ impl Checkpoint {
         let corrupt = |what: String| Error::Corrupt(format!("`{}`: {what}", self.path().display()));
         let method: Method =
             recorded.parse().map_err(|_| corrupt(format!("{METHOD_METADATA_KEY} is `{recorded}`, not a method")))?;
-        let act = match method {
-            Method::LlmInt8 => match self.metadata().and_then(|m| m.get(THRESHOLD_METADATA_KEY)) {
-                None => method.activation_quant(),
-                Some(t) => Some(t.parse::<f32>().ok().and_then(|t| ActivationQuant::llm_int8(t).ok()).ok_or_else(
-                    || corrupt(format!("{THRESHOLD_METADATA_KEY} is `{t}`, not a finite threshold above 0")),
-                )?),
-            },
-            m => m.activation_quant(),
-        };
+        let act =
+            match method {
+                Method::LlmInt8 => match self.metadata().and_then(|m| m.get(THRESHOLD_METADATA_KEY)) {
+                    None => method.activation_quant(),
+                    Some(t) => Some(t.parse::<f32>().ok().and_then(|t| ActivationQuant::llm_int8(t).ok()).ok_or_else(
+                        || corrupt(format!("{THRESHOLD_METADATA_KEY} is `{t}`, not a finite threshold above 0")),
+                    )?),
+                },
+                m => m.activation_quant(),
+            };
         // llm-int8 files carry a weight-only config on purpose (see the README, "What loads
         // where"); any other disagreement means the config or the metadata was edited.
         let agrees = match method {

@@ -56,9 +56,9 @@ impl Checkpoint {
         if threshold == 0.0 {
             return Ok(Some(ActivationQuant::per_token()));
         }
-        ActivationQuant::llm_int8(threshold).map(Some).map_err(|_| {
-            Error::Unsupported(format!("llm_int8_threshold {threshold} is not a positive f32 threshold"))
-        })
+        ActivationQuant::llm_int8(threshold)
+            .map(Some)
+            .map_err(|_| Error::Unsupported(format!("llm_int8_threshold {threshold} is not a positive f32 threshold")))
     }
 
     /// The float dtype of a bitsandbytes model, which the activations take: `SCB` is always f32
@@ -127,7 +127,8 @@ impl Checkpoint {
         let p = &info.name;
         let [_, inn] = info.shape;
         let mut values: Vec<i8> = bytemuck::cast_slice(&self.tensor_data(&format!("{p}.weight"))?).to_vec();
-        let scb = floats_to_f32(info.scale_dtype, &self.tensor_data(&format!("{p}.SCB"))?).expect("checked float dtype");
+        let scb =
+            floats_to_f32(info.scale_dtype, &self.tensor_data(&format!("{p}.SCB"))?).expect("checked float dtype");
         let mut scales = Vec::with_capacity(scb.len());
         for (row, &absmax) in values.chunks_exact_mut(inn).zip(&scb) {
             let s = absmax / 127.0;
@@ -141,4 +142,3 @@ impl Checkpoint {
         QuantizedTensor::new(&info.shape, info.scheme, values, scales, None)
     }
 }
-

@@ -52,8 +52,7 @@ impl Checkpoint {
                 }
                 let p = name.strip_suffix(".weight")?;
                 let has = |suffix: &str| self.tensors.contains_key(&format!("{p}.{suffix}"));
-                (info.dtype == TensorDtype::I8 && (has("weight_scale") || has("SCB")))
-                    .then(|| p.to_string())
+                (info.dtype == TensorDtype::I8 && (has("weight_scale") || has("SCB"))).then(|| p.to_string())
             })
             .collect()
     }

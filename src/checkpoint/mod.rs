@@ -80,11 +80,11 @@ pub use self::encode::exported;
 pub use self::safetensors::{TensorDtype, TensorInfo};
 
 // Crate-private: what the quantizer and the files here share.
+pub(crate) use self::activations::METHOD_METADATA_KEY;
 pub(crate) use self::activations::THRESHOLD_METADATA_KEY;
 pub(crate) use self::encode::{export_scale, layer_bytes, layer_specs, layer_tensors, pack_row};
 pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use self::folder::{Located, check_index, unlisted_safetensors};
-pub(crate) use self::activations::METHOD_METADATA_KEY;
 pub(crate) use self::mapped::{FileReader, Mapped, as_slice_of};
 pub(crate) use self::natural_order::natural_cmp;
 pub(crate) use self::quantization_config::{pack_format, quantization_config};

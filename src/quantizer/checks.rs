@@ -16,7 +16,8 @@ impl Quantizer {
     /// threshold; for the methods with int8 activations, a scheme they can run.
     pub(super) fn check_settings(&self) -> Result<()> {
         if self.activation_quant()?.is_some() {
-            let per_row = matches!(self.scheme.granularity, Granularity::PerTensor | Granularity::PerChannel { axis: 0 });
+            let per_row =
+                matches!(self.scheme.granularity, Granularity::PerTensor | Granularity::PerChannel { axis: 0 });
             if self.scheme.mode != Mode::Symmetric || !per_row {
                 return Err(Error::Scheme(format!(
                     "{} quantizes activations per token, which needs symmetric weights with one scale per output                      row (the default) or per tensor, not {}; drop the scheme options (--scheme, --granularity,                      --group-size), or use w8a16 for this scheme",

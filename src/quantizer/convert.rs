@@ -112,7 +112,9 @@ impl Quantizer {
                     let p = name.trim_end_matches(".weight");
                     let dtype = info.float_dtype().expect("targets are float");
                     let format = checkpoint::pack_format(self.method);
-                    for (suffix, dtype, shape) in checkpoint::layer_specs(layer_shape(info), self.scheme, dtype, format)? {
+                    for (suffix, dtype, shape) in
+                        checkpoint::layer_specs(layer_shape(info), self.scheme, dtype, format)?
+                    {
                         specs.push(TensorSpec { name: format!("{p}.{suffix}"), dtype, shape });
                     }
                     layer = Some((p, layers));
