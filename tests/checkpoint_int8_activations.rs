@@ -233,6 +233,11 @@ fn a_bitsandbytes_8bit_checkpoint_loads_as_llm_int8() {
     for (i, (&v, &wv)) in q.dequantize().iter().zip(&w).enumerate() {
         assert!((v - wv).abs() <= 0.5 * scb[i / inn] / 127.0 + 1e-6, "element {i}: {v} vs {wv}");
     }
+    let shown = int8_wgpu::quantizer::Inspection::new(&ckpt).unwrap().to_string();
+    let summary =
+        "(bitsandbytes; method llm-int8, activations f16 quantized to int8 per token, columns with |x| >= 5 kept)";
+    assert!(shown.contains(summary), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with(&format!("{LAYER}.weight ")) && l.contains("sym channel")), "{shown}");
     let x: Vec<f16> = common::rand_vec(2 * inn, 7).iter().map(|&v| f16::from_f32(v * 8.0)).collect();
     let y = reference::linear_a8(&x, &q, None, act).unwrap();
     assert_eq!(y.len(), 2 * out);

@@ -218,7 +218,8 @@ fn cli_quantize_w8a8_and_llm_int8_and_inspect() {
     let (code, stdout, _) = run(&[s("inspect"), a8.as_os_str()]);
     assert_eq!(code, Some(0));
     assert!(
-        stdout.contains("compressed-tensors, int-quantized; method w8a8, activations bf16, int8 per token"),
+        stdout
+            .contains("compressed-tensors, int-quantized; method w8a8, activations bf16 quantized to int8 per token)"),
         "{stdout}"
     );
 
@@ -228,7 +229,7 @@ fn cli_quantize_w8a8_and_llm_int8_and_inspect() {
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let (_, stdout, _) = run(&[s("inspect"), l8.as_os_str()]);
     assert!(
-        stdout.contains("method llm-int8, activations bf16, int8 per token, columns with |x| >= 5 in float"),
+        stdout.contains("method llm-int8, activations bf16 quantized to int8 per token, columns with |x| >= 5 kept)"),
         "{stdout}"
     );
 

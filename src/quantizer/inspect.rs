@@ -204,13 +204,13 @@ impl fmt::Display for Inspection {
             Footprint::Quantized { layers, format, method, activation, act, linear, model } => {
                 let method = method.map_or("not recorded".into(), |m| m.to_string());
                 let act = match act.map(|a| a.outlier_threshold()) {
-                    None => "float".to_string(),
-                    Some(None) => "int8 per token".to_string(),
-                    Some(Some(t)) => format!("int8 per token, columns with |x| >= {t} in float"),
+                    None => String::new(),
+                    Some(None) => " quantized to int8 per token".to_string(),
+                    Some(Some(t)) => format!(" quantized to int8 per token, columns with |x| >= {t} kept"),
                 };
                 writeln!(
                     f,
-                    "{layers} quantized linear layers ({format}; method {method}, activations {activation}, {act})"
+                    "{layers} quantized linear layers ({format}; method {method}, activations {activation}{act})"
                 )?;
                 writeln!(f, "{:<20} {:>10} {:>12}", "", "as float", "now")?;
                 footprint_row(f, &format!("linear weights ({layers})"), *linear)?;
