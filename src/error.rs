@@ -45,8 +45,9 @@ pub enum Error {
         /// The dtype that was given.
         found: DType,
     },
-    /// A device option (in [`GpuOptions`](crate::GpuOptions) or `INT8_WGPU_DISABLE`) is invalid.
-    #[error("invalid GPU option: {0}")]
+    /// An option is invalid: a device option (in [`GpuOptions`](crate::GpuOptions) or
+    /// `INT8_WGPU_DISABLE`), an LLM.int8() outlier threshold, or an option the chosen method has none of.
+    #[error("invalid option: {0}")]
     InvalidOption(String),
     /// A quantization scheme does not fit the tensor.
     #[error("invalid quantization scheme: {0}")]

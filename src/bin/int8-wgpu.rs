@@ -31,6 +31,8 @@ enum Command {
 enum MethodArg {
     W8a16,
     W8a32,
+    W8a8,
+    LlmInt8,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -59,9 +61,17 @@ struct QuantizeArgs {
     /// Output folder (must not exist unless --force).
     output: PathBuf,
     /// w8a16: 16-bit activations at load (the checkpoint's f16/bf16, bf16 for f32 models);
-    /// w8a32: f32 activations.
+    /// w8a32: f32 activations; w8a8: 16-bit activations quantized to int8 per token at run time
+    /// (written as compressed-tensors int-quantized W8A8); llm-int8: w8a8 with the feature columns
+    /// at or above --outlier-threshold kept in float. w8a8 and llm-int8 need the default
+    /// symmetric per-channel scheme (or --granularity tensor).
     #[arg(long, value_enum, default_value = "w8a16")]
     method: MethodArg,
+    /// LLM.int8() outlier threshold for --method llm-int8 (default 6.0, bitsandbytes' default):
+    /// columns with any |x| >= X run in float.
+    // Negative numbers parse, so that the library's check says what is wrong with them.
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    outlier_threshold: Option<f32>,
     /// Symmetric or asymmetric quantization.
     #[arg(long, value_enum, default_value = "sym")]
     scheme: SchemeArg,
@@ -136,6 +146,8 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let method = match args.method {
         MethodArg::W8a16 => Method::W8A16,
         MethodArg::W8a32 => Method::W8A32,
+        MethodArg::W8a8 => Method::W8A8,
+        MethodArg::LlmInt8 => Method::LlmInt8,
     };
     let mut q = Quantizer::new(&args.input, &args.output)
         .method(method)
@@ -143,6 +155,9 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .default_excludes(!args.no_default_excludes)
         .eval_rows(args.eval_rows)
         .overwrite(args.force);
+    if let Some(t) = args.outlier_threshold {
+        q = q.outlier_threshold(t);
+    }
     for p in &args.include {
         q = q.include(p);
     }

@@ -1,27 +1,23 @@
 //! Loading a checkpoint's quantized layers onto the GPU, with the activation dtype that the
-//! method recorded in the checkpoint fixes.
+//! method fixes and the activation quantization the checkpoint asks for.
 
 use super::{Checkpoint, PackFormat, TensorInfo, as_slice_of};
-use crate::{DType, Gpu, GpuQuantizedTensor, Method, QuantizedLinear, Result};
-
-/// The `__metadata__` key where the quantizer records its method (`w8a16` / `w8a32`).
-pub(crate) const METHOD_METADATA_KEY: &str = "int8_wgpu.method";
+use crate::{DType, Gpu, GpuQuantizedTensor, QuantizedLinear, Result};
 
 impl Checkpoint {
-    /// The method the checkpoint was written with, from the `__metadata__` of its first file;
-    /// `None` for a checkpoint without our metadata.
-    pub fn method(&self) -> Option<Method> {
-        self.metadata()?.get(METHOD_METADATA_KEY)?.parse().ok()
-    }
-
-    /// The activation dtype [`Checkpoint::linear`] uses: [`Method::activation_dtype`] of the
-    /// recorded method (`w8a16` when none is recorded) for the scale dtype of the quantized
-    /// layers, which is the original weights' dtype: f32 for `w8a32`; for `w8a16` the scale dtype
-    /// if it is f16 or bf16, else bf16.
+    /// The activation dtype [`Checkpoint::linear`] uses: [`Method::activation_dtype`](crate::Method::activation_dtype)
+    /// of [`Checkpoint::method`] (`w8a16` when there is none) for the original weights' dtype,
+    /// which is the scale dtype of the quantized layers (for bitsandbytes, whose scales are always
+    /// f32, config.json's `dtype`): f32 for `w8a32`; for the others that dtype if it is f16 or
+    /// bf16, else bf16.
     pub fn activation_dtype(&self) -> DType {
-        let scale_dtype = self.quantized_layers().first().and_then(|p| self.info(&format!("{p}.weight_scale")));
-        // Without a float scale there is no 16-bit dtype to keep: as for an f32 checkpoint.
-        let weight_dtype = scale_dtype.and_then(TensorInfo::float_dtype).unwrap_or(DType::F32);
+        let weight_dtype = if self.is_bitsandbytes() {
+            self.bnb_model_dtype()
+        } else {
+            let scale_dtype = self.quantized_layers().first().and_then(|p| self.info(&format!("{p}.weight_scale")));
+            // Without a float scale there is no 16-bit dtype to keep: as for an f32 checkpoint.
+            scale_dtype.and_then(TensorInfo::float_dtype).unwrap_or(DType::F32)
+        };
         self.method().unwrap_or_default().activation_dtype(weight_dtype)
     }
 
@@ -33,17 +29,25 @@ impl Checkpoint {
 
     /// Like [`Checkpoint::linear`] with a chosen activation dtype.
     ///
+    /// The layer quantizes its activations as [`Checkpoint::activation_quant`] says (its errors
+    /// come before any upload); a W8A8 or LLM.int8() checkpoint whose weights are not symmetric
+    /// per row or per tensor is an [`Error::Scheme`](crate::Error::Scheme).
+    ///
     /// `pack-quantized` words are uploaded as they are in the file: the kernels read the
     /// offset-binary bytes (`q ^ 0x80`) directly ([`GpuQuantizedTensor::from_packed`]).
     pub fn linear_with(&self, gpu: &Gpu, name: &str, activation: DType) -> Result<QuantizedLinear> {
         let build = || -> Result<QuantizedLinear> {
+            let act = self.activation_quant()?;
             let info = self.layer_info(name)?;
+            if act.is_some() {
+                crate::reference::check_int8_weight_scheme(info.scheme, &info.shape)?;
+            }
             let bias_name = format!("{name}.bias");
             let bias = match self.info(&bias_name) {
                 Some(_) => Some(self.tensor_f32(&bias_name)?),
                 None => None,
             };
-            match info.format {
+            let layer = match info.format {
                 PackFormat::PackQuantized => {
                     // Mapped only while uploaded (read in place): no host copy outlives it.
                     let data = self.tensor_data(&format!("{name}.weight_packed"))?;
@@ -58,11 +62,15 @@ impl Checkpoint {
                         &scales,
                         zps.as_deref(),
                     )?;
-                    QuantizedLinear::from_gpu(w, bias.as_deref(), activation)
+                    QuantizedLinear::from_gpu(w, bias.as_deref(), activation)?
                 }
-                PackFormat::IntQuantized => {
-                    QuantizedLinear::from_quantized(gpu, &self.rebuild(name)?, bias.as_deref(), activation)
+                PackFormat::IntQuantized | PackFormat::BitsAndBytes => {
+                    QuantizedLinear::from_quantized(gpu, &self.rebuild(name)?, bias.as_deref(), activation)?
                 }
+            };
+            match act {
+                Some(act) => layer.with_activation_quant(act),
+                None => Ok(layer),
             }
         };
         build().map_err(|e| e.in_tensor(name))

@@ -1,10 +1,12 @@
 //! Safetensors checkpoints: reading a single file, a folder or a sharded folder; the
-//! compressed-tensors `pack-quantized` layout; loading quantized layers back onto the GPU.
+//! compressed-tensors `pack-quantized` and `int-quantized` layouts; loading quantized layers back
+//! onto the GPU, with the activation scheme the checkpoint records.
 //!
 //! # The layout
 //!
 //! A quantized linear layer `P` (whose float weight was `P.weight`, `[out, in]`) is stored as
-//! the tensors that vLLM and transformers read for `format: "pack-quantized"`:
+//! the tensors that vLLM and transformers read for `format: "pack-quantized"` (the weight-only
+//! methods `w8a16`, `w8a32`, and `llm-int8`):
 //!
 //! | tensor | dtype | shape | content |
 //! |---|---|---|---|
@@ -13,9 +15,16 @@
 //! | `P.weight_scale` | the weight's dtype | `[out, 1]` per channel, `[out, in/G]` per group, `[1]` per tensor | scales |
 //! | `P.weight_zero_point` | I32 / I8 | `[ceil(out/4), n_groups]` packed along dim 0 (`zp + 128`); per tensor I8 `[1]` | asymmetric only |
 //!
+//! `w8a8` is written as `format: "int-quantized"`, as llmcompressor writes W8A8 and as vLLM
+//! requires for int8 activations: `P.weight` I8 `[out, in]` (the ints themselves) and
+//! `P.weight_scale` `[out, 1]` (or `[1]`).
+//!
 //! Every other tensor is copied byte for byte. `config.json` gains a `quantization_config`: the
-//! keys compressed-tensors parsers expect for 8-bit int weights with float activations, plus the
-//! cheap ones llmcompressor writes (`version`, and `zp_dtype` for asymmetric schemes).
+//! keys compressed-tensors parsers expect for 8-bit int weights, plus the cheap ones
+//! llmcompressor writes (`version`, and `zp_dtype` for asymmetric schemes); for `w8a8`, the
+//! dynamic per-token `input_activations` of llmcompressor's W8A8 preset. The method (and the
+//! LLM.int8() threshold) is recorded in each file's `__metadata__` (`int8_wgpu.method`,
+//! `int8_wgpu.outlier_threshold`).
 //!
 //! Scales are computed in f32 and exported in the weight's dtype (round to nearest even). For
 //! f32 checkpoints the file therefore holds exactly the in-memory quantization; for f16/bf16
@@ -27,9 +36,10 @@
 //! [`Checkpoint::open`] reads the headers only; tensor data is memory-mapped, not read into
 //! memory. [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from
 //! `P.weight_packed` (ours or any compressed-tensors 8-bit checkpoint, `pack-quantized` or
-//! `int-quantized`). Packed words go to the GPU as stored; the kernels read the offset-binary
-//! bytes directly. Each tensor it reads is mapped only while it is read, so a model loaded onto
-//! the GPU leaves no copy of its weights in host memory.
+//! `int-quantized`) or from bitsandbytes' `P.weight` and `P.SCB`. Packed words go to the GPU as
+//! stored; the kernels read the offset-binary bytes directly. Each tensor it reads is mapped only
+//! while it is read, so a model loaded onto the GPU leaves no copy of its weights in host memory.
+//! Layers quantize their activations as [`Checkpoint::activation_quant`] says.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -38,8 +48,14 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 // One file per job. Here: `Checkpoint`, opened from the files `folder` finds, and its tensors.
-/// The compressed-tensors codec for the tensors of a quantized layer.
+/// What a checkpoint says about its activations (W8A8, LLM.int8(), none).
+mod activations;
+/// bitsandbytes 8-bit layers (`weight` + `SCB`) and their `quantization_config`.
+mod bitsandbytes;
+/// Reading the compressed-tensors tensors of a quantized layer.
 mod compressed_tensors;
+/// Encoding a quantized layer into compressed-tensors tensors.
+mod encode;
 /// What a checkpoint path names: file, model.safetensors or shards + index, config.json.
 mod folder;
 /// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
@@ -59,17 +75,19 @@ mod writer;
 
 // The product: the checkpoint, what it says about its tensors and quantized layers, and the
 // tensor exactly as a checkpoint stores it.
-pub use self::compressed_tensors::{PackFormat, QuantizedLayerInfo, exported};
+pub use self::compressed_tensors::{PackFormat, QuantizedLayerInfo};
+pub use self::encode::exported;
 pub use self::safetensors::{TensorDtype, TensorInfo};
 
 // Crate-private: what the quantizer and the files here share.
-pub(crate) use self::compressed_tensors::{export_scale, layer_bytes, layer_specs, layer_tensors, pack_row};
+pub(crate) use self::activations::METHOD_METADATA_KEY;
+pub(crate) use self::activations::THRESHOLD_METADATA_KEY;
+pub(crate) use self::encode::{export_scale, layer_bytes, layer_specs, layer_tensors, pack_row};
 pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use self::folder::{Located, check_index, unlisted_safetensors};
-pub(crate) use self::load::METHOD_METADATA_KEY;
 pub(crate) use self::mapped::{FileReader, Mapped, as_slice_of};
 pub(crate) use self::natural_order::natural_cmp;
-pub(crate) use self::quantization_config::quantization_config;
+pub(crate) use self::quantization_config::{pack_format, quantization_config};
 pub(crate) use self::regular_file::file_kind;
 use self::safetensors::SafetensorsFile;
 pub(crate) use self::safetensors::{f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};

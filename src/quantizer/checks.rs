@@ -5,13 +5,27 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::report::describe_scheme;
 use super::{MAX_EVAL_ROWS, Plan, Quantizer};
+use crate::MAX_INT8_DOT_LEN;
 use crate::checkpoint::{self, Checkpoint};
-use crate::{Error, Result};
+use crate::{Error, Granularity, Mode, Result};
 
 impl Quantizer {
-    /// The settings that need no file: `eval_rows` within [`MAX_EVAL_ROWS`].
+    /// The settings that need no file: `eval_rows` within [`MAX_EVAL_ROWS`]; the outlier
+    /// threshold; for the methods with int8 activations, a scheme they can run.
     pub(super) fn check_settings(&self) -> Result<()> {
+        if self.activation_quant()?.is_some() {
+            let per_row =
+                matches!(self.scheme.granularity, Granularity::PerTensor | Granularity::PerChannel { axis: 0 });
+            if self.scheme.mode != Mode::Symmetric || !per_row {
+                return Err(Error::Scheme(format!(
+                    "{} quantizes activations per token, which needs symmetric weights with one scale per output                      row (the default) or per tensor, not {}; drop the scheme options (--scheme, --granularity,                      --group-size), or use w8a16 for this scheme",
+                    self.method,
+                    describe_scheme(self.scheme)
+                )));
+            }
+        }
         if self.eval_rows > MAX_EVAL_ROWS {
             return Err(Error::TooLarge {
                 what: "eval_rows (activation rows per layer for the output error)".into(),
@@ -77,9 +91,21 @@ impl Quantizer {
         Ok(())
     }
 
-    /// The scheme has a compressed-tensors layout, and a group size divides every planned layer.
+    /// The scheme has a compressed-tensors layout, a group size divides every planned layer,
+    /// and int8 activations' sums fit an `i32` ([`MAX_INT8_DOT_LEN`] inputs).
     pub(super) fn check_scheme(&self, ckpt: &Checkpoint, plan: &Plan) -> Result<()> {
-        checkpoint::quantization_config(self.scheme, &[])?;
+        checkpoint::quantization_config(self.scheme, &[], self.method)?;
+        if self.method.activation_quant().is_some() {
+            let long = plan.targets.iter().find(|t| ckpt.info(t).is_some_and(|i| i.shape[1] > MAX_INT8_DOT_LEN));
+            if let Some(t) = long {
+                return Err(Error::Scheme(format!(
+                    "`{t}` has {} inputs; {} sums at most {MAX_INT8_DOT_LEN} int8 products in i32: exclude it or use \
+                     w8a16",
+                    ckpt.info(t).map_or(0, |i| i.shape[1]),
+                    self.method
+                )));
+            }
+        }
         if let crate::Granularity::PerGroup { size } = self.scheme.granularity {
             let bad: Vec<&String> = plan
                 .targets

@@ -23,7 +23,7 @@ use super::output::TmpDir;
 use super::{Backend, LayerReport, Plan, Progress, Quantizer};
 use crate::checkpoint::{
     self, CONFIG_FILE, Checkpoint, FileReader, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, SafetensorsWriter,
-    TensorInfo, TensorSpec,
+    THRESHOLD_METADATA_KEY, TensorInfo, TensorSpec,
 };
 use crate::{DType, Element, Error, QuantizedTensor, Result};
 
@@ -111,7 +111,10 @@ impl Quantizer {
                 if targets.contains(name) {
                     let p = name.trim_end_matches(".weight");
                     let dtype = info.float_dtype().expect("targets are float");
-                    for (suffix, dtype, shape) in checkpoint::layer_specs(layer_shape(info), self.scheme, dtype)? {
+                    let format = checkpoint::pack_format(self.method);
+                    for (suffix, dtype, shape) in
+                        checkpoint::layer_specs(layer_shape(info), self.scheme, dtype, format)?
+                    {
                         specs.push(TensorSpec { name: format!("{p}.{suffix}"), dtype, shape });
                     }
                     layer = Some((p, layers));
@@ -124,6 +127,10 @@ impl Quantizer {
             let mut metadata = ckpt.file_metadata(i).cloned().unwrap_or_default();
             metadata.entry("format".into()).or_insert_with(|| "pt".into());
             metadata.insert(METHOD_METADATA_KEY.into(), self.method.to_string());
+            if let Some(t) = self.activation_quant()?.and_then(|a| a.outlier_threshold()) {
+                // Rust's shortest round-trip form: parsing it gives back the same f32.
+                metadata.insert(THRESHOLD_METADATA_KEY.into(), t.to_string());
+            }
             tmp.ensure_live()?;
             let writer = SafetensorsWriter::create(&tmp.path().join(&file_name), &specs, &metadata)?;
             written.total_after += writer.data_len();
@@ -160,7 +167,8 @@ impl Quantizer {
             let Some(obj) = config.as_object_mut() else {
                 return Err(Error::Corrupt(format!("`{}` is not a JSON object", dir.join(CONFIG_FILE).display())));
             };
-            obj.insert("quantization_config".into(), checkpoint::quantization_config(self.scheme, &plan.ignore)?);
+            let q = checkpoint::quantization_config(self.scheme, &plan.ignore, self.method)?;
+            obj.insert("quantization_config".into(), q);
             checkpoint::write_json(&tmp.path().join(CONFIG_FILE), &config)?;
         }
         Ok(())
@@ -312,11 +320,13 @@ impl Quantizer {
         .map_err(|e| e.in_tensor(job.name))?;
         drop(data);
         let shape = layer_shape(info);
-        let specs = checkpoint::layer_specs(shape, self.scheme, dtype)?;
+        let format = checkpoint::pack_format(self.method);
+        let specs = checkpoint::layer_specs(shape, self.scheme, dtype, format)?;
         let bytes = checkpoint::layer_bytes(
             shape,
             self.scheme,
             dtype,
+            format,
             stored.packed,
             &stored.scales,
             stored.zero_points.as_deref(),

@@ -178,7 +178,8 @@ pub(super) fn reference_layer<T: Element>(
         0 => None,
         rows => Some(output_error(&q, &w, rows, seed)?),
     };
-    let packed = checkpoint::layer_tensors(&q, scale_dtype)?.swap_remove(0).1;
+    // The packed rows, whatever format the layer is stored in: `layer_bytes` converts them.
+    let packed = checkpoint::layer_tensors(&q, scale_dtype, checkpoint::PackFormat::PackQuantized)?.swap_remove(0).1;
     Ok(Fused {
         packed,
         scales: q.scales().to_vec(),

@@ -8,7 +8,7 @@ use std::fmt;
 use super::Quantizer;
 use super::report::{describe_scheme, format_bytes};
 use crate::checkpoint::{self, Checkpoint, INDEX_FILE, MODEL_FILE, PackFormat, TensorDtype};
-use crate::{DType, Error, Method, QuantScheme, Result};
+use crate::{ActivationQuant, DType, Error, Method, QuantScheme, Result};
 
 /// A checkpoint's tensors and memory footprint, as `int8-wgpu inspect` prints them (its
 /// [`Display`](fmt::Display)).
@@ -53,6 +53,8 @@ enum Footprint {
         format: String,
         method: Option<Method>,
         activation: DType,
+        /// How the layers quantize their activations.
+        act: Option<ActivationQuant>,
         linear: [usize; 2],
         model: [usize; 2],
     },
@@ -76,7 +78,12 @@ impl Inspection {
                     Some(i) if i.format == PackFormat::PackQuantized && name.ends_with(".weight_packed") => {
                         Some(i.scheme)
                     }
-                    Some(i) if i.format == PackFormat::IntQuantized && name.ends_with(".weight") => Some(i.scheme),
+                    Some(i)
+                        if matches!(i.format, PackFormat::IntQuantized | PackFormat::BitsAndBytes)
+                            && name.ends_with(".weight") =>
+                    {
+                        Some(i.scheme)
+                    }
                     _ => None,
                 };
                 Row { name: name.to_string(), shape: t.shape.clone(), dtype: t.dtype, scheme, bytes: t.nbytes() }
@@ -141,8 +148,12 @@ fn quantized_footprint<'a>(
     let format = ckpt
         .quantization_config()
         .map(|q| {
-            let get = |k: &str| q.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-            format!("{}, {}", get("quant_method"), get("format"))
+            let get = |k: &str| q.get(k).and_then(|v| v.as_str());
+            match (get("quant_method"), get("format")) {
+                (m, Some(f)) => format!("{}, {f}", m.unwrap_or("?")),
+                // bitsandbytes configs have no format.
+                (m, None) => m.unwrap_or("?").to_string(),
+            }
         })
         .unwrap_or_else(|| "no quantization_config".into());
     let total = ckpt.nbytes();
@@ -153,6 +164,7 @@ fn quantized_footprint<'a>(
         format,
         method: ckpt.method(),
         activation: ckpt.activation_dtype(),
+        act: ckpt.activation_quant()?,
         linear: [float, stored],
         model: [model, total],
     })
@@ -189,9 +201,17 @@ impl fmt::Display for Inspection {
                 writeln!(f)?;
                 footprint_row(f, "model", *model)
             }
-            Footprint::Quantized { layers, format, method, activation, linear, model } => {
+            Footprint::Quantized { layers, format, method, activation, act, linear, model } => {
                 let method = method.map_or("not recorded".into(), |m| m.to_string());
-                writeln!(f, "{layers} quantized linear layers ({format}; method {method}, activations {activation})")?;
+                let act = match act.map(|a| a.outlier_threshold()) {
+                    None => String::new(),
+                    Some(None) => " quantized to int8 per token".to_string(),
+                    Some(Some(t)) => format!(" quantized to int8 per token, columns with |x| >= {t} kept"),
+                };
+                writeln!(
+                    f,
+                    "{layers} quantized linear layers ({format}; method {method}, activations {activation}{act})"
+                )?;
                 writeln!(f, "{:<20} {:>10} {:>12}", "", "as float", "now")?;
                 footprint_row(f, &format!("linear weights ({layers})"), *linear)?;
                 writeln!(f)?;

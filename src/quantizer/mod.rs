@@ -41,8 +41,16 @@
 //!
 //! The method is recorded in each file's `__metadata__` (`int8_wgpu.method`); it fixes the
 //! activation dtype [`Checkpoint::linear`](crate::checkpoint::Checkpoint::linear) uses: `w8a32`
-//! runs f32 activations; `w8a16` runs the checkpoint's own dtype when it is f16 or bf16, and bf16
-//! for f32 checkpoints (bf16 keeps f32's range, so activations cannot overflow as in f16).
+//! runs f32 activations; the others run the checkpoint's own dtype when it is f16 or bf16, and
+//! bf16 for f32 checkpoints (bf16 keeps f32's range, so activations cannot overflow as in f16).
+//!
+//! `w8a8` and `llm-int8` also quantize the activations to int8 at run time, per token; `llm-int8`
+//! keeps the feature columns with an `|x| >=` [`Quantizer::outlier_threshold`] in float, and
+//! records the threshold in the metadata (`int8_wgpu.outlier_threshold`). Both need symmetric
+//! weights with one scale per output row (the default scheme) or per tensor: another scheme is
+//! an [`Error::Scheme`] before any work. `w8a8` is written as compressed-tensors `int-quantized`
+//! with llmcompressor's W8A8 `input_activations`, `llm-int8` as the weight-only `pack-quantized`
+//! config (other loaders run it with float activations; see the README, "What loads where").
 //!
 //! # Speed and memory
 //!
@@ -180,6 +188,7 @@ pub struct Quantizer {
     input: PathBuf,
     output: PathBuf,
     method: Method,
+    outlier_threshold: Option<f32>,
     scheme: QuantScheme,
     include: Vec<String>,
     exclude: Vec<String>,
@@ -199,6 +208,7 @@ impl Quantizer {
             input: input.into(),
             output: output.into(),
             method: Method::default(),
+            outlier_threshold: None,
             scheme: QuantScheme::default(),
             include: Vec::new(),
             exclude: Vec::new(),
@@ -214,6 +224,29 @@ impl Quantizer {
     pub fn method(mut self, method: Method) -> Self {
         self.method = method;
         self
+    }
+
+    /// Sets the LLM.int8() outlier threshold of [`Method::LlmInt8`] (default
+    /// [`ActivationQuant::DEFAULT_THRESHOLD`](crate::ActivationQuant::DEFAULT_THRESHOLD), 6.0):
+    /// feature columns with any `|x| >= threshold` run in float. Checked when the run starts: it
+    /// must be finite and above 0, and the method `llm-int8` (an [`Error::InvalidOption`] otherwise).
+    pub fn outlier_threshold(mut self, threshold: f32) -> Self {
+        self.outlier_threshold = Some(threshold);
+        self
+    }
+
+    /// How the output's layers quantize their activations: `None` for the weight-only methods,
+    /// per token for `w8a8`, LLM.int8() at the threshold set for `llm-int8`. Errors: a threshold
+    /// that [`ActivationQuant::llm_int8`](crate::ActivationQuant::llm_int8) refuses, or one set
+    /// for another method.
+    pub fn activation_quant(&self) -> Result<Option<crate::ActivationQuant>> {
+        match (self.method, self.outlier_threshold) {
+            (Method::LlmInt8, Some(t)) => crate::ActivationQuant::llm_int8(t).map(Some),
+            (m, Some(t)) => Err(Error::InvalidOption(format!(
+                "an outlier threshold ({t}) applies to the llm-int8 method only, not {m}"
+            ))),
+            (m, None) => Ok(m.activation_quant()),
+        }
     }
 
     /// Sets the scheme. Per channel must be along axis 0 (one scale per output row).
