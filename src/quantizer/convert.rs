@@ -12,13 +12,12 @@
 //! the backend or the number of threads.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use serde_json::json;
 
 use super::eval::seed_of;
 use super::fused::{self, Fused, Ints};
+use super::jobs::Job;
 use super::output::TmpDir;
 use super::{Backend, LayerReport, Plan, Progress, Quantizer};
 use crate::checkpoint::{
@@ -38,48 +37,6 @@ pub(super) struct Written {
     pub(super) total_after: usize,
     /// The output file of each tensor written, for the shard index.
     pub(super) weight_map: BTreeMap<String, String>,
-}
-
-/// One input tensor and what becomes of it.
-struct Job<'a> {
-    /// Its name.
-    name: &'a str,
-    info: &'a TensorInfo,
-    /// The output file it goes to.
-    out: usize,
-    /// For a quantized layer: its name `P` and its index among the run's layers.
-    layer: Option<(&'a str, usize)>,
-}
-
-/// A job handed to the workers, with the reader of its input file.
-enum Work {
-    /// Job `i`: copy the tensor, or quantize the layer on the CPU.
-    Run(usize, Arc<FileReader>),
-    /// Job `i`, a layer the GPU quantized.
-    Quantized(usize, Arc<FileReader>, QuantizedTensor),
-}
-
-/// What the threads of a conversion share.
-struct Shared {
-    /// The first job in order that failed (`usize::MAX` for none): no job after it starts, and
-    /// every job before it runs, so the run fails with the error a run in order would give.
-    first_failed: AtomicUsize,
-    /// The failures, with their job index.
-    errors: Mutex<Vec<(usize, Error)>>,
-    /// The layer reports, by layer index.
-    reports: Mutex<Vec<Option<LayerReport>>>,
-}
-
-impl Shared {
-    fn fail(&self, job: usize, e: Error) {
-        self.errors.lock().unwrap_or_else(PoisonError::into_inner).push((job, e));
-        self.first_failed.fetch_min(job, Ordering::Relaxed);
-    }
-
-    /// Whether job `i` comes after a failed one.
-    fn after_failure(&self, i: usize) -> bool {
-        i > self.first_failed.load(Ordering::Relaxed)
-    }
 }
 
 impl Quantizer {
@@ -174,133 +131,9 @@ impl Quantizer {
         Ok(())
     }
 
-    /// The worker threads the CPU work runs on.
-    fn worker_threads(&self) -> usize {
-        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1)
-    }
-
-    /// Runs `jobs` on worker threads, the calling thread handing them out in order (and, with a
-    /// GPU, quantizing the layers on it first); returns the layer reports in job order, or the
-    /// error of the first job in order that failed.
-    fn run_jobs(
-        &self,
-        ckpt: &Checkpoint,
-        jobs: &[Job<'_>],
-        files: &[SafetensorsWriter],
-        backend: &Backend,
-        tmp: &TmpDir,
-        progress: &mut impl FnMut(Progress<'_>),
-    ) -> Result<Vec<LayerReport>> {
-        let total = jobs.iter().filter(|j| j.layer.is_some()).count();
-        let shared = Shared {
-            first_failed: AtomicUsize::new(usize::MAX),
-            errors: Mutex::new(Vec::new()),
-            reports: Mutex::new(vec![None; total]),
-        };
-        let threads = self.worker_threads();
-        // At most `threads` jobs wait: with a GPU, that bounds the quantized layers held.
-        let (tx, rx) = mpsc::sync_channel::<Work>(threads);
-        // Only the workers hold the receiver: should they all stop, sending fails instead of
-        // waiting forever.
-        let rx = Arc::new(Mutex::new(rx));
-        // Output files are synced as they grow, on a thread of their own: the final sync of each
-        // is then short, and no worker waits for the disk.
-        let (sync_tx, sync_rx) = mpsc::channel::<usize>();
-        std::thread::scope(|s| {
-            let shared_ref = &shared;
-            s.spawn(move || {
-                for f in sync_rx {
-                    if let Err(e) = files[f].sync() {
-                        // After every job: a job's own error comes first.
-                        shared_ref.fail(jobs.len(), e);
-                    }
-                }
-            });
-            for _ in 0..threads {
-                let (rx, shared, sync_tx) = (Arc::clone(&rx), &shared, sync_tx.clone());
-                s.spawn(move || {
-                    loop {
-                        let work = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        let Ok(work) = work else { break };
-                        let i = match &work {
-                            Work::Run(i, _) | Work::Quantized(i, ..) => *i,
-                        };
-                        if shared.after_failure(i) {
-                            continue;
-                        }
-                        let job = &jobs[i];
-                        let result = tmp.ensure_live().and_then(|()| match work {
-                            Work::Run(_, reader) if job.layer.is_none() => copy(ckpt, &reader, job, &files[job.out]),
-                            Work::Run(_, reader) => self.layer(ckpt, &reader, job, &files[job.out], None),
-                            Work::Quantized(_, reader, q) => self.layer(ckpt, &reader, job, &files[job.out], Some(q)),
-                        });
-                        if files[job.out].sync_due() {
-                            let _ = sync_tx.send(job.out);
-                        }
-                        match result {
-                            Ok(Some(report)) => {
-                                let (_, index) = job.layer.expect("a report is a layer's");
-                                shared.reports.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(report);
-                            }
-                            Ok(None) => {}
-                            Err(e) => shared.fail(i, e),
-                        }
-                    }
-                });
-            }
-            drop((rx, sync_tx));
-            // The reader of the input file being handed out; a file's handle closes when its
-            // last job is done.
-            let mut reader: Option<(usize, Arc<FileReader>)> = None;
-            for (i, job) in jobs.iter().enumerate() {
-                if shared.after_failure(i) {
-                    break;
-                }
-                let file = job.info.file;
-                let r = match &reader {
-                    Some((f, r)) if *f == file => Arc::clone(r),
-                    _ => match ckpt.open_reader(file) {
-                        Ok(r) => Arc::clone(&reader.insert((file, Arc::new(r))).1),
-                        Err(e) => {
-                            shared.fail(i, e);
-                            break;
-                        }
-                    },
-                };
-                let work = match (job.layer, backend) {
-                    (Some((p, index)), Backend::Gpu(gpu)) => {
-                        progress(Progress { done: index, total, layer: Some(p) });
-                        match gpu_quantize(gpu, ckpt, &r, job, self.scheme) {
-                            Ok(q) => Work::Quantized(i, r, q),
-                            Err(e) => {
-                                shared.fail(i, e);
-                                break;
-                            }
-                        }
-                    }
-                    (Some((p, index)), Backend::Cpu) => {
-                        progress(Progress { done: index, total, layer: Some(p) });
-                        Work::Run(i, r)
-                    }
-                    (None, _) => Work::Run(i, r),
-                };
-                if tx.send(work).is_err() {
-                    break;
-                }
-            }
-            drop(tx);
-        });
-        let errors = shared.errors.into_inner().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, e)) = errors.into_iter().min_by_key(|e| e.0) {
-            return Err(e);
-        }
-        let reports = shared.reports.into_inner().unwrap_or_else(PoisonError::into_inner);
-        Ok(reports.into_iter().map(|r| r.expect("every layer finished")).collect())
-    }
-
     /// Quantizes the layer of `job` (or takes the GPU's ints `given`), writes its tensors and
     /// returns its report. Errors of the quantization name the tensor.
-    fn layer(
+    pub(super) fn layer(
         &self,
         ckpt: &Checkpoint,
         reader: &FileReader,
@@ -377,7 +210,7 @@ fn layer_shape(info: &TensorInfo) -> [usize; 2] {
 }
 
 /// Copies the tensor of `job` unchanged, a window at a time.
-fn copy(
+pub(super) fn copy(
     ckpt: &Checkpoint,
     reader: &FileReader,
     job: &Job<'_>,
@@ -395,7 +228,7 @@ fn copy(
 
 /// Quantizes the layer of `job` on the GPU, its weight read from the mapped input. Errors of the
 /// quantization name the tensor.
-fn gpu_quantize(
+pub(super) fn gpu_quantize(
     gpu: &crate::Gpu,
     ckpt: &Checkpoint,
     reader: &FileReader,

@@ -126,6 +126,8 @@ mod extra_files;
 mod fused;
 /// What `int8-wgpu inspect` prints.
 mod inspect;
+/// The parallel job runner of a conversion.
+mod jobs;
 /// The temporary output folder and its move into place.
 mod output;
 /// Renames that never replace, and exchanges.
