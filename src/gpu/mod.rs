@@ -1,5 +1,6 @@
 //! The GPU path: device, tensors, and the host side of each kernel family.
 
+pub(crate) mod act_quant;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod buffers;
@@ -7,7 +8,9 @@ mod cache;
 mod device;
 #[cfg(test)]
 mod div_check;
+pub(crate) mod layer_plan;
 pub(crate) mod matmul;
+mod matmul_a8;
 pub(crate) mod params;
 mod quantize;
 mod quantized_tensor;
