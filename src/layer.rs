@@ -5,13 +5,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::check::{check_finite, check_output};
+use crate::gpu::act_quant::read_outlier_columns;
 #[cfg(feature = "bench")]
 use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::act_quant::read_outlier_columns;
 use crate::gpu::layer_plan::{Bound, LayerPlan};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
-use crate::scheme::check_shape;
 use crate::reference::check_int8_weight_scheme;
+use crate::scheme::check_shape;
 use crate::{ActivationQuant, DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 
 /// A linear layer `y = x · Wᵀ + b` whose weight `W` (`[out, in]`) is int8 on the GPU.

@@ -34,11 +34,8 @@ impl ActQuantPlan {
             return Err(Error::Empty("activation".into()));
         }
         let words_per_row = k.div_ceil(4);
-        let too_large = |what: &str, n: usize| Error::TooLarge {
-            what: what.into(),
-            size: n as u64,
-            limit: u64::from(u32::MAX),
-        };
+        let too_large =
+            |what: &str, n: usize| Error::TooLarge { what: what.into(), size: n as u64, limit: u64::from(u32::MAX) };
         // The kernels index in u32.
         let qx_words = m.checked_mul(words_per_row).filter(|&w| w < u32::MAX as usize);
         let qx_words = qx_words.ok_or_else(|| too_large("int8 activation words", m.saturating_mul(words_per_row)))?;

@@ -117,7 +117,12 @@ pub(crate) fn plan(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType, ha
 
 /// The parameters of each dispatch of a linear over `m` activation rows of `w`, in passes of
 /// `pass` rows (`LinearParams::m0` is a pass's first row), per row block within each pass.
-pub(crate) fn dispatch_params(w: &GpuQuantizedTensor, m: usize, pass: usize, has_bias: bool) -> Vec<(usize, LinearParams)> {
+pub(crate) fn dispatch_params(
+    w: &GpuQuantizedTensor,
+    m: usize,
+    pass: usize,
+    has_bias: bool,
+) -> Vec<(usize, LinearParams)> {
     let (n, k) = (w.shape()[0], w.shape()[1]);
     let l = w.layout();
     // Each generic-GEMV thread takes chunks of k; a multiple of 4 keeps chunks word-aligned.

@@ -282,12 +282,8 @@ const DEQUANTIZE: [Binding; 5] = [
     b(slot::DQ_ZERO_POINTS, "zps", "array<i32>", R),
 ];
 
-const ACT_QUANT: [Binding; 4] = [
-    PARAMS,
-    OUT,
-    b(slot::AQ_X, "x", "array<u32>", R),
-    b(slot::AQ_META, "act", "array<u32>", RW),
-];
+const ACT_QUANT: [Binding; 4] =
+    [PARAMS, OUT, b(slot::AQ_X, "x", "array<u32>", R), b(slot::AQ_META, "act", "array<u32>", RW)];
 // Eight storage buffers, WebGPU's default per-stage limit: the zero points (always 0 for the
 // symmetric weights int8 activations need) are left out, and the activation scales travel in
 // `act` with the outlier list.

@@ -58,9 +58,7 @@ pub(crate) fn check_int8_weight_scheme(s: QuantScheme, shape: &[usize]) -> Resul
             "int8 activations (W8A8, LLM.int8()) need 2-D symmetric weights with one scale per output \
              row or per tensor; this weight is {:?} {:?} of shape {:?}: quantize it with \
              QuantScheme::symmetric(Granularity::PerChannel {{ axis: 0 }})",
-            s.mode,
-            s.granularity,
-            shape
+            s.mode, s.granularity, shape
         )));
     }
     let k = shape[1];

@@ -7,12 +7,12 @@
 mod activations;
 
 pub use crate::check::find_non_finite;
-pub use activations::{linear_a8, linear_a8_f64, outlier_columns, quantize_activations};
-pub(crate) use activations::check_int8_weight_scheme;
 use crate::check::{check_finite, check_len, check_output};
 use crate::quantized::{QuantizedTensor, check_scale, max_scale};
 use crate::scheme::ParamLayout;
 use crate::{Element, Error, Mode, QuantScheme, Result};
+pub(crate) use activations::check_int8_weight_scheme;
+pub use activations::{linear_a8, linear_a8_f64, outlier_columns, quantize_activations};
 
 /// Treats subnormal inputs as zero.
 ///
