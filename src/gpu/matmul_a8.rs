@@ -15,8 +15,16 @@ use crate::{ActivationQuant, DType, Result};
 /// Activation rows from which the int8 GEMM replaces passes of the 8-row int8 GEMV: the one
 /// place the int8-activation kernels are chosen.
 ///
-/// [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows) overrides it, as for the
-/// weight-only kernels. MEASURED_RULE
+/// Unlike the weight-only GEMM, which dequantizes its weight tile to f32 in workgroup memory
+/// and never pays on a CPU adapter, the int8 GEMM stages raw packed words and does 16 products
+/// per `dot4`, so on lavapipe it overtakes the 8-row passes once its 64-row tiles fill: with
+/// `forward_into` wall time (W8A8, f32, per-row scales, A B A B interleaved, median of 3, load
+/// 2.8-3.8 on 2 cores, so ±20%), GEMM against passes was 0.39x / 0.83x / 1.52x / 2.14x at
+/// [1536, 384] with 16 / 32 / 64 / 128 rows, 0.63x / 0.88x / 1.54x / 1.67x at [384, 1536] and
+/// 0.39x / 0.53x / 1.07x / 1.44x at [1024, 1024]. So CPU adapters take the GEMM from 64 rows.
+/// On a GPU it starts at 33 rows as the weight-only GEMM does (not yet measured on one).
+/// [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows) overrides both, as for the
+/// weight-only kernels.
 pub(crate) fn a8_gemm_min_rows(gpu: &Gpu) -> usize {
     if let Some(r) = gpu.gemm_min_rows() {
         return r.max(GEMV_MAX_ROWS + 1);
@@ -25,7 +33,7 @@ pub(crate) fn a8_gemm_min_rows(gpu: &Gpu) -> usize {
 }
 
 /// See [`a8_gemm_min_rows`].
-const CPU_GEMM_MIN_ROWS: usize = usize::MAX;
+const CPU_GEMM_MIN_ROWS: usize = 64;
 
 /// The int8-activation forward of `m` rows of `w`: the activation quantizer's plan, then the
 /// matmul's dispatches with their parameters uploaded. Made once per (layer, rows).
