@@ -188,16 +188,27 @@ pub(crate) fn prepare_rows(
     let plan = plan(gpu, w, m, dtype, has_bias);
     let family = gpu.family(plan.kernel.family(plan.variant))?;
     let pipeline = gpu.pipeline(plan.kernel, plan.variant)?;
-    let dispatches = plan
-        .dispatches
+    let dispatches = upload_dispatches(gpu, w, plan.kernel, plan.variant, &plan.dispatches)?;
+    Ok(RowsPlan { family, pipeline, dispatches })
+}
+
+/// Uploads each dispatch's parameters and sizes its grid for `kernel`: per dispatch, in
+/// recording order, its row block, parameter buffer and workgroup grid.
+pub(crate) fn upload_dispatches(
+    gpu: &Gpu,
+    w: &GpuQuantizedTensor,
+    kernel: Kernel,
+    variant: Variant,
+    dispatches: &[(usize, LinearParams)],
+) -> Result<Vec<(usize, wgpu::Buffer, (u32, u32))>> {
+    dispatches
         .iter()
         .map(|(i, p)| {
             let params = gpu.storage_buffer("int8-wgpu linear params", bytemuck::bytes_of(p))?;
-            let grid = gpu.grid(workgroups(plan.kernel, plan.variant, w.blocks[*i].rows, p.m as usize));
+            let grid = gpu.grid(workgroups(kernel, variant, w.blocks[*i].rows, p.m as usize));
             Ok((*i, params, grid))
         })
-        .collect::<Result<_>>()?;
-    Ok(RowsPlan { family, pipeline, dispatches })
+        .collect()
 }
 
 impl RowsPlan {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::gpu::act_quant::ActQuantPlan;
 use crate::gpu::cache::FamilyObjects;
-use crate::gpu::matmul::{dispatch_params, workgroups};
+use crate::gpu::matmul::{dispatch_params, upload_dispatches};
 use crate::gpu::params::{GEMV_MAX_ROWS, slot};
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
@@ -57,14 +57,7 @@ pub(crate) fn prepare_a8(
     let kernel = if m >= a8_gemm_min_rows(gpu) { Kernel::A8Gemm } else { Kernel::A8Rows };
     let variant = Variant { packed_dot: gpu.uses_packed_dot(), ..Variant::new(dtype, dtype) };
     let pass = if kernel == Kernel::A8Gemm { m } else { GEMV_MAX_ROWS };
-    let dispatches = dispatch_params(w, m, pass, has_bias)
-        .iter()
-        .map(|(i, p)| {
-            let params = gpu.storage_buffer("int8-wgpu int8 linear params", bytemuck::bytes_of(p))?;
-            let grid = gpu.grid(workgroups(kernel, variant, w.blocks[*i].rows, p.m as usize));
-            Ok((*i, params, grid))
-        })
-        .collect::<Result<_>>()?;
+    let dispatches = upload_dispatches(gpu, w, kernel, variant, &dispatch_params(w, m, pass, has_bias))?;
     Ok(A8RowsPlan {
         act: ActQuantPlan::new(gpu, m, w.shape()[1], dtype, act)?,
         family: gpu.family(Family::LinearA8)?,

@@ -70,11 +70,7 @@ pub fn assert_same_quantized(gpu: &QuantizedTensor, cpu: &QuantizedTensor, ctx: 
 pub fn tolerance(k: usize, magnitude: f64, y: f64, dtype: DType) -> f64 {
     let u = f64::from(f32::EPSILON) / 2.0;
     let acc = 2.0 * (k as f64 + 4.0) * u * magnitude + 1e-30;
-    acc + match dtype {
-        DType::F32 => 0.0,
-        DType::F16 => y.abs() * 2f64.powi(-11) * 1.001 + 2f64.powi(-25),
-        DType::BF16 => y.abs() * 2f64.powi(-8) * 1.001,
-    }
+    acc + output_rounding(y, dtype)
 }
 
 /// Asserts a linear layer's outputs against the f64 oracle within [`tolerance`].
@@ -90,6 +86,16 @@ pub fn assert_linear_close<T: Element>(y: &[T], x: &[T], w: &QuantizedTensor, bi
             "{ctx}: y[{i}] = {got:e}, f64 oracle {want:e}, |diff| {:e} > tolerance {tol:e}",
             (got - want).abs()
         );
+    }
+}
+
+/// The one rounding of an output `y` to `dtype`: half an ulp of |y| (f16: 2^-11, bf16: 2^-8
+/// relative, with a little slack), plus f16's subnormal spacing 2^-24 halved; nothing for f32.
+fn output_rounding(y: f64, dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => 0.0,
+        DType::F16 => y.abs() * 2f64.powi(-11) * 1.001 + 2f64.powi(-25),
+        DType::BF16 => y.abs() * 2f64.powi(-8) * 1.001,
     }
 }
 
@@ -171,11 +177,7 @@ pub fn assert_same_activations(gpu: &QuantizedActivations, cpu: &QuantizedActiva
 pub fn a8_tolerance(outliers: usize, magnitude: f64, y: f64, dtype: DType) -> f64 {
     let u = f64::from(f32::EPSILON) / 2.0;
     let acc = 2.0 * (outliers as f64 + 6.0) * u * magnitude + 1e-30;
-    acc + match dtype {
-        DType::F32 => 0.0,
-        DType::F16 => y.abs() * 2f64.powi(-11) * 1.001 + 2f64.powi(-25),
-        DType::BF16 => y.abs() * 2f64.powi(-8) * 1.001,
-    }
+    acc + output_rounding(y, dtype)
 }
 
 /// Asserts an int8-activation layer's outputs: bit-equal to `reference::linear_a8` without bias
