@@ -173,9 +173,11 @@ impl Prepared {
 pub(crate) struct RowsPlan {
     family: Arc<FamilyObjects>,
     pipeline: Arc<wgpu::ComputePipeline>,
-    /// Per dispatch, in recording order: its row block, parameter buffer and workgroup grid.
-    dispatches: Vec<(usize, wgpu::Buffer, (u32, u32))>,
+    dispatches: Vec<Dispatch>,
 }
+
+/// One dispatch of a linear plan: its row block, parameter buffer and workgroup grid.
+pub(crate) type Dispatch = (usize, wgpu::Buffer, (u32, u32));
 
 /// Plans `m` rows of `w` and uploads each dispatch's parameters.
 pub(crate) fn prepare_rows(
@@ -200,7 +202,7 @@ pub(crate) fn upload_dispatches(
     kernel: Kernel,
     variant: Variant,
     dispatches: &[(usize, LinearParams)],
-) -> Result<Vec<(usize, wgpu::Buffer, (u32, u32))>> {
+) -> Result<Vec<Dispatch>> {
     dispatches
         .iter()
         .map(|(i, p)| {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::gpu::act_quant::ActQuantPlan;
 use crate::gpu::cache::FamilyObjects;
-use crate::gpu::matmul::{dispatch_params, upload_dispatches};
+use crate::gpu::matmul::{Dispatch, dispatch_params, upload_dispatches};
 use crate::gpu::params::{GEMV_MAX_ROWS, slot};
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
@@ -41,8 +41,8 @@ pub(crate) struct A8RowsPlan {
     pub(crate) act: ActQuantPlan,
     family: Arc<FamilyObjects>,
     pipeline: Arc<wgpu::ComputePipeline>,
-    /// Per dispatch, in recording order: its row block, parameter buffer and workgroup grid.
-    dispatches: Vec<(usize, wgpu::Buffer, (u32, u32))>,
+    /// In recording order.
+    dispatches: Vec<Dispatch>,
 }
 
 /// Plans `m` rows of activations in `dtype` through `w` with activations quantized as `act`.
