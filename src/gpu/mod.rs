@@ -6,6 +6,7 @@ pub mod bench;
 mod buffers;
 mod cache;
 mod device;
+mod disable;
 #[cfg(test)]
 mod div_check;
 pub(crate) mod layer_plan;
