@@ -69,10 +69,9 @@ fn gemm_main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let tiles_n = (p.rows + TN - 1u) / TN;
-    let unit = flat_group(wid, nwg);
-    let m0 = (unit / tiles_n) * TM;
-    let r0 = (unit % tiles_n) * TN;
+    let origin = tile_origin(wid, nwg, TM, TN);
+    let m0 = origin.x;
+    let r0 = origin.y;
     if m0 >= p.m {
         return;
     }

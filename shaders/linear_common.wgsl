@@ -1,4 +1,5 @@
-// Bindings and helpers shared by the fused linear kernels (gemv.wgsl, gemm.wgsl).
+// Bindings and helpers shared by the fused linear kernels (gemv.wgsl, gemv_rows.wgsl, gemm.wgsl,
+// linear_a8.wgsl).
 // y[m, n] = Σ_segments s * (Σ_k x[m,k] q[n,k] − z Σ_k x[m,k]) + bias[n]; x, bias and y in IN_DT.
 
 // Params (LinearParams in src/gpu/params.rs) and the bindings p, out, x, weights, scales, zps
@@ -31,4 +32,12 @@ fn unpack_i8x4(w: u32) -> vec4<f32> {
 // Two words of 16-bit activations as four floats.
 fn halves4(a: u32, b: u32) -> vec4<f32> {
     return vec4<f32>(decode(a, 0u, IN_DT), decode(a, 1u, IN_DT), decode(b, 0u, IN_DT), decode(b, 1u, IN_DT));
+}
+
+// The output tile of a tiled-GEMM workgroup, tm activation rows by tn weight rows, tiles
+// ordered weight-rows-fastest: its first activation row (x) and first weight row (y).
+fn tile_origin(wid: vec3<u32>, nwg: vec3<u32>, tm: u32, tn: u32) -> vec2<u32> {
+    let tiles_n = (p.rows + tn - 1u) / tn;
+    let unit = flat_group(wid, nwg);
+    return vec2<u32>((unit / tiles_n) * tm, (unit % tiles_n) * tn);
 }

@@ -1,12 +1,14 @@
-//! `QuantizedLinear`: a W8A32 / W8A16 linear layer computed straight from packed int8 weights.
+//! `QuantizedLinear`: a W8A32 / W8A16 linear layer computed straight from packed int8 weights,
+//! or W8A8 / LLM.int8() with activations quantized on the fly.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::check::{check_finite, check_output};
+use crate::gpu::act_quant::read_outlier_columns;
 #[cfg(feature = "bench")]
 use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::matmul::{Prepared, RowsPlan, prepare_rows};
+use crate::gpu::layer_plan::{Bound, LayerPlan};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::reference::check_int8_weight_scheme;
 use crate::scheme::check_shape;
@@ -19,6 +21,10 @@ use crate::{ActivationQuant, DType, Element, Error, QuantScheme, QuantizedTensor
 /// same dtype, accumulated in f32 and rounded once. Up to
 /// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows run the GEMV kernel in one pass; more run
 /// the tiled GEMM, or GEMV passes of that many rows where [`Gpu::uses_gemm`] says no.
+///
+/// With [`QuantizedLinear::with_activation_quant`] the layer is W8A8 (or LLM.int8()): each
+/// forward quantizes its activations per row on the GPU and multiplies int8 by int8 in `i32`
+/// (GEMV or GEMM as [`Gpu::uses_int8_gemm`] says), all in the same compute pass.
 pub struct QuantizedLinear {
     gpu: Gpu,
     weight: GpuQuantizedTensor,
@@ -28,10 +34,13 @@ pub struct QuantizedLinear {
     dtype: DType,
     /// Int8 activations (W8A8, LLM.int8()); `None` for weight-only W8A16 / W8A32.
     act: Option<ActivationQuant>,
-    /// Per activation-row count: the dispatch plan with its parameters uploaded.
-    plans: Mutex<HashMap<usize, Arc<RowsPlan>>>,
+    /// Per activation-row count: the dispatch plan with its parameters uploaded (and, for int8
+    /// activations, its scratch buffers).
+    plans: Mutex<HashMap<usize, Arc<LayerPlan>>>,
     /// The most recently used bind groups, by (rows, x buffer, y buffer), newest first.
-    bound: Mutex<VecDeque<(BindKey, Arc<Prepared>)>>,
+    bound: Mutex<VecDeque<(BindKey, Arc<Bound>)>>,
+    /// The outlier buffer of the most recently recorded int8-activation forward.
+    last_act: Mutex<Option<wgpu::Buffer>>,
 }
 
 /// Rows and the input and output buffers a set of bind groups was made for.
@@ -108,6 +117,7 @@ impl QuantizedLinear {
             act: None,
             plans: Mutex::default(),
             bound: Mutex::default(),
+            last_act: Mutex::default(),
         })
     }
 
@@ -122,12 +132,27 @@ impl QuantizedLinear {
         self.act = Some(act);
         self.plans = Mutex::default();
         self.bound = Mutex::default();
+        *self.last_act.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(self)
     }
 
     /// How the layer quantizes its activations; `None` for weight-only layers.
     pub fn activation_quant(&self) -> Option<ActivationQuant> {
         self.act
+    }
+
+    /// The LLM.int8() outlier columns (ascending) of the most recently recorded forward: how many
+    /// input features that batch computed in f32.
+    ///
+    /// Reads back from the GPU, so it waits for all submitted work: a diagnostic, not for the
+    /// hot loop. Empty for plain W8A8, for weight-only layers and before the first forward. A
+    /// forward recorded but not yet submitted reports the previous submission's columns.
+    pub fn last_outlier_columns(&self) -> Result<Vec<usize>> {
+        let act = self.last_act.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match act {
+            Some(buffer) => pollster::block_on(read_outlier_columns(&self.gpu, &buffer, self.in_features())),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// `in` of the `[out, in]` weight.
@@ -228,26 +253,27 @@ impl QuantizedLinear {
                 self.dtype
             )));
         }
-        if self.act.is_some() {
-            return Err(Error::Unsupported("int8 activations on the GPU: under construction".into()));
+        let prepared = self.prepared(m, x, y)?;
+        if let Some(act) = prepared.act_buffer() {
+            *self.last_act.lock().unwrap_or_else(|p| p.into_inner()) = Some(act.clone());
         }
-        self.prepared(m, x, y)?.record(pass);
+        prepared.record(pass);
         Ok(())
     }
 
     /// The plan for `m` rows, made on first use.
-    fn rows_plan(&self, m: usize) -> Result<Arc<RowsPlan>> {
+    fn rows_plan(&self, m: usize) -> Result<Arc<LayerPlan>> {
         if let Some(p) = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(&m) {
             return Ok(p.clone());
         }
         // Built outside the lock: it compiles pipelines and allocates. A concurrent first call
         // with the same rows may build it twice; both are equal and one is kept.
-        let plan = Arc::new(prepare_rows(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some())?);
+        let plan = Arc::new(LayerPlan::new(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some(), self.act)?);
         Ok(self.plans.lock().unwrap_or_else(|p| p.into_inner()).entry(m).or_insert(plan).clone())
     }
 
     /// The bind groups for `m` rows of `x` into `y`, from the cache or made now.
-    fn prepared(&self, m: usize, x: &GpuTensor, y: &GpuTensor) -> Result<Arc<Prepared>> {
+    fn prepared(&self, m: usize, x: &GpuTensor, y: &GpuTensor) -> Result<Arc<Bound>> {
         let key: BindKey = (m, x.buffer().clone(), y.buffer().clone());
         {
             let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::gpu::cache::PipelineCache;
+use crate::gpu::disable::wanted_features;
 use crate::{Error, Result};
 
 /// Options for opening a device with [`Gpu::with_options`].
@@ -29,6 +30,11 @@ pub struct GpuOptions {
     /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests
     /// that measure one path.
     pub gemm_min_rows: Option<usize>,
+    /// Whether int8-activation layers (W8A8, LLM.int8()) multiply packed int8 words with WGSL's
+    /// `dot4I8Packed` (`Some(true)`) or from sign-extended bytes (`Some(false)`). Both give the
+    /// same bits. `None` uses `dot4I8Packed` unless `INT8_WGPU_DISABLE` names `packed_dot`; see
+    /// [`Gpu::uses_packed_dot`].
+    pub packed_dot: Option<bool>,
 }
 
 /// Optional device features this crate detected (and requested) on the device.
@@ -77,11 +83,19 @@ pub struct ResourceCounts {
 }
 
 /// Kernel-choice overrides from [`GpuOptions`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Tuning {
     gemv_rpt: Option<u8>,
     gemv_rows_per_thread: Option<bool>,
     gemm_min_rows: Option<usize>,
+    /// Resolved: `GpuOptions::packed_dot`, else not disabled by `INT8_WGPU_DISABLE`.
+    packed_dot: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self { gemv_rpt: None, gemv_rows_per_thread: None, gemm_min_rows: None, packed_dot: true }
+    }
 }
 
 /// A new wgpu instance; the first one of each backend set is also kept until the process ends.
@@ -99,25 +113,6 @@ fn new_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
         kept.push((backends, instance.clone()));
     }
     instance
-}
-
-/// The optional features to request: `SUBGROUP` and `TIMESTAMP_QUERY` unless `disable` (the
-/// value of `INT8_WGPU_DISABLE`, comma-separated) names them. `SHADER_F16` is not requested: no
-/// kernel needs it (16-bit values travel packed in `u32`).
-fn wanted_features(disable: &str) -> Result<wgpu::Features> {
-    let mut wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
-    for key in disable.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        match key.to_ascii_lowercase().as_str() {
-            "subgroups" => wanted.remove(wgpu::Features::SUBGROUP),
-            "timestamps" => wanted.remove(wgpu::Features::TIMESTAMP_QUERY),
-            _ => {
-                return Err(Error::InvalidOption(format!(
-                    "INT8_WGPU_DISABLE names `{key}`; it takes a comma-separated list of `subgroups` and `timestamps`"
-                )));
-            }
-        }
-    }
-    Ok(wanted)
 }
 
 impl std::fmt::Debug for Gpu {
@@ -170,7 +165,7 @@ impl Gpu {
                 .map_err(|e| Error::NoAdapter { backends: format!("{backends:?}"), detail: e.to_string() })?,
         };
         let info = adapter.get_info();
-        let wanted = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
+        let (wanted, packed_dot) = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
         if let Some(r) = options.gemv_rows_per_group
             && ![1, 2, 4].contains(&r)
         {
@@ -195,6 +190,7 @@ impl Gpu {
             gemv_rpt: options.gemv_rows_per_group,
             gemv_rows_per_thread: options.gemv_rows_per_thread,
             gemm_min_rows: options.gemm_min_rows,
+            packed_dot: options.packed_dot.unwrap_or(packed_dot),
         };
         Ok(Self::build(device, queue, Some(info), true, tuning))
     }
@@ -373,28 +369,24 @@ impl Gpu {
         self.inner.info.as_ref().is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu)
     }
 
+    /// Whether int8-activation layers (W8A8, LLM.int8()) multiply with WGSL's `dot4I8Packed`
+    /// (else from sign-extended bytes, an i32 multiply-add per byte; both exact, same bits).
+    ///
+    /// Yes unless [`GpuOptions::packed_dot`] or `INT8_WGPU_DISABLE=packed_dot` says no. How the
+    /// builtin runs depends on naga's backend: on Vulkan it is one `OpSDot` (with
+    /// `PackedVectorFormat4x8Bit`) when the device has `shaderIntegerDotProduct` (required by
+    /// Vulkan 1.3, so lavapipe has it; what the driver makes of it is its own business), else
+    /// naga's polyfill of four `OpBitFieldSExtract` and multiply-adds; on DX12 `dot4add_i8packed`
+    /// (shader model 6.4) or a polyfill; on Metal a `packed_char4` dot product; on GL (GLSL has no
+    /// packed dot) a polyfill of `bitfieldExtract` and multiply-adds, much like the fallback.
+    pub fn uses_packed_dot(&self) -> bool {
+        self.inner.tuning.packed_dot
+    }
+
     /// Whether the GEMV kernels reduce with subgroup operations: the device has them and every
     /// subgroup size it may use divides the kernels' 32 lanes per row (else workgroup memory).
     pub fn uses_subgroup_reductions(&self) -> bool {
         let max = self.inner.info.as_ref().map_or(0, |i| i.subgroup_max_size);
         self.inner.caps.subgroups && max > 0 && max <= 32 && max.is_power_of_two()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn int8_wgpu_disable_is_parsed_by_name() {
-        let all = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
-        assert_eq!(wanted_features("").unwrap(), all);
-        assert_eq!(wanted_features(" Subgroups , ").unwrap(), wgpu::Features::TIMESTAMP_QUERY);
-        assert_eq!(wanted_features("subgroups,timestamps").unwrap(), wgpu::Features::empty());
-        // `subgroupsx` once switched subgroups off by substring; a typo is now an error.
-        for bad in ["subgroupsx", "f16", "timestamp"] {
-            let e = wanted_features(bad).unwrap_err();
-            assert!(matches!(e, Error::InvalidOption(_)) && e.to_string().contains(bad), "{e}");
-        }
     }
 }

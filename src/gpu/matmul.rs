@@ -93,7 +93,7 @@ pub(crate) fn rows_per_group(gpu: &Gpu, n: usize) -> u8 {
 pub(crate) fn workgroups(kernel: Kernel, v: Variant, rows: usize, m: usize) -> u32 {
     (match kernel {
         Kernel::Gemv => rows.div_ceil(GEMV_ROWS),
-        Kernel::GemvRows => rows.div_ceil(GEMV_WG * THREAD_ROWS),
+        Kernel::GemvRows | Kernel::A8Rows => rows.div_ceil(GEMV_WG * THREAD_ROWS),
         Kernel::GemvFast | Kernel::GemvDense => rows.div_ceil(FAST_GROUPS * usize::from(v.rpt)),
         _ => rows.div_ceil(GEMM_TILE) * m.div_ceil(GEMM_TILE),
     }) as u32
@@ -111,11 +111,22 @@ pub(crate) struct Plan {
 /// Plans `y = x · dequant(w)ᵀ + bias` for `m` activation rows.
 pub(crate) fn plan(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType, has_bias: bool) -> Plan {
     let (kernel, variant) = choose(gpu, w, m, dtype);
+    let pass = if kernel == Kernel::Gemm { m } else { GEMV_MAX_ROWS };
+    Plan { kernel, variant, dispatches: dispatch_params(w, m, pass, has_bias) }
+}
+
+/// The parameters of each dispatch of a linear over `m` activation rows of `w`, in passes of
+/// `pass` rows (`LinearParams::m0` is a pass's first row), per row block within each pass.
+pub(crate) fn dispatch_params(
+    w: &GpuQuantizedTensor,
+    m: usize,
+    pass: usize,
+    has_bias: bool,
+) -> Vec<(usize, LinearParams)> {
     let (n, k) = (w.shape()[0], w.shape()[1]);
     let l = w.layout();
     // Each generic-GEMV thread takes chunks of k; a multiple of 4 keeps chunks word-aligned.
     let chunk = k.div_ceil(GEMV_WG).next_multiple_of(4).max(4);
-    let pass = if kernel == Kernel::Gemm { m } else { GEMV_MAX_ROWS };
     let mut dispatches = Vec::new();
     for m0 in (0..m).step_by(pass) {
         for (i, b) in w.blocks.iter().enumerate() {
@@ -136,7 +147,7 @@ pub(crate) fn plan(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType, ha
             dispatches.push((i, params));
         }
     }
-    Plan { kernel, variant, dispatches }
+    dispatches
 }
 
 /// A linear dispatch with its bind groups made, ready to record into compute passes.
@@ -162,9 +173,11 @@ impl Prepared {
 pub(crate) struct RowsPlan {
     family: Arc<FamilyObjects>,
     pipeline: Arc<wgpu::ComputePipeline>,
-    /// Per dispatch, in recording order: its row block, parameter buffer and workgroup grid.
-    dispatches: Vec<(usize, wgpu::Buffer, (u32, u32))>,
+    dispatches: Vec<Dispatch>,
 }
+
+/// One dispatch of a linear plan: its row block, parameter buffer and workgroup grid.
+pub(crate) type Dispatch = (usize, wgpu::Buffer, (u32, u32));
 
 /// Plans `m` rows of `w` and uploads each dispatch's parameters.
 pub(crate) fn prepare_rows(
@@ -177,16 +190,27 @@ pub(crate) fn prepare_rows(
     let plan = plan(gpu, w, m, dtype, has_bias);
     let family = gpu.family(plan.kernel.family(plan.variant))?;
     let pipeline = gpu.pipeline(plan.kernel, plan.variant)?;
-    let dispatches = plan
-        .dispatches
+    let dispatches = upload_dispatches(gpu, w, plan.kernel, plan.variant, &plan.dispatches)?;
+    Ok(RowsPlan { family, pipeline, dispatches })
+}
+
+/// Uploads each dispatch's parameters and sizes its grid for `kernel`: per dispatch, in
+/// recording order, its row block, parameter buffer and workgroup grid.
+pub(crate) fn upload_dispatches(
+    gpu: &Gpu,
+    w: &GpuQuantizedTensor,
+    kernel: Kernel,
+    variant: Variant,
+    dispatches: &[(usize, LinearParams)],
+) -> Result<Vec<Dispatch>> {
+    dispatches
         .iter()
         .map(|(i, p)| {
             let params = gpu.storage_buffer("int8-wgpu linear params", bytemuck::bytes_of(p))?;
-            let grid = gpu.grid(workgroups(plan.kernel, plan.variant, w.blocks[*i].rows, p.m as usize));
+            let grid = gpu.grid(workgroups(kernel, variant, w.blocks[*i].rows, p.m as usize));
             Ok((*i, params, grid))
         })
-        .collect::<Result<_>>()?;
-    Ok(RowsPlan { family, pipeline, dispatches })
+        .collect()
 }
 
 impl RowsPlan {

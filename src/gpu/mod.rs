@@ -1,13 +1,17 @@
 //! The GPU path: device, tensors, and the host side of each kernel family.
 
+pub(crate) mod act_quant;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod buffers;
 mod cache;
 mod device;
+mod disable;
 #[cfg(test)]
 mod div_check;
+pub(crate) mod layer_plan;
 pub(crate) mod matmul;
+mod matmul_a8;
 pub(crate) mod params;
 mod quantize;
 mod quantized_tensor;

@@ -31,8 +31,25 @@ pub(crate) const THREAD_ROWS: usize = 4;
 pub(crate) const GEMM_TILE: usize = 64;
 /// Depth of one GEMM k step.
 pub(crate) const GEMM_TK: usize = 16;
-/// Threads of every 256-thread workgroup (GEMM, quantize, dequantize).
+/// Threads of every 256-thread workgroup (GEMM, quantize, dequantize, activation quantize).
 pub(crate) const WG: usize = 256;
+/// Int8 activations' `act` buffer (act_quant.wgsl writes it, linear_a8.wgsl reads it), in `u32`
+/// words: the outlier count at `META_COUNT`, the outlier columns ascending from `META_LIST`, then
+/// one outlier flag per column (`META_LIST + k + c`), then one scale per row as f32 bits
+/// (`META_LIST + 2k + row`); see [`meta_words`].
+pub(crate) const META_COUNT: usize = 0;
+/// First outlier column in the `act` buffer.
+pub(crate) const META_LIST: usize = 1;
+
+/// Words of the `act` buffer for `m` rows of `k` columns.
+pub(crate) fn meta_words(m: usize, k: usize) -> usize {
+    META_LIST + 2 * k + m
+}
+
+/// Word of row `row`'s scale in the `act` buffer of `k` columns.
+pub(crate) fn meta_scale_at(k: usize, row: usize) -> usize {
+    META_LIST + 2 * k + row
+}
 
 /// Declares a parameter block of `u32` fields and its WGSL twin (`Self::WGSL`), so the two cannot
 /// drift apart. Uniform blocks must be a multiple of 16 bytes: checked at compile time for all.
@@ -146,6 +163,29 @@ shader_params! {
     }
 }
 
+shader_params! {
+    /// Parameters of the activation quantizer (act_quant.wgsl): outlier columns, then per-row
+    /// int8 values and scales.
+    ActQuantParams {
+        /// Activation rows.
+        m,
+        /// Columns (in_features).
+        k,
+        /// Packed int8 row stride in words.
+        words_per_row,
+        /// The LLM.int8() outlier threshold as f32 bits (compared on the bits, see act_quant.wgsl).
+        threshold,
+        /// 1 for LLM.int8(), 0 for plain W8A8 (no outlier columns).
+        has_threshold,
+        /// Padding to 16 bytes.
+        _pad0,
+        /// Padding.
+        _pad1,
+        /// Padding.
+        _pad2,
+    }
+}
+
 /// How a kernel accesses a binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Access {
@@ -184,6 +224,12 @@ pub(crate) mod slot {
     pub(crate) const DQ_WEIGHTS: u32 = 2;
     pub(crate) const DQ_SCALES: u32 = 3;
     pub(crate) const DQ_ZERO_POINTS: u32 = 4;
+    // Activation quantize (OUT is the packed int8 activations).
+    pub(crate) const AQ_X: u32 = 2;
+    pub(crate) const AQ_META: u32 = 3;
+    // Int8-activation linear: the fused linear's slots (but zero points) and these two.
+    pub(crate) const QX: u32 = 7;
+    pub(crate) const META: u32 = 8;
 }
 
 const fn b(slot: u32, name: &'static str, ty: &'static str, access: Access) -> Binding {
@@ -236,6 +282,22 @@ const DEQUANTIZE: [Binding; 5] = [
     b(slot::DQ_ZERO_POINTS, "zps", "array<i32>", R),
 ];
 
+const ACT_QUANT: [Binding; 4] =
+    [PARAMS, OUT, b(slot::AQ_X, "x", "array<u32>", R), b(slot::AQ_META, "act", "array<u32>", RW)];
+// Eight storage buffers, WebGPU's default per-stage limit: the zero points (always 0 for the
+// symmetric weights int8 activations need) are left out, and the activation scales travel in
+// `act` with the outlier list.
+const LINEAR_A8: [Binding; 8] = [
+    LINEAR[0],
+    LINEAR[1],
+    LINEAR[2],
+    LINEAR[3],
+    LINEAR[4],
+    LINEAR[6],
+    b(slot::QX, "qx", "array<u32>", R),
+    b(slot::META, "act", "array<u32>", R),
+];
+
 /// The globals `family` binds.
 pub(crate) fn bindings(family: Family) -> &'static [Binding] {
     match family {
@@ -245,6 +307,8 @@ pub(crate) fn bindings(family: Family) -> &'static [Binding] {
         Family::Dequantize => &DEQUANTIZE,
         Family::Gemv { .. } => &GEMV,
         Family::Gemm | Family::GemvRows => &LINEAR,
+        Family::ActQuant => &ACT_QUANT,
+        Family::LinearA8 => &LINEAR_A8,
     }
 }
 
@@ -267,6 +331,17 @@ fn constants(family: Family) -> Vec<(&'static str, usize)> {
         ]),
         Family::Gemm => c.extend([("TM", GEMM_TILE), ("TN", GEMM_TILE), ("TK", GEMM_TK)]),
         Family::GemvRows => c.extend([("GEMV_WG", GEMV_WG), ("MAX_M", GEMV_MAX_ROWS), ("THREAD_ROWS", THREAD_ROWS)]),
+        Family::ActQuant => c.extend([("META_COUNT", META_COUNT), ("META_LIST", META_LIST)]),
+        Family::LinearA8 => c.extend([
+            ("GEMV_WG", GEMV_WG),
+            ("MAX_M", GEMV_MAX_ROWS),
+            ("THREAD_ROWS", THREAD_ROWS),
+            ("TM", GEMM_TILE),
+            ("TN", GEMM_TILE),
+            ("TK", GEMM_TK),
+            ("META_COUNT", META_COUNT),
+            ("META_LIST", META_LIST),
+        ]),
         _ => {}
     }
     c
@@ -284,7 +359,8 @@ pub(crate) fn prelude(family: Family) -> String {
         #[cfg(test)]
         Family::DivCheck => QuantizeParams::WGSL,
         Family::Dequantize => DequantizeParams::WGSL,
-        Family::Gemv { .. } | Family::Gemm | Family::GemvRows => LinearParams::WGSL,
+        Family::Gemv { .. } | Family::Gemm | Family::GemvRows | Family::LinearA8 => LinearParams::WGSL,
+        Family::ActQuant => ActQuantParams::WGSL,
     });
     for binding in bindings(family) {
         let space = match binding.access {
@@ -344,6 +420,8 @@ mod tests {
             (Family::Gemv { subgroups: false }, std::mem::size_of::<LinearParams>()),
             (Family::Quantize, std::mem::size_of::<QuantizeParams>()),
             (Family::Dequantize, std::mem::size_of::<DequantizeParams>()),
+            (Family::ActQuant, std::mem::size_of::<ActQuantParams>()),
+            (Family::LinearA8, std::mem::size_of::<LinearParams>()),
         ] {
             let module = naga::front::wgsl::parse_str(&family.source()).expect("parses");
             let p = module.global_variables.iter().find(|(_, g)| g.name.as_deref() == Some("p")).expect("p").1;

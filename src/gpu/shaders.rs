@@ -16,6 +16,9 @@ const GEMV_REDUCE_SG: &str = include_str!("../../shaders/gemv_reduce_sg.wgsl");
 const GEMV_REDUCE_WG: &str = include_str!("../../shaders/gemv_reduce_wg.wgsl");
 const GEMV_ROWS: &str = include_str!("../../shaders/gemv_rows.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
+const ACT_META: &str = include_str!("../../shaders/act_meta.wgsl");
+const ACT_QUANT: &str = include_str!("../../shaders/act_quant.wgsl");
+const LINEAR_A8: &str = include_str!("../../shaders/linear_a8.wgsl");
 #[cfg(test)]
 const DIV_CHECK: &str = include_str!("../../shaders/test/div_check.wgsl");
 
@@ -31,6 +34,10 @@ pub(crate) enum Family {
     /// The row-per-thread GEMV (`gemv_rows.wgsl`).
     GemvRows,
     Gemm,
+    /// Int8 activations: outlier columns and per-row quantization (`act_quant.wgsl`).
+    ActQuant,
+    /// Int8 activations times int8 weights (`linear_a8.wgsl`).
+    LinearA8,
     /// Test probe of the exact division (`shaders/test/div_check.wgsl`).
     #[cfg(test)]
     DivCheck,
@@ -49,6 +56,16 @@ pub(crate) enum Kernel {
     GemvRows,
     Gemm,
     GemmDense,
+    /// LLM.int8()'s per-column outlier flags.
+    ActFlags,
+    /// The ordered list of outlier columns.
+    ActList,
+    /// Per-row int8 activations and scales.
+    ActQuant,
+    /// The int8-activation GEMV (several weight rows per invocation).
+    A8Rows,
+    /// The int8-activation tiled GEMM.
+    A8Gemm,
     /// Test probe of the exact division and of quantize_value (`div_check_main`).
     #[cfg(test)]
     DivCheck,
@@ -67,23 +84,27 @@ pub(crate) struct Variant {
     pub(crate) asym: bool,
     /// fast gemv: weight rows per lane group (1, 2 or 4).
     pub(crate) rpt: u8,
+    /// int8 activations: products by `dot4I8Packed` rather than from sign-extended bytes.
+    pub(crate) packed_dot: bool,
 }
 
 impl Variant {
     pub(crate) fn new(in_dt: DType, out_dt: DType) -> Self {
-        Self { in_dt, out_dt, grouped: false, subgroups: false, asym: false, rpt: 1 }
+        Self { in_dt, out_dt, grouped: false, subgroups: false, asym: false, rpt: 1, packed_dot: false }
     }
 }
 
 impl Family {
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 7] = [
+    pub(crate) const ALL: [Family; 9] = [
         Family::Quantize,
         Family::Dequantize,
         Family::Gemv { subgroups: false },
         Family::Gemv { subgroups: true },
         Family::GemvRows,
         Family::Gemm,
+        Family::ActQuant,
+        Family::LinearA8,
         Family::DivCheck,
     ];
 
@@ -95,6 +116,8 @@ impl Family {
             Family::Gemv { subgroups: true } => "gemv.wgsl (subgroups)",
             Family::GemvRows => "gemv_rows.wgsl",
             Family::Gemm => "gemm.wgsl",
+            Family::ActQuant => "act_quant.wgsl",
+            Family::LinearA8 => "linear_a8.wgsl",
             #[cfg(test)]
             Family::DivCheck => "test/div_check.wgsl",
         }
@@ -115,6 +138,8 @@ impl Family {
             }
             Family::GemvRows => [&prelude, COMMON, LINEAR_COMMON, GEMV_ROWS].concat(),
             Family::Gemm => [&prelude, COMMON, LINEAR_COMMON, GEMM].concat(),
+            Family::ActQuant => [&prelude, COMMON, ACT_META, ACT_QUANT].concat(),
+            Family::LinearA8 => [&prelude, COMMON, LINEAR_COMMON, ACT_META, LINEAR_A8].concat(),
             #[cfg(test)]
             Family::DivCheck => [&prelude, COMMON, DIV_CHECK].concat(),
         }
@@ -131,6 +156,8 @@ impl Kernel {
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
             Kernel::GemvRows => Family::GemvRows,
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
+            Kernel::ActFlags | Kernel::ActList | Kernel::ActQuant => Family::ActQuant,
+            Kernel::A8Rows | Kernel::A8Gemm => Family::LinearA8,
         }
     }
 
@@ -145,6 +172,7 @@ impl Kernel {
             ],
             Family::GemvRows => vec![("ASYM", f64::from(u8::from(v.asym)))],
             Family::Gemm => vec![("DENSE", f64::from(u8::from(self == Kernel::GemmDense)))],
+            Family::LinearA8 => vec![("PACKED_DOT", f64::from(u8::from(v.packed_dot)))],
             _ => vec![],
         }
     }
@@ -159,6 +187,11 @@ impl Kernel {
             Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
             Kernel::GemvRows => "gemv_rows_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
+            Kernel::ActFlags => "act_flags_main",
+            Kernel::ActList => "act_list_main",
+            Kernel::ActQuant => "act_quant_main",
+            Kernel::A8Rows => "a8_rows_main",
+            Kernel::A8Gemm => "a8_gemm_main",
             #[cfg(test)]
             Kernel::DivCheck => "div_check_main",
         }
@@ -254,6 +287,14 @@ mod tests {
             }
             for asym in [false, true] {
                 v.push((Kernel::GemvRows, Variant { asym, ..Variant::new(dt, dt) }));
+            }
+            for k in [Kernel::ActFlags, Kernel::ActList, Kernel::ActQuant] {
+                v.push((k, Variant::new(dt, DType::F32)));
+            }
+            for packed_dot in [false, true] {
+                for k in [Kernel::A8Rows, Kernel::A8Gemm] {
+                    v.push((k, Variant { packed_dot, ..Variant::new(dt, dt) }));
+                }
             }
             for (grouped, asym, subgroups, rpt) in
                 (0..24).map(|i| (i & 1 != 0, i & 2 != 0, i & 4 != 0, [1, 2, 4][i / 8]))

@@ -1,0 +1,136 @@
+//! Host side of `linear_a8.wgsl`: the int8-activation linear (W8A8, LLM.int8()), its kernel
+//! choice, and the per-rows plan that runs the activation quantizer and the integer matmul in
+//! one compute pass.
+
+use std::sync::Arc;
+
+use crate::gpu::act_quant::ActQuantPlan;
+use crate::gpu::cache::FamilyObjects;
+use crate::gpu::matmul::{Dispatch, dispatch_params, upload_dispatches};
+use crate::gpu::params::{GEMV_MAX_ROWS, slot};
+use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::{Gpu, GpuQuantizedTensor};
+use crate::{ActivationQuant, DType, Result};
+
+/// Activation rows from which the int8 GEMM replaces passes of the 8-row int8 GEMV: the one
+/// place the int8-activation kernels are chosen.
+///
+/// Unlike the weight-only GEMM, which dequantizes its weight tile to f32 in workgroup memory
+/// and never pays on a CPU adapter, the int8 GEMM stages raw packed words and does 16 products
+/// per `dot4`, so on lavapipe it overtakes the 8-row passes once its 64-row tiles fill: with
+/// `forward_into` wall time (W8A8, f32, per-row scales, A B A B interleaved, median of 3, load
+/// 2.8-3.8 on 2 cores, so ±20%), GEMM against passes was 0.39x / 0.83x / 1.52x / 2.14x at
+/// [1536, 384] with 16 / 32 / 64 / 128 rows, 0.63x / 0.88x / 1.54x / 1.67x at [384, 1536] and
+/// 0.39x / 0.53x / 1.07x / 1.44x at [1024, 1024]. So CPU adapters take the GEMM from 64 rows.
+/// On a GPU it starts at 33 rows as the weight-only GEMM does (not yet measured on one).
+/// [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows) overrides both, as for the
+/// weight-only kernels.
+pub(crate) fn a8_gemm_min_rows(gpu: &Gpu) -> usize {
+    if let Some(r) = gpu.gemm_min_rows() {
+        return r.max(GEMV_MAX_ROWS + 1);
+    }
+    if gpu.is_cpu_adapter() { CPU_GEMM_MIN_ROWS } else { 4 * GEMV_MAX_ROWS + 1 }
+}
+
+/// See [`a8_gemm_min_rows`].
+const CPU_GEMM_MIN_ROWS: usize = 64;
+
+/// The int8-activation forward of `m` rows of `w`: the activation quantizer's plan, then the
+/// matmul's dispatches with their parameters uploaded. Made once per (layer, rows).
+pub(crate) struct A8RowsPlan {
+    pub(crate) act: ActQuantPlan,
+    family: Arc<FamilyObjects>,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    /// In recording order.
+    dispatches: Vec<Dispatch>,
+}
+
+/// Plans `m` rows of activations in `dtype` through `w` with activations quantized as `act`.
+pub(crate) fn prepare_a8(
+    gpu: &Gpu,
+    w: &GpuQuantizedTensor,
+    m: usize,
+    dtype: DType,
+    has_bias: bool,
+    act: ActivationQuant,
+) -> Result<A8RowsPlan> {
+    let kernel = if m >= a8_gemm_min_rows(gpu) { Kernel::A8Gemm } else { Kernel::A8Rows };
+    let variant = Variant { packed_dot: gpu.uses_packed_dot(), ..Variant::new(dtype, dtype) };
+    let pass = if kernel == Kernel::A8Gemm { m } else { GEMV_MAX_ROWS };
+    let dispatches = upload_dispatches(gpu, w, kernel, variant, &dispatch_params(w, m, pass, has_bias))?;
+    Ok(A8RowsPlan {
+        act: ActQuantPlan::new(gpu, m, w.shape()[1], dtype, act)?,
+        family: gpu.family(Family::LinearA8)?,
+        pipeline: gpu.pipeline(kernel, variant)?,
+        dispatches,
+    })
+}
+
+/// An [`A8RowsPlan`] bound to its input, bias and output buffers, ready to record.
+pub(crate) struct A8Prepared {
+    plan: Arc<A8RowsPlan>,
+    act_group: wgpu::BindGroup,
+    /// Per dispatch: its bind group and workgroup grid.
+    groups: Vec<(wgpu::BindGroup, (u32, u32))>,
+}
+
+impl A8RowsPlan {
+    /// Binds the plan to `x`, `bias` and `y`.
+    pub(crate) fn bind(
+        self: &Arc<Self>,
+        gpu: &Gpu,
+        w: &GpuQuantizedTensor,
+        x: &wgpu::Buffer,
+        bias: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> A8Prepared {
+        let groups = self
+            .dispatches
+            .iter()
+            .map(|(i, params, grid)| {
+                let g = gpu.bind_group(
+                    &self.family,
+                    &[
+                        (slot::PARAMS, params),
+                        (slot::OUT, y),
+                        (slot::X, x),
+                        (slot::WEIGHTS, &w.blocks[*i].buffer),
+                        (slot::SCALES, &w.scales),
+                        (slot::BIAS, bias),
+                        (slot::QX, &self.act.qx),
+                        (slot::META, &self.act.act),
+                    ],
+                );
+                (g, *grid)
+            })
+            .collect();
+        A8Prepared { plan: self.clone(), act_group: self.act.bind(gpu, x), groups }
+    }
+}
+
+impl A8Prepared {
+    /// Records the activation quantizer, then the matmul, into `pass` (wgpu orders each
+    /// dispatch after those writing what it reads).
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.plan.act.record(pass, &self.act_group);
+        pass.set_pipeline(&self.plan.pipeline);
+        for (g, (gx, gy)) in &self.groups {
+            pass.set_bind_group(0, g, &[]);
+            pass.dispatch_workgroups(*gx, *gy, 1);
+        }
+    }
+
+    /// The buffer holding this forward's outlier list (see `act_quant::read_outlier_columns`).
+    pub(crate) fn act_buffer(&self) -> &wgpu::Buffer {
+        &self.plan.act.act
+    }
+}
+
+impl Gpu {
+    /// Whether an int8-activation layer (W8A8, LLM.int8()) over `rows` activation rows runs the
+    /// tiled int8 GEMM; otherwise the int8 GEMV, in passes of
+    /// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
+    pub fn uses_int8_gemm(&self, rows: usize) -> bool {
+        rows >= a8_gemm_min_rows(self)
+    }
+}
