@@ -1,6 +1,6 @@
 //! `cargo bench --features bench`: the device's read-limit kernels; GEMV/GEMM against the dense
 //! f32 GPU matmul of the same design, the CPU reference path and candle's Q8_0 `QMatMul`; GPU
-//! quantization and dequantization.
+//! quantization and dequantization; W8A8 and LLM.int8() beside W8A16 and dense f32.
 //!
 //! GPU figures use GPU timestamps when the adapter has `TIMESTAMP_QUERY` (kernel time), else
 //! wall clock over many dispatches in one submission. `INT8_BENCH=full` runs the whole matrix.
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use int8_wgpu::gpu::bench::ReadLimit;
-use int8_wgpu::{DType, Gpu, GpuQuantizedTensor, reference};
+use int8_wgpu::{ActivationQuant, DType, Gpu, GpuQuantizedTensor, QuantScheme, reference};
 
 fn gpu() -> Gpu {
     let gpu = Gpu::new().expect("benches need a GPU adapter (see README)");
@@ -114,6 +114,44 @@ fn quantize(c: &mut Criterion) {
     }
 }
 
+/// W8A8 and LLM.int8() (0, 8, 64 outlier columns) beside W8A16 and dense f32, bf16 in and out.
+fn int8_activations(c: &mut Criterion) {
+    if !suite::section("a8") {
+        return;
+    }
+    let gpu = gpu();
+    let llm = ActivationQuant::llm_int8(ActivationQuant::DEFAULT_THRESHOLD).expect("threshold");
+    for shape in suite::shapes() {
+        let layer = suite::Layer::new(shape, QuantScheme::default());
+        let dense = suite::dense(&gpu, &layer);
+        let w8a16 = layer.gpu_layer(&gpu, DType::BF16);
+        let w8a8 = layer.a8_layer(&gpu, DType::BF16, ActivationQuant::per_token());
+        let llm = layer.a8_layer(&gpu, DType::BF16, llm);
+        let path = if gpu.uses_packed_dot() { "dot4" } else { "unpacked" };
+        let mut g = c.benchmark_group(format!("a8-{path}/{}x{}", shape.0, shape.1));
+        g.throughput(Throughput::Bytes(layer.weight_bytes()));
+        for m in suite::a8_rows() {
+            let (_, xf) = layer.input(&gpu, m, DType::F32);
+            g.bench_function(BenchmarkId::new("gpu-dense-f32", m), |b| {
+                b.iter_custom(|n| dense.time_forward(&xf, n as u32).expect("time").per_iter * n as u32)
+            });
+            let x = layer.input_with_outliers(&gpu, m, DType::BF16, 0);
+            for (id, l) in [("gpu-w8a16-bf16", &w8a16), ("gpu-w8a8-bf16", &w8a8)] {
+                g.bench_function(BenchmarkId::new(id, m), |b| {
+                    b.iter_custom(|n| l.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
+                });
+            }
+            for outliers in suite::OUTLIER_COUNTS {
+                let x = layer.input_with_outliers(&gpu, m, DType::BF16, outliers);
+                g.bench_function(BenchmarkId::new(format!("gpu-llm-int8-bf16-{outliers}-outliers"), m), |b| {
+                    b.iter_custom(|n| llm.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -122,5 +160,5 @@ fn config() -> Criterion {
         .configure_from_args()
 }
 
-criterion_group! { name = benches; config = config(); targets = linear, quantize }
+criterion_group! { name = benches; config = config(); targets = linear, quantize, int8_activations }
 criterion_main!(benches);

@@ -1,7 +1,8 @@
 //! Prints the benchmark matrix (the same cases as `cargo bench`) as markdown tables: the
 //! device's read limit (the fastest of several read-only kernels), then int8 GEMV/GEMM against
 //! that limit, the dense f32 GPU layer of the same design, the single-threaded CPU reference and
-//! candle's Q8_0 `QMatMul` on all cores, plus GPU vs CPU quantization.
+//! candle's Q8_0 `QMatMul` on all cores, plus GPU vs CPU quantization, and the int8-activation
+//! layers (W8A8, LLM.int8() with 0, 8 and 64 outlier columns) beside W8A16 and dense f32.
 //!
 //! `cargo run --release --features bench --example bench_table` (quick subset), or with
 //! `INT8_BENCH=full`. Medians over interleaved rounds; see `benches/suite/mod.rs`.
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit};
-use int8_wgpu::{DType, Gpu, QuantizedLinear, reference};
+use int8_wgpu::{ActivationQuant, DType, Gpu, QuantScheme, QuantizedLinear, reference};
 use suite::{Measured, Probe};
 
 const MIN: Duration = Duration::from_millis(300);
@@ -41,6 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if suite::section("quantize") {
         quantize(gpu)?;
+    }
+    if suite::section("a8") {
+        int8_activations(gpu)?;
     }
     println!("\nload average at end: {}", suite::load_average());
     Ok(())
@@ -196,6 +200,56 @@ fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
         us(y.candle),
         s / candle,
     );
+}
+
+/// W8A8 and LLM.int8() (0, 8 and 64 outlier columns) beside W8A16 and the dense f32 layer, all
+/// bf16 in and out except the dense one, in one interleaved set per row.
+fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
+    println!(
+        "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch.\n",
+        if gpu.uses_packed_dot() { "WGSL dot4I8Packed" } else { "the exact unpacking fallback" }
+    );
+    println!(
+        "| [out, in] | M | dense f32 | W8A16 bf16 | W8A8 | LLM.int8() 0 | LLM.int8() 8 | LLM.int8() 64 | W8A8 vs W8A16 | LLM.int8() 64 vs W8A8 | W8A8 vs dense |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let threshold = ActivationQuant::llm_int8(ActivationQuant::DEFAULT_THRESHOLD)?;
+    for shape in suite::shapes() {
+        let layer = suite::Layer::new(shape, QuantScheme::default());
+        let dense = suite::dense(gpu, &layer);
+        let w8a16 = layer.gpu_layer(gpu, DType::BF16);
+        let w8a8 = layer.a8_layer(gpu, DType::BF16, ActivationQuant::per_token());
+        let llm = layer.a8_layer(gpu, DType::BF16, threshold);
+        for m in suite::a8_rows() {
+            let (_, xf) = layer.input(gpu, m, DType::F32);
+            let x: Vec<_> =
+                suite::OUTLIER_COUNTS.iter().map(|&c| layer.input_with_outliers(gpu, m, DType::BF16, c)).collect();
+            let mut probes = vec![
+                Probe::gpu(|n| dense.time_forward(&xf, n).expect("dense")),
+                Probe::gpu(|n| w8a16.time_forward(&x[0], n).expect("w8a16")),
+                Probe::gpu(|n| w8a8.time_forward(&x[0], n).expect("w8a8")),
+            ];
+            probes.extend(x.iter().map(|x| Probe::gpu(|n| llm.time_forward(x, n).expect("llm.int8()"))));
+            let t = suite::measure(MIN, &mut probes);
+            drop(probes);
+            let u = |i: usize| us(t[i].median);
+            println!(
+                "| [{}, {}] | {m} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x |",
+                shape.0,
+                shape.1,
+                u(0),
+                u(1),
+                u(2),
+                u(3),
+                u(4),
+                u(5),
+                u(1) / u(2),
+                u(2) / u(5),
+                u(0) / u(2),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn quantize(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {

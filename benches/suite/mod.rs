@@ -5,8 +5,8 @@
 //! 384x1536, 4096x4096, 4096x14336, 14336x4096; M 1, 4, 8, 32, 128, 512; W8A32, W8A16-f16,
 //! W8A16-bf16; symmetric per channel, per group 128, asymmetric per channel). The default is a
 //! quick subset that finishes in minutes on a software rasterizer. `INT8_BENCH_CPU_ROWS=N` times
-//! the CPU reference only up to N activation rows; `INT8_BENCH_ONLY=linear` or `=quantize` runs
-//! one section; `INT8_BENCH_ROUNDS=N` sets the interleaved rounds each median is taken over.
+//! the CPU reference only up to N activation rows; `INT8_BENCH_ONLY=linear`, `=quantize` or `=a8`
+//! runs one section; `INT8_BENCH_ROUNDS=N` sets the interleaved rounds each median is taken over.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
@@ -15,7 +15,8 @@ use candle_core::Module;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, Timing, TimingSource};
 use int8_wgpu::{
-    DType, Error, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear, QuantizedTensor, reference,
+    ActivationQuant, DType, Error, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear,
+    QuantizedTensor, reference,
 };
 
 /// `[out, in]` of a layer.
@@ -45,7 +46,7 @@ pub fn quantize_shapes() -> Vec<Shape> {
     s
 }
 
-/// Whether a section of the benches runs: `INT8_BENCH_ONLY=linear` or `=quantize` picks one.
+/// Whether a section of the benches runs: `INT8_BENCH_ONLY=linear`, `=quantize` or `=a8` picks one.
 pub fn section(name: &str) -> bool {
     std::env::var("INT8_BENCH_ONLY").map_or(true, |v| v == name)
 }
@@ -53,6 +54,17 @@ pub fn section(name: &str) -> bool {
 pub fn rows() -> Vec<usize> {
     if full() { vec![1, 4, 8, 32, 128, 512] } else { vec![1, 8, 32, 128] }
 }
+
+/// Activation rows of the int8-activation benches (W8A8, LLM.int8()).
+pub fn a8_rows() -> Vec<usize> {
+    if full() { vec![1, 8, 32, 128, 512] } else { vec![1, 8, 64] }
+}
+
+/// Outlier columns LLM.int8() is benched with.
+pub const OUTLIER_COUNTS: [usize; 3] = [0, 8, 64];
+
+/// The value outlier columns are given, above LLM.int8()'s default threshold of 6.
+pub const OUTLIER_VALUE: f32 = 8.0;
 
 pub fn dtypes() -> Vec<DType> {
     vec![DType::F32, DType::F16, DType::BF16]
@@ -97,23 +109,35 @@ impl Layer {
         QuantizedLinear::from_quantized::<f32>(gpu, &self.q, None, dtype).expect("layer")
     }
 
+    /// The layer with int8 activations (`act`: W8A8 or LLM.int8()), `dtype` in and out.
+    pub fn a8_layer(&self, gpu: &Gpu, dtype: DType, act: ActivationQuant) -> QuantizedLinear {
+        self.gpu_layer(gpu, dtype).with_activation_quant(act).expect("int8 activations need symmetric per-row weights")
+    }
+
     /// Activations `[m, in]` on the GPU in `dtype`.
     pub fn input(&self, gpu: &Gpu, m: usize, dtype: DType) -> (Vec<f32>, GpuTensor) {
-        let x = values(m * self.shape.1, 2);
+        (values(m * self.shape.1, 2), self.input_with_outliers(gpu, m, dtype, 0))
+    }
+
+    /// Activations `[m, in]` in `dtype` with `outliers` columns (evenly spread) holding
+    /// [`OUTLIER_VALUE`] in row 0, so LLM.int8() at threshold 6 finds exactly that many.
+    pub fn input_with_outliers(&self, gpu: &Gpu, m: usize, dtype: DType, outliers: usize) -> GpuTensor {
+        let k = self.shape.1;
+        let mut x = values(m * k, 2);
+        for i in 0..outliers {
+            x[i * k / outliers] = OUTLIER_VALUE;
+        }
+        let shape = [m, k];
         let t = match dtype {
-            DType::F32 => GpuTensor::from_host(gpu, &x, &[m, self.shape.1]),
-            DType::F16 => GpuTensor::from_host(
-                gpu,
-                &x.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>(),
-                &[m, self.shape.1],
-            ),
-            DType::BF16 => GpuTensor::from_host(
-                gpu,
-                &x.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(),
-                &[m, self.shape.1],
-            ),
+            DType::F32 => GpuTensor::from_host(gpu, &x, &shape),
+            DType::F16 => {
+                GpuTensor::from_host(gpu, &x.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>(), &shape)
+            }
+            DType::BF16 => {
+                GpuTensor::from_host(gpu, &x.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(), &shape)
+            }
         };
-        (x, t.expect("input"))
+        t.expect("input")
     }
 
     /// Bytes of packed int8 weight one forward reads.
