@@ -275,10 +275,9 @@ fn bitsandbytes_variants() {
     assert!(matches!(&e, Error::Unsupported(m) if m.contains("llm_int8_threshold -1")), "{e}");
 }
 
-/// Enabled when the a8-gpu branch (the int8-activation kernels) merges: the loaded W8A8 layer's
-/// GPU forward against the CPU oracle on the same loaded weights.
+/// The loaded W8A8 layer's GPU forward against the CPU oracle on the same loaded weights: bit
+/// for bit (no bias, no outlier columns).
 #[test]
-#[ignore = "needs the a8-gpu branch"]
 fn the_loaded_w8a8_layer_runs_like_the_cpu_oracle() {
     let gpu = gpu_or_skip!();
     let dir = TempDir::new("a8-forward");

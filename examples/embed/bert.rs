@@ -357,6 +357,27 @@ impl Bert {
         &self.gpu
     }
 
+    /// LLM.int8(): each linear layer's outlier columns in the last forward (empty for the other
+    /// precisions), as `(layer index, layer name, columns)`. Reads back from the GPU.
+    pub fn outlier_columns(&self) -> Result<Vec<(usize, &'static str, Vec<usize>)>> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for (name, lin) in [
+                ("attention.self.query", &l.query),
+                ("attention.self.key", &l.key),
+                ("attention.self.value", &l.value),
+                ("attention.output.dense", &l.attn_out),
+                ("intermediate.dense", &l.inter),
+                ("output.dense", &l.out),
+            ] {
+                if let Linear::Int8(q) = lin {
+                    out.push((i, name, q.last_outlier_columns()?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The model's shape.
     pub fn config(&self) -> &Config {
         &self.config

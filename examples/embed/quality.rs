@@ -7,7 +7,9 @@
 //! reference and the retrieval check: how many queries still rank their paired passage first
 //! among all other sentences.
 
-use int8_wgpu::{Checkpoint, DType, Gpu, Granularity, QuantScheme};
+use std::collections::{BTreeMap, BTreeSet};
+
+use int8_wgpu::{ActivationQuant, Checkpoint, DType, Gpu, Granularity, QuantScheme};
 
 use crate::bert::{Bert, Precision};
 use crate::kernels::Result;
@@ -65,13 +67,49 @@ fn retrieval(embeddings: &[Vec<f32>], pairs: &[(usize, usize)]) -> usize {
         .count()
 }
 
-/// Embeds every fixture sentence with `bert`, in batches of 8.
-fn embed_all(bert: &Bert, tokenizer: &tokenizers::Tokenizer, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
+/// Per (layer index, linear layer name): the outlier columns LLM.int8() saw in any batch.
+type Outliers = BTreeMap<(usize, &'static str), BTreeSet<usize>>;
+
+/// Embeds every fixture sentence with `bert`, in batches of 8, collecting the outlier columns
+/// each LLM.int8() layer saw (none for the other precisions).
+fn embed_all(bert: &Bert, tokenizer: &tokenizers::Tokenizer, sentences: &[&str]) -> Result<(Vec<Vec<f32>>, Outliers)> {
     let mut out = Vec::with_capacity(sentences.len());
+    let mut outliers = Outliers::new();
     for chunk in sentences.chunks(8) {
         out.extend(bert.embed_sentences(tokenizer, chunk)?);
+        if bert.precision().activation_quant().is_some_and(|a| a.outlier_threshold().is_some()) {
+            for (layer, name, cols) in bert.outlier_columns()? {
+                outliers.entry((layer, name)).or_default().extend(cols);
+            }
+        }
     }
-    Ok(out)
+    Ok((out, outliers))
+}
+
+/// The outlier columns of each layer's linear inputs, as markdown: query, key and value share
+/// their input, so one column stands for the three.
+fn outlier_table(outliers: &Outliers, batches: usize) -> String {
+    let mut s = format!(
+        "\nLLM.int8() outlier columns (|x| >= {} in any row of a batch; bf16 activations), the union over the {batches} \
+         batches of 8 sentences, per linear layer's input:\n\n| layer | query/key/value (384 inputs) | attention.output.dense (384) | intermediate.dense (384) | output.dense (1536) |\n|---|---|---|---|---|\n",
+        ActivationQuant::DEFAULT_THRESHOLD
+    );
+    let layers = outliers.keys().map(|k| k.0 + 1).max().unwrap_or(0);
+    for l in 0..layers {
+        let cell = |name: &'static str| {
+            let cols = outliers.get(&(l, name)).cloned().unwrap_or_default();
+            let list: Vec<String> = cols.iter().map(usize::to_string).collect();
+            if cols.is_empty() { "0".to_string() } else { format!("{} ({})", cols.len(), list.join(", ")) }
+        };
+        s.push_str(&format!(
+            "| {l} | {} | {} | {} | {} |\n",
+            cell("attention.self.query"),
+            cell("attention.output.dense"),
+            cell("intermediate.dense"),
+            cell("output.dense")
+        ));
+    }
+    s
 }
 
 /// The comparison table, as markdown.
@@ -111,6 +149,7 @@ pub fn table(gpu: &Gpu, ckpt: &Checkpoint, tokenizer: &tokenizers::Tokenizer) ->
         "| weights | mean cosine to reference | min cosine | retrieval (pair ranked first) |\n|---|---|---|---|\n",
     );
     let reference_hits = retrieval(&reference.embeddings, &reference.pairs);
+    let mut outliers = Outliers::new();
     s.push_str(&format!(
         "| sentence-transformers f32 (the reference) | 1 | 1 | {reference_hits}/{} |\n",
         reference.pairs.len()
@@ -120,12 +159,16 @@ pub fn table(gpu: &Gpu, ckpt: &Checkpoint, tokenizer: &tokenizers::Tokenizer) ->
             None => Bert::load(gpu, ckpt, precision)?,
             Some(sc) => Bert::load_with(gpu, ckpt, precision, sc)?,
         };
-        let got = embed_all(&bert, tokenizer, &sentences)?;
+        let (got, seen) = embed_all(&bert, tokenizer, &sentences)?;
+        if !seen.is_empty() {
+            outliers = seen;
+        }
         let cos: Vec<f64> = got.iter().zip(&reference.embeddings).map(|(g, r)| cosine(g, r)).collect();
         let mean = cos.iter().sum::<f64>() / cos.len() as f64;
         let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
         let hits = retrieval(&got, &reference.pairs);
         s.push_str(&format!("| {name} | {mean:.5} | {min:.5} | {hits}/{} |\n", reference.pairs.len()));
     }
+    s.push_str(&outlier_table(&outliers, sentences.len().div_ceil(8)));
     Ok(s)
 }
