@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::gpu::cache::PipelineCache;
+use crate::gpu::tune::TuneTable;
 use crate::{Error, Result};
 
 /// Options for opening a device with [`Gpu::with_options`].
@@ -62,6 +63,8 @@ struct Inner {
     poll_requests: Mutex<mpsc::Sender<()>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
+    /// Kernel choices measured by `Gpu::tune` or loaded (`tune.rs`).
+    tuned: TuneTable,
     buffers_created: AtomicU64,
     bind_groups_created: AtomicU64,
 }
@@ -254,6 +257,7 @@ impl Gpu {
                 poll_requests: Mutex::new(tx),
                 uncaptured,
                 tuning,
+                tuned: TuneTable::default(),
                 buffers_created: AtomicU64::new(0),
                 bind_groups_created: AtomicU64::new(0),
             }),
@@ -350,6 +354,11 @@ impl Gpu {
     pub(crate) fn grid(&self, groups: u32) -> (u32, u32) {
         let max = self.inner.limits.max_compute_workgroups_per_dimension.max(1);
         if groups <= max { (groups.max(1), 1) } else { (max, groups.div_ceil(max)) }
+    }
+
+    /// The tuned kernel choices.
+    pub(crate) fn tune_table(&self) -> &TuneTable {
+        &self.inner.tuned
     }
 
     /// [`GpuOptions::gemv_rows_per_group`], if it was set.
