@@ -239,3 +239,20 @@ fn tuning_refuses_bad_cases() {
         .unwrap();
     assert!(matches!(layer.tune(&[1], &QUICK), Err(Error::Unsupported(_))));
 }
+
+#[test]
+fn first_use_tunes_each_class_once() {
+    let _ = gpu_or_skip!();
+    let gpu = fresh(GpuOptions { tune_on_first_use: Some(QUICK), ..Default::default() });
+    let w = weight(33, 64, QuantScheme::default());
+    check::<f32>(&gpu, &w, 3, "first use");
+    let tuned = gpu.tuning();
+    assert_eq!(tuned.len(), 1);
+    assert_eq!(tuned[0].0.rows, RowClass::UpTo8);
+    // Another layer of the class ([40, 60] rounds up to [64, 64] too), at another row count of
+    // the class, runs the recorded choice without timing again.
+    check::<f32>(&gpu, &weight(40, 60, QuantScheme::default()), 5, "same class");
+    assert_eq!(gpu.tuning(), tuned);
+    check::<f32>(&gpu, &w, 1, "one row");
+    assert_eq!(gpu.tuning().len(), 2);
+}

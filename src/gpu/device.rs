@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
+use crate::gpu::TuneOptions;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::tune::TuneTable;
 use crate::{Error, Result};
@@ -30,6 +31,11 @@ pub struct GpuOptions {
     /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests
     /// that measure one path.
     pub gemm_min_rows: Option<usize>,
+    /// Tune the fused linear's kernel choice ([`Gpu::tune`]) at a layer's first forward with a
+    /// row count of a class no layer has been tuned (or loaded) for: that forward then takes
+    /// as long as the timing (seconds for large layers on a software adapter). `None`: only
+    /// [`Gpu::tune`] and [`Gpu::load_tuning`] fill the tuning table.
+    pub tune_on_first_use: Option<TuneOptions>,
 }
 
 /// Optional device features this crate detected (and requested) on the device.
@@ -85,6 +91,7 @@ struct Tuning {
     gemv_rpt: Option<u8>,
     gemv_rows_per_thread: Option<bool>,
     gemm_min_rows: Option<usize>,
+    tune_on_first_use: Option<TuneOptions>,
 }
 
 /// A new wgpu instance; the first one of each backend set is also kept until the process ends.
@@ -198,6 +205,7 @@ impl Gpu {
             gemv_rpt: options.gemv_rows_per_group,
             gemv_rows_per_thread: options.gemv_rows_per_thread,
             gemm_min_rows: options.gemm_min_rows,
+            tune_on_first_use: options.tune_on_first_use,
         };
         Ok(Self::build(device, queue, Some(info), true, tuning))
     }
@@ -374,6 +382,11 @@ impl Gpu {
     /// [`GpuOptions::gemm_min_rows`], if it was set.
     pub(crate) fn gemm_min_rows(&self) -> Option<usize> {
         self.inner.tuning.gemm_min_rows
+    }
+
+    /// [`GpuOptions::tune_on_first_use`], if it was set.
+    pub(crate) fn tune_on_first_use(&self) -> Option<TuneOptions> {
+        self.inner.tuning.tune_on_first_use
     }
 
     /// Whether the adapter is a CPU (lavapipe, llvmpipe, WARP, SwiftShader): few workgroups run

@@ -4,9 +4,10 @@ use crate::gpu::params::{FAST_GROUPS, FAST_LANES, GEMM_TILE, GEMV_ROWS, GEMV_WG,
 pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
 use std::sync::Arc;
 
+use crate::gpu::TuneCase;
 use crate::gpu::cache::FamilyObjects;
 use crate::gpu::shaders::{Kernel, Variant};
-use crate::gpu::tune::LinearVariant;
+use crate::gpu::tune::{LinearVariant, TuneKey};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{DType, Result};
 
@@ -225,6 +226,12 @@ pub(crate) fn prepare_rows(
     dtype: DType,
     has_bias: bool,
 ) -> Result<RowsPlan> {
+    // GpuOptions::tune_on_first_use: the first plan of a class not yet in the table times it.
+    if let Some(options) = gpu.tune_on_first_use()
+        && gpu.tune_table().get(&TuneKey::of(w, dtype, m)).is_none()
+    {
+        gpu.tune(&[TuneCase { weight: w, activation: dtype, rows: &[m] }], &options)?;
+    }
     prepare_kernel(gpu, w, m, choose(gpu, w, m, dtype), has_bias)
 }
 

@@ -6,7 +6,9 @@
 //! of the fused linear's variants (whole rows per invocation, lane groups of 1, 2 or 4 rows,
 //! the generic GEMV, passes of the 8-row GEMV or the tiled GEMM) is found by timing them once,
 //! as cubecl's autotune does: per shape class, with the result kept in a file
-//! ([`Gpu::save_tuning`], [`Gpu::load_tuning`], in `tune_file.rs`).
+//! ([`Gpu::save_tuning`], [`Gpu::load_tuning`], in `tune_file.rs`). With
+//! [`GpuOptions::tune_on_first_use`](crate::GpuOptions::tune_on_first_use), a layer's first
+//! plan for a class not yet in the table times it there and then.
 //!
 //! Precedence: an explicit [`GpuOptions`](crate::GpuOptions) field decides what it names
 //! (`gemm_min_rows`: GEMM or passes; `gemv_rows_per_thread` / `gemv_rows_per_group`: the GEMV
