@@ -6,8 +6,6 @@
 //! `INT8_BENCH=full` adds the 7B-class shapes and more row counts, `INT8_TUNE_DTYPES=all` the
 //! 16-bit activations, `INT8_TUNE_ROUNDS=N` sets the interleaved rounds (default 3).
 
-use std::time::Duration;
-
 use int8_wgpu::gpu::{TuneCase, TuneOptions};
 use int8_wgpu::{DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedTensor};
 
@@ -35,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => vec![DType::F32],
     };
     let rounds = std::env::var("INT8_TUNE_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    let options = TuneOptions { rounds, min_sample: Duration::from_millis(10) };
+    let options = TuneOptions { rounds, ..TuneOptions::default() };
 
     let gpu = Gpu::new()?;
     println!("adapter: {}", gpu.describe());

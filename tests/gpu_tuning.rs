@@ -12,7 +12,7 @@ use int8_wgpu::{DType, Element, Error, Gpu, GpuOptions, Granularity, QuantScheme
 use serde_json::Value;
 
 /// Few, short rounds: these tests check choices and results, not speed.
-const QUICK: TuneOptions = TuneOptions { rounds: 2, min_sample: Duration::from_micros(500) };
+const QUICK: TuneOptions = TuneOptions { rounds: 2, min_sample: Duration::from_micros(500), margin: 0.0 };
 
 fn fresh(options: GpuOptions) -> Gpu {
     Gpu::with_options(options).expect("a second device on the test adapter")
@@ -74,6 +74,20 @@ fn tuning_picks_a_candidate_and_the_layer_stays_exact() {
     assert_eq!(gpu.tuning().len(), 4 * 3);
     gpu.clear_tuning();
     assert!(gpu.tuning().is_empty());
+}
+
+#[test]
+fn the_heuristic_keeps_its_place_within_the_margin() {
+    let _ = gpu_or_skip!();
+    let gpu = fresh(GpuOptions::default());
+    let layer = QuantizedLinear::from_quantized::<f32>(&gpu, &weight(33, 64, QuantScheme::default()), None, DType::F32)
+        .unwrap();
+    // No candidate is infinitely faster: the heuristic's choice is recorded.
+    let report = layer.tune(&[1, 12], &TuneOptions { margin: f64::INFINITY, ..QUICK }).unwrap();
+    for r in &report.results {
+        assert_eq!(r.chosen, r.heuristic, "m={}", r.rows);
+        assert!(r.candidates.len() > 1);
+    }
 }
 
 #[test]

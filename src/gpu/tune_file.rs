@@ -46,9 +46,12 @@ impl Gpu {
     /// Loads tuned choices saved by [`Gpu::save_tuning`] on this adapter, replacing choices of
     /// the same classes; returns how many were loaded.
     ///
-    /// A file of another adapter, driver or format version is an [`Error::TuningMismatch`] and
-    /// a file that is not a valid tuning file is an [`Error::TuningCorrupt`]; either way
-    /// nothing is loaded. See the module docs of `tune_file.rs`.
+    /// The file names the adapter that measured it (name, backend, driver and its version,
+    /// vendor and device ids, whether the kernels reduce with subgroups): speeds change with
+    /// each, so a file of another identity or format version is an [`Error::TuningMismatch`]
+    /// (tune again and save). A file that is not a valid tuning file is an
+    /// [`Error::TuningCorrupt`]. Either way nothing is loaded. Entries of a kernel family this
+    /// version does not tune (from a later version) are skipped with a logged warning.
     pub fn load_tuning(&self, path: impl AsRef<Path>) -> Result<usize> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;

@@ -1,5 +1,6 @@
 //! [`Gpu::tune`]: times every candidate variant of the fused linear on the real layer, in
-//! interleaved rounds, and records the fastest in the device's tuning table (`tune.rs`).
+//! interleaved rounds, and records the fastest (the heuristic's choice within a margin) in the
+//! device's tuning table (`tune.rs`).
 
 use std::fmt;
 use std::time::Duration;
@@ -31,11 +32,15 @@ pub struct TuneOptions {
     /// Each round of a candidate repeats its forward until one sample lasts at least this long
     /// (at most 1000 forwards), so short kernels are timed above the timer's noise.
     pub min_sample: Duration,
+    /// How much faster (0.05 = 5 %) the fastest candidate's median must be than the
+    /// heuristic's choice to replace it. Load on a shared machine moves medians by a few per
+    /// cent; a near tie keeps the default rather than a choice the noise made.
+    pub margin: f64,
 }
 
 impl Default for TuneOptions {
     fn default() -> Self {
-        TuneOptions { rounds: 5, min_sample: Duration::from_millis(10) }
+        TuneOptions { rounds: 5, min_sample: Duration::from_millis(10), margin: 0.05 }
     }
 }
 
@@ -65,7 +70,8 @@ pub struct TuneResult {
     pub rows: usize,
     /// Every candidate that suits the layer, in timing order.
     pub candidates: Vec<CandidateTiming>,
-    /// The fastest candidate, now recorded.
+    /// The fastest candidate, or the heuristic's choice where that is within
+    /// [`TuneOptions::margin`] of it; now recorded.
     pub chosen: LinearVariant,
     /// What the heuristic would run (explicit options applied).
     pub heuristic: LinearVariant,
@@ -132,9 +138,16 @@ impl fmt::Display for TuneReport {
 
 impl Gpu {
     /// Times every variant of the fused linear that suits each case's weight at each of its
-    /// row counts, on the real weight, and records the fastest for the case's class
-    /// ([`TuneKey`]); later plans of layers of that class run it (see the module docs for how
-    /// explicit [`GpuOptions`](crate::GpuOptions) and existing plans are treated).
+    /// row counts, on the real weight, and records the fastest (or the heuristic's choice, where
+    /// no candidate beats it by [`TuneOptions::margin`]) for the case's class
+    /// ([`TuneKey`]); later plans of layers of that class run it.
+    ///
+    /// Explicit [`GpuOptions`](crate::GpuOptions) decide what they name (`gemm_min_rows`: GEMM
+    /// or passes; `gemv_rows_per_thread`, `gemv_rows_per_group`: the GEMV kernel), a tuned
+    /// choice decides the rest, the heuristic decides for classes never tuned. A layer keeps
+    /// the plans it already made for a row count: tune (or load) before a layer's first
+    /// forward, or use [`QuantizedLinear::tune`](crate::QuantizedLinear::tune), which re-plans
+    /// the layer it tunes.
     ///
     /// The candidates run in interleaved rounds ([`TuneOptions`]) on zero-bias forwards of a
     /// fixed input, timed by GPU timestamps where the device has them (kernel time), else by
@@ -204,9 +217,14 @@ impl Gpu {
                 CandidateTiming { variant: *variant, median: s[s.len() / 2], min: s[0], max: s[s.len() - 1], iters }
             })
             .collect();
-        let chosen = candidates.iter().min_by_key(|c| c.median).map_or(LinearVariant::GemvGeneric, |c| c.variant);
+        let heuristic = heuristic(self, w, m);
+        let fastest = candidates.iter().min_by_key(|c| c.median).ok_or_else(|| Error::Gpu("no candidate".into()))?;
+        let chosen = match candidates.iter().find(|c| c.variant == heuristic) {
+            Some(h) if fastest.median.as_secs_f64() * (1.0 + options.margin) >= h.median.as_secs_f64() => heuristic,
+            _ => fastest.variant,
+        };
         let key = TuneKey::of(w, dtype, m);
-        Ok(TuneResult { key, shape: [n, k], rows: m, candidates, chosen, heuristic: heuristic(self, w, m), source })
+        Ok(TuneResult { key, shape: [n, k], rows: m, candidates, chosen, heuristic, source })
     }
 }
 
