@@ -294,8 +294,10 @@ impl RowsPlan {
 }
 
 impl Gpu {
-    /// Whether a linear layer over `rows` activation rows runs the tiled GEMM; otherwise it runs
-    /// the GEMV, in passes of [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
+    /// Whether a linear layer over `rows` activation rows runs the tiled GEMM by the heuristic
+    /// (and [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows)); otherwise it runs
+    /// the GEMV, in passes of [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows. A tuned class
+    /// may choose otherwise: [`Gpu::linear_variant`] says what a given layer runs.
     pub fn uses_gemm(&self, rows: usize) -> bool {
         rows >= gemm_min_rows(self)
     }
