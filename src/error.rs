@@ -140,6 +140,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A tuning file ([`Gpu::load_tuning`](crate::Gpu::load_tuning)) is not valid: not JSON,
+    /// not a tuning file, or an entry is malformed. Nothing was loaded.
+    #[error("tuning file `{}` is corrupt: {detail}; delete it and tune again", path.display())]
+    TuningCorrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A tuning file was measured on another adapter or driver, or written in another format
+    /// version: its choices would not be this device's fastest. Nothing was loaded.
+    #[error("tuning file `{}` does not apply here: {detail}; nothing was loaded: tune on this device and save again", path.display())]
+    TuningMismatch {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What differs.
+        detail: String,
+    },
     // The checkpoint errors below all read `checkpoint error: ...`, as the single variant they
     // replaced did, so that messages (and the CLI's output) stay the same; the variant says
     // which kind of problem it is. Each message names the file or tensor and says what to do.

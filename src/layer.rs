@@ -9,7 +9,7 @@ use crate::gpu::act_quant::read_outlier_columns;
 #[cfg(feature = "bench")]
 use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::layer_plan::{Bound, LayerPlan};
-use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
+use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor, TuneCase, TuneOptions, TuneReport};
 use crate::reference::check_int8_weight_scheme;
 use crate::scheme::check_shape;
 use crate::{ActivationQuant, DType, Element, Error, QuantScheme, QuantizedTensor, Result};
@@ -290,6 +290,20 @@ impl QuantizedLinear {
         bound.push_front((key, prepared.clone()));
         bound.truncate(BIND_CACHE);
         Ok(prepared)
+    }
+
+    /// Tunes the kernel choice of this layer's class at each of `rows` activation rows
+    /// ([`Gpu::tune`]), then forgets the layer's plans so that its next forwards run the
+    /// choices (other layers keep the plans they already made).
+    pub fn tune(&self, rows: &[usize], options: &TuneOptions) -> Result<TuneReport> {
+        if self.act.is_some() {
+            return Err(Error::Unsupported("tuning layers with int8 activations".into()));
+        }
+        let case = TuneCase { weight: &self.weight, activation: self.dtype, rows };
+        let report = self.gpu.tune(&[case], options)?;
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.bound.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(report)
     }
 
     /// Times `iters` forwards of `x` recorded into one compute pass (benches, feature `bench`):

@@ -42,6 +42,9 @@
 //! - [`QuantizedLinear`]: W8A32 (f32) and W8A16 (f16, bf16) layers computed straight from the
 //!   packed int8 weight: GEMV for few rows (in passes of 8 where that is faster), tiled GEMM for
 //!   many.
+//! - [`Gpu::tune`]: picks among those kernel variants per device by timing them on the real
+//!   layer (per shape class), instead of by the built-in heuristic; [`Gpu::save_tuning`] and
+//!   [`Gpu::load_tuning`] keep the choices in a JSON file.
 //! - [`Quantizer`]: a whole safetensors checkpoint to int8, written in the compressed-tensors
 //!   `pack-quantized` layout with a per-layer error report; [`Checkpoint`] reads checkpoints
 //!   (float or quantized) and loads quantized layers as [`QuantizedLinear`]s by name.

@@ -4,8 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
+use crate::gpu::TuneOptions;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::disable::wanted_features;
+use crate::gpu::tune::TuneTable;
 use crate::{Error, Result};
 
 /// Options for opening a device with [`Gpu::with_options`].
@@ -35,6 +37,11 @@ pub struct GpuOptions {
     /// same bits. `None` uses `dot4I8Packed` unless `INT8_WGPU_DISABLE` names `packed_dot`; see
     /// [`Gpu::uses_packed_dot`].
     pub packed_dot: Option<bool>,
+    /// Tune the fused linear's kernel choice ([`Gpu::tune`]) at a layer's first forward with a
+    /// row count of a class no layer has been tuned (or loaded) for: that forward then takes
+    /// as long as the timing (seconds for large layers on a software adapter). `None`: only
+    /// [`Gpu::tune`] and [`Gpu::load_tuning`] fill the tuning table.
+    pub tune_on_first_use: Option<TuneOptions>,
 }
 
 /// Optional device features this crate detected (and requested) on the device.
@@ -68,6 +75,8 @@ struct Inner {
     poll_requests: Mutex<mpsc::Sender<()>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
+    /// Kernel choices measured by `Gpu::tune` or loaded (`tune.rs`).
+    tuned: TuneTable,
     buffers_created: AtomicU64,
     bind_groups_created: AtomicU64,
 }
@@ -90,11 +99,18 @@ struct Tuning {
     gemm_min_rows: Option<usize>,
     /// Resolved: `GpuOptions::packed_dot`, else not disabled by `INT8_WGPU_DISABLE`.
     packed_dot: bool,
+    tune_on_first_use: Option<TuneOptions>,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self { gemv_rpt: None, gemv_rows_per_thread: None, gemm_min_rows: None, packed_dot: true }
+        Self {
+            gemv_rpt: None,
+            gemv_rows_per_thread: None,
+            gemm_min_rows: None,
+            packed_dot: true,
+            tune_on_first_use: None,
+        }
     }
 }
 
@@ -191,6 +207,7 @@ impl Gpu {
             gemv_rows_per_thread: options.gemv_rows_per_thread,
             gemm_min_rows: options.gemm_min_rows,
             packed_dot: options.packed_dot.unwrap_or(packed_dot),
+            tune_on_first_use: options.tune_on_first_use,
         };
         Ok(Self::build(device, queue, Some(info), true, tuning))
     }
@@ -250,6 +267,7 @@ impl Gpu {
                 poll_requests: Mutex::new(tx),
                 uncaptured,
                 tuning,
+                tuned: TuneTable::default(),
                 buffers_created: AtomicU64::new(0),
                 bind_groups_created: AtomicU64::new(0),
             }),
@@ -348,6 +366,11 @@ impl Gpu {
         if groups <= max { (groups.max(1), 1) } else { (max, groups.div_ceil(max)) }
     }
 
+    /// The tuned kernel choices.
+    pub(crate) fn tune_table(&self) -> &TuneTable {
+        &self.inner.tuned
+    }
+
     /// [`GpuOptions::gemv_rows_per_group`], if it was set.
     pub(crate) fn gemv_rows_per_group(&self) -> Option<u8> {
         self.inner.tuning.gemv_rpt
@@ -361,6 +384,11 @@ impl Gpu {
     /// [`GpuOptions::gemm_min_rows`], if it was set.
     pub(crate) fn gemm_min_rows(&self) -> Option<usize> {
         self.inner.tuning.gemm_min_rows
+    }
+
+    /// [`GpuOptions::tune_on_first_use`], if it was set.
+    pub(crate) fn tune_on_first_use(&self) -> Option<TuneOptions> {
+        self.inner.tuning.tune_on_first_use
     }
 
     /// Whether the adapter is a CPU (lavapipe, llvmpipe, WARP, SwiftShader): few workgroups run

@@ -4,8 +4,10 @@ use crate::gpu::params::{FAST_GROUPS, FAST_LANES, GEMM_TILE, GEMV_ROWS, GEMV_WG,
 pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
 use std::sync::Arc;
 
+use crate::gpu::TuneCase;
 use crate::gpu::cache::FamilyObjects;
 use crate::gpu::shaders::{Kernel, Variant};
+use crate::gpu::tune::{LinearVariant, TuneKey};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{DType, Result};
 
@@ -14,29 +16,80 @@ const GEMV_MIN_WORKGROUPS: usize = 256;
 
 /// The kernel (and its variant) that serves `m` rows of `w`: the one place kernels are chosen.
 ///
-/// Up to [`GEMV_MAX_ROWS`] rows take one GEMV pass; more rows take the tiled GEMM from
-/// [`gemm_min_rows`] on, and GEMV passes of 8 rows below it.
+/// Up to [`GEMV_MAX_ROWS`] rows take one GEMV pass; more rows take the tiled GEMM or GEMV
+/// passes of 8 rows. Explicit [`GpuOptions`](crate::GpuOptions) decide what they name; a tuned
+/// choice for the layer's class ([`Gpu::tune`]) decides the rest; the heuristic ([`heuristic`])
+/// decides where neither does.
 pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) -> (Kernel, Variant) {
-    let k = w.shape()[1];
-    let inner = w.layout().inner;
-    let mut v = Variant::new(dtype, dtype);
-    if m >= gemm_min_rows(gpu) {
-        return (Kernel::Gemm, v);
+    // `choice` only returns variants `kernel_of` accepts for `w`; the generic GEMV serves any.
+    kernel_of(gpu, w, dtype, choice(gpu, w, m, dtype)).unwrap_or((Kernel::Gemv, Variant::new(dtype, dtype)))
+}
+
+/// The variant [`choose`] runs, as the tuning names it.
+pub(crate) fn choice(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) -> LinearVariant {
+    let tuned = gpu.tuned(w, m, dtype);
+    let gemm = match tuned {
+        Some(t) if gpu.gemm_min_rows().is_none() => t == LinearVariant::Gemm,
+        _ => m >= gemm_min_rows(gpu),
+    };
+    let gemv_options = gpu.gemv_rows_per_thread().is_some() || gpu.gemv_rows_per_group().is_some();
+    match tuned {
+        _ if gemm => LinearVariant::Gemm,
+        Some(t) if t != LinearVariant::Gemm && !gemv_options => t,
+        _ => heuristic_gemv(gpu, w),
     }
-    // Whole rows per invocation: words of four int8 must hold whole scale segments.
-    if uses_rows_per_thread(gpu, k) && k.is_multiple_of(4) && (inner >= k || inner.is_multiple_of(4)) {
-        v.asym = w.scheme().has_zero_point();
-        return (Kernel::GemvRows, v);
-    }
-    // 16-byte units must hold whole scale segments: per row/tensor, or groups of 16n.
-    if k.is_multiple_of(16) && (inner >= k || inner.is_multiple_of(16)) {
-        v.grouped = inner < k;
-        v.asym = w.scheme().has_zero_point();
-        v.subgroups = gpu.uses_subgroup_reductions();
-        v.rpt = rows_per_group(gpu, w.shape()[0]);
-        (Kernel::GemvFast, v)
+}
+
+/// The variant chosen without tuning (explicit options still apply): GEMM from
+/// [`gemm_min_rows`] on, else the GEMV of [`uses_rows_per_thread`] and [`rows_per_group`].
+pub(crate) fn heuristic(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVariant {
+    if m >= gemm_min_rows(gpu) { LinearVariant::Gemm } else { heuristic_gemv(gpu, w) }
+}
+
+fn heuristic_gemv(gpu: &Gpu, w: &GpuQuantizedTensor) -> LinearVariant {
+    if uses_rows_per_thread(gpu, w.shape()[1]) && whole_segments(w, 4) {
+        LinearVariant::GemvRows
+    } else if whole_segments(w, 16) {
+        LinearVariant::GemvLanes { rows_per_group: rows_per_group(gpu, w.shape()[0]) }
     } else {
-        (Kernel::Gemv, v)
+        LinearVariant::GemvGeneric
+    }
+}
+
+/// Whether units of `unit` int8 along a row of `w` hold whole scale segments (per row or
+/// tensor, or groups of a multiple of `unit`): what the vectorised GEMVs need, since each scales
+/// a unit's partial sum once.
+fn whole_segments(w: &GpuQuantizedTensor, unit: usize) -> bool {
+    let (k, inner) = (w.shape()[1], w.layout().inner);
+    k.is_multiple_of(unit) && (inner >= k || inner.is_multiple_of(unit))
+}
+
+/// The kernel and pipeline variant that run `choice` on `w`, or `None` where `w`'s row length
+/// or scale groups do not suit it.
+pub(crate) fn kernel_of(
+    gpu: &Gpu,
+    w: &GpuQuantizedTensor,
+    dtype: DType,
+    choice: LinearVariant,
+) -> Option<(Kernel, Variant)> {
+    let v = Variant::new(dtype, dtype);
+    let asym = w.scheme().has_zero_point();
+    match choice {
+        LinearVariant::Gemm => Some((Kernel::Gemm, v)),
+        LinearVariant::GemvGeneric => Some((Kernel::Gemv, v)),
+        // Whole rows per invocation: words of four int8 must hold whole scale segments.
+        LinearVariant::GemvRows => whole_segments(w, 4).then_some((Kernel::GemvRows, Variant { asym, ..v })),
+        // 16-byte units must hold whole scale segments.
+        LinearVariant::GemvLanes { rows_per_group } => whole_segments(w, 16).then_some((
+            Kernel::GemvFast,
+            Variant {
+                grouped: w.layout().inner < w.shape()[1],
+                asym,
+                subgroups: gpu.uses_subgroup_reductions(),
+                rpt: rows_per_group,
+                ..v
+            },
+        )),
     }
 }
 
@@ -108,9 +161,8 @@ pub(crate) struct Plan {
     pub(crate) dispatches: Vec<(usize, LinearParams)>,
 }
 
-/// Plans `y = x · dequant(w)ᵀ + bias` for `m` activation rows.
-pub(crate) fn plan(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType, has_bias: bool) -> Plan {
-    let (kernel, variant) = choose(gpu, w, m, dtype);
+/// Plans `y = x · dequant(w)ᵀ + bias` for `m` activation rows with `kernel` and `variant`.
+fn plan(w: &GpuQuantizedTensor, m: usize, (kernel, variant): (Kernel, Variant), has_bias: bool) -> Plan {
     let pass = if kernel == Kernel::Gemm { m } else { GEMV_MAX_ROWS };
     Plan { kernel, variant, dispatches: dispatch_params(w, m, pass, has_bias) }
 }
@@ -179,7 +231,7 @@ pub(crate) struct RowsPlan {
 /// One dispatch of a linear plan: its row block, parameter buffer and workgroup grid.
 pub(crate) type Dispatch = (usize, wgpu::Buffer, (u32, u32));
 
-/// Plans `m` rows of `w` and uploads each dispatch's parameters.
+/// Plans `m` rows of `w` with the kernel [`choose`] picks and uploads each dispatch's parameters.
 pub(crate) fn prepare_rows(
     gpu: &Gpu,
     w: &GpuQuantizedTensor,
@@ -187,7 +239,24 @@ pub(crate) fn prepare_rows(
     dtype: DType,
     has_bias: bool,
 ) -> Result<RowsPlan> {
-    let plan = plan(gpu, w, m, dtype, has_bias);
+    // GpuOptions::tune_on_first_use: the first plan of a class not yet in the table times it.
+    if let Some(options) = gpu.tune_on_first_use()
+        && gpu.tune_table().get(&TuneKey::of(w, dtype, m)).is_none()
+    {
+        gpu.tune(&[TuneCase { weight: w, activation: dtype, rows: &[m] }], &options)?;
+    }
+    prepare_kernel(gpu, w, m, choose(gpu, w, m, dtype), has_bias)
+}
+
+/// [`prepare_rows`] with a given kernel and variant (the tuning times each candidate so).
+pub(crate) fn prepare_kernel(
+    gpu: &Gpu,
+    w: &GpuQuantizedTensor,
+    m: usize,
+    chosen: (Kernel, Variant),
+    has_bias: bool,
+) -> Result<RowsPlan> {
+    let plan = plan(w, m, chosen, has_bias);
     let family = gpu.family(plan.kernel.family(plan.variant))?;
     let pipeline = gpu.pipeline(plan.kernel, plan.variant)?;
     let dispatches = upload_dispatches(gpu, w, plan.kernel, plan.variant, &plan.dispatches)?;
@@ -249,8 +318,10 @@ impl RowsPlan {
 }
 
 impl Gpu {
-    /// Whether a linear layer over `rows` activation rows runs the tiled GEMM; otherwise it runs
-    /// the GEMV, in passes of [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
+    /// Whether a linear layer over `rows` activation rows runs the tiled GEMM by the heuristic
+    /// (and [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows)); otherwise it runs
+    /// the GEMV, in passes of [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows. A tuned class
+    /// may choose otherwise: [`Gpu::linear_variant`] says what a given layer runs.
     pub fn uses_gemm(&self, rows: usize) -> bool {
         rows >= gemm_min_rows(self)
     }

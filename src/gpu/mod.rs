@@ -17,8 +17,15 @@ mod quantize;
 mod quantized_tensor;
 pub(crate) mod shaders;
 mod tensor;
+mod timing;
+mod tune;
+mod tune_file;
+mod tune_measure;
 
 pub use device::{Capabilities, Gpu, GpuOptions, ResourceCounts};
 pub use params::GEMV_MAX_ROWS;
 pub use quantized_tensor::GpuQuantizedTensor;
 pub use tensor::GpuTensor;
+pub use timing::TimingSource;
+pub use tune::{LINEAR_FAMILY, LinearVariant, RowClass, TuneKey};
+pub use tune_measure::{CandidateTiming, TuneCase, TuneOptions, TuneReport, TuneResult};

@@ -9,9 +9,9 @@
 
 mod dense;
 mod read_limit;
-mod timing;
 
 pub use dense::DenseLinear;
 pub use read_limit::{ReadKernel, ReadLimit};
-pub(crate) use timing::time_passes;
-pub use timing::{Timing, TimingSource};
+// Timing lives beside the tuning that also needs it; the benches see it here.
+pub(crate) use crate::gpu::timing::time_passes;
+pub use crate::gpu::timing::{Timing, TimingSource};

@@ -1,11 +1,12 @@
-//! Timing GPU work for the benches: GPU timestamps when the device has them, else wall clock.
+//! Timing GPU work, for tuning (`tune.rs`) and the benches: GPU timestamps when the device has
+//! them, else wall clock.
 
 use std::time::{Duration, Instant};
 
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 
-/// How a [`Timing`] was measured.
+/// How a GPU time was measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimingSource {
     /// `TIMESTAMP_QUERY` at the start and end of one compute pass holding every iteration:

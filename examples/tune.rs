@@ -1,0 +1,56 @@
+//! Tunes the fused linear's kernel choice on this device for the bench shapes and prints every
+//! candidate's median, what tuning chose and what the heuristic would have run.
+//!
+//! `cargo run --release --example tune [-- tuning.json]`: with a path, the choices are saved
+//! there (and loaded by any later `Gpu::load_tuning` on the same adapter and driver).
+//! `INT8_BENCH=full` adds the 7B-class shapes and more row counts, `INT8_TUNE_DTYPES=all` the
+//! 16-bit activations, `INT8_TUNE_ROUNDS=N` sets the interleaved rounds (default 3).
+
+use int8_wgpu::gpu::{TuneCase, TuneOptions};
+use int8_wgpu::{DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedTensor};
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A symmetric per-channel weight of `[n, k]` with int8 values spread over the range; the
+/// kernels' speed does not depend on the values.
+fn weight(n: usize, k: usize) -> Result<QuantizedTensor, int8_wgpu::Error> {
+    let values: Vec<i8> = (0..n * k).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as i8).collect();
+    let scales = (0..n).map(|i| 1e-3 + i as f32 * 1e-6).collect();
+    QuantizedTensor::new(&[n, k], QuantScheme::default(), values, scales, None)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let full = std::env::var("INT8_BENCH").is_ok_and(|v| v == "full");
+    let shapes: &[(usize, usize)] =
+        if full { &[(1536, 384), (4096, 4096), (14336, 4096), (4096, 14336)] } else { &[(1536, 384), (4096, 4096)] };
+    let rows: &[usize] = if full { &[1, 4, 8, 32, 128, 512] } else { &[1, 8, 32, 128] };
+    let dtypes = match std::env::var("INT8_TUNE_DTYPES").as_deref() {
+        Ok("all") => vec![DType::F32, DType::F16, DType::BF16],
+        _ => vec![DType::F32],
+    };
+    let rounds = std::env::var("INT8_TUNE_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let options = TuneOptions { rounds, ..TuneOptions::default() };
+
+    let gpu = Gpu::new()?;
+    println!("adapter: {}", gpu.describe());
+    println!("load average at start: {}", load_average());
+    println!("rounds per median: {rounds}\n");
+    let weights: Vec<GpuQuantizedTensor> =
+        shapes.iter().map(|&(n, k)| GpuQuantizedTensor::from_host(&gpu, &weight(n, k)?)).collect::<Result<_, _>>()?;
+    let cases: Vec<TuneCase> = weights
+        .iter()
+        .flat_map(|w| dtypes.iter().map(move |&activation| TuneCase { weight: w, activation, rows }))
+        .collect();
+    let report = gpu.tune(&cases, &options)?;
+    println!("{report}");
+    println!("load average at end: {}", load_average());
+    if let Some(path) = std::env::args().nth(1) {
+        gpu.save_tuning(&path)?;
+        println!("saved {} choices to {path}", gpu.tuning().len());
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Kernel variants chosen per device by measurement: the tuning table that
+//! [`choose`](super::matmul::choose) consults, keyed by the layer's class. [`Gpu::tune`]
+//! (`tune_measure.rs`) fills it by timing every candidate variant on the real layer.
+//!
+//! The heuristic in `matmul.rs` was measured on lavapipe only; on another device the fastest
+//! of the fused linear's variants (whole rows per invocation, lane groups of 1, 2 or 4 rows,
+//! the generic GEMV, passes of the 8-row GEMV or the tiled GEMM) is found by timing them once,
+//! as cubecl's autotune does: per shape class, with the result kept in a file
+//! ([`Gpu::save_tuning`], [`Gpu::load_tuning`], in `tune_file.rs`). With
+//! [`GpuOptions::tune_on_first_use`](crate::GpuOptions::tune_on_first_use), a layer's first
+//! plan for a class not yet in the table times it there and then.
+//!
+//! Precedence: an explicit [`GpuOptions`](crate::GpuOptions) field decides what it names
+//! (`gemm_min_rows`: GEMM or passes; `gemv_rows_per_thread` / `gemv_rows_per_group`: the GEMV
+//! kernel), a tuned choice decides the rest, and the heuristic decides where no layer of the
+//! class was tuned. A layer keeps the plans it already made for a row count: tune or load
+//! before a layer's first forward, or call [`QuantizedLinear::tune`](crate::QuantizedLinear::tune),
+//! which re-plans the layer it tunes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::RwLock;
+
+use crate::DType;
+use crate::gpu::matmul::{GEMV_MAX_ROWS, choice, kernel_of};
+use crate::gpu::{Gpu, GpuQuantizedTensor};
+
+/// One way to run a weight-only fused linear layer: the candidates [`Gpu::tune`] times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinearVariant {
+    /// The tiled GEMM (`gemm.wgsl`), all rows in one pass; a candidate above
+    /// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
+    Gemm,
+    /// The GEMV with whole weight rows per invocation (`gemv_rows.wgsl`), in passes of 8 rows
+    /// above 8; needs `in % 4 == 0` and scale groups of a multiple of 4.
+    GemvRows,
+    /// The vectorised GEMV, a group of 32 lanes per `rows_per_group` weight rows (1, 2 or 4), in
+    /// passes of 8 rows above 8; needs `in % 16 == 0` and scale groups of a multiple of 16.
+    GemvLanes {
+        /// Weight rows each lane group computes.
+        rows_per_group: u8,
+    },
+    /// The generic GEMV (any shape and scale group), in passes of 8 rows above 8.
+    GemvGeneric,
+}
+
+impl LinearVariant {
+    /// Every variant, in the order candidates are timed and reported.
+    pub(crate) const ALL: [LinearVariant; 6] = [
+        LinearVariant::GemvRows,
+        LinearVariant::GemvLanes { rows_per_group: 1 },
+        LinearVariant::GemvLanes { rows_per_group: 2 },
+        LinearVariant::GemvLanes { rows_per_group: 4 },
+        LinearVariant::GemvGeneric,
+        LinearVariant::Gemm,
+    ];
+
+    /// Parses the name [`Display`](fmt::Display) writes (`gemm`, `rows`, `lanes/1`, `lanes/2`,
+    /// `lanes/4`, `generic`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.to_string() == name)
+    }
+}
+
+impl fmt::Display for LinearVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinearVariant::Gemm => f.write_str("gemm"),
+            LinearVariant::GemvRows => f.write_str("rows"),
+            LinearVariant::GemvLanes { rows_per_group } => write!(f, "lanes/{rows_per_group}"),
+            LinearVariant::GemvGeneric => f.write_str("generic"),
+        }
+    }
+}
+
+/// Activation rows, in the classes that share a tuned choice.
+///
+/// The bounds follow the kernels: one row, one GEMV pass (2-8), up to four passes, where the
+/// GEMM's 64-row tiles are at most half full (9-32), up to two tiles (33-128), more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RowClass {
+    /// 1 row.
+    One,
+    /// 2 to 8 rows.
+    UpTo8,
+    /// 9 to 32 rows.
+    UpTo32,
+    /// 33 to 128 rows.
+    UpTo128,
+    /// More than 128 rows.
+    Over128,
+}
+
+impl RowClass {
+    const ALL: [RowClass; 5] = [RowClass::One, RowClass::UpTo8, RowClass::UpTo32, RowClass::UpTo128, RowClass::Over128];
+
+    /// The class of `rows` activation rows.
+    pub fn of(rows: usize) -> Self {
+        match rows {
+            0 | 1 => RowClass::One,
+            r if r <= GEMV_MAX_ROWS => RowClass::UpTo8,
+            r if r <= 4 * GEMV_MAX_ROWS => RowClass::UpTo32,
+            r if r <= 128 => RowClass::UpTo128,
+            _ => RowClass::Over128,
+        }
+    }
+
+    /// The class's name in reports and tuning files: `1`, `2-8`, `9-32`, `33-128`, `>128`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RowClass::One => "1",
+            RowClass::UpTo8 => "2-8",
+            RowClass::UpTo32 => "9-32",
+            RowClass::UpTo128 => "33-128",
+            RowClass::Over128 => ">128",
+        }
+    }
+
+    /// Parses [`RowClass::label`].
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.label() == label)
+    }
+}
+
+/// The kernel family of the weight-only fused linear (W8A32, W8A16), the one this version tunes.
+pub const LINEAR_FAMILY: &str = "linear";
+
+/// What a tuned choice applies to on one device: layers of one class share it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TuneKey {
+    /// The kernel family ([`LINEAR_FAMILY`]).
+    pub family: &'static str,
+    /// The activation (and output) dtype.
+    pub activation: DType,
+    /// `in` of the `[out, in]` weight, rounded up to a power of two.
+    pub in_class: usize,
+    /// `out`, rounded up to a power of two.
+    pub out_class: usize,
+    /// The activation rows' class.
+    pub rows: RowClass,
+    /// Scale groups shorter than a row (per-group or per-column schemes), which the kernels
+    /// scale per segment.
+    pub grouped: bool,
+    /// The scheme has zero points (asymmetric), which the kernels subtract.
+    pub zero_point: bool,
+}
+
+impl TuneKey {
+    /// The class of `weight` run on `rows` activation rows of `activation`.
+    pub fn of(weight: &GpuQuantizedTensor, activation: DType, rows: usize) -> Self {
+        let (n, k) = (weight.shape()[0], weight.shape()[1]);
+        TuneKey {
+            family: LINEAR_FAMILY,
+            activation,
+            in_class: k.next_power_of_two(),
+            out_class: n.next_power_of_two(),
+            rows: RowClass::of(rows),
+            grouped: weight.layout().inner < k,
+            zero_point: weight.scheme().has_zero_point(),
+        }
+    }
+}
+
+/// A device's tuned choices (kept in [`Gpu`]).
+#[derive(Debug, Default)]
+pub(crate) struct TuneTable(RwLock<HashMap<TuneKey, LinearVariant>>);
+
+impl TuneTable {
+    pub(crate) fn get(&self, key: &TuneKey) -> Option<LinearVariant> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(key).copied()
+    }
+
+    /// Records choices, replacing those of the same keys.
+    pub(crate) fn extend(&self, entries: impl IntoIterator<Item = (TuneKey, LinearVariant)>) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).extend(entries);
+    }
+
+    fn clear(&self) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Every entry, in a stable order (so that saved files compare equal).
+    pub(crate) fn entries(&self) -> Vec<(TuneKey, LinearVariant)> {
+        let mut v: Vec<_> = self.0.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, c)| (*k, *c)).collect();
+        v.sort_by_key(|(k, _)| {
+            (k.family, k.activation.to_string(), k.in_class, k.out_class, k.rows, k.grouped, k.zero_point)
+        });
+        v
+    }
+}
+
+impl Gpu {
+    /// The variant a linear layer with `weight` runs on `rows` activation rows of `activation`
+    /// now: explicit options, then tuning, then the heuristic.
+    pub fn linear_variant(&self, weight: &GpuQuantizedTensor, activation: DType, rows: usize) -> LinearVariant {
+        choice(self, weight, rows.max(1), activation)
+    }
+
+    /// The tuned choices, in a stable order.
+    pub fn tuning(&self) -> Vec<(TuneKey, LinearVariant)> {
+        self.tune_table().entries()
+    }
+
+    /// Forgets every tuned choice: plans made from now on follow the heuristic.
+    pub fn clear_tuning(&self) {
+        self.tune_table().clear();
+    }
+
+    /// The tuned choice for `m` rows of `w`, if its class was tuned and the variant suits `w`
+    /// (a class spans row lengths of which only some suit the vectorised GEMVs).
+    pub(crate) fn tuned(&self, w: &GpuQuantizedTensor, m: usize, dtype: DType) -> Option<LinearVariant> {
+        let t = self.tune_table().get(&TuneKey::of(w, dtype, m))?;
+        kernel_of(self, w, dtype, t).is_some().then_some(t)
+    }
+}

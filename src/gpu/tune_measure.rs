@@ -1,0 +1,243 @@
+//! [`Gpu::tune`]: times every candidate variant of the fused linear on the real layer, in
+//! interleaved rounds, and records the fastest (the heuristic's choice within a margin) in the
+//! device's tuning table (`tune.rs`).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::gpu::matmul::{GEMV_MAX_ROWS, Prepared, heuristic, kernel_of, prepare_kernel};
+use crate::gpu::timing::{TimingSource, time_passes};
+use crate::gpu::tune::{LinearVariant, TuneKey};
+use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
+use crate::{DType, Error, Result};
+
+/// A layer to tune: its weight, activation dtype, and the activation row counts it will run.
+#[derive(Clone, Copy, Debug)]
+pub struct TuneCase<'a> {
+    /// The quantized weight (on the `Gpu` that tunes).
+    pub weight: &'a GpuQuantizedTensor,
+    /// The activation (and output) dtype.
+    pub activation: DType,
+    /// Activation row counts; each is timed and sets the choice of its [`RowClass`](crate::gpu::RowClass) (a later
+    /// count of the same class replaces an earlier one's choice).
+    pub rows: &'a [usize],
+}
+
+/// How [`Gpu::tune`] measures.
+#[derive(Clone, Copy, Debug)]
+pub struct TuneOptions {
+    /// Rounds of every candidate in turn (A B C A B C ...); each candidate's figure is the
+    /// median of its rounds, so a burst of load on a shared machine moves all candidates alike.
+    pub rounds: u32,
+    /// Each round of a candidate repeats its forward until one sample lasts at least this long
+    /// (at most 1000 forwards), so short kernels are timed above the timer's noise.
+    pub min_sample: Duration,
+    /// How much faster (0.05 = 5 %) the fastest candidate's median must be than the
+    /// heuristic's choice to replace it. Load on a shared machine moves medians by a few per
+    /// cent; a near tie keeps the default rather than a choice the noise made.
+    pub margin: f64,
+}
+
+impl Default for TuneOptions {
+    fn default() -> Self {
+        TuneOptions { rounds: 5, min_sample: Duration::from_millis(10), margin: 0.05 }
+    }
+}
+
+/// One candidate's measured time per forward.
+#[derive(Clone, Copy, Debug)]
+pub struct CandidateTiming {
+    /// The variant.
+    pub variant: LinearVariant,
+    /// Median time of one forward over the rounds.
+    pub median: Duration,
+    /// Fastest round.
+    pub min: Duration,
+    /// Slowest round.
+    pub max: Duration,
+    /// Forwards per sample.
+    pub iters: u32,
+}
+
+/// The tuning of one (layer, row count).
+#[derive(Clone, Debug)]
+pub struct TuneResult {
+    /// The class the choice was recorded for.
+    pub key: TuneKey,
+    /// The weight's `[out, in]`.
+    pub shape: [usize; 2],
+    /// Activation rows timed.
+    pub rows: usize,
+    /// Every candidate that suits the layer, in timing order.
+    pub candidates: Vec<CandidateTiming>,
+    /// The fastest candidate, or the heuristic's choice where that is within
+    /// [`TuneOptions::margin`] of it; now recorded.
+    pub chosen: LinearVariant,
+    /// What the heuristic would run (explicit options applied).
+    pub heuristic: LinearVariant,
+    /// What timed the candidates.
+    pub source: TimingSource,
+}
+
+impl TuneResult {
+    /// The median of `variant`, if it was a candidate.
+    pub fn median(&self, variant: LinearVariant) -> Option<Duration> {
+        self.candidates.iter().find(|c| c.variant == variant).map(|c| c.median)
+    }
+}
+
+/// What [`Gpu::tune`] measured and chose.
+#[derive(Clone, Debug)]
+pub struct TuneReport {
+    /// The adapter ([`Gpu::describe`]).
+    pub adapter: String,
+    /// One result per (case, row count), in the order given.
+    pub results: Vec<TuneResult>,
+}
+
+impl fmt::Display for TuneReport {
+    /// A markdown table: every candidate's median in µs (`*` the chosen one), the heuristic's
+    /// choice, and how much faster the chosen variant is than it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "| [out, in] | act | M | class | timer | candidates: median µs (min-max) | chosen | heuristic | heuristic / chosen |"
+        )?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|---|")?;
+        for r in &self.results {
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            let cells: Vec<String> = r
+                .candidates
+                .iter()
+                .map(|c| {
+                    let star = if c.variant == r.chosen { "*" } else { "" };
+                    format!("{}{star} {:.0} ({:.0}-{:.0})", c.variant, us(c.median), us(c.min), us(c.max))
+                })
+                .collect();
+            let ratio = match (r.median(r.heuristic), r.median(r.chosen)) {
+                (Some(h), Some(c)) => format!("{:.2}x", h.as_secs_f64() / c.as_secs_f64()),
+                _ => "-".into(),
+            };
+            let timer = if r.source == TimingSource::GpuTimestamps { "ts" } else { "wall" };
+            writeln!(
+                f,
+                "| [{}, {}] | {} | {} | {} | {timer} | {} | {} | {} | {ratio} |",
+                r.shape[0],
+                r.shape[1],
+                r.key.activation,
+                r.rows,
+                r.key.rows.label(),
+                cells.join(", "),
+                r.chosen,
+                r.heuristic,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Gpu {
+    /// Times every variant of the fused linear that suits each case's weight at each of its
+    /// row counts, on the real weight, and records the fastest (or the heuristic's choice, where
+    /// no candidate beats it by [`TuneOptions::margin`]) for the case's class
+    /// ([`TuneKey`]); later plans of layers of that class run it.
+    ///
+    /// Explicit [`GpuOptions`](crate::GpuOptions) decide what they name (`gemm_min_rows`: GEMM
+    /// or passes; `gemv_rows_per_thread`, `gemv_rows_per_group`: the GEMV kernel), a tuned
+    /// choice decides the rest, the heuristic decides for classes never tuned. A layer keeps
+    /// the plans it already made for a row count: tune (or load) before a layer's first
+    /// forward, or use [`QuantizedLinear::tune`](crate::QuantizedLinear::tune), which re-plans
+    /// the layer it tunes.
+    ///
+    /// The candidates run in interleaved rounds ([`TuneOptions`]) on zero-bias forwards of a
+    /// fixed input, timed by GPU timestamps where the device has them (kernel time), else by
+    /// the wall clock of one submission of many forwards. Takes seconds on a software adapter
+    /// for large layers: about `rounds + 2` forwards per candidate and row count.
+    pub fn tune(&self, cases: &[TuneCase<'_>], options: &TuneOptions) -> Result<TuneReport> {
+        let mut results = Vec::new();
+        for case in cases {
+            if !case.weight.gpu().same_device(self) {
+                return Err(Error::Gpu("a tuning case's weight belongs to another device".into()));
+            }
+            for &m in case.rows {
+                if m == 0 {
+                    return Err(Error::Shape("tuning needs at least one activation row".into()));
+                }
+                let r = self.tune_one(case.weight, case.activation, m, options)?;
+                self.tune_table().extend([(r.key, r.chosen)]);
+                results.push(r);
+            }
+        }
+        Ok(TuneReport { adapter: self.describe(), results })
+    }
+
+    fn tune_one(&self, w: &GpuQuantizedTensor, dtype: DType, m: usize, options: &TuneOptions) -> Result<TuneResult> {
+        let (n, k) = (w.shape()[0], w.shape()[1]);
+        let x = pattern(self, m * k, dtype)?;
+        let y = GpuTensor::zeros(self, &[m, n], dtype)?;
+        let no_bias = self.zeroed_buffer("int8-wgpu tuning bias", 4)?;
+        let mut runs = Vec::new();
+        for variant in LinearVariant::ALL {
+            // The GEMM replaces GEMV passes only above one pass (`gemm_min_rows` is at least 9).
+            if variant == LinearVariant::Gemm && m <= GEMV_MAX_ROWS {
+                continue;
+            }
+            if let Some(kernel) = kernel_of(self, w, dtype, variant) {
+                let plan = prepare_kernel(self, w, m, kernel, false)?;
+                runs.push((variant, plan.bind(self, w, x.buffer(), &no_bias, y.buffer())));
+            }
+        }
+        let time = |p: &Prepared, iters| time_passes(self, iters, |_| {}, |pass| p.record(pass));
+        // One untimed forward each (first-touch costs), then one that sizes the samples.
+        let mut iters = Vec::with_capacity(runs.len());
+        for (_, p) in &runs {
+            time(p, 1)?;
+            let one = time(p, 1)?.per_iter.as_secs_f64().max(1e-7);
+            iters.push((options.min_sample.as_secs_f64() / one).ceil().clamp(1.0, 1000.0) as u32);
+        }
+        let mut samples = vec![Vec::new(); runs.len()];
+        let mut source = TimingSource::GpuTimestamps;
+        for _ in 0..options.rounds.max(1) {
+            for (i, (_, p)) in runs.iter().enumerate() {
+                let t = time(p, iters[i])?;
+                // One wall-clock sample (a timestamp that did not advance) marks the set.
+                if t.source == TimingSource::WallClock {
+                    source = t.source;
+                }
+                samples[i].push(t.per_iter);
+                iters[i] = t.iters;
+            }
+        }
+        let candidates: Vec<CandidateTiming> = runs
+            .iter()
+            .zip(samples.iter_mut())
+            .zip(&iters)
+            .map(|(((variant, _), s), &iters)| {
+                s.sort();
+                CandidateTiming { variant: *variant, median: s[s.len() / 2], min: s[0], max: s[s.len() - 1], iters }
+            })
+            .collect();
+        let heuristic = heuristic(self, w, m);
+        let fastest = candidates.iter().min_by_key(|c| c.median).ok_or_else(|| Error::Gpu("no candidate".into()))?;
+        let chosen = match candidates.iter().find(|c| c.variant == heuristic) {
+            Some(h) if fastest.median.as_secs_f64() * (1.0 + options.margin) >= h.median.as_secs_f64() => heuristic,
+            _ => fastest.variant,
+        };
+        let key = TuneKey::of(w, dtype, m);
+        Ok(TuneResult { key, shape: [n, k], rows: m, candidates, chosen, heuristic, source })
+    }
+}
+
+/// A fixed activation of `len` values in `dtype`, spread over [-1, 1] so that no kernel meets
+/// only zeros.
+fn pattern(gpu: &Gpu, len: usize, dtype: DType) -> Result<GpuTensor> {
+    let v: Vec<f32> = (0..len).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+    let shape = [len];
+    match dtype {
+        DType::F32 => GpuTensor::from_host(gpu, &v, &shape),
+        DType::F16 => GpuTensor::from_host(gpu, &v.iter().map(|&x| half::f16::from_f32(x)).collect::<Vec<_>>(), &shape),
+        DType::BF16 => {
+            GpuTensor::from_host(gpu, &v.iter().map(|&x| half::bf16::from_f32(x)).collect::<Vec<_>>(), &shape)
+        }
+    }
+}
