@@ -57,7 +57,7 @@ pub fn rows() -> Vec<usize> {
 
 /// Activation rows of the int8-activation benches (W8A8, LLM.int8()).
 pub fn a8_rows() -> Vec<usize> {
-    if full() { vec![1, 8, 32, 128, 512] } else { vec![1, 8, 64] }
+    if full() { vec![1, 8, 32, 128, 512] } else { vec![1, 8, 64, 512] }
 }
 
 /// Outlier columns LLM.int8() is benched with.
