@@ -42,12 +42,19 @@
 //! - [`QuantizedLinear`]: W8A32 (f32) and W8A16 (f16, bf16) layers computed straight from the
 //!   packed int8 weight: GEMV for few rows (in passes of 8 where that is faster), tiled GEMM for
 //!   many.
+//! - [`ActivationQuant`]: int8 activations inside a [`QuantizedLinear`]
+//!   ([`QuantizedLinear::with_activation_quant`]): W8A8 (per-token scales, `i32` dot products
+//!   with `dot4I8Packed` or an exact fallback) and LLM.int8() (outlier feature columns in f32),
+//!   quantized on the GPU in the layer's pass; [`reference::linear_a8`] is their oracle and
+//!   [`Gpu::quantize_activations`] shows the GPU's int8 activations.
 //! - [`Gpu::tune`]: picks among those kernel variants per device by timing them on the real
 //!   layer (per shape class), instead of by the built-in heuristic; [`Gpu::save_tuning`] and
 //!   [`Gpu::load_tuning`] keep the choices in a JSON file.
 //! - [`Quantizer`]: a whole safetensors checkpoint to int8, written in the compressed-tensors
-//!   `pack-quantized` layout with a per-layer error report; [`Checkpoint`] reads checkpoints
-//!   (float or quantized) and loads quantized layers as [`QuantizedLinear`]s by name.
+//!   `pack-quantized` layout (`int-quantized` for W8A8) with a per-layer error report;
+//!   [`Checkpoint`] reads checkpoints (float, ours, llmcompressor's, bitsandbytes' 8-bit) and
+//!   loads quantized layers as [`QuantizedLinear`]s by name, with the activation quantization
+//!   the file records.
 //!
 //! ## Numeric conventions
 //!
