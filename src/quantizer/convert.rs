@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use super::eval::seed_of;
+use super::eval::{EvalSpec, seed_of};
 use super::fused::{self, Fused, Ints};
 use super::jobs::Job;
 use super::output::TmpDir;
@@ -197,9 +197,10 @@ impl Quantizer {
         let x = &*x;
         let (shape, dtype, seed) = (layer_shape(info), T::DTYPE, seed_of(p));
         let ints = given.as_ref().map_or(Ints::Compute, Ints::Given);
-        match fused::quantize_layer(x, shape, self.scheme, dtype, ints, self.eval_rows, seed) {
+        let eval = EvalSpec { rows: self.eval_rows, seed, act: self.activation_quant()? };
+        match fused::quantize_layer(x, shape, self.scheme, dtype, ints, eval) {
             Some(f) => Ok(f),
-            None => fused::reference_layer(x, shape, self.scheme, dtype, given, self.eval_rows, seed),
+            None => fused::reference_layer(x, shape, self.scheme, dtype, given, eval),
         }
     }
 }

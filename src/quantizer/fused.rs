@@ -15,7 +15,8 @@
 //!
 //! [`reference::quantize`]: crate::reference::quantize
 
-use super::eval::{output_error, random_activations, relative_error};
+use super::eval::{EvalSpec, output_error};
+use super::fused_eval::Eval;
 use crate::checkpoint::{self, export_scale, pack_row};
 use crate::quantized::{check_scale, max_scale};
 use crate::reference::{self, asymmetric_params, flush_subnormal, symmetric_scale};
@@ -25,8 +26,8 @@ use crate::{DType, Element, Granularity, Mode, QuantScheme, QuantizedTensor, Res
 /// (the reference's order of summing them is row by row of activations, not of weights).
 pub(super) const MAX_FUSED_EVAL_ROWS: usize = 64;
 
-/// Activation rows evaluated together: one f32 lane each in the dot products.
-const LANES: usize = 8;
+/// Lanes of the pass's vectorised loops (weight values, and activation rows in the evaluation).
+pub(super) const LANES: usize = 8;
 
 /// Where a layer's ints come from.
 #[derive(Clone, Copy)]
@@ -50,21 +51,20 @@ pub(super) struct Fused {
     pub(super) mse: f64,
     /// Its largest absolute error.
     pub(super) max_abs: f64,
-    /// `output_error` on `eval_rows` rows: relative L2 and max abs error (`None` for 0 rows).
+    /// `output_error` on the evaluation rows: relative L2 and max abs error (`None` for 0 rows).
     pub(super) output: Option<(f64, f64)>,
 }
 
 /// Quantizes the `[out, in]` weight `x` with `scheme` (or takes the given ints), exporting scales
-/// in `scale_dtype`, and measures the stored tensor on `eval_rows` rows of the activations of
-/// `seed`. `None`: take the reference path (see the module docs).
+/// in `scale_dtype`, and measures the stored tensor as `eval` says. `None`: take the reference
+/// path (see the module docs).
 pub(super) fn quantize_layer<T: Element>(
     x: &[T],
     shape: [usize; 2],
     scheme: QuantScheme,
     scale_dtype: DType,
     ints: Ints<'_>,
-    eval_rows: usize,
-    seed: u64,
+    eval: EvalSpec,
 ) -> Option<Fused> {
     let [n, k] = shape;
     if n == 0 || k == 0 || x.len() != n.checked_mul(k)? {
@@ -99,9 +99,9 @@ pub(super) fn quantize_layer<T: Element>(
         }
         _ => None,
     };
-    let mut eval = match eval_rows {
+    let mut eval = match eval.rows {
         0 => None,
-        rows => Some(Eval::new(rows, shape, group, per_row, seed)?),
+        _ => Some(Eval::new(eval, shape, group, per_row, scheme)?),
     };
 
     let row_bytes = k.div_ceil(4) * 4;
@@ -164,8 +164,7 @@ pub(super) fn reference_layer<T: Element>(
     scheme: QuantScheme,
     scale_dtype: DType,
     given: Option<QuantizedTensor>,
-    eval_rows: usize,
-    seed: u64,
+    eval: EvalSpec,
 ) -> Result<Fused> {
     let q = match given {
         Some(q) => q,
@@ -174,9 +173,9 @@ pub(super) fn reference_layer<T: Element>(
     let q = checkpoint::exported(&q, scale_dtype)?;
     let w: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
     let err = q.error(&w)?;
-    let output = match eval_rows {
+    let output = match eval.rows {
         0 => None,
-        rows => Some(output_error(&q, &w, rows, seed)?),
+        _ => Some(output_error(&q, &w, eval)?),
     };
     // The packed rows, whatever format the layer is stored in: `layer_bytes` converts them.
     let packed = checkpoint::layer_tensors(&q, scale_dtype, checkpoint::PackFormat::PackQuantized)?.swap_remove(0).1;
@@ -280,107 +279,6 @@ fn quantize_value(x: f32, scale: f32, zp: f32) -> i8 {
     // Cannot overflow; wrapping, as an overflow check would stop the loop from vectorizing.
     let n = ((v + SHIFT).to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
     n.clamp(-128, 127) as i8
-}
-
-/// The output error of a layer, accumulated row by row of the weight: `eval::output_error`'s
-/// arithmetic on activation rows taken [`LANES`] at a time.
-struct Eval {
-    rows: usize,
-    shape: [usize; 2],
-    group: usize,
-    per_row: usize,
-    /// Activations in f32, lane-major per chunk of rows: `xt[c·in + e][m]` = `x[8c + m][e]`.
-    xt: Vec<[f32; LANES]>,
-    /// The same in f64.
-    xd: Vec<[f64; LANES]>,
-    /// Per chunk and segment, the f32 sum of the activations over the segment, in order.
-    xs: Vec<[f32; LANES]>,
-    /// `y_q − y` and `y`, `[rows, out]` row-major.
-    diff: Vec<f64>,
-    y: Vec<f64>,
-}
-
-impl Eval {
-    /// `None`: more rows than the fused pass takes, or sizes that overflow.
-    fn new(rows: usize, shape: [usize; 2], group: usize, per_row: usize, seed: u64) -> Option<Self> {
-        let [n, k] = shape;
-        if rows > MAX_FUSED_EVAL_ROWS {
-            return None;
-        }
-        let x = random_activations(rows.checked_mul(k)?, seed);
-        let outputs = rows.checked_mul(n)?;
-        let chunks = rows.div_ceil(LANES);
-        let mut xt = vec![[0f32; LANES]; chunks * k];
-        let mut xs = vec![[0f32; LANES]; chunks * per_row];
-        for (m, xrow) in x.chunks_exact(k).enumerate() {
-            let (c, lane) = (m / LANES, m % LANES);
-            for (e, &v) in xrow.iter().enumerate() {
-                xt[c * k + e][lane] = v;
-            }
-            for g in 0..per_row {
-                let mut s = 0f32;
-                for &v in &xrow[g * group..(g + 1) * group] {
-                    s += v;
-                }
-                xs[c * per_row + g][lane] = s;
-            }
-        }
-        let xd = xt.iter().map(|l| l.map(f64::from)).collect();
-        Some(Eval { rows, shape, group, per_row, xt, xd, xs, diff: vec![0.0; outputs], y: vec![0.0; outputs] })
-    }
-
-    /// Output `j` for every activation row: the reference's fused linear in f32 (per segment
-    /// `s · (Σ x·q − z · Σ x)`, summed over segments, plus the zero bias) and the float layer in
-    /// f64. `None` when an output overflows f32 (the reference's error).
-    fn row(&mut self, j: usize, w: &[f32], q: &[i8], scales: &[f32], zps: &[i8]) -> Option<()> {
-        let [n, k] = self.shape;
-        for c in 0..self.rows.div_ceil(LANES) {
-            let (xt, xd) = (&self.xt[c * k..(c + 1) * k], &self.xd[c * k..(c + 1) * k]);
-            let mut acc = [0f32; LANES];
-            for g in 0..self.per_row {
-                let seg = g * self.group..(g + 1) * self.group;
-                let mut dot = [0f32; LANES];
-                for (xv, &qv) in xt[seg.clone()].iter().zip(&q[seg]) {
-                    let qf = f32::from(qv);
-                    for (d, &xv) in dot.iter_mut().zip(xv) {
-                        *d += xv * qf;
-                    }
-                }
-                let (s, z, xs) = (scales[g], f32::from(zps[g]), &self.xs[c * self.per_row + g]);
-                for ((a, &d), &xs) in acc.iter_mut().zip(&dot).zip(xs) {
-                    *a += s * (d - z * xs);
-                }
-            }
-            // `Iterator::sum` of f64 starts from -0.0.
-            let mut y = [-0.0f64; LANES];
-            for (xv, &wv) in xd.iter().zip(w) {
-                let wv = f64::from(wv);
-                for (y, &xv) in y.iter_mut().zip(xv) {
-                    *y += xv * wv;
-                }
-            }
-            for lane in 0..(self.rows - c * LANES).min(LANES) {
-                let yq = acc[lane] + 0.0;
-                if !yq.is_finite() {
-                    return None;
-                }
-                let i = (c * LANES + lane) * n + j;
-                (self.diff[i], self.y[i]) = (f64::from(yq) - y[lane], y[lane]);
-            }
-        }
-        Some(())
-    }
-
-    /// Relative L2 and max abs error, summed in the reference's order (activation row by row).
-    fn finish(self) -> (f64, f64) {
-        let (mut num, mut den, mut max) = (0f64, 0f64, 0f64);
-        for (&d, &y) in self.diff.iter().zip(&self.y) {
-            num += d * d;
-            den += y * y;
-            max = max.max(d.abs());
-        }
-        (relative_error(num, den), max)
-    }
 }
 
 #[cfg(test)]

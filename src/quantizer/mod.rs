@@ -124,6 +124,8 @@ mod eval;
 mod extra_files;
 /// One pass over a layer's rows: ints, stored form, error metrics.
 mod fused;
+/// The fused pass's output error.
+mod fused_eval;
 /// What `int8-wgpu inspect` prints.
 mod inspect;
 /// The parallel job runner of a conversion.
