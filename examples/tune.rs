@@ -4,7 +4,8 @@
 //! `cargo run --release --example tune [-- tuning.json]`: with a path, the choices are saved
 //! there (and loaded by any later `Gpu::load_tuning` on the same adapter and driver).
 //! `INT8_BENCH=full` adds the 7B-class shapes and more row counts, `INT8_TUNE_DTYPES=all` the
-//! 16-bit activations, `INT8_TUNE_ROUNDS=N` sets the interleaved rounds (default 3).
+//! 16-bit activations, `INT8_TUNE_ROUNDS=N` sets the interleaved rounds (default 3),
+//! `INT8_TUNE_ROWS=1,8` the activation row counts.
 
 use int8_wgpu::gpu::{TuneCase, TuneOptions};
 use int8_wgpu::{DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedTensor};
@@ -27,7 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let full = std::env::var("INT8_BENCH").is_ok_and(|v| v == "full");
     let shapes: &[(usize, usize)] =
         if full { &[(1536, 384), (4096, 4096), (14336, 4096), (4096, 14336)] } else { &[(1536, 384), (4096, 4096)] };
-    let rows: &[usize] = if full { &[1, 4, 8, 32, 128, 512] } else { &[1, 8, 32, 128] };
+    let rows: Vec<usize> = match std::env::var("INT8_TUNE_ROWS") {
+        Ok(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        Err(_) if full => vec![1, 4, 8, 32, 128, 512],
+        Err(_) => vec![1, 8, 32, 128],
+    };
+    let rows = &rows[..];
     let dtypes = match std::env::var("INT8_TUNE_DTYPES").as_deref() {
         Ok("all") => vec![DType::F32, DType::F16, DType::BF16],
         _ => vec![DType::F32],

@@ -106,22 +106,10 @@ override ASYM: bool = true;
 override DENSE: bool = false;
 
 // x4 and weights4 (prelude): 16-byte views of the activation and weight bindings, used only by
-// gemv_fast_main.
+// gemv_fast_main; load_x16 and dot16 are in gemv_units.wgsl, shared with gemv_rows.wgsl.
 
 // Partial sums: subgroup path [GROUPS][MAX_RPT][MAX_M][TPR / MIN_SG]; fallback [MAX_M][FAST_WG].
 var<workgroup> fred: array<f32, max(GROUPS * MAX_RPT * MAX_M * (TPR / MIN_SG), MAX_M * FAST_WG)>;
-
-// Sixteen activations from element i (a multiple of 16) of this pass's rows.
-fn load_x16(e: u32) -> array<vec4<f32>, 4> {
-    let i = p.m0 * p.k + e;
-    if IN_DT == DT_F32 {
-        let b = i / 4u;
-        return array<vec4<f32>, 4>(bitcast<vec4<f32>>(x4[b]), bitcast<vec4<f32>>(x4[b + 1u]), bitcast<vec4<f32>>(x4[b + 2u]), bitcast<vec4<f32>>(x4[b + 3u]));
-    }
-    let lo = x4[i / 8u];
-    let hi = x4[i / 8u + 1u];
-    return array<vec4<f32>, 4>(halves4(lo.x, lo.y), halves4(lo.z, lo.w), halves4(hi.x, hi.y), halves4(hi.z, hi.w));
-}
 
 // The packed int8 unit u of the local row whose first 16-byte slot is `row` (dense: unused).
 fn load_w_unit(row: u32, u: u32) -> vec4<u32> {
@@ -138,10 +126,6 @@ fn unpack_w16(w: vec4<u32>, row: u32, u: u32) -> array<vec4<f32>, 4> {
         return array<vec4<f32>, 4>(bitcast<vec4<f32>>(weights4[b]), bitcast<vec4<f32>>(weights4[b + 1u]), bitcast<vec4<f32>>(weights4[b + 2u]), bitcast<vec4<f32>>(weights4[b + 3u]));
     }
     return array<vec4<f32>, 4>(unpack_i8x4(w.x), unpack_i8x4(w.y), unpack_i8x4(w.z), unpack_i8x4(w.w));
-}
-
-fn dot16(a: array<vec4<f32>, 4>, b: array<vec4<f32>, 4>) -> f32 {
-    return (dot(a[0], b[0]) + dot(a[1], b[1])) + (dot(a[2], b[2]) + dot(a[3], b[3]));
 }
 
 // The first weight row of thread t's lane group.

@@ -78,3 +78,99 @@ fn gemv_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The same design, a 16-byte unit (16 int8) per row per step: k % 16 == 0 and scale segments of
+// whole units. Each step loads one vec4<u32> of each of the THREAD_ROWS rows and sixteen
+// activations per activation row. On lavapipe this is what bounds the row GEMV: every step of
+// gemv_rows_main spends a u32 load per row, four scalar activation loads and the segment test
+// (an integer modulo, which llvmpipe's SIMD runs lane by lane) on four products per row; here the
+// same overhead serves sixteen, and segments are walked as loop bounds rather than tested per
+// step. One activation row (decode) takes a loop of its own, whose accumulators stay in vector
+// registers. x4 and weights4 are the prelude's 16-byte views; load_x16 and dot16 are in
+// gemv_units.wgsl.
+
+// The 16 weights of unit u of the row whose first 16-byte slot is `row`, as floats.
+fn row_unit(row: u32, u: u32) -> array<vec4<f32>, 4> {
+    let w = weights4[row + u] ^ vec4<u32>(p.xor_mask);
+    return array<vec4<f32>, 4>(unpack_i8x4(w.x), unpack_i8x4(w.y), unpack_i8x4(w.z), unpack_i8x4(w.w));
+}
+
+@compute @workgroup_size(GEMV_WG)
+fn gemv_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r0 = (gid.y * nwg.x * GEMV_WG + gid.x) * THREAD_ROWS;
+    if r0 >= p.rows {
+        return;
+    }
+    // rows past the end repeat the last one; their sums are never stored
+    let stride = p.words_per_row / 4u;
+    let last = p.rows - 1u;
+    let b0 = min(r0, last) * stride;
+    let b1 = min(r0 + 1u, last) * stride;
+    let b2 = min(r0 + 2u, last) * stride;
+    let b3 = min(r0 + 3u, last) * stride;
+    let units = p.k / 16u;
+    let seg_units = min(p.inner, p.k) / 16u;
+    // [m]: the sums of the four rows for activation row m
+    var acc: array<vec4<f32>, MAX_M>;
+    for (var u0 = 0u; u0 < units; u0 += seg_units) {
+        let u1 = u0 + seg_units;
+        var d: array<vec4<f32>, MAX_M>;
+        var xs: array<f32, MAX_M>;
+        if p.m == 1u {
+            var d0 = vec4<f32>(0.0);
+            var s0 = 0.0;
+            for (var u = u0; u < u1; u++) {
+                let xv = load_x16(16u * u);
+                if ASYM {
+                    s0 += dot((xv[0] + xv[1]) + (xv[2] + xv[3]), vec4<f32>(1.0));
+                }
+                d0 += vec4<f32>(dot16(xv, row_unit(b0, u)), dot16(xv, row_unit(b1, u)), dot16(xv, row_unit(b2, u)), dot16(xv, row_unit(b3, u)));
+            }
+            d[0] = d0;
+            xs[0] = s0;
+        } else {
+            for (var u = u0; u < u1; u++) {
+                let w0 = row_unit(b0, u);
+                let w1 = row_unit(b1, u);
+                let w2 = row_unit(b2, u);
+                let w3 = row_unit(b3, u);
+                for (var m = 0u; m < MAX_M; m++) {
+                    if m >= p.m {
+                        break;
+                    }
+                    let xv = load_x16(m * p.k + 16u * u);
+                    if ASYM {
+                        xs[m] += dot((xv[0] + xv[1]) + (xv[2] + xv[3]), vec4<f32>(1.0));
+                    }
+                    d[m] += vec4<f32>(dot16(xv, w0), dot16(xv, w1), dot16(xv, w2), dot16(xv, w3));
+                }
+            }
+        }
+        // The end of a scale segment: scale its sums once (the factored formula).
+        var s: vec4<f32>;
+        var z: vec4<f32>;
+        for (var r = 0u; r < THREAD_ROWS; r++) {
+            let pi = param_of((p.row0 + min(r0 + r, last)) * p.k + 16u * u0, p.inner, p.channels);
+            s[r] = scales[pi];
+            z[r] = f32(zps[pi]);
+        }
+        for (var m = 0u; m < MAX_M; m++) {
+            if m >= p.m {
+                break;
+            }
+            acc[m] += s * (d[m] - z * xs[m]);
+        }
+    }
+    for (var r = 0u; r < THREAD_ROWS; r++) {
+        if r0 + r >= p.rows {
+            break;
+        }
+        for (var m = 0u; m < MAX_M; m++) {
+            if m >= p.m {
+                break;
+            }
+            store_y(m, r0 + r, acc[m][r]);
+        }
+    }
+}

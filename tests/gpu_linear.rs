@@ -24,14 +24,15 @@ fn run<T: Element>(gpu: &Gpu, w: &QuantizedTensor, m: usize, bias: bool, seed: u
     common::assert_linear_close(&y, &x, w, b.as_deref(), &format!("{} {ctx} m={m}", T::DTYPE));
 }
 
-/// Every path, whatever this adapter would pick by itself: both GEMV kernels (whole rows per
-/// invocation, what a CPU adapter picks, and lane groups, what a GPU picks), in passes of 8 rows
-/// above 8 rows, and the tiled GEMM (what a GPU picks from 33 rows), forced by the options.
-fn every_path() -> [Gpu; 3] {
+/// Every path, whatever this adapter would pick by itself: both GEMV kernels the options name
+/// (whole rows per invocation a word at a time, and lane groups, what a GPU picks), in passes of
+/// 8 rows above 8 rows, the tiled GEMM (what a GPU picks from 33 rows), forced by the options,
+/// and the adapter's own GEMV in passes (on a CPU adapter, whole rows in 16-byte units).
+fn every_path() -> [Gpu; 4] {
     let open = |gemv_rows_per_thread, gemm_min_rows| {
         Gpu::with_options(GpuOptions { gemv_rows_per_thread, gemm_min_rows, ..Default::default() }).unwrap()
     };
-    [open(Some(true), Some(usize::MAX)), open(Some(false), Some(usize::MAX)), open(None, Some(9))]
+    [open(Some(true), Some(usize::MAX)), open(Some(false), Some(usize::MAX)), open(None, Some(9)), open(None, None)]
 }
 
 #[test]
@@ -50,8 +51,8 @@ fn linear_grid_against_f64() {
                 let w = reference::quantize(&common::rand_vec(n * k, seed), &[n, k], s).unwrap();
                 // Each batch size meets every shape across the dtypes over the grid.
                 let m = BATCHES[(seed as usize + i) % BATCHES.len()];
-                // Shapes rotate over the two GEMV kernels and the GEMM.
-                let gpu = &paths[(seed as usize / 3) % 3];
+                // Shapes rotate over the GEMV kernels and the GEMM.
+                let gpu = &paths[(seed as usize / 3) % paths.len()];
                 let ctx = format!("[{n}, {k}] {s:?}");
                 match seed % 3 {
                     0 => run::<f32>(gpu, &w, m, seed % 5 != 0, seed, &ctx),
@@ -78,7 +79,7 @@ fn every_batch_size_and_dtype() {
     {
         let w = reference::quantize(&common::rand_vec(17 * 64, 50 + i as u64), &[17, 64], s).unwrap();
         for m in BATCHES {
-            for (gpu, path) in paths.iter().zip(["passes", "gemm"]) {
+            for (gpu, path) in paths.iter().zip(["rows passes", "lanes passes", "gemm", "default passes"]) {
                 let ctx = format!("{s:?} {path}");
                 run::<f32>(gpu, &w, m, true, m as u64, &ctx);
                 run::<f16>(gpu, &w, m, true, m as u64, &ctx);
@@ -191,6 +192,31 @@ fn fast_gemv_variants() {
         Gpu::with_options(GpuOptions { gemv_rows_per_group: Some(3), ..Default::default() }),
         Err(int8_wgpu::Error::InvalidOption(_))
     ));
+}
+
+#[test]
+fn rows16_gemv() {
+    let gpu = gpu_or_skip!();
+    // The adapter's own GEMV: on a CPU adapter, whole rows per invocation in 16-byte units.
+    for (n, k) in [(1, 16), (9, 48), (33, 96), (70, 1088), (259, 384)] {
+        for g in [
+            Granularity::PerChannel { axis: 0 },
+            Granularity::PerTensor,
+            Granularity::PerGroup { size: 16 },
+            Granularity::PerGroup { size: if k % 32 == 0 { 32 } else { k } },
+        ] {
+            for s in [QuantScheme::symmetric(g), QuantScheme::asymmetric(g)] {
+                let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
+                let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();
+                for m in [1, 3, 8, 12] {
+                    let ctx = format!("{} [{n}, {k}] {s:?}", gpu.linear_variant(&wg, DType::F32, m));
+                    run::<f32>(&gpu, &w, m, true, m as u64, &ctx);
+                    run::<f16>(&gpu, &w, m, false, m as u64, &ctx);
+                    run::<bf16>(&gpu, &w, m, true, m as u64, &ctx);
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -25,8 +25,10 @@ pub struct GpuOptions {
     pub gemv_rows_per_group: Option<u8>,
     /// Whether the GEMV gives each invocation whole weight rows (`Some(true)`, no cooperation
     /// between invocations) or spreads each row over a lane group (`Some(false)`). `None`
-    /// picks by adapter type and row length: whole rows for rows under 512 inputs on CPU
-    /// adapters, lane groups otherwise. For tuning on a new device, and for tests of both.
+    /// picks by adapter type and row length: on CPU adapters whole rows read in 16-byte units
+    /// (`rows16`) where those hold whole scale segments, else whole rows a word at a time for
+    /// rows under 512 inputs; lane groups otherwise. Set, it names one of the two older kernels
+    /// (`Some(true)`: `rows`). For tuning on a new device, and for tests of both.
     pub gemv_rows_per_thread: Option<bool>,
     /// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV (at least
     /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests

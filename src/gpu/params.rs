@@ -261,7 +261,7 @@ const GEMV: [Binding; 9] = [
     LINEAR[4],
     LINEAR[5],
     LINEAR[6],
-    // 16-byte views of the activations and weights, used only by gemv_fast_main.
+    // 16-byte views of the activations and weights, used by gemv_fast_main and gemv_rows16_main.
     b(slot::X, "x4", "array<vec4<u32>>", R),
     b(slot::WEIGHTS, "weights4", "array<vec4<u32>>", R),
 ];
@@ -305,8 +305,8 @@ pub(crate) fn bindings(family: Family) -> &'static [Binding] {
         #[cfg(test)]
         Family::DivCheck => &QUANTIZE,
         Family::Dequantize => &DEQUANTIZE,
-        Family::Gemv { .. } => &GEMV,
-        Family::Gemm | Family::GemvRows => &LINEAR,
+        Family::Gemv { .. } | Family::GemvRows => &GEMV,
+        Family::Gemm => &LINEAR,
         Family::ActQuant => &ACT_QUANT,
         Family::LinearA8 => &LINEAR_A8,
     }

@@ -15,6 +15,7 @@ const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
 const GEMV_REDUCE_SG: &str = include_str!("../../shaders/gemv_reduce_sg.wgsl");
 const GEMV_REDUCE_WG: &str = include_str!("../../shaders/gemv_reduce_wg.wgsl");
 const GEMV_ROWS: &str = include_str!("../../shaders/gemv_rows.wgsl");
+const GEMV_UNITS: &str = include_str!("../../shaders/gemv_units.wgsl");
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const ACT_META: &str = include_str!("../../shaders/act_meta.wgsl");
 const ACT_QUANT: &str = include_str!("../../shaders/act_quant.wgsl");
@@ -31,7 +32,7 @@ pub(crate) enum Family {
     Gemv {
         subgroups: bool,
     },
-    /// The row-per-thread GEMV (`gemv_rows.wgsl`).
+    /// The row-per-thread GEMVs (`gemv_rows.wgsl`: a word or a 16-byte unit per row per step).
     GemvRows,
     Gemm,
     /// Int8 activations: outlier columns and per-row quantization (`act_quant.wgsl`).
@@ -54,6 +55,8 @@ pub(crate) enum Kernel {
     GemvFast,
     GemvDense,
     GemvRows,
+    /// The row-per-thread GEMV reading a 16-byte unit per row per step (`gemv_rows16_main`).
+    GemvRows16,
     Gemm,
     GemmDense,
     /// LLM.int8()'s per-column outlier flags.
@@ -134,9 +137,9 @@ impl Family {
                 // Naga rejects subgroup operations on devices without them, so the subgroup
                 // reduction is a separate file rather than a branch.
                 let reduce = if subgroups { GEMV_REDUCE_SG } else { GEMV_REDUCE_WG };
-                [&prelude, COMMON, LINEAR_COMMON, GEMV, reduce].concat()
+                [&prelude, COMMON, LINEAR_COMMON, GEMV_UNITS, GEMV, reduce].concat()
             }
-            Family::GemvRows => [&prelude, COMMON, LINEAR_COMMON, GEMV_ROWS].concat(),
+            Family::GemvRows => [&prelude, COMMON, LINEAR_COMMON, GEMV_UNITS, GEMV_ROWS].concat(),
             Family::Gemm => [&prelude, COMMON, LINEAR_COMMON, GEMM].concat(),
             Family::ActQuant => [&prelude, COMMON, ACT_META, ACT_QUANT].concat(),
             Family::LinearA8 => [&prelude, COMMON, LINEAR_COMMON, ACT_META, LINEAR_A8].concat(),
@@ -154,7 +157,7 @@ impl Kernel {
             Kernel::DivCheck => Family::DivCheck,
             Kernel::Dequantize => Family::Dequantize,
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
-            Kernel::GemvRows => Family::GemvRows,
+            Kernel::GemvRows | Kernel::GemvRows16 => Family::GemvRows,
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
             Kernel::ActFlags | Kernel::ActList | Kernel::ActQuant => Family::ActQuant,
             Kernel::A8Rows | Kernel::A8Gemm => Family::LinearA8,
@@ -186,6 +189,7 @@ impl Kernel {
             Kernel::Gemv => "gemv_main",
             Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
             Kernel::GemvRows => "gemv_rows_main",
+            Kernel::GemvRows16 => "gemv_rows16_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
             Kernel::ActFlags => "act_flags_main",
             Kernel::ActList => "act_list_main",
@@ -286,7 +290,9 @@ mod tests {
                 v.push((k, Variant::new(dt, dt)));
             }
             for asym in [false, true] {
-                v.push((Kernel::GemvRows, Variant { asym, ..Variant::new(dt, dt) }));
+                for k in [Kernel::GemvRows, Kernel::GemvRows16] {
+                    v.push((k, Variant { asym, ..Variant::new(dt, dt) }));
+                }
             }
             for k in [Kernel::ActFlags, Kernel::ActList, Kernel::ActQuant] {
                 v.push((k, Variant::new(dt, DType::F32)));

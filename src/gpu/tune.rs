@@ -34,6 +34,9 @@ pub enum LinearVariant {
     /// The GEMV with whole weight rows per invocation (`gemv_rows.wgsl`), in passes of 8 rows
     /// above 8; needs `in % 4 == 0` and scale groups of a multiple of 4.
     GemvRows,
+    /// The same with a 16-byte unit (16 int8) per row per step (`gemv_rows16_main`), in passes
+    /// of 8 rows above 8; needs `in % 16 == 0` and scale groups of a multiple of 16.
+    GemvRows16,
     /// The vectorised GEMV, a group of 32 lanes per `rows_per_group` weight rows (1, 2 or 4), in
     /// passes of 8 rows above 8; needs `in % 16 == 0` and scale groups of a multiple of 16.
     GemvLanes {
@@ -46,8 +49,9 @@ pub enum LinearVariant {
 
 impl LinearVariant {
     /// Every variant, in the order candidates are timed and reported.
-    pub(crate) const ALL: [LinearVariant; 6] = [
+    pub(crate) const ALL: [LinearVariant; 7] = [
         LinearVariant::GemvRows,
+        LinearVariant::GemvRows16,
         LinearVariant::GemvLanes { rows_per_group: 1 },
         LinearVariant::GemvLanes { rows_per_group: 2 },
         LinearVariant::GemvLanes { rows_per_group: 4 },
@@ -55,7 +59,7 @@ impl LinearVariant {
         LinearVariant::Gemm,
     ];
 
-    /// Parses the name [`Display`](fmt::Display) writes (`gemm`, `rows`, `lanes/1`, `lanes/2`,
+    /// Parses the name [`Display`](fmt::Display) writes (`gemm`, `rows`, `rows16`, `lanes/1`, `lanes/2`,
     /// `lanes/4`, `generic`).
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.to_string() == name)
@@ -67,6 +71,7 @@ impl fmt::Display for LinearVariant {
         match self {
             LinearVariant::Gemm => f.write_str("gemm"),
             LinearVariant::GemvRows => f.write_str("rows"),
+            LinearVariant::GemvRows16 => f.write_str("rows16"),
             LinearVariant::GemvLanes { rows_per_group } => write!(f, "lanes/{rows_per_group}"),
             LinearVariant::GemvGeneric => f.write_str("generic"),
         }
