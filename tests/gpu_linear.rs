@@ -170,20 +170,13 @@ fn fast_gemv_variants() {
         // [70, 1088]: 68 units per row, so some lanes take a second two-unit step and some stop
         // half-way through one; 70 rows leave partial lane groups for every variant.
         for (n, k) in [(1, 16), (9, 48), (33, 96), (70, 1088)] {
-            for g in [
-                Granularity::PerChannel { axis: 0 },
-                Granularity::PerTensor,
-                Granularity::PerGroup { size: 16 },
-                Granularity::PerGroup { size: if k % 32 == 0 { 32 } else { k } },
-            ] {
-                for s in [QuantScheme::symmetric(g), QuantScheme::asymmetric(g)] {
-                    let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
-                    for m in [1, 3, 8] {
-                        let ctx = format!("fast rpt={rpt} [{n}, {k}] {s:?}");
-                        run::<f32>(&gpu, &w, m, true, m as u64, &ctx);
-                        run::<f16>(&gpu, &w, m, false, m as u64, &ctx);
-                        run::<bf16>(&gpu, &w, m, true, m as u64, &ctx);
-                    }
+            for s in unit_schemes(k) {
+                let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
+                for m in [1, 3, 8] {
+                    let ctx = format!("fast rpt={rpt} [{n}, {k}] {s:?}");
+                    run::<f32>(&gpu, &w, m, true, m as u64, &ctx);
+                    run::<f16>(&gpu, &w, m, false, m as u64, &ctx);
+                    run::<bf16>(&gpu, &w, m, true, m as u64, &ctx);
                 }
             }
         }
@@ -199,24 +192,31 @@ fn rows16_gemv() {
     let gpu = gpu_or_skip!();
     // The adapter's own GEMV: on a CPU adapter, whole rows per invocation in 16-byte units.
     for (n, k) in [(1, 16), (9, 48), (33, 96), (70, 1088), (259, 384)] {
-        for g in [
-            Granularity::PerChannel { axis: 0 },
-            Granularity::PerTensor,
-            Granularity::PerGroup { size: 16 },
-            Granularity::PerGroup { size: if k % 32 == 0 { 32 } else { k } },
-        ] {
-            for s in [QuantScheme::symmetric(g), QuantScheme::asymmetric(g)] {
-                let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
-                let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();
-                for m in [1, 3, 8, 12] {
-                    let ctx = format!("{} [{n}, {k}] {s:?}", gpu.linear_variant(&wg, DType::F32, m));
-                    run::<f32>(&gpu, &w, m, true, m as u64, &ctx);
-                    run::<f16>(&gpu, &w, m, false, m as u64, &ctx);
-                    run::<bf16>(&gpu, &w, m, true, m as u64, &ctx);
-                }
+        for s in unit_schemes(k) {
+            let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
+            let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();
+            for m in [1, 3, 8, 12] {
+                let ctx = format!("{} [{n}, {k}] {s:?}", gpu.linear_variant(&wg, DType::F32, m));
+                run::<f32>(&gpu, &w, m, true, m as u64, &ctx);
+                run::<f16>(&gpu, &w, m, false, m as u64, &ctx);
+                run::<bf16>(&gpu, &w, m, true, m as u64, &ctx);
             }
         }
     }
+}
+
+/// Symmetric and asymmetric schemes whose scale segments are whole 16-element units of a row
+/// of `k` (k % 16 == 0): per channel, per tensor, groups of 16 and groups of 32 (or k).
+fn unit_schemes(k: usize) -> Vec<QuantScheme> {
+    [
+        Granularity::PerChannel { axis: 0 },
+        Granularity::PerTensor,
+        Granularity::PerGroup { size: 16 },
+        Granularity::PerGroup { size: if k % 32 == 0 { 32 } else { k } },
+    ]
+    .into_iter()
+    .flat_map(|g| [QuantScheme::symmetric(g), QuantScheme::asymmetric(g)])
+    .collect()
 }
 
 #[test]
