@@ -5,8 +5,8 @@
 // symmetric with one scale per row or per tensor. q_x rows are zero-padded to whole words and
 // zero in outlier columns, so padding bytes and outlier columns add nothing to acc (even
 // offset-binary weights, whose zero padding reads as -128).
-// Two entry points: a8_rows_main (GEMV, several weight rows per invocation, no barriers) and
-// a8_gemm_main (64x64 tiles of packed words in workgroup memory, 4x4 outputs per thread).
+// Three entry points: a8_rows_main (GEMV, several weight rows per invocation, no barriers),
+// a8_rows16_main (the same in 16-byte units, for k % 16 == 0) and a8_gemm_main (64x64 tiles of packed words in workgroup memory, 4x4 outputs per thread).
 
 // dot4I8Packed, or the same sum from sign-extended bytes. Integer sums are exact and wrap
 // identically, so both give the same bits; see Gpu::uses_packed_dot for how naga lowers the
@@ -71,6 +71,80 @@ fn a8_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
                 break;
             }
             store_a8(m, r0 + r, acc[r * MAX_M + m]);
+        }
+    }
+}
+
+// Sixteen int8 products of two 16-byte units.
+fn dot16i(a: vec4<u32>, b: vec4<u32>) -> i32 {
+    return (dot4(a.x, b.x) + dot4(a.y, b.y)) + (dot4(a.z, b.z) + dot4(a.w, b.w));
+}
+
+// Unit u (16 int8) of the weight row starting at unit `base` of this block. Read as four words
+// through the same u32 view the outlier columns read (store_a8): an entry point may not bind one
+// buffer through two views.
+fn weight_unit(base: u32, u: u32) -> vec4<u32> {
+    let w = 4u * (base + u);
+    return vec4<u32>(weights[w], weights[w + 1u], weights[w + 2u], weights[w + 3u]) ^ vec4<u32>(p.xor_mask);
+}
+
+// Unit u of activation row m of this pass.
+fn qx_unit(base: u32, u: u32) -> vec4<u32> {
+    let w = 4u * (base + u);
+    return vec4<u32>(qx[w], qx[w + 1u], qx[w + 2u], qx[w + 3u]);
+}
+
+// a8_rows_main in 16-byte units (k % 16 == 0): one vec4<u32> per row per step, and a loop of
+// its own for one activation row. On lavapipe the weight-only GEMV of this design
+// (gemv_rows16_main) ran 4-8x faster than one word per step, whose per-step overhead, not its
+// arithmetic, bound it; src/gpu/matmul_a8.rs has this kernel's figures.
+@compute @workgroup_size(GEMV_WG)
+fn a8_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r0 = (gid.y * nwg.x * GEMV_WG + gid.x) * THREAD_ROWS;
+    if r0 >= p.rows {
+        return;
+    }
+    // rows past the end repeat the last one; their sums are never stored
+    let stride = p.words_per_row / 4u;
+    let last = p.rows - 1u;
+    let b0 = min(r0, last) * stride;
+    let b1 = min(r0 + 1u, last) * stride;
+    let b2 = min(r0 + 2u, last) * stride;
+    let b3 = min(r0 + 3u, last) * stride;
+    // [m]: the sums of the four weight rows for activation row m
+    var acc: array<vec4<i32>, MAX_M>;
+    if p.m == 1u {
+        let xb = p.m0 * stride;
+        var a0 = vec4<i32>(0);
+        for (var u = 0u; u < stride; u++) {
+            let xv = qx_unit(xb, u);
+            a0 += vec4<i32>(dot16i(xv, weight_unit(b0, u)), dot16i(xv, weight_unit(b1, u)), dot16i(xv, weight_unit(b2, u)), dot16i(xv, weight_unit(b3, u)));
+        }
+        acc[0] = a0;
+    } else {
+        for (var u = 0u; u < stride; u++) {
+            let w0 = weight_unit(b0, u);
+            let w1 = weight_unit(b1, u);
+            let w2 = weight_unit(b2, u);
+            let w3 = weight_unit(b3, u);
+            for (var m = 0u; m < MAX_M; m++) {
+                if m >= p.m {
+                    break;
+                }
+                let xv = qx_unit((p.m0 + m) * stride, u);
+                acc[m] += vec4<i32>(dot16i(xv, w0), dot16i(xv, w1), dot16i(xv, w2), dot16i(xv, w3));
+            }
+        }
+    }
+    for (var r = 0u; r < THREAD_ROWS; r++) {
+        if r0 + r >= p.rows {
+            break;
+        }
+        for (var m = 0u; m < MAX_M; m++) {
+            if m >= p.m {
+                break;
+            }
+            store_a8(m, r0 + r, acc[m][r]);
         }
     }
 }

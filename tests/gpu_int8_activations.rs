@@ -168,9 +168,11 @@ fn packed_dot_and_fallback_give_identical_bits() {
         let packed = open(GpuOptions { packed_dot: Some(true), gemm_min_rows, ..Default::default() });
         let fallback = open(GpuOptions { packed_dot: Some(false), gemm_min_rows, ..Default::default() });
         assert!(packed.uses_packed_dot() && !fallback.uses_packed_dot());
-        for (m, act, bias) in [(3, ActivationQuant::per_token(), false), (17, llm(2.0), true)] {
-            let c =
-                Case { n: 37, k: 72, m, granularity: PER_ROW, bias, act, offset_binary: m > 8, seed: 900 + m as u64 };
+        // k = 72 takes the word-at-a-time GEMV, k = 64 the one in 16-byte units.
+        for (m, act, bias, k) in
+            [(3, ActivationQuant::per_token(), false, 72), (17, llm(2.0), true, 72), (5, llm(2.0), true, 64)]
+        {
+            let c = Case { n: 37, k, m, granularity: PER_ROW, bias, act, offset_binary: m > 4, seed: 900 + m as u64 };
             for dtype in [DType::F32, DType::BF16] {
                 let a = check_linear_dtype(&packed, dtype, &c, "packed dot");
                 let b = check_linear_dtype(&fallback, dtype, &c, "fallback");

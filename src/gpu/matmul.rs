@@ -157,7 +157,9 @@ pub(crate) fn rows_per_group(gpu: &Gpu, n: usize) -> u8 {
 pub(crate) fn workgroups(kernel: Kernel, v: Variant, rows: usize, m: usize) -> u32 {
     (match kernel {
         Kernel::Gemv => rows.div_ceil(GEMV_ROWS),
-        Kernel::GemvRows | Kernel::GemvRows16 | Kernel::A8Rows => rows.div_ceil(GEMV_WG * THREAD_ROWS),
+        Kernel::GemvRows | Kernel::GemvRows16 | Kernel::A8Rows | Kernel::A8Rows16 => {
+            rows.div_ceil(GEMV_WG * THREAD_ROWS)
+        }
         Kernel::GemvFast | Kernel::GemvDense => rows.div_ceil(FAST_GROUPS * usize::from(v.rpt)),
         _ => rows.div_ceil(GEMM_TILE) * m.div_ceil(GEMM_TILE),
     }) as u32

@@ -67,6 +67,8 @@ pub(crate) enum Kernel {
     ActQuant,
     /// The int8-activation GEMV (several weight rows per invocation).
     A8Rows,
+    /// The int8-activation GEMV in 16-byte units (k % 16 == 0).
+    A8Rows16,
     /// The int8-activation tiled GEMM.
     A8Gemm,
     /// Test probe of the exact division and of quantize_value (`div_check_main`).
@@ -160,7 +162,7 @@ impl Kernel {
             Kernel::GemvRows | Kernel::GemvRows16 => Family::GemvRows,
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
             Kernel::ActFlags | Kernel::ActList | Kernel::ActQuant => Family::ActQuant,
-            Kernel::A8Rows | Kernel::A8Gemm => Family::LinearA8,
+            Kernel::A8Rows | Kernel::A8Rows16 | Kernel::A8Gemm => Family::LinearA8,
         }
     }
 
@@ -195,6 +197,7 @@ impl Kernel {
             Kernel::ActList => "act_list_main",
             Kernel::ActQuant => "act_quant_main",
             Kernel::A8Rows => "a8_rows_main",
+            Kernel::A8Rows16 => "a8_rows16_main",
             Kernel::A8Gemm => "a8_gemm_main",
             #[cfg(test)]
             Kernel::DivCheck => "div_check_main",
@@ -298,7 +301,7 @@ mod tests {
                 v.push((k, Variant::new(dt, DType::F32)));
             }
             for packed_dot in [false, true] {
-                for k in [Kernel::A8Rows, Kernel::A8Gemm] {
+                for k in [Kernel::A8Rows, Kernel::A8Rows16, Kernel::A8Gemm] {
                     v.push((k, Variant { packed_dot, ..Variant::new(dt, dt) }));
                 }
             }
