@@ -39,13 +39,30 @@ fn store_a8(m: u32, local_row: u32, acc: i32) {
     store_y(m, local_row, (sx * f32(acc)) * sw + fp);
 }
 
+// Stores the GEMVs' sums: acc[m][r] for activation row m of the pass and weight row r0 + r
+// (THREAD_ROWS = 4, one vec4 lane per weight row).
+fn store_rows(r0: u32, acc: array<vec4<i32>, MAX_M>) {
+    for (var r = 0u; r < THREAD_ROWS; r++) {
+        if r0 + r >= p.rows {
+            break;
+        }
+        for (var m = 0u; m < MAX_M; m++) {
+            if m >= p.m {
+                break;
+            }
+            store_a8(m, r0 + r, acc[m][r]);
+        }
+    }
+}
+
 @compute @workgroup_size(GEMV_WG)
 fn a8_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r0 = (gid.y * nwg.x * GEMV_WG + gid.x) * THREAD_ROWS;
     if r0 >= p.rows {
         return;
     }
-    var acc: array<i32, THREAD_ROWS * MAX_M>;
+    // [m]: the sums of the four weight rows for activation row m
+    var acc: array<vec4<i32>, MAX_M>;
     for (var w = 0u; w < p.words_per_row; w++) {
         var q: array<u32, THREAD_ROWS>;
         for (var r = 0u; r < THREAD_ROWS; r++) {
@@ -58,21 +75,11 @@ fn a8_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             }
             let a = qx[(p.m0 + m) * p.words_per_row + w];
             for (var r = 0u; r < THREAD_ROWS; r++) {
-                acc[r * MAX_M + m] += dot4(a, q[r]);
+                acc[m][r] += dot4(a, q[r]);
             }
         }
     }
-    for (var r = 0u; r < THREAD_ROWS; r++) {
-        if r0 + r >= p.rows {
-            break;
-        }
-        for (var m = 0u; m < MAX_M; m++) {
-            if m >= p.m {
-                break;
-            }
-            store_a8(m, r0 + r, acc[r * MAX_M + m]);
-        }
-    }
+    store_rows(r0, acc);
 }
 
 // Sixteen int8 products of two 16-byte units.
@@ -136,17 +143,7 @@ fn a8_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
             }
         }
     }
-    for (var r = 0u; r < THREAD_ROWS; r++) {
-        if r0 + r >= p.rows {
-            break;
-        }
-        for (var m = 0u; m < MAX_M; m++) {
-            if m >= p.m {
-                break;
-            }
-            store_a8(m, r0 + r, acc[m][r]);
-        }
-    }
+    store_rows(r0, acc);
 }
 
 // Words of one GEMM k step; TM * TKW = WG, so each thread stages one word of each tile.

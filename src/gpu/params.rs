@@ -27,6 +27,8 @@ pub(crate) const FAST_GROUPS: usize = FAST_WG / FAST_LANES;
 pub(crate) const MAX_RPT: usize = 4;
 /// Weight rows each invocation of the row-per-thread GEMV (`gemv_rows.wgsl`) owns.
 pub(crate) const THREAD_ROWS: usize = 4;
+// The row-per-invocation GEMVs keep one vec4 lane per weight row (gemv_rows16_main, linear_a8.wgsl).
+const _: () = assert!(THREAD_ROWS == 4, "the row GEMVs hold their rows' sums in vec4s");
 /// Output tile of the GEMM: `GEMM_TILE` activation rows by `GEMM_TILE` weight rows.
 pub(crate) const GEMM_TILE: usize = 64;
 /// Depth of one GEMM k step.
