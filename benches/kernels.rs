@@ -1,5 +1,5 @@
-//! `cargo bench --features bench`: the device's read-limit kernels; GEMV/GEMM against the dense
-//! f32 GPU matmul of the same design, the CPU reference path and candle's Q8_0 `QMatMul`; GPU
+//! `cargo bench --features bench`: the device's read-limit kernels; GEMV/GEMM against the simple
+//! kernel of issue 12 (`gpu-simple-f32`), the dense f32 GPU matmul of the same design, the CPU reference path and candle's Q8_0 `QMatMul`; GPU
 //! quantization and dequantization; W8A8 and LLM.int8() beside W8A16 and dense f32.
 //!
 //! GPU figures use GPU timestamps when the adapter has `TIMESTAMP_QUERY` (kernel time), else
@@ -41,6 +41,7 @@ fn linear(c: &mut Criterion) {
         for (sname, scheme) in suite::schemes() {
             let layer = suite::Layer::new(shape, scheme);
             let candle = suite::Candle::new(&layer);
+            let simple = layer.simple(&devices.auto);
             for m in suite::rows() {
                 // Above 8 rows both paths: `gemm` and `gemv x<passes>` (see suite::Devices).
                 for (i, (path, gpu, _)) in devices.paths(m).into_iter().enumerate() {
@@ -60,8 +61,17 @@ fn linear(c: &mut Criterion) {
                     g.bench_function(BenchmarkId::new("gpu-dense-f32", m), |b| {
                         b.iter_custom(|n| dense.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
                     });
-                    // The CPU yardsticks once per row count, not once per path.
+                    // The simple kernel and the CPU yardsticks once per row count, not once per path.
                     if i == 0 {
+                        if let Some(s) = &simple {
+                            let (_, x) = layer.input(&devices.auto, m, DType::F32);
+                            if m == suite::rows()[0] {
+                                layer.check_simple(s, &x);
+                            }
+                            g.bench_function(BenchmarkId::new("gpu-simple-f32", m), |b| {
+                                b.iter_custom(|n| s.time(&x, n as u32).expect("time").per_iter * n as u32)
+                            });
+                        }
                         if m <= suite::cpu_rows() {
                             g.bench_function(BenchmarkId::new("cpu-reference-f32", m), |b| {
                                 b.iter(|| reference::linear(&xh, &layer.q, None).expect("cpu"))

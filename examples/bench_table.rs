@@ -1,6 +1,7 @@
 //! Prints the benchmark matrix (the same cases as `cargo bench`) as markdown tables: the
 //! device's read limit (the fastest of several read-only kernels), then int8 GEMV/GEMM against
-//! that limit, the dense f32 GPU layer of the same design, the single-threaded CPU reference and
+//! that limit, the simple kernel of issue 12 (checked against the reference first), the dense f32
+//! GPU layer of the same design, the single-threaded CPU reference and
 //! candle's Q8_0 `QMatMul` on all cores, plus GPU vs CPU quantization, and the int8-activation
 //! layers (W8A8, LLM.int8() with 0, 8 and 64 outlier columns) beside W8A16 and dense f32.
 //!
@@ -81,25 +82,31 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!(
-        "\ntimer: `ts` = GPU timestamps around one pass of many dispatches (kernel time); `wall` = wall clock of one submission of many dispatches. Above 8 rows both paths are measured: the tiled GEMM and passes of the 8-row GEMV; `*` marks the one the library picks on this adapter. Each row's figures are medians of one interleaved set (every kernel, the read limit's fastest kernel, the dense layer, the CPU reference and candle, in turn). `read limit` = that fastest read kernel, re-measured in the set; `kernel/limit` = weight GB/s / read limit GB/s. `vs rows` = M x the 1-row GEMV time (the layer called row by row) / this time. `candle Q8_0` = candle-core's quantized `QMatMul` (f32 activations, all cores); `GPU/candle` and `ref/candle` are time ratios: above 1, candle is faster.\n"
+        "\ntimer: `ts` = GPU timestamps around one pass of many dispatches (kernel time); `wall` = wall clock of one submission of many dispatches. Above 8 rows both paths are measured: the tiled GEMM and passes of the 8-row GEMV; `*` marks the one the library picks on this adapter. Each row's figures are medians of one interleaved set (every kernel, the read limit's fastest kernel, the simple kernel per dtype, the dense layer, the CPU reference and candle, in turn). `read limit` = that fastest read kernel, re-measured in the set; `kernel/limit` = weight GB/s / read limit GB/s. `simple µs` = issue 12's simple kernel (4 weight rows per invocation, u32 loads, `unpack4xI8`, f32 accumulate, a loop over the M activation rows; shaders/bench/simple_gemv.wgsl) on the row's dtype, checked against the CPU reference before timing; `pick/simple` = int8 GPU µs / simple µs (below 1, the library's kernel is faster). `vs rows` = M x the 1-row GEMV time (the layer called row by row) / this time. `candle Q8_0` = candle-core's quantized `QMatMul` (f32 activations, all cores); `GPU/candle` and `ref/candle` are time ratios: above 1, candle is faster.\n"
     );
     println!(
-        "| kernel | [out, in] | M | act | scheme | int8 GPU µs | timer | weight GB/s | GFLOP/s | read limit GB/s | kernel/limit | dense f32 GPU µs | int8 vs dense | vs rows | CPU ref µs | candle Q8_0 µs | GPU/candle | ref/candle |"
+        "| kernel | [out, in] | M | act | scheme | int8 GPU µs | timer | weight GB/s | GFLOP/s | read limit GB/s | kernel/limit | simple µs | pick/simple | dense f32 GPU µs | int8 vs dense | vs rows | CPU ref µs | candle Q8_0 µs | GPU/candle | ref/candle |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for shape in suite::shapes() {
         let (limit, best) = &limits[&shape];
         for (sname, scheme) in suite::schemes() {
             let layer = suite::Layer::new(shape, scheme);
             let candle = suite::Candle::new(&layer);
+            let simple = layer.simple(gpu);
             let mut paths: HashMap<*const Gpu, PathLayers> = HashMap::new();
             // 1-row GEMV time per dtype: the "row by row" yardstick.
             let mut one_row = HashMap::new();
             for m in suite::rows() {
                 // The host copy of the f32 activations `layer.input` uploads.
                 let xh = suite::values(m * shape.1, 2);
+                // The simple kernel's inputs on the default device, one per dtype.
+                let sx: Vec<_> = suite::dtypes().into_iter().map(|dt| layer.input(gpu, m, dt).1).collect();
                 if m == suite::rows()[0] {
                     candle.check(&layer, &xh);
+                    if let Some(s) = &simple {
+                        sx.iter().for_each(|x| layer.check_simple(s, x));
+                    }
                 }
                 let cx = candle.input(&xh);
                 let run = devices.paths(m);
@@ -114,7 +121,8 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
                     .iter()
                     .map(|(_, dev, _)| suite::dtypes().into_iter().map(|dt| layer.input(dev, m, dt).1).collect())
                     .collect();
-                // One interleaved set: limit, candle, [ref], then per path dense and each dtype.
+                // One interleaved set: limit, candle, [ref], [simple per dtype], then per path dense
+                // and each dtype.
                 let mut probes = vec![
                     Probe::gpu(|n| limit.time(*best, n).expect("read limit")),
                     Probe::cpu(|| drop(candle.forward(&cx))),
@@ -122,6 +130,10 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
                 let cpu = m <= suite::cpu_rows();
                 if cpu {
                     probes.push(Probe::cpu(|| drop(reference::linear(&xh, &layer.q, None).expect("cpu"))));
+                }
+                let first_simple = probes.len();
+                if let Some(s) = &simple {
+                    probes.extend(sx.iter().map(|x| Probe::gpu(move |n| s.time(x, n).expect("simple"))));
                 }
                 for ((_, dev, _), x) in run.iter().zip(&inputs) {
                     let p = &paths[&std::ptr::from_ref(*dev)];
@@ -133,10 +145,17 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 let t = suite::measure(MIN, &mut probes);
                 drop(probes);
-                let mut at = 2 + usize::from(cpu);
+                let mut at = first_simple;
+                let simple_t: HashMap<DType, Duration> = if simple.is_some() {
+                    suite::dtypes().into_iter().zip(&t[at..]).map(|(dt, m)| (dt, m.median)).collect()
+                } else {
+                    HashMap::new()
+                };
+                at += simple_t.len();
                 for (path, _, picked) in &run {
                     let y = Yardsticks {
                         limit_gbs: limit.gb_per_s(t[0].median),
+                        simple: simple_t.clone(),
                         dense: t[at].median,
                         reference: cpu.then(|| t[2].median),
                         candle: t[1].median,
@@ -157,6 +176,8 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
 /// The figures of one interleaved set that every row of the set shares.
 struct Yardsticks {
     limit_gbs: f64,
+    /// The simple kernel per activation dtype (none for schemes it does not take).
+    simple: HashMap<DType, Duration>,
     dense: Duration,
     reference: Option<Duration>,
     candle: Duration,
@@ -182,11 +203,15 @@ fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
     let rows = one_row.get(&dtype).map_or("-".into(), |t1| format!("{:.2}x", m as f64 * t1 / s));
     let gbs = layer.weight_bytes() as f64 / s / 1e9;
     let candle = y.candle.as_secs_f64();
+    let (simple, pick_simple) = y
+        .simple
+        .get(&dtype)
+        .map_or(("-".into(), "-".into()), |d| (format!("{:.1}", us(*d)), format!("{:.2}x", s / d.as_secs_f64())));
     let (reference, ref_candle) = y
         .reference
         .map_or(("-".into(), "-".into()), |c| (format!("{:.1}", us(c)), format!("{:.1}x", c.as_secs_f64() / candle)));
     println!(
-        "| {path}{} | [{}, {}] | {m} | {dtype} | {scheme} | {:.1} | {} | {gbs:.2} | {:.2} | {:.2} | {:.0}% | {:.1} | {:.2}x | {rows} | {reference} | {:.1} | {:.1}x | {ref_candle} |",
+        "| {path}{} | [{}, {}] | {m} | {dtype} | {scheme} | {:.1} | {} | {gbs:.2} | {:.2} | {:.2} | {:.0}% | {simple} | {pick_simple} | {:.1} | {:.2}x | {rows} | {reference} | {:.1} | {:.1}x | {ref_candle} |",
         if picked { "*" } else { "" },
         layer.shape.0,
         layer.shape.1,

@@ -1,10 +1,12 @@
-//! The benches' yardsticks (feature `bench`): the dense f32 layer computes the product it is
-//! timed for, and every read-limit kernel reads every byte exactly once.
+//! The benches' yardsticks (feature `bench`): the dense f32 layer and the simple int8 GEMV compute
+//! the product they are timed for, and every read-limit kernel reads every byte exactly once.
 
 mod common;
 
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit};
-use int8_wgpu::{DType, Gpu, GpuOptions, GpuTensor};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemv};
+use int8_wgpu::{
+    DType, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Granularity, QuantScheme, QuantizedTensor, reference,
+};
 
 #[test]
 fn dense_yardstick_computes_the_product() {
@@ -51,5 +53,60 @@ fn read_kernels_read_every_byte_once() {
             let t = limit.time(kernel, 2).unwrap();
             assert!(t.per_iter > std::time::Duration::ZERO && t.iters == 2, "{} {t:?}", kernel.name());
         }
+    }
+}
+
+/// Activations `[m, k]` in `dtype` (rounded from f32).
+fn activations(gpu: &Gpu, x: &[f32], shape: &[usize], dtype: DType) -> GpuTensor {
+    match dtype {
+        DType::F32 => GpuTensor::from_host(gpu, x, shape),
+        DType::F16 => GpuTensor::from_host(gpu, &x.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>(), shape),
+        DType::BF16 => {
+            GpuTensor::from_host(gpu, &x.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(), shape)
+        }
+    }
+    .unwrap()
+}
+
+/// The simple kernel matches `reference::linear` within its stated tolerance (`SimpleGemv::check`)
+/// for every activation dtype, 1-9 activation rows, a row count that is not a multiple of 4, and
+/// a weight split into row blocks of 11 rows (odd first rows: 16-bit outputs share words across
+/// blocks); the check fails against a weight with one int changed, and the kernel refuses what
+/// it does not do.
+#[test]
+fn simple_gemv_computes_the_product() {
+    let default = gpu_or_skip!();
+    // 11 rows of 64 int8 per 704-byte binding; 2 f32 activation rows of 64 fit.
+    let small =
+        Gpu::with_options(GpuOptions { max_storage_buffer_binding_size: Some(704), ..Default::default() }).unwrap();
+    let (n, k) = (42, 64);
+    let q = reference::quantize(&common::rand_vec(n * k, 91), &[n, k], QuantScheme::default()).unwrap();
+    let mut values = q.values().to_vec();
+    let v = &mut values[5 * k + 7];
+    *v = if *v > 0 { *v - 64 } else { *v + 64 };
+    let wrong = QuantizedTensor::new(&[n, k], q.scheme(), values, q.scales().to_vec(), None).unwrap();
+    for (gpu, rows, blocks) in [(&default, &[1usize, 3, 9][..], 1), (&small, &[1, 2][..], 4)] {
+        let simple = SimpleGemv::new(GpuQuantizedTensor::from_host(gpu, &q).unwrap()).unwrap();
+        assert_eq!(GpuQuantizedTensor::from_host(gpu, &q).unwrap().num_blocks(), blocks);
+        for &m in rows {
+            let xf = common::rand_vec(m * k, 92 + m as u64);
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let x = activations(gpu, &xf, &[m, k], dtype);
+                let ctx = format!("{blocks} block(s), m={m}, {dtype}");
+                let worst = simple.check(&x, &q).unwrap();
+                assert!(worst <= 1.0, "{ctx}: error {worst} x the tolerance");
+                assert!(simple.check(&x, &wrong).unwrap() > 1.0, "{ctx}: the check missed a changed weight");
+                assert_eq!(simple.forward(&x).unwrap().dtype(), dtype, "{ctx}");
+                let t = simple.time(&x, 2).unwrap();
+                assert!(t.per_iter > std::time::Duration::ZERO && t.iters == 2, "{ctx}: {t:?}");
+            }
+        }
+    }
+    let asym = QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 });
+    let aq = reference::quantize(&common::rand_vec(8 * 16, 93), &[8, 16], asym).unwrap();
+    let odd = reference::quantize(&common::rand_vec(8 * 18, 94), &[8, 18], QuantScheme::default()).unwrap();
+    for (what, w) in [("asymmetric", aq), ("in % 4 != 0", odd)] {
+        let err = SimpleGemv::new(GpuQuantizedTensor::from_host(&default, &w).unwrap()).unwrap_err();
+        assert!(matches!(err, int8_wgpu::Error::Unsupported(_)), "{what}: {err}");
     }
 }

@@ -212,7 +212,7 @@ fn unit_schemes(k: usize) -> Vec<QuantScheme> {
         Granularity::PerChannel { axis: 0 },
         Granularity::PerTensor,
         Granularity::PerGroup { size: 16 },
-        Granularity::PerGroup { size: if k % 32 == 0 { 32 } else { k } },
+        Granularity::PerGroup { size: if k.is_multiple_of(32) { 32 } else { k } },
     ]
     .into_iter()
     .flat_map(|g| [QuantScheme::symmetric(g), QuantScheme::asymmetric(g)])

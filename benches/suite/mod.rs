@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use candle_core::Module;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, Timing, TimingSource};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemv, Timing, TimingSource};
 use int8_wgpu::{
-    ActivationQuant, DType, Error, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear,
-    QuantizedTensor, reference,
+    ActivationQuant, DType, Error, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Granularity, QuantScheme,
+    QuantizedLinear, QuantizedTensor, reference,
 };
 
 /// `[out, in]` of a layer.
@@ -112,6 +112,22 @@ impl Layer {
     /// The layer with int8 activations (`act`: W8A8 or LLM.int8()), `dtype` in and out.
     pub fn a8_layer(&self, gpu: &Gpu, dtype: DType, act: ActivationQuant) -> QuantizedLinear {
         self.gpu_layer(gpu, dtype).with_activation_quant(act).expect("int8 activations need symmetric per-row weights")
+    }
+
+    /// The simple kernel of issue 12 over this layer's weight, for the schemes it takes
+    /// (symmetric per channel); `None` for the others.
+    pub fn simple(&self, gpu: &Gpu) -> Option<SimpleGemv> {
+        (self.scheme == QuantScheme::default()).then(|| {
+            SimpleGemv::new(GpuQuantizedTensor::from_host(gpu, &self.q).expect("upload")).expect("simple GEMV")
+        })
+    }
+
+    /// Panics unless the simple kernel computes this layer's product on `x` within
+    /// `SimpleGemv::check`'s tolerance (f32 sums in another order, plus a 16-bit output's one
+    /// rounding) of `reference::linear`: a yardstick timed on the wrong product is no yardstick.
+    pub fn check_simple(&self, simple: &SimpleGemv, x: &GpuTensor) {
+        let worst = simple.check(x, &self.q).expect("simple GEMV check");
+        assert!(worst <= 1.0, "the simple GEMV is off the reference: {worst:.2} x the tolerance ({})", x.dtype());
     }
 
     /// Activations `[m, in]` on the GPU in `dtype`.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::DType;
 use crate::gpu::params;
 
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
+pub(crate) const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const LINEAR_COMMON: &str = include_str!("../../shaders/linear_common.wgsl");
 const QUANTIZE: &str = include_str!("../../shaders/quantize.wgsl");
 const DEQUANTIZE: &str = include_str!("../../shaders/dequantize.wgsl");

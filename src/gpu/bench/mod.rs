@@ -3,15 +3,19 @@
 //! - [`ReadLimit`]: the device's read limit, the fastest of several read-only kernels, which
 //!   the library's kernels are compared against;
 //! - [`DenseLinear`]: the same GEMV/GEMM design with f32 weights (the "no quantization" layer);
+//! - [`SimpleGemv`]: the simple kernel of issue 12 (4 weight rows per invocation, nothing
+//!   clever), the best simple kernel that does the library's job, checked against the reference;
 //! - [`Timing`]: how long an iteration took and whether GPU timestamps or the wall clock said so.
 //!
 //! `QuantizedLinear::time_forward` times the int8 layer itself (also feature `bench`).
 
 mod dense;
 mod read_limit;
+mod simple_gemv;
 
 pub use dense::DenseLinear;
 pub use read_limit::{ReadKernel, ReadLimit};
+pub use simple_gemv::SimpleGemv;
 // Timing lives beside the tuning that also needs it; the benches see it here.
 pub(crate) use crate::gpu::timing::time_passes;
 pub use crate::gpu::timing::{Timing, TimingSource};

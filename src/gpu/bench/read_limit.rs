@@ -153,8 +153,8 @@ impl ReadLimit {
         // bound below 2^32 - stride, so it cannot wrap.
         let module = unsafe { device.create_shader_module_trusted(desc, checks) };
         let storage = wgpu::BufferBindingType::Storage { read_only: true };
-        let storage_layout = layout(gpu, &[(0, wgpu::BufferBindingType::Uniform), (2, storage)]);
-        let uniform_layout = layout(gpu, &[(2, wgpu::BufferBindingType::Uniform)]);
+        let storage_layout = layout(gpu, "read_limit.wgsl", &[(0, wgpu::BufferBindingType::Uniform), (2, storage)]);
+        let uniform_layout = layout(gpu, "read_limit.wgsl", &[(2, wgpu::BufferBindingType::Uniform)]);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("compiling read_limit.wgsl: {e}")));
         }
@@ -267,12 +267,17 @@ impl ReadLimit {
     }
 }
 
-fn entry(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGroupEntry<'_> {
+pub(super) fn entry(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGroupEntry<'_> {
     wgpu::BindGroupEntry { binding, resource }
 }
 
-/// A bind group layout with the sink at binding 1 and `extra` bindings, and its pipeline layout.
-fn layout(gpu: &Gpu, extra: &[(u32, wgpu::BufferBindingType)]) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+/// A bind group layout with a read-write storage buffer at binding 1 (the sink, or the simple
+/// kernel's output) and `extra` bindings, and its pipeline layout, both labelled `label`.
+pub(super) fn layout(
+    gpu: &Gpu,
+    label: &str,
+    extra: &[(u32, wgpu::BufferBindingType)],
+) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let device = gpu.device();
     let entries: Vec<_> = std::iter::once((1, wgpu::BufferBindingType::Storage { read_only: false }))
         .chain(extra.iter().copied())
@@ -283,12 +288,10 @@ fn layout(gpu: &Gpu, extra: &[(u32, wgpu::BufferBindingType)]) -> (wgpu::BindGro
             count: None,
         })
         .collect();
-    let group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-        label: Some("read_limit.wgsl"),
-        entries: &entries,
-    });
+    let group =
+        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries });
     let pipeline = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some("read_limit.wgsl"),
+        label: Some(label),
         bind_group_layouts: &[Some(&group)],
         immediate_size: 0,
     });

@@ -1,0 +1,226 @@
+//! The simple kernel of issue 12: "a 30-line WGSL GEMV that gives each invocation 4 weight rows
+//! (u32 loads, `unpack4xI8`, f32 accumulate, no workgroup memory, no barriers)", timed beside the
+//! library's pick on the same device so a table says whether the library's cleverness pays.
+//!
+//! It is a yardstick, not a contender: `shaders/bench/simple_gemv.wgsl` stays as the issue
+//! describes it. Its parameters live in a storage buffer, as the library's do (lavapipe compiles
+//! uniform values into the shader, which would flatter it), and it keeps wgpu's bounds checks,
+//! as the library's kernels do. Any number of activation rows: the invocation loops over them,
+//! re-reading its 4 weight rows for each.
+
+use crate::gpu::bench::read_limit::{entry, layout};
+use crate::gpu::bench::{Timing, time_passes};
+use crate::gpu::matmul::Prepared;
+use crate::gpu::shaders::COMMON;
+use crate::gpu::{GpuQuantizedTensor, GpuTensor};
+use crate::{DType, Error, QuantScheme, QuantizedTensor, Result, reference};
+
+const SOURCE: &str = include_str!("../../../shaders/bench/simple_gemv.wgsl");
+/// Invocations per workgroup (`SIMPLE_WG` in the shader).
+const WG: usize = 64;
+/// Weight rows per invocation.
+const ROWS: usize = 4;
+
+/// The shader as compiled: the dtype codes `common.wgsl` needs, `common.wgsl` (activation
+/// decoding, output rounding), then the kernel.
+fn source() -> String {
+    let codes: String = [("DT_F32", DType::F32), ("DT_F16", DType::F16), ("DT_BF16", DType::BF16)]
+        .iter()
+        .map(|(name, dt)| format!("const {name}: u32 = {}u;\n", dt.shader_code()))
+        .collect();
+    [&codes, COMMON, SOURCE].concat()
+}
+
+/// The override constants of the pipeline for activations (and outputs) of `dtype`.
+fn constants(dtype: DType) -> [(&'static str, f64); 2] {
+    let code = f64::from(dtype.shader_code());
+    [("IN_DT", code), ("OUT_DT", code)]
+}
+
+/// The simple GEMV over a symmetric per-channel int8 weight: `y[m, r] = s[r] · Σ_c x[m, c] · q[r, c]`
+/// for f32, f16 or bf16 activations (outputs in the same dtype).
+pub struct SimpleGemv {
+    weight: GpuQuantizedTensor,
+    n: usize,
+    k: usize,
+    group_layout: wgpu::BindGroupLayout,
+    /// One pipeline per activation dtype, indexed by its shader code.
+    pipelines: Vec<std::sync::Arc<wgpu::ComputePipeline>>,
+}
+
+impl std::fmt::Debug for SimpleGemv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimpleGemv").field("n", &self.n).field("k", &self.k).finish()
+    }
+}
+
+impl SimpleGemv {
+    /// Takes a 2-D weight `[out, in]` quantized symmetrically per output channel, `in` a
+    /// multiple of 4 (whole words per row, no padding to skip), bytes not offset-binary; compiles
+    /// the kernel for each activation dtype.
+    pub fn new(weight: GpuQuantizedTensor) -> Result<Self> {
+        let [n, k] = weight.shape[..] else {
+            return Err(Error::Shape(format!("the simple GEMV takes a 2-D weight, not {:?}", weight.shape)));
+        };
+        if weight.scheme != QuantScheme::default() || weight.offset_binary || !k.is_multiple_of(4) {
+            return Err(Error::Unsupported(format!(
+                "the simple GEMV takes symmetric per-channel weights, q in plain bytes, in % 4 == 0 \
+                 (got {:?}, offset binary {}, in = {k})",
+                weight.scheme, weight.offset_binary
+            )));
+        }
+        let gpu = weight.gpu.clone();
+        let device = gpu.device();
+        let ro = wgpu::BufferBindingType::Storage { read_only: true };
+        let (group_layout, pipeline_layout) = layout(&gpu, "simple_gemv.wgsl", &[(0, ro), (2, ro), (3, ro), (4, ro)]);
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("simple_gemv.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(source().into()),
+        });
+        let pipelines = [DType::F32, DType::F16, DType::BF16]
+            .into_iter()
+            .map(|dtype| {
+                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some("simple_gemv"),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some("simple_gemv"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants(dtype),
+                        ..Default::default()
+                    },
+                    cache: None,
+                });
+                std::sync::Arc::new(pipeline)
+            })
+            .collect();
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("compiling simple_gemv.wgsl: {e}")));
+        }
+        Ok(Self { weight, n, k, group_layout, pipelines })
+    }
+
+    /// Bind groups and dispatches of one forward of `x` (`[m, in]`) into `y` (`[m, out]`, same dtype).
+    fn prepare(&self, x: &GpuTensor, y: &GpuTensor) -> Result<Prepared> {
+        let gpu = &self.weight.gpu;
+        x.same_gpu(gpu)?;
+        y.same_gpu(gpu)?;
+        let m = x.numel() / self.k;
+        if !x.numel().is_multiple_of(self.k) || y.numel() != m * self.n || y.dtype() != x.dtype() {
+            return Err(Error::Shape(format!(
+                "the simple GEMV takes [m, {}] and writes [m, {}] of the same dtype",
+                self.k, self.n
+            )));
+        }
+        let mut groups = Vec::new();
+        for b in &self.weight.blocks {
+            let words = [m, self.n, self.k, self.k / 4, b.row0, b.rows, 0, 0].map(|v| v as u32);
+            let params = gpu.storage_buffer("int8-wgpu simple GEMV params", bytemuck::cast_slice(&words))?;
+            let group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("simple_gemv.wgsl"),
+                layout: &self.group_layout,
+                entries: &[
+                    entry(0, params.as_entire_binding()),
+                    entry(1, y.buffer().as_entire_binding()),
+                    entry(2, x.buffer().as_entire_binding()),
+                    entry(3, b.buffer.as_entire_binding()),
+                    entry(4, self.weight.scales.as_entire_binding()),
+                ],
+            });
+            let workgroups = b.rows.div_ceil(ROWS).div_ceil(WG) as u32;
+            groups.push((group, gpu.grid(workgroups)));
+        }
+        let pipeline = self.pipelines[x.dtype().shader_code() as usize].clone();
+        Ok(Prepared { pipeline, groups })
+    }
+
+    /// Runs the kernel on `x` (`[m, in]`) into a new `[m, out]` tensor of `x`'s dtype.
+    pub fn forward(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        let gpu = &self.weight.gpu;
+        let y = GpuTensor::zeros(gpu, &[x.numel() / self.k, self.n], x.dtype())?;
+        let prepared = self.prepare(x, &y)?;
+        let mut enc = gpu.device().create_command_encoder(&Default::default());
+        prepared.record(&mut enc.begin_compute_pass(&Default::default()));
+        gpu.queue().submit([enc.finish()]);
+        Ok(y)
+    }
+
+    /// Times `iters` forwards of `x` recorded into one pass, as `DenseLinear::time_forward`.
+    pub fn time(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
+        let gpu = &self.weight.gpu;
+        let y = GpuTensor::zeros(gpu, &[x.numel() / self.k, self.n], x.dtype())?;
+        let prepared = self.prepare(x, &y)?;
+        time_passes(gpu, iters, |_| {}, |pass| prepared.record(pass))
+    }
+
+    /// Runs the kernel on `x` and compares it with `reference::linear` over `weight` (the host
+    /// tensor this one was uploaded from) and `x` as the kernel read it (16-bit values widened).
+    /// Returns the largest `|y − reference| / tolerance` over the outputs: at most 1 passes.
+    ///
+    /// The tolerance of an output is `2 (k + 4) u Σ_c |s x_c q_c|` (u = 2^-24: both sides sum
+    /// k f32 products, in different orders, each within about `k u` of that magnitude), plus,
+    /// for a 16-bit output, its one rounding: half an ulp, `2^-11 |y|` (f16, and 2^-25 for its
+    /// subnormals) or `2^-8 |y|` (bf16). A non-finite output gives infinity.
+    pub fn check(&self, x: &GpuTensor, weight: &QuantizedTensor) -> Result<f64> {
+        if weight.shape() != [self.n, self.k] {
+            return Err(Error::Shape(format!("checking against a {:?} weight", weight.shape())));
+        }
+        let got = self.forward(x)?.read_f32()?;
+        let xs = x.read_f32()?;
+        let want = reference::linear(&xs, weight, None)?;
+        let u = f64::from(f32::EPSILON) / 2.0;
+        let (rel, abs) = match x.dtype() {
+            DType::F32 => (0.0, 0.0),
+            DType::F16 => (2f64.powi(-11), 2f64.powi(-25)),
+            DType::BF16 => (2f64.powi(-8), 0.0),
+        };
+        let mut worst = 0f64;
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let (row, col) = (i / self.n, i % self.n);
+            let qs = &weight.values()[col * self.k..(col + 1) * self.k];
+            let mag: f64 = xs[row * self.k..(row + 1) * self.k]
+                .iter()
+                .zip(qs)
+                .map(|(&xv, &q)| f64::from(xv).abs() * f64::from(q).abs())
+                .sum::<f64>()
+                * f64::from(weight.scales()[col]);
+            let tol = 2.0 * (self.k as f64 + 4.0) * u * mag + rel * f64::from(w).abs() + abs + 1e-30;
+            let err = if g.is_finite() { (f64::from(g) - f64::from(w)).abs() } else { f64::INFINITY };
+            worst = worst.max(err / tol);
+        }
+        Ok(worst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel parses, validates and translates for every backend in every activation dtype,
+    /// on any machine.
+    #[test]
+    fn simple_gemv_translates() {
+        let src = source();
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("simple_gemv.wgsl: {e:?}"));
+        // As wgpu's Metal backend does: one buffer slot per binding; binding 1 is written.
+        let bindings: Vec<(u32, bool)> = (0..5).map(|b| (b, b == 1)).collect();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let constants: naga::back::PipelineConstants =
+                constants(dtype).into_iter().map(|(name, v)| (name.to_string(), v)).collect();
+            let n = crate::gpu::shaders::translate_for_every_backend(
+                &module,
+                &info,
+                "simple_gemv",
+                &constants,
+                Some(&bindings),
+                true,
+                &format!("simple_gemv {dtype}"),
+            );
+            assert_eq!(n, 4, "{dtype}: SPIR-V, MSL, HLSL and GLSL");
+        }
+    }
+}
