@@ -140,7 +140,7 @@ fn linear_matches_the_reference_on_both_paths() {
     let _ = gpu_or_skip!();
     let gemv = open(GpuOptions { gemm_min_rows: Some(usize::MAX), ..Default::default() });
     let gemm = open(GpuOptions { gemm_min_rows: Some(9), ..Default::default() });
-    assert!(!gemv.uses_int8_gemm(20) && gemm.uses_int8_gemm(9) && !gemm.uses_int8_gemm(8));
+    assert!(!gemv.uses_int8_gemm(64, 20) && gemm.uses_int8_gemm(64, 9) && !gemm.uses_int8_gemm(67, 8));
     let mut seed = 300;
     for (n, k) in [(5, 4), (33, 67), (70, 64)] {
         for act in [ActivationQuant::per_token(), llm(2.0), llm(1e-30)] {

@@ -12,28 +12,32 @@ use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{ActivationQuant, DType, Result};
 
-/// Activation rows from which the int8 GEMM replaces passes of the 8-row int8 GEMV: the one
-/// place the int8-activation kernels are chosen.
+/// Activation rows from which the int8 GEMM replaces passes of the 8-row int8 GEMV, for rows of
+/// `k` inputs: the one place the int8-activation kernels are chosen.
 ///
-/// Unlike the weight-only GEMM, which dequantizes its weight tile to f32 in workgroup memory
-/// and never pays on a CPU adapter, the int8 GEMM stages raw packed words and does 16 products
-/// per `dot4`, so on lavapipe it overtakes the 8-row passes once its 64-row tiles fill: with
-/// `forward_into` wall time (W8A8, f32, per-row scales, A B A B interleaved, median of 3, load
-/// 2.8-3.8 on 2 cores, so ±20%), GEMM against passes was 0.39x / 0.83x / 1.52x / 2.14x at
-/// [1536, 384] with 16 / 32 / 64 / 128 rows, 0.63x / 0.88x / 1.54x / 1.67x at [384, 1536] and
-/// 0.39x / 0.53x / 1.07x / 1.44x at [1024, 1024]. So CPU adapters take the GEMM from 64 rows.
-/// On a GPU it starts at 33 rows as the weight-only GEMM does (not yet measured on one).
-/// [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows) overrides both, as for the
-/// weight-only kernels.
-pub(crate) fn a8_gemm_min_rows(gpu: &Gpu) -> usize {
+/// The int8 GEMM stages raw packed words and does 16 products per `dot4`, so on lavapipe it
+/// overtook passes of the word-at-a-time GEMV once its 64-row tiles filled (`forward_into` wall
+/// time, W8A8 f32, A B A B interleaved, median of 3, load 2.8-3.8: GEMM against passes 0.39x /
+/// 0.83x / 1.52x / 2.14x at [1536, 384] with 16 / 32 / 64 / 128 rows, 0.63x / 0.88x / 1.54x /
+/// 1.67x at [384, 1536], 0.39x / 0.53x / 1.07x / 1.44x at [1024, 1024]): CPU adapters take it
+/// from 64 rows where `k % 16 != 0`. Passes of the GEMV in 16-byte units (`k % 16 == 0`) keep
+/// up with it at every row count there (GPU timestamps, W8A8 bf16, interleaved, load 1.8-2.0,
+/// GEMM time / passes time: 3.58 / 1.90 / 1.08 / 1.09 / 1.06 at [1536, 384] with 16 / 32 / 64 /
+/// 128 / 512 rows, 3.08 / 1.65 / 0.94 / 0.94 / 0.98 at [384, 1536], 5.11 / 2.57 / 1.30 / 1.30 at
+/// [4096, 4096] with 16-128 rows), so CPU adapters never take the GEMM for those, as for the
+/// weight-only kernels. On a GPU it starts at 33 rows as the weight-only GEMM does (not yet
+/// measured on one). [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows) overrides
+/// all of these, as for the weight-only kernels.
+pub(crate) fn a8_gemm_min_rows(gpu: &Gpu, k: usize) -> usize {
     if let Some(r) = gpu.gemm_min_rows() {
         return r.max(GEMV_MAX_ROWS + 1);
     }
-    if gpu.is_cpu_adapter() { CPU_GEMM_MIN_ROWS } else { 4 * GEMV_MAX_ROWS + 1 }
+    match (gpu.is_cpu_adapter(), k.is_multiple_of(16)) {
+        (true, true) => usize::MAX,
+        (true, false) => 64,
+        (false, _) => 4 * GEMV_MAX_ROWS + 1,
+    }
 }
-
-/// See [`a8_gemm_min_rows`].
-const CPU_GEMM_MIN_ROWS: usize = 64;
 
 /// The int8 kernel for `m` rows of a layer of `k` inputs: the GEMM from [`a8_gemm_min_rows`],
 /// else the GEMV in 16-byte units where rows are whole units (`k % 16 == 0`), else the GEMV one
@@ -47,7 +51,7 @@ const CPU_GEMM_MIN_ROWS: usize = 64;
 /// on this CPU adapter the integer products cost what the float ones do, and the activation
 /// quantizer's passes come on top.
 fn a8_kernel(gpu: &Gpu, k: usize, m: usize) -> Kernel {
-    if m >= a8_gemm_min_rows(gpu) {
+    if m >= a8_gemm_min_rows(gpu, k) {
         Kernel::A8Gemm
     } else if k.is_multiple_of(16) {
         Kernel::A8Rows16
@@ -148,10 +152,10 @@ impl A8Prepared {
 }
 
 impl Gpu {
-    /// Whether an int8-activation layer (W8A8, LLM.int8()) over `rows` activation rows runs the
-    /// tiled int8 GEMM; otherwise the int8 GEMV, in passes of
+    /// Whether an int8-activation layer (W8A8, LLM.int8()) of `in_features` inputs over `rows`
+    /// activation rows runs the tiled int8 GEMM; otherwise the int8 GEMV, in passes of
     /// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
-    pub fn uses_int8_gemm(&self, rows: usize) -> bool {
-        rows >= a8_gemm_min_rows(self)
+    pub fn uses_int8_gemm(&self, in_features: usize, rows: usize) -> bool {
+        rows >= a8_gemm_min_rows(self, in_features)
     }
 }
