@@ -12,6 +12,9 @@ mod common;
 #[path = "../examples/embed/bert.rs"]
 mod bert;
 #[allow(dead_code)]
+#[path = "../examples/embed/config.rs"]
+mod config;
+#[allow(dead_code)]
 #[path = "../examples/embed/cpu.rs"]
 mod cpu;
 #[allow(dead_code)]

@@ -24,6 +24,8 @@
 #[allow(dead_code)]
 mod bert;
 #[allow(dead_code)]
+mod config;
+#[allow(dead_code)]
 mod cpu;
 #[allow(dead_code)]
 mod kernels;
