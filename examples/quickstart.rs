@@ -1,12 +1,12 @@
-//! Quantize a realistic 4096×4096 layer on the GPU, run it as W8A32 and W8A16 (f16, bf16),
-//! and check everything against the CPU reference.
+//! Quantize a realistic 4096×4096 layer on the GPU, run it as W8A32 and W8A16 (f16, bf16), then
+//! with int8 activations (W8A8, LLM.int8()), and check everything against the CPU reference.
 //!
 //! `cargo run --release --example quickstart [-- OUT IN]`
 
 use std::time::Instant;
 
 use half::{bf16, f16};
-use int8_wgpu::{DType, Element, Gpu, QuantScheme, QuantizedLinear, QuantizedTensor, reference};
+use int8_wgpu::{ActivationQuant, DType, Element, Gpu, QuantScheme, QuantizedLinear, QuantizedTensor, reference};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::init();
@@ -62,6 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ok &= run::<f16>(&gpu, &l16, &cpu_q, &x, &bias, m, in_f)?;
         ok &= run::<bf16>(&gpu, &lb16, &cpu_q, &x, &bias, m, in_f)?;
     }
+    ok &= int8_activations(&gpu, &cpu_q, &bias, in_f)?;
     println!("\n{}", if ok { "all checks passed" } else { "CHECKS FAILED" });
     if !ok {
         std::process::exit(1);
@@ -109,6 +110,48 @@ fn run<T: Element>(
         if err <= bound { "ok" } else { "FAIL" }
     );
     Ok(err <= bound)
+}
+
+/// W8A8 and LLM.int8() (bf16 in and out) on activations with a few outlier columns: the GPU's
+/// int8 activations must equal the CPU's bit for bit, and the output must be within bf16's
+/// rounding of the f64 oracle of the same quantized operands; the f64 error of each against the
+/// unquantized product shows what the outlier columns cost W8A8 and what LLM.int8() recovers.
+fn int8_activations(
+    gpu: &Gpu,
+    q: &QuantizedTensor,
+    bias: &[f32],
+    k: usize,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    println!("\nint8 activations, bf16 in and out (error vs the f64 product of x and the dequantized weights):");
+    let m = 4;
+    // Activations in [-1, 1) with outlier features: columns where one token reaches 20.
+    let mut x: Vec<f32> = (0..m * k).map(|i| pseudo_random(i as u64 + 123)).collect();
+    for c in (0..k).step_by(k / 6) {
+        x[(c % m) * k + c] = 20.0;
+    }
+    let xt: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+    let bt: Vec<bf16> = bias.iter().map(|&v| bf16::from_f32(v)).collect();
+    let (exact, _) = reference::linear_f64(&xt, q, Some(&bt))?;
+    let ymax = exact.iter().fold(0f64, |a, v| a.max(v.abs()));
+    let mut ok = true;
+    for (name, act) in [("W8A8", ActivationQuant::per_token()), ("LLM.int8()", ActivationQuant::llm_int8(6.0)?)] {
+        let layer = QuantizedLinear::from_quantized(gpu, q, Some(bias), DType::BF16)?.with_activation_quant(act)?;
+        let y = layer.forward_host(&xt, &[m, k])?;
+        let outliers = layer.last_outlier_columns()?;
+        let on_gpu = gpu.quantize_activations(&int8_wgpu::GpuTensor::from_host(gpu, &xt, &[m, k])?, act)?;
+        let same = on_gpu == reference::quantize_activations(&xt, k, act)?;
+        let (want, _) = reference::linear_a8_f64(&xt, q, Some(&bt), act)?;
+        let err = y.iter().zip(&want).fold(0f64, |a, (g, w)| a.max((f64::from(g.to_f32()) - w).abs())) / ymax;
+        let quant = y.iter().zip(&exact).fold(0f64, |a, (g, w)| a.max((f64::from(g.to_f32()) - w).abs())) / ymax;
+        let pass = same && err <= 2f64.powi(-7);
+        println!(
+            "  {name:<10} m={m}: {} outlier columns; int8 activations equal the CPU's: {same}; max rel error vs its oracle {err:.2e} (bound 7.8e-3) {}; vs the unquantized product {quant:.2e}",
+            outliers.len(),
+            if pass { "ok" } else { "FAIL" }
+        );
+        ok &= pass;
+    }
+    Ok(ok)
 }
 
 fn mib(bytes: usize) -> f64 {
