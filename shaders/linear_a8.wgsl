@@ -111,13 +111,8 @@ fn a8_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if r0 >= p.rows {
         return;
     }
-    // rows past the end repeat the last one; their sums are never stored
     let stride = p.words_per_row / 4u;
-    let last = p.rows - 1u;
-    let b0 = min(r0, last) * stride;
-    let b1 = min(r0 + 1u, last) * stride;
-    let b2 = min(r0 + 2u, last) * stride;
-    let b3 = min(r0 + 3u, last) * stride;
+    let b = row_bases(r0);
     // [m]: the sums of the four weight rows for activation row m
     var acc: array<vec4<i32>, MAX_M>;
     if p.m == 1u {
@@ -125,15 +120,15 @@ fn a8_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         var a0 = vec4<i32>(0);
         for (var u = 0u; u < stride; u++) {
             let xv = qx_unit(xb, u);
-            a0 += vec4<i32>(dot16i(xv, weight_unit(b0, u)), dot16i(xv, weight_unit(b1, u)), dot16i(xv, weight_unit(b2, u)), dot16i(xv, weight_unit(b3, u)));
+            a0 += vec4<i32>(dot16i(xv, weight_unit(b.x, u)), dot16i(xv, weight_unit(b.y, u)), dot16i(xv, weight_unit(b.z, u)), dot16i(xv, weight_unit(b.w, u)));
         }
         acc[0] = a0;
     } else {
         for (var u = 0u; u < stride; u++) {
-            let w0 = weight_unit(b0, u);
-            let w1 = weight_unit(b1, u);
-            let w2 = weight_unit(b2, u);
-            let w3 = weight_unit(b3, u);
+            let w0 = weight_unit(b.x, u);
+            let w1 = weight_unit(b.y, u);
+            let w2 = weight_unit(b.z, u);
+            let w3 = weight_unit(b.w, u);
             for (var m = 0u; m < MAX_M; m++) {
                 if m >= p.m {
                     break;

@@ -41,3 +41,11 @@ fn tile_origin(wid: vec3<u32>, nwg: vec3<u32>, tm: u32, tn: u32) -> vec2<u32> {
     let unit = flat_group(wid, nwg);
     return vec2<u32>((unit / tiles_n) * tm, (unit % tiles_n) * tn);
 }
+
+// Offsets, in 16-byte units, of the four weight rows from local row r0 of this block (the
+// row-per-invocation GEMVs in 16-byte units); rows past the end repeat the last one, whose sums
+// are never stored.
+fn row_bases(r0: u32) -> vec4<u32> {
+    let last = vec4<u32>(p.rows - 1u);
+    return min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), last) * (p.words_per_row / 4u);
+}

@@ -191,7 +191,8 @@ fn fast_gemv_variants() {
 fn rows16_gemv() {
     let gpu = gpu_or_skip!();
     // The adapter's own GEMV: on a CPU adapter, whole rows per invocation in 16-byte units.
-    for (n, k) in [(1, 16), (9, 48), (33, 96), (70, 1088), (259, 384)] {
+    // 1030 rows: one activation row takes eight weight rows per invocation (a tail of six).
+    for (n, k) in [(1, 16), (9, 48), (33, 96), (70, 1088), (259, 384), (1030, 32)] {
         for s in unit_schemes(k) {
             let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
             let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();

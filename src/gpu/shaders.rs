@@ -57,6 +57,8 @@ pub(crate) enum Kernel {
     GemvRows,
     /// The row-per-thread GEMV reading a 16-byte unit per row per step (`gemv_rows16_main`).
     GemvRows16,
+    /// `GemvRows16` for one activation row, eight weight rows per invocation.
+    GemvRows16One,
     Gemm,
     GemmDense,
     /// LLM.int8()'s per-column outlier flags.
@@ -159,7 +161,7 @@ impl Kernel {
             Kernel::DivCheck => Family::DivCheck,
             Kernel::Dequantize => Family::Dequantize,
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
-            Kernel::GemvRows | Kernel::GemvRows16 => Family::GemvRows,
+            Kernel::GemvRows | Kernel::GemvRows16 | Kernel::GemvRows16One => Family::GemvRows,
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
             Kernel::ActFlags | Kernel::ActList | Kernel::ActQuant => Family::ActQuant,
             Kernel::A8Rows | Kernel::A8Rows16 | Kernel::A8Gemm => Family::LinearA8,
@@ -192,6 +194,7 @@ impl Kernel {
             Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
             Kernel::GemvRows => "gemv_rows_main",
             Kernel::GemvRows16 => "gemv_rows16_main",
+            Kernel::GemvRows16One => "gemv_rows16_one_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
             Kernel::ActFlags => "act_flags_main",
             Kernel::ActList => "act_list_main",
@@ -293,7 +296,7 @@ mod tests {
                 v.push((k, Variant::new(dt, dt)));
             }
             for asym in [false, true] {
-                for k in [Kernel::GemvRows, Kernel::GemvRows16] {
+                for k in [Kernel::GemvRows, Kernel::GemvRows16, Kernel::GemvRows16One] {
                     v.push((k, Variant { asym, ..Variant::new(dt, dt) }));
                 }
             }
