@@ -1,7 +1,10 @@
 // The simple GEMV of issue 12 (benches only): the yardstick the library's linear kernels are
-// timed against, not a contender. Each invocation owns 4 weight rows and, for every activation
-// row in turn, walks them a u32 word (4 int8 weights) at a time: `unpack4xI8`, an f32 dot with
-// 4 activations, f32 accumulators; no workgroup memory, no barriers, no cleverness.
+// timed against, not a contender. Each invocation owns 4 weight rows and walks them a u32 word
+// (4 int8 weights) at a time: `unpack4xI8`, an f32 dot with 4 activations, f32 accumulators;
+// no workgroup memory, no barriers, no cleverness. One activation row is the issue's kernel as
+// written; more rows are taken 8 at a time inside the word loop, each with its accumulators, so
+// a weight word is read once per 8 activation rows (as the library's GEMV reads it) rather than
+// once per row: the simplest kernel that does the many-row job without re-reading the weight.
 // y[m, r] = s[r] * Σ_c x[m, c] * q[r, c], symmetric int8 weights with one scale per row.
 //
 // The host writes DT_F32/DT_F16/DT_BF16 and prepends common.wgsl (decode, store_out) ahead of
@@ -49,20 +52,40 @@ fn simple_gemv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
     // The block's last rows when it has fewer than 4 left (computed, not stored).
     let r = min(vec4<u32>(r0, r0 + 1u, r0 + 2u, r0 + 3u), vec4<u32>(p.rows - 1u));
-    for (var m = 0u; m < p.m; m++) {
+    if p.m == 1u {
         var a = vec4<f32>(0.0);
         for (var i = 0u; i < p.wpr; i++) {
-            let xv = x4(m, i);
+            let xv = x4(0u, i);
             a.x += dot(xv, q4(r.x, i));
             a.y += dot(xv, q4(r.y, i));
             a.z += dot(xv, q4(r.z, i));
             a.w += dot(xv, q4(r.w, i));
         }
-        for (var j = 0u; j < 4u; j++) {
-            if r0 + j < p.rows {
-                let row = p.row0 + r0 + j;
-                store_out(m * p.n + row, s[row] * a[j]);
+        store4(r0, 0u, a);
+        return;
+    }
+    for (var m0 = 0u; m0 < p.m; m0 += 8u) {
+        let mm = min(p.m - m0, 8u);
+        var a: array<vec4<f32>, 8>;
+        for (var i = 0u; i < p.wpr; i++) {
+            let q = array<vec4<f32>, 4>(q4(r.x, i), q4(r.y, i), q4(r.z, i), q4(r.w, i));
+            for (var j = 0u; j < mm; j++) {
+                let xv = x4(m0 + j, i);
+                a[j] += vec4<f32>(dot(xv, q[0]), dot(xv, q[1]), dot(xv, q[2]), dot(xv, q[3]));
             }
+        }
+        for (var j = 0u; j < mm; j++) {
+            store4(r0, m0 + j, a[j]);
+        }
+    }
+}
+
+// Outputs of activation row m for the invocation's rows r0 .. r0 + 3 that exist.
+fn store4(r0: u32, m: u32, a: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        if r0 + j < p.rows {
+            let row = p.row0 + r0 + j;
+            store_out(m * p.n + row, s[row] * a[j]);
         }
     }
 }
