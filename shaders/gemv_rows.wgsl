@@ -96,9 +96,6 @@ fn row_unit(row: u32, u: u32) -> array<vec4<f32>, 4> {
     return array<vec4<f32>, 4>(unpack_i8x4(w.x), unpack_i8x4(w.y), unpack_i8x4(w.z), unpack_i8x4(w.w));
 }
 
-// All of the dispatch's activation rows, MAX_M at a time inside the invocation: its four weight
-// rows (a few KiB) stay in cache from one group of rows to the next, where passes of MAX_M rows
-// as separate dispatches would stream the whole weight from memory once per pass.
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r0 = (gid.y * nwg.x * GEMV_WG + gid.x) * THREAD_ROWS;
@@ -108,54 +105,62 @@ fn gemv_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let b = row_bases(r0);
     let units = p.k / 16u;
     let seg_units = min(p.inner, p.k) / 16u;
-    for (var m0 = 0u; m0 < p.m; m0 += MAX_M) {
-        let mm = min(p.m - m0, MAX_M);
-        // [m]: the sums of the four rows for activation row m0 + m
-        var acc: array<vec4<f32>, MAX_M>;
-        for (var u0 = 0u; u0 < units; u0 += seg_units) {
-            let u1 = u0 + seg_units;
-            var d: array<vec4<f32>, MAX_M>;
-            var xs: array<f32, MAX_M>;
-            if mm == 1u {
-                var d0 = vec4<f32>(0.0);
-                var s0 = 0.0;
-                for (var u = u0; u < u1; u++) {
-                    let xv = load_x16(m0 * p.k + 16u * u);
-                    if ASYM {
-                        s0 += dot((xv[0] + xv[1]) + (xv[2] + xv[3]), vec4<f32>(1.0));
-                    }
-                    d0 += vec4<f32>(dot16(xv, row_unit(b.x, u)), dot16(xv, row_unit(b.y, u)), dot16(xv, row_unit(b.z, u)), dot16(xv, row_unit(b.w, u)));
+    // [m]: the sums of the four rows for activation row m
+    var acc: array<vec4<f32>, MAX_M>;
+    for (var u0 = 0u; u0 < units; u0 += seg_units) {
+        let u1 = u0 + seg_units;
+        var d: array<vec4<f32>, MAX_M>;
+        var xs: array<f32, MAX_M>;
+        if p.m == 1u {
+            var d0 = vec4<f32>(0.0);
+            var s0 = 0.0;
+            for (var u = u0; u < u1; u++) {
+                let xv = load_x16(16u * u);
+                if ASYM {
+                    s0 += dot((xv[0] + xv[1]) + (xv[2] + xv[3]), vec4<f32>(1.0));
                 }
-                d[0] = d0;
-                xs[0] = s0;
-            } else {
-                for (var u = u0; u < u1; u++) {
-                    let w0 = row_unit(b.x, u);
-                    let w1 = row_unit(b.y, u);
-                    let w2 = row_unit(b.z, u);
-                    let w3 = row_unit(b.w, u);
-                    for (var m = 0u; m < mm; m++) {
-                        let xv = load_x16((m0 + m) * p.k + 16u * u);
-                        if ASYM {
-                            xs[m] += dot((xv[0] + xv[1]) + (xv[2] + xv[3]), vec4<f32>(1.0));
-                        }
-                        d[m] += vec4<f32>(dot16(xv, w0), dot16(xv, w1), dot16(xv, w2), dot16(xv, w3));
-                    }
-                }
+                d0 += vec4<f32>(dot16(xv, row_unit(b.x, u)), dot16(xv, row_unit(b.y, u)), dot16(xv, row_unit(b.z, u)), dot16(xv, row_unit(b.w, u)));
             }
-            // The end of a scale segment: scale its sums once (the factored formula).
-            let sz = seg_params(r0, u0);
-            for (var m = 0u; m < mm; m++) {
-                acc[m] += sz[0] * (d[m] - sz[1] * xs[m]);
+            d[0] = d0;
+            xs[0] = s0;
+        } else {
+            for (var u = u0; u < u1; u++) {
+                let w0 = row_unit(b.x, u);
+                let w1 = row_unit(b.y, u);
+                let w2 = row_unit(b.z, u);
+                let w3 = row_unit(b.w, u);
+                for (var m = 0u; m < MAX_M; m++) {
+                    if m >= p.m {
+                        break;
+                    }
+                    let xv = load_x16(m * p.k + 16u * u);
+                    if ASYM {
+                        xs[m] += dot((xv[0] + xv[1]) + (xv[2] + xv[3]), vec4<f32>(1.0));
+                    }
+                    d[m] += vec4<f32>(dot16(xv, w0), dot16(xv, w1), dot16(xv, w2), dot16(xv, w3));
+                }
             }
         }
-        for (var r = 0u; r < THREAD_ROWS; r++) {
-            if r0 + r >= p.rows {
+        // The end of a scale segment: scale its sums once (the factored formula).
+        let sz = seg_params(r0, u0);
+        let s = sz[0];
+        let z = sz[1];
+        for (var m = 0u; m < MAX_M; m++) {
+            if m >= p.m {
                 break;
             }
-            for (var m = 0u; m < mm; m++) {
-                store_y(m0 + m, r0 + r, acc[m][r]);
+            acc[m] += s * (d[m] - z * xs[m]);
+        }
+    }
+    for (var r = 0u; r < THREAD_ROWS; r++) {
+        if r0 + r >= p.rows {
+            break;
+        }
+        for (var m = 0u; m < MAX_M; m++) {
+            if m >= p.m {
+                break;
             }
+            store_y(m, r0 + r, acc[m][r]);
         }
     }
 }

@@ -188,9 +188,7 @@ const ONE_ROW_MIN_OUT: usize = 2 * GEMV_WG * 2 * THREAD_ROWS;
 
 /// Plans `y = x · dequant(w)ᵀ + bias` for `m` activation rows with `kernel` and `variant`.
 fn plan(w: &GpuQuantizedTensor, m: usize, (kernel, variant): (Kernel, Variant), has_bias: bool) -> Plan {
-    // The GEMM, and `rows16`, which walks all rows in groups of GEMV_MAX_ROWS inside each
-    // invocation, take every row in one dispatch; the other GEMVs take passes of that many.
-    let pass = if matches!(kernel, Kernel::Gemm | Kernel::GemvRows16) { m } else { GEMV_MAX_ROWS };
+    let pass = if kernel == Kernel::Gemm { m } else { GEMV_MAX_ROWS };
     let kernel = if kernel == Kernel::GemvRows16 && m == 1 && w.shape()[0] >= ONE_ROW_MIN_OUT {
         Kernel::GemvRows16One
     } else {

@@ -34,9 +34,8 @@ pub enum LinearVariant {
     /// The GEMV with whole weight rows per invocation (`gemv_rows.wgsl`), in passes of 8 rows
     /// above 8; needs `in % 4 == 0` and scale groups of a multiple of 4.
     GemvRows,
-    /// The same with a 16-byte unit (16 int8) per row per step (`gemv_rows16_main`), all rows
-    /// in one dispatch, 8 at a time inside each invocation; needs `in % 16 == 0` and scale
-    /// groups of a multiple of 16.
+    /// The same with a 16-byte unit (16 int8) per row per step (`gemv_rows16_main`), in passes
+    /// of 8 rows above 8; needs `in % 16 == 0` and scale groups of a multiple of 16.
     GemvRows16,
     /// The vectorised GEMV, a group of 32 lanes per `rows_per_group` weight rows (1, 2 or 4), in
     /// passes of 8 rows above 8; needs `in % 16 == 0` and scale groups of a multiple of 16.
