@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::gpu::bindings::slot;
 use crate::gpu::cache::FamilyObjects;
-use crate::gpu::params::{self, ActQuantParams, META_COUNT, META_LIST, meta_scale_at, meta_words, slot};
+use crate::gpu::params::{self, ActQuantParams, META_COUNT, META_LIST, meta_scale_at, meta_words};
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::unpack_rows;

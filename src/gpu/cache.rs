@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::gpu::Gpu;
-use crate::gpu::params;
+use crate::gpu::bindings;
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::{Error, Result};
 
@@ -35,7 +35,7 @@ impl Gpu {
             source: wgpu::ShaderSource::Wgsl(family.source().into()),
         };
         let module = device.create_shader_module(desc);
-        let entries = params::layout_entries(family);
+        let entries = bindings::layout_entries(family);
         let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(family.name()),
             entries: &entries,

@@ -1,5 +1,5 @@
 //! The GPU handle: opening or adopting a device, its optional features and limits, and the
-//! kernel-choice overrides; no kernel policy lives here.
+//! accessors of the kernel-choice overrides (`options.rs`); no kernel policy lives here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -7,44 +7,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use crate::gpu::TuneOptions;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::disable::wanted_features;
+use crate::gpu::options::{GpuOptions, Tuning};
 use crate::gpu::tune::TuneTable;
 use crate::{Error, Result};
-
-/// Options for opening a device with [`Gpu::with_options`].
-#[derive(Clone, Debug, Default)]
-pub struct GpuOptions {
-    /// Backends to search; `None` honours `WGPU_BACKEND` (e.g. `vulkan`, `gl`), else all.
-    pub backends: Option<wgpu::Backends>,
-    /// Substring of the adapter name to pick; `None` honours `WGPU_ADAPTER_NAME`.
-    pub adapter_name: Option<String>,
-    /// Ask the device for a smaller `max_storage_buffer_binding_size` than the adapter offers
-    /// (tests use this to force weights to be split into row blocks).
-    pub max_storage_buffer_binding_size: Option<u64>,
-    /// Weight rows each lane group of the vectorised GEMV computes: 1, 2 or 4. `None` picks by
-    /// adapter type and layer size. For tuning on a new device, and for tests of every variant.
-    pub gemv_rows_per_group: Option<u8>,
-    /// Whether the GEMV gives each invocation whole weight rows (`Some(true)`, no cooperation
-    /// between invocations) or spreads each row over a lane group (`Some(false)`). `None`
-    /// picks by adapter type and row length: on CPU adapters whole rows read in 16-byte units
-    /// (`rows16`) where those hold whole scale segments, else whole rows a word at a time for
-    /// rows under 512 inputs; lane groups otherwise. Set, it names one of the two older kernels
-    /// (`Some(true)`: `rows`). For tuning on a new device, and for tests of both.
-    pub gemv_rows_per_thread: Option<bool>,
-    /// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV (at least
-    /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests
-    /// that measure one path.
-    pub gemm_min_rows: Option<usize>,
-    /// Whether int8-activation layers (W8A8, LLM.int8()) multiply packed int8 words with WGSL's
-    /// `dot4I8Packed` (`Some(true)`) or from sign-extended bytes (`Some(false)`). Both give the
-    /// same bits. `None` uses `dot4I8Packed` unless `INT8_WGPU_DISABLE` names `packed_dot`; see
-    /// [`Gpu::uses_packed_dot`].
-    pub packed_dot: Option<bool>,
-    /// Tune the fused linear's kernel choice ([`Gpu::tune`]) at a layer's first forward with a
-    /// row count of a class no layer has been tuned (or loaded) for: that forward then takes
-    /// as long as the timing (seconds for large layers on a software adapter). `None`: only
-    /// [`Gpu::tune`] and [`Gpu::load_tuning`] fill the tuning table.
-    pub tune_on_first_use: Option<TuneOptions>,
-}
 
 /// Optional device features this crate detected (and requested) on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,29 +56,6 @@ pub struct ResourceCounts {
     pub buffers: u64,
     /// Bind groups created.
     pub bind_groups: u64,
-}
-
-/// Kernel-choice overrides from [`GpuOptions`].
-#[derive(Clone, Copy, Debug)]
-struct Tuning {
-    gemv_rpt: Option<u8>,
-    gemv_rows_per_thread: Option<bool>,
-    gemm_min_rows: Option<usize>,
-    /// Resolved: `GpuOptions::packed_dot`, else not disabled by `INT8_WGPU_DISABLE`.
-    packed_dot: bool,
-    tune_on_first_use: Option<TuneOptions>,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Self {
-            gemv_rpt: None,
-            gemv_rows_per_thread: None,
-            gemm_min_rows: None,
-            packed_dot: true,
-            tune_on_first_use: None,
-        }
-    }
 }
 
 /// A new wgpu instance; the first one of each backend set is also kept until the process ends.

@@ -2,7 +2,8 @@
 //! probe kernel `shaders/test/div_check.wgsl` (compiled only here).
 
 use crate::gpu::Gpu;
-use crate::gpu::params::{QuantizeParams, WG, slot};
+use crate::gpu::bindings::slot;
+use crate::gpu::params::{QuantizeParams, WG};
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::{DType, reference};
 

@@ -1,6 +1,7 @@
 //! Host side of `gemv.wgsl` and `gemm.wgsl`: kernel choice and dispatch of the fused linear.
 
-use crate::gpu::params::{FAST_GROUPS, FAST_LANES, GEMM_TILE, GEMV_ROWS, GEMV_WG, THREAD_ROWS, slot};
+use crate::gpu::bindings::slot;
+use crate::gpu::params::{FAST_GROUPS, FAST_LANES, GEMM_TILE, GEMV_ROWS, GEMV_WG, THREAD_ROWS};
 pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
 use std::sync::Arc;
 

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use crate::gpu::act_quant::ActQuantPlan;
+use crate::gpu::bindings::slot;
 use crate::gpu::cache::FamilyObjects;
 use crate::gpu::matmul::{Dispatch, dispatch_params, upload_dispatches};
-use crate::gpu::params::{GEMV_MAX_ROWS, slot};
+use crate::gpu::params::GEMV_MAX_ROWS;
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{ActivationQuant, DType, Result};

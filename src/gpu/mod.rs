@@ -3,6 +3,7 @@
 pub(crate) mod act_quant;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub(crate) mod bindings;
 mod buffers;
 mod cache;
 mod device;
@@ -12,6 +13,7 @@ mod div_check;
 pub(crate) mod layer_plan;
 pub(crate) mod matmul;
 mod matmul_a8;
+mod options;
 pub(crate) mod params;
 mod quantize;
 mod quantized_tensor;
@@ -22,7 +24,8 @@ mod tune;
 mod tune_file;
 mod tune_measure;
 
-pub use device::{Capabilities, Gpu, GpuOptions, ResourceCounts};
+pub use device::{Capabilities, Gpu, ResourceCounts};
+pub use options::GpuOptions;
 pub use params::GEMV_MAX_ROWS;
 pub use quantized_tensor::GpuQuantizedTensor;
 pub use tensor::GpuTensor;

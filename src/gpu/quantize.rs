@@ -2,7 +2,8 @@
 //! the same ints and scale bits as the CPU reference.
 
 use crate::check::check_finite;
-use crate::gpu::params::{self, QuantizeParams, slot};
+use crate::gpu::bindings::slot;
+use crate::gpu::params::{self, QuantizeParams};
 use crate::gpu::quantized_tensor::{RowBlock, row_blocks, rows_cols};
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::tensor::check_numel;

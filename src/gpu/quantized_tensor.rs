@@ -1,7 +1,8 @@
 //! GPU-resident quantized tensors: packed int8 row blocks, scales and zero points; uploads
 //! (from host ints or compressed-tensors words), readback and dequantize (`dequantize.wgsl`).
 
-use crate::gpu::params::{self, DequantizeParams, slot};
+use crate::gpu::bindings::slot;
+use crate::gpu::params::{self, DequantizeParams};
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuTensor};

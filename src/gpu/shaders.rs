@@ -349,7 +349,7 @@ mod tests {
                 constants.insert(name.into(), value);
             }
             // As wgpu's Metal backend does: one buffer slot per binding of the layout.
-            let bindings: Vec<(u32, bool)> = params::layout_entries(family)
+            let bindings: Vec<(u32, bool)> = crate::gpu::bindings::layout_entries(family)
                 .iter()
                 .map(|e| {
                     let wgpu::BindingType::Buffer { ty, .. } = e.ty else { unreachable!("buffers only") };
