@@ -88,8 +88,7 @@ fn run<T: Element>(
     let dt = t.elapsed();
     gpu.synchronize()?;
     let (want, _) = reference::linear_f64(&xt, q, Some(&bt))?;
-    let ymax = want.iter().fold(0f64, |a, v| a.max(v.abs()));
-    let err = y.iter().zip(&want).fold(0f64, |a, (g, w)| a.max((f64::from(g.to_f32()) - w).abs())) / ymax;
+    let err = max_rel_error(&y, &want, &want);
     let bound = match T::DTYPE {
         DType::F32 => 1e-5,
         DType::F16 => 2f64.powi(-10),
@@ -132,7 +131,6 @@ fn int8_activations(
     let xt: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
     let bt: Vec<bf16> = bias.iter().map(|&v| bf16::from_f32(v)).collect();
     let (exact, _) = reference::linear_f64(&xt, q, Some(&bt))?;
-    let ymax = exact.iter().fold(0f64, |a, v| a.max(v.abs()));
     let mut ok = true;
     for (name, act) in [("W8A8", ActivationQuant::per_token()), ("LLM.int8()", ActivationQuant::llm_int8(6.0)?)] {
         let layer = QuantizedLinear::from_quantized(gpu, q, Some(bias), DType::BF16)?.with_activation_quant(act)?;
@@ -141,8 +139,8 @@ fn int8_activations(
         let on_gpu = gpu.quantize_activations(&int8_wgpu::GpuTensor::from_host(gpu, &xt, &[m, k])?, act)?;
         let same = on_gpu == reference::quantize_activations(&xt, k, act)?;
         let (want, _) = reference::linear_a8_f64(&xt, q, Some(&bt), act)?;
-        let err = y.iter().zip(&want).fold(0f64, |a, (g, w)| a.max((f64::from(g.to_f32()) - w).abs())) / ymax;
-        let quant = y.iter().zip(&exact).fold(0f64, |a, (g, w)| a.max((f64::from(g.to_f32()) - w).abs())) / ymax;
+        let err = max_rel_error(&y, &want, &exact);
+        let quant = max_rel_error(&y, &exact, &exact);
         let pass = same && err <= 2f64.powi(-7);
         println!(
             "  {name:<10} m={m}: {} outlier columns; int8 activations equal the CPU's: {same}; max rel error vs its oracle {err:.2e} (bound 7.8e-3) {}; vs the unquantized product {quant:.2e}",
@@ -152,6 +150,12 @@ fn int8_activations(
         ok &= pass;
     }
     Ok(ok)
+}
+
+/// The largest `|y − want|`, relative to the largest `|scale|`.
+fn max_rel_error<T: Element>(y: &[T], want: &[f64], scale: &[f64]) -> f64 {
+    let ymax = scale.iter().fold(0f64, |a, v| a.max(v.abs()));
+    y.iter().zip(want).fold(0f64, |a, (g, w)| a.max((f64::from(g.to_f32()) - w).abs())) / ymax
 }
 
 fn mib(bytes: usize) -> f64 {

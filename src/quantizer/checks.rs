@@ -8,17 +8,16 @@ use std::path::{Path, PathBuf};
 use super::report::describe_scheme;
 use super::{MAX_EVAL_ROWS, Plan, Quantizer};
 use crate::MAX_INT8_DOT_LEN;
+use crate::activation::takes_int8_activations;
 use crate::checkpoint::{self, Checkpoint};
-use crate::{Error, Granularity, Mode, Result};
+use crate::{Error, Result};
 
 impl Quantizer {
     /// The settings that need no file: `eval_rows` within [`MAX_EVAL_ROWS`]; the outlier
     /// threshold; for the methods with int8 activations, a scheme they can run.
     pub(super) fn check_settings(&self) -> Result<()> {
         if self.activation_quant()?.is_some() {
-            let per_row =
-                matches!(self.scheme.granularity, Granularity::PerTensor | Granularity::PerChannel { axis: 0 });
-            if self.scheme.mode != Mode::Symmetric || !per_row {
+            if !takes_int8_activations(self.scheme) {
                 return Err(Error::Scheme(format!(
                     "{} quantizes activations per token, which needs symmetric weights with one scale per output                      row (the default) or per tensor, not {}; drop the scheme options (--scheme, --granularity,                      --group-size), or use w8a16 for this scheme",
                     self.method,

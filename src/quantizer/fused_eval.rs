@@ -5,7 +5,8 @@
 
 use super::eval::{EvalSpec, random_activations, relative_error};
 use super::fused::{LANES, MAX_FUSED_EVAL_ROWS};
-use crate::{ActivationQuant, MAX_INT8_DOT_LEN, Mode, QuantScheme, reference};
+use crate::activation::takes_int8_activations;
+use crate::{ActivationQuant, MAX_INT8_DOT_LEN, QuantScheme, reference};
 
 /// The evaluation activations quantized to int8 per row, lane-major per chunk of rows.
 struct Int8Rows {
@@ -52,7 +53,7 @@ impl Eval {
         if rows > MAX_FUSED_EVAL_ROWS {
             return None;
         }
-        if act.is_some() && (per_row != 1 || scheme.mode != Mode::Symmetric || k > MAX_INT8_DOT_LEN) {
+        if act.is_some() && (!takes_int8_activations(scheme) || k > MAX_INT8_DOT_LEN) {
             return None;
         }
         let x = random_activations(rows.checked_mul(k)?, seed);

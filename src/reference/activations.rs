@@ -2,9 +2,9 @@
 //! the W8A8 linear with its f64 bound.
 
 use super::{flush_subnormal, linear_dims, quantize_value, symmetric_scale};
-use crate::activation::{ActivationQuant, MAX_INT8_DOT_LEN, QuantizedActivations};
+use crate::activation::{ActivationQuant, MAX_INT8_DOT_LEN, QuantizedActivations, takes_int8_activations};
 use crate::check::{check_finite, check_output};
-use crate::{Element, Error, Granularity, Mode, QuantScheme, QuantizedTensor, Result};
+use crate::{Element, Error, QuantScheme, QuantizedTensor, Result};
 
 /// The outlier columns of `x` (`[rows, k]`): those where any row has `|x| >= threshold`,
 /// ascending. Empty without a threshold.
@@ -52,8 +52,7 @@ pub fn quantize_activations<T: Element>(x: &[T], k: usize, act: ActivationQuant)
 /// Checks that a weight of `scheme` and `shape` can take int8 activations: 2-D, symmetric, one
 /// scale per output row or per tensor, and rows short enough for `i32` sums.
 pub(crate) fn check_int8_weight_scheme(s: QuantScheme, shape: &[usize]) -> Result<()> {
-    let per_row = matches!(s.granularity, Granularity::PerTensor | Granularity::PerChannel { axis: 0 });
-    if s.mode != Mode::Symmetric || !per_row || shape.len() != 2 {
+    if !takes_int8_activations(s) || shape.len() != 2 {
         return Err(Error::Scheme(format!(
             "int8 activations (W8A8, LLM.int8()) need 2-D symmetric weights with one scale per output \
              row or per tensor; this weight is {:?} {:?} of shape {:?}: quantize it with \
@@ -164,6 +163,7 @@ pub fn linear_a8_f64<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Granularity;
 
     fn per_row(values: Vec<i8>, scales: Vec<f32>, shape: [usize; 2]) -> QuantizedTensor {
         QuantizedTensor::new(&shape, QuantScheme::symmetric(Granularity::PerChannel { axis: 0 }), values, scales, None)
