@@ -16,14 +16,14 @@ impl Quantizer {
     /// The settings that need no file: `eval_rows` within [`MAX_EVAL_ROWS`]; the outlier
     /// threshold; for the methods with int8 activations, a scheme they can run.
     pub(super) fn check_settings(&self) -> Result<()> {
-        if self.activation_quant()?.is_some() {
-            if !takes_int8_activations(self.scheme) {
-                return Err(Error::Scheme(format!(
-                    "{} quantizes activations per token, which needs symmetric weights with one scale per output                      row (the default) or per tensor, not {}; drop the scheme options (--scheme, --granularity,                      --group-size), or use w8a16 for this scheme",
-                    self.method,
-                    describe_scheme(self.scheme)
-                )));
-            }
+        if self.activation_quant()?.is_some() && !takes_int8_activations(self.scheme) {
+            return Err(Error::Scheme(format!(
+                "{} quantizes activations per token, which needs symmetric weights with one scale per output \
+                 row (the default) or per tensor, not {}; drop the scheme options (--scheme, --granularity, \
+                 --group-size), or use w8a16 for this scheme",
+                self.method,
+                describe_scheme(self.scheme)
+            )));
         }
         if self.eval_rows > MAX_EVAL_ROWS {
             return Err(Error::TooLarge {
