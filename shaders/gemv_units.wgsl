@@ -3,7 +3,11 @@
 
 // Sixteen activations from element i (a multiple of 16) of this pass's rows.
 fn load_x16(e: u32) -> array<vec4<f32>, 4> {
-    let i = p.m0 * p.k + e;
+    return load_x16_at(p.m0 * p.k + e);
+}
+
+// Sixteen activations from element i (a multiple of 16) of the whole activation buffer.
+fn load_x16_at(i: u32) -> array<vec4<f32>, 4> {
     if IN_DT == DT_F32 {
         let b = i / 4u;
         return array<vec4<f32>, 4>(bitcast<vec4<f32>>(x4[b]), bitcast<vec4<f32>>(x4[b + 1u]), bitcast<vec4<f32>>(x4[b + 2u]), bitcast<vec4<f32>>(x4[b + 3u]));

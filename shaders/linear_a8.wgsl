@@ -5,8 +5,10 @@
 // symmetric with one scale per row or per tensor. q_x rows are zero-padded to whole words and
 // zero in outlier columns, so padding bytes and outlier columns add nothing to acc (even
 // offset-binary weights, whose zero padding reads as -128).
-// Three entry points: a8_rows_main (GEMV, several weight rows per invocation, no barriers),
-// a8_rows16_main (the same in 16-byte units, for k % 16 == 0) and a8_gemm_main (64x64 tiles of packed words in workgroup memory, 4x4 outputs per thread).
+// Four entry points: a8_rows_main (GEMV, several weight rows per invocation, no barriers),
+// a8_rows16_main (the same in 16-byte units, for k % 16 == 0), a8_rows16_wide_main (that with
+// sixteen weight rows per invocation, for passes of several rows) and a8_gemm_main (64x64 tiles
+// of packed words in workgroup memory, 4x4 outputs per thread).
 
 // dot4I8Packed, or the same sum from sign-extended bytes. Integer sums are exact and wrap
 // identically, so both give the same bits; see Gpu::uses_packed_dot for how naga lowers the
@@ -139,6 +141,81 @@ fn a8_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         }
     }
     store_rows(r0, acc);
+}
+
+// a8_rows16_main for passes of several activation rows, sixteen weight rows per invocation
+// (the host runs it on CPU adapters where a pass has two or more rows): gemv_rows16_wide_main's
+// design, whose comment says why every accumulator is a named value indexed by constants only.
+// src/gpu/matmul_a8.rs has the figures.
+
+// One 16-byte unit of each of sixteen weight rows.
+alias A8WideUnit = array<vec4<u32>, 16>;
+
+// Unit u of the rows at bases b (see row_bases), with the weights' xor mask xm applied (passed
+// in rather than read from p in the hot loop, as gemv_rows16_wide_main does).
+fn a8_wide_unit(b: array<vec4<u32>, 4>, u: u32, xm: vec4<u32>) -> A8WideUnit {
+    return A8WideUnit(
+        a8_wide_row(b[0].x + u, xm), a8_wide_row(b[0].y + u, xm), a8_wide_row(b[0].z + u, xm), a8_wide_row(b[0].w + u, xm),
+        a8_wide_row(b[1].x + u, xm), a8_wide_row(b[1].y + u, xm), a8_wide_row(b[1].z + u, xm), a8_wide_row(b[1].w + u, xm),
+        a8_wide_row(b[2].x + u, xm), a8_wide_row(b[2].y + u, xm), a8_wide_row(b[2].z + u, xm), a8_wide_row(b[2].w + u, xm),
+        a8_wide_row(b[3].x + u, xm), a8_wide_row(b[3].y + u, xm), a8_wide_row(b[3].z + u, xm), a8_wide_row(b[3].w + u, xm));
+}
+
+// The unit at 16-byte slot `slot` of this block, through the u32 view (see weight_unit).
+fn a8_wide_row(slot: u32, xm: vec4<u32>) -> vec4<u32> {
+    let w = 4u * slot;
+    return vec4<u32>(weights[w], weights[w + 1u], weights[w + 2u], weights[w + 3u]) ^ xm;
+}
+
+// a plus one activation row's unit xv times the sixteen rows' unit w.
+fn a8_wide_step(a: array<vec4<i32>, 4>, xv: vec4<u32>, w: A8WideUnit) -> array<vec4<i32>, 4> {
+    return array<vec4<i32>, 4>(
+        a[0] + vec4<i32>(dot16i(xv, w[0]), dot16i(xv, w[1]), dot16i(xv, w[2]), dot16i(xv, w[3])),
+        a[1] + vec4<i32>(dot16i(xv, w[4]), dot16i(xv, w[5]), dot16i(xv, w[6]), dot16i(xv, w[7])),
+        a[2] + vec4<i32>(dot16i(xv, w[8]), dot16i(xv, w[9]), dot16i(xv, w[10]), dot16i(xv, w[11])),
+        a[3] + vec4<i32>(dot16i(xv, w[12]), dot16i(xv, w[13]), dot16i(xv, w[14]), dot16i(xv, w[15])));
+}
+
+@compute @workgroup_size(WIDE_WG)
+fn a8_rows16_wide_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r0 = (gid.y * nwg.x * WIDE_WG + gid.x) * WIDE_ROWS;
+    if r0 >= p.rows {
+        return;
+    }
+    let stride = p.words_per_row / 4u;
+    let b = wide_bases(r0);
+    let xm = vec4<u32>(p.xor_mask);
+    let rows = p.m;
+    // Unit 0 of the pass's first activation row.
+    let xb = p.m0 * stride;
+    var a0: array<vec4<i32>, 4>;
+    var a1: array<vec4<i32>, 4>;
+    var a2: array<vec4<i32>, 4>;
+    var a3: array<vec4<i32>, 4>;
+    var a4: array<vec4<i32>, 4>;
+    var a5: array<vec4<i32>, 4>;
+    var a6: array<vec4<i32>, 4>;
+    var a7: array<vec4<i32>, 4>;
+    for (var u = 0u; u < stride; u++) {
+        let w = a8_wide_unit(b, u, xm);
+        a0 = a8_wide_step(a0, qx_unit(xb, u), w);
+        if rows > 1u { a1 = a8_wide_step(a1, qx_unit(xb + stride, u), w); }
+        if rows > 2u { a2 = a8_wide_step(a2, qx_unit(xb + 2u * stride, u), w); }
+        if rows > 3u { a3 = a8_wide_step(a3, qx_unit(xb + 3u * stride, u), w); }
+        if rows > 4u { a4 = a8_wide_step(a4, qx_unit(xb + 4u * stride, u), w); }
+        if rows > 5u { a5 = a8_wide_step(a5, qx_unit(xb + 5u * stride, u), w); }
+        if rows > 6u { a6 = a8_wide_step(a6, qx_unit(xb + 6u * stride, u), w); }
+        if rows > 7u { a7 = a8_wide_step(a7, qx_unit(xb + 7u * stride, u), w); }
+    }
+    let acc = array<array<vec4<i32>, 4>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    for (var m = 0u; m < rows; m++) {
+        for (var r = 0u; r < WIDE_ROWS; r++) {
+            if r0 + r >= p.rows {
+                break;
+            }
+            store_a8(m, r0 + r, acc[m][r / 4u][r % 4u]);
+        }
+    }
 }
 
 // Words of one GEMM k step; TM * TKW = WG, so each thread stages one word of each tile.

@@ -49,3 +49,8 @@ fn row_bases(r0: u32) -> vec4<u32> {
     let last = vec4<u32>(p.rows - 1u);
     return min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), last) * (p.words_per_row / 4u);
 }
+
+// row_bases for the sixteen weight rows from local row r0 (the wide row GEMVs).
+fn wide_bases(r0: u32) -> array<vec4<u32>, 4> {
+    return array<vec4<u32>, 4>(row_bases(r0), row_bases(r0 + 4u), row_bases(r0 + 8u), row_bases(r0 + 12u));
+}

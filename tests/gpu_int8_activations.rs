@@ -201,6 +201,45 @@ fn linear_across_row_blocks() {
     }
 }
 
+/// Passes of several rows over more than 256 output rows, which CPU adapters run with sixteen
+/// weight rows per invocation (`a8_rows16_wide_main`): passes of 2 to 8 rows (13 rows: 7 and 6),
+/// a tail of twelve rows (300 = 18 x 16 + 12), both products with the same bits, row blocks.
+#[test]
+fn wide_passes_match_the_reference() {
+    let _ = gpu_or_skip!();
+    let gemv = |packed_dot, max_storage_buffer_binding_size| {
+        open(GpuOptions {
+            gemm_min_rows: Some(usize::MAX),
+            packed_dot: Some(packed_dot),
+            max_storage_buffer_binding_size,
+            ..Default::default()
+        })
+    };
+    let (packed, fallback) = (gemv(true, None), gemv(false, None));
+    let cases = [
+        (2, ActivationQuant::per_token(), PER_ROW),
+        (8, llm(2.0), Granularity::PerTensor),
+        (13, llm(2.0), PER_ROW),
+        (5, llm(1e-30), PER_ROW),
+    ];
+    for (i, (m, act, granularity)) in cases.into_iter().enumerate() {
+        let c =
+            Case { n: 300, k: 64, m, granularity, bias: i % 2 == 0, act, offset_binary: i > 1, seed: 1000 + i as u64 };
+        for dtype in [DType::F32, DType::BF16] {
+            let a = check_linear_dtype(&packed, dtype, &c, "wide, packed dot");
+            let b = check_linear_dtype(&fallback, dtype, &c, "wide, fallback");
+            assert_eq!(a, b, "{dtype} m={m} {act:?}: packed dot vs fallback bits");
+        }
+    }
+    // An 8 KiB binding limit: rows of 16 B in blocks of 512 and 188.
+    let blocks = gemv(true, Some(8192));
+    let (n, k) = (700, 16);
+    let c = Case { n, k, m: 4, granularity: PER_ROW, bias: true, act: llm(2.0), offset_binary: false, seed: 1100 };
+    let q = reference::quantize(&common::rand_vec(n * k, c.seed), &[n, k], QuantScheme::symmetric(PER_ROW));
+    assert_eq!(GpuQuantizedTensor::from_host(&blocks, &q.unwrap()).unwrap().num_blocks(), 2);
+    check_linear_dtype(&blocks, DType::F16, &c, "wide, row blocks");
+}
+
 #[test]
 fn unsupported_weights_and_non_finite_inputs_are_errors() {
     let gpu = gpu_or_skip!();

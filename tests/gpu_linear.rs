@@ -191,12 +191,13 @@ fn fast_gemv_variants() {
 fn rows16_gemv() {
     let gpu = gpu_or_skip!();
     // The adapter's own GEMV: on a CPU adapter, whole rows per invocation in 16-byte units.
-    // 1030 rows: one activation row takes eight weight rows per invocation (a tail of six).
+    // 1030 rows: one activation row takes eight weight rows per invocation (a tail of six); from
+    // 259 rows, passes of 2-8 rows take sixteen (tails of three and six).
     for (n, k) in [(1, 16), (9, 48), (33, 96), (70, 1088), (259, 384), (1030, 32)] {
         for s in unit_schemes(k) {
             let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
             let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();
-            for m in [1, 3, 8, 12] {
+            for m in [1, 2, 3, 8, 12] {
                 let ctx = format!("{} [{n}, {k}] {s:?}", gpu.linear_variant(&wg, DType::F32, m));
                 run::<f32>(&gpu, &w, m, true, m as u64, &ctx);
                 run::<f16>(&gpu, &w, m, false, m as u64, &ctx);

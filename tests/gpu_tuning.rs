@@ -144,7 +144,7 @@ fn every_variant_a_file_can_choose_stays_exact() {
     let gpu = fresh(GpuOptions::default());
     let w = weight(33, 64, QuantScheme::default());
     let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();
-    for name in ["rows", "rows16", "lanes/1", "lanes/2", "lanes/4", "generic", "gemm"] {
+    for name in ["rows", "rows16", "rows16/wide", "lanes/1", "lanes/2", "lanes/4", "generic", "gemm"] {
         let v = LinearVariant::from_name(name).unwrap();
         // The GEMM only serves more than one pass; the GEMV classes keep a GEMV there.
         let path = rewritten(&doc, &dir, |rows| if name == "gemm" && rows != "9-32" { "generic" } else { name });

@@ -1,7 +1,7 @@
 //! Host side of `gemv.wgsl` and `gemm.wgsl`: kernel choice and dispatch of the fused linear.
 
 use crate::gpu::bindings::slot;
-use crate::gpu::params::{FAST_GROUPS, FAST_LANES, GEMM_TILE, GEMV_ROWS, GEMV_WG, THREAD_ROWS};
+use crate::gpu::params::{FAST_GROUPS, FAST_LANES, GEMM_TILE, GEMV_ROWS, GEMV_WG, THREAD_ROWS, WIDE_ROWS, WIDE_WG};
 pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ const GEMV_MIN_WORKGROUPS: usize = 256;
 /// The kernel (and its variant) that serves `m` rows of `w`: the one place kernels are chosen.
 ///
 /// Up to [`GEMV_MAX_ROWS`] rows take one GEMV pass; more rows take the tiled GEMM or GEMV
-/// passes of 8 rows. Explicit [`GpuOptions`](crate::GpuOptions) decide what they name; a tuned
+/// passes of up to 8 rows. Explicit [`GpuOptions`](crate::GpuOptions) decide what they name; a tuned
 /// choice for the layer's class ([`Gpu::tune`]) decides the rest; the heuristic ([`heuristic`])
 /// decides where neither does.
 pub(crate) fn choose(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) -> (Kernel, Variant) {
@@ -37,26 +37,27 @@ pub(crate) fn choice(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) 
     match tuned {
         _ if gemm => LinearVariant::Gemm,
         Some(t) if t != LinearVariant::Gemm && !gemv_options => t,
-        _ => heuristic_gemv(gpu, w),
+        _ => heuristic_gemv(gpu, w, m),
     }
 }
 
 /// The variant chosen without tuning (explicit options still apply): GEMM from
 /// [`gemm_min_rows`] on, else the GEMV of [`uses_rows_per_thread`] and [`rows_per_group`].
 pub(crate) fn heuristic(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVariant {
-    if m >= gemm_min_rows(gpu) { LinearVariant::Gemm } else { heuristic_gemv(gpu, w) }
+    if m >= gemm_min_rows(gpu) { LinearVariant::Gemm } else { heuristic_gemv(gpu, w, m) }
 }
 
 /// The GEMV variant of the heuristic. A CPU adapter takes whole rows per invocation read in
 /// 16-byte units wherever units hold whole scale segments: on lavapipe (`examples/tune.rs`, five
 /// interleaved rounds, load 2.9-3.3) `rows16` beat the former choice in every class measured,
 /// 3.3-8.4x over the word-at-a-time `rows` at [1536, 384] and 2.2-4.7x over `lanes/4` at
-/// [4096, 4096], at 1 and 8 rows, f32, f16 and bf16. The explicit GEMV options keep choosing
-/// among the older kernels, which they name.
-fn heuristic_gemv(gpu: &Gpu, w: &GpuQuantizedTensor) -> LinearVariant {
+/// [4096, 4096], at 1 and 8 rows, f32, f16 and bf16; for several rows, above
+/// [`WIDE_MIN_OUT`] output rows, sixteen weight rows per invocation beat four (see there). The
+/// explicit GEMV options keep choosing among the older kernels, which they name.
+fn heuristic_gemv(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVariant {
     let explicit = gpu.gemv_rows_per_thread().is_some() || gpu.gemv_rows_per_group().is_some();
     if gpu.is_cpu_adapter() && !explicit && whole_segments(w, 16) {
-        LinearVariant::GemvRows16
+        if m > 1 && w.shape()[0] > WIDE_MIN_OUT { LinearVariant::GemvRows16Wide } else { LinearVariant::GemvRows16 }
     } else if uses_rows_per_thread(gpu, w.shape()[1]) && whole_segments(w, 4) {
         LinearVariant::GemvRows
     } else if whole_segments(w, 16) {
@@ -91,6 +92,9 @@ pub(crate) fn kernel_of(
         LinearVariant::GemvRows => whole_segments(w, 4).then_some((Kernel::GemvRows, Variant { asym, ..v })),
         // The same with a 16-byte unit per row per step: units must hold whole scale segments.
         LinearVariant::GemvRows16 => whole_segments(w, 16).then_some((Kernel::GemvRows16, Variant { asym, ..v })),
+        LinearVariant::GemvRows16Wide => {
+            whole_segments(w, 16).then_some((Kernel::GemvRows16Wide, Variant { asym, ..v }))
+        }
         // 16-byte units must hold whole scale segments.
         LinearVariant::GemvLanes { rows_per_group } => whole_segments(w, 16).then_some((
             Kernel::GemvFast,
@@ -121,7 +125,7 @@ pub(crate) fn uses_rows_per_thread(gpu: &Gpu, k: usize) -> bool {
     gpu.gemv_rows_per_thread().unwrap_or_else(|| gpu.is_cpu_adapter() && k < FAST_LANES * 16)
 }
 
-/// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV.
+/// Activation rows from which the tiled GEMM replaces passes of the GEMV (up to 8 rows each).
 ///
 /// A pass re-reads the weights (from cache when they fit), so passes win while the GEMM's tiles
 /// are mostly empty or its arithmetic is slow. A CPU adapter never takes the GEMM: on lavapipe
@@ -162,6 +166,7 @@ pub(crate) fn workgroups(kernel: Kernel, v: Variant, rows: usize, m: usize) -> u
             rows.div_ceil(GEMV_WG * THREAD_ROWS)
         }
         Kernel::GemvRows16One => rows.div_ceil(GEMV_WG * 2 * THREAD_ROWS),
+        Kernel::GemvRows16Wide | Kernel::A8Rows16Wide => rows.div_ceil(WIDE_WG * WIDE_ROWS),
         Kernel::GemvFast | Kernel::GemvDense => rows.div_ceil(FAST_GROUPS * usize::from(v.rpt)),
         _ => rows.div_ceil(GEMM_TILE) * m.div_ceil(GEMM_TILE),
     }) as u32
@@ -187,19 +192,36 @@ pub(crate) struct Plan {
 /// are bit-identical (the same operations per row in the same order).
 const ONE_ROW_MIN_OUT: usize = 2 * GEMV_WG * 2 * THREAD_ROWS;
 
+/// Output rows above which CPU adapters serve passes of several activation rows with sixteen
+/// weight rows per invocation (`rows16/wide`, workgroups of `WIDE_WG`) rather than four
+/// (`rows16`): more than one workgroup of it.
+///
+/// On lavapipe (`examples/tune.rs`, GPU timestamps, five interleaved rounds, load 1.3-2.0)
+/// sixteen rows beat four in every class measured: 1.41-2.37x at [4096, 4096] and 1.26-1.77x at
+/// [1536, 384] with 8, 9 and 128 rows, 1.02-1.30x with 2, for f32, f16 and bf16 activations.
+/// Most of it is the named accumulators (in a harness, four rows with named accumulators ran
+/// 1.2x faster than with an array indexed per activation row; sixteen rows 2.5x). One
+/// activation row keeps eight rows per invocation ([`ONE_ROW_MIN_OUT`]): there sixteen ran 2.3x
+/// slower at [4096, 4096], bound by reading sixteen rows' streams per invocation, not by
+/// arithmetic.
+pub(crate) const WIDE_MIN_OUT: usize = WIDE_WG * WIDE_ROWS;
+
 /// Plans `y = x · dequant(w)ᵀ + bias` for `m` activation rows with `kernel` and `variant`.
 fn plan(w: &GpuQuantizedTensor, m: usize, (kernel, variant): (Kernel, Variant), has_bias: bool) -> Plan {
     let pass = if kernel == Kernel::Gemm { m } else { GEMV_MAX_ROWS };
-    let kernel = if kernel == Kernel::GemvRows16 && m == 1 && w.shape()[0] >= ONE_ROW_MIN_OUT {
-        Kernel::GemvRows16One
-    } else {
-        kernel
+    let one = w.shape()[0] >= ONE_ROW_MIN_OUT;
+    let kernel = match kernel {
+        Kernel::GemvRows16 | Kernel::GemvRows16Wide if m == 1 && one => Kernel::GemvRows16One,
+        Kernel::GemvRows16Wide if m == 1 => Kernel::GemvRows16,
+        k => k,
     };
     Plan { kernel, variant, dispatches: dispatch_params(w, m, pass, has_bias) }
 }
 
 /// The parameters of each dispatch of a linear over `m` activation rows of `w`, in passes of
-/// `pass` rows (`LinearParams::m0` is a pass's first row), per row block within each pass.
+/// at most `pass` rows (`LinearParams::m0` is a pass's first row), per row block within each
+/// pass. The passes share the rows evenly (9 rows: 5 and 4, not 8 and 1): a GEMV's time grows
+/// with its pass's rows, and a last pass of one row would run a kernel built for several.
 pub(crate) fn dispatch_params(
     w: &GpuQuantizedTensor,
     m: usize,
@@ -211,10 +233,12 @@ pub(crate) fn dispatch_params(
     // Each generic-GEMV thread takes chunks of k; a multiple of 4 keeps chunks word-aligned.
     let chunk = k.div_ceil(GEMV_WG).next_multiple_of(4).max(4);
     let mut dispatches = Vec::new();
-    for m0 in (0..m).step_by(pass) {
+    let passes = m.div_ceil(pass.max(1));
+    for j in 0..passes {
+        let (m0, m1) = (j * m / passes, (j + 1) * m / passes);
         for (i, b) in w.blocks.iter().enumerate() {
             let params = LinearParams {
-                m: (m - m0).min(pass) as u32,
+                m: (m1 - m0) as u32,
                 n: n as u32,
                 k: k as u32,
                 words_per_row: k.div_ceil(4) as u32,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::gpu::act_quant::ActQuantPlan;
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::FamilyObjects;
-use crate::gpu::matmul::{Dispatch, dispatch_params, upload_dispatches};
+use crate::gpu::matmul::{Dispatch, WIDE_MIN_OUT, dispatch_params, upload_dispatches};
 use crate::gpu::params::GEMV_MAX_ROWS;
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
@@ -40,7 +40,7 @@ pub(crate) fn a8_gemm_min_rows(gpu: &Gpu, k: usize) -> usize {
     }
 }
 
-/// The int8 kernel for `m` rows of a layer of `k` inputs: the GEMM from [`a8_gemm_min_rows`],
+/// The int8 kernel for `m` rows of a layer of `[n, k]`: the GEMM from [`a8_gemm_min_rows`],
 /// else the GEMV in 16-byte units where rows are whole units (`k % 16 == 0`), else the GEMV one
 /// word at a time.
 ///
@@ -51,9 +51,14 @@ pub(crate) fn a8_gemm_min_rows(gpu: &Gpu, k: usize) -> usize {
 /// still 1.2-1.6x slower than the weight-only W8A16 layer of the same design (`rows16`) there:
 /// on this CPU adapter the integer products cost what the float ones do, and the activation
 /// quantizer's passes come on top.
-fn a8_kernel(gpu: &Gpu, k: usize, m: usize) -> Kernel {
+///
+/// CPU adapters run passes of several rows over more than [`WIDE_MIN_OUT`] output rows with
+/// sixteen weight rows per invocation (`a8_rows16_wide_main`) rather than four: WIDE_A8_FIGURES
+fn a8_kernel(gpu: &Gpu, [n, k]: [usize; 2], m: usize) -> Kernel {
     if m >= a8_gemm_min_rows(gpu, k) {
         Kernel::A8Gemm
+    } else if k.is_multiple_of(16) && gpu.is_cpu_adapter() && m > 1 && n > WIDE_MIN_OUT {
+        Kernel::A8Rows16Wide
     } else if k.is_multiple_of(16) {
         Kernel::A8Rows16
     } else {
@@ -80,7 +85,7 @@ pub(crate) fn prepare_a8(
     has_bias: bool,
     act: ActivationQuant,
 ) -> Result<A8RowsPlan> {
-    let kernel = a8_kernel(gpu, w.shape()[1], m);
+    let kernel = a8_kernel(gpu, [w.shape()[0], w.shape()[1]], m);
     let variant = Variant { packed_dot: gpu.uses_packed_dot(), ..Variant::new(dtype, dtype) };
     let pass = if kernel == Kernel::A8Gemm { m } else { GEMV_MAX_ROWS };
     let dispatches = upload_dispatches(gpu, w, kernel, variant, &dispatch_params(w, m, pass, has_bias))?;

@@ -23,7 +23,7 @@ pub struct GpuOptions {
     /// rows under 512 inputs; lane groups otherwise. Set, it names one of the two older kernels
     /// (`Some(true)`: `rows`). For tuning on a new device, and for tests of both.
     pub gemv_rows_per_thread: Option<bool>,
-    /// Activation rows from which the tiled GEMM replaces passes of the 8-row GEMV (at least
+    /// Activation rows from which the tiled GEMM replaces passes of the GEMV (up to 8 rows each; at least
     /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests
     /// that measure one path.
     pub gemm_min_rows: Option<usize>,

@@ -30,6 +30,15 @@ pub(crate) const MAX_RPT: usize = 4;
 pub(crate) const THREAD_ROWS: usize = 4;
 // The row-per-invocation GEMVs keep one vec4 lane per weight row (gemv_rows16_main, linear_a8.wgsl).
 const _: () = assert!(THREAD_ROWS == 4, "the row GEMVs hold their rows' sums in vec4s");
+/// Threads of a workgroup of the wide row GEMVs (`gemv_rows16_wide_main`,
+/// `a8_rows16_wide_main`), kept small so that
+/// layers of a few hundred output rows still give every core of a CPU adapter a workgroup.
+pub(crate) const WIDE_WG: usize = 16;
+/// Weight rows each invocation of the wide row GEMVs owns.
+pub(crate) const WIDE_ROWS: usize = 16;
+// The wide row GEMVs (gemv_rows16_wide_main, a8_rows16_wide_main) name one accumulator per
+// activation row of a pass, each holding sixteen weight rows' sums in four vec4s.
+const _: () = assert!(GEMV_MAX_ROWS == 8 && WIDE_ROWS == 16, "the wide row GEMVs' accumulators");
 /// Output tile of the GEMM: `GEMM_TILE` activation rows by `GEMM_TILE` weight rows.
 pub(crate) const GEMM_TILE: usize = 64;
 /// Depth of one GEMM k step.
@@ -207,12 +216,20 @@ fn constants(family: Family) -> Vec<(&'static str, usize)> {
             ("MAX_RPT", MAX_RPT),
         ]),
         Family::Gemm => c.extend([("TM", GEMM_TILE), ("TN", GEMM_TILE), ("TK", GEMM_TK)]),
-        Family::GemvRows => c.extend([("GEMV_WG", GEMV_WG), ("MAX_M", GEMV_MAX_ROWS), ("THREAD_ROWS", THREAD_ROWS)]),
+        Family::GemvRows => c.extend([
+            ("GEMV_WG", GEMV_WG),
+            ("MAX_M", GEMV_MAX_ROWS),
+            ("THREAD_ROWS", THREAD_ROWS),
+            ("WIDE_WG", WIDE_WG),
+            ("WIDE_ROWS", WIDE_ROWS),
+        ]),
         Family::ActQuant => c.extend([("META_COUNT", META_COUNT), ("META_LIST", META_LIST)]),
         Family::LinearA8 => c.extend([
             ("GEMV_WG", GEMV_WG),
             ("MAX_M", GEMV_MAX_ROWS),
             ("THREAD_ROWS", THREAD_ROWS),
+            ("WIDE_WG", WIDE_WG),
+            ("WIDE_ROWS", WIDE_ROWS),
             ("TM", GEMM_TILE),
             ("TN", GEMM_TILE),
             ("TK", GEMM_TK),

@@ -59,6 +59,8 @@ pub(crate) enum Kernel {
     GemvRows16,
     /// `GemvRows16` for one activation row, eight weight rows per invocation.
     GemvRows16One,
+    /// `GemvRows16` for passes of several activation rows, sixteen weight rows per invocation.
+    GemvRows16Wide,
     Gemm,
     GemmDense,
     /// LLM.int8()'s per-column outlier flags.
@@ -71,6 +73,8 @@ pub(crate) enum Kernel {
     A8Rows,
     /// The int8-activation GEMV in 16-byte units (k % 16 == 0).
     A8Rows16,
+    /// `A8Rows16` for passes of several activation rows, sixteen weight rows per invocation.
+    A8Rows16Wide,
     /// The int8-activation tiled GEMM.
     A8Gemm,
     /// Test probe of the exact division and of quantize_value (`div_check_main`).
@@ -161,10 +165,10 @@ impl Kernel {
             Kernel::DivCheck => Family::DivCheck,
             Kernel::Dequantize => Family::Dequantize,
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
-            Kernel::GemvRows | Kernel::GemvRows16 | Kernel::GemvRows16One => Family::GemvRows,
+            Kernel::GemvRows | Kernel::GemvRows16 | Kernel::GemvRows16One | Kernel::GemvRows16Wide => Family::GemvRows,
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
             Kernel::ActFlags | Kernel::ActList | Kernel::ActQuant => Family::ActQuant,
-            Kernel::A8Rows | Kernel::A8Rows16 | Kernel::A8Gemm => Family::LinearA8,
+            Kernel::A8Rows | Kernel::A8Rows16 | Kernel::A8Rows16Wide | Kernel::A8Gemm => Family::LinearA8,
         }
     }
 
@@ -195,12 +199,14 @@ impl Kernel {
             Kernel::GemvRows => "gemv_rows_main",
             Kernel::GemvRows16 => "gemv_rows16_main",
             Kernel::GemvRows16One => "gemv_rows16_one_main",
+            Kernel::GemvRows16Wide => "gemv_rows16_wide_main",
             Kernel::Gemm | Kernel::GemmDense => "gemm_main",
             Kernel::ActFlags => "act_flags_main",
             Kernel::ActList => "act_list_main",
             Kernel::ActQuant => "act_quant_main",
             Kernel::A8Rows => "a8_rows_main",
             Kernel::A8Rows16 => "a8_rows16_main",
+            Kernel::A8Rows16Wide => "a8_rows16_wide_main",
             Kernel::A8Gemm => "a8_gemm_main",
             #[cfg(test)]
             Kernel::DivCheck => "div_check_main",
@@ -296,7 +302,7 @@ mod tests {
                 v.push((k, Variant::new(dt, dt)));
             }
             for asym in [false, true] {
-                for k in [Kernel::GemvRows, Kernel::GemvRows16, Kernel::GemvRows16One] {
+                for k in [Kernel::GemvRows, Kernel::GemvRows16, Kernel::GemvRows16One, Kernel::GemvRows16Wide] {
                     v.push((k, Variant { asym, ..Variant::new(dt, dt) }));
                 }
             }
@@ -304,7 +310,7 @@ mod tests {
                 v.push((k, Variant::new(dt, DType::F32)));
             }
             for packed_dot in [false, true] {
-                for k in [Kernel::A8Rows, Kernel::A8Rows16, Kernel::A8Gemm] {
+                for k in [Kernel::A8Rows, Kernel::A8Rows16, Kernel::A8Rows16Wide, Kernel::A8Gemm] {
                     v.push((k, Variant { packed_dot, ..Variant::new(dt, dt) }));
                 }
             }

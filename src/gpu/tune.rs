@@ -4,7 +4,7 @@
 //!
 //! The heuristic in `matmul.rs` was measured on lavapipe only; on another device the fastest
 //! of the fused linear's variants (whole rows per invocation, lane groups of 1, 2 or 4 rows,
-//! the generic GEMV, passes of the 8-row GEMV or the tiled GEMM) is found by timing them once,
+//! the generic GEMV, GEMV passes of up to 8 rows or the tiled GEMM) is found by timing them once,
 //! as cubecl's autotune does: per shape class, with the result kept in a file
 //! ([`Gpu::save_tuning`], [`Gpu::load_tuning`], in `tune_file.rs`). With
 //! [`GpuOptions::tune_on_first_use`](crate::GpuOptions::tune_on_first_use), a layer's first
@@ -31,27 +31,31 @@ pub enum LinearVariant {
     /// The tiled GEMM (`gemm.wgsl`), all rows in one pass; a candidate above
     /// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
     Gemm,
-    /// The GEMV with whole weight rows per invocation (`gemv_rows.wgsl`), in passes of 8 rows
+    /// The GEMV with whole weight rows per invocation (`gemv_rows.wgsl`), in passes of up to 8 rows
     /// above 8; needs `in % 4 == 0` and scale groups of a multiple of 4.
     GemvRows,
     /// The same with a 16-byte unit (16 int8) per row per step (`gemv_rows16_main`), in passes
     /// of 8 rows above 8; needs `in % 16 == 0` and scale groups of a multiple of 16.
     GemvRows16,
+    /// `GemvRows16` with sixteen weight rows per invocation for passes of 2-8 activation rows
+    /// (`gemv_rows16_wide_main`); one activation row runs as `GemvRows16` does. The same needs.
+    GemvRows16Wide,
     /// The vectorised GEMV, a group of 32 lanes per `rows_per_group` weight rows (1, 2 or 4), in
-    /// passes of 8 rows above 8; needs `in % 16 == 0` and scale groups of a multiple of 16.
+    /// passes of up to 8 rows above 8; needs `in % 16 == 0` and scale groups of a multiple of 16.
     GemvLanes {
         /// Weight rows each lane group computes.
         rows_per_group: u8,
     },
-    /// The generic GEMV (any shape and scale group), in passes of 8 rows above 8.
+    /// The generic GEMV (any shape and scale group), in passes of up to 8 rows above 8.
     GemvGeneric,
 }
 
 impl LinearVariant {
     /// Every variant, in the order candidates are timed and reported.
-    pub(crate) const ALL: [LinearVariant; 7] = [
+    pub(crate) const ALL: [LinearVariant; 8] = [
         LinearVariant::GemvRows,
         LinearVariant::GemvRows16,
+        LinearVariant::GemvRows16Wide,
         LinearVariant::GemvLanes { rows_per_group: 1 },
         LinearVariant::GemvLanes { rows_per_group: 2 },
         LinearVariant::GemvLanes { rows_per_group: 4 },
@@ -59,8 +63,8 @@ impl LinearVariant {
         LinearVariant::Gemm,
     ];
 
-    /// Parses the name [`Display`](fmt::Display) writes (`gemm`, `rows`, `rows16`, `lanes/1`, `lanes/2`,
-    /// `lanes/4`, `generic`).
+    /// Parses the name [`Display`](fmt::Display) writes (`gemm`, `rows`, `rows16`, `rows16/wide`, `lanes/1`,
+    /// `lanes/2`, `lanes/4`, `generic`).
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.to_string() == name)
     }
@@ -72,6 +76,7 @@ impl fmt::Display for LinearVariant {
             LinearVariant::Gemm => f.write_str("gemm"),
             LinearVariant::GemvRows => f.write_str("rows"),
             LinearVariant::GemvRows16 => f.write_str("rows16"),
+            LinearVariant::GemvRows16Wide => f.write_str("rows16/wide"),
             LinearVariant::GemvLanes { rows_per_group } => write!(f, "lanes/{rows_per_group}"),
             LinearVariant::GemvGeneric => f.write_str("generic"),
         }

@@ -182,6 +182,10 @@ impl Gpu {
             if variant == LinearVariant::Gemm && m <= GEMV_MAX_ROWS {
                 continue;
             }
+            // One activation row runs the wide variant as `rows16`.
+            if variant == LinearVariant::GemvRows16Wide && m == 1 {
+                continue;
+            }
             if let Some(kernel) = kernel_of(self, w, dtype, variant) {
                 let plan = prepare_kernel(self, w, m, kernel, false)?;
                 runs.push((variant, plan.bind(self, w, x.buffer(), &no_bias, y.buffer())));
