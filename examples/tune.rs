@@ -5,7 +5,9 @@
 //! there (and loaded by any later `Gpu::load_tuning` on the same adapter and driver).
 //! `INT8_BENCH=full` adds the 7B-class shapes and more row counts, `INT8_TUNE_DTYPES=all` the
 //! 16-bit activations, `INT8_TUNE_ROUNDS=N` sets the interleaved rounds (default 3),
-//! `INT8_TUNE_ROWS=1,8` the activation row counts.
+//! `INT8_TUNE_ROWS=1,8` the activation row counts, `INT8_TUNE_SHAPES=1024x4096,384x1536` the
+//! `[out, in]` shapes, `INT8_TUNE_LAYERS=int8` the layers with int8
+//! activations (W8A8, LLM.int8()) instead of weight-only ones (`=all`: both).
 
 use int8_wgpu::gpu::{TuneCase, TuneOptions};
 use int8_wgpu::{DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedTensor};
@@ -26,8 +28,17 @@ fn weight(n: usize, k: usize) -> Result<QuantizedTensor, int8_wgpu::Error> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let full = std::env::var("INT8_BENCH").is_ok_and(|v| v == "full");
-    let shapes: &[(usize, usize)] =
-        if full { &[(1536, 384), (4096, 4096), (14336, 4096), (4096, 14336)] } else { &[(1536, 384), (4096, 4096)] };
+    let shapes: Vec<(usize, usize)> = match std::env::var("INT8_TUNE_SHAPES") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| {
+                let (n, k) = s.split_once('x').ok_or_else(|| format!("INT8_TUNE_SHAPES: `{s}` is not OUTxIN"))?;
+                Ok::<_, Box<dyn std::error::Error>>((n.trim().parse()?, k.trim().parse()?))
+            })
+            .collect::<Result<_, _>>()?,
+        Err(_) if full => vec![(1536, 384), (4096, 4096), (14336, 4096), (4096, 14336)],
+        Err(_) => vec![(1536, 384), (4096, 4096)],
+    };
     let rows: Vec<usize> = match std::env::var("INT8_TUNE_ROWS") {
         Ok(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
         Err(_) if full => vec![1, 4, 8, 32, 128, 512],
@@ -37,6 +48,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dtypes = match std::env::var("INT8_TUNE_DTYPES").as_deref() {
         Ok("all") => vec![DType::F32, DType::F16, DType::BF16],
         _ => vec![DType::F32],
+    };
+    // INT8_TUNE_LAYERS=int8: layers with int8 activations (W8A8, LLM.int8()); =all: both kinds.
+    let int8: &[bool] = match std::env::var("INT8_TUNE_LAYERS").as_deref() {
+        Ok("int8") => &[true],
+        Ok("all") => &[false, true],
+        _ => &[false],
     };
     let rounds = std::env::var("INT8_TUNE_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     let options = TuneOptions { rounds, ..TuneOptions::default() };
@@ -49,7 +66,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         shapes.iter().map(|&(n, k)| GpuQuantizedTensor::from_host(&gpu, &weight(n, k)?)).collect::<Result<_, _>>()?;
     let cases: Vec<TuneCase> = weights
         .iter()
-        .flat_map(|w| dtypes.iter().map(move |&activation| TuneCase { weight: w, activation, rows }))
+        .flat_map(|w| dtypes.iter().map(move |&activation| (w, activation)))
+        .flat_map(|(weight, activation)| {
+            int8.iter().map(move |&int8_activations| TuneCase { weight, activation, rows, int8_activations })
+        })
         .collect();
     let report = gpu.tune(&cases, &options)?;
     println!("{report}");

@@ -296,10 +296,8 @@ impl QuantizedLinear {
     /// ([`Gpu::tune`]), then forgets the layer's plans so that its next forwards run the
     /// choices (other layers keep the plans they already made).
     pub fn tune(&self, rows: &[usize], options: &TuneOptions) -> Result<TuneReport> {
-        if self.act.is_some() {
-            return Err(Error::Unsupported("tuning layers with int8 activations".into()));
-        }
-        let case = TuneCase { weight: &self.weight, activation: self.dtype, rows };
+        let case =
+            TuneCase { weight: &self.weight, activation: self.dtype, rows, int8_activations: self.act.is_some() };
         let report = self.gpu.tune(&[case], options)?;
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.bound.lock().unwrap_or_else(|p| p.into_inner()).clear();

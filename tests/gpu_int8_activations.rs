@@ -201,9 +201,11 @@ fn linear_across_row_blocks() {
     }
 }
 
-/// Passes of several rows over more than 256 output rows, which CPU adapters run with sixteen
-/// weight rows per invocation (`a8_rows16_wide_main`): passes of 2 to 8 rows (13 rows: 7 and 6),
-/// a tail of twelve rows (300 = 18 x 16 + 12), both products with the same bits, row blocks.
+/// Passes of 3 rows or more over more than 256 output rows and 1024 inputs, which CPU adapters
+/// run with sixteen weight rows per invocation (`a8_rows16_wide_main`) for W8A8: passes of 3 to
+/// 8 rows (13 rows: 7 and 6), a tail of twelve rows (300 = 18 x 16 + 12), both products with the
+/// same bits, row blocks; and every column an outlier (LLM.int8(), which CPU adapters run with
+/// four rows: sixteen would meet llvmpipe's loop limit).
 #[test]
 fn wide_passes_match_the_reference() {
     let _ = gpu_or_skip!();
@@ -217,24 +219,41 @@ fn wide_passes_match_the_reference() {
     };
     let (packed, fallback) = (gemv(true, None), gemv(false, None));
     let cases = [
-        (2, ActivationQuant::per_token(), PER_ROW),
-        (8, llm(2.0), Granularity::PerTensor),
-        (13, llm(2.0), PER_ROW),
+        (3, ActivationQuant::per_token(), PER_ROW),
+        (8, ActivationQuant::per_token(), Granularity::PerTensor),
+        (13, ActivationQuant::per_token(), PER_ROW),
         (5, llm(1e-30), PER_ROW),
     ];
     for (i, (m, act, granularity)) in cases.into_iter().enumerate() {
-        let c =
-            Case { n: 300, k: 64, m, granularity, bias: i % 2 == 0, act, offset_binary: i > 1, seed: 1000 + i as u64 };
+        let c = Case {
+            n: 300,
+            k: 1024,
+            m,
+            granularity,
+            bias: i % 2 == 0,
+            act,
+            offset_binary: i > 1,
+            seed: 1000 + i as u64,
+        };
         for dtype in [DType::F32, DType::BF16] {
             let a = check_linear_dtype(&packed, dtype, &c, "wide, packed dot");
             let b = check_linear_dtype(&fallback, dtype, &c, "wide, fallback");
             assert_eq!(a, b, "{dtype} m={m} {act:?}: packed dot vs fallback bits");
         }
     }
-    // An 8 KiB binding limit: rows of 16 B in blocks of 512 and 188.
-    let blocks = gemv(true, Some(8192));
-    let (n, k) = (700, 16);
-    let c = Case { n, k, m: 4, granularity: PER_ROW, bias: true, act: llm(2.0), offset_binary: false, seed: 1100 };
+    // A 512 KiB binding limit: rows of 1 KiB in blocks of 512 and 188.
+    let blocks = gemv(true, Some(512 << 10));
+    let (n, k) = (700, 1024);
+    let c = Case {
+        n,
+        k,
+        m: 4,
+        granularity: PER_ROW,
+        bias: true,
+        act: ActivationQuant::per_token(),
+        offset_binary: false,
+        seed: 1100,
+    };
     let q = reference::quantize(&common::rand_vec(n * k, c.seed), &[n, k], QuantScheme::symmetric(PER_ROW));
     assert_eq!(GpuQuantizedTensor::from_host(&blocks, &q.unwrap()).unwrap().num_blocks(), 2);
     check_linear_dtype(&blocks, DType::F16, &c, "wide, row blocks");

@@ -207,6 +207,33 @@ fn rows16_gemv() {
     }
 }
 
+/// llvmpipe stops a shader invocation's loops after 65535 iterations in all, silently: on a CPU
+/// adapter the library's own choice stays right at 2^17 inputs (sixteen weight rows per
+/// invocation, no loop inside the loop over k), and a kernel that would pass the limit
+/// (word-at-a-time rows, 8 activation rows, 32768 inputs) is an error rather than wrong sums.
+/// A GPU runs both.
+#[test]
+fn long_rows_stay_exact_or_are_refused() {
+    let gpu = gpu_or_skip!();
+    let s = QuantScheme::default();
+    let w = reference::quantize(&common::rand_vec(16 * (1 << 17), 3), &[16, 1 << 17], s).unwrap();
+    run::<bf16>(&gpu, &w, 8, true, 4, "2^17 inputs");
+    let rows = Gpu::with_options(GpuOptions { gemv_rows_per_thread: Some(true), ..Default::default() }).unwrap();
+    let w = reference::quantize(&common::rand_vec(4 * 32768, 5), &[4, 32768], s).unwrap();
+    let layer = QuantizedLinear::from_quantized::<f32>(&rows, &w, None, DType::F32).unwrap();
+    let x = common::rand_vec(8 * 32768, 6);
+    match layer.forward_host(&x, &[8, 32768]) {
+        Err(int8_wgpu::Error::Unsupported(e)) => {
+            assert!(rows.is_cpu_adapter() && e.contains("65535"), "{e}")
+        }
+        Ok(y) => {
+            assert!(!rows.is_cpu_adapter(), "a CPU adapter ran past its loop limit");
+            common::assert_linear_close(&y, &x, &w, None, "word rows, 32768 inputs");
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Symmetric and asymmetric schemes whose scale segments are whole 16-element units of a row
 /// of `k` (k % 16 == 0): per channel, per tensor, groups of 16 and groups of 32 (or k).
 fn unit_schemes(k: usize) -> Vec<QuantScheme> {

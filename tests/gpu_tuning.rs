@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use half::{bf16, f16};
 use int8_wgpu::gpu::{LinearVariant, RowClass, TuneOptions};
-use int8_wgpu::{DType, Element, Error, Gpu, GpuOptions, Granularity, QuantScheme, QuantizedLinear, reference};
+use int8_wgpu::{
+    ActivationQuant, DType, Element, Error, Gpu, GpuOptions, Granularity, QuantScheme, QuantizedLinear, reference,
+};
 use serde_json::Value;
 
 /// Few, short rounds: these tests check choices and results, not speed.
@@ -215,6 +217,9 @@ fn corrupt_and_foreign_files_are_refused_whole() {
         write("class.json", edited(&|d| d["entries"][0]["in_class"] = 48.into())),
         write("gemm.json", edited(&|d| d["entries"][0]["variant"] = "gemm".into())),
         write("entries.json", edited(&|d| d["entries"] = "none".into())),
+        // A variant of the other family.
+        write("family.json", edited(&|d| d["entries"][0]["family"] = "linear_a8".into())),
+        write("a8.json", edited(&|d| d["entries"][2]["variant"] = "a8/gemm".into())),
     ];
     for p in &corrupt {
         let e = gpu.load_tuning(p).unwrap_err();
@@ -234,7 +239,7 @@ fn corrupt_and_foreign_files_are_refused_whole() {
     assert!(gpu.tuning().is_empty());
     assert!(matches!(gpu.load_tuning(dir.path().join("missing.json")), Err(Error::Io { .. })));
     // Entries of a family a later version tunes are skipped; the rest load.
-    let later = write("later.json", edited(&|d| d["entries"][0]["family"] = "linear_a8".into()));
+    let later = write("later.json", edited(&|d| d["entries"][0]["family"] = "linear_w4".into()));
     assert_eq!(gpu.load_tuning(&later).unwrap(), 2);
 }
 
@@ -244,14 +249,83 @@ fn tuning_refuses_bad_cases() {
     let other = fresh(GpuOptions::default());
     let w = weight(4, 16, QuantScheme::default());
     let wg = int8_wgpu::GpuQuantizedTensor::from_host(&other, &w).unwrap();
-    let case = |rows| int8_wgpu::gpu::TuneCase { weight: &wg, activation: DType::F32, rows };
+    let case = |rows| int8_wgpu::gpu::TuneCase { weight: &wg, activation: DType::F32, rows, int8_activations: false };
     assert!(matches!(gpu.tune(&[case(&[1])], &QUICK), Err(Error::Gpu(_))));
     assert!(matches!(other.tune(&[case(&[0])], &QUICK), Err(Error::Shape(_))));
-    let layer = QuantizedLinear::from_quantized::<f32>(&gpu, &w, None, DType::F32)
-        .unwrap()
-        .with_activation_quant(int8_wgpu::ActivationQuant::per_token())
-        .unwrap();
-    assert!(matches!(layer.tune(&[1], &QUICK), Err(Error::Unsupported(_))));
+    // Int8 activations need symmetric weights with one scale per row or tensor.
+    let asym = weight(4, 16, QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }));
+    let wa = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &asym).unwrap();
+    let int8 = int8_wgpu::gpu::TuneCase { weight: &wa, activation: DType::F32, rows: &[1], int8_activations: true };
+    assert!(matches!(gpu.tune(&[int8], &QUICK), Err(Error::Scheme(_))));
+    assert!(gpu.tuning().is_empty());
+}
+
+/// Runs `m` rows of activations with outlier columns through a new int8-activation layer of `w`
+/// (LLM.int8(), threshold 2) and checks it against the oracle.
+fn check_int8(gpu: &Gpu, w: &int8_wgpu::QuantizedTensor, m: usize, ctx: &str) {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let act = ActivationQuant::llm_int8(2.0).unwrap();
+    let mut xf = common::rand_vec(m * k, 40 + m as u64);
+    xf[k - 1] = -5.0;
+    let x: Vec<bf16> = common::to_dtype(&xf);
+    let b: Vec<bf16> = common::to_dtype(&common::rand_vec(n, 41));
+    let layer =
+        QuantizedLinear::from_quantized(gpu, w, Some(&b), DType::BF16).unwrap().with_activation_quant(act).unwrap();
+    let y = layer.forward_host(&x, &[m, k]).unwrap();
+    common::assert_a8_close(&y, &x, w, Some(&b), act, &format!("{ctx} m={m}"));
+}
+
+#[test]
+fn int8_activation_layers_tune_their_own_kernels() {
+    let _ = gpu_or_skip!();
+    let (gpu, plain) = (fresh(GpuOptions::default()), fresh(GpuOptions::default()));
+    // 16-byte units (64), words only (40), sixteen-row invocations with a tail of twelve (300).
+    for (n, k) in [(33, 64), (20, 40), (300, 32)] {
+        let w = weight(n, k, QuantScheme::default());
+        let layer = QuantizedLinear::from_quantized::<f32>(&gpu, &w, None, DType::BF16)
+            .unwrap()
+            .with_activation_quant(ActivationQuant::per_token())
+            .unwrap();
+        let report = layer.tune(&[1, 5, 12], &QUICK).unwrap();
+        for r in &report.results {
+            let names: Vec<LinearVariant> = r.candidates.iter().map(|c| c.variant).collect();
+            let ctx = format!("[{n}, {k}] m={}: {names:?}", r.rows);
+            assert!(names.iter().all(|v| v.int8_activations()), "{ctx}");
+            assert!(names.contains(&r.chosen) && names.contains(&r.heuristic), "{ctx}: chose {}", r.chosen);
+            assert_eq!(names.contains(&LinearVariant::Int8Gemm), r.rows > 8, "{ctx}");
+            assert_eq!(names.contains(&LinearVariant::Int8Rows16), k % 16 == 0, "{ctx}");
+            assert_eq!(names.contains(&LinearVariant::Int8Rows16Wide), k % 16 == 0 && r.rows > 1, "{ctx}");
+            assert_eq!(r.key.family, int8_wgpu::gpu::LINEAR_A8_FAMILY, "{ctx}");
+            assert_eq!(gpu.int8_linear_variant(layer.weight(), DType::BF16, r.rows), r.chosen, "{ctx}");
+            // The weight-only class of the same shape is untouched.
+            let wp = int8_wgpu::GpuQuantizedTensor::from_host(&plain, &w).unwrap();
+            let weight_only = plain.linear_variant(&wp, DType::BF16, r.rows);
+            assert_eq!(gpu.linear_variant(layer.weight(), DType::BF16, r.rows), weight_only, "{ctx}");
+        }
+        for m in [1, 5, 12] {
+            check_int8(&gpu, &w, m, &format!("tuned [{n}, {k}]"));
+        }
+    }
+    assert_eq!(gpu.tuning().len(), 3 * 3);
+
+    // Every int8 variant a file can choose runs exactly, and survives a save and load.
+    let dir = common::TempDir::new("tuning-int8");
+    let path = dir.path().join("t.json");
+    gpu.save_tuning(&path).unwrap();
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let w = weight(300, 32, QuantScheme::default());
+    for name in ["a8/rows", "a8/rows16", "a8/rows16/wide", "a8/gemm"] {
+        let v = LinearVariant::from_name(name).unwrap();
+        let file = rewritten(&doc, &dir, |rows| if name == "a8/gemm" && rows != "9-32" { "a8/rows" } else { name });
+        let other = fresh(GpuOptions::default());
+        assert_eq!(other.load_tuning(&file).unwrap(), 9);
+        let wo = int8_wgpu::GpuQuantizedTensor::from_host(&other, &w).unwrap();
+        for m in [1, 5, 12] {
+            let expect = if name == "a8/gemm" && m <= 8 { LinearVariant::Int8Rows } else { v };
+            assert_eq!(other.int8_linear_variant(&wo, DType::BF16, m), expect, "{name} m={m}");
+            check_int8(&other, &w, m, name);
+        }
+    }
 }
 
 #[test]

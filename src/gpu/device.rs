@@ -336,8 +336,10 @@ impl Gpu {
     }
 
     /// Whether the adapter is a CPU (lavapipe, llvmpipe, WARP, SwiftShader): few workgroups run
-    /// at a time there, which the kernel choices take into account.
-    pub(crate) fn is_cpu_adapter(&self) -> bool {
+    /// at a time there, which the kernel choices take into account, and llvmpipe's loop limit
+    /// (65535 loop iterations per shader invocation) refuses some kernels on very long rows
+    /// (`Error::Unsupported`; the library's own choices stay within it).
+    pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.as_ref().is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu)
     }
 

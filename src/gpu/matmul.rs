@@ -10,7 +10,7 @@ use crate::gpu::cache::FamilyObjects;
 use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::tune::{LinearVariant, TuneKey};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
-use crate::{DType, Result};
+use crate::{DType, Error, Result};
 
 /// Fewest fast-GEMV workgroups a GPU (not a CPU adapter) is given; see `rows_per_group`.
 const GEMV_MIN_WORKGROUPS: usize = 256;
@@ -57,7 +57,13 @@ pub(crate) fn heuristic(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVa
 fn heuristic_gemv(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVariant {
     let explicit = gpu.gemv_rows_per_thread().is_some() || gpu.gemv_rows_per_group().is_some();
     if gpu.is_cpu_adapter() && !explicit && whole_segments(w, 16) {
-        if m > 1 && w.shape()[0] > WIDE_MIN_OUT { LinearVariant::GemvRows16Wide } else { LinearVariant::GemvRows16 }
+        // Four-row passes stop short of llvmpipe's loop limit at large `in` (`cpu_max_in`).
+        let long = cpu_max_in(Kernel::GemvRows16, m).is_some_and(|max| w.shape()[1] > max);
+        if m > 1 && (w.shape()[0] > WIDE_MIN_OUT || long) {
+            LinearVariant::GemvRows16Wide
+        } else {
+            LinearVariant::GemvRows16
+        }
     } else if uses_rows_per_thread(gpu, w.shape()[1]) && whole_segments(w, 4) {
         LinearVariant::GemvRows
     } else if whole_segments(w, 16) {
@@ -106,6 +112,11 @@ pub(crate) fn kernel_of(
                 ..v
             },
         )),
+        // Int8-activation variants run on matmul_a8.rs's kernels.
+        LinearVariant::Int8Rows
+        | LinearVariant::Int8Rows16
+        | LinearVariant::Int8Rows16Wide
+        | LinearVariant::Int8Gemm => None,
     }
 }
 
@@ -191,6 +202,43 @@ pub(crate) struct Plan {
 /// [384, 1536] (one workgroup of eight-row invocations, so one core idle) 1.10x / 0.92x. Results
 /// are bit-identical (the same operations per row in the same order).
 const ONE_ROW_MIN_OUT: usize = 2 * GEMV_WG * 2 * THREAD_ROWS;
+
+/// The most input features at which `kernel`, serving passes of `m` activation rows (at most
+/// 8 per pass), was verified on llvmpipe (lavapipe, and llvmpipe GL) under its loop limit;
+/// `None` where no limit was met up to 2^17 inputs.
+///
+/// llvmpipe counts the iterations of every loop a shader invocation runs, all loops together,
+/// and stops them all after 65535 (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm): silently,
+/// the rest of the sums and stores are skipped. Kernels whose activation-row loop runs inside
+/// their loop over `k` pass it at large `k` (found on lavapipe, 8 rows: the word-at-a-time GEMVs
+/// right at 16384 inputs and wrong at 32768, the 16-byte ones with four weight rows right at
+/// 65536 and wrong at 131072, the GEMMs right at 32768 and wrong at 131072); one activation
+/// row, the wide, lane-group and generic GEMVs were right at 131072. GPUs have no such limit.
+fn cpu_max_in(kernel: Kernel, m: usize) -> Option<usize> {
+    match kernel {
+        Kernel::GemvRows | Kernel::A8Rows if m > 1 => Some(16384),
+        Kernel::GemvRows16 | Kernel::A8Rows16 if m > 1 => Some(65536),
+        Kernel::Gemm | Kernel::GemmDense | Kernel::A8Gemm => Some(32768),
+        _ => None,
+    }
+}
+
+/// An [`Error::Unsupported`] where a CPU adapter would run `kernel` past llvmpipe's loop limit
+/// on `m` rows of `k` inputs ([`cpu_max_in`]), which would give wrong sums without a word: the
+/// heuristic never picks such a kernel; explicit options, tuning files and tuning candidates
+/// are refused.
+pub(crate) fn check_cpu_loop_limit(gpu: &Gpu, kernel: Kernel, k: usize, m: usize) -> Result<()> {
+    match cpu_max_in(kernel, m) {
+        Some(max) if k > max && gpu.is_cpu_adapter() => Err(Error::Unsupported(format!(
+            "`{}` with {k} input features on a CPU adapter: llvmpipe stops a shader invocation's \
+             loops after 65535 iterations in all, without an error, which this kernel passes \
+             beyond {max} inputs; let the library choose the kernel (no GpuOptions kernel \
+             override or tuned choice for this layer)",
+            kernel.entry()
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// Output rows above which CPU adapters serve passes of several activation rows with sixteen
 /// weight rows per invocation (`rows16/wide`, workgroups of `WIDE_WG`) rather than four
@@ -298,7 +346,7 @@ pub(crate) fn prepare_rows(
     if let Some(options) = gpu.tune_on_first_use()
         && gpu.tune_table().get(&TuneKey::of(w, dtype, m)).is_none()
     {
-        gpu.tune(&[TuneCase { weight: w, activation: dtype, rows: &[m] }], &options)?;
+        gpu.tune(&[TuneCase { weight: w, activation: dtype, rows: &[m], int8_activations: false }], &options)?;
     }
     prepare_kernel(gpu, w, m, choose(gpu, w, m, dtype), has_bias)
 }
@@ -312,6 +360,7 @@ pub(crate) fn prepare_kernel(
     has_bias: bool,
 ) -> Result<RowsPlan> {
     let plan = plan(w, m, chosen, has_bias);
+    check_cpu_loop_limit(gpu, plan.kernel, w.shape()[1], m)?;
     let family = gpu.family(plan.kernel.family(plan.variant))?;
     let pipeline = gpu.pipeline(plan.kernel, plan.variant)?;
     let dispatches = upload_dispatches(gpu, w, plan.kernel, plan.variant, &plan.dispatches)?;

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
+use crate::gpu::TuneCase;
 use crate::gpu::act_quant::ActQuantPlan;
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::FamilyObjects;
-use crate::gpu::matmul::{Dispatch, WIDE_MIN_OUT, dispatch_params, upload_dispatches};
+use crate::gpu::matmul::{Dispatch, WIDE_MIN_OUT, check_cpu_loop_limit, dispatch_params, upload_dispatches};
 use crate::gpu::params::GEMV_MAX_ROWS;
 use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::tune::{LinearVariant, TuneKey};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{ActivationQuant, DType, Result};
 
@@ -40,9 +42,39 @@ pub(crate) fn a8_gemm_min_rows(gpu: &Gpu, k: usize) -> usize {
     }
 }
 
-/// The int8 kernel for `m` rows of a layer of `[n, k]`: the GEMM from [`a8_gemm_min_rows`],
-/// else the GEMV in 16-byte units where rows are whole units (`k % 16 == 0`), else the GEMV one
-/// word at a time.
+/// Activation rows from which CPU adapters run the int8 GEMV with sixteen weight rows per
+/// invocation (see [`a8_heuristic_gemv`]); passes share rows evenly, so from here every pass
+/// has at least this many.
+const A8_WIDE_MIN_ROWS: usize = 3;
+/// Input features from which CPU adapters run the int8 GEMV with sixteen weight rows per
+/// invocation (see [`a8_heuristic_gemv`]).
+const A8_WIDE_MIN_IN: usize = 1024;
+
+/// The variant an int8-activation layer runs on `m` rows of `w`: the one place its kernels are
+/// chosen. `GpuOptions::gemm_min_rows` decides GEMM or passes where set; a tuned choice for the
+/// layer's class ([`Gpu::tune`] with `int8_activations`) decides the rest; [`a8_heuristic`]
+/// decides where neither does.
+pub(crate) fn a8_choice(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType) -> LinearVariant {
+    let tuned = gpu.tuned_int8(w, m, dtype);
+    let gemm = match tuned {
+        Some(t) if gpu.gemm_min_rows().is_none() => t == LinearVariant::Int8Gemm,
+        _ => m >= a8_gemm_min_rows(gpu, w.shape()[1]),
+    };
+    match tuned {
+        _ if gemm => LinearVariant::Int8Gemm,
+        Some(t) if t != LinearVariant::Int8Gemm => t,
+        _ => a8_heuristic_gemv(gpu, w, m),
+    }
+}
+
+/// The variant chosen without tuning (explicit options still apply): the GEMM from
+/// [`a8_gemm_min_rows`], else the GEMV of [`a8_heuristic_gemv`].
+pub(crate) fn a8_heuristic(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVariant {
+    if m >= a8_gemm_min_rows(gpu, w.shape()[1]) { LinearVariant::Int8Gemm } else { a8_heuristic_gemv(gpu, w, m) }
+}
+
+/// The int8 GEMV for `m` rows of `w`: in 16-byte units where rows are whole units
+/// (`k % 16 == 0`), else one word at a time.
 ///
 /// The 16-byte GEMV was 2.0-3.1x faster than the word-at-a-time one on lavapipe at
 /// [1536, 384], [384, 1536] and [4096, 4096] with 1, 8 and 32 rows (W8A8, bf16, `time_forward`
@@ -52,17 +84,38 @@ pub(crate) fn a8_gemm_min_rows(gpu: &Gpu, k: usize) -> usize {
 /// on this CPU adapter the integer products cost what the float ones do, and the activation
 /// quantizer's passes come on top.
 ///
-/// CPU adapters run passes of several rows over more than [`WIDE_MIN_OUT`] output rows with
-/// sixteen weight rows per invocation (`a8_rows16_wide_main`) rather than four: WIDE_A8_FIGURES
-fn a8_kernel(gpu: &Gpu, [n, k]: [usize; 2], m: usize) -> Kernel {
-    if m >= a8_gemm_min_rows(gpu, k) {
-        Kernel::A8Gemm
-    } else if k.is_multiple_of(16) && gpu.is_cpu_adapter() && m > 1 && n > WIDE_MIN_OUT {
-        Kernel::A8Rows16Wide
+/// CPU adapters run passes of [`A8_WIDE_MIN_ROWS`] rows or more over more than
+/// [`WIDE_MIN_OUT`] output rows and at least [`A8_WIDE_MIN_IN`] inputs with sixteen weight rows
+/// per invocation (`a8_rows16_wide_main`) rather than four. On lavapipe (`examples/tune.rs`,
+/// GPU timestamps, five interleaved rounds, load 0.3-1.8, W8A8) sixteen rows were 1.06-1.64x
+/// faster at [4096, 4096] with 8, 9 and 128 rows, 1.10-1.69x at [1024, 4096] and 1.00-1.46x at
+/// [4096, 1024] with 3-8 rows, 1.03-1.16x at [384, 1536]; but 0.75-0.89x at [4096, 4096] with 2
+/// rows, 0.95x at [1024, 1024] with 3, and 0.81-0.92x at [1536, 384] (384 inputs) with every
+/// row count (2-128), where the four-row kernel stays. Unlike the weight-only kernels (where
+/// sixteen rows won every class), the integer products, not the accumulators, bound it there.
+fn a8_heuristic_gemv(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVariant {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    // Four-row passes stop short of llvmpipe's loop limit beyond 65536 inputs.
+    let wide = m >= A8_WIDE_MIN_ROWS && ((n > WIDE_MIN_OUT && k >= A8_WIDE_MIN_IN) || k > 65536);
+    if k.is_multiple_of(16) && gpu.is_cpu_adapter() && wide {
+        LinearVariant::Int8Rows16Wide
     } else if k.is_multiple_of(16) {
-        Kernel::A8Rows16
+        LinearVariant::Int8Rows16
     } else {
-        Kernel::A8Rows
+        LinearVariant::Int8Rows
+    }
+}
+
+/// The kernel that runs `variant` on `w`, or `None` where `w`'s row length does not suit it (or
+/// the variant is not one of int8 activations).
+pub(crate) fn a8_kernel_of(w: &GpuQuantizedTensor, variant: LinearVariant) -> Option<Kernel> {
+    let units = w.shape()[1].is_multiple_of(16);
+    match variant {
+        LinearVariant::Int8Rows => Some(Kernel::A8Rows),
+        LinearVariant::Int8Rows16 => units.then_some(Kernel::A8Rows16),
+        LinearVariant::Int8Rows16Wide => units.then_some(Kernel::A8Rows16Wide),
+        LinearVariant::Int8Gemm => Some(Kernel::A8Gemm),
+        _ => None,
     }
 }
 
@@ -85,7 +138,35 @@ pub(crate) fn prepare_a8(
     has_bias: bool,
     act: ActivationQuant,
 ) -> Result<A8RowsPlan> {
-    let kernel = a8_kernel(gpu, [w.shape()[0], w.shape()[1]], m);
+    // GpuOptions::tune_on_first_use: the first plan of a class not yet in the table times it.
+    if let Some(options) = gpu.tune_on_first_use()
+        && gpu.tune_table().get(&TuneKey::of_int8(w, dtype, m)).is_none()
+    {
+        gpu.tune(&[TuneCase { weight: w, activation: dtype, rows: &[m], int8_activations: true }], &options)?;
+    }
+    let variant = a8_choice(gpu, w, m, dtype);
+    // `a8_choice` only returns variants `a8_kernel_of` accepts for `w`; the word GEMV serves any.
+    let kernel = a8_kernel_of(w, variant).unwrap_or(Kernel::A8Rows);
+    prepare_a8_kernel(gpu, w, m, dtype, has_bias, act, kernel)
+}
+
+/// [`prepare_a8`] with a given kernel (the tuning times each candidate so).
+pub(crate) fn prepare_a8_kernel(
+    gpu: &Gpu,
+    w: &GpuQuantizedTensor,
+    m: usize,
+    dtype: DType,
+    has_bias: bool,
+    act: ActivationQuant,
+    kernel: Kernel,
+) -> Result<A8RowsPlan> {
+    // One activation row runs the wide variant's four-row kernel; so do LLM.int8() layers on
+    // CPU adapters, where sixteen rows' outlier sums (128 outputs per invocation, each a loop
+    // over the outlier columns) meet llvmpipe's loop limit (see `check_cpu_loop_limit`) from
+    // about 500 outlier columns, four rows' from about 2000.
+    let outliers = act.outlier_threshold().is_some() && gpu.is_cpu_adapter();
+    let kernel = if kernel == Kernel::A8Rows16Wide && (m == 1 || outliers) { Kernel::A8Rows16 } else { kernel };
+    check_cpu_loop_limit(gpu, kernel, w.shape()[1], m)?;
     let variant = Variant { packed_dot: gpu.uses_packed_dot(), ..Variant::new(dtype, dtype) };
     let pass = if kernel == Kernel::A8Gemm { m } else { GEMV_MAX_ROWS };
     let dispatches = upload_dispatches(gpu, w, kernel, variant, &dispatch_params(w, m, pass, has_bias))?;

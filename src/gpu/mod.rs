@@ -30,5 +30,5 @@ pub use params::GEMV_MAX_ROWS;
 pub use quantized_tensor::GpuQuantizedTensor;
 pub use tensor::GpuTensor;
 pub use timing::TimingSource;
-pub use tune::{LINEAR_FAMILY, LinearVariant, RowClass, TuneKey};
+pub use tune::{LINEAR_A8_FAMILY, LINEAR_FAMILY, LinearVariant, RowClass, TuneKey};
 pub use tune_measure::{CandidateTiming, TuneCase, TuneOptions, TuneReport, TuneResult};

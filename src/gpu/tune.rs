@@ -16,6 +16,10 @@
 //! class was tuned. A layer keeps the plans it already made for a row count: tune or load
 //! before a layer's first forward, or call [`QuantizedLinear::tune`](crate::QuantizedLinear::tune),
 //! which re-plans the layer it tunes.
+//!
+//! Layers with int8 activations (W8A8, LLM.int8()) have kernels of their own (`matmul_a8.rs`)
+//! and a table family of their own ([`LINEAR_A8_FAMILY`]), tuned the same way
+//! ([`TuneCase::int8_activations`](crate::gpu::TuneCase::int8_activations)).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +27,7 @@ use std::sync::RwLock;
 
 use crate::DType;
 use crate::gpu::matmul::{GEMV_MAX_ROWS, choice, kernel_of};
+use crate::gpu::matmul_a8::{a8_choice, a8_kernel_of};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 
 /// One way to run a weight-only fused linear layer: the candidates [`Gpu::tune`] times.
@@ -48,6 +53,18 @@ pub enum LinearVariant {
     },
     /// The generic GEMV (any shape and scale group), in passes of up to 8 rows above 8.
     GemvGeneric,
+    /// Int8 activations (W8A8, LLM.int8()): the integer GEMV a packed word per row per step
+    /// (`a8_rows_main`), in passes of up to 8 rows above 8; any `in`.
+    Int8Rows,
+    /// Int8 activations: the integer GEMV in 16-byte units (`a8_rows16_main`); needs
+    /// `in % 16 == 0`.
+    Int8Rows16,
+    /// Int8 activations: `Int8Rows16` with sixteen weight rows per invocation for passes of 2-8
+    /// rows (`a8_rows16_wide_main`); one activation row runs as `Int8Rows16` does.
+    Int8Rows16Wide,
+    /// Int8 activations: the tiled integer GEMM (`a8_gemm_main`), all rows in one pass; a
+    /// candidate above [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
+    Int8Gemm,
 }
 
 impl LinearVariant {
@@ -63,10 +80,26 @@ impl LinearVariant {
         LinearVariant::Gemm,
     ];
 
-    /// Parses the name [`Display`](fmt::Display) writes (`gemm`, `rows`, `rows16`, `rows16/wide`, `lanes/1`,
-    /// `lanes/2`, `lanes/4`, `generic`).
+    /// Every variant of layers with int8 activations, in the order candidates are timed.
+    pub(crate) const INT8: [LinearVariant; 4] =
+        [LinearVariant::Int8Rows, LinearVariant::Int8Rows16, LinearVariant::Int8Rows16Wide, LinearVariant::Int8Gemm];
+
+    /// Parses the name [`Display`](fmt::Display) writes (`gemm`, `rows`, `rows16`, `rows16/wide`,
+    /// `lanes/1`, `lanes/2`, `lanes/4`, `generic`; for int8 activations `a8/rows`, `a8/rows16`,
+    /// `a8/rows16/wide`, `a8/gemm`).
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.to_string() == name)
+        Self::ALL.into_iter().chain(Self::INT8).find(|v| v.to_string() == name)
+    }
+
+    /// Whether the variant runs layers with int8 activations (family [`LINEAR_A8_FAMILY`]).
+    pub fn int8_activations(self) -> bool {
+        Self::INT8.contains(&self)
+    }
+
+    /// Whether the variant runs all activation rows in one tiled pass (a candidate only above
+    /// one GEMV pass).
+    pub fn is_gemm(self) -> bool {
+        matches!(self, LinearVariant::Gemm | LinearVariant::Int8Gemm)
     }
 }
 
@@ -79,6 +112,10 @@ impl fmt::Display for LinearVariant {
             LinearVariant::GemvRows16Wide => f.write_str("rows16/wide"),
             LinearVariant::GemvLanes { rows_per_group } => write!(f, "lanes/{rows_per_group}"),
             LinearVariant::GemvGeneric => f.write_str("generic"),
+            LinearVariant::Int8Rows => f.write_str("a8/rows"),
+            LinearVariant::Int8Rows16 => f.write_str("a8/rows16"),
+            LinearVariant::Int8Rows16Wide => f.write_str("a8/rows16/wide"),
+            LinearVariant::Int8Gemm => f.write_str("a8/gemm"),
         }
     }
 }
@@ -132,13 +169,15 @@ impl RowClass {
     }
 }
 
-/// The kernel family of the weight-only fused linear (W8A32, W8A16), the one this version tunes.
+/// The kernel family of the weight-only fused linear (W8A32, W8A16).
 pub const LINEAR_FAMILY: &str = "linear";
+/// The kernel family of the linear with int8 activations (W8A8, LLM.int8()).
+pub const LINEAR_A8_FAMILY: &str = "linear_a8";
 
 /// What a tuned choice applies to on one device: layers of one class share it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TuneKey {
-    /// The kernel family ([`LINEAR_FAMILY`]).
+    /// The kernel family ([`LINEAR_FAMILY`] or [`LINEAR_A8_FAMILY`]).
     pub family: &'static str,
     /// The activation (and output) dtype.
     pub activation: DType,
@@ -156,11 +195,20 @@ pub struct TuneKey {
 }
 
 impl TuneKey {
-    /// The class of `weight` run on `rows` activation rows of `activation`.
+    /// The class of `weight` run on `rows` activation rows of `activation` (weight-only).
     pub fn of(weight: &GpuQuantizedTensor, activation: DType, rows: usize) -> Self {
+        Self::in_family(LINEAR_FAMILY, weight, activation, rows)
+    }
+
+    /// The class of `weight` run on `rows` activation rows of `activation` quantized to int8.
+    pub fn of_int8(weight: &GpuQuantizedTensor, activation: DType, rows: usize) -> Self {
+        Self::in_family(LINEAR_A8_FAMILY, weight, activation, rows)
+    }
+
+    fn in_family(family: &'static str, weight: &GpuQuantizedTensor, activation: DType, rows: usize) -> Self {
         let (n, k) = (weight.shape()[0], weight.shape()[1]);
         TuneKey {
-            family: LINEAR_FAMILY,
+            family,
             activation,
             in_class: k.next_power_of_two(),
             out_class: n.next_power_of_two(),
@@ -221,5 +269,17 @@ impl Gpu {
     pub(crate) fn tuned(&self, w: &GpuQuantizedTensor, m: usize, dtype: DType) -> Option<LinearVariant> {
         let t = self.tune_table().get(&TuneKey::of(w, dtype, m))?;
         kernel_of(self, w, dtype, t).is_some().then_some(t)
+    }
+
+    /// [`Gpu::tuned`] for a layer with int8 activations.
+    pub(crate) fn tuned_int8(&self, w: &GpuQuantizedTensor, m: usize, dtype: DType) -> Option<LinearVariant> {
+        let t = self.tune_table().get(&TuneKey::of_int8(w, dtype, m))?;
+        a8_kernel_of(w, t).is_some().then_some(t)
+    }
+
+    /// The variant a layer with `weight` and int8 activations (W8A8, LLM.int8()) runs on `rows`
+    /// activation rows of `activation` now: explicit options, then tuning, then the heuristic.
+    pub fn int8_linear_variant(&self, weight: &GpuQuantizedTensor, activation: DType, rows: usize) -> LinearVariant {
+        a8_choice(self, weight, rows.max(1), activation)
     }
 }

@@ -7,14 +7,15 @@
 //! another identity, or of another format version, is refused whole
 //! ([`Error::TuningMismatch`]) and the application tunes again; a file that is not valid is an
 //! [`Error::TuningCorrupt`]. Either leaves the device's table as it was. Entries of a kernel
-//! family this version does not know (written by a later version) are skipped with a warning.
+//! family this version does not know (written by a later version) are skipped with a warning;
+//! it knows `linear` (weight-only) and `linear_a8` (int8 activations).
 
 use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
 use crate::gpu::Gpu;
-use crate::gpu::tune::{LINEAR_FAMILY, LinearVariant, RowClass, TuneKey};
+use crate::gpu::tune::{LINEAR_A8_FAMILY, LINEAR_FAMILY, LinearVariant, RowClass, TuneKey};
 use crate::{DType, Error, Result};
 
 /// The `format` field of every tuning file.
@@ -127,9 +128,11 @@ fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneKey, LinearVariant)
             .filter(|c| c.is_power_of_two())
             .ok_or_else(|| format!("`{name}` is not a power of two"))
     };
-    if str_of("family")? != LINEAR_FAMILY {
-        return Ok(None);
-    }
+    let family = match str_of("family")? {
+        LINEAR_FAMILY => LINEAR_FAMILY,
+        LINEAR_A8_FAMILY => LINEAR_A8_FAMILY,
+        _ => return Ok(None),
+    };
     let activation = match str_of("activation")? {
         "f32" => DType::F32,
         "f16" => DType::F16,
@@ -140,11 +143,14 @@ fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneKey, LinearVariant)
     let rows = RowClass::from_label(rows).ok_or_else(|| format!("unknown row class `{rows}`"))?;
     let variant = str_of("variant")?;
     let variant = LinearVariant::from_name(variant).ok_or_else(|| format!("unknown variant `{variant}`"))?;
-    if variant == LinearVariant::Gemm && rows <= RowClass::UpTo8 {
+    if variant.is_gemm() && rows <= RowClass::UpTo8 {
         return Err(format!("the GEMM is not a candidate for {} rows", rows.label()));
     }
+    if variant.int8_activations() != (family == LINEAR_A8_FAMILY) {
+        return Err(format!("`{variant}` is not a variant of the `{family}` family"));
+    }
     let key = TuneKey {
-        family: LINEAR_FAMILY,
+        family,
         activation,
         in_class: class_of("in_class")?,
         out_class: class_of("out_class")?,

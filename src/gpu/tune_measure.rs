@@ -5,11 +5,16 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::gpu::matmul::{GEMV_MAX_ROWS, Prepared, heuristic, kernel_of, prepare_kernel};
+use std::sync::Arc;
+
+use crate::gpu::layer_plan::{Bound, LayerPlan};
+use crate::gpu::matmul::{GEMV_MAX_ROWS, heuristic, kernel_of, prepare_kernel};
+use crate::gpu::matmul_a8::{a8_heuristic, a8_kernel_of, prepare_a8_kernel};
 use crate::gpu::timing::{TimingSource, time_passes};
 use crate::gpu::tune::{LinearVariant, TuneKey};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
-use crate::{DType, Error, Result};
+use crate::reference::check_int8_weight_scheme;
+use crate::{ActivationQuant, DType, Error, Result};
 
 /// A layer to tune: its weight, activation dtype, and the activation row counts it will run.
 #[derive(Clone, Copy, Debug)]
@@ -21,6 +26,12 @@ pub struct TuneCase<'a> {
     /// Activation row counts; each is timed and sets the choice of its [`RowClass`](crate::gpu::RowClass) (a later
     /// count of the same class replaces an earlier one's choice).
     pub rows: &'a [usize],
+    /// Tune the layer as it runs with int8 activations (W8A8, LLM.int8():
+    /// [`QuantizedLinear::with_activation_quant`](crate::QuantizedLinear::with_activation_quant)),
+    /// whose kernels and choices (family [`LINEAR_A8_FAMILY`](crate::gpu::LINEAR_A8_FAMILY)) are
+    /// their own; the weight must suit them. Timed with per-token activations (no outlier
+    /// columns), as the kernels do not depend on how many there are.
+    pub int8_activations: bool,
 }
 
 /// How [`Gpu::tune`] measures.
@@ -140,7 +151,9 @@ impl Gpu {
     /// Times every variant of the fused linear that suits each case's weight at each of its
     /// row counts, on the real weight, and records the fastest (or the heuristic's choice, where
     /// no candidate beats it by [`TuneOptions::margin`]) for the case's class
-    /// ([`TuneKey`]); later plans of layers of that class run it.
+    /// ([`TuneKey`]); later plans of layers of that class run it. A case with
+    /// [`TuneCase::int8_activations`] times the int8-activation kernels, activation quantizer
+    /// included, and needs a weight that takes int8 activations (else [`Error::Scheme`]).
     ///
     /// Explicit [`GpuOptions`](crate::GpuOptions) decide what they name (`gemm_min_rows`: GEMM
     /// or passes; `gemv_rows_per_thread`, `gemv_rows_per_group`: the GEMV kernel), a tuned
@@ -163,7 +176,7 @@ impl Gpu {
                 if m == 0 {
                     return Err(Error::Shape("tuning needs at least one activation row".into()));
                 }
-                let r = self.tune_one(case.weight, case.activation, m, options)?;
+                let r = self.tune_one(case, m, options)?;
                 self.tune_table().extend([(r.key, r.chosen)]);
                 results.push(r);
             }
@@ -171,27 +184,42 @@ impl Gpu {
         Ok(TuneReport { adapter: self.describe(), results })
     }
 
-    fn tune_one(&self, w: &GpuQuantizedTensor, dtype: DType, m: usize, options: &TuneOptions) -> Result<TuneResult> {
+    fn tune_one(&self, case: &TuneCase<'_>, m: usize, options: &TuneOptions) -> Result<TuneResult> {
+        let (w, dtype, int8) = (case.weight, case.activation, case.int8_activations);
         let (n, k) = (w.shape()[0], w.shape()[1]);
+        if int8 {
+            check_int8_weight_scheme(w.scheme(), w.shape())?;
+        }
         let x = pattern(self, m * k, dtype)?;
         let y = GpuTensor::zeros(self, &[m, n], dtype)?;
         let no_bias = self.zeroed_buffer("int8-wgpu tuning bias", 4)?;
         let mut runs = Vec::new();
-        for variant in LinearVariant::ALL {
+        let variants = if int8 { &LinearVariant::INT8[..] } else { &LinearVariant::ALL[..] };
+        for &variant in variants {
             // The GEMM replaces GEMV passes only above one pass (`gemm_min_rows` is at least 9).
-            if variant == LinearVariant::Gemm && m <= GEMV_MAX_ROWS {
+            if variant.is_gemm() && m <= GEMV_MAX_ROWS {
                 continue;
             }
-            // One activation row runs the wide variant as `rows16`.
-            if variant == LinearVariant::GemvRows16Wide && m == 1 {
+            // One activation row runs a wide variant as its four-row kernel.
+            if matches!(variant, LinearVariant::GemvRows16Wide | LinearVariant::Int8Rows16Wide) && m == 1 {
                 continue;
             }
-            if let Some(kernel) = kernel_of(self, w, dtype, variant) {
-                let plan = prepare_kernel(self, w, m, kernel, false)?;
-                runs.push((variant, plan.bind(self, w, x.buffer(), &no_bias, y.buffer())));
-            }
+            let plan = if int8 {
+                let Some(kernel) = a8_kernel_of(w, variant) else { continue };
+                prepare_a8_kernel(self, w, m, dtype, false, ActivationQuant::per_token(), kernel)
+                    .map(|p| LayerPlan::Int8(Arc::new(p)))
+            } else {
+                let Some(kernel) = kernel_of(self, w, dtype, variant) else { continue };
+                prepare_kernel(self, w, m, kernel, false).map(LayerPlan::Weight)
+            };
+            // Candidates past a CPU adapter's loop limit (`check_cpu_loop_limit`) are not run.
+            let plan = match plan {
+                Err(Error::Unsupported(_)) => continue,
+                p => p?,
+            };
+            runs.push((variant, plan.bind(self, w, x.buffer(), &no_bias, y.buffer())));
         }
-        let time = |p: &Prepared, iters| time_passes(self, iters, |_| {}, |pass| p.record(pass));
+        let time = |p: &Bound, iters| time_passes(self, iters, |_| {}, |pass| p.record(pass));
         // One untimed forward each (first-touch costs), then one that sizes the samples.
         let mut iters = Vec::with_capacity(runs.len());
         for (_, p) in &runs {
@@ -221,13 +249,13 @@ impl Gpu {
                 CandidateTiming { variant: *variant, median: s[s.len() / 2], min: s[0], max: s[s.len() - 1], iters }
             })
             .collect();
-        let heuristic = heuristic(self, w, m);
+        let heuristic = if int8 { a8_heuristic(self, w, m) } else { heuristic(self, w, m) };
         let fastest = candidates.iter().min_by_key(|c| c.median).ok_or_else(|| Error::Gpu("no candidate".into()))?;
         let chosen = match candidates.iter().find(|c| c.variant == heuristic) {
             Some(h) if fastest.median.as_secs_f64() * (1.0 + options.margin) >= h.median.as_secs_f64() => heuristic,
             _ => fastest.variant,
         };
-        let key = TuneKey::of(w, dtype, m);
+        let key = if int8 { TuneKey::of_int8(w, dtype, m) } else { TuneKey::of(w, dtype, m) };
         Ok(TuneResult { key, shape: [n, k], rows: m, candidates, chosen, heuristic, source })
     }
 }
