@@ -39,20 +39,22 @@ fn gemv_main(
                 for (var kk = k; kk < end; kk++) {
                     let q = f32(weight_q(lr, kk));
                     for (var m = 0u; m < MAX_M; m++) {
-                        if m < p.m {
-                            let xv = load_x(m * p.k + kk);
-                            dot[m] += xv * q;
-                            xs[m] += xv;
+                        if m >= p.m {
+                            break;
                         }
+                        let xv = load_x(m * p.k + kk);
+                        dot[m] += xv * q;
+                        xs[m] += xv;
                     }
                 }
                 let pi = seg % p.channels;
                 let s = scales[pi];
                 let z = f32(zps[pi]);
                 for (var m = 0u; m < MAX_M; m++) {
-                    if m < p.m {
-                        acc[r * MAX_M + m] += s * (dot[m] - z * xs[m]);
+                    if m >= p.m {
+                        break;
                     }
+                    acc[r * MAX_M + m] += s * (dot[m] - z * xs[m]);
                 }
                 k = end;
             }

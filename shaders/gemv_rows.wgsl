@@ -38,14 +38,15 @@ fn gemv_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
             q[r] = unpack_i8x4(weights[lr * p.words_per_row + w] ^ p.xor_mask);
         }
         for (var m = 0u; m < MAX_M; m++) {
-            if m < p.m {
-                let xv = load_x4(m * p.k + 4u * w);
-                if ASYM {
-                    xs[m] += (xv.x + xv.y) + (xv.z + xv.w);
-                }
-                for (var r = 0u; r < THREAD_ROWS; r++) {
-                    d[r * MAX_M + m] += dot(xv, q[r]);
-                }
+            if m >= p.m {
+                break;
+            }
+            let xv = load_x4(m * p.k + 4u * w);
+            if ASYM {
+                xs[m] += (xv.x + xv.y) + (xv.z + xv.w);
+            }
+            for (var r = 0u; r < THREAD_ROWS; r++) {
+                d[r * MAX_M + m] += dot(xv, q[r]);
             }
         }
         if (w + 1u) % seg_words == 0u {
@@ -129,13 +130,14 @@ fn gemv_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
                 let w2 = row_unit(b.z, u);
                 let w3 = row_unit(b.w, u);
                 for (var m = 0u; m < MAX_M; m++) {
-                    if m < p.m {
-                        let xv = load_x16(m * p.k + 16u * u);
-                        if ASYM {
-                            xs[m] += dot((xv[0] + xv[1]) + (xv[2] + xv[3]), vec4<f32>(1.0));
-                        }
-                        d[m] += vec4<f32>(dot16(xv, w0), dot16(xv, w1), dot16(xv, w2), dot16(xv, w3));
+                    if m >= p.m {
+                        break;
                     }
+                    let xv = load_x16(m * p.k + 16u * u);
+                    if ASYM {
+                        xs[m] += dot((xv[0] + xv[1]) + (xv[2] + xv[3]), vec4<f32>(1.0));
+                    }
+                    d[m] += vec4<f32>(dot16(xv, w0), dot16(xv, w1), dot16(xv, w2), dot16(xv, w3));
                 }
             }
         }

@@ -72,11 +72,12 @@ fn a8_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             q[r] = weight_word(min(r0 + r, p.rows - 1u), w);
         }
         for (var m = 0u; m < MAX_M; m++) {
-            if m < p.m {
-                let a = qx[(p.m0 + m) * p.words_per_row + w];
-                for (var r = 0u; r < THREAD_ROWS; r++) {
-                    acc[m][r] += dot4(a, q[r]);
-                }
+            if m >= p.m {
+                break;
+            }
+            let a = qx[(p.m0 + m) * p.words_per_row + w];
+            for (var r = 0u; r < THREAD_ROWS; r++) {
+                acc[m][r] += dot4(a, q[r]);
             }
         }
     }
@@ -131,10 +132,11 @@ fn a8_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
             let w2 = weight_unit(b.z, u);
             let w3 = weight_unit(b.w, u);
             for (var m = 0u; m < MAX_M; m++) {
-                if m < p.m {
-                    let xv = qx_unit((p.m0 + m) * stride, u);
-                    acc[m] += vec4<i32>(dot16i(xv, w0), dot16i(xv, w1), dot16i(xv, w2), dot16i(xv, w3));
+                if m >= p.m {
+                    break;
                 }
+                let xv = qx_unit((p.m0 + m) * stride, u);
+                acc[m] += vec4<i32>(dot16i(xv, w0), dot16i(xv, w1), dot16i(xv, w2), dot16i(xv, w3));
             }
         }
     }
