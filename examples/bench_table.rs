@@ -3,7 +3,8 @@
 //! that limit, the simple kernel of issue 12 (checked against the reference first), the dense f32
 //! GPU layer of the same design, the single-threaded CPU reference and
 //! candle's Q8_0 `QMatMul` on all cores, plus GPU vs CPU quantization, and the int8-activation
-//! layers (W8A8, LLM.int8() with 0, 8 and 64 outlier columns) beside W8A16 and dense f32.
+//! layers (W8A8, LLM.int8() with 0, 8 and 64 outlier columns) beside W8A16 and dense f32, and
+//! W8A8's integer matmul beside the simple kernel with int8 activations.
 //!
 //! `cargo run --release --features bench --example bench_table` (quick subset), or with
 //! `INT8_BENCH=full`. Medians over interleaved rounds; see `benches/suite/mod.rs`.
@@ -14,8 +15,8 @@ mod suite;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit};
-use int8_wgpu::{ActivationQuant, DType, Gpu, QuantScheme, QuantizedLinear, reference};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemvA8};
+use int8_wgpu::{ActivationQuant, DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedLinear, reference};
 use suite::{Measured, Probe};
 
 const MIN: Duration = Duration::from_millis(300);
@@ -104,9 +105,11 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
                 let sx: Vec<_> = suite::dtypes().into_iter().map(|dt| layer.input(gpu, m, dt).1).collect();
                 if m == suite::rows()[0] {
                     candle.check(&layer, &xh);
-                    if let Some(s) = &simple {
-                        sx.iter().for_each(|x| layer.check_simple(s, x));
-                    }
+                }
+                // At every row count: a yardstick that skipped work (llvmpipe's loop limit once
+                // cut this one short at 128 rows) would time the wrong product.
+                if let Some(s) = &simple {
+                    sx.iter().for_each(|x| layer.check_simple(s, x));
                 }
                 let cx = candle.input(&xh);
                 let run = devices.paths(m);
@@ -231,13 +234,13 @@ fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
 /// bf16 in and out except the dense one, in one interleaved set per row.
 fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
     println!(
-        "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch.\n",
+        "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch. `W8A8 matmul` = the W8A8 layer's integer matmul alone (activations quantized by an earlier forward); `simple int8` = issue 12's simple kernel with int8 activations on the same quantized activations (4 weight rows per invocation, u32 loads, dot4I8Packed, i32 accumulators; shaders/bench/simple_gemv_a8.wgsl; f32 out), checked bit for bit against reference::linear_a8 before timing; `matmul/simple` below 1: the library's int8 GEMV is faster.\n",
         if gpu.uses_packed_dot() { "WGSL dot4I8Packed" } else { "the exact unpacking fallback" }
     );
     println!(
-        "| [out, in] | M | dense f32 | W8A16 bf16 | W8A8 | LLM.int8() 0 | LLM.int8() 8 | LLM.int8() 64 | W8A8 vs W8A16 | LLM.int8() 64 vs W8A8 | W8A8 vs dense |"
+        "| [out, in] | M | dense f32 | W8A16 bf16 | W8A8 | LLM.int8() 0 | LLM.int8() 8 | LLM.int8() 64 | W8A8 vs W8A16 | LLM.int8() 64 vs W8A8 | W8A8 vs dense | W8A8 matmul | simple int8 | matmul/simple |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let threshold = ActivationQuant::llm_int8(ActivationQuant::DEFAULT_THRESHOLD)?;
     for shape in suite::shapes() {
         let layer = suite::Layer::new(shape, QuantScheme::default());
@@ -245,21 +248,29 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
         let w8a16 = layer.gpu_layer(gpu, DType::BF16);
         let w8a8 = layer.a8_layer(gpu, DType::BF16, ActivationQuant::per_token());
         let llm = layer.a8_layer(gpu, DType::BF16, threshold);
+        let simple = SimpleGemvA8::new(GpuQuantizedTensor::from_host(gpu, &layer.q)?)?;
         for m in suite::a8_rows() {
             let (_, xf) = layer.input(gpu, m, DType::F32);
             let x: Vec<_> =
                 suite::OUTLIER_COUNTS.iter().map(|&c| layer.input_with_outliers(gpu, m, DType::BF16, c)).collect();
+            // The simple kernel reads the activations W8A8 quantizes: the bf16 inputs, widened.
+            let xs = x[0].read_f32()?;
+            let differ = simple.check(&xs, &layer.q)?;
+            assert_eq!(differ, 0, "the simple int8 GEMV differs from linear_a8 in {differ} outputs");
+            let input = simple.upload(&xs)?;
             let mut probes = vec![
                 Probe::gpu(|n| dense.time_forward(&xf, n).expect("dense")),
                 Probe::gpu(|n| w8a16.time_forward(&x[0], n).expect("w8a16")),
                 Probe::gpu(|n| w8a8.time_forward(&x[0], n).expect("w8a8")),
             ];
             probes.extend(x.iter().map(|x| Probe::gpu(|n| llm.time_forward(x, n).expect("llm.int8()"))));
+            probes.push(Probe::gpu(|n| w8a8.time_int8_matmul(&x[0], n).expect("w8a8 matmul")));
+            probes.push(Probe::gpu(|n| simple.time(&input, n).expect("simple int8")));
             let t = suite::measure(MIN, &mut probes);
             drop(probes);
             let u = |i: usize| us(t[i].median);
             println!(
-                "| [{}, {}] | {m} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x |",
+                "| [{}, {}] | {m} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x | {:.1} | {:.1} | {:.2}x |",
                 shape.0,
                 shape.1,
                 u(0),
@@ -271,6 +282,9 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
                 u(1) / u(2),
                 u(2) / u(5),
                 u(0) / u(2),
+                u(6),
+                u(7),
+                u(6) / u(7),
             );
         }
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemv};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemv, SimpleGemvA8};
 use int8_wgpu::{
     DType, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Granularity, QuantScheme, QuantizedTensor, reference,
 };
@@ -102,6 +102,13 @@ fn simple_gemv_computes_the_product() {
             }
         }
     }
+    // 72 rows of 8192 inputs: one invocation looping over all rows would run 9 x 2048 x 9
+    // loop iterations, past llvmpipe's 65535, and skip the last rows' sums.
+    let (n, k) = (8, 8192);
+    let long = reference::quantize(&common::rand_vec(n * k, 99), &[n, k], QuantScheme::default()).unwrap();
+    let simple = SimpleGemv::new(GpuQuantizedTensor::from_host(&default, &long).unwrap()).unwrap();
+    let x = activations(&default, &common::rand_vec(72 * k, 100), &[72, k], DType::F32);
+    assert!(simple.check(&x, &long).unwrap() <= 1.0, "72 rows of 8192 inputs");
     let asym = QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 });
     let aq = reference::quantize(&common::rand_vec(8 * 16, 93), &[8, 16], asym).unwrap();
     let odd = reference::quantize(&common::rand_vec(8 * 18, 94), &[8, 18], QuantScheme::default()).unwrap();
@@ -109,4 +116,43 @@ fn simple_gemv_computes_the_product() {
         let err = SimpleGemv::new(GpuQuantizedTensor::from_host(&default, &w).unwrap()).unwrap_err();
         assert!(matches!(err, int8_wgpu::Error::Unsupported(_)), "{what}: {err}");
     }
+}
+
+/// The simple int8-activation kernel gives `reference::linear_a8`'s bits (per-token int8
+/// activations, no bias) for 1-9 activation rows, a row count that is not a multiple of 4 and
+/// row blocks; the check counts a changed weight's outputs; the library's matmul alone times as
+/// its whole forward does, and only for int8-activation layers.
+#[test]
+fn simple_int8_gemv_computes_the_product() {
+    let default = gpu_or_skip!();
+    let small =
+        Gpu::with_options(GpuOptions { max_storage_buffer_binding_size: Some(704), ..Default::default() }).unwrap();
+    let (n, k) = (42, 64);
+    let q = reference::quantize(&common::rand_vec(n * k, 95), &[n, k], QuantScheme::default()).unwrap();
+    let mut values = q.values().to_vec();
+    values[5 * k + 7] = values[5 * k + 7].wrapping_add(3);
+    let wrong = QuantizedTensor::new(&[n, k], q.scheme(), values, q.scales().to_vec(), None).unwrap();
+    for (gpu, rows) in [(&default, &[1usize, 3, 9][..]), (&small, &[1, 2][..])] {
+        let simple = SimpleGemvA8::new(GpuQuantizedTensor::from_host(gpu, &q).unwrap()).unwrap();
+        for &m in rows {
+            let x = common::rand_vec(m * k, 96 + m as u64);
+            assert_eq!(simple.check(&x, &q).unwrap(), 0, "m={m}: outputs differ from linear_a8");
+            assert!(simple.check(&x, &wrong).unwrap() >= m, "m={m}: the check missed a changed weight");
+            let t = simple.time(&simple.upload(&x).unwrap(), 2).unwrap();
+            assert!(t.per_iter > std::time::Duration::ZERO && t.iters == 2, "m={m}: {t:?}");
+        }
+    }
+    // Past llvmpipe's loop limit if one invocation looped over all 72 rows (see above).
+    let long = reference::quantize(&common::rand_vec(8 * 8192, 99), &[8, 8192], QuantScheme::default()).unwrap();
+    let simple = SimpleGemvA8::new(GpuQuantizedTensor::from_host(&default, &long).unwrap()).unwrap();
+    assert_eq!(simple.check(&common::rand_vec(72 * 8192, 100), &long).unwrap(), 0, "72 rows of 8192 inputs");
+    let layer = int8_wgpu::QuantizedLinear::from_quantized::<f32>(&default, &q, None, DType::F32).unwrap();
+    let x = GpuTensor::from_host(&default, &common::rand_vec(3 * k, 97), &[3, k]).unwrap();
+    assert!(matches!(layer.time_int8_matmul(&x, 1), Err(int8_wgpu::Error::Unsupported(_))));
+    let a8 = layer.with_activation_quant(int8_wgpu::ActivationQuant::per_token()).unwrap();
+    assert_eq!(a8.time_int8_matmul(&x, 2).unwrap().iters, 2);
+    let asym = QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 });
+    let aq = reference::quantize(&common::rand_vec(8 * 16, 98), &[8, 16], asym).unwrap();
+    let err = SimpleGemvA8::new(GpuQuantizedTensor::from_host(&default, &aq).unwrap()).unwrap_err();
+    assert!(matches!(err, int8_wgpu::Error::Unsupported(_)), "{err}");
 }

@@ -5,6 +5,10 @@
 // written; more rows are taken 8 at a time inside the word loop, each with its accumulators, so
 // a weight word is read once per 8 activation rows (as the library's GEMV reads it) rather than
 // once per row: the simplest kernel that does the many-row job without re-reading the weight.
+// The host dispatches one pass per 8 activation rows (rows m0 .. m1): one invocation looping
+// over every row would pass llvmpipe's loop limit (65535 loop iterations per invocation, after
+// which it silently stops) at [4096, 4096] with 128 rows, and time a kernel that skipped most
+// of its work.
 // y[m, r] = s[r] * Σ_c x[m, c] * q[r, c], symmetric int8 weights with one scale per row.
 //
 // The host writes DT_F32/DT_F16/DT_BF16 and prepends common.wgsl (decode, store_out) ahead of
@@ -17,8 +21,8 @@ struct SimpleParams {
     wpr: u32,  // u32 words per weight row (k / 4)
     row0: u32, // first weight row of this binding's block
     rows: u32, // weight rows in this block
-    _pad0: u32,
-    _pad1: u32,
+    m0: u32,   // first activation row of this pass
+    m1: u32,   // end of this pass's activation rows (at most m0 + 8)
 }
 
 const SIMPLE_WG: u32 = 64u;
@@ -52,20 +56,20 @@ fn simple_gemv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
     // The block's last rows when it has fewer than 4 left (computed, not stored).
     let r = min(vec4<u32>(r0, r0 + 1u, r0 + 2u, r0 + 3u), vec4<u32>(p.rows - 1u));
-    if p.m == 1u {
+    if p.m1 - p.m0 == 1u {
         var a = vec4<f32>(0.0);
         for (var i = 0u; i < p.wpr; i++) {
-            let xv = x4(0u, i);
+            let xv = x4(p.m0, i);
             a.x += dot(xv, q4(r.x, i));
             a.y += dot(xv, q4(r.y, i));
             a.z += dot(xv, q4(r.z, i));
             a.w += dot(xv, q4(r.w, i));
         }
-        store4(r0, 0u, a);
+        store4(r0, p.m0, a);
         return;
     }
-    for (var m0 = 0u; m0 < p.m; m0 += 8u) {
-        let mm = min(p.m - m0, 8u);
+    for (var m0 = p.m0; m0 < p.m1; m0 += 8u) {
+        let mm = min(p.m1 - m0, 8u);
         var a: array<vec4<f32>, 8>;
         for (var i = 0u; i < p.wpr; i++) {
             let q = array<vec4<f32>, 4>(q4(r.x, i), q4(r.y, i), q4(r.z, i), q4(r.w, i));

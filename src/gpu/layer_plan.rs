@@ -65,6 +65,17 @@ impl Bound {
         }
     }
 
+    /// Records the integer matmul of an int8-activation forward without its activation
+    /// quantizer (benches: the activations of an earlier forward stay in the plan's buffers);
+    /// the whole forward for weight-only layers.
+    #[cfg(feature = "bench")]
+    pub(crate) fn record_matmul(&self, pass: &mut wgpu::ComputePass<'_>) {
+        match self {
+            Self::Weight(p) => p.record(pass),
+            Self::Int8(p) => p.record_matmul(pass),
+        }
+    }
+
     /// The int8 activations' outlier buffer this forward writes; `None` for weight-only layers.
     pub(crate) fn act_buffer(&self) -> Option<&wgpu::Buffer> {
         match self {

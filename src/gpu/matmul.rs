@@ -211,7 +211,7 @@ const ONE_ROW_MIN_OUT: usize = 2 * GEMV_WG * 2 * THREAD_ROWS;
 /// and stops them all after 65535 (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm): silently,
 /// the rest of the sums and stores are skipped. Kernels whose activation-row loop runs inside
 /// their loop over `k` pass it at large `k` (found on lavapipe, 8 rows: the word-at-a-time GEMVs
-/// right at 16384 inputs and wrong at 32768, the 16-byte ones with four weight rows right at
+/// right at 16384 inputs and wrong at 65536, the 16-byte ones with four weight rows right at
 /// 65536 and wrong at 131072, the GEMMs right at 32768 and wrong at 131072); one activation
 /// row, the wide, lane-group and generic GEMVs were right at 131072. GPUs have no such limit.
 fn cpu_max_in(kernel: Kernel, m: usize) -> Option<usize> {

@@ -225,6 +225,11 @@ impl A8Prepared {
     /// dispatch after those writing what it reads).
     pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.plan.act.record(pass, &self.act_group);
+        self.record_matmul(pass);
+    }
+
+    /// Records the matmul alone, reading the activations the quantizer left in the plan.
+    pub(crate) fn record_matmul(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.plan.pipeline);
         for (g, (gx, gy)) in &self.groups {
             pass.set_bind_group(0, g, &[]);

@@ -5,8 +5,8 @@
 //! It is a yardstick, not a contender: `shaders/bench/simple_gemv.wgsl` stays as the issue
 //! describes it. Its parameters live in a storage buffer, as the library's do (lavapipe compiles
 //! uniform values into the shader, which would flatter it), and it keeps wgpu's bounds checks,
-//! as the library's kernels do. Any number of activation rows: the invocation loops over them,
-//! re-reading its 4 weight rows for each.
+//! as the library's kernels do. Any number of activation rows, in passes of 8 (a dispatch each,
+//! for llvmpipe's loop limit), each pass's rows taken together inside the word loop.
 
 use crate::gpu::bench::read_limit::{entry, layout};
 use crate::gpu::bench::{Timing, time_passes};
@@ -20,6 +20,8 @@ const SOURCE: &str = include_str!("../../../shaders/bench/simple_gemv.wgsl");
 const WG: usize = 64;
 /// Weight rows per invocation.
 const ROWS: usize = 4;
+/// Activation rows per dispatch.
+pub(super) const PASS: usize = 8;
 
 /// The shader as compiled: the dtype codes `common.wgsl` needs, `common.wgsl` (activation
 /// decoding, output rounding), then the kernel.
@@ -114,8 +116,10 @@ impl SimpleGemv {
             )));
         }
         let mut groups = Vec::new();
-        for b in &self.weight.blocks {
-            let words = [m, self.n, self.k, self.k / 4, b.row0, b.rows, 0, 0].map(|v| v as u32);
+        // One pass per 8 activation rows (see the shader: llvmpipe's loop limit).
+        for (b, m0) in self.weight.blocks.iter().flat_map(|b| (0..m).step_by(PASS).map(move |m0| (b, m0))) {
+            let m1 = (m0 + PASS).min(m);
+            let words = [m, self.n, self.k, self.k / 4, b.row0, b.rows, m0, m1].map(|v| v as u32);
             let params = gpu.storage_buffer("int8-wgpu simple GEMV params", bytemuck::cast_slice(&words))?;
             let group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("simple_gemv.wgsl"),
