@@ -15,7 +15,7 @@ mod suite;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemvA8};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemvA8, SimpleQuantize};
 use int8_wgpu::{ActivationQuant, DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedLinear, reference};
 use suite::{Measured, Probe};
 
@@ -293,17 +293,43 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
 
 fn quantize(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
     println!(
-        "\n| quantize | [out, in] | scheme | input | GPU ms (wall, incl. flag readback) | CPU ref ms | GPU vs CPU | GPU dequant f32 ms (wall) | CPU dequant ms |"
+        "\nGPU quantization, the CPU reference and the simple quantizer (shaders/bench/simple_quantize.wgsl: one invocation per row, absmax, scale, ints; symmetric per channel, resident f32 input; checked against the reference's ints and scale bits first) timed interleaved, medians; `three passes` = the library's statistics/scales/packing passes forced (GpuOptions::quantize_runs = false), what CPU adapters ran before the one-dispatch form; `GPU/simple` below 1: the library's pick is faster. Dequantization timed after, not interleaved.\n"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| quantize | [out, in] | scheme | input | GPU ms (wall, incl. flag readback) | three passes ms | CPU ref ms | GPU vs CPU | simple GPU ms (wall) | GPU/simple | GPU dequant f32 ms (wall) | CPU dequant ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let simple = SimpleQuantize::new(gpu)?;
+    // The same adapter with the three-pass quantization forced: what CPU adapters ran before
+    // the one-dispatch form (GPUs run it anyway).
+    let passes = Gpu::with_options(int8_wgpu::GpuOptions { quantize_runs: Some(false), ..Default::default() })?;
     for shape in suite::quantize_shapes() {
         for (sname, scheme) in suite::schemes() {
             let layer = suite::Layer::new(shape, scheme);
             let (input, quantize) = suite::gpu_quantize(gpu, &layer, scheme);
-            let g = suite::time_cpu(MIN, &quantize);
-            let c = suite::time_cpu(MIN, || {
-                drop(reference::quantize(&layer.weight, &[shape.0, shape.1], scheme).expect("q"))
-            });
+            let (_, three) = suite::gpu_quantize(&passes, &layer, scheme);
+            // The simple quantizer's job: symmetric per channel from a resident f32 tensor.
+            let resident = (scheme == QuantScheme::default())
+                .then(|| int8_wgpu::GpuTensor::from_host(gpu, &layer.weight, &[shape.0, shape.1]).ok())
+                .flatten();
+            if let Some(t) = &resident {
+                let differ = simple.check(t, &layer.weight)?;
+                assert_eq!(differ, 0, "the simple quantizer differs from the reference in {differ} values");
+            }
+            let mut probes = vec![
+                Probe::cpu(&quantize),
+                Probe::cpu(|| drop(reference::quantize(&layer.weight, &[shape.0, shape.1], scheme).expect("q"))),
+                Probe::cpu(&three),
+            ];
+            if let Some(t) = &resident {
+                probes.push(Probe::cpu(|| {
+                    simple.time(t, 1).expect("simple quantize");
+                }));
+            }
+            let t = suite::measure(MIN, &mut probes);
+            drop(probes);
+            let (g, c, p3) = (t[0].median, t[1].median, t[2].median);
+            let s = t.get(3).map(|m| m.median);
             let gq = int8_wgpu::GpuQuantizedTensor::from_host(gpu, &layer.q)?;
             // The f32 result is one GPU tensor: a weight over one binding has none.
             let fits = !matches!(gq.dequantize(DType::F32), Err(int8_wgpu::Error::TooLarge { .. }));
@@ -315,12 +341,15 @@ fn quantize(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
             });
             let cd = suite::time_cpu(MIN, || drop(layer.q.dequantize()));
             println!(
-                "| quantize | [{}, {}] | {sname} | {input} | {:.2} | {:.2} | {:.2}x | {} | {:.2} |",
+                "| quantize | [{}, {}] | {sname} | {input} | {:.2} | {:.2} | {:.2} | {:.2}x | {} | {} | {} | {:.2} |",
                 shape.0,
                 shape.1,
                 g.as_secs_f64() * 1e3,
+                p3.as_secs_f64() * 1e3,
                 c.as_secs_f64() * 1e3,
                 c.as_secs_f64() / g.as_secs_f64(),
+                s.map_or("-".into(), |s| format!("{:.2}", s.as_secs_f64() * 1e3)),
+                s.map_or("-".into(), |s| format!("{:.2}x", g.as_secs_f64() / s.as_secs_f64())),
                 gd.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64() * 1e3)),
                 cd.as_secs_f64() * 1e3
             );

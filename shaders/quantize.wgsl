@@ -98,6 +98,18 @@ fn finalize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
     let hi = from_key(atomicLoad(&stats[2u * param]));
     let lo = from_key(~atomicLoad(&stats[2u * param + 1u]));
+    finish_param(param, hi, lo);
+}
+
+struct ScaleZp {
+    scale: f32,
+    zp: i32,
+}
+
+// The scale and zero point of `param` from its finite elements' max `hi` and min `lo`: stored,
+// returned, and flagged (flags[1] = max of ~param) when the scale overflows or exceeds
+// max_scale.
+fn finish_param(param: u32, hi: f32, lo: f32) -> ScaleZp {
     var scale = symmetric_scale(max(hi, -lo));
     var zp = 0;
     if p.asym != 0u {
@@ -126,6 +138,7 @@ fn finalize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
     scales[param] = scale;
     zps[param] = zp;
+    return ScaleZp(scale, zp);
 }
 
 @compute @workgroup_size(WG)
@@ -147,4 +160,55 @@ fn quantize_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         }
     }
     atomicStore(&out[w], word);
+}
+
+// All three passes in one for parameters that are runs of `p.inner` consecutive elements within
+// a row (per output channel, or groups of a multiple of 4): one invocation per parameter of this
+// block finds its run's range (skipping and flagging non-finite values, as stats_main does), its
+// scale (finish_param) and its packed ints. No atomics but the flags, no second and third
+// dispatch: on CPU adapters, where stats_main's atomics run lane by lane, this is the faster
+// form (src/gpu/quantize.rs has the figures); a GPU keeps the three passes' parallelism.
+@compute @workgroup_size(WG)
+fn quantize_runs_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    // Parameters are read once: llvmpipe loads a storage-buffer field lane by lane at every use.
+    let inner = p.inner;
+    let cols = p.cols;
+    let t = gid.y * nwg.x * WG + gid.x;
+    if t >= p.elems / inner {
+        return;
+    }
+    // Element i of this block's input is flat element elem0 + i.
+    let i0 = t * inner;
+    let e0 = p.elem0 + i0;
+    var hi = bitcast<f32>(0xff800000u);
+    var lo = bitcast<f32>(0x7f800000u);
+    for (var i = i0; i < i0 + inner; i++) {
+        let x = decode(input[word_index(i, IN_DT)], i, IN_DT);
+        if is_non_finite(x) {
+            atomicMax(&flags[0], ~(e0 + i - i0));
+            continue;
+        }
+        let v = flush_subnormal(x);
+        hi = max(hi, v);
+        lo = min(lo, v);
+    }
+    let sz = finish_param(e0 / inner, hi, lo);
+    // The run's words of the packed block: rows are padded to whole words and runs start on a
+    // word (whole rows, or groups of a multiple of 4), so no other invocation writes them.
+    let r = i0 / cols;
+    let c0 = i0 % cols;
+    let c1 = c0 + inner;
+    let base = r * p.words_per_row;
+    for (var w = c0 / 4u; w < (c1 + 3u) / 4u; w++) {
+        var word = 0u;
+        for (var j = 0u; j < 4u; j++) {
+            let c = 4u * w + j;
+            if c < c1 {
+                let i = r * cols + c;
+                let q = quantize_value(decode(input[word_index(i, IN_DT)], i, IN_DT), sz.scale, sz.zp);
+                word |= (bitcast<u32>(q) & 0xffu) << (8u * j);
+            }
+        }
+        atomicStore(&out[base + w], word);
+    }
 }

@@ -156,3 +156,28 @@ fn simple_int8_gemv_computes_the_product() {
     let err = SimpleGemvA8::new(GpuQuantizedTensor::from_host(&default, &aq).unwrap()).unwrap_err();
     assert!(matches!(err, int8_wgpu::Error::Unsupported(_)), "{err}");
 }
+
+/// The simple quantizer gives the reference's ints and scale bits (rows not a multiple of its
+/// workgroup, columns not a multiple of 4, an all-zero row, a subnormal, exact ties), and its
+/// check counts the values of another input's quantization as different.
+#[test]
+fn simple_quantizer_gives_the_reference_bits() {
+    let gpu = gpu_or_skip!();
+    let simple = int8_wgpu::gpu::bench::SimpleQuantize::new(&gpu).unwrap();
+    for (rows, cols) in [(1, 4), (70, 18), (65, 1027)] {
+        let mut xs = common::rand_vec(rows * cols, (rows * cols) as u64);
+        if rows > 1 {
+            xs[cols..2 * cols].fill(0.0);
+        }
+        // Row 0: absmax 127 (scale 1) with ties 0.5 and -2.5, and a subnormal.
+        xs[0] = 127.0;
+        xs[1..4].copy_from_slice(&[0.5, -2.5, 1e-40]);
+        let x = GpuTensor::from_host(&gpu, &xs, &[rows, cols]).unwrap();
+        assert_eq!(simple.check(&x, &xs).unwrap(), 0, "[{rows}, {cols}]");
+        let other: Vec<f32> = xs.iter().map(|v| v * 1.5).collect();
+        assert!(simple.check(&x, &other).unwrap() > 0, "[{rows}, {cols}]: the check missed another input");
+        assert!(simple.time(&x, 2).unwrap() > std::time::Duration::ZERO);
+    }
+    let half = GpuTensor::from_host(&gpu, &[half::f16::ONE; 8], &[2, 4]).unwrap();
+    assert!(matches!(simple.time(&half, 1), Err(int8_wgpu::Error::Unsupported(_))));
+}

@@ -184,3 +184,74 @@ fn compressed_tensors_packing_is_read_without_repacking() {
     );
     assert!(matches!(bad, Err(int8_wgpu::Error::Shape(_))));
 }
+
+/// Quantization in one dispatch per block (`quantize_runs_main`, what CPU adapters take for
+/// scale groups that are runs within rows) and in three passes give the same ints and scale
+/// bits, the same first non-finite element and the same overflowing group, on every dtype,
+/// with row blocks, asymmetric schemes and groups; both are forced here, whatever the adapter
+/// would pick.
+#[test]
+fn one_dispatch_and_three_passes_agree() {
+    let _ = gpu_or_skip!();
+    let open = |runs, binding: Option<u64>| {
+        int8_wgpu::Gpu::with_options(int8_wgpu::GpuOptions {
+            quantize_runs: Some(runs),
+            max_storage_buffer_binding_size: binding,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    // 4 KiB bindings: 33 rows of 40 f32 take two blocks, 9 rows of 256 three.
+    for binding in [None, Some(4096)] {
+        let (runs, passes) = (open(true, binding), open(false, binding));
+        for (rows, cols) in [(33, 40), (5, 3), (9, 256)] {
+            let schemes = [
+                QuantScheme::default(),
+                QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }),
+                QuantScheme::symmetric(Granularity::PerGroup { size: if cols % 8 == 0 { 8 } else { cols } }),
+                QuantScheme::asymmetric(Granularity::PerGroup {
+                    size: if cols % 32 == 0 {
+                        32
+                    } else if cols % 4 == 0 {
+                        4
+                    } else {
+                        cols
+                    },
+                }),
+            ];
+            for s in schemes {
+                let mut x: Vec<f32> =
+                    common::rand_vec(rows * cols, (rows * cols) as u64).iter().map(|v| v * 3.0).collect();
+                x[0] = 0.5;
+                let ctx = format!("[{rows}, {cols}] {s:?} binding {binding:?}");
+                let a = runs.quantize(&x, &[rows, cols], s).unwrap().to_host().unwrap();
+                let b = passes.quantize(&x, &[rows, cols], s).unwrap().to_host().unwrap();
+                common::assert_same_quantized(&a, &b, &ctx);
+                common::assert_same_quantized(&a, &reference::quantize(&x, &[rows, cols], s).unwrap(), &ctx);
+                let h: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+                let a = runs.quantize(&h, &[rows, cols], s).unwrap().to_host().unwrap();
+                common::assert_same_quantized(&a, &reference::quantize(&h, &[rows, cols], s).unwrap(), &ctx);
+                // The first non-finite element, however many follow.
+                let mut bad = x.clone();
+                for i in [rows * cols - 1, rows * cols / 2, 2.min(rows * cols - 1)] {
+                    bad[i] = f32::NAN;
+                }
+                let index = |r: int8_wgpu::Result<int8_wgpu::GpuQuantizedTensor>| match r {
+                    Err(int8_wgpu::Error::NonFinite { index, .. }) => index,
+                    other => panic!("{ctx}: expected NonFinite, got {other:?}"),
+                };
+                let first = index(runs.quantize(&bad, &[rows, cols], s));
+                assert_eq!(first, index(passes.quantize(&bad, &[rows, cols], s)), "{ctx}");
+                assert_eq!(first, 2.min(rows * cols - 1), "{ctx}");
+            }
+        }
+        // A group whose range overflows the scale: the same group is named.
+        let mut w = vec![1.0f32; 4 * 8];
+        w[13] = f32::MAX;
+        w[14] = -f32::MAX;
+        let s = QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 });
+        for g in [&runs, &passes] {
+            assert!(matches!(g.quantize(&w, &[4, 8], s), Err(int8_wgpu::Error::RangeOverflow { param: 1 })));
+        }
+    }
+}

@@ -150,6 +150,7 @@ impl Gpu {
             gemv_rpt: options.gemv_rows_per_group,
             gemv_rows_per_thread: options.gemv_rows_per_thread,
             gemm_min_rows: options.gemm_min_rows,
+            quantize_runs: options.quantize_runs,
             packed_dot: options.packed_dot.unwrap_or(packed_dot),
             tune_on_first_use: options.tune_on_first_use,
         };
@@ -323,6 +324,11 @@ impl Gpu {
     /// [`GpuOptions::gemv_rows_per_thread`], if it was set.
     pub(crate) fn gemv_rows_per_thread(&self) -> Option<bool> {
         self.inner.tuning.gemv_rows_per_thread
+    }
+
+    /// [`GpuOptions::quantize_runs`], if it was set.
+    pub(crate) fn quantize_runs_option(&self) -> Option<bool> {
+        self.inner.tuning.quantize_runs
     }
 
     /// [`GpuOptions::gemm_min_rows`], if it was set.

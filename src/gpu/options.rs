@@ -27,6 +27,12 @@ pub struct GpuOptions {
     /// 9). `None` picks by adapter type. For tuning on a new device, and for benches and tests
     /// that measure one path.
     pub gemm_min_rows: Option<usize>,
+    /// Whether GPU quantization of weights whose scale groups are runs within rows (per output
+    /// channel, groups of a multiple of 4) takes one invocation per group in one dispatch
+    /// (`Some(true)`) or the three passes of statistics, scales and packing (`Some(false)`).
+    /// Both give the same ints and scale bits. `None` takes the one-dispatch form on CPU
+    /// adapters for groups of at most 16384 elements. For tests of both, and a new device.
+    pub quantize_runs: Option<bool>,
     /// Whether int8-activation layers (W8A8, LLM.int8()) multiply packed int8 words with WGSL's
     /// `dot4I8Packed` (`Some(true)`) or from sign-extended bytes (`Some(false)`). Both give the
     /// same bits. `None` uses `dot4I8Packed` unless `INT8_WGPU_DISABLE` names `packed_dot`; see
@@ -45,6 +51,7 @@ pub(crate) struct Tuning {
     pub(crate) gemv_rpt: Option<u8>,
     pub(crate) gemv_rows_per_thread: Option<bool>,
     pub(crate) gemm_min_rows: Option<usize>,
+    pub(crate) quantize_runs: Option<bool>,
     /// Resolved: `GpuOptions::packed_dot`, else not disabled by `INT8_WGPU_DISABLE`.
     pub(crate) packed_dot: bool,
     pub(crate) tune_on_first_use: Option<TuneOptions>,
@@ -56,6 +63,7 @@ impl Default for Tuning {
             gemv_rpt: None,
             gemv_rows_per_thread: None,
             gemm_min_rows: None,
+            quantize_runs: None,
             packed_dot: true,
             tune_on_first_use: None,
         }

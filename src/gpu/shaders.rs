@@ -50,6 +50,8 @@ pub(crate) enum Kernel {
     Stats,
     Finalize,
     Quantize,
+    /// All of quantization in one dispatch, one invocation per scale group (`quantize_runs_main`).
+    QuantizeRuns,
     Dequantize,
     Gemv,
     GemvFast,
@@ -160,7 +162,7 @@ impl Family {
 impl Kernel {
     pub(crate) fn family(self, v: Variant) -> Family {
         match self {
-            Kernel::Stats | Kernel::Finalize | Kernel::Quantize => Family::Quantize,
+            Kernel::Stats | Kernel::Finalize | Kernel::Quantize | Kernel::QuantizeRuns => Family::Quantize,
             #[cfg(test)]
             Kernel::DivCheck => Family::DivCheck,
             Kernel::Dequantize => Family::Dequantize,
@@ -193,6 +195,7 @@ impl Kernel {
             Kernel::Stats => "stats_main",
             Kernel::Finalize => "finalize_main",
             Kernel::Quantize => "quantize_main",
+            Kernel::QuantizeRuns => "quantize_runs_main",
             Kernel::Dequantize => "dequantize_main",
             Kernel::Gemv => "gemv_main",
             Kernel::GemvFast | Kernel::GemvDense => "gemv_fast_main",
@@ -294,7 +297,7 @@ mod tests {
     fn every_pipeline() -> Vec<(Kernel, Variant)> {
         let mut v = Vec::new();
         for dt in DTYPES {
-            for k in [Kernel::Stats, Kernel::Finalize, Kernel::Quantize] {
+            for k in [Kernel::Stats, Kernel::Finalize, Kernel::Quantize, Kernel::QuantizeRuns] {
                 v.push((k, Variant::new(dt, DType::F32)));
             }
             v.push((Kernel::Dequantize, Variant::new(DType::F32, dt)));

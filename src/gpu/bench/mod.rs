@@ -6,6 +6,8 @@
 //! - [`SimpleGemv`]: the simple kernel of issue 12 (4 weight rows per invocation, nothing
 //!   clever), the best simple kernel that does the library's job, checked against the reference;
 //! - [`SimpleGemvA8`]: the same with int8 activations, beside the library's W8A8 matmul;
+//! - [`SimpleQuantize`]: one invocation per row (absmax, scale, ints), beside the library's
+//!   three-pass GPU quantization;
 //! - [`Timing`]: how long an iteration took and whether GPU timestamps or the wall clock said so.
 //!
 //! `QuantizedLinear::time_forward` times the int8 layer itself, `time_int8_matmul` the integer
@@ -15,11 +17,13 @@ mod dense;
 mod read_limit;
 mod simple_gemv;
 mod simple_gemv_a8;
+mod simple_quantize;
 
 pub use dense::DenseLinear;
 pub use read_limit::{ReadKernel, ReadLimit};
 pub use simple_gemv::SimpleGemv;
 pub use simple_gemv_a8::{SimpleA8Input, SimpleGemvA8};
+pub use simple_quantize::SimpleQuantize;
 // Timing lives beside the tuning that also needs it; the benches see it here.
 pub(crate) use crate::gpu::timing::time_passes;
 pub use crate::gpu::timing::{Timing, TimingSource};

@@ -23,14 +23,19 @@ const ROWS: usize = 4;
 /// Activation rows per dispatch.
 pub(super) const PASS: usize = 8;
 
-/// The shader as compiled: the dtype codes `common.wgsl` needs, `common.wgsl` (activation
-/// decoding, output rounding), then the kernel.
+/// The shader as compiled: [`with_common`] of the kernel.
 fn source() -> String {
+    with_common(SOURCE)
+}
+
+/// A bench kernel's source as compiled: the dtype codes `common.wgsl` needs, `common.wgsl`
+/// (activation decoding, output rounding, the quantizer's numeric helpers), then `kernel`.
+pub(super) fn with_common(kernel: &str) -> String {
     let codes: String = [("DT_F32", DType::F32), ("DT_F16", DType::F16), ("DT_BF16", DType::BF16)]
         .iter()
         .map(|(name, dt)| format!("const {name}: u32 = {}u;\n", dt.shader_code()))
         .collect();
-    [&codes, COMMON, SOURCE].concat()
+    [&codes, COMMON, kernel].concat()
 }
 
 /// The override constants of the pipeline for activations (and outputs) of `dtype`.
