@@ -15,7 +15,7 @@ mod suite;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemvA8, SimpleQuantize};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleActQuant, SimpleGemvA8, SimpleQuantize};
 use int8_wgpu::{ActivationQuant, DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedLinear, reference};
 use suite::{Measured, Probe};
 
@@ -234,13 +234,13 @@ fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
 /// bf16 in and out except the dense one, in one interleaved set per row.
 fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
     println!(
-        "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch. `W8A8 matmul` = the W8A8 layer's integer matmul alone (activations quantized by an earlier forward); `simple int8` = issue 12's simple kernel with int8 activations on the same quantized activations (4 weight rows per invocation, u32 loads, dot4I8Packed, i32 accumulators; shaders/bench/simple_gemv_a8.wgsl; f32 out), checked bit for bit against reference::linear_a8 before timing; `matmul/simple` below 1: the library's int8 GEMV is faster.\n",
+        "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch. `W8A8 matmul` = the W8A8 layer's integer matmul alone (activations quantized by an earlier forward); `simple int8` = issue 12's simple kernel with int8 activations on the same quantized activations (4 weight rows per invocation, u32 loads, dot4I8Packed, i32 accumulators; shaders/bench/simple_gemv_a8.wgsl; f32 out), checked bit for bit against reference::linear_a8 before timing; `matmul/simple` below 1: the library's int8 GEMV is faster. `act quant` = W8A8's activation quantizer alone; `simple act quant` = one invocation per row (absmax, scale, ints; shaders/bench/simple_act_quant.wgsl), checked bit for bit against reference::quantize_activations first.\n",
         if gpu.uses_packed_dot() { "WGSL dot4I8Packed" } else { "the exact unpacking fallback" }
     );
     println!(
-        "| [out, in] | M | dense f32 | W8A16 bf16 | W8A8 | LLM.int8() 0 | LLM.int8() 8 | LLM.int8() 64 | W8A8 vs W8A16 | LLM.int8() 64 vs W8A8 | W8A8 vs dense | W8A8 matmul | simple int8 | matmul/simple |"
+        "| [out, in] | M | dense f32 | W8A16 bf16 | W8A8 | LLM.int8() 0 | LLM.int8() 8 | LLM.int8() 64 | W8A8 vs W8A16 | LLM.int8() 64 vs W8A8 | W8A8 vs dense | W8A8 matmul | simple int8 | matmul/simple | act quant | simple act quant | act/simple |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let threshold = ActivationQuant::llm_int8(ActivationQuant::DEFAULT_THRESHOLD)?;
     for shape in suite::shapes() {
         let layer = suite::Layer::new(shape, QuantScheme::default());
@@ -249,6 +249,7 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
         let w8a8 = layer.a8_layer(gpu, DType::BF16, ActivationQuant::per_token());
         let llm = layer.a8_layer(gpu, DType::BF16, threshold);
         let simple = SimpleGemvA8::new(GpuQuantizedTensor::from_host(gpu, &layer.q)?)?;
+        let simple_act = SimpleActQuant::new(gpu)?;
         for m in suite::a8_rows() {
             let (_, xf) = layer.input(gpu, m, DType::F32);
             let x: Vec<_> =
@@ -258,6 +259,8 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
             let differ = simple.check(&xs, &layer.q)?;
             assert_eq!(differ, 0, "the simple int8 GEMV differs from linear_a8 in {differ} outputs");
             let input = simple.upload(&xs)?;
+            let differ = simple_act.check(&x[0])?;
+            assert_eq!(differ, 0, "the simple activation quantizer differs from the reference in {differ} values");
             let mut probes = vec![
                 Probe::gpu(|n| dense.time_forward(&xf, n).expect("dense")),
                 Probe::gpu(|n| w8a16.time_forward(&x[0], n).expect("w8a16")),
@@ -266,11 +269,13 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
             probes.extend(x.iter().map(|x| Probe::gpu(|n| llm.time_forward(x, n).expect("llm.int8()"))));
             probes.push(Probe::gpu(|n| w8a8.time_int8_matmul(&x[0], n).expect("w8a8 matmul")));
             probes.push(Probe::gpu(|n| simple.time(&input, n).expect("simple int8")));
+            probes.push(Probe::gpu(|n| w8a8.time_activation_quant(&x[0], n).expect("w8a8 act quant")));
+            probes.push(Probe::gpu(|n| simple_act.time(&x[0], n).expect("simple act quant")));
             let t = suite::measure(MIN, &mut probes);
             drop(probes);
             let u = |i: usize| us(t[i].median);
             println!(
-                "| [{}, {}] | {m} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x | {:.1} | {:.1} | {:.2}x |",
+                "| [{}, {}] | {m} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | {:.2}x |",
                 shape.0,
                 shape.1,
                 u(0),
@@ -285,6 +290,9 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
                 u(6),
                 u(7),
                 u(6) / u(7),
+                u(8),
+                u(9),
+                u(8) / u(9),
             );
         }
     }

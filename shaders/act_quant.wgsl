@@ -118,3 +118,38 @@ fn act_quant_main(
         atomicStore(&out[row * p.words_per_row + w], word);
     }
 }
+
+// act_quant_main with one invocation per row and no workgroup cooperation (the same arithmetic
+// in the same order per value, so the same bits): CPU adapters run a workgroup's barriers and
+// tree reduction as loops over its lanes, which cost 2-5x a sequential pass over the row at 8-512
+// rows on lavapipe (src/gpu/act_quant.rs has the figures).
+@compute @workgroup_size(WG)
+fn act_quant_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.y * nwg.x * WG + gid.x;
+    // Parameters are read once: llvmpipe loads a storage-buffer field lane by lane at every use.
+    let k = p.k;
+    let wpr = p.words_per_row;
+    if row >= p.m {
+        return;
+    }
+    let base = row * k;
+    var mx = 0u;
+    for (var c = 0u; c < k; c++) {
+        if !column_is_outlier(c) {
+            mx = max(mx, bitcast<u32>(flush_subnormal(load_act(base + c))) & 0x7fffffffu);
+        }
+    }
+    let scale = symmetric_scale(bitcast<f32>(mx));
+    act[meta_scale(row)] = bitcast<u32>(scale);
+    for (var w = 0u; w < wpr; w++) {
+        var word = 0u;
+        for (var j = 0u; j < 4u; j++) {
+            let c = 4u * w + j;
+            if c < k && !column_is_outlier(c) {
+                let q = quantize_value(load_act(base + c), scale, 0);
+                word |= (bitcast<u32>(q) & 0xffu) << (8u * j);
+            }
+        }
+        atomicStore(&out[row * wpr + w], word);
+    }
+}

@@ -334,6 +334,22 @@ impl QuantizedLinear {
         time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record_matmul(pass))
     }
 
+    /// Times `iters` runs of the activation quantizer alone of an int8-activation layer on `x`
+    /// (benches, feature `bench`), recorded into one pass. An [`Error::Unsupported`] for
+    /// weight-only layers.
+    #[cfg(feature = "bench")]
+    #[doc(hidden)]
+    pub fn time_activation_quant(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
+        x.same_gpu(&self.gpu)?;
+        if self.act.is_none() {
+            return Err(Error::Unsupported("timing the activation quantizer of a weight-only layer".into()));
+        }
+        let (m, shape) = self.output_shape(x)?;
+        let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
+        let prepared = self.prepared(m, x, &y)?;
+        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record_act_quant(pass))
+    }
+
     /// Host convenience: uploads `x` (`shape = [..., in]`, dtype = the activation dtype), runs
     /// the layer and reads the `[..., out]` result back. NaN or infinite inputs are an
     /// [`Error::NonFinite`] naming the position; a non-finite result from finite inputs (beyond

@@ -181,3 +181,30 @@ fn simple_quantizer_gives_the_reference_bits() {
     let half = GpuTensor::from_host(&gpu, &[half::f16::ONE; 8], &[2, 4]).unwrap();
     assert!(matches!(simple.time(&half, 1), Err(int8_wgpu::Error::Unsupported(_))));
 }
+
+/// The simple activation quantizer gives `reference::quantize_activations`' bits (per token) for
+/// every dtype, an all-zero row, ties and a subnormal; W8A8's quantizer times alone, and only on
+/// int8-activation layers.
+#[test]
+fn simple_activation_quantizer_gives_the_reference_bits() {
+    let gpu = gpu_or_skip!();
+    let simple = int8_wgpu::gpu::bench::SimpleActQuant::new(&gpu).unwrap();
+    for (m, k) in [(1, 4), (3, 18), (70, 130)] {
+        let mut xf = common::rand_vec(m * k, (m * k) as u64);
+        xf[..4].copy_from_slice(&[127.0, 0.5, -2.5, 1e-40]);
+        if m > 1 {
+            xf[k..2 * k].fill(0.0);
+        }
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let x = activations(&gpu, &xf, &[m, k], dtype);
+            assert_eq!(simple.check(&x).unwrap(), 0, "[{m}, {k}] {dtype}");
+            assert_eq!(simple.time(&x, 2).unwrap().iters, 2);
+        }
+    }
+    let q = reference::quantize(&common::rand_vec(8 * 32, 5), &[8, 32], QuantScheme::default()).unwrap();
+    let layer = int8_wgpu::QuantizedLinear::from_quantized::<f32>(&gpu, &q, None, DType::F32).unwrap();
+    let x = GpuTensor::from_host(&gpu, &common::rand_vec(3 * 32, 6), &[3, 32]).unwrap();
+    assert!(matches!(layer.time_activation_quant(&x, 1), Err(int8_wgpu::Error::Unsupported(_))));
+    let a8 = layer.with_activation_quant(int8_wgpu::ActivationQuant::per_token()).unwrap();
+    assert_eq!(a8.time_activation_quant(&x, 2).unwrap().iters, 2);
+}

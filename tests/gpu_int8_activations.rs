@@ -62,6 +62,11 @@ fn quantized_activations_equal_the_reference() {
     let (m, k) = (2, 700);
     let xf = activations(m, k, 77);
     check_quantize::<f32>(&gpu, &xf, m, k, llm(0.5));
+    // Rows longer than CPU adapters quantize one invocation per row: one workgroup per row.
+    let (m, k) = (3, 16400);
+    let xf = activations(m, k, 78);
+    check_quantize::<bf16>(&gpu, &xf, m, k, ActivationQuant::per_token());
+    check_quantize::<f32>(&gpu, &xf, m, k, llm(2.0));
 }
 
 /// One linear case: weights, activations, bias and how activations are quantized.

@@ -12,6 +12,14 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::unpack_rows;
 use crate::{ActivationQuant, DType, Error, QuantizedActivations, Result};
 
+/// The longest rows CPU adapters quantize with one invocation per row (`act_quant_rows_main`)
+/// rather than one workgroup per row: such an invocation loops about 2.25 times this many times,
+/// inside llvmpipe's 65535 loop iterations per invocation (see `matmul::cpu_max_in`). On
+/// lavapipe (`bench_table`'s a8 section, W8A8 bf16, interleaved, load 1.8-2.5) the workgroup
+/// form ran 1.98x / 2.25x / 4.76x the time of a simple one-row-per-invocation quantizer at
+/// [1536, 384] with 8 / 64 / 512 rows and 1.69x at [4096, 4096] with 512 (0.39-1.06x elsewhere).
+const ROWS_MAX_IN: usize = 16384;
+
 /// The activation quantizer for `m` rows of `k` columns, with its parameters uploaded and its
 /// results' buffers allocated: made once per (layer, rows), so a forward creates nothing.
 pub(crate) struct ActQuantPlan {
@@ -58,7 +66,11 @@ impl ActQuantPlan {
             passes.push((gpu.pipeline(Kernel::ActFlags, v)?, gpu.grid(k.div_ceil(params::WG) as u32)));
             passes.push((gpu.pipeline(Kernel::ActList, v)?, (1, 1)));
         }
-        passes.push((gpu.pipeline(Kernel::ActQuant, v)?, gpu.grid(m as u32)));
+        if gpu.is_cpu_adapter() && k <= ROWS_MAX_IN {
+            passes.push((gpu.pipeline(Kernel::ActQuantRows, v)?, gpu.grid(m.div_ceil(params::WG) as u32)));
+        } else {
+            passes.push((gpu.pipeline(Kernel::ActQuant, v)?, gpu.grid(m as u32)));
+        }
         Ok(Self {
             family: gpu.family(Family::ActQuant)?,
             passes,

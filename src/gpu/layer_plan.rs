@@ -76,6 +76,15 @@ impl Bound {
         }
     }
 
+    /// Records the activation quantizer of an int8-activation forward alone (benches); nothing
+    /// for weight-only layers.
+    #[cfg(feature = "bench")]
+    pub(crate) fn record_act_quant(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if let Self::Int8(p) = self {
+            p.record_act_quant(pass);
+        }
+    }
+
     /// The int8 activations' outlier buffer this forward writes; `None` for weight-only layers.
     pub(crate) fn act_buffer(&self) -> Option<&wgpu::Buffer> {
         match self {

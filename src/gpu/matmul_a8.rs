@@ -224,8 +224,13 @@ impl A8Prepared {
     /// Records the activation quantizer, then the matmul, into `pass` (wgpu orders each
     /// dispatch after those writing what it reads).
     pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.plan.act.record(pass, &self.act_group);
+        self.record_act_quant(pass);
         self.record_matmul(pass);
+    }
+
+    /// Records the activation quantizer alone.
+    pub(crate) fn record_act_quant(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.plan.act.record(pass, &self.act_group);
     }
 
     /// Records the matmul alone, reading the activations the quantizer left in the plan.

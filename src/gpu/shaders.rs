@@ -71,6 +71,8 @@ pub(crate) enum Kernel {
     ActList,
     /// Per-row int8 activations and scales.
     ActQuant,
+    /// `ActQuant` with one invocation per row (CPU adapters).
+    ActQuantRows,
     /// The int8-activation GEMV (several weight rows per invocation).
     A8Rows,
     /// The int8-activation GEMV in 16-byte units (k % 16 == 0).
@@ -169,7 +171,7 @@ impl Kernel {
             Kernel::Gemv | Kernel::GemvFast | Kernel::GemvDense => Family::Gemv { subgroups: v.subgroups },
             Kernel::GemvRows | Kernel::GemvRows16 | Kernel::GemvRows16One | Kernel::GemvRows16Wide => Family::GemvRows,
             Kernel::Gemm | Kernel::GemmDense => Family::Gemm,
-            Kernel::ActFlags | Kernel::ActList | Kernel::ActQuant => Family::ActQuant,
+            Kernel::ActFlags | Kernel::ActList | Kernel::ActQuant | Kernel::ActQuantRows => Family::ActQuant,
             Kernel::A8Rows | Kernel::A8Rows16 | Kernel::A8Rows16Wide | Kernel::A8Gemm => Family::LinearA8,
         }
     }
@@ -207,6 +209,7 @@ impl Kernel {
             Kernel::ActFlags => "act_flags_main",
             Kernel::ActList => "act_list_main",
             Kernel::ActQuant => "act_quant_main",
+            Kernel::ActQuantRows => "act_quant_rows_main",
             Kernel::A8Rows => "a8_rows_main",
             Kernel::A8Rows16 => "a8_rows16_main",
             Kernel::A8Rows16Wide => "a8_rows16_wide_main",
@@ -309,7 +312,7 @@ mod tests {
                     v.push((k, Variant { asym, ..Variant::new(dt, dt) }));
                 }
             }
-            for k in [Kernel::ActFlags, Kernel::ActList, Kernel::ActQuant] {
+            for k in [Kernel::ActFlags, Kernel::ActList, Kernel::ActQuant, Kernel::ActQuantRows] {
                 v.push((k, Variant::new(dt, DType::F32)));
             }
             for packed_dot in [false, true] {
