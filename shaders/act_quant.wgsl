@@ -129,13 +129,14 @@ fn act_quant_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     // Parameters are read once: llvmpipe loads a storage-buffer field lane by lane at every use.
     let k = p.k;
     let wpr = p.words_per_row;
+    let outliers = p.has_threshold != 0u;
     if row >= p.m {
         return;
     }
     let base = row * k;
     var mx = 0u;
     for (var c = 0u; c < k; c++) {
-        if !column_is_outlier(c) {
+        if !(outliers && act[META_LIST + k + c] != 0u) {
             mx = max(mx, bitcast<u32>(flush_subnormal(load_act(base + c))) & 0x7fffffffu);
         }
     }
@@ -145,7 +146,7 @@ fn act_quant_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
         var word = 0u;
         for (var j = 0u; j < 4u; j++) {
             let c = 4u * w + j;
-            if c < k && !column_is_outlier(c) {
+            if c < k && !(outliers && act[META_LIST + k + c] != 0u) {
                 let q = quantize_value(load_act(base + c), scale, 0);
                 word |= (bitcast<u32>(q) & 0xffu) << (8u * j);
             }

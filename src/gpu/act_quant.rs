@@ -17,7 +17,8 @@ use crate::{ActivationQuant, DType, Error, QuantizedActivations, Result};
 /// inside llvmpipe's 65535 loop iterations per invocation (see `matmul::cpu_max_in`). On
 /// lavapipe (`bench_table`'s a8 section, W8A8 bf16, interleaved, load 1.8-2.5) the workgroup
 /// form ran 1.98x / 2.25x / 4.76x the time of a simple one-row-per-invocation quantizer at
-/// [1536, 384] with 8 / 64 / 512 rows and 1.69x at [4096, 4096] with 512 (0.39-1.06x elsewhere).
+/// [1536, 384] with 8 / 64 / 512 rows and 1.69x at [4096, 4096] with 512 (0.39-1.06x elsewhere);
+/// the per-row form runs 0.92-1.21x its time at 1-512 rows (the next run, load 1.7-2.2).
 const ROWS_MAX_IN: usize = 16384;
 
 /// The activation quantizer for `m` rows of `k` columns, with its parameters uploaded and its
