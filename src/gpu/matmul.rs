@@ -225,8 +225,9 @@ fn cpu_max_in(kernel: Kernel, m: usize) -> Option<usize> {
 
 /// An [`Error::Unsupported`] where a CPU adapter would run `kernel` past llvmpipe's loop limit
 /// on `m` rows of `k` inputs ([`cpu_max_in`]), which would give wrong sums without a word: the
-/// heuristic never picks such a kernel; explicit options, tuning files and tuning candidates
-/// are refused.
+/// weight-only heuristic never picks such a kernel; explicit options, tuning files and tuning
+/// candidates are refused. An int8-activation layer with more than 16384 inputs that are not a
+/// multiple of 16 has no kernel within the limit on several rows there, so it is refused too.
 pub(crate) fn check_cpu_loop_limit(gpu: &Gpu, kernel: Kernel, k: usize, m: usize) -> Result<()> {
     match cpu_max_in(kernel, m) {
         Some(max) if k > max && gpu.is_cpu_adapter() => Err(Error::Unsupported(format!(
