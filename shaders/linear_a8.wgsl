@@ -41,18 +41,83 @@ fn store_a8(m: u32, local_row: u32, acc: i32) {
     store_y(m, local_row, (sx * f32(acc)) * sw + fp);
 }
 
+// The scale of weight row local_row of this block.
+fn row_scale(local_row: u32) -> f32 {
+    return scales[param_of((p.row0 + local_row) * p.k, p.inner, p.channels)];
+}
+
+// f plus outlier column c's terms for the pass's activation rows (f[m], one lane per weight
+// row): f[m] + x[m, c] · wq, wq = s_w · q_w[., c] per row, as store_a8 adds them.
+fn outlier_column(f: array<vec4<f32>, 8>, c: u32, wq: vec4<f32>, rows: u32) -> array<vec4<f32>, 8> {
+    var g = f;
+    g[0] += load_x(c) * wq;
+    if rows > 1u { g[1] += load_x(p.k + c) * wq; }
+    if rows > 2u { g[2] += load_x(2u * p.k + c) * wq; }
+    if rows > 3u { g[3] += load_x(3u * p.k + c) * wq; }
+    if rows > 4u { g[4] += load_x(4u * p.k + c) * wq; }
+    if rows > 5u { g[5] += load_x(5u * p.k + c) * wq; }
+    if rows > 6u { g[6] += load_x(6u * p.k + c) * wq; }
+    if rows > 7u { g[7] += load_x(7u * p.k + c) * wq; }
+    return g;
+}
+
+// The outlier columns' f32 sums, [m][r], for activation row m of the pass and weight row r0 + r
+// (rows past the end repeat the last one): Σ over the columns in ascending order, as store_a8
+// sums them for one output, but one loop over the columns for all of the invocation's outputs,
+// four columns a step. llvmpipe stops all of an invocation's loops after 65535 iterations
+// (src/gpu/matmul.rs, cpu_max_in); a loop per output over the columns met that from about 2000
+// outlier columns with 32 outputs per invocation.
+fn outlier_sums(r0: u32) -> array<vec4<f32>, 8> {
+    var f: array<vec4<f32>, 8>;
+    let count = act[META_COUNT];
+    if count == 0u {
+        return f;
+    }
+    let last = p.rows - 1u;
+    let lr = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
+    let sw = vec4<f32>(row_scale(lr.x), row_scale(lr.y), row_scale(lr.z), row_scale(lr.w));
+    let rows = p.m;
+    var i = 0u;
+    // Four columns a step, written out: a loop inside would count against the limit too.
+    loop {
+        if i + 4u > count {
+            break;
+        }
+        f = outlier_entry(f, i, lr, sw, rows);
+        f = outlier_entry(f, i + 1u, lr, sw, rows);
+        f = outlier_entry(f, i + 2u, lr, sw, rows);
+        f = outlier_entry(f, i + 3u, lr, sw, rows);
+        i += 4u;
+    }
+    for (; i < count; i++) {
+        f = outlier_entry(f, i, lr, sw, rows);
+    }
+    return f;
+}
+
+// outlier_column for entry i of the outlier list, over the weight rows lr with scales sw.
+fn outlier_entry(f: array<vec4<f32>, 8>, i: u32, lr: vec4<u32>, sw: vec4<f32>, rows: u32) -> array<vec4<f32>, 8> {
+    let c = act[META_LIST + i];
+    let q = vec4<f32>(f32(weight_q(lr.x, c)), f32(weight_q(lr.y, c)), f32(weight_q(lr.z, c)), f32(weight_q(lr.w, c)));
+    return outlier_column(f, c, sw * q, rows);
+}
+
 // Stores the GEMVs' sums: acc[m][r] for activation row m of the pass and weight row r0 + r
-// (THREAD_ROWS = 4, one vec4 lane per weight row).
+// (THREAD_ROWS = 4, one vec4 lane per weight row), scaled, plus the outlier columns' sums and
+// the bias: store_a8's value.
 fn store_rows(r0: u32, acc: array<vec4<i32>, MAX_M>) {
+    let fo = outlier_sums(r0);
     for (var r = 0u; r < THREAD_ROWS; r++) {
         if r0 + r >= p.rows {
             break;
         }
+        let sw = row_scale(r0 + r);
         for (var m = 0u; m < MAX_M; m++) {
             if m >= p.m {
                 break;
             }
-            store_a8(m, r0 + r, acc[m][r]);
+            let sx = bitcast<f32>(act[meta_scale(p.m0 + m)]);
+            store_y(m, r0 + r, (sx * f32(acc[m][r])) * sw + fo[m][r]);
         }
     }
 }

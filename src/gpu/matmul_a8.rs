@@ -161,9 +161,9 @@ pub(crate) fn prepare_a8_kernel(
     kernel: Kernel,
 ) -> Result<A8RowsPlan> {
     // One activation row runs the wide variant's four-row kernel; so do LLM.int8() layers on
-    // CPU adapters, where sixteen rows' outlier sums (128 outputs per invocation, each a loop
-    // over the outlier columns) meet llvmpipe's loop limit (see `check_cpu_loop_limit`) from
-    // about 500 outlier columns, four rows' from about 2000.
+    // CPU adapters: the wide kernel's outlier sums (128 outputs per invocation, each a loop over
+    // the outlier columns) meet llvmpipe's loop limit (see `check_cpu_loop_limit`) from about
+    // 500 outlier columns; the four-row kernels sum them in one loop for all their outputs.
     let outliers = act.outlier_threshold().is_some() && gpu.is_cpu_adapter();
     let kernel = if kernel == Kernel::A8Rows16Wide && (m == 1 || outliers) { Kernel::A8Rows16 } else { kernel };
     check_cpu_loop_limit(gpu, kernel, w.shape()[1], m)?;
