@@ -65,7 +65,7 @@ fn outlier_column(f: array<vec4<f32>, 8>, c: u32, wq: vec4<f32>, rows: u32) -> a
 // (rows past the end repeat the last one): Σ over the columns in ascending order, as store_a8
 // sums them for one output, but one loop over the columns for all of the invocation's outputs,
 // four columns a step. llvmpipe stops all of an invocation's loops after 65535 iterations
-// (src/gpu/matmul.rs, cpu_max_in); a loop per output over the columns met that from about 2000
+// (src/gpu/loop_limit.rs); a loop per output over the columns met that from about 2000
 // outlier columns with 32 outputs per invocation.
 fn outlier_sums(r0: u32) -> array<vec4<f32>, 8> {
     var f: array<vec4<f32>, 8>;

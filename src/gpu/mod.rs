@@ -11,6 +11,7 @@ mod disable;
 #[cfg(test)]
 mod div_check;
 pub(crate) mod layer_plan;
+mod loop_limit;
 pub(crate) mod matmul;
 mod matmul_a8;
 mod options;

@@ -15,7 +15,7 @@ const WG: u32 = params::WG as u32;
 const STATS_RUN: usize = 256;
 /// The longest scale group `quantize_runs_main` takes on a CPU adapter: one invocation loops
 /// about 2.25 times this many times, well inside llvmpipe's 65535 loop iterations per
-/// invocation (see `matmul::cpu_max_in`).
+/// invocation (see `loop_limit::cpu_max_in`).
 const RUNS_MAX_INNER: usize = 16384;
 
 impl Gpu {
