@@ -15,7 +15,7 @@ mod suite;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleActQuant, SimpleGemvA8, SimpleQuantize};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemvA8, SimpleQuantize};
 use int8_wgpu::{ActivationQuant, DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedLinear, reference};
 use suite::{Measured, Probe};
 
@@ -234,7 +234,7 @@ fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
 /// bf16 in and out except the dense one, in one interleaved set per row.
 fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
     println!(
-        "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch. `W8A8 matmul` = the W8A8 layer's integer matmul alone (activations quantized by an earlier forward); `simple int8` = issue 12's simple kernel with int8 activations on the same quantized activations (4 weight rows per invocation, u32 loads, dot4I8Packed, i32 accumulators; shaders/bench/simple_gemv_a8.wgsl; f32 out), checked bit for bit against reference::linear_a8 before timing; `matmul/simple` below 1: the library's int8 GEMV is faster. `act quant` = W8A8's activation quantizer alone; `simple act quant` = one invocation per row (absmax, scale, ints; shaders/bench/simple_act_quant.wgsl), checked bit for bit against reference::quantize_activations first.\n",
+        "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch. `W8A8 matmul` = the W8A8 layer's integer matmul alone (activations quantized by an earlier forward); `simple int8` = issue 12's simple kernel with int8 activations on the same quantized activations (4 weight rows per invocation, u32 loads, dot4I8Packed, i32 accumulators; shaders/bench/simple_gemv_a8.wgsl; f32 out), checked bit for bit against reference::linear_a8 before timing; `matmul/simple` below 1: the library's int8 GEMV is faster. `act quant` = W8A8's activation quantizer alone; `simple act quant` = one invocation per row (absmax, scale, ints; shaders/bench/simple_quantize.wgsl), checked bit for bit against the reference first.\n",
         if gpu.uses_packed_dot() { "WGSL dot4I8Packed" } else { "the exact unpacking fallback" }
     );
     println!(
@@ -249,7 +249,7 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
         let w8a8 = layer.a8_layer(gpu, DType::BF16, ActivationQuant::per_token());
         let llm = layer.a8_layer(gpu, DType::BF16, threshold);
         let simple = SimpleGemvA8::new(GpuQuantizedTensor::from_host(gpu, &layer.q)?)?;
-        let simple_act = SimpleActQuant::new(gpu)?;
+        let simple_act = SimpleQuantize::new(gpu)?;
         for m in suite::a8_rows() {
             let (_, xf) = layer.input(gpu, m, DType::F32);
             let x: Vec<_> =
@@ -270,7 +270,7 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
             probes.push(Probe::gpu(|n| w8a8.time_int8_matmul(&x[0], n).expect("w8a8 matmul")));
             probes.push(Probe::gpu(|n| simple.time(&input, n).expect("simple int8")));
             probes.push(Probe::gpu(|n| w8a8.time_activation_quant(&x[0], n).expect("w8a8 act quant")));
-            probes.push(Probe::gpu(|n| simple_act.time(&x[0], n).expect("simple act quant")));
+            probes.push(Probe::gpu(|n| simple_act.time_kernel(&x[0], n).expect("simple act quant")));
             let t = suite::measure(MIN, &mut probes);
             drop(probes);
             let u = |i: usize| us(t[i].median);
@@ -321,7 +321,7 @@ fn quantize(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
                 .then(|| int8_wgpu::GpuTensor::from_host(gpu, &layer.weight, &[shape.0, shape.1]).ok())
                 .flatten();
             if let Some(t) = &resident {
-                let differ = simple.check(t, &layer.weight)?;
+                let differ = simple.check(t)?;
                 assert_eq!(differ, 0, "the simple quantizer differs from the reference in {differ} values");
             }
             let mut probes = vec![

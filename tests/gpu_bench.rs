@@ -157,48 +157,32 @@ fn simple_int8_gemv_computes_the_product() {
     assert!(matches!(err, int8_wgpu::Error::Unsupported(_)), "{err}");
 }
 
-/// The simple quantizer gives the reference's ints and scale bits (rows not a multiple of its
-/// workgroup, columns not a multiple of 4, an all-zero row, a subnormal, exact ties), and its
-/// check counts the values of another input's quantization as different.
+/// The simple quantizer gives the reference's ints and scale bits for every dtype (rows not a
+/// multiple of its workgroup, columns not a multiple of 4, an all-zero row, a subnormal, exact
+/// ties), which are also per-token int8 activations' (`reference::quantize_activations`), so it
+/// is the yardstick of both jobs; W8A8's activation quantizer times alone, and only on
+/// int8-activation layers.
 #[test]
 fn simple_quantizer_gives_the_reference_bits() {
     let gpu = gpu_or_skip!();
     let simple = int8_wgpu::gpu::bench::SimpleQuantize::new(&gpu).unwrap();
     for (rows, cols) in [(1, 4), (70, 18), (65, 1027)] {
-        let mut xs = common::rand_vec(rows * cols, (rows * cols) as u64);
+        let mut xf = common::rand_vec(rows * cols, (rows * cols) as u64);
         if rows > 1 {
-            xs[cols..2 * cols].fill(0.0);
+            xf[cols..2 * cols].fill(0.0);
         }
         // Row 0: absmax 127 (scale 1) with ties 0.5 and -2.5, and a subnormal.
-        xs[0] = 127.0;
-        xs[1..4].copy_from_slice(&[0.5, -2.5, 1e-40]);
-        let x = GpuTensor::from_host(&gpu, &xs, &[rows, cols]).unwrap();
-        assert_eq!(simple.check(&x, &xs).unwrap(), 0, "[{rows}, {cols}]");
-        let other: Vec<f32> = xs.iter().map(|v| v * 1.5).collect();
-        assert!(simple.check(&x, &other).unwrap() > 0, "[{rows}, {cols}]: the check missed another input");
-        assert!(simple.time(&x, 2).unwrap() > std::time::Duration::ZERO);
-    }
-    let half = GpuTensor::from_host(&gpu, &[half::f16::ONE; 8], &[2, 4]).unwrap();
-    assert!(matches!(simple.time(&half, 1), Err(int8_wgpu::Error::Unsupported(_))));
-}
-
-/// The simple activation quantizer gives `reference::quantize_activations`' bits (per token) for
-/// every dtype, an all-zero row, ties and a subnormal; W8A8's quantizer times alone, and only on
-/// int8-activation layers.
-#[test]
-fn simple_activation_quantizer_gives_the_reference_bits() {
-    let gpu = gpu_or_skip!();
-    let simple = int8_wgpu::gpu::bench::SimpleActQuant::new(&gpu).unwrap();
-    for (m, k) in [(1, 4), (3, 18), (70, 130)] {
-        let mut xf = common::rand_vec(m * k, (m * k) as u64);
         xf[..4].copy_from_slice(&[127.0, 0.5, -2.5, 1e-40]);
-        if m > 1 {
-            xf[k..2 * k].fill(0.0);
-        }
         for dtype in [DType::F32, DType::F16, DType::BF16] {
-            let x = activations(&gpu, &xf, &[m, k], dtype);
-            assert_eq!(simple.check(&x).unwrap(), 0, "[{m}, {k}] {dtype}");
-            assert_eq!(simple.time(&x, 2).unwrap().iters, 2);
+            let x = activations(&gpu, &xf, &[rows, cols], dtype);
+            let ctx = format!("[{rows}, {cols}] {dtype}");
+            assert_eq!(simple.check(&x).unwrap(), 0, "{ctx}");
+            let xs = x.read_f32().unwrap();
+            let w = reference::quantize(&xs, &[rows, cols], QuantScheme::default()).unwrap();
+            let a = reference::quantize_activations(&xs, cols, int8_wgpu::ActivationQuant::per_token()).unwrap();
+            assert_eq!((w.values(), w.scales()), (&a.values[..], &a.scales[..]), "{ctx}: the two jobs' rules");
+            assert!(simple.time(&x, 2).unwrap() > std::time::Duration::ZERO);
+            assert_eq!(simple.time_kernel(&x, 2).unwrap().iters, 2);
         }
     }
     let q = reference::quantize(&common::rand_vec(8 * 32, 5), &[8, 32], QuantScheme::default()).unwrap();

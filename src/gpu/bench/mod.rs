@@ -6,9 +6,8 @@
 //! - [`SimpleGemv`]: the simple kernel of issue 12 (4 weight rows per invocation, nothing
 //!   clever), the best simple kernel that does the library's job, checked against the reference;
 //! - [`SimpleGemvA8`]: the same with int8 activations, beside the library's W8A8 matmul;
-//! - [`SimpleActQuant`]: one invocation per activation row, beside W8A8's activation quantizer;
-//! - [`SimpleQuantize`]: one invocation per row (absmax, scale, ints), beside the library's
-//!   three-pass GPU quantization;
+//! - [`SimpleQuantize`]: one invocation per row (absmax, scale, ints), beside the library's GPU
+//!   quantization and W8A8's activation quantizer;
 //! - [`Timing`]: how long an iteration took and whether GPU timestamps or the wall clock said so.
 //!
 //! `QuantizedLinear::time_forward` times the int8 layer itself, `time_int8_matmul` the integer
@@ -17,14 +16,12 @@
 
 mod dense;
 mod read_limit;
-mod simple_act_quant;
 mod simple_gemv;
 mod simple_gemv_a8;
 mod simple_quantize;
 
 pub use dense::DenseLinear;
 pub use read_limit::{ReadKernel, ReadLimit};
-pub use simple_act_quant::SimpleActQuant;
 pub use simple_gemv::SimpleGemv;
 pub use simple_gemv_a8::{SimpleA8Input, SimpleGemvA8};
 pub use simple_quantize::SimpleQuantize;
