@@ -44,6 +44,22 @@ fn constants(dtype: DType) -> [(&'static str, f64); 2] {
     [("IN_DT", code), ("OUT_DT", code)]
 }
 
+/// `[out, in]` of a weight the simple GEMVs take (`what` names the kernel in the errors): 2-D,
+/// symmetric per output channel, plain bytes, `in % 4 == 0` (whole words per row, no padding).
+pub(super) fn simple_weight_shape(weight: &GpuQuantizedTensor, what: &str) -> Result<[usize; 2]> {
+    let [n, k] = weight.shape[..] else {
+        return Err(Error::Shape(format!("{what} takes a 2-D weight, not {:?}", weight.shape)));
+    };
+    if weight.scheme != QuantScheme::default() || weight.offset_binary || !k.is_multiple_of(4) {
+        return Err(Error::Unsupported(format!(
+            "{what} takes symmetric per-channel weights, q in plain bytes, in % 4 == 0 (got {:?}, \
+             offset binary {}, in = {k})",
+            weight.scheme, weight.offset_binary
+        )));
+    }
+    Ok([n, k])
+}
+
 /// The simple GEMV over a symmetric per-channel int8 weight: `y[m, r] = s[r] · Σ_c x[m, c] · q[r, c]`
 /// for f32, f16 or bf16 activations (outputs in the same dtype).
 pub struct SimpleGemv {
@@ -66,16 +82,7 @@ impl SimpleGemv {
     /// multiple of 4 (whole words per row, no padding to skip), bytes not offset-binary; compiles
     /// the kernel for each activation dtype.
     pub fn new(weight: GpuQuantizedTensor) -> Result<Self> {
-        let [n, k] = weight.shape[..] else {
-            return Err(Error::Shape(format!("the simple GEMV takes a 2-D weight, not {:?}", weight.shape)));
-        };
-        if weight.scheme != QuantScheme::default() || weight.offset_binary || !k.is_multiple_of(4) {
-            return Err(Error::Unsupported(format!(
-                "the simple GEMV takes symmetric per-channel weights, q in plain bytes, in % 4 == 0 \
-                 (got {:?}, offset binary {}, in = {k})",
-                weight.scheme, weight.offset_binary
-            )));
-        }
+        let [n, k] = simple_weight_shape(&weight, "the simple GEMV")?;
         let gpu = weight.gpu.clone();
         let device = gpu.device();
         let ro = wgpu::BufferBindingType::Storage { read_only: true };

@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use crate::gpu::bench::read_limit::{entry, layout};
-use crate::gpu::bench::simple_gemv::PASS;
+use crate::gpu::bench::simple_gemv::{PASS, simple_weight_shape};
 use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::matmul::Prepared;
 use crate::gpu::{GpuQuantizedTensor, GpuTensor};
-use crate::{ActivationQuant, DType, Error, QuantScheme, QuantizedTensor, Result, reference};
+use crate::{ActivationQuant, DType, Error, QuantizedTensor, Result, reference};
 
 const SOURCE: &str = include_str!("../../../shaders/bench/simple_gemv_a8.wgsl");
 /// Invocations per workgroup (`SIMPLE_WG` in the shader).
@@ -49,16 +49,7 @@ impl SimpleGemvA8 {
     /// Takes a 2-D weight `[out, in]` quantized symmetrically per output channel, `in` a
     /// multiple of 4, bytes not offset-binary, and compiles the kernel.
     pub fn new(weight: GpuQuantizedTensor) -> Result<Self> {
-        let [n, k] = weight.shape[..] else {
-            return Err(Error::Shape(format!("the simple int8 GEMV takes a 2-D weight, not {:?}", weight.shape)));
-        };
-        if weight.scheme != QuantScheme::default() || weight.offset_binary || !k.is_multiple_of(4) {
-            return Err(Error::Unsupported(format!(
-                "the simple int8 GEMV takes symmetric per-channel weights, q in plain bytes, in % 4 == 0 \
-                 (got {:?}, offset binary {}, in = {k})",
-                weight.scheme, weight.offset_binary
-            )));
-        }
+        let [n, k] = simple_weight_shape(&weight, "the simple int8 GEMV")?;
         let gpu = weight.gpu.clone();
         let device = gpu.device();
         let ro = wgpu::BufferBindingType::Storage { read_only: true };
