@@ -219,6 +219,13 @@ impl Gpu {
             };
             runs.push((variant, plan.bind(self, w, x.buffer(), &no_bias, y.buffer())));
         }
+        if runs.is_empty() {
+            // Every candidate was refused (a CPU adapter's loop limit on very long rows).
+            return Err(Error::Unsupported(format!(
+                "no kernel variant can run a [{n}, {k}] layer on {m} rows on this adapter \
+                 (see Gpu::is_cpu_adapter: llvmpipe's loop limit)"
+            )));
+        }
         let time = |p: &Bound, iters| time_passes(self, iters, |_| {}, |pass| p.record(pass));
         // One untimed forward each (first-touch costs), then one that sizes the samples.
         let mut iters = Vec::with_capacity(runs.len());
@@ -250,7 +257,8 @@ impl Gpu {
             })
             .collect();
         let heuristic = if int8 { a8_heuristic(self, w, m) } else { heuristic(self, w, m) };
-        let fastest = candidates.iter().min_by_key(|c| c.median).ok_or_else(|| Error::Gpu("no candidate".into()))?;
+        let fastest =
+            candidates.iter().min_by_key(|c| c.median).ok_or_else(|| Error::Gpu("tuning timed no candidate".into()))?;
         let chosen = match candidates.iter().find(|c| c.variant == heuristic) {
             Some(h) if fastest.median.as_secs_f64() * (1.0 + options.margin) >= h.median.as_secs_f64() => heuristic,
             _ => fastest.variant,
