@@ -7,6 +7,7 @@ use crate::DType;
 /// Messages are written for the person reading them: they say what was wrong and, where there
 /// is one, what to do about it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No GPU adapter could be opened.
     #[error(
@@ -129,6 +130,18 @@ pub enum Error {
     /// wgpu reported an error (validation, out of memory, a failed buffer mapping).
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// A tensor, buffer, layer or command encoder belongs to another device than the one it is
+    /// used with.
+    #[error("wrong device: {0}")]
+    WrongDevice(String),
+    /// A buffer lacks a usage flag the operation needs (`STORAGE` to bind it, `COPY_SRC` to
+    /// read it back).
+    #[error("buffer usage: {0}")]
+    BufferUsage(String),
+    /// An output would overwrite an input of the same operation (the layer's input, its bias,
+    /// or another layer's bias).
+    #[error("aliasing: {0}")]
+    Aliasing(String),
     /// A file or folder could not be read or written.
     #[error("{op} `{}`: {source}", path.display())]
     Io {
@@ -158,9 +171,9 @@ pub enum Error {
         /// What differs.
         detail: String,
     },
-    // The checkpoint errors below all read `checkpoint error: ...`, as the single variant they
-    // replaced did, so that messages (and the CLI's output) stay the same; the variant says
-    // which kind of problem it is. Each message names the file or tensor and says what to do.
+    // The checkpoint errors below read `checkpoint error: ...` (all but `Unsupported`, which
+    // also covers kernel and driver limits); the variant says which kind of problem it is.
+    // Each message names the file or tensor and says what to do.
     /// A checkpoint file is truncated, corrupt, or changed while it was read; or its sizes are
     /// implausible. Re-download or re-export it.
     #[error("checkpoint error: {0}")]
@@ -185,10 +198,10 @@ pub enum Error {
     /// model file of a folder.
     #[error("checkpoint error: {0}")]
     NotFound(String),
-    /// A well-formed checkpoint this crate cannot read or quantize as asked: a tensor of the
-    /// wrong dtype, a quantized layer in another layout or bit width, an input already
-    /// quantized or whose tensor names would collide with ours.
-    #[error("checkpoint error: {0}")]
+    /// Something well-formed this crate cannot do as asked: a checkpoint tensor of the wrong
+    /// dtype, a quantized layer in another layout or bit width, an input already quantized or
+    /// whose tensor names would collide with ours; or a kernel or driver limit.
+    #[error("unsupported: {0}")]
     Unsupported(String),
     /// The output cannot be written as asked: it exists (or appeared during the run) without
     /// overwriting allowed, is not a folder, is or holds the input, or could not be moved into
