@@ -100,11 +100,12 @@ impl QuantizedLinear {
             }
             Some(b) => {
                 check_finite(b, &[out], "bias")?;
-                Some(match activation {
+                let bias = match activation {
                     DType::F32 => upload_as::<B, f32>(&gpu, b)?,
                     DType::F16 => upload_as::<B, half::f16>(&gpu, b)?,
                     DType::BF16 => upload_as::<B, half::bf16>(&gpu, b)?,
-                })
+                };
+                Some(bias.into_parameter())
             }
         };
         let placeholder = gpu.zeroed_buffer("int8-wgpu no bias", 4)?;
@@ -231,19 +232,25 @@ impl QuantizedLinear {
     /// device.
     ///
     /// `y` needs no clearing (16-bit outputs replace their half of each word, keeping the
-    /// other) and must not share its buffer with `x` or the bias. Within one pass, wgpu orders
+    /// other) and must not share its buffer with `x` or be a layer's bias ([`Error::Aliasing`]). Within one pass, wgpu orders
     /// dispatches that write a buffer before those that read it, so layers chain in a pass.
     /// The dispatch plan and parameter buffers are made once per row count and kept for the
     /// layer's life; bind groups are kept for the last few (rows, `x`, `y`) combinations
     /// (keeping those buffers alive), so a loop over the same tensors creates no GPU object
     /// after its first pass ([`Gpu::resource_counts`] shows it).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
-        x.same_gpu(&self.gpu)?;
-        y.same_gpu(&self.gpu)?;
+        x.same_gpu(&self.gpu, "input")?;
+        y.same_gpu(&self.gpu, "output")?;
         let (m, shape) = self.output_shape(x)?;
+        if y.is_parameter() {
+            return Err(Error::Aliasing("the output tensor is a layer's bias, which layers never write".into()));
+        }
         let aliased = |t: &GpuTensor| t.buffer() == y.buffer();
-        if aliased(x) || self.bias.as_ref().is_some_and(aliased) {
-            return Err(Error::Shape("the output tensor shares its buffer with the input or the bias".into()));
+        if aliased(x) {
+            return Err(Error::Aliasing("the output tensor shares its buffer with the input".into()));
+        }
+        if self.bias.as_ref().is_some_and(aliased) {
+            return Err(Error::Aliasing("the output tensor shares its buffer with the layer's bias".into()));
         }
         if y.shape() != shape.as_slice() || y.dtype() != self.dtype {
             return Err(Error::Shape(format!(
@@ -309,7 +316,7 @@ impl QuantizedLinear {
     #[cfg(feature = "bench")]
     #[doc(hidden)]
     pub fn time_forward(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
-        x.same_gpu(&self.gpu)?;
+        x.same_gpu(&self.gpu, "input")?;
         let (m, shape) = self.output_shape(x)?;
         let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
         let prepared = self.prepared(m, x, &y)?;
@@ -323,7 +330,7 @@ impl QuantizedLinear {
     #[cfg(feature = "bench")]
     #[doc(hidden)]
     pub fn time_int8_matmul(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
-        x.same_gpu(&self.gpu)?;
+        x.same_gpu(&self.gpu, "input")?;
         if self.act.is_none() {
             return Err(Error::Unsupported("timing the int8 matmul of a weight-only layer".into()));
         }
@@ -340,7 +347,7 @@ impl QuantizedLinear {
     #[cfg(feature = "bench")]
     #[doc(hidden)]
     pub fn time_activation_quant(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
-        x.same_gpu(&self.gpu)?;
+        x.same_gpu(&self.gpu, "input")?;
         if self.act.is_none() {
             return Err(Error::Unsupported("timing the activation quantizer of a weight-only layer".into()));
         }

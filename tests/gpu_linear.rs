@@ -263,5 +263,5 @@ fn adopts_an_application_device() {
     common::assert_linear_close(&layer.forward_host(&x, &[2, 32]).unwrap(), &x, &w, None, "app device");
     // A tensor from another device is refused, not misused.
     let foreign = GpuTensor::from_host(&gpu, &x, &[2, 32]).unwrap();
-    assert!(matches!(layer.forward(&foreign), Err(int8_wgpu::Error::Gpu(_))));
+    assert!(matches!(layer.forward(&foreign), Err(int8_wgpu::Error::WrongDevice(_))));
 }

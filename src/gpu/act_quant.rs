@@ -136,7 +136,7 @@ impl Gpu {
         x: &GpuTensor,
         act: ActivationQuant,
     ) -> Result<QuantizedActivations> {
-        x.same_gpu(self)?;
+        x.same_gpu(self, "input")?;
         let k = *x.shape().last().ok_or_else(|| Error::Shape("activations need at least one axis".into()))?;
         if k == 0 || x.numel() == 0 {
             return Err(Error::Empty("activation".into()));

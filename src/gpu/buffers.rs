@@ -10,6 +10,14 @@ const STORAGE_USAGE: wgpu::BufferUsages =
 impl Gpu {
     /// Copies `size` bytes at `offset` of `buffer` back to the host.
     pub(crate) async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        // Checked here: wgpu reports a missing usage to the device's error handler, which panics
+        // on an application's device.
+        if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+            return Err(Error::BufferUsage(format!(
+                "reading back needs a buffer with usage COPY_SRC; this one has {:?}",
+                buffer.usage()
+            )));
+        }
         let device = self.device();
         let staging = self.create_buffer(
             "int8-wgpu readback",
@@ -120,5 +128,51 @@ impl Gpu {
             return Err(Error::TooLarge { what: format!("{what} ({size} bytes, one storage binding)"), size, limit });
         }
         Ok(())
+    }
+
+    /// Checks that an application's `buffer` belongs to this device, by binding it on this
+    /// device: wgpu refuses a buffer of another device of the same instance with a validation
+    /// error, caught here. (wgpu cannot check a buffer made through another `wgpu::Instance`:
+    /// every `Gpu::new` shares one, see `device.rs`.)
+    pub(crate) fn check_own_buffer(&self, buffer: &wgpu::Buffer) -> Result<()> {
+        let device = self.device();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("int8-wgpu buffer probe"),
+                entries: &[wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: true },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }],
+            });
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("int8-wgpu buffer probe"),
+                layout: &layout,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(4),
+                    }),
+                }],
+            });
+        }));
+        let error = pollster::block_on(scope.pop());
+        match (probe, error) {
+            (Ok(()), None) => Ok(()),
+            (Err(_), _) => Err(Error::WrongDevice(
+                "the buffer belongs to another device (wgpu does not know it on this one)".into(),
+            )),
+            (Ok(()), Some(e)) => Err(Error::WrongDevice(format!(
+                "the buffer belongs to another device, or cannot be bound on this one: {e}"
+            ))),
+        }
     }
 }

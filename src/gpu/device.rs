@@ -58,20 +58,24 @@ pub struct ResourceCounts {
     pub bind_groups: u64,
 }
 
-/// A new wgpu instance; the first one of each backend set is also kept until the process ends.
+/// The process's wgpu instance for `backends`, made on first use and shared by every `Gpu`
+/// opened with those backends.
 ///
-/// Destroying the last instance unloads the driver; Mesa's lavapipe leaves an exit handler
-/// behind that then crashes the process at exit (seen in ~5% of short runs). One kept instance
-/// keeps the driver loaded. Instances are not shared between `Gpu`s: on GL, two devices of one
-/// instance contend for its single context and ran 10-50x slower in our tests.
-fn new_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
-    static KEPT: Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = Mutex::new(Vec::new());
+/// wgpu names a buffer, pipeline or bind group by an id that is unique only within its instance:
+/// with an instance per `Gpu`, a buffer of one device passed to another was looked up among that
+/// device's own objects (an unrelated buffer, or a panic in wgpu-core). Within one instance,
+/// wgpu checks that the objects of a call belong to one device and reports a validation error.
+/// Keeping the instance also keeps the driver loaded: Mesa's lavapipe leaves an exit handler
+/// that crashed short runs when the last instance was destroyed.
+fn shared_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
+    static SHARED: Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = Mutex::new(Vec::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, instance)) = shared.iter().find(|(b, _)| *b == desc.backends) {
+        return instance.clone();
+    }
     let backends = desc.backends;
     let instance = wgpu::Instance::new(desc);
-    let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
-    if !kept.iter().any(|(b, _)| *b == backends) {
-        kept.push((backends, instance.clone()));
-    }
+    shared.push((backends, instance.clone()));
     instance
 }
 
@@ -101,7 +105,7 @@ impl Gpu {
             desc.backends = b;
         }
         let backends = desc.backends;
-        let instance = new_instance(desc);
+        let instance = shared_instance(desc);
         let name = options.adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let adapter = match name {
             Some(name) => {

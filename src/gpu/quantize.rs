@@ -86,7 +86,7 @@ impl Gpu {
 
     /// Async form of [`Gpu::quantize_tensor`].
     pub async fn quantize_tensor_async(&self, x: &GpuTensor, scheme: QuantScheme) -> Result<GpuQuantizedTensor> {
-        x.same_gpu(self)?;
+        x.same_gpu(self, "input")?;
         let (rows, _) = rows_cols(x.shape());
         // The block shares the tensor's buffer; wgpu buffers are reference counted.
         let input = RowBlock { row0: 0, rows, buffer: x.buffer().clone() };

@@ -16,6 +16,8 @@ pub struct GpuTensor {
     buffer: Arc<wgpu::Buffer>,
     shape: Vec<usize>,
     dtype: DType,
+    /// A layer's parameter (its bias): layers never write into it.
+    parameter: bool,
 }
 
 impl GpuTensor {
@@ -27,23 +29,30 @@ impl GpuTensor {
         }
         check_numel(shape, "tensor")?;
         let buffer = gpu.storage_buffer("int8-wgpu tensor", bytemuck::cast_slice(data))?;
-        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype: T::DTYPE })
+        Ok(Self {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+            dtype: T::DTYPE,
+            parameter: false,
+        })
     }
 
     /// Wraps an application's buffer as a tensor of `shape` and `dtype` (16-bit dtypes packed two
     /// per `u32`, row-major, starting at offset 0), so the application's kernels and this
     /// crate's layers share data without copies.
     ///
-    /// The buffer must have been created on this `Gpu`'s device (wgpu reports a buffer of
-    /// another device at the next submission; it cannot be checked here), with usage `STORAGE`
-    /// (`COPY_SRC` too for [`GpuTensor::read`]), and hold at least the tensor's bytes rounded
+    /// The buffer must have been created on this `Gpu`'s device ([`Error::WrongDevice`] where
+    /// wgpu sees it is not: any buffer of a device opened on the same `wgpu::Instance`, which
+    /// every [`Gpu::new`] shares), with usage `STORAGE` ([`Error::BufferUsage`] otherwise;
+    /// `COPY_SRC` too for [`GpuTensor::read`]), and hold at least the tensor's bytes rounded
     /// up to a multiple of 4. A layer may read and write tensors that share one buffer only as
     /// [`QuantizedLinear::record`](crate::QuantizedLinear::record) allows (its output never
     /// aliases its input or bias).
     pub fn from_buffer(gpu: &Gpu, buffer: wgpu::Buffer, shape: &[usize], dtype: DType) -> Result<Self> {
         let numel = check_numel(shape, "tensor")?;
         if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(Error::Shape(format!(
+            return Err(Error::BufferUsage(format!(
                 "the buffer's usage {:?} lacks STORAGE; layers bind tensors as storage buffers",
                 buffer.usage()
             )));
@@ -56,14 +65,15 @@ impl GpuTensor {
             )));
         }
         gpu.check_binding("tensor", buffer.size())?;
-        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype })
+        gpu.check_own_buffer(&buffer)?;
+        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype, parameter: false })
     }
 
     /// A zero-filled tensor.
     pub fn zeros(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Self> {
         let numel = check_numel(shape, "tensor")?;
         let buffer = gpu.zeroed_buffer("int8-wgpu tensor", (numel * dtype.size()) as u64)?;
-        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype })
+        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype, parameter: false })
     }
 
     /// The shape.
@@ -86,7 +96,8 @@ impl GpuTensor {
         self.numel() * self.dtype.size()
     }
 
-    /// The underlying buffer (`STORAGE | COPY_SRC | COPY_DST`).
+    /// The underlying buffer: `STORAGE | COPY_SRC | COPY_DST` where this crate made it, the
+    /// application's usages for [`GpuTensor::from_buffer`].
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }
@@ -129,8 +140,22 @@ impl GpuTensor {
         })
     }
 
-    pub(crate) fn same_gpu(&self, gpu: &Gpu) -> Result<()> {
-        if self.gpu.same_device(gpu) { Ok(()) } else { Err(Error::Gpu("tensor belongs to another device".into())) }
+    pub(crate) fn same_gpu(&self, gpu: &Gpu, what: &str) -> Result<()> {
+        if self.gpu.same_device(gpu) {
+            Ok(())
+        } else {
+            Err(Error::WrongDevice(format!("the {what} tensor belongs to another device")))
+        }
+    }
+
+    /// This tensor marked as a layer's parameter, which no layer writes.
+    pub(crate) fn into_parameter(self) -> Self {
+        Self { parameter: true, ..self }
+    }
+
+    /// Whether this is a layer's parameter (see [`GpuTensor::into_parameter`]).
+    pub(crate) fn is_parameter(&self) -> bool {
+        self.parameter
     }
 }
 

@@ -39,7 +39,7 @@ impl DenseLinear {
     }
 
     fn prepare(&self, x: &GpuTensor, y: &GpuTensor) -> Result<Prepared> {
-        x.same_gpu(&self.gpu)?;
+        x.same_gpu(&self.gpu, "input")?;
         if x.dtype() != DType::F32 || !x.numel().is_multiple_of(self.k) || y.numel() != x.numel() / self.k * self.n {
             return Err(Error::Shape("dense linear takes f32 [m, in] and writes f32 [m, out]".into()));
         }

@@ -118,8 +118,8 @@ impl SimpleGemv {
     /// Bind groups and dispatches of one forward of `x` (`[m, in]`) into `y` (`[m, out]`, same dtype).
     fn prepare(&self, x: &GpuTensor, y: &GpuTensor) -> Result<Prepared> {
         let gpu = &self.weight.gpu;
-        x.same_gpu(gpu)?;
-        y.same_gpu(gpu)?;
+        x.same_gpu(gpu, "input")?;
+        y.same_gpu(gpu, "output")?;
         let m = x.numel() / self.k;
         if !x.numel().is_multiple_of(self.k) || y.numel() != m * self.n || y.dtype() != x.dtype() {
             return Err(Error::Shape(format!(

@@ -77,7 +77,7 @@ impl SimpleQuantize {
 
     /// The dispatch of one run over `x` (`[rows, cols]`) and the new buffers it writes.
     fn prepare(&self, x: &GpuTensor) -> Result<(Prepared, Output)> {
-        x.same_gpu(&self.gpu)?;
+        x.same_gpu(&self.gpu, "input")?;
         let [m, k] = x.shape()[..] else {
             return Err(Error::Shape(format!("the simple quantizer takes a 2-D tensor, not {:?}", x.shape())));
         };
