@@ -151,7 +151,7 @@ impl Gpu {
                     count: None,
                 }],
             });
-            device.create_bind_group(&wgpu::BindGroupDescriptor {
+            let _probe = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("int8-wgpu buffer probe"),
                 layout: &layout,
                 entries: &[wgpu::BindGroupEntry {
