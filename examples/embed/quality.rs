@@ -169,7 +169,7 @@ pub fn report(gpu: &Gpu, ckpt: &Checkpoint, tokenizer: &tokenizers::Tokenizer) -
     let sentences: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
     let bf16 = Precision::Int8(DType::BF16);
     let schemes: [(&str, Precision, Option<QuantScheme>); 9] = [
-        ("f32 (this library's model code, dense)", Precision::F32, None),
+        ("f32 (the example's model code, dense)", Precision::F32, None),
         ("per-tensor absmax (symmetric)", bf16, Some(QuantScheme::symmetric(Granularity::PerTensor))),
         ("per-tensor zero-point (asymmetric)", bf16, Some(QuantScheme::asymmetric(Granularity::PerTensor))),
         ("per-channel symmetric (default)", bf16, Some(QuantScheme::default())),
