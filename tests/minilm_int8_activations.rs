@@ -102,11 +102,11 @@ fn int8_activation_models_track_the_f32_model() {
 /// LLM.int8() picks its outlier columns over every row of a batch: `Bert::batches` gives each
 /// sentence a batch of its own, so embedding the three together equals embedding each alone,
 /// bit for bit, and a padded batch is refused rather than changed by its padding rows. W8A8's
-/// rows are independent: its padded batch equals the sentences alone, bit for bit.
+/// and W8A16's rows are independent: their padded batch equals the sentences alone, bit for bit.
 #[test]
 fn padding_never_changes_an_embedding() {
     let Some(s) = setup() else { return };
-    for p in [Precision::LlmInt8(DType::BF16), Precision::W8A8(DType::BF16)] {
+    for p in [Precision::LlmInt8(DType::BF16), Precision::W8A8(DType::BF16), Precision::Int8(DType::BF16)] {
         let model = Bert::load(&s.gpu, &s.ckpt, p).unwrap();
         let together = model.embed_sentences(&s.tokenizer, &SENTENCES).unwrap();
         for (i, sentence) in SENTENCES.iter().enumerate() {
