@@ -50,6 +50,18 @@ use int8_wgpu::{Checkpoint, DType, Gpu};
 use kernels::Result;
 use tokens::Batch;
 
+const HELP: &str = "usage: embed [OPTIONS] SENTENCE...
+  --model DIR        the float checkpoint (default: scripts/fetch-minilm.sh's folder)
+  --quantized DIR    also run an 8-bit checkpoint int8-wgpu reads (compressed-tensors, from
+                     `int8-wgpu quantize` or another tool, or bitsandbytes), as its layers
+                     record: W8A16, W8A8 or LLM.int8()
+  --int8 LIST        bf16,f16,w8a32,w8a8,llm-int8 or all: the float checkpoint quantized at load
+                     (default bf16)
+  --iters N          timed runs per model (default 3)
+  --bench            time batches of 1 and 8 sentences; --bench-batch N adds a size
+  --check            also compare with a CPU f64 forward
+  --quality          the scheme comparison against sentence-transformers; writes docs/quality.md";
+
 struct Args {
     model: PathBuf,
     quantized: Option<PathBuf>,
@@ -104,10 +116,7 @@ fn parse_args() -> Result<Args> {
             "--check" => a.check = true,
             "--quality" => a.quality = true,
             "-h" | "--help" => {
-                println!(
-                    "usage: embed [--model DIR] [--quantized DIR] [--int8 bf16,f16,w8a32,w8a8,llm-int8|all] [--iters N] \
-                     [--bench [--bench-batch N]] [--check] [--quality] SENTENCE..."
-                );
+                println!("{HELP}");
                 std::process::exit(0);
             }
             s if s.starts_with("--") => return Err(format!("unknown option {s} (see --help)").into()),
@@ -247,9 +256,9 @@ fn main() -> Result<()> {
             largest.batch(),
             largest.seq()
         );
-        let per = if work[i].len() > 1 { " (a batch per sentence: LLM.int8())" } else { "" };
+        let per = if work[i].len() > 1 { "batches (one per sentence: LLM.int8())" } else { "batch" };
         println!(
-            "time for the {} sentences: {} (median of {}; {} batches{per}, each {app} app kernels + {layers} linear layers recorded, {} submissions in {} runs)",
+            "time for the {} sentences: {} (median of {}; {} {per}, each {app} app kernels + {layers} linear layers recorded, {} submissions in {} runs)",
             sentences.len(),
             ms(median(times[i].clone())),
             args.iters,
@@ -337,7 +346,7 @@ fn bench(runs: &[Run], tokenizer: &tokenizers::Tokenizer, sentences: &[&str], ar
             let subs = (r.bert.submissions() - before[i]) as f64 / (args.iters + 1) as f64;
             println!(
                 "| {} | {b} | {} | {:.1} | {:.1} | {:.0} | {subs} |",
-                r.bert.describe(),
+                r.bert.describe().replace('|', "\\|"),
                 w.iter().map(|(p, _)| p.seq()).max().unwrap_or(0),
                 fwd.as_secs_f64() * 1e3,
                 fwd.as_secs_f64() * 1e3 / b as f64,
