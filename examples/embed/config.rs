@@ -92,7 +92,8 @@ pub enum Precision {
     /// Dense f32 weights and activations: the example's own matmul kernel (the baseline).
     F32,
     /// int8 weights as [`QuantizedLinear`] with this activation dtype: `BF16` and `F16` are
-    /// W8A16, `F32` is W8A32.
+    /// W8A16, `F32` is W8A32; a quantized checkpoint's layers keep the W8A8 or LLM.int8() it
+    /// records ([`Precision::describe`] names what runs).
     Int8(DType),
     /// int8 weights and activations quantized to int8 per token inside each linear layer
     /// (W8A8); the layers take and give this dtype.
