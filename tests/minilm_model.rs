@@ -21,6 +21,9 @@ mod cpu;
 #[path = "../examples/embed/kernels.rs"]
 mod kernels;
 #[allow(dead_code)]
+#[path = "../examples/embed/load.rs"]
+mod load;
+#[allow(dead_code)]
 #[path = "../examples/embed/tokens.rs"]
 mod tokens;
 
@@ -451,38 +454,7 @@ fn int8_models_track_the_f32_model() {
     }
 }
 
-/// Int8 activations on the real model: W8A8 (per-token int8 activations inside each linear)
-/// and LLM.int8() (the same with the feature columns where any token has |x| >= 6 in float).
-/// MiniLM has such columns in every layer (62, 99, 157 among the query/key/value inputs, up to 7
-/// in the intermediate layers' inputs; the --quality table lists them), and they are what
-/// costs W8A8 its accuracy: LLM.int8() must come closer to the f32 model than W8A8 on every
-/// sentence. Measured on lavapipe: W8A8 0.99804, 0.99440, 0.99144; LLM.int8() 0.99936, 0.99884,
-/// 0.99774 (W8A16 bf16 keeps 0.999 / 0.998, the previous test); the bounds leave margin.
-#[test]
-fn int8_activation_models_track_the_f32_model() {
-    let s = shared_or_skip!();
-    let b = &s.batch;
-    let mut cosines = Vec::new();
-    for p in [Precision::W8A8(DType::BF16), Precision::LlmInt8(DType::BF16)] {
-        let model = Bert::load(&s.gpu, &s.ckpt, p).unwrap();
-        let e = model.embed(&model.plan(b.batch, b.seq).unwrap(), b).unwrap();
-        let cos: Vec<f64> = s.f32_embeddings.iter().zip(&e).map(|(a, g)| cpu::cosine(a, g)).collect();
-        eprintln!("{p}: cosine to f32 per sentence {cos:?}");
-        if p == Precision::LlmInt8(DType::BF16) {
-            let seen = model.outlier_columns().unwrap();
-            let (_, _, q0) = seen.iter().find(|(l, n, _)| *l == 0 && *n == "attention.self.query").unwrap();
-            eprintln!("layer 0 query input outlier columns: {q0:?}");
-            assert!(q0.contains(&99), "column 99 carries MiniLM's largest activations: {q0:?}");
-            assert!(seen.iter().all(|(_, n, c)| *n != "attention.output.dense" || c.is_empty()), "{seen:?}");
-        }
-        cosines.push(cos);
-    }
-    for (i, (w8a8, llm)) in cosines[0].iter().zip(&cosines[1]).enumerate() {
-        assert!(llm > w8a8, "sentence {i}: LLM.int8() {llm} not closer to f32 than W8A8 {w8a8}");
-        assert!(*w8a8 >= 0.985, "sentence {i}: W8A8 cosine {w8a8}");
-        assert!(*llm >= 0.997, "sentence {i}: LLM.int8() cosine {llm}");
-    }
-}
+// Int8 activations on the real model (W8A8, LLM.int8()): tests/minilm_int8_activations.rs.
 
 /// The W8A32 GPU model computes the quantized model: cosine >= 0.999999 per sentence to a CPU
 /// f64 forward whose linear weights are the CPU reference's int8 quantization, dequantized

@@ -19,40 +19,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use int8_wgpu::{Checkpoint, DType, Gpu, GpuTensor, QuantScheme, QuantizedLinear};
+use int8_wgpu::{ActivationQuant, Checkpoint, DType, Gpu, GpuTensor, QuantScheme, QuantizedLinear};
 
 pub use super::config::{Config, Precision};
 use super::kernels::{self, Dispatch, Kernel, Kernels, Params, Result, Variant, slot};
+use super::load::{Layer, Linear, Loader, Norm};
 use super::tokens::Batch;
-
-/// One linear layer of the model.
-enum Linear {
-    Int8(Arc<QuantizedLinear>),
-    /// The baseline: `[out, in]` f32 weight and `[out]` bias for the example's `dense` kernel.
-    Dense {
-        weight: wgpu::Buffer,
-        bias: wgpu::Buffer,
-        out: usize,
-        inp: usize,
-    },
-}
-
-/// LayerNorm weight and bias.
-struct Norm {
-    gamma: wgpu::Buffer,
-    beta: wgpu::Buffer,
-}
-
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
-    attn_norm: Norm,
-    inter: Linear,
-    out: Linear,
-    out_norm: Norm,
-}
 
 /// The model on the GPU.
 pub struct Bert {
@@ -69,92 +41,14 @@ pub struct Bert {
     submissions: AtomicU64,
 }
 
-/// Loads the float tensors and linear layers of one checkpoint, counting the bytes placed on
-/// the GPU.
-struct Loader<'a> {
-    gpu: &'a Gpu,
-    ckpt: &'a Checkpoint,
-    prefix: &'static str,
-    quantized: bool,
-    precision: Precision,
-    /// How a float checkpoint's linear weights are quantized at load.
-    scheme: QuantScheme,
-    bytes: u64,
-}
-
-impl Loader<'_> {
-    fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let full = format!("{}{name}", self.prefix);
-        let info = self.ckpt.info(&full).ok_or_else(|| format!("the checkpoint has no tensor `{full}`"))?;
-        if info.shape != shape {
-            return Err(format!("`{full}` has shape {:?}; this config needs {shape:?}", info.shape).into());
-        }
-        let v = self.ckpt.tensor_f32(&full)?;
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(format!("`{full}` holds a non-finite value at flat index {i}").into());
-        }
-        Ok(v)
-    }
-
-    fn upload(&mut self, name: &str, shape: &[usize]) -> Result<wgpu::Buffer> {
-        let v = self.floats(name, shape)?;
-        self.bytes += 4 * v.len() as u64;
-        kernels::storage(self.gpu, name, 4 * v.len() as u64, Some(bytemuck::cast_slice(&v)))
-    }
-
-    fn norm(&mut self, name: &str, n: usize) -> Result<Norm> {
-        Ok(Norm {
-            gamma: self.upload(&format!("{name}.weight"), &[n])?,
-            beta: self.upload(&format!("{name}.bias"), &[n])?,
-        })
-    }
-
-    fn linear(&mut self, name: &str, out: usize, inp: usize) -> Result<Linear> {
-        let act = match self.precision {
-            Precision::F32 => {
-                let weight = self.upload(&format!("{name}.weight"), &[out, inp])?;
-                let bias = self.upload(&format!("{name}.bias"), &[out])?;
-                return Ok(Linear::Dense { weight, bias, out, inp });
-            }
-            p => p.activation(),
-        };
-        let full = format!("{}{name}", self.prefix);
-        let layer = if self.quantized {
-            // Written by `int8-wgpu quantize` (or any 8-bit compressed-tensors checkpoint): the
-            // stored ints and scales, the bias converted to the activation dtype.
-            self.ckpt.linear_with(self.gpu, &full, act)?
-        } else {
-            // A float checkpoint: quantized on the GPU now, with the loader's scheme.
-            let w = self.floats(&format!("{name}.weight"), &[out, inp])?;
-            let b = self.floats(&format!("{name}.bias"), &[out])?;
-            QuantizedLinear::from_float(self.gpu, &w, [out, inp], Some(&b), self.scheme, act)?
-        };
-        // A checkpoint that records W8A8 or LLM.int8() loads that way; the precision asked for
-        // here overrides it only when it names one.
-        let layer = match self.precision.activation_quant() {
-            Some(a) => layer.with_activation_quant(a)?,
-            None => layer,
-        };
-        if (layer.out_features(), layer.in_features()) != (out, inp) {
-            return Err(format!(
-                "`{full}` is [{}, {}]; this config needs [{out}, {inp}]",
-                layer.out_features(),
-                layer.in_features()
-            )
-            .into());
-        }
-        self.bytes += layer.weight().nbytes() + layer.bias().map_or(0, |b| b.buffer().size());
-        Ok(Linear::Int8(Arc::new(layer)))
-    }
-}
-
 impl Bert {
     /// Loads a BERT checkpoint onto the GPU.
     ///
     /// A float checkpoint runs as `precision` says: [`Precision::F32`] keeps its weights,
     /// [`Precision::Int8`] quantizes each linear weight on the GPU now (symmetric, per output
-    /// channel). A quantized checkpoint (from `int8-wgpu quantize`) runs its stored int8 layers
-    /// with the activation dtype of `precision`, which must then be `Int8`. The pooler
+    /// channel). A quantized checkpoint (any that [`Checkpoint::linear`] reads) runs its stored
+    /// int8 layers, W8A8 or LLM.int8() as it records, with the activation dtype of `precision`,
+    /// which must not be `F32`; `W8A8` or `LlmInt8` override its activation scheme. The pooler
     /// (`pooler.dense`) is not loaded: sentence embeddings mean-pool the last hidden states.
     pub fn load(gpu: &Gpu, ckpt: &Checkpoint, precision: Precision) -> Result<Self> {
         Self::load_with(gpu, ckpt, precision, QuantScheme::default())
@@ -178,25 +72,12 @@ impl Bert {
         }
         let kernels = Kernels::new(gpu)?;
         let mut l = Loader { gpu, ckpt, prefix, quantized, precision, scheme, bytes: 0 };
-        let (h, i) = (config.hidden, config.intermediate);
+        let h = config.hidden;
         let word = l.upload("embeddings.word_embeddings.weight", &[config.vocab, h])?;
         let position = l.upload("embeddings.position_embeddings.weight", &[config.max_positions, h])?;
         let token_type = l.upload("embeddings.token_type_embeddings.weight", &[config.type_vocab, h])?;
         let norm = l.norm("embeddings.LayerNorm", h)?;
-        let mut layers = Vec::with_capacity(config.layers);
-        for n in 0..config.layers {
-            let p = format!("encoder.layer.{n}");
-            layers.push(Layer {
-                query: l.linear(&format!("{p}.attention.self.query"), h, h)?,
-                key: l.linear(&format!("{p}.attention.self.key"), h, h)?,
-                value: l.linear(&format!("{p}.attention.self.value"), h, h)?,
-                attn_out: l.linear(&format!("{p}.attention.output.dense"), h, h)?,
-                attn_norm: l.norm(&format!("{p}.attention.output.LayerNorm"), h)?,
-                inter: l.linear(&format!("{p}.intermediate.dense"), i, h)?,
-                out: l.linear(&format!("{p}.output.dense"), h, i)?,
-                out_norm: l.norm(&format!("{p}.output.LayerNorm"), h)?,
-            });
-        }
+        let layers = (0..config.layers).map(|n| l.layer(n, &config)).collect::<Result<Vec<_>>>()?;
         let weight_bytes = l.bytes;
         Ok(Self {
             gpu: gpu.clone(),
@@ -223,20 +104,30 @@ impl Bert {
     pub fn outlier_columns(&self) -> Result<Vec<(usize, &'static str, Vec<usize>)>> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
-            for (name, lin) in [
-                ("attention.self.query", &l.query),
-                ("attention.self.key", &l.key),
-                ("attention.self.value", &l.value),
-                ("attention.output.dense", &l.attn_out),
-                ("intermediate.dense", &l.inter),
-                ("output.dense", &l.out),
-            ] {
+            for (name, lin) in l.linears() {
                 if let Linear::Int8(q) = lin {
                     out.push((i, name, q.last_outlier_columns()?));
                 }
             }
         }
         Ok(out)
+    }
+
+    /// How the linear layers quantize their activations: a quantized checkpoint's own W8A8 or
+    /// LLM.int8() included, which [`Bert::precision`] (`Int8`: as the checkpoint says) does not name.
+    pub fn activation_quant(&self) -> Option<ActivationQuant> {
+        self.layers.first().and_then(Layer::activation_quant)
+    }
+
+    /// What the linear layers run, e.g. `int8 w8a8 (bf16 in and out)`.
+    pub fn describe(&self) -> String {
+        self.precision.describe(self.activation_quant())
+    }
+
+    /// Whether a token's result depends on the other rows of its batch: LLM.int8() picks its
+    /// outlier columns over all rows, so padding rows and other sentences would change it.
+    pub fn rows_interact(&self) -> bool {
+        self.activation_quant().is_some_and(|a| a.outlier_threshold().is_some())
     }
 
     /// The model's shape.
@@ -445,6 +336,13 @@ impl Bert {
             .into());
         }
         batch.check(&self.config)?;
+        if self.rows_interact() && batch.mask.contains(&0) {
+            return Err(
+                "LLM.int8() picks its outlier columns over every row of a batch, so padding rows would change \
+                        the sentences' embeddings: embed sentences of one length per batch (Bert::batches does)"
+                    .into(),
+            );
+        }
         let queue = self.gpu.queue();
         queue.write_buffer(&plan.ids, 0, bytemuck::cast_slice(&batch.ids));
         queue.write_buffer(&plan.types, 0, bytemuck::cast_slice(&batch.types));
@@ -458,11 +356,22 @@ impl Bert {
         Ok(values.chunks(self.config.hidden).map(<[f32]>::to_vec).collect())
     }
 
-    /// Tokenizes, plans and embeds `sentences` in one batch (a plan per call: loops should keep
-    /// their [`Plan`]).
+    /// The batches, each with its plan, that embed `sentences`: one batch padded to the longest,
+    /// or under LLM.int8() ([`Bert::rows_interact`]) one per sentence, so that its embedding
+    /// depends neither on padding nor on the other sentences.
+    pub fn batches(&self, tokenizer: &tokenizers::Tokenizer, sentences: &[&str]) -> Result<Vec<(Plan, Batch)>> {
+        let groups: Vec<&[&str]> = if self.rows_interact() { sentences.chunks(1).collect() } else { vec![sentences] };
+        let batch = |g: &[&str]| Batch::tokenize(tokenizer, g).and_then(|b| Ok((self.plan(b.batch, b.seq)?, b)));
+        groups.into_iter().map(batch).collect()
+    }
+
+    /// Tokenizes, plans and embeds `sentences` ([`Bert::batches`]; loops should keep those).
     pub fn embed_sentences(&self, tokenizer: &tokenizers::Tokenizer, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let batch = Batch::tokenize(tokenizer, sentences)?;
-        self.embed(&self.plan(batch.batch, batch.seq)?, &batch)
+        let mut out = Vec::with_capacity(sentences.len());
+        for (plan, batch) in self.batches(tokenizer, sentences)? {
+            out.extend(self.embed(&plan, &batch)?);
+        }
+        Ok(out)
     }
 }
 

@@ -92,7 +92,8 @@ pub enum Precision {
     /// Dense f32 weights and activations: the example's own matmul kernel (the baseline).
     F32,
     /// int8 weights as [`QuantizedLinear`] with this activation dtype: `BF16` and `F16` are
-    /// W8A16, `F32` is W8A32.
+    /// W8A16, `F32` is W8A32; a quantized checkpoint's layers keep the W8A8 or LLM.int8() it
+    /// records ([`Precision::describe`] names what runs).
     Int8(DType),
     /// int8 weights and activations quantized to int8 per token inside each linear layer
     /// (W8A8); the layers take and give this dtype.
@@ -119,6 +120,19 @@ impl Precision {
         }
     }
 
+    /// What linear layers of this activation dtype run when they quantize their activations as
+    /// `quant` says: `Int8` (as a checkpoint says) names a checkpoint's own W8A8 or LLM.int8().
+    pub fn describe(self, quant: Option<ActivationQuant>) -> String {
+        let d = self.activation();
+        match (self, quant.map(|a| a.outlier_threshold())) {
+            (Precision::F32, _) => "f32 dense".into(),
+            (_, None) if d == DType::F32 => "int8 w8a32".into(),
+            (_, None) => format!("int8 w8a16 {d}"),
+            (_, Some(None)) => format!("int8 w8a8 ({d} in and out)"),
+            (_, Some(Some(t))) => format!("int8 llm.int8(), outliers |x| >= {t} ({d} in and out)"),
+        }
+    }
+
     /// `f32`, `bf16` (or `w8a16`), `f16`, `w8a32`, `w8a8` (bf16 in and out), `llm-int8` (bf16).
     pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
@@ -135,12 +149,6 @@ impl Precision {
 
 impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Precision::F32 => f.write_str("f32 dense"),
-            Precision::Int8(DType::F32) => f.write_str("int8 w8a32"),
-            Precision::Int8(d) => write!(f, "int8 w8a16 {d}"),
-            Precision::W8A8(d) => write!(f, "int8 w8a8 ({d} in and out)"),
-            Precision::LlmInt8(d) => write!(f, "int8 llm.int8() ({d} in and out)"),
-        }
+        f.write_str(&self.describe(self.activation_quant()))
     }
 }

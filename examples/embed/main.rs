@@ -10,7 +10,9 @@
 //! model's memory on the GPU and the time per batch. Options:
 //!
 //! - `--model DIR`: the float checkpoint (default: the fetch script's folder).
-//! - `--quantized DIR`: also run a checkpoint written by `int8-wgpu quantize`.
+//! - `--quantized DIR`: also run an 8-bit checkpoint that int8-wgpu reads (compressed-tensors,
+//!   from `int8-wgpu quantize` or another tool, or bitsandbytes), as its layers record: W8A16,
+//!   W8A8 or LLM.int8().
 //! - `--int8 bf16,f16,w8a32,w8a8,llm-int8` (or `all`): the int8 flavours to run (default `bf16`); the float
 //!   checkpoint is quantized on the GPU at load, symmetric per output channel.
 //! - `--iters N`: timed forwards per model and batch (default 3), interleaved across models.
@@ -18,7 +20,12 @@
 //!   `--bench-batch N` more, plus the host time to record one forward.
 //! - `--check`: also run the f32 forward on the CPU in f64 and print the GPU's cosine to it.
 //! - `--quality`: the scheme comparison against the sentence-transformers reference
-//!   (tests/fixtures/minilm_reference.json): mean and min cosine, retrieval; a markdown table.
+//!   (tests/fixtures/minilm_reference.json): mean and min cosine, retrieval, LLM.int8()'s
+//!   outlier columns; markdown, printed and written to `docs/quality.md` (the README's copy).
+//!
+//! LLM.int8() picks its outlier columns over every row of a batch, so its models embed each
+//! sentence in a batch of its own ([`Bert::batches`]): padding and other sentences never change
+//! a sentence's embedding. The other models' rows are independent: one padded batch.
 
 // Shared with tests/minilm_model.rs (by `#[path]`), which uses items this CLI does not.
 #[allow(dead_code)]
@@ -29,6 +36,8 @@ mod config;
 mod cpu;
 #[allow(dead_code)]
 mod kernels;
+#[allow(dead_code)]
+mod load;
 mod quality;
 #[allow(dead_code)]
 mod tokens;
@@ -40,6 +49,18 @@ use bert::{Bert, Plan, Precision};
 use int8_wgpu::{Checkpoint, DType, Gpu};
 use kernels::Result;
 use tokens::Batch;
+
+const HELP: &str = "usage: embed [OPTIONS] SENTENCE...
+  --model DIR        the float checkpoint (default: scripts/fetch-minilm.sh's folder)
+  --quantized DIR    also run an 8-bit checkpoint int8-wgpu reads (compressed-tensors, from
+                     `int8-wgpu quantize` or another tool, or bitsandbytes), as its layers
+                     record: W8A16, W8A8 or LLM.int8()
+  --int8 LIST        bf16,f16,w8a32,w8a8,llm-int8 or all: the float checkpoint quantized at load
+                     (default bf16)
+  --iters N          timed runs per model (default 3)
+  --bench            time batches of 1 and 8 sentences; --bench-batch N adds a size
+  --check            also compare with a CPU f64 forward
+  --quality          the scheme comparison against sentence-transformers; writes docs/quality.md";
 
 struct Args {
     model: PathBuf,
@@ -95,10 +116,7 @@ fn parse_args() -> Result<Args> {
             "--check" => a.check = true,
             "--quality" => a.quality = true,
             "-h" | "--help" => {
-                println!(
-                    "usage: embed [--model DIR] [--quantized DIR] [--int8 bf16,f16,w8a32,w8a8,llm-int8|all] [--iters N] \
-                     [--bench [--bench-batch N]] [--check] [--quality] SENTENCE..."
-                );
+                println!("{HELP}");
                 std::process::exit(0);
             }
             s if s.starts_with("--") => return Err(format!("unknown option {s} (see --help)").into()),
@@ -173,7 +191,11 @@ fn main() -> Result<()> {
     let tokenizer = tokens::load_tokenizer(tok_dir, tokens::max_seq_length(tok_dir))?;
     if args.quality {
         let ckpt = Checkpoint::open(&args.model)?;
-        print!("{}", quality::table(&gpu, &ckpt, &tokenizer)?);
+        let md = quality::report(&gpu, &ckpt, &tokenizer)?;
+        print!("{md}");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(quality::DOC);
+        std::fs::write(&path, &md).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("\nwritten to {}: copy its tables into README.md (tests/docs_quality.rs checks)", path.display());
         return Ok(());
     }
     let sentences: Vec<&str> = args.sentences.iter().map(String::as_str).collect();
@@ -203,20 +225,20 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let bert = Bert::load(&gpu, &ckpt, Precision::Int8(ckpt.activation_dtype()))?;
         gpu.synchronize()?;
-        runs.push(Run { name: format!("{} from {}", bert.precision(), dir.display()), bert, load: t.elapsed() });
+        runs.push(Run { name: format!("{} from {}", bert.describe(), dir.display()), bert, load: t.elapsed() });
     }
 
-    let plans: Vec<Plan> = runs.iter().map(|r| r.bert.plan(batch.batch, batch.seq)).collect::<Result<_>>()?;
+    let work: Vec<Work> = runs.iter().map(|r| r.bert.batches(&tokenizer, &sentences)).collect::<Result<_>>()?;
     let mut embeddings = Vec::new();
-    for (r, plan) in runs.iter().zip(&plans) {
-        embeddings.push(r.bert.embed(plan, &batch)?); // also warms up
+    for (r, w) in runs.iter().zip(&work) {
+        embeddings.push(embed(&r.bert, w)?); // also warms up
     }
     // Timed forwards, interleaved across models so that load on the machine hits all alike.
     let mut times = vec![Vec::new(); runs.len()];
     for _ in 0..args.iters {
-        for (i, (r, plan)) in runs.iter().zip(&plans).enumerate() {
+        for (i, (r, w)) in runs.iter().zip(&work).enumerate() {
             let t = Instant::now();
-            r.bert.embed(plan, &batch)?;
+            embed(&r.bert, w)?;
             times[i].push(t.elapsed());
         }
     }
@@ -224,19 +246,23 @@ fn main() -> Result<()> {
     let labels: Vec<String> = args.sentences.iter().map(|s| format!("{s:?}")).collect();
     let reference = (runs.first().is_some_and(|r| r.bert.precision() == Precision::F32)).then(|| embeddings[0].clone());
     for (i, r) in runs.iter().enumerate() {
-        let (app, layers) = plans[i].counts();
+        let (app, layers) = work[i][0].0.counts();
+        let largest = work[i].iter().map(|(p, _)| p).max_by_key(|p| p.bytes()).ok_or("no batch")?;
         println!("\n== {} (loaded in {})", r.name, ms(r.load));
         println!(
             "GPU memory: weights {}, activations {} (batch {} x {} tokens)",
             mb(r.bert.weight_bytes()),
-            mb(plans[i].bytes()),
-            batch.batch,
-            batch.seq
+            mb(largest.bytes()),
+            largest.batch(),
+            largest.seq()
         );
+        let per = if work[i].len() > 1 { "batches (one per sentence: LLM.int8())" } else { "batch" };
         println!(
-            "time per batch: {} (median of {} forwards; {app} app kernels + {layers} linear layers recorded, {} submissions in {} forwards)",
+            "time for the {} sentences: {} (median of {}; {} {per}, each {app} app kernels + {layers} linear layers recorded, {} submissions in {} runs)",
+            sentences.len(),
             ms(median(times[i].clone())),
             args.iters,
+            work[i].len(),
             r.bert.submissions(),
             args.iters + 1
         );
@@ -269,45 +295,59 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Times forwards of several batch sizes for every model, interleaved, and the host time to
-/// record one forward.
+/// One model's batches for a list of sentences, with their plans ([`Bert::batches`]).
+type Work = Vec<(Plan, Batch)>;
+
+/// Embeds every batch of `work`, in order.
+fn embed(bert: &Bert, work: &Work) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::new();
+    for (plan, batch) in work {
+        out.extend(bert.embed(plan, batch)?);
+    }
+    Ok(out)
+}
+
+/// Times several batch sizes for every model, interleaved, and the host time to record them
+/// (LLM.int8() models run a forward per sentence: [`Bert::batches`]).
 fn bench(runs: &[Run], tokenizer: &tokenizers::Tokenizer, sentences: &[&str], args: &Args) -> Result<()> {
-    println!("\n== timing: median of {} forwards each, models interleaved; `uptime`: {}", args.iters, uptime());
-    println!("| model | batch | tokens | forward ms | per sentence ms | record µs | submissions/forward |");
+    println!("\n== timing: median of {} runs each, models interleaved; `uptime`: {}", args.iters, uptime());
+    println!("| model | batch | tokens | batch ms | per sentence ms | record µs | submissions/batch |");
     println!("|---|---|---|---|---|---|---|");
     for &b in &args.bench_batches {
         let picked: Vec<&str> = sentences.iter().cycle().take(b).copied().collect();
-        let batch = Batch::tokenize(tokenizer, &picked)?;
-        let plans: Vec<Plan> = runs.iter().map(|r| r.bert.plan(batch.batch, batch.seq)).collect::<Result<_>>()?;
+        let work: Vec<Work> = runs.iter().map(|r| r.bert.batches(tokenizer, &picked)).collect::<Result<_>>()?;
         let before: Vec<u64> = runs.iter().map(|r| r.bert.submissions()).collect();
-        for (r, p) in runs.iter().zip(&plans) {
-            r.bert.embed(p, &batch)?;
+        for (r, w) in runs.iter().zip(&work) {
+            embed(&r.bert, w)?;
         }
         let mut times = vec![Vec::new(); runs.len()];
         for _ in 0..args.iters {
-            for (i, (r, p)) in runs.iter().zip(&plans).enumerate() {
+            for (i, (r, w)) in runs.iter().zip(&work).enumerate() {
                 let t = Instant::now();
-                r.bert.embed(p, &batch)?;
+                embed(&r.bert, w)?;
                 times[i].push(t.elapsed());
             }
         }
-        for (i, (r, p)) in runs.iter().zip(&plans).enumerate() {
+        for (i, (r, w)) in runs.iter().zip(&work).enumerate() {
             let device = r.bert.gpu().device();
             let mut rec = Vec::new();
             for _ in 0..20 {
                 let t = Instant::now();
-                let mut enc = device.create_command_encoder(&Default::default());
-                r.bert.record(p, &mut enc)?;
-                let cb = enc.finish();
+                let mut cbs = Vec::new();
+                for (plan, _) in w {
+                    let mut enc = device.create_command_encoder(&Default::default());
+                    r.bert.record(plan, &mut enc)?;
+                    cbs.push(enc.finish());
+                }
                 rec.push(t.elapsed());
-                drop(cb); // recorded only, never submitted
+                drop(cbs); // recorded only, never submitted
             }
             let fwd = median(times[i].clone());
             let subs = (r.bert.submissions() - before[i]) as f64 / (args.iters + 1) as f64;
             println!(
                 "| {} | {b} | {} | {:.1} | {:.1} | {:.0} | {subs} |",
-                r.bert.precision(),
-                batch.seq,
+                r.bert.describe().replace('|', "\\|"),
+                w.iter().map(|(p, _)| p.seq()).max().unwrap_or(0),
                 fwd.as_secs_f64() * 1e3,
                 fwd.as_secs_f64() * 1e3 / b as f64,
                 median(rec).as_secs_f64() * 1e6
