@@ -27,8 +27,9 @@ use crate::checkpoint::{
 };
 use crate::{DType, Element, Error, QuantizedTensor, Result};
 
-/// Bytes of a copied tensor read at a time.
-const COPY_WINDOW: usize = 16 << 20;
+/// Bytes of a copied tensor read at a time. A worker's reused buffer grows to the larger of
+/// this and its largest layer, so the window is kept below a typical layer's size.
+const COPY_WINDOW: usize = 4 << 20;
 
 /// What the safetensors files written hold.
 pub(super) struct Written {
