@@ -171,7 +171,6 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// Runs `int8-wgpu quantize` on `input` into `output` (`--cpu` when `cpu`); meanwhile, after
 /// `delay`, truncates `input/model.safetensors` to `len`, waits `hold` and writes `good` back.
 /// Returns the exit status and stderr.
-#[allow(clippy::too_many_arguments)]
 fn disturbed_run(
     exe: &str,
     input: &Path,
