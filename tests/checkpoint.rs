@@ -149,7 +149,7 @@ fn layout_dtypes_shapes_and_config_are_as_specified() {
         assert!(ck.info(&format!("{name}.weight_zero_point")).is_none(), "symmetric: no zero point");
         let packed = ck.info(&format!("{name}.weight_packed")).unwrap();
         assert_eq!((packed.dtype, packed.shape.clone()), (TensorDtype::I32, vec![*o, i.div_ceil(4)]), "{name}");
-        let words = i32s(ck.bytes(&format!("{name}.weight_packed")).unwrap());
+        let words = i32s(&ck.bytes(&format!("{name}.weight_packed")).unwrap());
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let wpr = i.div_ceil(4) * 4;
         for r in 0..*o {
@@ -160,7 +160,7 @@ fn layout_dtypes_shapes_and_config_are_as_specified() {
         }
         let shape_t = ck.info(&format!("{name}.weight_shape")).unwrap();
         assert_eq!((shape_t.dtype, shape_t.shape.clone()), (TensorDtype::I64, vec![2]));
-        let dims: Vec<i64> = bytemuck::pod_collect_to_vec(ck.bytes(&format!("{name}.weight_shape")).unwrap());
+        let dims: Vec<i64> = bytemuck::pod_collect_to_vec(&ck.bytes(&format!("{name}.weight_shape")).unwrap());
         assert_eq!(dims, [*o as i64, *i as i64]);
         let scale = ck.info(&format!("{name}.weight_scale")).unwrap();
         assert_eq!((scale.dtype, scale.shape.clone()), (TensorDtype::F32, vec![*o, 1]));
@@ -312,7 +312,7 @@ fn asymmetric_zero_point_layouts() {
                     let cols = if strategy == "group" { i / 5 } else { 1 };
                     assert_eq!(scale.shape, [*o, cols], "{name}");
                     assert_eq!((z.dtype, z.shape.clone()), (TensorDtype::I32, vec![o.div_ceil(4), cols]), "{name}");
-                    let words = i32s(ck.bytes(&zn).unwrap());
+                    let words = i32s(&ck.bytes(&zn).unwrap());
                     for r in 0..o.div_ceil(4) * 4 {
                         for c in 0..cols {
                             let byte = (words[(r / 4) * cols + c] as u32 >> (8 * (r % 4))) as u8;
@@ -1294,9 +1294,9 @@ fn index_and_shards_must_agree() {
 
 #[test]
 fn files_changed_after_open_are_errors_not_faults() {
-    // Tensor data is memory-mapped: the size is checked against the header before every map and
-    // before `bytes` hands out a slice of a kept map, so a file truncated or extended by another
-    // program is an error where reading the lost pages would fault.
+    // The size is checked against the header before every read (and a short read is an error,
+    // tests/checkpoint_truncation.rs), so a file truncated or extended by another program is an
+    // error.
     let inp = TempDir::new("changed");
     let m = write_model(inp.path(), DType::F32);
     let file = inp.path().join("model.safetensors");
@@ -1323,7 +1323,7 @@ fn files_changed_after_open_are_errors_not_faults() {
     assert!(matches!(&e, Error::Corrupt(m) if m.contains("its header is not the one read at open")), "{e:?}");
     fs::write(&file, &good).unwrap();
 
-    // Truncated, then extended, after the whole file was mapped by `bytes`: an error, not a fault.
+    // Truncated, then extended, after a first read: an error.
     let ck = Checkpoint::open(inp.path()).unwrap();
     let want = &m.iter().find(|(n, _)| n == name).unwrap().1.data;
     assert_eq!(ck.bytes(name).unwrap(), want.as_slice());

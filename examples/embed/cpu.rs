@@ -135,7 +135,7 @@ pub struct CpuBert {
 }
 
 impl CpuBert {
-    /// Reads the config; tensors are read from the (memory-mapped) checkpoint as needed.
+    /// Reads the config; tensors are read from the checkpoint as needed.
     pub fn new(ckpt: Checkpoint) -> Result<Self> {
         let config = Config::from_json(ckpt.config().ok_or("the checkpoint has no config.json")?)?;
         Ok(Self { config, ckpt, dequantized: false })

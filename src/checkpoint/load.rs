@@ -49,7 +49,7 @@ impl Checkpoint {
             };
             let layer = match info.format {
                 PackFormat::PackQuantized => {
-                    // Mapped only while uploaded (read in place): no host copy outlives it.
+                    // Read into a buffer dropped once uploaded: no host copy outlives it.
                     let data = self.tensor_data(&format!("{name}.weight_packed"))?;
                     let words = as_slice_of::<u32>(&data);
                     let (scales, zps) = self.params(&info)?;

@@ -33,12 +33,12 @@
 //!
 //! # Loading
 //!
-//! [`Checkpoint::open`] reads the headers only; tensor data is memory-mapped, not read into
-//! memory. [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from
+//! [`Checkpoint::open`] reads the headers only; tensor data is read a tensor at a time when asked
+//! for. [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from
 //! `P.weight_packed` (ours or any compressed-tensors 8-bit checkpoint, `pack-quantized` or
 //! `int-quantized`) or from bitsandbytes' `P.weight` and `P.SCB`. Packed words go to the GPU as
-//! stored; the kernels read the offset-binary bytes directly. Each tensor it reads is mapped only
-//! while it is read, so a model loaded onto the GPU leaves no copy of its weights in host memory.
+//! stored; the kernels read the offset-binary bytes directly. Each tensor it reads is held only
+//! while it is uploaded, so a model loaded onto the GPU leaves no copy of its weights in host memory.
 //! Layers quantize their activations as [`Checkpoint::activation_quant`] says.
 
 use std::collections::{BTreeMap, HashMap};
@@ -60,12 +60,12 @@ mod encode;
 mod folder;
 /// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
 mod load;
-/// Memory maps of a checkpoint file's bytes.
-mod mapped;
 /// The order names are listed and written in.
 mod natural_order;
 /// The `quantization_config` of config.json.
 mod quantization_config;
+/// Positioned reads of a checkpoint file's bytes into reused buffers.
+mod reader;
 /// Opening files as regular files, without blocking.
 mod regular_file;
 /// One safetensors file, read and checked.
@@ -85,9 +85,9 @@ pub(crate) use self::activations::THRESHOLD_METADATA_KEY;
 pub(crate) use self::encode::{export_scale, layer_bytes, layer_specs, layer_tensors, pack_row};
 pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use self::folder::{Located, check_index, unlisted_safetensors};
-pub(crate) use self::mapped::{FileReader, Mapped, as_slice_of};
 pub(crate) use self::natural_order::natural_cmp;
 pub(crate) use self::quantization_config::{pack_format, quantization_config};
+pub(crate) use self::reader::{FileReader, ReadBuf, as_slice_of};
 pub(crate) use self::regular_file::file_kind;
 use self::safetensors::SafetensorsFile;
 pub(crate) use self::safetensors::{f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
@@ -99,14 +99,13 @@ use crate::{Error, Result};
 /// listed by `model.safetensors.index.json`; with the folder's `config.json` when present.
 ///
 /// Opening reads and checks every file's header (a truncated or corrupt file is an error here);
-/// tensor data is memory-mapped (see [`Checkpoint::bytes`] and [`Checkpoint::linear`]), never
-/// read whole. Every file read must be a regular file (or a link to one): a FIFO, socket, device
-/// or folder in its place is an error, and never blocks. A file is opened again for its data on
-/// first use, checked to be the one whose header was read (same size, same header bytes), and
-/// kept open; its size is checked again before every map, so a file truncated or extended by
-/// another program is an [`Error::Corrupt`]. As with every memory-mapped reader, a file
-/// truncated by another program while a tensor of it is being read makes that read fault; the
-/// checks keep that window to the read itself.
+/// tensor data is read a tensor at a time (see [`Checkpoint::bytes`] and [`Checkpoint::linear`]),
+/// never a file whole. Every file read must be a regular file (or a link to one): a FIFO, socket,
+/// device or folder in its place is an error, and never blocks. A file is opened again for its
+/// data on first use, checked to be the one whose header was read (same size, same header bytes),
+/// and kept open. Its data is read with positioned reads, never memory-mapped: its size is checked
+/// again before every read, and a read that comes up short is an error, so a file truncated or
+/// extended by another program, even during a read, is an [`Error::Corrupt`], not a crash.
 #[derive(Debug)]
 pub struct Checkpoint {
     path: PathBuf,
@@ -258,9 +257,20 @@ impl Checkpoint {
         self.files[i].open_reader()
     }
 
-    /// Maps bytes `within` of a tensor (offsets inside the tensor's data) of the file `reader`
-    /// reads, which must be the tensor's file.
-    pub(crate) fn map_tensor(&self, reader: &FileReader, info: &TensorInfo, within: Range<usize>) -> Result<Mapped> {
+    /// Reads bytes `within` of a tensor (offsets inside the tensor's data) of the file `reader`
+    /// reads, which must be the tensor's file, into `buf`.
+    pub(crate) fn read_tensor<'b>(
+        &self,
+        reader: &FileReader,
+        info: &TensorInfo,
+        within: Range<usize>,
+        buf: &'b mut ReadBuf,
+    ) -> Result<&'b [u8]> {
+        reader.read_into(self.tensor_range(info, within)?, buf)
+    }
+
+    /// The bytes of the file of `info` that hold bytes `within` of its data.
+    fn tensor_range(&self, info: &TensorInfo, within: Range<usize>) -> Result<Range<usize>> {
         if within.start > within.end || within.end > info.nbytes() {
             return Err(Error::Corrupt(format!(
                 "bytes {within:?} are outside a tensor of {} bytes of `{}`",
@@ -268,25 +278,24 @@ impl Checkpoint {
                 self.files[info.file].path().display()
             )));
         }
-        reader.map(info.range.start + within.start..info.range.start + within.end)
+        Ok(info.range.start + within.start..info.range.start + within.end)
     }
 
-    /// A tensor's bytes, mapped until the result is dropped (through the file's kept reader).
-    pub(crate) fn tensor_data(&self, name: &str) -> Result<Mapped> {
+    /// A tensor's bytes, read into a buffer of their own (through the file's kept reader).
+    pub(crate) fn tensor_data(&self, name: &str) -> Result<ReadBuf> {
         let info = self.require(name)?;
-        self.map_tensor(self.files[info.file].reader()?, info, 0..info.nbytes())
+        let mut buf = ReadBuf::default();
+        self.read_tensor(self.files[info.file].reader()?, info, 0..info.nbytes(), &mut buf)?;
+        Ok(buf)
     }
 
-    /// The raw little-endian bytes of a tensor.
+    /// The raw little-endian bytes of a tensor, read from its file (a copy the caller owns).
     ///
-    /// The tensor's file is memory-mapped whole on the first call and the map kept for the
-    /// checkpoint's life: the pages read stay mapped (file pages the kernel can reclaim, not
-    /// copies), and count in the process's resident memory. Loading layers with
-    /// [`Checkpoint::linear`] does not go through this map. The file's size is checked on each
-    /// call (an [`Error::Corrupt`] when another program changed it).
-    pub fn bytes(&self, name: &str) -> Result<&[u8]> {
+    /// The file's size is checked before the read, and a read that comes up short is an error:
+    /// a file that another program truncated, extended or rewrote is an [`Error::Corrupt`].
+    pub fn bytes(&self, name: &str) -> Result<Vec<u8>> {
         let info = self.require(name)?;
-        Ok(&self.files[info.file].data()?[info.range.clone()])
+        self.files[info.file].reader()?.read_vec(self.tensor_range(info, 0..info.nbytes())?)
     }
 
     /// A float tensor (F32, F16, BF16) converted to f32 (exactly).

@@ -1,6 +1,6 @@
 //! The safetensors container, read: one file's header read and checked against the file
 //! (offsets, sizes, dtypes) without reading the data; the file opened again for its data, checked
-//! to be the one whose header was validated, and mapped (`mapped.rs`); the container's dtypes and
+//! to be the one whose header was validated, and read (`reader.rs`); the container's dtypes and
 //! ours. Writing is `writer.rs`'s job.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use super::mapped::{FileReader, Mapped};
+use super::reader::{FileReader, changed_size};
 use super::regular_file::open_regular;
 use crate::{DType, Error, Result};
 
@@ -93,7 +93,7 @@ pub(crate) fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
     }
 }
 
-/// One safetensors file of a checkpoint: its header, checked at open; its data, mapped.
+/// One safetensors file of a checkpoint: its header, checked at open; the reader of its data.
 pub(super) struct SafetensorsFile {
     path: PathBuf,
     len: u64,
@@ -105,8 +105,6 @@ pub(super) struct SafetensorsFile {
     metadata: Option<HashMap<String, String>>,
     /// The file, opened again and checked on first use, then kept open.
     reader: OnceLock<FileReader>,
-    /// The whole file mapped, on the first [`SafetensorsFile::data`], and kept.
-    data: OnceLock<Mapped>,
 }
 
 impl std::fmt::Debug for SafetensorsFile {
@@ -115,7 +113,6 @@ impl std::fmt::Debug for SafetensorsFile {
             .field("path", &self.path)
             .field("len", &self.len)
             .field("metadata", &self.metadata)
-            .field("mapped", &self.data.get().is_some())
             .finish()
     }
 }
@@ -137,7 +134,6 @@ impl SafetensorsFile {
             header_hash: h.header_hash,
             metadata: h.metadata,
             reader: OnceLock::new(),
-            data: OnceLock::new(),
         };
         Ok((file, tensors))
     }
@@ -158,7 +154,7 @@ impl SafetensorsFile {
         use std::hash::Hasher;
         let (file, _) = open_regular(&self.path)?;
         let reader = FileReader::new(file, &self.path, self.len)?;
-        let header = reader.map(8..self.header_end)?;
+        let header = reader.read_vec(8..self.header_end)?;
         let mut hash = std::hash::DefaultHasher::new();
         hash.write(&header);
         if hash.finish() != self.header_hash {
@@ -177,18 +173,6 @@ impl SafetensorsFile {
         }
         let r = self.open_reader()?;
         Ok(self.reader.get_or_init(|| r))
-    }
-
-    /// The whole file, mapped on first use and kept; its size is checked again on every call.
-    pub(super) fn data(&self) -> Result<&[u8]> {
-        let reader = self.reader()?;
-        if let Some(d) = self.data.get() {
-            reader.check_size()?;
-            return Ok(d);
-        }
-        // usize: read_header checked that the file fits the address space.
-        let whole = reader.map(0..self.len as usize)?;
-        Ok(self.data.get_or_init(|| whole))
     }
 }
 
@@ -288,8 +272,13 @@ fn read_header(path: &Path) -> Result<FileHeader> {
     if len < 8 {
         return Err(truncated(format!("{len} bytes, shorter than the 8-byte header length")));
     }
+    // The file shrinking after its size was taken is an error of its own, not an I/O failure.
+    let read_error = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => changed_size(path, len, "fewer"),
+        _ => Error::io("reading", path, e),
+    };
     let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|e| Error::io("reading", path, e))?;
+    f.read_exact(&mut n).map_err(read_error)?;
     let n = u64::from_le_bytes(n);
     if n > MAX_HEADER {
         return Err(Error::Corrupt(format!(
@@ -305,7 +294,7 @@ fn read_header(path: &Path) -> Result<FileHeader> {
     }
     let available = len - header_end;
     let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(|e| Error::io("reading", path, e))?;
+    f.read_exact(&mut header).map_err(read_error)?;
     let corrupt = |e: String| Error::Corrupt(format!("`{}` has a corrupt safetensors header: {e}", path.display()));
     let mut raw: RawHeader = serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
     let data_len = check_tensors(&mut raw.tensors).map_err(corrupt)?;
@@ -323,8 +312,8 @@ fn read_header(path: &Path) -> Result<FileHeader> {
             available - data_len
         )));
     }
-    // The whole file may be mapped later, so it must fit the address space; then every range
-    // below (at most `len`) fits too.
+    // Tensors' byte ranges are `usize` offsets, so the file must fit the address space; then
+    // every range below (at most `len`) fits too.
     if usize::try_from(len).is_err() {
         return Err(Error::TooLarge { what: format!("`{}`", path.display()), size: len, limit: usize::MAX as u64 });
     }

@@ -4,8 +4,9 @@
 //!
 //! Files are streamed. Every output file's header is written first (the plan fixes each
 //! tensor's dtype and shape); then each tensor is written at its offset as soon as it is ready,
-//! so no file is ever held in memory. Tensors are read from the memory-mapped input one at a
-//! time (copies in windows of [`COPY_WINDOW`]), and the map is dropped once read. Worker threads
+//! so no file is ever held in memory. Tensors are read from the input one at a time (copies in
+//! windows of [`COPY_WINDOW`]) with positioned reads, each worker into one buffer it reuses, never
+//! through a memory map (a map faults when another program truncates the file). Worker threads
 //! take the tensors in order, several at once: each layer in one pass over its rows
 //! (`fused.rs`: ints, stored form, error metrics); with a GPU, the calling thread quantizes the
 //! next layers on it while the workers finish the ones before. Files are byte-identical whatever
@@ -21,13 +22,14 @@ use super::jobs::Job;
 use super::output::TmpDir;
 use super::{Backend, LayerReport, Plan, Progress, Quantizer};
 use crate::checkpoint::{
-    self, CONFIG_FILE, Checkpoint, FileReader, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, SafetensorsWriter,
+    self, CONFIG_FILE, Checkpoint, FileReader, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, ReadBuf, SafetensorsWriter,
     THRESHOLD_METADATA_KEY, TensorInfo, TensorSpec,
 };
 use crate::{DType, Element, Error, QuantizedTensor, Result};
 
-/// Bytes of a copied tensor mapped at a time.
-const COPY_WINDOW: usize = 16 << 20;
+/// Bytes of a copied tensor read at a time. A worker's reused buffer grows to the larger of
+/// this and its largest layer, so the window is kept below a typical layer's size.
+const COPY_WINDOW: usize = 4 << 20;
 
 /// What the safetensors files written hold.
 pub(super) struct Written {
@@ -131,8 +133,9 @@ impl Quantizer {
         Ok(())
     }
 
-    /// Quantizes the layer of `job` (or takes the GPU's ints `given`), writes its tensors and
-    /// returns its report. Errors of the quantization name the tensor.
+    /// Quantizes the layer of `job` (or takes the GPU's ints `given`), its weight read into
+    /// `buf`, writes its tensors and returns its report. Errors of the quantization name the
+    /// tensor.
     pub(super) fn layer(
         &self,
         ckpt: &Checkpoint,
@@ -140,18 +143,18 @@ impl Quantizer {
         job: &Job<'_>,
         file: &SafetensorsWriter,
         given: Option<QuantizedTensor>,
+        buf: &mut ReadBuf,
     ) -> Result<Option<LayerReport>> {
         let (p, _) = job.layer.expect("a layer job");
         let info = job.info;
         let dtype = info.float_dtype().expect("targets are float");
-        let data = ckpt.map_tensor(reader, info, 0..info.nbytes())?;
+        let data = ckpt.read_tensor(reader, info, 0..info.nbytes(), buf)?;
         let stored = match dtype {
-            DType::F32 => self.stored::<f32>(&data, info, p, given),
-            DType::F16 => self.stored::<half::f16>(&data, info, p, given),
-            DType::BF16 => self.stored::<half::bf16>(&data, info, p, given),
+            DType::F32 => self.stored::<f32>(data, info, p, given),
+            DType::F16 => self.stored::<half::f16>(data, info, p, given),
+            DType::BF16 => self.stored::<half::bf16>(data, info, p, given),
         }
         .map_err(|e| e.in_tensor(job.name))?;
-        drop(data);
         let shape = layer_shape(info);
         let format = checkpoint::pack_format(self.method);
         let specs = checkpoint::layer_specs(shape, self.scheme, dtype, format)?;
@@ -210,24 +213,25 @@ fn layer_shape(info: &TensorInfo) -> [usize; 2] {
     [info.shape[0], info.shape[1]]
 }
 
-/// Copies the tensor of `job` unchanged, a window at a time.
+/// Copies the tensor of `job` unchanged, a window at a time read into `buf`.
 pub(super) fn copy(
     ckpt: &Checkpoint,
     reader: &FileReader,
     job: &Job<'_>,
     file: &SafetensorsWriter,
+    buf: &mut ReadBuf,
 ) -> Result<Option<LayerReport>> {
     let len = job.info.nbytes();
     let mut at = 0;
     while at < len {
         let end = len.min(at + COPY_WINDOW);
-        file.write(job.name, at, &ckpt.map_tensor(reader, job.info, at..end)?)?;
+        file.write(job.name, at, ckpt.read_tensor(reader, job.info, at..end, buf)?)?;
         at = end;
     }
     Ok(None)
 }
 
-/// Quantizes the layer of `job` on the GPU, its weight read from the mapped input. Errors of the
+/// Quantizes the layer of `job` on the GPU, its weight read into `buf`. Errors of the
 /// quantization name the tensor.
 pub(super) fn gpu_quantize(
     gpu: &crate::Gpu,
@@ -235,6 +239,7 @@ pub(super) fn gpu_quantize(
     reader: &FileReader,
     job: &Job<'_>,
     scheme: crate::QuantScheme,
+    buf: &mut ReadBuf,
 ) -> Result<QuantizedTensor> {
     fn run<T: Element>(
         gpu: &crate::Gpu,
@@ -245,11 +250,11 @@ pub(super) fn gpu_quantize(
         gpu.quantize(&checkpoint::as_slice_of::<T>(bytes), shape, scheme)?.to_host()
     }
     let info = job.info;
-    let data = ckpt.map_tensor(reader, info, 0..info.nbytes())?;
+    let data = ckpt.read_tensor(reader, info, 0..info.nbytes(), buf)?;
     match info.float_dtype().expect("targets are float") {
-        DType::F32 => run::<f32>(gpu, &data, &info.shape, scheme),
-        DType::F16 => run::<half::f16>(gpu, &data, &info.shape, scheme),
-        DType::BF16 => run::<half::bf16>(gpu, &data, &info.shape, scheme),
+        DType::F32 => run::<f32>(gpu, data, &info.shape, scheme),
+        DType::F16 => run::<half::f16>(gpu, data, &info.shape, scheme),
+        DType::BF16 => run::<half::bf16>(gpu, data, &info.shape, scheme),
     }
     .map_err(|e| e.in_tensor(job.name))
 }

@@ -1,7 +1,7 @@
 //! One pass over a layer's rows that computes everything the quantizer stores and reports for
 //! it: the ints (here, or given by the GPU), the packed rows, the exported scales, the weight
-//! error and the output error on the evaluation activations. Each row is read from the mapped
-//! input once and worked on while it is in cache.
+//! error and the output error on the evaluation activations. Each row of the weight (read from
+//! the input) is gone over once and worked on while it is in cache.
 //!
 //! Every number is bit for bit what the reference path computes ([`reference::quantize`],
 //! [`exported`](crate::checkpoint::exported), [`QuantizedTensor::error`],

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use super::convert::{copy, gpu_quantize};
 use super::output::TmpDir;
 use super::{Backend, LayerReport, Progress, Quantizer};
-use crate::checkpoint::{Checkpoint, FileReader, SafetensorsWriter, TensorInfo};
+use crate::checkpoint::{Checkpoint, FileReader, ReadBuf, SafetensorsWriter, TensorInfo};
 use crate::{Error, QuantizedTensor, Result};
 
 /// One input tensor and what becomes of it.
@@ -100,6 +100,9 @@ impl Quantizer {
             for _ in 0..threads {
                 let (rx, shared, sync_tx) = (Arc::clone(&rx), &shared, sync_tx.clone());
                 s.spawn(move || {
+                    // Each worker reads its tensors into one buffer, reused: host memory stays
+                    // at one tensor (or copy window) per worker.
+                    let mut buf = ReadBuf::default();
                     loop {
                         let work = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
                         let Ok(work) = work else { break };
@@ -111,9 +114,13 @@ impl Quantizer {
                         }
                         let job = &jobs[i];
                         let result = tmp.ensure_live().and_then(|()| match work {
-                            Work::Run(_, reader) if job.layer.is_none() => copy(ckpt, &reader, job, &files[job.out]),
-                            Work::Run(_, reader) => self.layer(ckpt, &reader, job, &files[job.out], None),
-                            Work::Quantized(_, reader, q) => self.layer(ckpt, &reader, job, &files[job.out], Some(q)),
+                            Work::Run(_, reader) if job.layer.is_none() => {
+                                copy(ckpt, &reader, job, &files[job.out], &mut buf)
+                            }
+                            Work::Run(_, reader) => self.layer(ckpt, &reader, job, &files[job.out], None, &mut buf),
+                            Work::Quantized(_, reader, q) => {
+                                self.layer(ckpt, &reader, job, &files[job.out], Some(q), &mut buf)
+                            }
                         });
                         if files[job.out].sync_due() {
                             let _ = sync_tx.send(job.out);
@@ -133,6 +140,8 @@ impl Quantizer {
             // The reader of the input file being handed out; a file's handle closes when its
             // last job is done.
             let mut reader: Option<(usize, Arc<FileReader>)> = None;
+            // The GPU's inputs are read into this thread's own buffer.
+            let mut buf = ReadBuf::default();
             for (i, job) in jobs.iter().enumerate() {
                 if shared.after_failure(i) {
                     break;
@@ -151,7 +160,7 @@ impl Quantizer {
                 let work = match (job.layer, backend) {
                     (Some((p, index)), Backend::Gpu(gpu)) => {
                         progress(Progress { done: index, total, layer: Some(p) });
-                        match gpu_quantize(gpu, ckpt, &r, job, self.scheme) {
+                        match gpu_quantize(gpu, ckpt, &r, job, self.scheme, &mut buf) {
                             Ok(q) => Work::Quantized(i, r, q),
                             Err(e) => {
                                 shared.fail(i, e);

@@ -54,9 +54,11 @@
 //!
 //! # Speed and memory
 //!
-//! The input is memory-mapped and read one tensor at a time; each output file's header is written
-//! first (the plan fixes every tensor's dtype and shape) and each tensor as soon as it is ready,
-//! so a run holds the few layers it is working on, not a file. Worker threads
+//! The input is read one tensor at a time (positioned reads into a buffer each worker reuses,
+//! never a memory map, so an input that another program truncates is an error, not a crash);
+//! each output file's header is written first (the plan fixes every tensor's dtype and shape)
+//! and each tensor as soon as it is ready, so a run holds the few layers it is working on, not a
+//! file. Worker threads
 //! ([`Quantizer::threads`], default the available parallelism) take the layers in order, several
 //! at once, each in one pass over its rows: quantization on the CPU backend, the stored form, the
 //! weight error and the output error on up to 64 evaluation rows. With a GPU, the calling thread
