@@ -306,6 +306,55 @@ fn force_replaces_an_output_created_during_the_run() {
 }
 
 #[test]
+fn a_symlink_as_the_output_is_an_existing_output_and_force_replaces_the_link_itself() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("link-in"), TempDir::new("link-out"));
+    write_model(inp.path(), 2, 8);
+    let dest = out.path().join("q");
+    let nowhere = out.path().join("nowhere");
+    symlink(&nowhere, &dest).unwrap();
+
+    // Without --force: refused before any work, naming the link and where it leads.
+    let mut started = false;
+    let e = quantizer(inp.path(), &dest).run_with_progress(|_| started = true).unwrap_err();
+    assert!(matches!(e, Error::Output(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: output `{}` already exists: a dangling symbolic link to `{}`; remove it, choose \
+             another folder, or allow overwriting (--force), which replaces the link (not what it leads to)",
+            dest.display(),
+            nowhere.display()
+        )
+    );
+    assert!(!started, "no layer was started");
+    assert_eq!(fs::read_link(&dest).unwrap(), nowhere);
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+
+    // With --force: the link is replaced by the output; nothing is written where it led.
+    let report = quantizer(inp.path(), &dest).overwrite(true).run().unwrap();
+    assert_eq!(report.warnings, Vec::<String>::new());
+    assert!(!fs::symlink_metadata(&dest).unwrap().is_symlink());
+    assert_eq!(Checkpoint::open(&dest).unwrap().quantized_layers(), ["l0", "l1"]);
+    assert!(!nowhere.exists());
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+
+    // A link to a folder: replaced itself too, the folder it led to left as it was.
+    let dest2 = out.path().join("q2");
+    let theirs = out.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("user.txt"), "kept").unwrap();
+    symlink(&theirs, &dest2).unwrap();
+    let e = quantizer(inp.path(), &dest2).run().unwrap_err();
+    assert!(e.to_string().contains(&format!("a symbolic link to `{}`", theirs.display())), "{e}");
+    quantizer(inp.path(), &dest2).overwrite(true).run().unwrap();
+    assert!(!fs::symlink_metadata(&dest2).unwrap().is_symlink());
+    assert_eq!(Checkpoint::open(&dest2).unwrap().quantized_layers(), ["l0", "l1"]);
+    assert_eq!(names(&tree(&theirs)), ["user.txt"]);
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+}
+
+#[test]
 fn the_old_output_stays_in_place_when_the_commit_fails() {
     let _s = serial();
     let (inp, out) = (TempDir::new("keep-in"), TempDir::new("keep-out"));

@@ -46,13 +46,29 @@ impl Quantizer {
                 self.input.display()
             )));
         }
-        if self.output.exists() && !self.overwrite {
+        // Not following a link: a link at the output path is there, even one that leads nowhere.
+        let Ok(meta) = fs::symlink_metadata(&self.output) else { return Ok(()) };
+        if meta.is_symlink() {
+            // With `overwrite`, the link itself is replaced, never what it leads to.
+            if self.overwrite {
+                return Ok(());
+            }
+            let target = fs::read_link(&self.output).unwrap_or_default();
+            let dangling = if self.output.exists() { "" } else { "dangling " };
+            return Err(Error::Output(format!(
+                "output `{}` already exists: a {dangling}symbolic link to `{}`; remove it, choose another folder, or \
+                 allow overwriting (--force), which replaces the link (not what it leads to)",
+                self.output.display(),
+                target.display()
+            )));
+        }
+        if !self.overwrite {
             return Err(Error::Output(format!(
                 "output `{}` already exists; remove it, choose another folder, or allow overwriting (--force)",
                 self.output.display()
             )));
         }
-        if self.output.exists() && !self.output.is_dir() {
+        if !meta.is_dir() {
             return Err(Error::Output(format!("output `{}` exists and is not a folder", self.output.display())));
         }
         Ok(())

@@ -74,6 +74,9 @@
 //!   replaces anything (Linux `renameat2(RENAME_NOREPLACE)`, macOS `renamex_np(RENAME_EXCL)`,
 //!   elsewhere creating the folder exclusively and renaming over it while it is empty). What
 //!   appeared is left as it is and the run's result discarded.
+//! - A symbolic link at the output path is an existing output, also one that leads nowhere: an
+//!   error before any work without `overwrite`; with it, the link itself is replaced, never what
+//!   it leads to.
 //! - With `overwrite`, an output folder (never a file) is exchanged with the new one in one step
 //!   (`RENAME_EXCHANGE`, `RENAME_SWAP`), so that the path holds the old or the new output at
 //!   every instant; then the old copy is removed. A failure to remove it does not fail the run: the
