@@ -90,9 +90,13 @@ struct QuantizeArgs {
     /// Do not apply the default excludes (embeddings, norms, position/type tables, lm_head).
     #[arg(long)]
     no_default_excludes: bool,
-    /// Quantize on the CPU reference instead of the GPU (the files are byte-identical).
-    #[arg(long)]
+    /// Quantize on the CPU reference (the files are byte-identical). The default when the only
+    /// GPU adapter is a CPU adapter (llvmpipe, lavapipe, WARP), where the reference is faster.
+    #[arg(long, conflicts_with = "gpu")]
     cpu: bool,
+    /// Quantize on the GPU adapter even when it is a CPU adapter (the default on a real GPU).
+    #[arg(long)]
+    gpu: bool,
     /// Replace the output folder if it exists (or appears during the run); without it, nothing at
     /// the output path is ever replaced.
     #[arg(long)]
@@ -164,11 +168,23 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     for p in &args.exclude {
         q = q.exclude(p);
     }
+    // Why the CPU reference runs though no --cpu was given; the report says it.
+    let mut cpu_because = None;
     if args.cpu {
         q = q.cpu();
     } else {
         let gpu = Gpu::new()?;
-        q = q.gpu(gpu.clone());
+        if gpu.is_cpu_adapter() && !args.gpu {
+            // An emulated GPU runs the same work slower than the reference, with the same bytes.
+            q = q.cpu();
+            let which = if std::env::var_os("WGPU_ADAPTER_NAME").is_some() { "chosen" } else { "only" };
+            cpu_because = Some(format!(
+                "the {which} GPU adapter, {}, is a CPU adapter, slower than the reference; --gpu uses it",
+                gpu.describe()
+            ));
+        } else {
+            q = q.gpu(gpu.clone());
+        }
         // Never dropped: destroying the last device unloads the Vulkan driver, and Mesa's
         // lavapipe leaves an exit handler behind that then crashes the process at exit
         // (SIGSEGV after a successful run, ~5% of runs on a loaded machine).
@@ -193,7 +209,11 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    println!("{}", report?);
+    let mut report = report?;
+    if let Some(why) = cpu_because {
+        report.backend = format!("the {}: {why}", report.backend);
+    }
+    println!("{report}");
     Ok(())
 }
 
