@@ -70,7 +70,7 @@ struct QuantizeArgs {
     /// LLM.int8() outlier threshold for --method llm-int8 (default 6.0, bitsandbytes' default):
     /// columns with any |x| >= X run in float.
     // Negative numbers parse, so that the library's check says what is wrong with them.
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    #[arg(long, value_name = "X", allow_negative_numbers = true, value_parser = parse_threshold)]
     outlier_threshold: Option<f32>,
     /// Symmetric or asymmetric quantization.
     #[arg(long, value_enum, default_value = "sym")]
@@ -120,6 +120,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An f32 threshold, refusing what f32 cannot hold (Rust's parse would make 1e39 `inf` and 1e-50
+/// `0`, and the message would then quote those instead of the value given).
+fn parse_threshold(s: &str) -> Result<f32, String> {
+    // Parsed as f32 directly (through f64 it could round twice); f64 only tells the range.
+    let t: f32 = s.parse().map_err(|e| format!("`{s}` is not a number ({e})"))?;
+    let wide: f64 = s.parse().map_err(|e| format!("`{s}` is not a number ({e})"))?;
+    if t.is_infinite() && wide.is_finite() {
+        return Err(format!("outlier threshold {s} is beyond f32's range (max {:e})", f32::MAX));
+    }
+    if t == 0.0 && wide != 0.0 {
+        return Err(format!("outlier threshold {s} is below f32's smallest positive value ({:e})", f32::from_bits(1)));
+    }
+    Ok(t)
 }
 
 fn scheme_of(args: &QuantizeArgs) -> Result<QuantScheme, String> {

@@ -76,15 +76,9 @@ impl Quantizer {
 
     /// Refuses inputs that are already quantized or whose names would collide with ours.
     pub(super) fn check_input(&self, ckpt: &Checkpoint) -> Result<()> {
-        if ckpt.quantization_config().is_some() {
+        if let Some(why) = already_quantized(ckpt) {
             return Err(Error::Unsupported(format!(
-                "`{}` is already quantized (its config.json has a quantization_config); quantize the float checkpoint",
-                self.input.display()
-            )));
-        }
-        if let Some(n) = ckpt.names().find(|n| n.ends_with(".weight_packed")) {
-            return Err(Error::Unsupported(format!(
-                "`{}` is already quantized (it holds `{n}`); quantize the float checkpoint",
+                "`{}` is already quantized ({why}); quantize the float checkpoint",
                 self.input.display()
             )));
         }
@@ -138,6 +132,16 @@ impl Quantizer {
         }
         Ok(())
     }
+}
+
+/// Why a checkpoint is already quantized, `None` for a float one: a `quantization_config` in its
+/// config.json, or a quantized layer ([`Checkpoint::quantized_layers`]). `quantize` refuses such
+/// an input, and `inspect` calls it quantized.
+pub(super) fn already_quantized(ckpt: &Checkpoint) -> Option<String> {
+    if ckpt.quantization_config().is_some() {
+        return Some("its config.json has a quantization_config".into());
+    }
+    ckpt.quantized_layers().first().map(|p| format!("it holds the quantized layer `{p}`"))
 }
 
 /// `p` made absolute with its links resolved, also when it does not exist yet (the output).
