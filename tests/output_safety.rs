@@ -522,14 +522,16 @@ fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
     assert_eq!(temp_folders(out.path()), std::slice::from_ref(&killed), "kill -9 leaves its folder");
 
-    // A folder of a live process (ours) is left alone, as is anything not of our naming. Older
-    // versions named theirs `.<output>.int8-wgpu-tmp-<pid>-<nanos>` (removed when the process is
-    // gone) and moved the previous output aside to `<that>.old` (which may be the only copy).
+    // Only folders holding the lock file this tool writes are removed: a folder named like a
+    // killed run's that another program made is left alone, as are a live process's (ours),
+    // anything not of our naming, and older versions' `.<output>.int8-wgpu-tmp-<pid>-<nanos>`
+    // and `<that>.old` (which may hold the only copy of a previous output).
     let mine = format!(".int8-wgpu-tmp-{}-77", std::process::id());
+    let impostor = format!(".int8-wgpu-tmp-{dead_pid}-5");
     let legacy = format!(".q.int8-wgpu-tmp-{dead_pid}-1700000000000000000");
     let legacy_old = format!("{legacy}.old");
     let unrelated = format!(".int8-wgpu-tmp-{dead_pid}-x");
-    for name in [&mine, &legacy, &legacy_old, &unrelated] {
+    for name in [&mine, &impostor, &legacy, &legacy_old, &unrelated] {
         fs::create_dir(out.path().join(name)).unwrap();
         fs::write(out.path().join(name).join("f.txt"), "x").unwrap();
     }
@@ -545,7 +547,7 @@ fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let mut left = temp_folders(out.path());
     left.sort();
-    let mut want = vec![mine, legacy_old, unrelated];
+    let mut want = vec![mine, impostor, legacy, legacy_old, unrelated];
     want.sort();
     assert_eq!(left, want);
     assert!(!out.path().join(&killed).exists());
