@@ -178,7 +178,7 @@ def compare(folder, gpu, rounds):
     with open(script, "w") as f:
         f.write(LLMCOMPRESSOR)
     runs = {}
-    for b in [["--cpu"]] + ([[]] if gpu else []):
+    for b in [["--cpu"]] + ([["--gpu"]] if gpu else []):
         for extra in [[], ["--eval-rows", "0"]]:
             label = " ".join(["int8-wgpu quantize"] + b + extra)
             runs[label] = [exe, "quantize", folder, os.path.join(out, "q")] + b + extra

@@ -216,7 +216,8 @@ pub enum Error {
         /// The temporary folder that was removed.
         folder: std::path::PathBuf,
     },
-    /// An operation on one named tensor of a checkpoint failed.
+    /// An operation on one named tensor of a checkpoint failed, and the error's own message
+    /// does not name the tensor (one that does is returned as it is).
     #[error("tensor `{name}`: {source}")]
     Tensor {
         /// The tensor (or layer) name.
@@ -233,13 +234,19 @@ impl Error {
         Error::Io { op, path: path.into(), source }
     }
 
-    /// Attaches a tensor name to an error.
+    /// Attaches a tensor name to an error, unless its message already names the tensor (as
+    /// `` `name` `` or one of its tensors `` `name.…` ``): the name is said once.
     pub(crate) fn in_tensor(self, name: &str) -> Self {
         match self {
             e @ Error::Tensor { .. } => e,
+            e if names_tensor(&e.to_string(), name) => e,
             e => Error::Tensor { name: name.to_string(), source: Box::new(e) },
         }
     }
+}
+
+fn names_tensor(message: &str, name: &str) -> bool {
+    message.contains(&format!("`{name}`")) || message.contains(&format!("`{name}."))
 }
 
 /// The crate's result type.

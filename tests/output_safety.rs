@@ -306,6 +306,55 @@ fn force_replaces_an_output_created_during_the_run() {
 }
 
 #[test]
+fn a_symlink_as_the_output_is_an_existing_output_and_force_replaces_the_link_itself() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("link-in"), TempDir::new("link-out"));
+    write_model(inp.path(), 2, 8);
+    let dest = out.path().join("q");
+    let nowhere = out.path().join("nowhere");
+    symlink(&nowhere, &dest).unwrap();
+
+    // Without --force: refused before any work, naming the link and where it leads.
+    let mut started = false;
+    let e = quantizer(inp.path(), &dest).run_with_progress(|_| started = true).unwrap_err();
+    assert!(matches!(e, Error::Output(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: output `{}` already exists: a dangling symbolic link to `{}`; remove it, choose \
+             another folder, or allow overwriting (--force), which replaces the link (not what it leads to)",
+            dest.display(),
+            nowhere.display()
+        )
+    );
+    assert!(!started, "no layer was started");
+    assert_eq!(fs::read_link(&dest).unwrap(), nowhere);
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+
+    // With --force: the link is replaced by the output; nothing is written where it led.
+    let report = quantizer(inp.path(), &dest).overwrite(true).run().unwrap();
+    assert_eq!(report.warnings, Vec::<String>::new());
+    assert!(!fs::symlink_metadata(&dest).unwrap().is_symlink());
+    assert_eq!(Checkpoint::open(&dest).unwrap().quantized_layers(), ["l0", "l1"]);
+    assert!(!nowhere.exists());
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+
+    // A link to a folder: replaced itself too, the folder it led to left as it was.
+    let dest2 = out.path().join("q2");
+    let theirs = out.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("user.txt"), "kept").unwrap();
+    symlink(&theirs, &dest2).unwrap();
+    let e = quantizer(inp.path(), &dest2).run().unwrap_err();
+    assert!(e.to_string().contains(&format!("a symbolic link to `{}`", theirs.display())), "{e}");
+    quantizer(inp.path(), &dest2).overwrite(true).run().unwrap();
+    assert!(!fs::symlink_metadata(&dest2).unwrap().is_symlink());
+    assert_eq!(Checkpoint::open(&dest2).unwrap().quantized_layers(), ["l0", "l1"]);
+    assert_eq!(names(&tree(&theirs)), ["user.txt"]);
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+}
+
+#[test]
 fn the_old_output_stays_in_place_when_the_commit_fails() {
     let _s = serial();
     let (inp, out) = (TempDir::new("keep-in"), TempDir::new("keep-out"));
@@ -473,14 +522,16 @@ fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
     assert_eq!(temp_folders(out.path()), std::slice::from_ref(&killed), "kill -9 leaves its folder");
 
-    // A folder of a live process (ours) is left alone, as is anything not of our naming. Older
-    // versions named theirs `.<output>.int8-wgpu-tmp-<pid>-<nanos>` (removed when the process is
-    // gone) and moved the previous output aside to `<that>.old` (which may be the only copy).
+    // Only folders holding the lock file this tool writes are removed: a folder named like a
+    // killed run's that another program made is left alone, as are a live process's (ours),
+    // anything not of our naming, and older versions' `.<output>.int8-wgpu-tmp-<pid>-<nanos>`
+    // and `<that>.old` (which may hold the only copy of a previous output).
     let mine = format!(".int8-wgpu-tmp-{}-77", std::process::id());
+    let impostor = format!(".int8-wgpu-tmp-{dead_pid}-5");
     let legacy = format!(".q.int8-wgpu-tmp-{dead_pid}-1700000000000000000");
     let legacy_old = format!("{legacy}.old");
     let unrelated = format!(".int8-wgpu-tmp-{dead_pid}-x");
-    for name in [&mine, &legacy, &legacy_old, &unrelated] {
+    for name in [&mine, &impostor, &legacy, &legacy_old, &unrelated] {
         fs::create_dir(out.path().join(name)).unwrap();
         fs::write(out.path().join(name).join("f.txt"), "x").unwrap();
     }
@@ -496,7 +547,7 @@ fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let mut left = temp_folders(out.path());
     left.sort();
-    let mut want = vec![mine, legacy_old, unrelated];
+    let mut want = vec![mine, impostor, legacy, legacy_old, unrelated];
     want.sort();
     assert_eq!(left, want);
     assert!(!out.path().join(&killed).exists());

@@ -70,7 +70,7 @@ struct QuantizeArgs {
     /// LLM.int8() outlier threshold for --method llm-int8 (default 6.0, bitsandbytes' default):
     /// columns with any |x| >= X run in float.
     // Negative numbers parse, so that the library's check says what is wrong with them.
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    #[arg(long, value_name = "X", allow_negative_numbers = true, value_parser = parse_threshold)]
     outlier_threshold: Option<f32>,
     /// Symmetric or asymmetric quantization.
     #[arg(long, value_enum, default_value = "sym")]
@@ -90,9 +90,13 @@ struct QuantizeArgs {
     /// Do not apply the default excludes (embeddings, norms, position/type tables, lm_head).
     #[arg(long)]
     no_default_excludes: bool,
-    /// Quantize on the CPU reference instead of the GPU (the files are byte-identical).
-    #[arg(long)]
+    /// Quantize on the CPU reference (the files are byte-identical). The default when the only
+    /// GPU adapter is a CPU adapter (llvmpipe, lavapipe, WARP), where the reference is faster.
+    #[arg(long, conflicts_with = "gpu")]
     cpu: bool,
+    /// Quantize on the GPU adapter even when it is a CPU adapter (the default on a real GPU).
+    #[arg(long)]
+    gpu: bool,
     /// Replace the output folder if it exists (or appears during the run); without it, nothing at
     /// the output path is ever replaced.
     #[arg(long)]
@@ -116,6 +120,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An f32 threshold, refusing what f32 cannot hold (Rust's parse would make 1e39 `inf` and 1e-50
+/// `0`, and the message would then quote those instead of the value given).
+fn parse_threshold(s: &str) -> Result<f32, String> {
+    // Parsed as f32 directly (through f64 it could round twice); f64 only tells the range.
+    let t: f32 = s.parse().map_err(|e| format!("`{s}` is not a number ({e})"))?;
+    let wide: f64 = s.parse().map_err(|e| format!("`{s}` is not a number ({e})"))?;
+    if t.is_infinite() && wide.is_finite() {
+        return Err(format!("outlier threshold {s} is beyond f32's range (max {:e})", f32::MAX));
+    }
+    if t == 0.0 && wide != 0.0 {
+        return Err(format!("outlier threshold {s} is below f32's smallest positive value ({:e})", f32::from_bits(1)));
+    }
+    Ok(t)
 }
 
 fn scheme_of(args: &QuantizeArgs) -> Result<QuantScheme, String> {
@@ -164,11 +183,23 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     for p in &args.exclude {
         q = q.exclude(p);
     }
+    // Why the CPU reference runs though no --cpu was given; the report says it.
+    let mut cpu_because = None;
     if args.cpu {
         q = q.cpu();
     } else {
         let gpu = Gpu::new()?;
-        q = q.gpu(gpu.clone());
+        if gpu.is_cpu_adapter() && !args.gpu {
+            // An emulated GPU runs the same work slower than the reference, with the same bytes.
+            q = q.cpu();
+            let which = if std::env::var_os("WGPU_ADAPTER_NAME").is_some() { "chosen" } else { "only" };
+            cpu_because = Some(format!(
+                "the {which} GPU adapter, {}, is a CPU adapter, slower than the reference; --gpu uses it",
+                gpu.describe()
+            ));
+        } else {
+            q = q.gpu(gpu.clone());
+        }
         // Never dropped: destroying the last device unloads the Vulkan driver, and Mesa's
         // lavapipe leaves an exit handler behind that then crashes the process at exit
         // (SIGSEGV after a successful run, ~5% of runs on a loaded machine).
@@ -193,7 +224,11 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    println!("{}", report?);
+    let mut report = report?;
+    if let Some(why) = cpu_because {
+        report.backend = format!("the {}: {why}", report.backend);
+    }
+    println!("{report}");
     Ok(())
 }
 

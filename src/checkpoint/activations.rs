@@ -125,15 +125,18 @@ impl Checkpoint {
 /// (8 bits, int, symmetric, static, strategy tensor); anything else is an [`Error::Unsupported`]
 /// naming the group and the field.
 fn input_activations(group: &str, args: &Value) -> Result<ActivationQuant> {
+    // `field` is the path below the group: `input_activations` or `input_activations.<key>`.
     let unsupported = |field: &str, found: &Value, why: &str| {
         Err(Error::Unsupported(format!(
-            "config group `{group}`: input_activations.{field} is {found}; {why} (only dynamic per-token symmetric \
-             int8 activations, llmcompressor's W8A8, are supported)"
+            "config group `{group}`: {field} is {found}; {why} (only dynamic per-token symmetric int8 activations, \
+             llmcompressor's W8A8, are supported)"
         )))
     };
     let Some(args) = args.as_object() else {
-        return unsupported("", args, "the quantization arguments must be an object");
+        return unsupported("input_activations", args, "the quantization arguments must be an object");
     };
+    let unsupported =
+        |key: &str, found: &Value, why: &str| unsupported(&format!("input_activations.{key}"), found, why);
     let field = |k: &str, default: Value| args.get(k).filter(|v| !v.is_null()).cloned().unwrap_or(default);
     let ty = field("type", Value::from("int"));
     if ty != "int" {

@@ -45,6 +45,21 @@ impl Checkpoint {
         let threshold = match q.get("llm_int8_threshold") {
             None | Some(Value::Null) => ActivationQuant::DEFAULT_THRESHOLD,
             Some(v) => match v.as_f64() {
+                // Quoted from the JSON: as an f32 it would read `inf` or `0`.
+                Some(t) if t.is_finite() && t > f64::from(f32::MAX) => {
+                    return Err(Error::Unsupported(format!(
+                        "the bitsandbytes quantization_config has llm_int8_threshold {v}, beyond f32's range (max \
+                         {:e})",
+                        f32::MAX
+                    )));
+                }
+                Some(t) if t > 0.0 && t as f32 == 0.0 => {
+                    return Err(Error::Unsupported(format!(
+                        "the bitsandbytes quantization_config has llm_int8_threshold {v}, below f32's smallest \
+                         positive value ({:e}); 0 means no outlier columns",
+                        f32::from_bits(1)
+                    )));
+                }
                 Some(t) if t.is_finite() && t >= 0.0 => t as f32,
                 _ => {
                     return Err(Error::Unsupported(format!(

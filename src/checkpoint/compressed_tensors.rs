@@ -100,7 +100,8 @@ impl Checkpoint {
             (PackFormat::IntQuantized, out, inn)
         } else {
             return Err(Error::NotFound(format!(
-                "no quantized layer `{p}` (no `{p}.weight_packed` nor I8 `{p}.weight`)"
+                "no quantized layer `{p}` (no `{p}.weight_packed` nor I8 `{p}.weight`){}",
+                self.layer_hint(p)
             )));
         };
         if out == 0 || inn == 0 {
@@ -131,6 +132,7 @@ impl Checkpoint {
                 ));
             }
         };
+        self.check_config_granularity(p, [out, inn], granularity, &scale.shape)?;
         let mode = match get("weight_zero_point") {
             Some(z) => {
                 nbytes += z.nbytes();
@@ -151,6 +153,32 @@ impl Checkpoint {
             format,
             nbytes,
         })
+    }
+
+    /// For a layer name that is not one: `; did you mean `…`?` with the layer it names with a
+    /// tensor suffix (`P.weight`), else the closest layer name within a few edits; else nothing.
+    fn layer_hint(&self, p: &str) -> String {
+        let layers = self.quantized_layers();
+        const SUFFIXES: [&str; 8] = [
+            "weight",
+            "weight_packed",
+            "weight_scale",
+            "weight_zero_point",
+            "weight_shape",
+            "weight_format",
+            "SCB",
+            "bias",
+        ];
+        let stripped = p.rsplit_once('.').filter(|(_, s)| SUFFIXES.contains(s)).map(|(l, _)| l);
+        let near = || {
+            let (d, best) = layers.iter().map(|l| (edit_distance(p, l), l)).min_by_key(|&(d, _)| d)?;
+            // A few typos, not another layer of a similar name.
+            (d <= 3 && 4 * d <= p.chars().count()).then_some(best.as_str())
+        };
+        match stripped.filter(|l| layers.iter().any(|x| x == l)).or_else(near) {
+            Some(l) => format!("; did you mean `{l}`?"),
+            None => String::new(),
+        }
     }
 
     /// Reads an integer tensor (I8, I16, I32, I64, U8) as i64 values.
@@ -232,6 +260,22 @@ impl Checkpoint {
     }
 }
 
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 fn to_dim(v: i64) -> Result<usize> {
     usize::try_from(v).map_err(|_| Error::Corrupt(format!("negative dimension {v} in weight_shape")))
 }
@@ -251,6 +295,15 @@ fn unpack_dim0(bytes: &[u8], rows: usize, cols: usize) -> Vec<i8> {
 mod tests {
     use super::super::encode::{pack_dim0, words_bytes};
     use super::*;
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("up_proj", "up_proj"), 0);
+        assert_eq!(edit_distance("up_prj", "up_proj"), 1);
+        assert_eq!(edit_distance("up_porj", "up_proj"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 
     #[test]
     fn dim0_packing_round_trips() {

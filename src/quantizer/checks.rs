@@ -46,13 +46,29 @@ impl Quantizer {
                 self.input.display()
             )));
         }
-        if self.output.exists() && !self.overwrite {
+        // Not following a link: a link at the output path is there, even one that leads nowhere.
+        let Ok(meta) = fs::symlink_metadata(&self.output) else { return Ok(()) };
+        if meta.is_symlink() {
+            // With `overwrite`, the link itself is replaced, never what it leads to.
+            if self.overwrite {
+                return Ok(());
+            }
+            let target = fs::read_link(&self.output).unwrap_or_default();
+            let dangling = if self.output.exists() { "" } else { "dangling " };
+            return Err(Error::Output(format!(
+                "output `{}` already exists: a {dangling}symbolic link to `{}`; remove it, choose another folder, or \
+                 allow overwriting (--force), which replaces the link (not what it leads to)",
+                self.output.display(),
+                target.display()
+            )));
+        }
+        if !self.overwrite {
             return Err(Error::Output(format!(
                 "output `{}` already exists; remove it, choose another folder, or allow overwriting (--force)",
                 self.output.display()
             )));
         }
-        if self.output.exists() && !self.output.is_dir() {
+        if !meta.is_dir() {
             return Err(Error::Output(format!("output `{}` exists and is not a folder", self.output.display())));
         }
         Ok(())
@@ -60,15 +76,9 @@ impl Quantizer {
 
     /// Refuses inputs that are already quantized or whose names would collide with ours.
     pub(super) fn check_input(&self, ckpt: &Checkpoint) -> Result<()> {
-        if ckpt.quantization_config().is_some() {
+        if let Some(why) = already_quantized(ckpt) {
             return Err(Error::Unsupported(format!(
-                "`{}` is already quantized (its config.json has a quantization_config); quantize the float checkpoint",
-                self.input.display()
-            )));
-        }
-        if let Some(n) = ckpt.names().find(|n| n.ends_with(".weight_packed")) {
-            return Err(Error::Unsupported(format!(
-                "`{}` is already quantized (it holds `{n}`); quantize the float checkpoint",
+                "`{}` is already quantized ({why}); quantize the float checkpoint",
                 self.input.display()
             )));
         }
@@ -122,6 +132,16 @@ impl Quantizer {
         }
         Ok(())
     }
+}
+
+/// Why a checkpoint is already quantized, `None` for a float one: a `quantization_config` in its
+/// config.json, or a quantized layer ([`Checkpoint::quantized_layers`]). `quantize` refuses such
+/// an input, and `inspect` calls it quantized.
+pub(super) fn already_quantized(ckpt: &Checkpoint) -> Option<String> {
+    if ckpt.quantization_config().is_some() {
+        return Some("its config.json has a quantization_config".into());
+    }
+    ckpt.quantized_layers().first().map(|p| format!("it holds the quantized layer `{p}`"))
 }
 
 /// `p` made absolute with its links resolved, also when it does not exist yet (the output).

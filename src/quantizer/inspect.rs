@@ -58,6 +58,8 @@ enum Footprint {
         linear: [usize; 2],
         model: [usize; 2],
     },
+    /// Already quantized (as `quantize` says: `why`), with no layer in a layout this crate reads.
+    Unreadable { why: String, model: usize },
 }
 
 impl Inspection {
@@ -99,8 +101,12 @@ impl Inspection {
                 (f.clone(), why)
             })
             .collect();
-        let footprint =
-            if layers.is_empty() { float_footprint(ckpt)? } else { quantized_footprint(ckpt, infos.values())? };
+        // Quantized or not as `quantize` sees it, which refuses every input that is.
+        let footprint = match super::checks::already_quantized(ckpt) {
+            None => float_footprint(ckpt)?,
+            Some(_) if !layers.is_empty() => quantized_footprint(ckpt, infos.values())?,
+            Some(why) => Footprint::Unreadable { why, model: ckpt.nbytes() },
+        };
         Ok(Self { tensors, files: ckpt.files().len(), unlisted, footprint })
     }
 }
@@ -217,6 +223,14 @@ impl fmt::Display for Inspection {
                 writeln!(f)?;
                 footprint_row(f, "model", *model)
             }
+            Footprint::Unreadable { why, model } => {
+                writeln!(
+                    f,
+                    "already quantized ({why}), but no layer is in a layout this crate reads (compressed-tensors \
+                     8-bit pack-quantized or int-quantized, bitsandbytes 8-bit)"
+                )?;
+                write!(f, "{:<20} {:>10}", "model", format_bytes(*model))
+            }
         }
     }
 }
@@ -224,11 +238,10 @@ impl fmt::Display for Inspection {
 /// One footprint line, `label  before  after  (ratio)x smaller`, without its line end (the last
 /// line of the inspection has none).
 fn footprint_row(f: &mut fmt::Formatter<'_>, label: &str, [before, after]: [usize; 2]) -> fmt::Result {
-    write!(
-        f,
-        "{label:<20} {:>10} {:>12}   {:.2}x smaller",
-        format_bytes(before),
-        format_bytes(after),
-        before as f64 / after.max(1) as f64
-    )
+    let ratio = match (before, after) {
+        (0, 0) => "no weights".to_string(),
+        (_, 0) => "-".to_string(),
+        _ => format!("{:.2}x smaller", before as f64 / after as f64),
+    };
+    write!(f, "{label:<20} {:>10} {:>12}   {ratio}", format_bytes(before), format_bytes(after))
 }

@@ -76,6 +76,9 @@
 //!   replaces anything (Linux `renameat2(RENAME_NOREPLACE)`, macOS `renamex_np(RENAME_EXCL)`,
 //!   elsewhere creating the folder exclusively and renaming over it while it is empty). What
 //!   appeared is left as it is and the run's result discarded.
+//! - A symbolic link at the output path is an existing output, also one that leads nowhere: an
+//!   error before any work without `overwrite`; with it, the link itself is replaced, never what
+//!   it leads to.
 //! - With `overwrite`, an output folder (never a file) is exchanged with the new one in one step
 //!   (`RENAME_EXCHANGE`, `RENAME_SWAP`), so that the path holds the old or the new output at
 //!   every instant; then the old copy is removed. A failure to remove it does not fail the run: the
@@ -86,12 +89,13 @@
 //! - A process that stops on a signal leaves no temporary folder when it calls
 //!   [`remove_temp_folders`] before exiting; the `int8-wgpu` CLI does, on SIGINT, SIGTERM and
 //!   SIGHUP. On Unix, the temporary folders of runs killed outright (`kill -9`, a crash) are removed
-//!   by the next run into the same parent folder: those whose process is gone (or whose pid is this
-//!   process's own, reused, and not one of its runs), unless a live run holds the lock on the
-//!   folder that each run keeps on its own (a run in another pid namespace or on another machine).
-//!   Older versions' `.<output>.int8-wgpu-tmp-<pid>-<n>` folders are removed alike, but not their
-//!   `<that>.old` folders, which may hold the only copy of a previous output; nor are
-//!   `.int8-wgpu-old-*` folders. Elsewhere stale folders are left alone.
+//!   by the next run into the same parent folder: those that hold the lock file each run writes
+//!   into its folder (`.int8-wgpu-lock`, removed just before the move into place) and whose
+//!   process is gone (or whose pid is this process's own, reused, and not one of its runs), unless
+//!   a live run holds the lock on that file (a run in another pid namespace or on another
+//!   machine). A folder with the name but not the lock file (another program's, or an older
+//!   version's) is left alone, as are `.int8-wgpu-old-*` folders. Elsewhere stale folders are left
+//!   alone.
 //!
 //! # Other files
 //!

@@ -4,10 +4,12 @@
 //!   independent of the output's name, so that every output name that fits the file system fits
 //!   it too.
 //! - While a run lives, its folder is in a process-wide list, so that [`remove_temp_folders`]
-//!   (from a signal handler) can remove it, and locked (`flock`), so that another process can
-//!   tell it is live even where the pid in its name says nothing (another pid namespace, another
-//!   machine on a network file system).
-//! - A run first removes the temporary folders that killed runs left in the output's parent.
+//!   (from a signal handler) can remove it, and holds a lock file, [`LOCK_FILE`], that the run
+//!   keeps locked (`flock`), so that another process can tell it is live even where the pid in
+//!   its name says nothing (another pid namespace, another machine on a network file system).
+//!   The lock file is removed just before the folder moves into place.
+//! - A run first removes the temporary folders that killed runs left in the output's parent:
+//!   only those holding the lock file this tool writes, never a folder that merely has the name.
 //! - The move into place never replaces anything without `overwrite`. With it, the old output is
 //!   exchanged with the new one in one step where the OS can (Linux `renameat2`, macOS
 //!   `renamex_np`), then removed; elsewhere it is moved aside first.
@@ -21,9 +23,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use super::rename::{exchange, rename_no_replace, unsupported};
 use crate::{Error, Result};
 
-/// How a temporary folder's name starts; `<pid>-<n>` follows. Older versions put the output's
-/// name in front: `.<output>.int8-wgpu-tmp-<pid>-<nanoseconds>`.
+/// How a temporary folder's name starts; `<pid>-<n>` follows.
 const TMP_MARK: &str = ".int8-wgpu-tmp-";
+
+/// The lock file in a temporary folder: what tells this tool's folders from any other of the
+/// same name, which is never removed.
+const LOCK_FILE: &str = ".int8-wgpu-lock";
+
+/// The lock file's text (checked, with its name, before a folder is removed as stale).
+const LOCK_TEXT: &str = "int8-wgpu: the unfinished output of a quantization run; the next run into this folder's \
+                         parent removes it once that run is gone\n";
 
 /// The temporary folders of this process's runs in progress (absolute paths).
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -59,7 +68,8 @@ pub fn remove_temp_folders() -> Result<()> {
 /// A run's temporary output folder, removed when dropped unless [`commit`] moved it into place.
 pub(crate) struct TmpDir {
     path: PathBuf,
-    /// Held for the folder's life; `None` where locks are not supported.
+    /// The open lock file, its lock held for the folder's life (also once the file is removed
+    /// before the commit); `None` until written, or where locks are not supported.
     _lock: Option<File>,
 }
 
@@ -73,8 +83,11 @@ impl TmpDir {
             match fs::create_dir(&path) {
                 Ok(()) => {
                     live.push(path.clone());
-                    let _lock = try_lock(&path).ok().flatten();
-                    return Ok(TmpDir { path, _lock });
+                    let mut tmp = TmpDir { path, _lock: None };
+                    drop(live);
+                    // On failure `tmp` is dropped, which removes the folder.
+                    tmp._lock = write_lock(&tmp.path)?;
+                    return Ok(tmp);
                 }
                 // Left by an earlier process with our pid, and not (yet) removable.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -137,13 +150,24 @@ fn commit_with(
     let mut live = live();
     // Under the lock: an interrupt either removes the folder before the move or finds it moved.
     let Some(i) = live.iter().position(|p| *p == tmp.path) else { return Err(interrupted(&tmp.path)) };
+    // Not part of the output; the lock itself stays held through the open file.
+    let lock = tmp.path.join(LOCK_FILE);
+    match fs::remove_file(&lock) {
+        // Gone with its folder: the move below says so.
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(Error::io("removing", &lock, e)),
+        _ => {}
+    }
     let old = if overwrite { replace(&tmp.path, output)? } else { place(&tmp.path, output).map(|()| None)? };
     if old.as_deref() != Some(tmp.path.as_path()) {
         live.swap_remove(i);
     }
     drop(live);
     let Some(old) = old else { return Ok(Vec::new()) };
-    // An exchanged old copy stays registered while it is removed, so an interrupt removes it too.
+    // An exchanged old copy stays registered while it is removed, so an interrupt removes it too,
+    // and gets a lock file, so that a later run removes what a kill -9 meanwhile would leave.
+    // Never into a link's target: a replaced link is removed itself.
+    let real_dir = fs::symlink_metadata(&old).is_ok_and(|m| m.is_dir());
+    let _lock = if old == tmp.path && real_dir { write_lock(&old).ok().flatten() } else { None };
     let removed = remove(&old);
     live_forget(&old);
     Ok(match removed {
@@ -177,8 +201,9 @@ fn replace(tmp: &Path, output: &Path) -> Result<Option<PathBuf>> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("moving into place", output, e)),
         }
-        match fs::metadata(output) {
-            Ok(m) if m.is_dir() => {}
+        // A link is replaced itself (the exchange moves the link, not what it leads to).
+        match fs::symlink_metadata(output) {
+            Ok(m) if m.is_dir() || m.is_symlink() => {}
             Ok(_) => return Err(not_a_folder(output)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("moving into place", output, e)),
@@ -228,8 +253,9 @@ fn remove_all(path: &Path) -> io::Result<()> {
 // ---- Folders left by killed runs ----------------------------------------------------------
 
 /// Removes the temporary folders in `parent` that runs killed before they could clean up left
-/// behind (this version's naming and older versions'), leaving any whose process may still be
-/// running. Returns a warning for each that could not be removed.
+/// behind, leaving any whose process may still be running, and any that does not hold this
+/// tool's lock file (another program's, or an older version's). Returns a warning for each that
+/// could not be removed.
 pub(crate) fn remove_stale(parent: &Path) -> Vec<String> {
     let Ok(entries) = fs::read_dir(parent) else { return Vec::new() };
     let mut warnings = Vec::new();
@@ -252,15 +278,9 @@ pub(crate) fn remove_stale(parent: &Path) -> Vec<String> {
     warnings
 }
 
-/// The pid in a temporary folder's name: `.int8-wgpu-tmp-<pid>-<n>`, or an older version's
-/// `.<output>.int8-wgpu-tmp-<pid>-<n>`. `None` for any other name (an older version's
-/// `<that>.old` holds a previous output that may be the only copy).
+/// The pid in a temporary folder's name: `.int8-wgpu-tmp-<pid>-<n>`; `None` for any other name.
 fn temp_folder_pid(name: &str) -> Option<u32> {
-    let (head, tail) = name.rsplit_once(TMP_MARK)?;
-    if !head.is_empty() && !head.starts_with('.') {
-        return None;
-    }
-    let (pid, n) = tail.split_once('-')?;
+    let (pid, n) = name.strip_prefix(TMP_MARK)?.split_once('-')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(pid) || !digits(n) {
         return None;
@@ -268,13 +288,38 @@ fn temp_folder_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Whether the temporary folder `path`, named with `pid`, belongs to no live run: its process is
-/// gone (or has our pid, reused, and the folder is not one of ours), and no live run holds its
-/// lock. Where this cannot be told (not unix), it is left alone.
+/// Whether the temporary folder `path`, named with `pid`, is one this tool made and belongs to
+/// no live run: it holds our lock file, its process is gone (or has our pid, reused, and the
+/// folder is not one of ours), and no live run holds the lock. Where this cannot be told (not
+/// unix), it is left alone.
 #[cfg(unix)]
 fn is_stale(path: &Path, pid: u32) -> bool {
+    let lock = path.join(LOCK_FILE);
+    if !has_lock_text(&lock) {
+        return false;
+    }
     let gone = if pid == std::process::id() { !live().iter().any(|p| p == path) } else { process_gone(pid) };
-    gone && !matches!(try_lock(path), Ok(None))
+    gone && !matches!(try_lock(&lock), Ok(None))
+}
+
+/// Whether `lock` is a regular file (not a link) holding [`LOCK_TEXT`].
+#[cfg(unix)]
+fn has_lock_text(lock: &Path) -> bool {
+    use std::io::Read;
+    if !fs::symlink_metadata(lock).is_ok_and(|m| m.is_file() && m.len() == LOCK_TEXT.len() as u64) {
+        return false;
+    }
+    let mut text = Vec::new();
+    let read = File::open(lock).and_then(|f| f.take(LOCK_TEXT.len() as u64).read_to_end(&mut text));
+    read.is_ok() && text == LOCK_TEXT.as_bytes()
+}
+
+/// Writes the lock file into the temporary folder `dir` and takes its lock: the open file, or
+/// `None` where locks are not supported or another process holds it.
+fn write_lock(dir: &Path) -> Result<Option<File>> {
+    let path = dir.join(LOCK_FILE);
+    fs::write(&path, LOCK_TEXT).map_err(|e| Error::io("writing", &path, e))?;
+    Ok(try_lock(&path).ok().flatten())
 }
 
 #[cfg(not(unix))]
@@ -291,7 +336,7 @@ fn process_gone(pid: u32) -> bool {
     r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
-/// Takes the exclusive lock of a folder without waiting: the open folder holding it, or `None`
+/// Takes the exclusive lock of a lock file without waiting: the open file holding it, or `None`
 /// when another open file holds it.
 #[cfg(unix)]
 fn try_lock(path: &Path) -> io::Result<Option<File>> {

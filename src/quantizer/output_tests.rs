@@ -12,8 +12,10 @@ fn temporary_names_are_short_and_recognized() {
     assert!(name.starts_with(&format!(".int8-wgpu-tmp-{pid}-")), "{name}");
     assert!(name.len() <= 15 + 10 + 1 + 20, "{name}");
     assert_eq!(temp_folder_pid(&name), Some(pid));
-    assert_eq!(temp_folder_pid(".q.int8-wgpu-tmp-12-1796011495808350829"), Some(12));
+    assert_eq!(read(&t.path().join(LOCK_FILE)), LOCK_TEXT);
+    assert_eq!(temp_folder_pid(".int8-wgpu-tmp-12-1796011495808350829"), Some(12));
     for other in [
+        ".q.int8-wgpu-tmp-12-1796011495808350829",
         ".q.int8-wgpu-tmp-12-179601.old",
         ".int8-wgpu-tmp-12-",
         ".int8-wgpu-tmp--3",
@@ -76,21 +78,32 @@ fn a_failure_to_remove_the_replaced_output_is_a_warning() {
 }
 
 #[test]
-fn stale_folders_are_those_of_gone_processes_and_unlocked() {
+fn stale_folders_are_ours_of_gone_processes_and_unlocked() {
     let s = Scratch::new("stale");
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
     let mine = TmpDir::create(&s.0).unwrap();
     let dead_dir = s.0.join(format!(".int8-wgpu-tmp-{dead}-0"));
-    let legacy = s.0.join(format!(".out.int8-wgpu-tmp-{dead}-1796011495808350829"));
     let mine_unlisted = s.0.join(format!(".int8-wgpu-tmp-{}-999999", std::process::id()));
     let alive = s.0.join(".int8-wgpu-tmp-1-0"); // init
     let locked = s.0.join(format!(".int8-wgpu-tmp-{dead}-2"));
-    for d in [&dead_dir, &legacy, &mine_unlisted, &alive, &locked] {
+    for d in [&dead_dir, &mine_unlisted, &alive, &locked] {
+        folder(d, "f", "x");
+        fs::write(d.join(LOCK_FILE), LOCK_TEXT).unwrap();
+    }
+    let _held = try_lock(&locked.join(LOCK_FILE)).unwrap().unwrap(); // as a live run in another pid namespace
+    // Named like ours but without our lock file (someone else's, or an older version's), or
+    // with another text in its place, or a link in its place: never removed.
+    let no_lock = s.0.join(format!(".int8-wgpu-tmp-{dead}-4"));
+    let legacy = s.0.join(format!(".out.int8-wgpu-tmp-{dead}-1796011495808350829"));
+    let other_text = s.0.join(format!(".int8-wgpu-tmp-{dead}-5"));
+    let linked_lock = s.0.join(format!(".int8-wgpu-tmp-{dead}-6"));
+    for d in [&no_lock, &legacy, &other_text, &linked_lock] {
         folder(d, "f", "x");
     }
-    let _held = try_lock(&locked).unwrap().unwrap(); // as a live run in another pid namespace
+    fs::write(other_text.join(LOCK_FILE), "mine\n").unwrap();
+    std::os::unix::fs::symlink(dead_dir.join(LOCK_FILE), linked_lock.join(LOCK_FILE)).unwrap();
     // A link named like a folder of ours is not followed.
     let target = s.0.join("target");
     folder(&target, "f", "x");
@@ -102,6 +115,10 @@ fn stale_folders_are_those_of_gone_processes_and_unlocked() {
         ".int8-wgpu-tmp-1-0".to_string(),
         format!(".int8-wgpu-tmp-{dead}-2"),
         format!(".int8-wgpu-tmp-{dead}-3"),
+        format!(".int8-wgpu-tmp-{dead}-4"),
+        format!(".int8-wgpu-tmp-{dead}-5"),
+        format!(".int8-wgpu-tmp-{dead}-6"),
+        format!(".out.int8-wgpu-tmp-{dead}-1796011495808350829"),
         "target".to_string(),
     ];
     want.sort();

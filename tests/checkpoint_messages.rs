@@ -1,0 +1,156 @@
+//! What a checkpoint that is wrong, or asked for wrongly, is told: a config whose group size
+//! disagrees with the scales, a layer name with a typo, a config field that is not an object,
+//! a bitsandbytes threshold f32 cannot hold, and a tensor name said once.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use common::TempDir;
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{Error, Granularity};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use serde_json::{Value, json};
+
+const LAYER: &str = "model.layers.0.mlp.up_proj";
+
+/// An int-quantized layer `LAYER` [8, 16] (I8 ints, F32 scales of `scale_shape`) and
+/// `config.json` with `quantization_config`.
+fn write_layer(dir: &Path, scale_shape: &[usize], quantization_config: Value) {
+    let ints: Vec<u8> = (0..8 * 16).map(|i| (i * 37 % 255) as u8).collect();
+    let n: usize = scale_shape.iter().product();
+    let scales: Vec<u8> = (0..n).flat_map(|i| (0.01 + i as f32 * 1e-3).to_le_bytes()).collect();
+    let tensors = [
+        (format!("{LAYER}.weight"), TensorView::new(Dtype::I8, vec![8, 16], &ints).unwrap()),
+        (format!("{LAYER}.weight_scale"), TensorView::new(Dtype::F32, scale_shape.to_vec(), &scales).unwrap()),
+    ];
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(tensors, Some(meta), &dir.join("model.safetensors")).unwrap();
+    let config = json!({"model_type": "toy", "quantization_config": quantization_config});
+    fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+/// A compressed-tensors int-quantized config with these weight arguments.
+fn ct_config(weights: Value) -> Value {
+    json!({
+        "quant_method": "compressed-tensors",
+        "format": "int-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights}},
+    })
+}
+
+fn group(size: Value) -> Value {
+    json!({"num_bits": 8, "type": "int", "symmetric": true, "strategy": "group", "group_size": size})
+}
+
+#[test]
+fn a_group_size_that_disagrees_with_the_scale_shape_is_an_error() {
+    let d = TempDir::new("msg-group");
+    write_layer(d.path(), &[8, 1], ct_config(group(json!(4))));
+    let ck = Checkpoint::open(d.path()).unwrap();
+    let e = ck.quantized_layer_info(LAYER).unwrap_err();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: layer `{LAYER}` [8, 16]: config.json's quantization_config group `group_0` says groups \
+             of 4 inputs, but `{LAYER}.weight_scale` has shape [8, 1] (one scale per output row); the config and the \
+             scales disagree, so the file was edited or is corrupt"
+        )
+    );
+    assert_eq!(ck.quantized_tensor(LAYER).unwrap_err().to_string(), e.to_string());
+    if let Some(gpu) = common::gpu() {
+        assert_eq!(ck.linear(&gpu, LAYER).unwrap_err().to_string(), e.to_string());
+    }
+
+    // Channel scales under a per-tensor config; one scale under a per-channel config.
+    let tensor = json!({"num_bits": 8, "symmetric": true, "strategy": "tensor"});
+    let channel = json!({"num_bits": 8, "symmetric": true, "strategy": "channel"});
+    for (scales, weights, says) in [
+        (&[8usize, 1][..], tensor.clone(), "one scale per tensor"),
+        (&[1][..], channel.clone(), "one scale per output row"),
+        (&[8, 4][..], group(json!(8)), "groups of 8 inputs"),
+    ] {
+        write_layer(d.path(), scales, ct_config(weights));
+        let e = Checkpoint::open(d.path()).unwrap().quantized_layer_info(LAYER).unwrap_err();
+        assert!(e.to_string().contains(&format!("group `group_0` says {says}, but")), "{e}");
+    }
+
+    // What agrees loads: groups of 4 as [8, 4]; a group of the whole row is one scale per row.
+    for (scales, weights, want) in [
+        (&[8usize, 4][..], group(json!(4)), Granularity::PerGroup { size: 4 }),
+        (&[8, 1][..], group(json!(16)), Granularity::PerChannel { axis: 0 }),
+        (&[8, 1][..], channel, Granularity::PerChannel { axis: 0 }),
+        (&[1][..], tensor, Granularity::PerTensor),
+        // A strategy not checked here, and no config group at all.
+        (&[8, 1][..], json!({"num_bits": 8, "strategy": "tensor_group"}), Granularity::PerChannel { axis: 0 }),
+    ] {
+        write_layer(d.path(), scales, ct_config(weights));
+        let info = Checkpoint::open(d.path()).unwrap().quantized_layer_info(LAYER).unwrap();
+        assert_eq!(info.scheme.granularity, want);
+    }
+}
+
+#[test]
+fn a_layer_name_with_a_stray_suffix_or_a_typo_gets_a_hint() {
+    let d = TempDir::new("msg-typo");
+    write_layer(d.path(), &[8, 1], ct_config(json!({"num_bits": 8, "strategy": "channel"})));
+    let ck = Checkpoint::open(d.path()).unwrap();
+    let not_found = |p: &str, hint: &str| {
+        format!("checkpoint error: no quantized layer `{p}` (no `{p}.weight_packed` nor I8 `{p}.weight`){hint}")
+    };
+    let hint = format!("; did you mean `{LAYER}`?");
+    for typo in [format!("{LAYER}.weight"), format!("{LAYER}.weight_scale"), "model.layers.0.mlp.up_prj".into()] {
+        let e = ck.quantized_layer_info(&typo).unwrap_err();
+        // Said once: the message names the layer, so no "tensor `…`:" in front of it.
+        assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+        assert_eq!(e.to_string(), not_found(&typo, &hint));
+        assert_eq!(ck.quantized_tensor(&typo).unwrap_err().to_string(), not_found(&typo, &hint));
+    }
+    // Nothing close: no hint.
+    for far in ["lm_head", "model.layers.1.attn.q_proj"] {
+        assert_eq!(ck.quantized_layer_info(far).unwrap_err().to_string(), not_found(far, ""));
+    }
+    if let Some(gpu) = common::gpu() {
+        let typo = format!("{LAYER}.weight");
+        assert_eq!(ck.linear(&gpu, &typo).unwrap_err().to_string(), not_found(&typo, &hint));
+    }
+}
+
+#[test]
+fn input_activations_that_are_not_an_object_name_the_field() {
+    let d = TempDir::new("msg-act");
+    let mut config = ct_config(json!({"num_bits": 8, "strategy": "channel"}));
+    config["config_groups"]["group_0"]["input_activations"] = json!("yes");
+    write_layer(d.path(), &[8, 1], config);
+    let e = Checkpoint::open(d.path()).unwrap().activation_quant().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unsupported: config group `group_0`: input_activations is \"yes\"; the quantization arguments must be an \
+         object (only dynamic per-token symmetric int8 activations, llmcompressor's W8A8, are supported)"
+    );
+    // A key below it is named with its path.
+    let mut config = ct_config(json!({"num_bits": 8, "strategy": "channel"}));
+    config["config_groups"]["group_0"]["input_activations"] = json!({"num_bits": 4, "dynamic": true});
+    write_layer(d.path(), &[8, 1], config);
+    let e = Checkpoint::open(d.path()).unwrap().activation_quant().unwrap_err();
+    assert!(e.to_string().starts_with("unsupported: config group `group_0`: input_activations.num_bits is 4;"), "{e}");
+}
+
+#[test]
+fn a_bitsandbytes_threshold_f32_cannot_hold_is_named_not_read_as_inf_or_zero() {
+    let d = TempDir::new("msg-bnb");
+    for (t, want) in [
+        ("1e300", "llm_int8_threshold 1e+300, beyond f32's range (max 3.4028235e38)"),
+        ("1e-50", "llm_int8_threshold 1e-50, below f32's smallest positive value (1e-45); 0 means no outlier columns"),
+    ] {
+        let config = format!(r#"{{"quant_method": "bitsandbytes", "load_in_8bit": true, "llm_int8_threshold": {t}}}"#);
+        write_layer(d.path(), &[8, 1], serde_json::from_str(&config).unwrap());
+        let e = Checkpoint::open(d.path()).unwrap().activation_quant().unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+        assert_eq!(e.to_string(), format!("unsupported: the bitsandbytes quantization_config has {want}"));
+    }
+}

@@ -1,0 +1,87 @@
+//! Which backend `int8-wgpu quantize` runs by default: the GPU, unless its only adapter is a CPU
+//! adapter (lavapipe, llvmpipe), where the CPU reference is faster and gives the same bytes;
+//! `--gpu` runs on the adapter anyway. The report says which ran and why.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+
+use common::TempDir;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+fn exe() -> Option<&'static str> {
+    let exe = option_env!("CARGO_BIN_EXE_int8-wgpu");
+    if exe.is_none() {
+        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
+    }
+    exe
+}
+
+/// Runs the CLI: exit code, stdout, stderr.
+fn run(exe: &str, args: &[&OsStr]) -> (Option<i32>, String, String) {
+    let o = std::process::Command::new(exe).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A model folder with two F32 linear layers.
+fn write_model(dir: &Path) {
+    let data: Vec<Vec<u8>> =
+        (0..2).map(|i| bytemuck::cast_slice(&common::rand_vec(16 * 32, 3 + i as u64)).to_vec()).collect();
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("l{i}.weight"), TensorView::new(Dtype::F32, vec![16, 32], d).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    fs::write(dir.join("config.json"), r#"{"model_type": "toy"}"#).unwrap();
+}
+
+/// The report's "quantized N linear layers (…, on BACKEND)" line.
+fn backend_line(stdout: &str) -> &str {
+    stdout.lines().find(|l| l.starts_with("quantized 2 linear layers")).unwrap_or_else(|| panic!("{stdout}"))
+}
+
+#[test]
+fn the_default_backend_is_the_faster_one_and_writes_the_same_bytes() {
+    let Some(exe) = exe() else { return };
+    let Some(gpu) = common::gpu() else { return };
+    let (inp, out) = (TempDir::new("backend-in"), TempDir::new("backend-out"));
+    write_model(inp.path());
+    let (cpu, default, forced) = (out.path().join("cpu"), out.path().join("default"), out.path().join("gpu"));
+    let i = inp.path().as_os_str();
+    let s = OsStr::new;
+
+    let (code, stdout, stderr) = run(exe, &[s("quantize"), i, cpu.as_os_str(), s("--cpu")]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(backend_line(&stdout).ends_with("on CPU reference)"), "{stdout}");
+
+    let (code, stdout, stderr) = run(exe, &[s("quantize"), i, default.as_os_str()]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let want = if gpu.is_cpu_adapter() {
+        let which = if std::env::var_os("WGPU_ADAPTER_NAME").is_some() { "chosen" } else { "only" };
+        format!(
+            "on the CPU reference: the {which} GPU adapter, {}, is a CPU adapter, slower than the reference; --gpu \
+             uses it)",
+            gpu.describe()
+        )
+    } else {
+        format!("on {})", gpu.describe())
+    };
+    assert!(backend_line(&stdout).ends_with(&want), "{stdout}\nwant: {want}");
+
+    let (code, stdout, stderr) = run(exe, &[s("quantize"), i, forced.as_os_str(), s("--gpu")]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(backend_line(&stdout).ends_with(&format!("on {})", gpu.describe())), "{stdout}");
+
+    for d in [&default, &forced] {
+        assert_eq!(fs::read(d.join("model.safetensors")).unwrap(), fs::read(cpu.join("model.safetensors")).unwrap());
+        assert_eq!(fs::read(d.join("config.json")).unwrap(), fs::read(cpu.join("config.json")).unwrap());
+    }
+
+    let (code, _, stderr) = run(exe, &[s("quantize"), i, out.path().join("x").as_os_str(), s("--cpu"), s("--gpu")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the argument '--cpu' cannot be used with '--gpu'"), "{stderr}");
+}

@@ -1,0 +1,90 @@
+//! What `int8-wgpu` says about input it refuses or has little to say about: an outlier threshold
+//! f32 cannot hold, a model without linear weights, and a folder `quantize` refuses as already
+//! quantized, which `inspect` must call quantized too.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+
+use common::TempDir;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+fn exe() -> Option<&'static str> {
+    let exe = option_env!("CARGO_BIN_EXE_int8-wgpu");
+    if exe.is_none() {
+        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
+    }
+    exe
+}
+
+/// Runs the CLI: exit code, stdout, stderr.
+fn run(exe: &str, args: &[&OsStr]) -> (Option<i32>, String, String) {
+    let o = std::process::Command::new(exe).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// `model.safetensors` with one F32 tensor `name` of `shape`.
+fn write_tensor(dir: &Path, name: &str, shape: &[usize]) {
+    let data: Vec<u8> = vec![0; shape.iter().product::<usize>() * 4];
+    let views = [(name, TensorView::new(Dtype::F32, shape.to_vec(), &data).unwrap())];
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn an_outlier_threshold_f32_cannot_hold_is_quoted_as_given() {
+    let Some(exe) = exe() else { return };
+    let (inp, out) = (TempDir::new("thr-in"), TempDir::new("thr-out"));
+    write_tensor(inp.path(), "l.weight", &[4, 4]);
+    let s = OsStr::new;
+    for (t, why) in [
+        ("1e39", "outlier threshold 1e39 is beyond f32's range (max 3.4028235e38)"),
+        ("-1e39", "outlier threshold -1e39 is beyond f32's range (max 3.4028235e38)"),
+        ("1e-50", "outlier threshold 1e-50 is below f32's smallest positive value (1e-45)"),
+    ] {
+        let dest = out.path().join("q");
+        let args = [s("quantize"), inp.path().as_os_str(), dest.as_os_str(), s("--method"), s("llm-int8")];
+        let (code, stdout, stderr) = run(exe, &[&args[..], &[s("--outlier-threshold"), s(t)]].concat());
+        assert_eq!(code, Some(2), "{stdout}\n{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: invalid value '{t}' for '--outlier-threshold <X>': {why}\n")),
+            "{stderr}"
+        );
+        assert!(!dest.exists());
+    }
+}
+
+#[test]
+fn inspect_agrees_with_quantize_and_has_words_for_no_weights() {
+    let Some(exe) = exe() else { return };
+    let s = OsStr::new;
+    // No linear weight at all: nothing to compare, no "0.00x smaller".
+    let d = TempDir::new("insp-none");
+    write_tensor(d.path(), "model.norm.weight", &[16]);
+    let (code, stdout, stderr) = run(exe, &[s("inspect"), d.path().as_os_str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("linear weights (0)          0 B          0 B   no weights\n"), "{stdout}");
+    assert!(!stdout.contains("0.00x"), "{stdout}");
+
+    // A quantization_config in a layout this crate does not read (here GPTQ): quantize refuses it
+    // as already quantized, and inspect says so, for the same reason.
+    fs::write(d.path().join("config.json"), r#"{"quantization_config": {"quant_method": "gptq", "bits": 4}}"#).unwrap();
+    let out = TempDir::new("insp-out");
+    let dest = out.path().join("q");
+    let (code, _, stderr) = run(exe, &[s("quantize"), d.path().as_os_str(), dest.as_os_str(), s("--cpu")]);
+    assert_eq!(code, Some(1));
+    let why = "already quantized (its config.json has a quantization_config)";
+    assert!(stderr.contains(why), "{stderr}");
+    let (code, stdout, stderr) = run(exe, &[s("inspect"), d.path().as_os_str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "\n{why}, but no layer is in a layout this crate reads (compressed-tensors 8-bit pack-quantized or \
+             int-quantized, bitsandbytes 8-bit)\nmodel                      64 B"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("not quantized"), "{stdout}");
+}
