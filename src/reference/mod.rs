@@ -91,13 +91,13 @@ pub fn quantize<T: Element>(x: &[T], shape: &[usize], scheme: QuantScheme) -> Re
         match scheme.mode {
             Mode::Symmetric => scales.push(symmetric_scale(hi.max(-lo))),
             Mode::Asymmetric => {
-                let (s, z) = asymmetric_params(lo, hi).ok_or(Error::RangeOverflow { param: p })?;
+                let (s, z) = asymmetric_params(lo, hi).ok_or(Error::RangeOverflow { param: p, symmetric: false })?;
                 scales.push(s);
                 zps.push(z);
             }
         }
         if scales[p] > max_scale(scheme.mode) {
-            return Err(Error::RangeOverflow { param: p });
+            return Err(Error::RangeOverflow { param: p, symmetric: scheme.mode == Mode::Symmetric });
         }
     }
     let zps = scheme.has_zero_point().then_some(zps);
