@@ -66,8 +66,6 @@ mod mapped;
 mod natural_order;
 /// The `quantization_config` of config.json.
 mod quantization_config;
-/// Opening files as regular files, without blocking.
-mod regular_file;
 /// One safetensors file, read and checked.
 mod safetensors;
 /// Writing files deterministically.
@@ -88,10 +86,10 @@ use self::folder::{Located, check_index, unlisted_safetensors};
 pub(crate) use self::mapped::{FileReader, Mapped, as_slice_of};
 pub(crate) use self::natural_order::natural_cmp;
 pub(crate) use self::quantization_config::{pack_format, quantization_config};
-pub(crate) use self::regular_file::file_kind;
 use self::safetensors::SafetensorsFile;
 pub(crate) use self::safetensors::{f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
 pub(crate) use self::writer::{SafetensorsWriter, TensorSpec, write_json};
+pub(crate) use crate::regular_file::file_kind;
 
 use crate::{Error, Result};
 
