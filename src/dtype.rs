@@ -93,3 +93,34 @@ impl Element for half::bf16 {
         half::bf16::from_f32(x)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU paths' 16-bit rounding at exact ties (the GPU's is in `tests/gpu_exact_ties.rs`):
+    /// to even, whichever way that is; never away from zero, never towards it.
+    #[test]
+    fn narrowing_rounds_exact_ties_to_even() {
+        let bf = |bits: u32| <half::bf16 as Element>::from_f32(f32::from_bits(bits)).to_bits();
+        // 1 + 2^-8: the dropped 16 bits are exactly 0x8000; the even neighbour is below.
+        assert_eq!(bf(0x3F80_8000), 0x3F80);
+        assert_eq!(bf(0xBF80_8000), 0xBF80);
+        assert_eq!(bf(0x4000_8000), 0x4000);
+        // 1 + 2^-7 + 2^-8: the even neighbour is above.
+        assert_eq!(bf(0x3F81_8000), 0x3F82);
+        assert_eq!(bf(0xBF81_8000), 0xBF82);
+        // Just off the tie: to nearest.
+        assert_eq!((bf(0x3F80_8001), bf(0x3F80_7FFF)), (0x3F81, 0x3F80));
+
+        let h = |bits: u32| <half::f16 as Element>::from_f32(f32::from_bits(bits)).to_bits();
+        // 1 + 2^-11: the dropped 13 bits are exactly 0x1000.
+        assert_eq!(h(0x3F80_1000), 0x3C00);
+        assert_eq!(h(0xBF80_1000), 0xBC00);
+        assert_eq!(h(0x3F80_3000), 0x3C02);
+        assert_eq!((h(0x3F80_1001), h(0x3F80_0FFF)), (0x3C01, 0x3C00));
+        // A tie in the subnormal range: 1.5 · 2^-24 lies between 2^-24 (odd) and 2^-23 (even).
+        assert_eq!(h(0x33C0_0000), 0x0002);
+        assert_eq!(h(0x3300_0000), 0x0000, "2^-25, half the smallest subnormal, ties to 0");
+    }
+}

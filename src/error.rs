@@ -69,11 +69,14 @@ pub enum Error {
     /// dequantizing with it would (see [`reference::max_scale`](crate::quantized::max_scale)).
     #[error(
         "the value range of quantization parameter {param} overflows f32 (its scale times the int8 \
-         range is infinite); rescale the weights, or use the symmetric scheme (it allows twice the range)"
+         range is infinite); rescale the weights{}",
+        if *.symmetric { "" } else { ", or use the symmetric scheme (it allows twice the range)" }
     )]
     RangeOverflow {
         /// Index of the offending scale (channel or group).
         param: usize,
+        /// Whether the scheme was symmetric already (then rescaling is the only remedy).
+        symmetric: bool,
     },
     /// A scale is outside the range every path can compute with.
     #[error(

@@ -86,6 +86,7 @@ mod layer;
 pub mod quantized;
 pub mod quantizer;
 pub mod reference;
+mod regular_file;
 pub mod scheme;
 
 pub use activation::{ActivationQuant, MAX_INT8_DOT_LEN, QuantizedActivations};

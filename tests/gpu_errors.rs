@@ -57,8 +57,8 @@ fn range_overflow_is_an_error() {
     let gpu = gpu_or_skip!();
     let w = [-3e38f32, 3e38, 1.0, 2.0];
     let s = QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 });
-    assert!(matches!(gpu.quantize(&w, &[2, 2], s), Err(Error::RangeOverflow { param: 0 })));
-    assert!(matches!(reference::quantize(&w, &[2, 2], s), Err(Error::RangeOverflow { param: 0 })));
+    assert!(matches!(gpu.quantize(&w, &[2, 2], s), Err(Error::RangeOverflow { param: 0, .. })));
+    assert!(matches!(reference::quantize(&w, &[2, 2], s), Err(Error::RangeOverflow { param: 0, .. })));
     // Symmetric handles the same values.
     let q = gpu.quantize(&w, &[2, 2], QuantScheme::default()).unwrap().to_host().unwrap();
     assert_eq!(q.values()[..2], [-127, 127]);
@@ -199,11 +199,17 @@ fn weights_at_f32_max_are_a_range_overflow() {
         let (cpu, on_gpu) = (reference::quantize(&w, &[2, 2], s), gpu.quantize(&w, &[2, 2], s));
         match overflow {
             Some(param) => {
-                assert!(matches!(cpu, Err(Error::RangeOverflow { param: p }) if p == param), "{w:?} {s:?}: {cpu:?}");
-                assert!(
-                    matches!(on_gpu, Err(Error::RangeOverflow { param: p }) if p == param),
-                    "{w:?} {s:?}: {on_gpu:?}"
-                );
+                // Only an asymmetric scheme is advised to switch to the symmetric one.
+                let sym = s.mode == int8_wgpu::Mode::Symmetric;
+                for r in [cpu.map(|_| ()), on_gpu.map(|_| ())] {
+                    let e = r.unwrap_err();
+                    assert!(
+                        matches!(e, Error::RangeOverflow { param: p, symmetric } if p == param && symmetric == sym),
+                        "{w:?} {s:?}: {e:?}"
+                    );
+                    assert_eq!(e.to_string().contains("use the symmetric scheme"), !sym, "{s:?}: {e}");
+                    assert!(e.to_string().contains("rescale the weights"), "{e}");
+                }
             }
             None => {
                 let cpu = cpu.unwrap();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// The layer of a top-level module of the crate; `None` for lib.rs itself.
 fn layer_of_module(module: &str) -> Option<usize> {
     Some(match module {
-        "dtype" | "scheme" | "error" | "quantized" | "check" => 0,
+        "dtype" | "scheme" | "error" | "quantized" | "check" | "regular_file" => 0,
         "reference" => 1,
         "gpu" => 2,
         "layer" => 3,

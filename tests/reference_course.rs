@@ -536,7 +536,7 @@ fn range_overflow_is_reported() {
     let x = [-3e38f32, 3e38];
     let r = reference::quantize(&x, &[2], QuantScheme::asymmetric(Granularity::PerTensor));
     assert!(
-        matches!(r, Err(Error::RangeOverflow { param: 0 })),
+        matches!(r, Err(Error::RangeOverflow { param: 0, .. })),
         "range -3e38..3e38: expected RangeOverflow {{ param: 0 }}, found {r:?}"
     );
     // Symmetric handles the same values.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::natural_cmp;
-use super::regular_file::open_regular;
 use super::safetensors::TensorInfo;
+use crate::regular_file::open_regular;
 use crate::{Error, Result};
 
 /// The file name of a single-file checkpoint in a folder.

@@ -66,8 +66,6 @@ mod natural_order;
 mod quantization_config;
 /// Positioned reads of a checkpoint file's bytes into reused buffers.
 mod reader;
-/// Opening files as regular files, without blocking.
-mod regular_file;
 /// One safetensors file, read and checked.
 mod safetensors;
 /// Writing files deterministically.
@@ -88,7 +86,6 @@ use self::folder::{Located, check_index, unlisted_safetensors};
 pub(crate) use self::natural_order::natural_cmp;
 pub(crate) use self::quantization_config::{pack_format, quantization_config};
 pub(crate) use self::reader::{FileReader, ReadBuf, as_slice_of};
-pub(crate) use self::regular_file::file_kind;
 use self::safetensors::SafetensorsFile;
 pub(crate) use self::safetensors::{f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
 pub(crate) use self::writer::{SafetensorsWriter, TensorSpec, write_json};

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use super::reader::{FileReader, changed_size};
-use super::regular_file::open_regular;
+use crate::regular_file::open_regular;
 use crate::{DType, Error, Result};
 
 /// The element type of a stored tensor: the `safetensors` crate's own, re-exported so that

@@ -9,7 +9,7 @@ use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::scheme::{check_shape, unravel};
-use crate::{DType, Element, Error, QuantScheme, Result};
+use crate::{DType, Element, Error, Mode, QuantScheme, Result};
 
 const WG: u32 = params::WG as u32;
 const STATS_RUN: usize = 256;
@@ -214,7 +214,8 @@ impl Gpu {
             });
         }
         if overflow != 0 {
-            return Err(Error::RangeOverflow { param: (!overflow) as usize });
+            let symmetric = scheme.mode == Mode::Symmetric;
+            return Err(Error::RangeOverflow { param: (!overflow) as usize, symmetric });
         }
         Ok(GpuQuantizedTensor {
             gpu: self.clone(),

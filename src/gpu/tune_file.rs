@@ -9,32 +9,60 @@
 //! [`Error::TuningCorrupt`]. Either leaves the device's table as it was. Entries of a kernel
 //! family this version does not know (written by a later version) are skipped with a warning;
 //! it knows `linear` (weight-only) and `linear_a8` (int8 activations).
+//!
+//! Files are read as the checkpoint reader reads its files: regular files only, opened without
+//! blocking, and no longer than [`MAX_FILE_BYTES`]; so a FIFO or `/dev/zero` is refused at once.
 
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
 
 use crate::gpu::Gpu;
 use crate::gpu::tune::{LINEAR_A8_FAMILY, LINEAR_FAMILY, LinearVariant, RowClass, TuneKey};
+use crate::regular_file::open_regular;
 use crate::{DType, Error, Result};
 
 /// The `format` field of every tuning file.
 const FORMAT: &str = "int8-wgpu tuning";
 /// The layout version this build writes and reads.
 const VERSION: u64 = 1;
+/// The most entries a tuning file holds: far more classes than any set of models has, and a
+/// bound on what a hostile file can make the loader do.
+const MAX_TUNING_ENTRIES: usize = 4096;
+/// The largest tuning file read: [`MAX_TUNING_ENTRIES`] entries take about 1 MB.
+const MAX_FILE_BYTES: u64 = 4 << 20;
+/// The largest `in_class` or `out_class`: a weight has fewer than 2^32 elements (the kernels'
+/// 32-bit indexing, `check_numel`), so `in` and `out` are below 2^32 and round up to at most it.
+const MAX_CLASS: u64 = 1 << 32;
+/// Numbers the temporary files of this process's saves, so that concurrent saves (threads of
+/// one process) never write the same temporary file.
+static SAVES: AtomicU64 = AtomicU64::new(0);
 
 impl Gpu {
-    /// Saves the tuned choices to `path` as JSON: written to a temporary file beside it, then
-    /// renamed over it, so that a reader never sees half a file.
+    /// Saves the tuned choices to `path` as JSON: written to a temporary file beside it (a name
+    /// of its own per call, so concurrent saves never share one), flushed to disk, then renamed
+    /// over it, so that a reader never sees half a file and the last rename wins whole.
     pub fn save_tuning(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let entries: Vec<Value> = self.tuning().iter().map(|(k, v)| entry_json(k, *v)).collect();
+        let tuning = self.tuning();
+        if tuning.len() > MAX_TUNING_ENTRIES {
+            let (size, limit) = (tuning.len() as u64, MAX_TUNING_ENTRIES as u64);
+            return Err(Error::TooLarge { what: "the tuning table (entries)".into(), size, limit });
+        }
+        let entries: Vec<Value> = tuning.iter().map(|(k, v)| entry_json(k, *v)).collect();
         let doc = json!({ "format": FORMAT, "version": VERSION, "adapter": self.identity(), "entries": entries });
         let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Gpu(format!("encoding tuning: {e}")))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let written = std::fs::write(&tmp, text + "\n").map_err(|e| Error::io("writing", &tmp, e));
-        match written.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e)))
+        let Some(name) = path.file_name() else {
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not end in a file name");
+            return Err(Error::io("writing", path, e));
+        };
+        let n = SAVES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_file_name(format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id()));
+        match write_new(&tmp, (text + "\n").as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e)))
         {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -50,14 +78,17 @@ impl Gpu {
     /// The file names the adapter that measured it (name, backend, driver and its version,
     /// vendor and device ids, whether the kernels reduce with subgroups): speeds change with
     /// each, so a file of another identity or format version is an [`Error::TuningMismatch`]
-    /// (tune again and save). A file that is not a valid tuning file is an
-    /// [`Error::TuningCorrupt`]. Either way nothing is loaded. Entries of a kernel family this
-    /// version does not tune (from a later version) are skipped with a logged warning.
+    /// (tune again and save). A file that is not a valid tuning file (not JSON, an entry
+    /// malformed or repeating another's class, more than 4096 entries or 4 MiB) is an
+    /// [`Error::TuningCorrupt`], as is a path that is not a regular file (a FIFO or a device is
+    /// refused without reading it, so the call never blocks). Either way nothing is loaded.
+    /// Entries of a kernel family this version does not tune (from a later version) are skipped
+    /// with a logged warning.
     pub fn load_tuning(&self, path: impl AsRef<Path>) -> Result<usize> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
         let corrupt = |detail: String| Error::TuningCorrupt { path: path.to_path_buf(), detail };
-        let doc: Value = serde_json::from_str(&text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        let text = read_limited(path)?;
+        let doc: Value = serde_json::from_slice(&text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
         if doc.get("format").and_then(Value::as_str) != Some(FORMAT) {
             return Err(corrupt(format!("its `format` is not \"{FORMAT}\"")));
         }
@@ -72,10 +103,20 @@ impl Gpu {
             return Err(mismatch(format!("it was measured on {found}, this device is {here}")));
         }
         let list = doc.get("entries").and_then(Value::as_array).ok_or_else(|| corrupt("no `entries` list".into()))?;
+        if list.len() > MAX_TUNING_ENTRIES {
+            return Err(corrupt(format!("it has {} entries; at most {MAX_TUNING_ENTRIES} are read", list.len())));
+        }
         let mut entries = Vec::with_capacity(list.len());
+        // Each class once: two choices for one class would make the result depend on order.
+        let mut seen = HashMap::with_capacity(list.len());
         for (i, e) in list.iter().enumerate() {
             match parse_entry(e).map_err(|d| corrupt(format!("entry {i}: {d}")))? {
-                Some(entry) => entries.push(entry),
+                Some(entry) => {
+                    if let Some(first) = seen.insert(entry.0, i) {
+                        return Err(corrupt(format!("entry {i} repeats the class of entry {first}")));
+                    }
+                    entries.push(entry)
+                }
                 None => log::warn!(
                     "int8-wgpu: {}: entry {i} is of a kernel family this version does not tune; skipped",
                     path.display()
@@ -124,9 +165,9 @@ fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneKey, LinearVariant)
     let class_of = |name: &str| {
         e.get(name)
             .and_then(Value::as_u64)
+            .filter(|c| c.is_power_of_two() && *c <= MAX_CLASS)
             .and_then(|c| usize::try_from(c).ok())
-            .filter(|c| c.is_power_of_two())
-            .ok_or_else(|| format!("`{name}` is not a power of two"))
+            .ok_or_else(|| format!("`{name}` is not a power of two from 1 to 2^32"))
     };
     let family = match str_of("family")? {
         LINEAR_FAMILY => LINEAR_FAMILY,
@@ -149,14 +190,51 @@ fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneKey, LinearVariant)
     if variant.int8_activations() != (family == LINEAR_A8_FAMILY) {
         return Err(format!("`{variant}` is not a variant of the `{family}` family"));
     }
+    let (in_class, out_class) = (class_of("in_class")?, class_of("out_class")?);
+    // in · out < 2^32, and each class is below twice its dimension.
+    if (in_class as u64).saturating_mul(out_class as u64) > 2 * MAX_CLASS {
+        return Err(format!(
+            "no weight of fewer than 2^32 elements has `in_class` {in_class} and `out_class` {out_class}"
+        ));
+    }
     let key = TuneKey {
         family,
         activation,
-        in_class: class_of("in_class")?,
-        out_class: class_of("out_class")?,
+        in_class,
+        out_class,
         rows,
         grouped: bool_of("grouped")?,
         zero_point: bool_of("zero_point")?,
     };
     Ok(Some((key, variant)))
+}
+
+/// Writes `bytes` to a new file at `path` (never one that exists) and flushes it to disk.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io("creating", path, e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| Error::io("writing", path, e))
+}
+
+/// Reads a tuning file: a regular file (opened without blocking) of at most [`MAX_FILE_BYTES`].
+fn read_limited(path: &Path) -> Result<Vec<u8>> {
+    let corrupt = |detail: String| Error::TuningCorrupt { path: path.to_path_buf(), detail };
+    let (file, len) = open_regular(path).map_err(|e| match e {
+        Error::NotRegularFile { kind, .. } => corrupt(format!("it is {kind}, not a regular file")),
+        e => e,
+    })?;
+    let too_large = |size: u64| corrupt(format!("it is {size} bytes; tuning files are at most {MAX_FILE_BYTES}"));
+    if len > MAX_FILE_BYTES {
+        return Err(too_large(len));
+    }
+    // The file may grow while it is read: read one byte past the limit at most.
+    let mut text = Vec::with_capacity(len as usize);
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut text).map_err(|e| Error::io("reading", path, e))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
 }

@@ -6,7 +6,8 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{CONFIG_FILE, INDEX_FILE, file_kind};
+use crate::checkpoint::{CONFIG_FILE, INDEX_FILE};
+use crate::regular_file::file_kind;
 use crate::{Error, Result};
 
 /// File extensions of weight formats that are not copied into the output (they would carry the

@@ -124,7 +124,8 @@ pub fn linear_a8<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>, a
 /// Returns the outputs and, per output, the magnitude its f32 rounding errors scale with:
 /// `|s_x| · |s_w| · Σ |q_x q_w| + Σ_outlier |x · s_w q_w| + |bias|`. The difference to the
 /// unquantized `x · Wᵀ` is the quantization error, which is what a quality comparison
-/// measures; this oracle measures the arithmetic.
+/// measures; this oracle measures the arithmetic. It refuses what [`linear_a8`] refuses: a NaN
+/// or infinite activation or bias is an [`Error::NonFinite`].
 pub fn linear_a8_f64<T: Element>(
     x: &[T],
     w: &QuantizedTensor,
@@ -133,6 +134,10 @@ pub fn linear_a8_f64<T: Element>(
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     check_int8_weight(w)?;
     let (m, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
+    // The same refusals as `linear_a8`: an oracle that answers NaN would hide them.
+    if let Some(b) = bias {
+        check_finite(b, &[n], "bias")?;
+    }
     let qa = quantize_activations(x, k, act)?;
     let q = w.values();
     let (mut y, mut mag) = (Vec::with_capacity(m * n), Vec::with_capacity(m * n));
@@ -164,6 +169,7 @@ pub fn linear_a8_f64<T: Element>(
 mod tests {
     use super::*;
     use crate::Granularity;
+    use half::f16;
 
     fn per_row(values: Vec<i8>, scales: Vec<f32>, shape: [usize; 2]) -> QuantizedTensor {
         QuantizedTensor::new(&shape, QuantScheme::symmetric(Granularity::PerChannel { axis: 0 }), values, scales, None)
@@ -232,6 +238,25 @@ mod tests {
         assert!(matches!(r, Err(Error::Overflow { .. })), "{r:?}");
         let r = linear_a8(&[f32::NAN; 4], &w, None, ActivationQuant::per_token());
         assert!(matches!(r, Err(Error::NonFinite { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn the_f64_oracle_refuses_what_linear_a8_refuses() {
+        let w = per_row(vec![1, -2, 3, 4], vec![0.5, 0.25], [2, 2]);
+        let x = [f16::from_f32(1.0), f16::from_f32(2.0)];
+        let act = ActivationQuant::per_token();
+        // 1e30 becomes inf in f16.
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30] {
+            let b = [f16::from_f32(0.5), f16::from_f32(bad)];
+            let exact = linear_a8(&x, &w, Some(&b), act).map(|_| ());
+            let oracle = linear_a8_f64(&x, &w, Some(&b), act).map(|_| ());
+            for r in [exact, oracle] {
+                assert!(matches!(&r, Err(Error::NonFinite { what, index: 1, .. }) if what == "bias"), "{bad}: {r:?}");
+            }
+            let xb = [f16::from_f32(1.0), f16::from_f32(bad)];
+            let r = linear_a8_f64(&xb, &w, None, act).map(|_| ());
+            assert!(matches!(r, Err(Error::NonFinite { index: 1, .. })), "{bad}: {r:?}");
+        }
     }
 
     #[test]

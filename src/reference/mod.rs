@@ -91,13 +91,13 @@ pub fn quantize<T: Element>(x: &[T], shape: &[usize], scheme: QuantScheme) -> Re
         match scheme.mode {
             Mode::Symmetric => scales.push(symmetric_scale(hi.max(-lo))),
             Mode::Asymmetric => {
-                let (s, z) = asymmetric_params(lo, hi).ok_or(Error::RangeOverflow { param: p })?;
+                let (s, z) = asymmetric_params(lo, hi).ok_or(Error::RangeOverflow { param: p, symmetric: false })?;
                 scales.push(s);
                 zps.push(z);
             }
         }
         if scales[p] > max_scale(scheme.mode) {
-            return Err(Error::RangeOverflow { param: p });
+            return Err(Error::RangeOverflow { param: p, symmetric: scheme.mode == Mode::Symmetric });
         }
     }
     let zps = scheme.has_zero_point().then_some(zps);
@@ -197,9 +197,15 @@ pub fn linear<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) -> R
 /// Returns the outputs and, per output, `Σ_k |x[m,k]| · s · (|q[n,k]| + |z|) + |bias[n]|`: the
 /// scale of the rounding error the factored f32 formula may make, since its two sums
 /// `Σ x·q` and `z·Σ x` can cancel (tests derive their tolerances from it; for symmetric
-/// schemes it is `Σ |x·w|`).
+/// schemes it is `Σ |x·w|`). A NaN or infinite activation or bias is an
+/// [`Error::NonFinite`], as in [`linear`].
 pub fn linear_f64<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) -> Result<(Vec<f64>, Vec<f64>)> {
-    let (_, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
+    let (m, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
+    // The same refusals as `linear`: an oracle that answers NaN would hide them.
+    check_finite(x, &[m, k], "activation")?;
+    if let Some(b) = bias {
+        check_finite(b, &[n], "bias")?;
+    }
     let l: ParamLayout = w.layout();
     // (dequantized weight, its error-scale s·(|q| + |z|)) per element
     let wd: Vec<(f64, f64)> = (0..w.numel())
@@ -231,6 +237,7 @@ pub fn linear_f64<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>) 
 mod tests {
     use super::*;
     use crate::Granularity;
+    use half::f16;
 
     #[test]
     fn ties_round_to_even() {
@@ -262,6 +269,23 @@ mod tests {
         let (s, z) = asymmetric_params(0.0, 2e-36).unwrap();
         assert!((2e-36f32 / 255.0).is_subnormal() && s.is_normal());
         assert_eq!((s, z), (2e-36 / 127.0, 0));
+    }
+
+    #[test]
+    fn the_f64_oracle_refuses_what_linear_refuses() {
+        let w = quantize(&[1.0f32, -2.0, 0.5, 0.25], &[2, 2], QuantScheme::default()).unwrap();
+        let x = [f16::from_f32(1.0), f16::from_f32(2.0)];
+        // 1e30 becomes inf in f16.
+        for bad in [f32::NAN, f32::INFINITY, 1e30] {
+            let b = [f16::from_f32(0.5), f16::from_f32(bad)];
+            for r in [linear(&x, &w, Some(&b)).map(|_| ()), linear_f64(&x, &w, Some(&b)).map(|_| ())] {
+                assert!(matches!(&r, Err(Error::NonFinite { what, index: 1, .. }) if what == "bias"), "{bad}: {r:?}");
+            }
+            let xb = [f16::from_f32(1.0), f16::from_f32(bad)];
+            for r in [linear(&xb, &w, None).map(|_| ()), linear_f64(&xb, &w, None).map(|_| ())] {
+                assert!(matches!(&r, Err(Error::NonFinite { what, index: 1, .. }) if what == "activation"), "{r:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! Opening a checkpoint's files: only regular files (or links to them), and never blocking, so a
-//! FIFO, socket or device put in a file's place is an error rather than a hang.
+//! Opening the files the library reads (a checkpoint's files, tuning files): only regular files
+//! (or links to them), and never blocking, so a FIFO, socket or device put in a file's place is
+//! an error rather than a hang.
 
 use std::fs;
 use std::path::Path;
 
 use crate::{Error, Result};
 
-/// Opens a file of the checkpoint for reading, with its length; anything but a regular file (or
+/// Opens a file for reading, with its length; anything but a regular file (or
 /// a link to one) is an error.
 ///
 /// Opening a FIFO for reading blocks until a writer appears, so the type is checked before
