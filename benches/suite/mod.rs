@@ -6,7 +6,8 @@
 //! W8A16-bf16; symmetric per channel, per group 128, asymmetric per channel). The default is a
 //! quick subset that finishes in minutes on a software rasterizer. `INT8_BENCH_CPU_ROWS=N` times
 //! the CPU reference only up to N activation rows; `INT8_BENCH_ONLY=linear`, `=quantize` or `=a8`
-//! runs one section; `INT8_BENCH_ROUNDS=N` sets the interleaved rounds each median is taken over.
+//! runs one section; `INT8_BENCH_ROWS=1,8` only those activation row counts; `INT8_BENCH_ROUNDS=N`
+//! sets the interleaved rounds each median is taken over.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
@@ -51,13 +52,21 @@ pub fn section(name: &str) -> bool {
     std::env::var("INT8_BENCH_ONLY").map_or(true, |v| v == name)
 }
 
+/// `INT8_BENCH_ROWS=1,8`: only these activation row counts (one cell of a table can then be
+/// rerun in minutes).
+fn rows_override() -> Option<Vec<usize>> {
+    let v = std::env::var("INT8_BENCH_ROWS").ok()?;
+    let rows: Vec<usize> = v.split(',').filter_map(|r| r.trim().parse().ok()).filter(|&r| r > 0).collect();
+    (!rows.is_empty()).then_some(rows)
+}
+
 pub fn rows() -> Vec<usize> {
-    if full() { vec![1, 4, 8, 32, 128, 512] } else { vec![1, 8, 32, 128] }
+    rows_override().unwrap_or_else(|| if full() { vec![1, 4, 8, 32, 128, 512] } else { vec![1, 8, 32, 128] })
 }
 
 /// Activation rows of the int8-activation benches (W8A8, LLM.int8()).
 pub fn a8_rows() -> Vec<usize> {
-    if full() { vec![1, 8, 32, 128, 512] } else { vec![1, 8, 64, 512] }
+    rows_override().unwrap_or_else(|| if full() { vec![1, 8, 32, 128, 512] } else { vec![1, 8, 64, 512] })
 }
 
 /// Outlier columns LLM.int8() is benched with.
