@@ -1,5 +1,6 @@
 //! Prints the benchmark matrix (the same cases as `cargo bench`) as markdown tables: the
-//! device's read limit (the fastest of several read-only kernels), then int8 GEMV/GEMM against
+//! device's read limit (the fastest round of several read-only kernels over several rounds,
+//! with its spread), then int8 GEMV/GEMM against
 //! that limit, the simple kernel of issue 12 (checked against the reference first), the dense f32
 //! GPU layer of the same design, the single-threaded CPU reference and
 //! candle's Q8_0 `QMatMul` on all cores, plus GPU vs CPU quantization, and the int8-activation
@@ -15,7 +16,7 @@ mod suite;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemvA8, SimpleQuantize};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadLimit, ReadLimitEstimate, SimpleGemvA8, SimpleQuantize};
 use int8_wgpu::{ActivationQuant, DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedLinear, reference};
 use suite::{Measured, Probe};
 
@@ -55,42 +56,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
     let gpu = &devices.auto;
     println!(
-        "Read limit: every read-only kernel over the weight's bytes, interleaved; GB/s of the median round (slowest-fastest round in brackets). `**` marks the fastest, the limit the kernels below are measured against.\n"
+        "Read limit: every read-only kernel over the weight's bytes, interleaved, {} rounds; GB/s of the fastest, median and slowest round. A busy machine only slows a read, so the limit is the fastest round of any kernel (`**`); `of the limit` = each kernel's fastest round against it.\n",
+        suite::read_limit_rounds()
     );
-    println!("| [out, in] | MiB | read kernel | timer | GB/s | of the limit |");
-    println!("|---|---|---|---|---|---|");
-    let mut limits: HashMap<suite::Shape, (ReadLimit, ReadKernel)> = HashMap::new();
+    println!("| [out, in] | MiB | read kernel | timer | GB/s fastest | median | slowest | of the limit |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut limits: HashMap<suite::Shape, (ReadLimit, ReadLimitEstimate)> = HashMap::new();
     for shape in suite::shapes() {
         let bytes = suite::weight_bytes(shape);
-        let (limit, measured, best) = suite::read_limit(gpu, bytes, MIN);
-        let best_gbs = limit.gb_per_s(measured[best].1.median);
-        for (i, (kernel, m)) in measured.iter().enumerate() {
-            let star = if i == best { "**" } else { "" };
+        let (limit, measured, estimate) = suite::read_limit(gpu, bytes, MIN);
+        for (kernel, m) in &measured {
+            let star = if *kernel == estimate.kernel { "**" } else { "" };
             println!(
-                "| [{}, {}] | {:.1} | {star}{}{star} | {} | {:.2} ({:.2}-{:.2}) | {:.0}% |",
+                "| [{}, {}] | {:.1} | {star}{}{star} | {} | {:.2} | {:.2} | {:.2} | {:.0}% |",
                 shape.0,
                 shape.1,
                 bytes as f64 / (1 << 20) as f64,
                 kernel.name(),
                 m.source,
+                limit.gb_per_s(m.min),
                 limit.gb_per_s(m.median),
                 limit.gb_per_s(m.max),
-                limit.gb_per_s(m.min),
-                100.0 * limit.gb_per_s(m.median) / best_gbs,
+                100.0 * limit.gb_per_s(m.min) / estimate.gb_per_s,
             );
         }
-        limits.insert(shape, (limit, measured[best].0));
+        limits.insert(shape, (limit, estimate));
     }
 
     println!(
-        "\ntimer: `ts` = GPU timestamps around one pass of many dispatches (kernel time); `wall` = wall clock of one submission of many dispatches. Above 8 rows both paths are measured: the tiled GEMM and passes of the 8-row GEMV; `*` marks the one the library picks on this adapter. Each row's figures are medians of one interleaved set (every kernel, the read limit's fastest kernel, the simple kernel per dtype, the dense layer, the CPU reference and candle, in turn). `read limit` = that fastest read kernel, re-measured in the set; `kernel/limit` = weight GB/s / read limit GB/s. `simple µs` = issue 12's simple kernel (4 weight rows per invocation, u32 loads, `unpack4xI8`, f32 accumulate; above one activation row, 8 rows at a time inside the word loop, each with its accumulators, so each weight word is read once per 8 rows; shaders/bench/simple_gemv.wgsl) on the row's dtype, checked against the CPU reference before timing; `pick/simple` = int8 GPU µs / simple µs (below 1, the library's kernel is faster). `vs rows` = M x the 1-row GEMV time (the layer called row by row) / this time. `candle Q8_0` = candle-core's quantized `QMatMul` (f32 activations, all cores); `GPU/candle` and `ref/candle` are time ratios: above 1, candle is faster.\n"
+        "\ntimer: `ts` = GPU timestamps around one pass of many dispatches (kernel time); `wall` = wall clock of one submission of many dispatches. Above 8 rows both paths are measured: the tiled GEMM and passes of the 8-row GEMV; `*` marks the one the library picks on this adapter. Each row's figures are medians of one interleaved set (every kernel, the read limit's fastest kernel, the simple kernel per dtype, the dense layer, the CPU reference and candle, in turn). `read limit GB/s` = the fastest round of the read-limit table above or of that table's fastest kernel re-measured in the set, whichever is faster, and in brackets the in-set rounds' slowest/median/fastest GB/s (a spread far below the limit: the machine was busy); `kernel/limit` = the kernel's median weight GB/s / that read limit. `simple µs` = issue 12's simple kernel (4 weight rows per invocation, u32 loads, `unpack4xI8`, f32 accumulate; above one activation row, 8 rows at a time inside the word loop, each with its accumulators, so each weight word is read once per 8 rows; shaders/bench/simple_gemv.wgsl) on the row's dtype, checked against the CPU reference before timing; `pick/simple` = int8 GPU µs / simple µs (below 1, the library's kernel is faster). `vs rows` = M x the 1-row GEMV time (the layer called row by row) / this time. `candle Q8_0` = candle-core's quantized `QMatMul` (f32 activations, all cores); `GPU/candle` and `ref/candle` are time ratios: above 1, candle is faster.\n"
     );
     println!(
         "| kernel | [out, in] | M | act | scheme | int8 GPU µs | timer | weight GB/s | GFLOP/s | read limit GB/s | kernel/limit | simple µs | pick/simple | dense f32 GPU µs | int8 vs dense | vs rows | CPU ref µs | candle Q8_0 µs | GPU/candle | ref/candle |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for shape in suite::shapes() {
-        let (limit, best) = &limits[&shape];
+        let (limit, estimate) = &limits[&shape];
         for (sname, scheme) in suite::schemes() {
             let layer = suite::Layer::new(shape, scheme);
             let candle = suite::Candle::new(&layer);
@@ -127,7 +128,7 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
                 // One interleaved set: limit, candle, [ref], [simple per dtype], then per path dense
                 // and each dtype.
                 let mut probes = vec![
-                    Probe::gpu(|n| limit.time(*best, n).expect("read limit")),
+                    Probe::gpu(|n| limit.time(estimate.kernel, n).expect("read limit")),
                     Probe::cpu(|| drop(candle.forward(&cx))),
                 ];
                 let cpu = m <= suite::cpu_rows();
@@ -148,6 +149,9 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 let t = suite::measure(MIN, &mut probes);
                 drop(probes);
+                // The in-set read kernel can only have come out slower than the device reads.
+                let in_set = [t[0].max, t[0].median, t[0].min].map(|d| limit.gb_per_s(d));
+                let limit_gbs = estimate.gb_per_s.max(in_set[2]);
                 let mut at = first_simple;
                 let simple_t: HashMap<DType, Duration> = if simple.is_some() {
                     suite::dtypes().into_iter().zip(&t[at..]).map(|(dt, m)| (dt, m.median)).collect()
@@ -157,7 +161,8 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
                 at += simple_t.len();
                 for (path, _, picked) in &run {
                     let y = Yardsticks {
-                        limit_gbs: limit.gb_per_s(t[0].median),
+                        limit_gbs,
+                        in_set,
                         simple: simple_t.clone(),
                         dense: t[at].median,
                         reference: cpu.then(|| t[2].median),
@@ -178,7 +183,10 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
 
 /// The figures of one interleaved set that every row of the set shares.
 struct Yardsticks {
+    /// The read limit (GB/s) the row is measured against.
     limit_gbs: f64,
+    /// The read kernel's slowest, median and fastest round in this set, GB/s.
+    in_set: [f64; 3],
     /// The simple kernel per activation dtype (none for schemes it does not take).
     simple: HashMap<DType, Duration>,
     dense: Duration,
@@ -214,7 +222,7 @@ fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
         .reference
         .map_or(("-".into(), "-".into()), |c| (format!("{:.1}", us(c)), format!("{:.1}x", c.as_secs_f64() / candle)));
     println!(
-        "| {path}{} | [{}, {}] | {m} | {dtype} | {scheme} | {:.1} | {} | {gbs:.2} | {:.2} | {:.2} | {:.0}% | {simple} | {pick_simple} | {:.1} | {:.2}x | {rows} | {reference} | {:.1} | {:.1}x | {ref_candle} |",
+        "| {path}{} | [{}, {}] | {m} | {dtype} | {scheme} | {:.1} | {} | {gbs:.2} | {:.2} | {:.2} ({:.2}/{:.2}/{:.2}) | {:.0}% | {simple} | {pick_simple} | {:.1} | {:.2}x | {rows} | {reference} | {:.1} | {:.1}x | {ref_candle} |",
         if picked { "*" } else { "" },
         layer.shape.0,
         layer.shape.1,
@@ -222,6 +230,9 @@ fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
         int8.source,
         layer.flops(m) / s / 1e9,
         y.limit_gbs,
+        y.in_set[0],
+        y.in_set[1],
+        y.in_set[2],
         100.0 * gbs / y.limit_gbs,
         us(y.dense),
         y.dense.as_secs_f64() / s,

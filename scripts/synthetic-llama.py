@@ -3,9 +3,16 @@
 
     scripts/synthetic-llama.py build [DIR]     writes the checkpoint (default below)
     scripts/synthetic-llama.py compare [DIR] [--gpu] [--rounds=N]
-        times `int8-wgpu quantize --cpu` on it (and on the GPU with --gpu), with and without
-        --eval-rows 0, and llmcompressor's data-free W8A16 when it is installed; N rounds (3),
-        each running every configuration in turn; best and median wall time, peak RSS
+        times `int8-wgpu quantize --cpu --group-size 128` on it (and on the GPU with --gpu),
+        with and without --eval-rows 0, and llmcompressor's data-free W8A16 when it is
+        installed; N rounds (3), each running every configuration in turn; best and median wall
+        time, peak RSS; then how the two outputs' scales and ints differ
+
+The job is the same on both sides: llmcompressor's `W8A16` preset (compressed-tensors'
+`_int_wnam(8)`) is symmetric int8 in groups of 128 inputs, so int8-wgpu runs `--group-size 128`
+(its default is one scale per output row). The two still differ by design: int8-wgpu's scale is
+absmax / 127 in f32, rounded to the checkpoint's bf16 to nearest even; compressed-tensors'
+is absmax / 127.5, computed in the weight's dtype.
 
 The checkpoint is built here, from a fixed seed, with no download: 18 decoder layers of hidden
 size 1536 (12 heads, 4 KV heads of 128), MLP 4096, vocabulary 28000, an untied lm_head; 539 M
@@ -144,6 +151,64 @@ def timed(cmd):
     return wall, rss
 
 
+def read_safetensors(folder):
+    """{name: (dtype, shape, bytes)} over every .safetensors file of a folder (numpy only)."""
+    out = {}
+    for fname in sorted(os.listdir(folder)):
+        if not fname.endswith(".safetensors"):
+            continue
+        with open(os.path.join(folder, fname), "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+            data = f.read()
+        for name, t in header.items():
+            if name != "__metadata__":
+                a, b = t["data_offsets"]
+                out[name] = (t["dtype"], t["shape"], data[a:b])
+    return out
+
+
+def layer_ints(tensors, prefix):
+    """The int8 weight of layer `prefix`: from `weight_packed` (I32 words of four offset-binary
+    bytes, element 4i+j in byte j) or a plain I8 `weight`."""
+    if prefix + ".weight_packed" in tensors:
+        raw = tensors[prefix + ".weight_packed"][2]
+        out, inp = (int(v) for v in np.frombuffer(tensors[prefix + ".weight_shape"][2], "<i8"))
+        return (np.frombuffer(raw, np.uint8).astype(np.int16) - 128).reshape(out, -1)[:, :inp].astype(np.int8)
+    dtype, shape, raw = tensors[prefix + ".weight"]
+    if dtype != "I8":
+        sys.exit(f"{prefix}.weight is {dtype}, not a quantized layer")
+    return np.frombuffer(raw, np.int8).reshape(shape)
+
+
+def compare_outputs(ours_dir, theirs_dir):
+    """How two W8A16 outputs of the same job differ: bf16 scales in ulps (bit patterns of
+    positive bf16 values are ordered, so their difference counts ulps) and ints."""
+    ours, theirs = read_safetensors(ours_dir), read_safetensors(theirs_dir)
+    layers = sorted(n[: -len(".weight_scale")] for n in ours if n.endswith(".weight_scale"))
+    ulps, ints, groups, values, theirs_below = {}, {}, 0, 0, 0
+    for p in layers:
+        if p + ".weight_scale" not in theirs:
+            sys.exit(f"llmcompressor's output has no {p}.weight_scale")
+        a, b = (np.frombuffer(t[p + ".weight_scale"][2], "<u2").astype(np.int32) for t in (ours, theirs))
+        if ours[p + ".weight_scale"][0] != "BF16" or theirs[p + ".weight_scale"][0] != "BF16" or a.shape != b.shape:
+            sys.exit(f"{p}: scales are not both bf16 of one shape")
+        for d, c in zip(*np.unique(b - a, return_counts=True)):
+            ulps[int(d)] = ulps.get(int(d), 0) + int(c)
+        theirs_below += int((b < a).sum())
+        groups += a.size
+        qa, qb = layer_ints(ours, p), layer_ints(theirs, p)
+        for d, c in zip(*np.unique(qb.astype(np.int16) - qa.astype(np.int16), return_counts=True)):
+            ints[int(d)] = ints.get(int(d), 0) + int(c)
+        values += qa.size
+    print(f"Outputs compared over {len(layers)} layers, {groups} scale groups, {values} ints:")
+    print("  bf16 scale, llmcompressor's minus int8-wgpu's, in ulps: "
+          + ", ".join(f"{d:+d}: {100 * c / groups:.2f} %" for d, c in sorted(ulps.items()))
+          + f" (llmcompressor's below in {100 * theirs_below / groups:.2f} % of groups)")
+    print("  ints, llmcompressor's minus int8-wgpu's: "
+          + ", ".join(f"{d:+d}: {100 * c / values:.3f} %" for d, c in sorted(ints.items())))
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -178,20 +243,24 @@ def compare(folder, gpu, rounds):
     with open(script, "w") as f:
         f.write(LLMCOMPRESSOR)
     runs = {}
+    # llmcompressor's W8A16 job: symmetric, groups of 128.
+    job = ["--group-size", "128"]
     for b in [["--cpu"]] + ([["--gpu"]] if gpu else []):
         for extra in [[], ["--eval-rows", "0"]]:
-            label = " ".join(["int8-wgpu quantize"] + b + extra)
-            runs[label] = [exe, "quantize", folder, os.path.join(out, "q")] + b + extra
+            label = " ".join(["int8-wgpu quantize"] + b + job + extra)
+            runs[label] = [exe, "quantize", folder, os.path.join(out, "q")] + b + job + extra
+    outputs = {label: os.path.join(out, "q") for label in runs}
     if llmcompressor:
         runs["llmcompressor W8A16 oneshot + save_pretrained"] = [sys.executable, script, folder, os.path.join(out, "llmc")]
+        outputs["llmcompressor W8A16 oneshot + save_pretrained"] = os.path.join(out, "llmc")
     try:
         print(f"load average before: {loadavg()}", flush=True)
         results = {label: [] for label in runs}
         for _ in range(rounds):
             for label, cmd in runs.items():
-                # Each run starts alike: no output to replace, no other run's writes pending.
-                for d in ("q", "llmc"):
-                    shutil.rmtree(os.path.join(out, d), ignore_errors=True)
+                # Each run starts alike: no output of its own to replace, no other run's writes
+                # pending. The last outputs of each side stay, to be compared below.
+                shutil.rmtree(outputs[label], ignore_errors=True)
                 os.sync()
                 results[label].append(timed(cmd))
         print(f"load average after: {loadavg()}")
@@ -200,14 +269,15 @@ def compare(folder, gpu, rounds):
             walls = sorted(w for w, _ in r)
             print(f"| {label} | {walls[0]:.2f} s | {walls[len(walls) // 2]:.2f} s | {max(m for _, m in r):.2f} GB |")
         if llmcompressor:
-            ours = sorted(w for w, _ in results["int8-wgpu quantize --cpu --eval-rows 0"])
+            ours = sorted(w for w, _ in results["int8-wgpu quantize --cpu --group-size 128 --eval-rows 0"])
             theirs = sorted(w for w, _ in results["llmcompressor W8A16 oneshot + save_pretrained"])
-            print(f"llmcompressor / int8-wgpu --cpu --eval-rows 0: {theirs[0] / ours[0]:.1f}x (best), "
+            print(f"llmcompressor / int8-wgpu --cpu --group-size 128 --eval-rows 0: {theirs[0] / ours[0]:.1f}x (best), "
                   f"{theirs[len(theirs) // 2] / ours[len(ours) // 2]:.1f}x (median)")
             # What llmcompressor wrote, read back by int8-wgpu.
             r = subprocess.run([exe, "inspect", os.path.join(out, "llmc")], capture_output=True, text=True)
             lines = [l for l in r.stdout.splitlines() if "quantized linear layers" in l]
             print(f"llmcompressor's output, by int8-wgpu inspect: {lines[0] if lines else r.stderr.strip()}")
+            compare_outputs(os.path.join(out, "q"), os.path.join(out, "llmc"))
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -1,5 +1,5 @@
 // Shared by every kernel family: the host prepends this file to each family's source
-// (src/gpu/shaders.rs). It holds the numeric contract that src/reference.rs keeps on the CPU:
+// (src/gpu/shaders.rs). It holds the numeric contract that src/reference/mod.rs keeps on the CPU:
 // the same f32 operations in the same order, so ints and scale bits agree exactly.
 
 // dtype of the float input (weights to quantize, or activations), and of the output.

@@ -61,7 +61,7 @@
 //! Round half to even everywhere; statistics, scales and accumulation in f32; the same f32
 //! operations in the same order on CPU and GPU, so quantized ints and scale bits are equal.
 //! Subnormal inputs count as zero; an all-zero block gets scale 1; the asymmetric range is
-//! widened to contain 0 so zero points stay in int8. See `DESIGN.md` and the README.
+//! widened to contain 0 so zero points stay in int8. See `ARCHITECTURE.md` and the README.
 //!
 //! ## Why
 //!

@@ -44,7 +44,9 @@ fn read_kernels_read_every_byte_once() {
     for (gpu, bytes) in [(&default, 48), (&default, (5 << 16) + 4096 + 16), (&small, (7 << 16) + 160)] {
         let limit = ReadLimit::new(gpu, bytes).unwrap();
         let kernels = limit.kernels();
-        assert!(kernels.contains(&ReadKernel::Vec4Strided), "{kernels:?}");
+        for storage in [ReadKernel::Vec4Strided, ReadKernel::Vec4Blocked, ReadKernel::Vec4BlockedX4] {
+            assert!(kernels.contains(&storage), "{kernels:?}");
+        }
         if gpu.limits().max_uniform_buffer_binding_size >= 1 << 16 {
             assert!(kernels.contains(&ReadKernel::UniformWindows), "{kernels:?}");
         }
@@ -54,6 +56,31 @@ fn read_kernels_read_every_byte_once() {
             assert!(t.per_iter > std::time::Duration::ZERO && t.iters == 2, "{} {t:?}", kernel.name());
         }
     }
+}
+
+/// The limit is the fastest round of any pattern, with that pattern's median and slowest round,
+/// whatever the order of patterns and rounds; measured, it covers every pattern and its spread
+/// is ordered.
+#[test]
+fn read_limit_is_the_fastest_round_of_any_pattern() {
+    let gpu = gpu_or_skip!();
+    let limit = ReadLimit::new(&gpu, 1 << 20).unwrap();
+    let ms = std::time::Duration::from_millis;
+    // Vec4Blocked has the fastest single round (2 ms) though Vec4Strided's median is better.
+    let timings = vec![
+        (ReadKernel::Vec4Strided, vec![ms(4), ms(3), ms(3)]),
+        (ReadKernel::Vec4Blocked, vec![ms(9), ms(2), ms(8)]),
+        (ReadKernel::U32Strided, vec![]),
+    ];
+    let e = limit.estimate(&timings).unwrap();
+    let gbs = |d: std::time::Duration| (1u64 << 20) as f64 / d.as_secs_f64() / 1e9;
+    assert_eq!(e.kernel, ReadKernel::Vec4Blocked);
+    assert_eq!((e.gb_per_s, e.median, e.slowest, e.rounds), (gbs(ms(2)), gbs(ms(8)), gbs(ms(9)), 3));
+    assert!(limit.estimate(&[(ReadKernel::Vec4Strided, vec![])]).is_none());
+    let measured = limit.measure(2, 3).unwrap();
+    assert!(limit.kernels().contains(&measured.kernel) && measured.rounds == 3, "{measured:?}");
+    assert!(measured.gb_per_s >= measured.median && measured.median >= measured.slowest, "{measured:?}");
+    assert!(measured.slowest > 0.0 && measured.gb_per_s.is_finite(), "{measured:?}");
 }
 
 /// Activations `[m, k]` in `dtype` (rounded from f32).

@@ -6,14 +6,15 @@
 //! W8A16-bf16; symmetric per channel, per group 128, asymmetric per channel). The default is a
 //! quick subset that finishes in minutes on a software rasterizer. `INT8_BENCH_CPU_ROWS=N` times
 //! the CPU reference only up to N activation rows; `INT8_BENCH_ONLY=linear`, `=quantize` or `=a8`
-//! runs one section; `INT8_BENCH_ROUNDS=N` sets the interleaved rounds each median is taken over.
+//! runs one section; `INT8_BENCH_ROWS=1,8` only those activation row counts; `INT8_BENCH_ROUNDS=N`
+//! sets the interleaved rounds each median is taken over.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
 use candle_core::Module;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemv, Timing, TimingSource};
+use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, ReadLimitEstimate, SimpleGemv, Timing, TimingSource};
 use int8_wgpu::{
     ActivationQuant, DType, Error, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Granularity, QuantScheme,
     QuantizedLinear, QuantizedTensor, reference,
@@ -51,13 +52,21 @@ pub fn section(name: &str) -> bool {
     std::env::var("INT8_BENCH_ONLY").map_or(true, |v| v == name)
 }
 
+/// `INT8_BENCH_ROWS=1,8`: only these activation row counts (one cell of a table can then be
+/// rerun in minutes).
+fn rows_override() -> Option<Vec<usize>> {
+    let v = std::env::var("INT8_BENCH_ROWS").ok()?;
+    let rows: Vec<usize> = v.split(',').filter_map(|r| r.trim().parse().ok()).filter(|&r| r > 0).collect();
+    (!rows.is_empty()).then_some(rows)
+}
+
 pub fn rows() -> Vec<usize> {
-    if full() { vec![1, 4, 8, 32, 128, 512] } else { vec![1, 8, 32, 128] }
+    rows_override().unwrap_or_else(|| if full() { vec![1, 4, 8, 32, 128, 512] } else { vec![1, 8, 32, 128] })
 }
 
 /// Activation rows of the int8-activation benches (W8A8, LLM.int8()).
 pub fn a8_rows() -> Vec<usize> {
-    if full() { vec![1, 8, 32, 128, 512] } else { vec![1, 8, 64, 512] }
+    rows_override().unwrap_or_else(|| if full() { vec![1, 8, 32, 128, 512] } else { vec![1, 8, 64, 512] })
 }
 
 /// Outlier columns LLM.int8() is benched with.
@@ -218,6 +227,11 @@ pub struct Measured {
 /// median. Before the rounds, each probe runs once to warm up (drivers compile pipelines at the
 /// first dispatch) and is given the iteration count that makes one round last about `min`.
 pub fn measure(min: Duration, probes: &mut [Probe<'_>]) -> Vec<Measured> {
+    measure_rounds(min, probes, rounds()).into_iter().map(|(m, _)| m).collect()
+}
+
+/// [`measure`] over `rounds` rounds, with each probe's time of every round (in round order).
+pub fn measure_rounds(min: Duration, probes: &mut [Probe<'_>], rounds: usize) -> Vec<(Measured, Vec<Duration>)> {
     let iters: Vec<u32> = probes
         .iter_mut()
         .map(|p| {
@@ -228,7 +242,7 @@ pub fn measure(min: Duration, probes: &mut [Probe<'_>]) -> Vec<Measured> {
         .collect();
     let mut samples = vec![Vec::new(); probes.len()];
     let mut sources = vec![""; probes.len()];
-    for _ in 0..rounds() {
+    for _ in 0..rounds.max(1) {
         for (i, p) in probes.iter_mut().enumerate() {
             let (t, src) = (p.0)(iters[i]);
             samples[i].push(t);
@@ -238,9 +252,10 @@ pub fn measure(min: Duration, probes: &mut [Probe<'_>]) -> Vec<Measured> {
     samples
         .into_iter()
         .zip(sources)
-        .map(|(mut s, source)| {
+        .map(|(rounds, source)| {
+            let mut s = rounds.clone();
             s.sort();
-            Measured { median: s[s.len() / 2], min: s[0], max: s[s.len() - 1], source }
+            (Measured { median: s[s.len() / 2], min: s[0], max: s[s.len() - 1], source }, rounds)
         })
         .collect()
 }
@@ -264,18 +279,26 @@ pub fn source(t: &Timing) -> &'static str {
     }
 }
 
-/// The device's read limit for `bytes`: every read pattern measured interleaved, in
-/// [`ReadLimit::kernels`] order, and the index of the fastest.
-pub fn read_limit(gpu: &Gpu, bytes: u64, min: Duration) -> (ReadLimit, Vec<(ReadKernel, Measured)>, usize) {
+/// Rounds of the read limit's own measurement: at least 5, whatever [`rounds`] says, since its
+/// best round is the figure.
+pub fn read_limit_rounds() -> usize {
+    rounds().max(5)
+}
+
+/// The device's read limit for `bytes`: every read pattern measured interleaved over
+/// [`read_limit_rounds`] rounds, in [`ReadLimit::kernels`] order, and the estimate (the fastest
+/// round of any pattern, with that pattern's spread).
+pub fn read_limit(gpu: &Gpu, bytes: u64, min: Duration) -> (ReadLimit, Vec<(ReadKernel, Measured)>, ReadLimitEstimate) {
     let limit = ReadLimit::new(gpu, bytes).expect("read limit");
     let kernels = limit.kernels();
     let l = &limit;
     let mut probes: Vec<Probe> =
         kernels.iter().map(|&k| Probe::gpu(move |n| l.time(k, n).expect("read kernel"))).collect();
-    let measured = measure(min, &mut probes);
+    let measured = measure_rounds(min, &mut probes, read_limit_rounds());
     drop(probes);
-    let best = (0..measured.len()).min_by_key(|&i| measured[i].median).expect("a read kernel");
-    (limit, kernels.into_iter().zip(measured).collect(), best)
+    let timings: Vec<_> = kernels.iter().zip(&measured).map(|(&k, (_, rounds))| (k, rounds.clone())).collect();
+    let estimate = limit.estimate(&timings).expect("a read kernel");
+    (limit, kernels.into_iter().zip(measured.into_iter().map(|(m, _)| m)).collect(), estimate)
 }
 
 /// The CPU yardstick a user without a GPU would run: candle's Q8_0 `QMatMul` (blocks of 32

@@ -1,7 +1,8 @@
 //! Measuring tools for the benches (feature `bench`): not part of the library's product API.
 //!
-//! - [`ReadLimit`]: the device's read limit, the fastest of several read-only kernels, which
-//!   the library's kernels are compared against;
+//! - [`ReadLimit`]: the device's read limit, the fastest round of several read-only kernels
+//!   over several rounds ([`ReadLimitEstimate`], with its spread), which the library's kernels
+//!   are compared against;
 //! - [`DenseLinear`]: the same GEMV/GEMM design with f32 weights (the "no quantization" layer);
 //! - [`SimpleGemv`]: the simple kernel of issue 12 (4 weight rows per invocation, nothing
 //!   clever), the best simple kernel that does the library's job, checked against the reference;
@@ -21,7 +22,7 @@ mod simple_gemv_a8;
 mod simple_quantize;
 
 pub use dense::DenseLinear;
-pub use read_limit::{ReadKernel, ReadLimit};
+pub use read_limit::{ReadKernel, ReadLimit, ReadLimitEstimate};
 pub use simple_gemv::SimpleGemv;
 pub use simple_gemv_a8::{SimpleA8Input, SimpleGemvA8};
 pub use simple_quantize::SimpleQuantize;

@@ -2,10 +2,10 @@
 //! the same run as the kernels they are a yardstick for.
 //!
 //! One read kernel is not the limit: which access pattern reads fastest depends on the device
-//! (and on a shared VM, on the day: one run measured the old single "roofline" kernel at 77 % of
-//! the best storage pattern and uniform windows faster still, a later one put it first; see
-//! `BENCHMARKS.md`). So [`ReadLimit`] offers every pattern of `shaders/bench/read_limit.wgsl` and
-//! the benches report the fastest, and which it was.
+//! (and on a shared VM, on the day). Nor is one timing: on a loaded machine a read comes out
+//! slow, never fast, and a limit that came out low makes every kernel look close to it. So the
+//! limit is the fastest round of every pattern of `shaders/bench/read_limit.wgsl` over several
+//! rounds ([`ReadLimit::estimate`]), quoted with that pattern's spread over the rounds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,9 @@ pub enum ReadKernel {
     Vec4X4,
     /// Storage buffer, a contiguous run of `vec4<u32>` per thread.
     Vec4Blocked,
+    /// Storage buffer, a contiguous run per thread read four neighbouring `vec4<u32>` (64
+    /// bytes) per step.
+    Vec4BlockedX4,
     /// Storage buffer, one `u32` per thread per step, grid-stride.
     U32Strided,
     /// Uniform buffer: 64 KiB windows bound one after another, one dispatch each.
@@ -44,10 +47,11 @@ pub enum ReadKernel {
 
 impl ReadKernel {
     /// Every pattern, in the order the benches print them.
-    pub const ALL: [ReadKernel; 5] = [
+    pub const ALL: [ReadKernel; 6] = [
         ReadKernel::Vec4Strided,
         ReadKernel::Vec4X4,
         ReadKernel::Vec4Blocked,
+        ReadKernel::Vec4BlockedX4,
         ReadKernel::U32Strided,
         ReadKernel::UniformWindows,
     ];
@@ -58,6 +62,7 @@ impl ReadKernel {
             ReadKernel::Vec4Strided => "storage vec4 strided",
             ReadKernel::Vec4X4 => "storage 4 x vec4 strided",
             ReadKernel::Vec4Blocked => "storage vec4 blocked",
+            ReadKernel::Vec4BlockedX4 => "storage 4 x vec4 blocked",
             ReadKernel::U32Strided => "storage u32 strided",
             ReadKernel::UniformWindows => "uniform 64 KiB windows",
         }
@@ -68,6 +73,7 @@ impl ReadKernel {
             ReadKernel::Vec4Strided => "vec4_strided",
             ReadKernel::Vec4X4 => "vec4_x4",
             ReadKernel::Vec4Blocked => "vec4_blocked",
+            ReadKernel::Vec4BlockedX4 => "vec4_blocked_x4",
             ReadKernel::U32Strided => "u32_strided",
             ReadKernel::UniformWindows => "uniform_windows",
         }
@@ -76,6 +82,21 @@ impl ReadKernel {
     fn uniform(self) -> bool {
         self == ReadKernel::UniformWindows
     }
+}
+
+/// The read limit taken from several timed rounds of every pattern ([`ReadLimit::estimate`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReadLimitEstimate {
+    /// The pattern whose fastest round was the fastest of all.
+    pub kernel: ReadKernel,
+    /// The limit: GB/s of that round.
+    pub gb_per_s: f64,
+    /// GB/s of the same pattern's median round.
+    pub median: f64,
+    /// GB/s of the same pattern's slowest round: far below the limit, the machine was busy.
+    pub slowest: f64,
+    /// Rounds of the pattern the figures are taken over.
+    pub rounds: usize,
 }
 
 /// A buffer of `bytes` pseudo-random bytes on the device and the read kernels over it (built
@@ -210,6 +231,38 @@ impl ReadLimit {
     /// Read bandwidth in GB/s of one iteration taking `per_iter`.
     pub fn gb_per_s(&self, per_iter: Duration) -> f64 {
         self.bytes as f64 / per_iter.as_secs_f64() / 1e9
+    }
+
+    /// The read limit from `timings`, each pattern's time per full read in each round: the
+    /// fastest round of any pattern, with that pattern's median and slowest round. `None`
+    /// without a timing.
+    pub fn estimate(&self, timings: &[(ReadKernel, Vec<Duration>)]) -> Option<ReadLimitEstimate> {
+        let (kernel, rounds) = timings
+            .iter()
+            .filter(|(_, t)| !t.is_empty())
+            .min_by_key(|(_, t)| t.iter().min().copied().unwrap_or(Duration::MAX))?;
+        let mut sorted = rounds.clone();
+        sorted.sort();
+        Some(ReadLimitEstimate {
+            kernel: *kernel,
+            gb_per_s: self.gb_per_s(sorted[0]),
+            median: self.gb_per_s(sorted[sorted.len() / 2]),
+            slowest: self.gb_per_s(sorted[sorted.len() - 1]),
+            rounds: sorted.len(),
+        })
+    }
+
+    /// Times every pattern [`ReadLimit::kernels`] offers for `rounds` rounds of `iters` reads
+    /// each, interleaved (so a busy spell weighs on all alike), and returns the estimate.
+    pub fn measure(&self, iters: u32, rounds: usize) -> Result<ReadLimitEstimate> {
+        let kernels = self.kernels();
+        let mut timings: Vec<(ReadKernel, Vec<Duration>)> = kernels.iter().map(|&k| (k, Vec::new())).collect();
+        for _ in 0..rounds.max(1) {
+            for (kernel, t) in &mut timings {
+                t.push(self.time(*kernel, iters)?.per_iter);
+            }
+        }
+        self.estimate(&timings).ok_or_else(|| Error::Gpu("no read kernel can run on this device".into()))
     }
 
     /// The pipeline and dispatches of one full read, and the sink it writes to.
