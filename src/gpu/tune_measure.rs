@@ -212,7 +212,7 @@ impl Gpu {
                 let Some(kernel) = kernel_of(self, w, dtype, variant) else { continue };
                 prepare_kernel(self, w, m, kernel, false).map(LayerPlan::Weight)
             };
-            // Candidates past a CPU adapter's loop limit (`check_cpu_loop_limit`) are not run.
+            // Candidates past a CPU adapter's loop limit (`check_cpu_loop_limit`, `a8_run`) are not run.
             let plan = match plan {
                 Err(Error::Unsupported(_)) => continue,
                 p => p?,
