@@ -132,7 +132,8 @@ fn an_overflowing_llm_int8_gemm_is_an_overflow() {
 }
 
 /// Item: W8A8 and LLM.int8() layers on long rows run on any number of rows with the library's
-/// own choice: 16-byte rows past 65536 inputs, word rows past 16384 and past 65536.
+/// own choice: 16-byte rows past 65536 inputs, word rows past 16384 and past 65536 (where even
+/// one row a pass of the word GEMV passes the limit).
 #[test]
 fn long_int8_activation_rows_run_on_several_rows() {
     let gpu = gpu_or_skip!();
@@ -144,6 +145,17 @@ fn long_int8_activation_rows_run_on_several_rows() {
     }
     // Word rows past 65536 inputs run on the GEMM there: no GEMV pass stays within the limit.
     assert!(!gpu.is_cpu_adapter() || (gpu.uses_int8_gemm(70004, 2) && !gpu.uses_int8_gemm(70000, 2)));
+}
+
+/// One row of more than 65536 inputs not a multiple of 16: the word GEMV passed the limit
+/// there (silently wrong before); the GEMM runs it on CPU adapters.
+#[test]
+fn one_long_word_row_is_exact() {
+    let gpu = gpu_or_skip!();
+    for k in [70004, 131068] {
+        check_exact::<f32>(&gpu, 5, k, 1, ActivationQuant::per_token());
+        check_exact::<f32>(&gpu, 5, k, 1, llm(0.25));
+    }
 }
 
 /// A GEMV that `GpuOptions::gemm_min_rows` keeps rows on and that cannot run them is refused

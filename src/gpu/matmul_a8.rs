@@ -8,7 +8,6 @@ use crate::gpu::TuneCase;
 use crate::gpu::act_quant::ActQuantPlan;
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::FamilyObjects;
-use crate::gpu::loop_limit::cpu_pass_rows;
 use crate::gpu::matmul::{Dispatch, WIDE_MIN_OUT, dispatch_params, upload_dispatches};
 use crate::gpu::matmul_a8_run::{A8Run, Chooser, a8_run};
 use crate::gpu::params::GEMV_MAX_ROWS;
@@ -97,11 +96,13 @@ pub(crate) fn a8_heuristic(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> Linea
 /// sixteen rows won every class), the integer products, not the accumulators, bound it there.
 fn a8_heuristic_gemv(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVariant {
     let (n, k) = (w.shape()[0], w.shape()[1]);
-    // Where four-row passes would have to serve fewer rows under llvmpipe's loop limit
-    // (`cpu_max_in`), sixteen weight rows keep them whole.
-    let rows = m.min(GEMV_MAX_ROWS);
-    let long = cpu_pass_rows(Kernel::A8Rows16, k, rows, false).is_none_or(|p| p < rows);
-    let wide = m >= A8_WIDE_MIN_ROWS && ((n > WIDE_MIN_OUT && k >= A8_WIDE_MIN_IN) || long);
+    // Beyond 65536 inputs sixteen weight rows won from 3 rows at any output count (W8A8 on
+    // lavapipe, `forward_host` wall time, two interleaved rounds, load 4-5: 26-47 / 92 ms
+    // against 40-56 / 117-135 ms in passes of the four-row kernel at [256, 81920] / [1024,
+    // 81920] with 8 rows, 26-39 against 34-42 ms with 5, even with 3; 2 rows keep four, 15-36
+    // against 20-44 ms at 81920 and 131072). It also needs no fewer rows per pass under
+    // llvmpipe's loop limit (`cpu_max_in`).
+    let wide = m >= A8_WIDE_MIN_ROWS && ((n > WIDE_MIN_OUT && k >= A8_WIDE_MIN_IN) || k > 65536);
     if k.is_multiple_of(16) && gpu.is_cpu_adapter() && wide {
         LinearVariant::Int8Rows16Wide
     } else if k.is_multiple_of(16) {
