@@ -10,7 +10,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use half::f16;
+use int8_wgpu::gpu::TuneOptions;
 use int8_wgpu::{
     ActivationQuant, DType, Element, Error, Gpu, GpuOptions, Granularity, QuantScheme, QuantizedLinear,
     QuantizedTensor, reference,
@@ -156,6 +159,22 @@ fn one_long_word_row_is_exact() {
         check_exact::<f32>(&gpu, 5, k, 1, ActivationQuant::per_token());
         check_exact::<f32>(&gpu, 5, k, 1, llm(0.25));
     }
+}
+
+/// Tuning a layer whose rows no GEMV can run on a CPU adapter times the GEMM the library runs
+/// there, and the tuned layer stays exact.
+#[test]
+fn tuning_long_word_rows_times_the_gemm() {
+    let _ = gpu_or_skip!();
+    let gpu = open(GpuOptions::default());
+    let k = 70004;
+    let q = exact_weights(3, k, 11);
+    let layer = QuantizedLinear::from_quantized::<f32>(&gpu, &q, None, DType::F32).unwrap();
+    let layer = layer.with_activation_quant(llm(0.25)).unwrap();
+    let quick = TuneOptions { rounds: 1, min_sample: Duration::from_micros(100), margin: 0.0 };
+    let report = layer.tune(&[2], &quick).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!report.results[0].candidates.is_empty());
+    check_exact::<f32>(&gpu, 3, k, 2, llm(0.25));
 }
 
 /// A GEMV that `GpuOptions::gemm_min_rows` keeps rows on and that cannot run them is refused
