@@ -357,13 +357,13 @@ fn a8_gemm_word(acc: array<vec4<i32>, 4>, xa: vec4<u32>, wb: vec4<u32>) -> array
 
 // The outlier columns' f32 sums of a GEMM thread's 4x4 outputs, [i][j] for pass row mb + i and
 // weight row rb + j (rows past either end repeat the last one; those sums are never stored):
-// store_a8's sum, in its order, but one loop over the columns for all sixteen outputs, as
-// outlier_sums does for the GEMVs (a loop per output passed llvmpipe's loop limit from 4096
-// outlier columns).
+// store_a8's sum, in its order, but one loop over the columns for all sixteen outputs, as in
+// outlier_sums (a loop per output passed llvmpipe's loop limit from about 4100 columns).
 fn gemm_outlier_sums(mb: u32, rb: u32) -> array<vec4<f32>, 4> {
     var f: array<vec4<f32>, 4>;
     let count = act[META_COUNT];
-    if count == 0u {
+    // A thread with no output to store (a tile past the pass's rows) skips the loop.
+    if count == 0u || mb >= p.m || rb >= p.rows {
         return f;
     }
     let lr = min(vec4<u32>(rb) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.rows - 1u));
@@ -395,7 +395,6 @@ fn gemm_outlier_sums(mb: u32, rb: u32) -> array<vec4<f32>, 4> {
 // weight rows lr with scales sw.
 fn gemm_outlier_entry(f: array<vec4<f32>, 4>, i: u32, lr: vec4<u32>, sw: vec4<f32>, xr: vec4<u32>) -> array<vec4<f32>, 4> {
     let c = act[META_LIST + i];
-    let q = vec4<f32>(f32(weight_q(lr.x, c)), f32(weight_q(lr.y, c)), f32(weight_q(lr.z, c)), f32(weight_q(lr.w, c)));
-    let wq = sw * q;
+    let wq = sw * vec4<f32>(f32(weight_q(lr.x, c)), f32(weight_q(lr.y, c)), f32(weight_q(lr.z, c)), f32(weight_q(lr.w, c)));
     return array<vec4<f32>, 4>(f[0] + load_x(xr.x + c) * wq, f[1] + load_x(xr.y + c) * wq, f[2] + load_x(xr.z + c) * wq, f[3] + load_x(xr.w + c) * wq);
 }
