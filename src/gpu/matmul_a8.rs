@@ -176,6 +176,7 @@ pub(crate) fn prepare_a8_kernel(
     prepare_a8_run(gpu, w, m, dtype, has_bias, act, run)
 }
 
+/// Plans `run`: its dispatches' parameters and the activation quantizer.
 fn prepare_a8_run(
     gpu: &Gpu,
     w: &GpuQuantizedTensor,
@@ -266,10 +267,13 @@ impl A8Prepared {
 }
 
 impl Gpu {
-    /// Whether an int8-activation layer (W8A8, LLM.int8()) of `in_features` inputs over `rows`
-    /// activation rows runs the tiled int8 GEMM (W8A8; an LLM.int8() layer may also take it on
-    /// a CPU adapter where its GEMV cannot, see `loop_limit`); otherwise the int8 GEMV, in
-    /// passes of up to [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
+    /// Whether a W8A8 layer of `in_features` inputs over `rows` activation rows runs the tiled
+    /// int8 GEMM: from [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows) or the
+    /// adapter's threshold on, and on CPU adapters where not even one-row passes of the int8 GEMV
+    /// stay within llvmpipe's loop limit (more than 65536 inputs not a multiple of 16);
+    /// otherwise the int8 GEMV, in passes of up to [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS)
+    /// rows. An LLM.int8() layer takes the GEMM there from 57345 such inputs (any column may
+    /// be an outlier).
     pub fn uses_int8_gemm(&self, in_features: usize, rows: usize) -> bool {
         if rows >= a8_gemm_min_rows(self, in_features) {
             return true;
