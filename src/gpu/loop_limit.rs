@@ -66,3 +66,36 @@ pub(crate) fn check_cpu_loop_limit(gpu: &Gpu, kernel: Kernel, k: usize, m: usize
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More rows per pass never reach further, nor do LLM.int8() layers than W8A8 ones: what
+    /// `cpu_pass_rows`' search from the most rows down relies on.
+    #[test]
+    fn more_rows_and_outliers_never_reach_further() {
+        let kernels = [Kernel::A8Rows, Kernel::A8Rows16, Kernel::A8Rows16Wide, Kernel::A8Gemm];
+        let reach = |k, p, o| cpu_max_in(k, p, o).unwrap_or(usize::MAX);
+        for kernel in kernels {
+            for p in 1..8 {
+                for o in [false, true] {
+                    assert!(reach(kernel, p + 1, o) <= reach(kernel, p, o), "{kernel:?} {p} {o}");
+                }
+                assert!(reach(kernel, p, true) <= reach(kernel, p, false), "{kernel:?} {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn passes_serve_the_most_rows_that_fit() {
+        assert_eq!(cpu_pass_rows(Kernel::A8Rows16, 131072, 8, false), Some(4));
+        assert_eq!(cpu_pass_rows(Kernel::A8Rows16, 131072, 8, true), Some(1));
+        assert_eq!(cpu_pass_rows(Kernel::A8Rows16, 65536, 8, true), Some(8));
+        assert_eq!(cpu_pass_rows(Kernel::A8Rows, 16388, 8, true), Some(8));
+        assert_eq!(cpu_pass_rows(Kernel::A8Rows, 40004, 8, false), Some(4));
+        assert_eq!(cpu_pass_rows(Kernel::A8Rows, 70004, 8, false), None);
+        assert_eq!(cpu_pass_rows(Kernel::A8Rows16Wide, 1024, 8, true), None);
+        assert_eq!(cpu_pass_rows(Kernel::A8Gemm, 131072, 70, true), Some(70));
+    }
+}
