@@ -323,22 +323,78 @@ fn a8_gemm_main(
         }
         wq[sk * 16u + sr / 4u][sr % 4u] = b;
         workgroupBarrier();
-        for (var kw = 0u; kw < TKW; kw++) {
-            let xa = xq[kw * 16u + ty];
-            let wb = wq[kw * 16u + tx];
-            for (var i = 0u; i < 4u; i++) {
-                acc[i] += vec4<i32>(dot4(xa[i], wb.x), dot4(xa[i], wb.y), dot4(xa[i], wb.z), dot4(xa[i], wb.w));
-            }
-        }
+        // The TKW = 4 words of the step, written out: llvmpipe counts a loop's iterations
+        // against its limit (src/gpu/loop_limit.rs) and did not unroll this one.
+        acc = a8_gemm_word(acc, xq[ty], wq[tx]);
+        acc = a8_gemm_word(acc, xq[16u + ty], wq[16u + tx]);
+        acc = a8_gemm_word(acc, xq[32u + ty], wq[32u + tx]);
+        acc = a8_gemm_word(acc, xq[48u + ty], wq[48u + tx]);
         workgroupBarrier();
     }
+    let fo = gemm_outlier_sums(m0 + 4u * ty, r0 + 4u * tx);
     for (var i = 0u; i < 4u; i++) {
         let m = m0 + 4u * ty + i;
+        let sx = bitcast<f32>(act[meta_scale(p.m0 + m)]);
         for (var j = 0u; j < 4u; j++) {
             let lr = r0 + 4u * tx + j;
             if m < p.m && lr < p.rows {
-                store_a8(m, lr, acc[i][j]);
+                store_y(m, lr, (sx * f32(acc[i][j])) * row_scale(lr) + fo[i][j]);
             }
         }
     }
+}
+
+// acc plus the products of one staged word of four activation rows (xa) and four weight rows
+// (wb): acc[i][j] += xa[i] · wb[j].
+fn a8_gemm_word(acc: array<vec4<i32>, 4>, xa: vec4<u32>, wb: vec4<u32>) -> array<vec4<i32>, 4> {
+    var a = acc;
+    a[0] += vec4<i32>(dot4(xa.x, wb.x), dot4(xa.x, wb.y), dot4(xa.x, wb.z), dot4(xa.x, wb.w));
+    a[1] += vec4<i32>(dot4(xa.y, wb.x), dot4(xa.y, wb.y), dot4(xa.y, wb.z), dot4(xa.y, wb.w));
+    a[2] += vec4<i32>(dot4(xa.z, wb.x), dot4(xa.z, wb.y), dot4(xa.z, wb.z), dot4(xa.z, wb.w));
+    a[3] += vec4<i32>(dot4(xa.w, wb.x), dot4(xa.w, wb.y), dot4(xa.w, wb.z), dot4(xa.w, wb.w));
+    return a;
+}
+
+// The outlier columns' f32 sums of a GEMM thread's 4x4 outputs, [i][j] for pass row mb + i and
+// weight row rb + j (rows past either end repeat the last one; those sums are never stored):
+// store_a8's sum, in its order, but one loop over the columns for all sixteen outputs, as in
+// outlier_sums (a loop per output passed llvmpipe's loop limit from about 4100 columns).
+fn gemm_outlier_sums(mb: u32, rb: u32) -> array<vec4<f32>, 4> {
+    var f: array<vec4<f32>, 4>;
+    let count = act[META_COUNT];
+    // A thread with no output to store (a tile past the pass's rows) skips the loop.
+    if count == 0u || mb >= p.m || rb >= p.rows {
+        return f;
+    }
+    let lr = min(vec4<u32>(rb) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.rows - 1u));
+    let sw = vec4<f32>(row_scale(lr.x), row_scale(lr.y), row_scale(lr.z), row_scale(lr.w));
+    let xr = min(vec4<u32>(mb) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * p.k;
+    var i = 0u;
+    // Eight columns a step, written out (see outlier_sums).
+    loop {
+        if i + 8u > count {
+            break;
+        }
+        f = gemm_outlier_entry(f, i, lr, sw, xr);
+        f = gemm_outlier_entry(f, i + 1u, lr, sw, xr);
+        f = gemm_outlier_entry(f, i + 2u, lr, sw, xr);
+        f = gemm_outlier_entry(f, i + 3u, lr, sw, xr);
+        f = gemm_outlier_entry(f, i + 4u, lr, sw, xr);
+        f = gemm_outlier_entry(f, i + 5u, lr, sw, xr);
+        f = gemm_outlier_entry(f, i + 6u, lr, sw, xr);
+        f = gemm_outlier_entry(f, i + 7u, lr, sw, xr);
+        i += 8u;
+    }
+    for (; i < count; i++) {
+        f = gemm_outlier_entry(f, i, lr, sw, xr);
+    }
+    return f;
+}
+
+// f plus entry i of the outlier list for the activation rows starting at elements xr and the
+// weight rows lr with scales sw.
+fn gemm_outlier_entry(f: array<vec4<f32>, 4>, i: u32, lr: vec4<u32>, sw: vec4<f32>, xr: vec4<u32>) -> array<vec4<f32>, 4> {
+    let c = act[META_LIST + i];
+    let wq = sw * vec4<f32>(f32(weight_q(lr.x, c)), f32(weight_q(lr.y, c)), f32(weight_q(lr.z, c)), f32(weight_q(lr.w, c)));
+    return array<vec4<f32>, 4>(f[0] + load_x(xr.x + c) * wq, f[1] + load_x(xr.y + c) * wq, f[2] + load_x(xr.z + c) * wq, f[3] + load_x(xr.w + c) * wq);
 }

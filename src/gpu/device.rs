@@ -347,8 +347,9 @@ impl Gpu {
 
     /// Whether the adapter is a CPU (lavapipe, llvmpipe, WARP, SwiftShader): few workgroups run
     /// at a time there, which the kernel choices take into account, and llvmpipe's loop limit
-    /// (65535 loop iterations per shader invocation) refuses some kernels on very long rows
-    /// (`Error::Unsupported`; the library's own choices stay within it).
+    /// (65535 loop iterations per shader invocation) makes the library run fewer activation
+    /// rows per pass, or another kernel, on very long rows, and refuses a forced kernel that
+    /// would pass it (`Error::Unsupported`; the library's own choices stay within it).
     pub fn is_cpu_adapter(&self) -> bool {
         self.inner.info.as_ref().is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu)
     }

@@ -59,7 +59,7 @@ fn heuristic_gemv(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVariant 
     let explicit = gpu.gemv_rows_per_thread().is_some() || gpu.gemv_rows_per_group().is_some();
     if gpu.is_cpu_adapter() && !explicit && whole_segments(w, 16) {
         // Four-row passes stop short of llvmpipe's loop limit at large `in` (`cpu_max_in`).
-        let long = cpu_max_in(Kernel::GemvRows16, m).is_some_and(|max| w.shape()[1] > max);
+        let long = cpu_max_in(Kernel::GemvRows16, m, false).is_some_and(|max| w.shape()[1] > max);
         if m > 1 && (w.shape()[0] > WIDE_MIN_OUT || long) {
             LinearVariant::GemvRows16Wide
         } else {

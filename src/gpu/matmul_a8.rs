@@ -8,8 +8,8 @@ use crate::gpu::TuneCase;
 use crate::gpu::act_quant::ActQuantPlan;
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::FamilyObjects;
-use crate::gpu::loop_limit::check_cpu_loop_limit;
 use crate::gpu::matmul::{Dispatch, WIDE_MIN_OUT, dispatch_params, upload_dispatches};
+use crate::gpu::matmul_a8_run::{A8Run, Chooser, a8_run};
 use crate::gpu::params::GEMV_MAX_ROWS;
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::tune::{LinearVariant, TuneKey};
@@ -96,7 +96,12 @@ pub(crate) fn a8_heuristic(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> Linea
 /// sixteen rows won every class), the integer products, not the accumulators, bound it there.
 fn a8_heuristic_gemv(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize) -> LinearVariant {
     let (n, k) = (w.shape()[0], w.shape()[1]);
-    // Four-row passes stop short of llvmpipe's loop limit beyond 65536 inputs.
+    // Beyond 65536 inputs sixteen weight rows won from 3 rows at any output count (W8A8 on
+    // lavapipe, `forward_host` wall time, two interleaved rounds, load 4-5: 26-47 / 92 ms
+    // against 40-56 / 117-135 ms in passes of the four-row kernel at [256, 81920] / [1024,
+    // 81920] with 8 rows, 26-39 against 34-42 ms with 5, even with 3; 2 rows keep four, 15-36
+    // against 20-44 ms at 81920 and 131072). It also needs no fewer rows per pass under
+    // llvmpipe's loop limit (`cpu_max_in`).
     let wide = m >= A8_WIDE_MIN_ROWS && ((n > WIDE_MIN_OUT && k >= A8_WIDE_MIN_IN) || k > 65536);
     if k.is_multiple_of(16) && gpu.is_cpu_adapter() && wide {
         LinearVariant::Int8Rows16Wide
@@ -148,10 +153,16 @@ pub(crate) fn prepare_a8(
     let variant = a8_choice(gpu, w, m, dtype);
     // `a8_choice` only returns variants `a8_kernel_of` accepts for `w`; the word GEMV serves any.
     let kernel = a8_kernel_of(w, variant).unwrap_or(Kernel::A8Rows);
-    prepare_a8_kernel(gpu, w, m, dtype, has_bias, act, kernel)
+    // The option decides GEMM or passes only above one pass.
+    let chooser = match gpu.gemm_min_rows() {
+        Some(r) if m > GEMV_MAX_ROWS => Chooser::GemmMinRows(r),
+        _ => Chooser::Library,
+    };
+    let run = a8_run(gpu, w.shape()[1], m, act, kernel, chooser)?;
+    prepare_a8_run(gpu, w, m, dtype, has_bias, act, run)
 }
 
-/// [`prepare_a8`] with a given kernel (the tuning times each candidate so).
+/// [`prepare_a8`] with a given kernel: a tuning candidate, refused where it cannot run.
 pub(crate) fn prepare_a8_kernel(
     gpu: &Gpu,
     w: &GpuQuantizedTensor,
@@ -161,20 +172,26 @@ pub(crate) fn prepare_a8_kernel(
     act: ActivationQuant,
     kernel: Kernel,
 ) -> Result<A8RowsPlan> {
-    // One activation row runs the wide variant's four-row kernel; so do LLM.int8() layers on
-    // CPU adapters: the wide kernel's outlier sums (128 outputs per invocation, each a loop over
-    // the outlier columns) meet llvmpipe's loop limit (see `check_cpu_loop_limit`) from about
-    // 500 outlier columns; the four-row kernels sum them in one loop for all their outputs.
-    let outliers = act.outlier_threshold().is_some() && gpu.is_cpu_adapter();
-    let kernel = if kernel == Kernel::A8Rows16Wide && (m == 1 || outliers) { Kernel::A8Rows16 } else { kernel };
-    check_cpu_loop_limit(gpu, kernel, w.shape()[1], m)?;
+    let run = a8_run(gpu, w.shape()[1], m, act, kernel, Chooser::Candidate)?;
+    prepare_a8_run(gpu, w, m, dtype, has_bias, act, run)
+}
+
+/// Plans `run`: its dispatches' parameters and the activation quantizer.
+fn prepare_a8_run(
+    gpu: &Gpu,
+    w: &GpuQuantizedTensor,
+    m: usize,
+    dtype: DType,
+    has_bias: bool,
+    act: ActivationQuant,
+    run: A8Run,
+) -> Result<A8RowsPlan> {
     let variant = Variant { packed_dot: gpu.uses_packed_dot(), ..Variant::new(dtype, dtype) };
-    let pass = if kernel == Kernel::A8Gemm { m } else { GEMV_MAX_ROWS };
-    let dispatches = upload_dispatches(gpu, w, kernel, variant, &dispatch_params(w, m, pass, has_bias))?;
+    let dispatches = upload_dispatches(gpu, w, run.kernel, variant, &dispatch_params(w, m, run.pass, has_bias))?;
     Ok(A8RowsPlan {
         act: ActQuantPlan::new(gpu, m, w.shape()[1], dtype, act)?,
         family: gpu.family(Family::LinearA8)?,
-        pipeline: gpu.pipeline(kernel, variant)?,
+        pipeline: gpu.pipeline(run.kernel, variant)?,
         dispatches,
     })
 }
@@ -250,10 +267,19 @@ impl A8Prepared {
 }
 
 impl Gpu {
-    /// Whether an int8-activation layer (W8A8, LLM.int8()) of `in_features` inputs over `rows`
-    /// activation rows runs the tiled int8 GEMM; otherwise the int8 GEMV, in passes of
-    /// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows.
+    /// Whether a W8A8 layer of `in_features` inputs over `rows` activation rows runs the tiled
+    /// int8 GEMM: from [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows) or the
+    /// adapter's threshold on, and on CPU adapters where not even one-row passes of the int8 GEMV
+    /// stay within llvmpipe's loop limit (more than 65536 inputs not a multiple of 16);
+    /// otherwise the int8 GEMV, in passes of up to [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS)
+    /// rows. An LLM.int8() layer takes the GEMM there from 57345 such inputs (any column may
+    /// be an outlier).
     pub fn uses_int8_gemm(&self, in_features: usize, rows: usize) -> bool {
-        rows >= a8_gemm_min_rows(self, in_features)
+        if rows >= a8_gemm_min_rows(self, in_features) {
+            return true;
+        }
+        let gemv = if in_features.is_multiple_of(16) { Kernel::A8Rows16 } else { Kernel::A8Rows };
+        let run = a8_run(self, in_features, rows, ActivationQuant::per_token(), gemv, Chooser::Library);
+        run.is_ok_and(|r| r.kernel == Kernel::A8Gemm)
     }
 }

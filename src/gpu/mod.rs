@@ -14,6 +14,7 @@ pub(crate) mod layer_plan;
 mod loop_limit;
 pub(crate) mod matmul;
 mod matmul_a8;
+mod matmul_a8_run;
 mod options;
 pub(crate) mod params;
 mod quantize;

@@ -41,7 +41,7 @@ pub(crate) const WIDE_ROWS: usize = 16;
 const _: () = assert!(GEMV_MAX_ROWS == 8 && WIDE_ROWS == 16, "the wide row GEMVs' accumulators");
 /// Output tile of the GEMM: `GEMM_TILE` activation rows by `GEMM_TILE` weight rows.
 pub(crate) const GEMM_TILE: usize = 64;
-/// Depth of one GEMM k step.
+/// Depth of one GEMM k step (`linear_a8.wgsl` writes out its `GEMM_TK / 4` = 4 words).
 pub(crate) const GEMM_TK: usize = 16;
 /// Threads of every 256-thread workgroup (GEMM, quantize, dequantize, activation quantize).
 pub(crate) const WG: usize = 256;

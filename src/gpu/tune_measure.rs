@@ -196,8 +196,9 @@ impl Gpu {
         let mut runs = Vec::new();
         let variants = if int8 { &LinearVariant::INT8[..] } else { &LinearVariant::ALL[..] };
         for &variant in variants {
-            // The GEMM replaces GEMV passes only above one pass (`gemm_min_rows` is at least 9).
-            if variant.is_gemm() && m <= GEMV_MAX_ROWS {
+            // The GEMM replaces GEMV passes only above one pass (`gemm_min_rows` is at least 9),
+            // or int8 GEMVs that no pass of one row keeps within a CPU adapter's loop limit.
+            if variant.is_gemm() && m <= GEMV_MAX_ROWS && !(int8 && self.uses_int8_gemm(k, m)) {
                 continue;
             }
             // One activation row runs a wide variant as its four-row kernel.
@@ -212,7 +213,7 @@ impl Gpu {
                 let Some(kernel) = kernel_of(self, w, dtype, variant) else { continue };
                 prepare_kernel(self, w, m, kernel, false).map(LayerPlan::Weight)
             };
-            // Candidates past a CPU adapter's loop limit (`check_cpu_loop_limit`) are not run.
+            // Candidates past a CPU adapter's loop limit (`check_cpu_loop_limit`, `a8_run`) are not run.
             let plan = match plan {
                 Err(Error::Unsupported(_)) => continue,
                 p => p?,
