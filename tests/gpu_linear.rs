@@ -224,7 +224,10 @@ fn long_rows_stay_exact_or_are_refused() {
     let x = common::rand_vec(8 * 32768, 6);
     match layer.forward_host(&x, &[8, 32768]) {
         Err(int8_wgpu::Error::Unsupported(e)) => {
-            assert!(rows.is_cpu_adapter() && e.contains("65535"), "{e}")
+            assert!(
+                rows.is_cpu_adapter() && e.contains("65535") && e.contains("gemv_rows_per_thread = true chose it"),
+                "{e}"
+            )
         }
         Ok(y) => {
             assert!(!rows.is_cpu_adapter(), "a CPU adapter ran past its loop limit");

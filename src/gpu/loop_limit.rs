@@ -56,13 +56,31 @@ pub(crate) fn cpu_pass_rows(kernel: Kernel, k: usize, rows: usize, outliers: boo
 /// and rows per pass with [`cpu_pass_rows`].)
 pub(crate) fn check_cpu_loop_limit(gpu: &Gpu, kernel: Kernel, k: usize, m: usize) -> Result<()> {
     match cpu_max_in(kernel, m, false) {
-        Some(max) if k > max && gpu.is_cpu_adapter() => Err(Error::Unsupported(format!(
-            "`{}` with {k} input features on a CPU adapter: llvmpipe stops a shader invocation's \
-             loops after 65535 iterations in all, without an error, which this kernel passes \
-             beyond {max} inputs; let the library choose the kernel (no GpuOptions kernel \
-             override or tuned choice for this layer)",
-            kernel.entry()
-        ))),
+        Some(max) if k > max && gpu.is_cpu_adapter() => {
+            // The heuristic stays within the limit, so an option or a tuned choice named it.
+            let options = [
+                gpu.gemm_min_rows().map(|r| format!("gemm_min_rows = {r}")),
+                gpu.gemv_rows_per_group().map(|r| format!("gemv_rows_per_group = {r}")),
+                gpu.gemv_rows_per_thread().map(|r| format!("gemv_rows_per_thread = {r}")),
+            ];
+            let options: Vec<String> = options.into_iter().flatten().collect();
+            let source = if options.is_empty() {
+                "the tuned choice for this layer's class (Gpu::tune or a loaded tuning file) names it; \
+                 without that choice (Gpu::clear_tuning) the library picks a kernel within the limit"
+                    .to_string()
+            } else {
+                format!(
+                    "GpuOptions {} chose it; without those options the library picks a kernel within the limit",
+                    options.join(", ")
+                )
+            };
+            Err(Error::Unsupported(format!(
+                "`{}` on {m} rows of {k} input features on a CPU adapter: llvmpipe stops a shader \
+                 invocation's loops after 65535 iterations in all, without an error, which this \
+                 kernel passes beyond {max} inputs; {source}",
+                kernel.entry()
+            )))
+        }
         _ => Ok(()),
     }
 }
