@@ -102,6 +102,18 @@ fn llm_int8_on_the_gemm_stays_exact_with_every_column_an_outlier() {
     check_exact::<f16>(&gemm, 3, 16400, 9, llm(0.25));
 }
 
+/// Every column an outlier on long rows of the four-row GEMVs (16-byte units: 8192 inputs;
+/// words: 8196): a loop per output over the columns passed llvmpipe's limit; one loop for all
+/// of an invocation's outputs stays inside. Exact data: a skipped column changes the sum.
+#[test]
+fn thousands_of_outlier_columns_on_the_gemvs_stay_exact() {
+    let _ = gpu_or_skip!();
+    let gemv = open(GpuOptions { gemm_min_rows: Some(usize::MAX), ..Default::default() });
+    for (k, m) in [(8192, 8), (8196, 5)] {
+        check_exact::<f32>(&gemv, 40, k, m, llm(0.25));
+    }
+}
+
 /// The default threshold, 6, with |x| up to 7 over 4100 columns and 64 rows (the GEMM on CPU
 /// adapters): nearly every column an outlier.
 #[test]
