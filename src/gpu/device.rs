@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::gpu::TuneOptions;
+use crate::gpu::adapter::shared_adapter;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::disable::wanted_features;
 use crate::gpu::options::{GpuOptions, Tuning};
@@ -58,27 +59,6 @@ pub struct ResourceCounts {
     pub bind_groups: u64,
 }
 
-/// The process's wgpu instance for `backends`, made on first use and shared by every `Gpu`
-/// opened with those backends.
-///
-/// wgpu names a buffer, pipeline or bind group by an id that is unique only within its instance:
-/// with an instance per `Gpu`, a buffer of one device passed to another was looked up among that
-/// device's own objects (an unrelated buffer, or a panic in wgpu-core). Within one instance,
-/// wgpu checks that the objects of a call belong to one device and reports a validation error.
-/// Keeping the instance also keeps the driver loaded: Mesa's lavapipe leaves an exit handler
-/// that crashed short runs when the last instance was destroyed.
-fn shared_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
-    static SHARED: Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = Mutex::new(Vec::new());
-    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, instance)) = shared.iter().find(|(b, _)| *b == desc.backends) {
-        return instance.clone();
-    }
-    let backends = desc.backends;
-    let instance = wgpu::Instance::new(desc);
-    shared.push((backends, instance.clone()));
-    instance
-}
-
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gpu").field("adapter", &self.describe()).field("caps", &self.inner.caps).finish()
@@ -104,30 +84,8 @@ impl Gpu {
         if let Some(b) = options.backends {
             desc.backends = b;
         }
-        let backends = desc.backends;
-        let instance = shared_instance(desc);
         let name = options.adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
-        let adapter = match name {
-            Some(name) => {
-                let adapters = instance.enumerate_adapters(backends).await;
-                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-                adapters
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&name.to_lowercase()))
-                    .ok_or_else(|| Error::NoAdapter {
-                        backends: format!("{backends:?}"),
-                        detail: format!("none is named like `{name}`; found {names:?}"),
-                    })?
-            }
-            None => instance
-                .request_adapter(&wgpu::RequestAdapterOptions {
-                    power_preference: wgpu::PowerPreference::from_env()
-                        .unwrap_or(wgpu::PowerPreference::HighPerformance),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| Error::NoAdapter { backends: format!("{backends:?}"), detail: e.to_string() })?,
-        };
+        let adapter = shared_adapter(desc, name.as_deref()).await?;
         let info = adapter.get_info();
         let (wanted, packed_dot) = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
         if let Some(r) = options.gemv_rows_per_group

@@ -1,6 +1,7 @@
 //! The GPU path: device, tensors, and the host side of each kernel family.
 
 pub(crate) mod act_quant;
+mod adapter;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub(crate) mod bindings;
