@@ -11,8 +11,30 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
-/// An open checkpoint file whose size is the one its header was checked against; reads ranges
-/// of it ([`FileReader::read_into`]), checking the size again each time.
+/// What a file's metadata says of its contents: its size and modification time. A file
+/// written, truncated or touched since has another stamp. (Not the status-change time: that
+/// also moves when the file is renamed over, and the reader keeps reading the file it opened.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Stamp {
+    /// The stamp of the open `file` (at `path`).
+    pub(crate) fn of(file: &File, path: &Path) -> Result<Self> {
+        let meta = file.metadata().map_err(|e| Error::io("reading", path, e))?;
+        Ok(Stamp { len: meta.len(), modified: meta.modified().ok() })
+    }
+
+    /// The file's size.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// An open checkpoint file, unchanged since its header was checked (its [`Stamp`]); reads
+/// ranges of it ([`FileReader::read_into`]), checking the stamp again before and after each.
 ///
 /// The handle stays open for the reader's life: a file replaced by another under the same path
 /// (a rename) is not seen, and every read reads the file that was checked. Reads take `&self`
@@ -21,20 +43,21 @@ use crate::{Error, Result};
 pub(crate) struct FileReader {
     file: File,
     path: PathBuf,
-    /// The size the header was checked against.
-    len: u64,
+    /// The file's stamp when its header was read.
+    stamp: Stamp,
     /// Where there is no positioned read, a seek and a read, one thread at a time.
     #[cfg(not(any(unix, windows)))]
     lock: std::sync::Mutex<()>,
 }
 
 impl FileReader {
-    /// A reader of `file` (at `path`), which must be `len` bytes long, as its header says.
-    pub(super) fn new(file: File, path: &Path, len: u64) -> Result<Self> {
+    /// A reader of `file` (at `path`), which must still have the `stamp` it had when its
+    /// header was read.
+    pub(super) fn new(file: File, path: &Path, stamp: Stamp) -> Result<Self> {
         let r = FileReader {
             file,
             path: path.to_path_buf(),
-            len,
+            stamp,
             #[cfg(not(any(unix, windows)))]
             lock: std::sync::Mutex::new(()),
         };
@@ -42,12 +65,19 @@ impl FileReader {
         Ok(r)
     }
 
-    /// Fails when the file is no longer the size its header was checked against: another
-    /// program truncated, extended or rewrote it.
+    /// Fails when the file is no longer as its header was checked: another program truncated,
+    /// extended, rewrote or touched it.
     pub(crate) fn check_size(&self) -> Result<()> {
-        let now = self.file.metadata().map_err(|e| Error::io("reading", &self.path, e))?.len();
-        if now != self.len {
-            return Err(changed_size(&self.path, self.len, &now.to_string()));
+        let now = Stamp::of(&self.file, &self.path)?;
+        if now.len != self.stamp.len {
+            return Err(changed_size(&self.path, self.stamp.len, &now.len.to_string()));
+        }
+        if now != self.stamp {
+            return Err(Error::Corrupt(format!(
+                "`{}` was modified while it was being read (same size, newer contents); another program \
+                 modified it",
+                self.path.display()
+            )));
         }
         Ok(())
     }
@@ -70,16 +100,18 @@ impl FileReader {
     /// Fills `dst` (as long as `range`) with bytes `range` of the file. A read that comes up
     /// short (the file shrank since the size check) is an [`Error::Corrupt`].
     fn read_exact(&self, range: Range<usize>, dst: &mut [u8]) -> Result<()> {
-        if range.start > range.end || u64::try_from(range.end).map_or(true, |end| end > self.len) {
+        if range.start > range.end || u64::try_from(range.end).map_or(true, |end| end > self.stamp.len) {
             return Err(Error::Corrupt(format!(
                 "bytes {range:?} are outside `{}` ({} bytes)",
                 self.path.display(),
-                self.len
+                self.stamp.len
             )));
         }
         debug_assert_eq!(dst.len(), range.len());
         self.check_size()?;
-        self.read_at_checked(dst, range.start as u64)
+        self.read_at_checked(dst, range.start as u64)?;
+        // A change during the read (a truncation and a rewrite) may have left other bytes.
+        self.check_size()
     }
 
     /// Fills `dst` with the bytes at `offset`; a read that comes up short is the file having
@@ -90,7 +122,7 @@ impl FileReader {
         }
         self.read_at(dst, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                changed_size(&self.path, self.len, "fewer")
+                changed_size(&self.path, self.stamp.len, "fewer")
             } else {
                 Error::io("reading", &self.path, e)
             }
@@ -186,7 +218,9 @@ mod tests {
         // The file shrinks after the size check and before the read: the read comes up short.
         let path = std::env::temp_dir().join(format!("int8-wgpu-short-read-{}", std::process::id()));
         std::fs::write(&path, [7u8; 64]).unwrap();
-        let r = FileReader::new(File::open(&path).unwrap(), &path, 64).unwrap();
+        let file = File::open(&path).unwrap();
+        let stamp = Stamp::of(&file, &path).unwrap();
+        let r = FileReader::new(file, &path, stamp).unwrap();
         let mut buf = ReadBuf::default();
         assert_eq!(r.read_into(8..24, &mut buf).unwrap(), [7u8; 16]);
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(16).unwrap();
@@ -201,5 +235,29 @@ mod tests {
                 path.display()
             )
         );
+    }
+
+    /// The file rewritten in place at the same size (a truncation and a rewrite, or other
+    /// bytes): the next read is an error, not the new bytes taken for the checked file's.
+    #[test]
+    fn a_rewrite_in_place_is_the_file_having_changed() {
+        let path = std::env::temp_dir().join(format!("int8-wgpu-rewrite-{}", std::process::id()));
+        std::fs::write(&path, [7u8; 64]).unwrap();
+        let file = File::open(&path).unwrap();
+        let stamp = Stamp::of(&file, &path).unwrap();
+        let r = FileReader::new(file, &path, stamp).unwrap();
+        let mut buf = ReadBuf::default();
+        assert_eq!(r.read_into(8..24, &mut buf).unwrap(), [7u8; 16]);
+        // Coarse file clocks: wait until a write gets a later time than the first.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::os::unix::fs::FileExt::write_all_at(
+            &std::fs::OpenOptions::new().write(true).open(&path).unwrap(),
+            &[9u8; 16],
+            8,
+        )
+        .unwrap();
+        let e = r.read_into(8..24, &mut buf).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.to_string().contains("was modified while it was being read"), "{e}");
     }
 }

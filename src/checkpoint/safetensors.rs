@@ -10,7 +10,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use super::reader::{FileReader, changed_size};
+use super::reader::{FileReader, Stamp, changed_size};
 use crate::regular_file::open_regular;
 use crate::{DType, Error, Result};
 
@@ -96,7 +96,8 @@ pub(crate) fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
 /// One safetensors file of a checkpoint: its header, checked at open; the reader of its data.
 pub(super) struct SafetensorsFile {
     path: PathBuf,
-    len: u64,
+    /// Its size and last change when its header was read.
+    stamp: Stamp,
     /// End of the header (8 + its length): the header bytes are `[8, header_end)`.
     header_end: usize,
     /// Hash of the header bytes as checked at open, so a file opened again later is known to be
@@ -111,7 +112,7 @@ impl std::fmt::Debug for SafetensorsFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SafetensorsFile")
             .field("path", &self.path)
-            .field("len", &self.len)
+            .field("len", &self.stamp.len())
             .field("metadata", &self.metadata)
             .finish()
     }
@@ -129,7 +130,7 @@ impl SafetensorsFile {
             .collect();
         let file = SafetensorsFile {
             path: path.to_path_buf(),
-            len: h.len,
+            stamp: h.stamp,
             header_end: h.header_end,
             header_hash: h.header_hash,
             metadata: h.metadata,
@@ -153,7 +154,7 @@ impl SafetensorsFile {
     pub(super) fn open_reader(&self) -> Result<FileReader> {
         use std::hash::Hasher;
         let (file, _) = open_regular(&self.path)?;
-        let reader = FileReader::new(file, &self.path, self.len)?;
+        let reader = FileReader::new(file, &self.path, self.stamp)?;
         let header = reader.read_vec(8..self.header_end)?;
         let mut hash = std::hash::DefaultHasher::new();
         hash.write(&header);
@@ -178,7 +179,7 @@ impl SafetensorsFile {
 
 /// What a checkpoint file's header says, checked against the file.
 struct FileHeader {
-    len: u64,
+    stamp: Stamp,
     header_end: usize,
     header_hash: u64,
     metadata: Option<HashMap<String, String>>,
@@ -265,7 +266,10 @@ fn check_tensors(tensors: &mut [(String, safetensors::tensor::TensorInfo)]) -> s
 /// Reads and checks a safetensors header without reading the data.
 fn read_header(path: &Path) -> Result<FileHeader> {
     use std::hash::Hasher;
-    let (mut f, len) = open_regular(path)?;
+    let (mut f, _) = open_regular(path)?;
+    // Taken before the header is read: any change from here on shows in the stamp.
+    let stamp = Stamp::of(&f, path)?;
+    let len = stamp.len();
     let truncated = |detail: String| {
         Error::Corrupt(format!("`{}` is truncated ({detail}); re-download or re-export it", path.display()))
     };
@@ -328,7 +332,7 @@ fn read_header(path: &Path) -> Result<FileHeader> {
             (name, t.dtype, t.shape, base + s..base + e)
         })
         .collect();
-    Ok(FileHeader { len, header_end: base, header_hash: hash.finish(), metadata: raw.metadata, tensors })
+    Ok(FileHeader { stamp, header_end: base, header_hash: hash.finish(), metadata: raw.metadata, tensors })
 }
 
 #[cfg(test)]
