@@ -214,10 +214,12 @@ impl QuantizedLinear {
     /// After the first call with the same rows and tensors, this creates no GPU objects: the
     /// plan, its parameters and its bind groups are kept (see [`QuantizedLinear::encode`]).
     pub fn forward_into(&self, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
-        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
-        self.encode(&mut enc, x, y)?;
-        self.gpu.queue().submit([enc.finish()]);
-        Ok(())
+        self.gpu.validated("running the layer", || {
+            let mut enc = self.gpu.device().create_command_encoder(&Default::default());
+            self.encode(&mut enc, x, y)?;
+            self.gpu.queue().submit([enc.finish()]);
+            Ok(())
+        })
     }
 
     /// Records the layer into an application's command encoder, as one compute pass of its

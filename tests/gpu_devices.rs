@@ -110,3 +110,47 @@ fn an_output_over_a_layers_bias_or_input_is_refused() {
     let xy = GpuTensor::from_host(&gpu, &[0.5f32; 4], &[4]).unwrap();
     assert!(matches!(a.forward_into(&xy, &xy), Err(Error::Aliasing(_))));
 }
+
+/// Another layer's bias wrapped anew by `GpuTensor::from_buffer` is still a parameter: refused
+/// as an output, its values kept.
+#[test]
+fn a_bias_wrapped_anew_is_still_refused_as_an_output() {
+    let gpu = gpu_or_skip!();
+    let w = reference::quantize(&common::rand_vec(4 * 4, 5), &[4, 4], QuantScheme::default()).unwrap();
+    let bias = [1.0f32, 2.0, 3.0, 4.0];
+    let a = QuantizedLinear::from_quantized(&gpu, &w, Some(&bias[..]), DType::F32).unwrap();
+    let b = QuantizedLinear::from_quantized(&gpu, &w, Some(&bias[..]), DType::F32).unwrap();
+    let x = GpuTensor::from_host(&gpu, &common::rand_vec(4, 6), &[4]).unwrap();
+    let wrapped = GpuTensor::from_buffer(&gpu, b.bias().unwrap().buffer().clone(), &[4], DType::F32).unwrap();
+    match a.forward_into(&x, &wrapped) {
+        Err(Error::Aliasing(m)) => assert!(m.contains("bias"), "{m}"),
+        r => panic!("another layer's bias, wrapped anew, as output: {r:?}"),
+    }
+    assert_eq!(b.bias().unwrap().read::<f32>().unwrap(), bias);
+}
+
+/// A destroyed application buffer on an adopted device (whose error handler is the app's, by
+/// default a panic): wrapping, reading and running are errors of this crate's calls.
+#[test]
+fn a_destroyed_buffer_on_an_adopted_device_is_an_error() {
+    let _ = gpu_or_skip!();
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).expect("device");
+    let app = Gpu::from_device(device, queue);
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+    let w = reference::quantize(&common::rand_vec(4 * 4, 7), &[4, 4], QuantScheme::default()).unwrap();
+    let layer = QuantizedLinear::from_quantized::<f32>(&app, &w, None, DType::F32).unwrap();
+    let buffer = storage_buffer(&app, &[1.0; 4], usage);
+    let x = GpuTensor::from_buffer(&app, buffer.clone(), &[1, 4], DType::F32).unwrap();
+    buffer.destroy();
+    assert!(matches!(x.read::<f32>(), Err(Error::Gpu(_))), "read");
+    assert!(matches!(layer.forward(&x), Err(Error::Gpu(_))), "forward");
+    let gone = storage_buffer(&app, &[1.0; 4], usage);
+    gone.destroy();
+    let e = GpuTensor::from_buffer(&app, gone, &[4], DType::F32).unwrap_err();
+    assert!(matches!(&e, Error::Gpu(m) if m.contains("destroyed")), "{e}");
+    // The device is still usable.
+    let y = GpuTensor::from_host(&app, &[2.0f32; 4], &[1, 4]).unwrap();
+    assert_eq!(layer.forward(&y).unwrap().read::<f32>().unwrap().len(), 4);
+}

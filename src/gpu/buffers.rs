@@ -25,9 +25,12 @@ impl Gpu {
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             None,
         )?;
-        let mut enc = device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        self.queue().submit([enc.finish()]);
+        self.validated("reading back", || {
+            let mut enc = device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+            self.queue().submit([enc.finish()]);
+            Ok(())
+        })?;
         let (tx, rx) = futures::channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -170,9 +173,25 @@ impl Gpu {
             (Err(_), _) => Err(Error::WrongDevice(
                 "the buffer belongs to another device (wgpu does not know it on this one)".into(),
             )),
-            (Ok(()), Some(e)) => Err(Error::WrongDevice(format!(
-                "the buffer belongs to another device, or cannot be bound on this one: {e}"
-            ))),
+            (Ok(()), Some(e)) if e.to_string().contains("doesn't match") => {
+                Err(Error::WrongDevice(format!("the buffer belongs to another device: {e}")))
+            }
+            (Ok(()), Some(e)) => Err(Error::Gpu(format!("the buffer cannot be bound on this device: {e}"))),
+        }
+    }
+
+    /// Runs `f` (which creates bind groups, records and submits this crate's work) inside a
+    /// validation error scope, so that wgpu's complaints about it (a destroyed or foreign buffer)
+    /// are an [`Error::Gpu`] from this call rather than a report to the device's error handler,
+    /// which panics on an application's device unless the application set one.
+    pub(crate) fn validated<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let scope = self.device().push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let error = pollster::block_on(scope.pop());
+        let value = r?;
+        match error {
+            Some(e) => Err(Error::Gpu(format!("{what}: {e}"))),
+            None => Ok(value),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! accessors of the kernel-choice overrides (`options.rs`); no kernel policy lives here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, Weak, mpsc};
 
 use crate::gpu::TuneOptions;
 use crate::gpu::adapter::shared_adapter;
@@ -47,6 +47,8 @@ struct Inner {
     tuned: TuneTable,
     buffers_created: AtomicU64,
     bind_groups_created: AtomicU64,
+    /// The buffers of layer parameters (biases), which no layer writes.
+    parameters: Mutex<Vec<Weak<wgpu::Buffer>>>,
 }
 
 /// How many GPU objects a [`Gpu`] has created: diagnostics for an application's hot loop,
@@ -177,6 +179,7 @@ impl Gpu {
                 tuned: TuneTable::default(),
                 buffers_created: AtomicU64::new(0),
                 bind_groups_created: AtomicU64::new(0),
+                parameters: Mutex::default(),
             }),
         }
     }
@@ -258,6 +261,19 @@ impl Gpu {
     pub fn synchronize(&self) -> Result<()> {
         self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
         self.take_uncaptured()
+    }
+
+    /// Records `buffer` as a layer parameter's: no layer writes it, however it is wrapped.
+    pub(crate) fn register_parameter(&self, buffer: &Arc<wgpu::Buffer>) {
+        let mut parameters = self.inner.parameters.lock().unwrap_or_else(|p| p.into_inner());
+        parameters.retain(|p| p.strong_count() > 0);
+        parameters.push(Arc::downgrade(buffer));
+    }
+
+    /// Whether `buffer` is a live layer parameter's ([`Gpu::register_parameter`]).
+    pub(crate) fn is_parameter(&self, buffer: &wgpu::Buffer) -> bool {
+        let parameters = self.inner.parameters.lock().unwrap_or_else(|p| p.into_inner());
+        parameters.iter().filter_map(Weak::upgrade).any(|p| *p == *buffer)
     }
 
     pub(crate) fn take_uncaptured(&self) -> Result<()> {

@@ -66,7 +66,8 @@ impl GpuTensor {
         }
         gpu.check_binding("tensor", buffer.size())?;
         gpu.check_own_buffer(&buffer)?;
-        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype, parameter: false })
+        let parameter = gpu.is_parameter(&buffer);
+        Ok(Self { gpu: gpu.clone(), buffer: Arc::new(buffer), shape: shape.to_vec(), dtype, parameter })
     }
 
     /// A zero-filled tensor.
@@ -150,6 +151,7 @@ impl GpuTensor {
 
     /// This tensor marked as a layer's parameter, which no layer writes.
     pub(crate) fn into_parameter(self) -> Self {
+        self.gpu.register_parameter(&self.buffer);
         Self { parameter: true, ..self }
     }
 
