@@ -3,7 +3,7 @@
 
 mod common;
 
-use int8_wgpu::{DType, Error, Gpu, GpuTensor, QuantScheme, QuantizedLinear, reference};
+use int8_wgpu::{DType, Error, Gpu, GpuOptions, GpuTensor, QuantScheme, QuantizedLinear, reference};
 
 fn storage_buffer(gpu: &Gpu, data: &[f32], usage: wgpu::BufferUsages) -> wgpu::Buffer {
     let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
@@ -22,22 +22,26 @@ fn storage_buffer(gpu: &Gpu, data: &[f32], usage: wgpu::BufferUsages) -> wgpu::B
 #[test]
 fn a_buffer_of_another_device_is_refused() {
     let gpu = gpu_or_skip!();
-    let other = Gpu::new().expect("a second device");
-    assert!(!gpu.same_device(&other));
     // Buffers on this device so that ids of the other device's buffers are taken here too.
     let mine: Vec<_> = (0..8).map(|i| GpuTensor::from_host(&gpu, &[i as f32; 4], &[4]).unwrap()).collect();
     let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
-    for i in 0..8 {
-        let foreign = storage_buffer(&other, &[5.0; 4], usage);
-        match GpuTensor::from_buffer(&gpu, foreign, &[4], DType::F32) {
-            Err(Error::WrongDevice(m)) => assert!(m.contains("another device"), "{m}"),
-            r => panic!("buffer {i} of another device: {r:?}"),
+    // Another device of the same backends, and one opened for every backend (another adapter
+    // where there is one).
+    let all = GpuOptions { backends: Some(wgpu::Backends::all()), ..Default::default() };
+    for other in [Gpu::new().expect("a second device"), Gpu::with_options(all).expect("a third device")] {
+        assert!(!gpu.same_device(&other));
+        for i in 0..8 {
+            let foreign = storage_buffer(&other, &[5.0; 4], usage);
+            match GpuTensor::from_buffer(&gpu, foreign, &[4], DType::F32) {
+                Err(Error::WrongDevice(m)) => assert!(m.contains("another device"), "{m}"),
+                r => panic!("buffer {i} of {}: {r:?}", other.describe()),
+            }
         }
+        // The other device still works, and so does this one.
+        let t = GpuTensor::from_buffer(&other, storage_buffer(&other, &[5.0; 4], usage), &[4], DType::F32).unwrap();
+        assert_eq!(t.read::<f32>().unwrap(), [5.0; 4]);
+        assert_eq!(mine[3].read::<f32>().unwrap(), [3.0; 4]);
     }
-    // The other device still works, and so does this one.
-    let t = GpuTensor::from_buffer(&other, storage_buffer(&other, &[5.0; 4], usage), &[4], DType::F32).unwrap();
-    assert_eq!(t.read::<f32>().unwrap(), [5.0; 4]);
-    assert_eq!(mine[3].read::<f32>().unwrap(), [3.0; 4]);
 }
 
 /// A layer recorded into a command encoder of another device: that device reports a GPU error

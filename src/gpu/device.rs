@@ -82,12 +82,12 @@ impl Gpu {
 
     /// Async form of [`Gpu::with_options`].
     pub async fn with_options_async(options: GpuOptions) -> Result<Self> {
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-        if let Some(b) = options.backends {
-            desc.backends = b;
-        }
+        let backends = match options.backends {
+            Some(b) => b,
+            None => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+        };
         let name = options.adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
-        let adapter = shared_adapter(desc, name.as_deref()).await?;
+        let adapter = shared_adapter(backends, name.as_deref()).await?;
         let info = adapter.get_info();
         let (wanted, packed_dot) = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
         if let Some(r) = options.gemv_rows_per_group
@@ -123,7 +123,10 @@ impl Gpu {
 
     /// Adopts an application's own device and queue. Features the device was opened with
     /// (`SHADER_F16`, `SUBGROUP`, `TIMESTAMP_QUERY`) are detected; none is required. The
-    /// device's uncaptured-error handler is left to the application.
+    /// device's uncaptured-error handler is left to the application (this crate's own calls
+    /// catch what wgpu reports about them). The device lives in the application's
+    /// `wgpu::Instance`: wgpu cannot tell its buffers and encoders from those of a device of
+    /// another instance (such as a [`Gpu::new`] one), so the two must not be mixed.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
         Self::build(device, queue, Some(info), false, Tuning::default())

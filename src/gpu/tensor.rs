@@ -43,8 +43,9 @@ impl GpuTensor {
     /// crate's layers share data without copies.
     ///
     /// The buffer must have been created on this `Gpu`'s device ([`Error::WrongDevice`] where
-    /// wgpu sees it is not: any buffer of a device opened on the same `wgpu::Instance`, which
-    /// every [`Gpu::new`] shares), with usage `STORAGE` ([`Error::BufferUsage`] otherwise;
+    /// wgpu sees it is not: any buffer of a device of the same `wgpu::Instance`, which every
+    /// [`Gpu::new`] shares; a buffer of another instance, such as an application's adopted with
+    /// [`Gpu::from_device`], cannot be told apart), with usage `STORAGE` ([`Error::BufferUsage`] otherwise;
     /// `COPY_SRC` too for [`GpuTensor::read`]), and hold at least the tensor's bytes rounded
     /// up to a multiple of 4. A layer may read and write tensors that share one buffer only as
     /// [`QuantizedLinear::record`](crate::QuantizedLinear::record) allows (its output never
