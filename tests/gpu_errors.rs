@@ -299,3 +299,20 @@ fn cpu_and_gpu_agree_on_error_kinds() {
         assert_eq!((cpu, cpu), (on_gpu, tensor), "shape {shape:?}");
     }
 }
+
+/// Dequantizing to a 16-bit dtype that cannot hold the weights is an overflow, not infinities.
+#[test]
+fn dequantizing_beyond_f16_is_an_overflow() {
+    let gpu = gpu_or_skip!();
+    let q = reference::quantize(&[1e5f32, -1e5, 3.0, 0.5], &[2, 2], QuantScheme::default()).unwrap();
+    let w = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &q).unwrap();
+    match w.dequantize(DType::F16) {
+        Err(Error::Overflow { index: 0, value, .. }) => assert!(value.is_infinite(), "{value}"),
+        r => panic!("{:?}", r.map(|t| t.read_f32())),
+    }
+    let bf = w.dequantize(DType::BF16).unwrap().read_f32().unwrap();
+    assert!(bf.iter().all(|v| v.is_finite()) && (bf[0] - 1e5).abs() < 1e3, "{bf:?}");
+    let small = reference::quantize(&[1.0f32, -2.0, 3.0, 0.5], &[2, 2], QuantScheme::default()).unwrap();
+    let small = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &small).unwrap();
+    assert!(small.dequantize(DType::F16).unwrap().read_f32().unwrap().iter().all(|v| v.is_finite()));
+}

@@ -195,7 +195,8 @@ impl GpuQuantizedTensor {
         pollster::block_on(self.to_host_async())
     }
 
-    /// Dequantizes on the GPU into a new tensor of `dtype` (f32 results equal the CPU's bits).
+    /// Dequantizes on the GPU into a new tensor of `dtype` (f32 results equal the CPU's bits);
+    /// a value beyond a 16-bit `dtype`'s range is an [`Error::Overflow`].
     pub fn dequantize(&self, dtype: DType) -> Result<GpuTensor> {
         let out = GpuTensor::zeros(&self.gpu, &self.shape, dtype)?;
         let (_, cols) = rows_cols(&self.shape);
@@ -237,6 +238,34 @@ impl GpuQuantizedTensor {
             }
         }
         self.gpu.queue().submit([enc.finish()]);
+        self.check_dequantized(&out)?;
         Ok(out)
+    }
+
+    /// An [`Error::Overflow`] where a dequantized value is beyond `out`'s 16-bit dtype. Read
+    /// back only where the scales allow one (|q - zero point| ≤ 255 times the largest scale
+    /// reaches the dtype's range); f32 results are finite by the scales' own check.
+    fn check_dequantized(&self, out: &GpuTensor) -> Result<()> {
+        let max = match out.dtype() {
+            DType::F32 => return Ok(()),
+            DType::F16 => f32::from(half::f16::MAX),
+            DType::BF16 => f32::from(half::bf16::MAX),
+        };
+        let np = self.layout.num_params();
+        let scales: Vec<f32> =
+            bytemuck::pod_collect_to_vec(&pollster::block_on(self.gpu.read_bytes(&self.scales, 0, 4 * np as u64))?);
+        if scales.iter().all(|s| 255.0 * f64::from(*s) < f64::from(max)) {
+            return Ok(());
+        }
+        let y = out.read_f32()?;
+        match crate::check::find_non_finite(&y) {
+            None => Ok(()),
+            Some((index, value)) => Err(Error::Overflow {
+                what: format!("the dequantized weight ({})", out.dtype()),
+                position: crate::scheme::unravel(index, &self.shape),
+                index,
+                value,
+            }),
+        }
     }
 }
