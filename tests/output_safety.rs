@@ -401,12 +401,14 @@ fn remove_temp_folders_stops_the_runs_in_progress() {
     let dest = out.path().join("q");
     let parent = out.path().to_path_buf();
     let mut seen = Vec::new();
+    let mut cleanup = quantizer::Cleanup::default();
     let e = run_meddling(quantizer(inp.path(), &dest), || {
         seen = temp_folders(&parent);
-        quantizer::remove_temp_folders().unwrap();
+        cleanup = quantizer::remove_temp_folders().unwrap();
     })
     .unwrap_err();
     assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(cleanup.unfinished, 1, "{cleanup:?}");
     assert!(matches!(&e, Error::Interrupted { folder } if *folder == parent.join(&seen[0])), "{e:?}");
     assert_eq!(
         e.to_string(),
@@ -418,8 +420,14 @@ fn remove_temp_folders_stops_the_runs_in_progress() {
     assert!(!dest.exists());
     assert_eq!(temp_folders(&parent), Vec::<String>::new());
     // Nothing left to remove; later runs are unaffected.
-    quantizer::remove_temp_folders().unwrap();
+    assert_eq!(quantizer::remove_temp_folders().unwrap().unfinished, 0);
     assert_eq!(quantizer(inp.path(), &dest).run().unwrap().layers.len(), 3);
+    // A signal after the output moved into place: nothing of it is removed, and the handler
+    // hears that a run finished (the CLI once said "the unfinished output was removed").
+    let finished = quantizer::remove_temp_folders().unwrap();
+    assert_eq!(finished.unfinished, 0);
+    assert!(finished.finished >= 1, "{finished:?}");
+    assert_eq!(Checkpoint::open(&dest).unwrap().quantized_layers(), ["l0", "l1", "l2"]);
 }
 
 // ---- The CLI under signals -------------------------------------------------------------------
