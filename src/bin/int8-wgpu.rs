@@ -91,14 +91,16 @@ struct QuantizeArgs {
     #[arg(long)]
     no_default_excludes: bool,
     /// Quantize on the CPU reference (the files are byte-identical). The default when the only
-    /// GPU adapter is a CPU adapter (llvmpipe, lavapipe, WARP), where the reference is faster.
+    /// GPU adapter is a CPU adapter (llvmpipe, lavapipe, WARP), where the reference is faster,
+    /// or when there is no GPU adapter.
     #[arg(long, conflicts_with = "gpu")]
     cpu: bool,
     /// Quantize on the GPU adapter even when it is a CPU adapter (the default on a real GPU).
     #[arg(long)]
     gpu: bool,
-    /// Replace the output folder if it exists (or appears during the run); without it, nothing at
-    /// the output path is ever replaced.
+    /// Replace the output folder if it exists (or appears during the run) and looks like a
+    /// checkpoint (weights, configs, tokenizer files, model cards); any other folder is refused.
+    /// Without it, nothing at the output path is ever replaced.
     #[arg(long)]
     force: bool,
     /// Random activation rows per layer for the output-error column (0 skips it; at most 4096).
@@ -188,7 +190,19 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.cpu {
         q = q.cpu();
     } else {
-        let gpu = Gpu::new()?;
+        let gpu = match Gpu::new() {
+            Ok(gpu) => gpu,
+            // The reference needs no adapter: without --gpu it runs instead, and says why.
+            Err(int8_wgpu::Error::NoAdapter { backends, detail }) if !args.gpu => {
+                q = q.cpu();
+                cpu_because = Some(format!("no GPU adapter for backends {backends} ({detail})"));
+                return run(q, cpu_because);
+            }
+            Err(e @ int8_wgpu::Error::NoAdapter { .. }) => {
+                return Err(format!("{e}; or quantize on the CPU reference with --cpu (the same bytes)").into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if gpu.is_cpu_adapter() && !args.gpu {
             // An emulated GPU runs the same work slower than the reference, with the same bytes.
             q = q.cpu();
@@ -205,6 +219,12 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
         // (SIGSEGV after a successful run, ~5% of runs on a loaded machine).
         std::mem::forget(gpu);
     }
+    run(q, cpu_because)
+}
+
+/// Runs `q` with a progress bar and prints its report; `cpu_because` says why the CPU reference
+/// ran though no --cpu was given.
+fn run(q: Quantizer, cpu_because: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
     let mut bar: Option<ProgressBar> = None;
     let report = q.run_with_progress(|p| {
         let b = bar.get_or_insert_with(|| {

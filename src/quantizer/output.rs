@@ -237,7 +237,9 @@ fn replace(tmp: &Path, output: &Path) -> Result<Option<PathBuf>> {
         }
         // A link is replaced itself (the exchange moves the link, not what it leads to).
         match fs::symlink_metadata(output) {
-            Ok(m) if m.is_dir() || m.is_symlink() => {}
+            // A folder that appeared or changed during the run: replaced only if a checkpoint's.
+            Ok(m) if m.is_dir() => super::checks::check_replaceable(output)?,
+            Ok(m) if m.is_symlink() => {}
             Ok(_) => return Err(not_a_folder(output)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("moving into place", output, e)),
