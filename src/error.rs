@@ -181,15 +181,16 @@ pub enum Error {
     /// implausible. Re-download or re-export it.
     #[error("checkpoint error: {0}")]
     Corrupt(String),
-    /// A path a checkpoint is read from is not a regular file (nor a link to one): a FIFO,
-    /// socket, device or folder. It is refused without being opened for reading, so it never
-    /// blocks.
-    #[error("checkpoint error: `{}` is {kind}, not a regular file; checkpoint files must be regular files", path.display())]
+    /// A path the library reads (a checkpoint's file, a tuning file) is not a regular file (nor
+    /// a link to one): a FIFO, socket, device or folder; or a path a tuning file is saved to
+    /// holds something other than a regular file (a link included), which is never replaced.
+    /// It is refused without being opened, so it never blocks.
+    #[error("`{}` is {kind}, not a regular file", path.display())]
     NotRegularFile {
         /// The path.
         path: std::path::PathBuf,
         /// What it is instead: `a FIFO`, `a socket`, `a character device`, `a block device`,
-        /// `a folder` or `a special file`.
+        /// `a folder`, `a symbolic link` or `a special file`.
         kind: &'static str,
     },
     /// The shard index (`model.safetensors.index.json`) is malformed or does not match the

@@ -52,9 +52,15 @@ pub(crate) fn file_kind(t: fs::FileType) -> &'static str {
             return "a block device";
         }
     }
-    if t.is_dir() { "a folder" } else { "a special file" }
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    }
 }
 
-fn not_regular(path: &Path, t: fs::FileType) -> Error {
+pub(crate) fn not_regular(path: &Path, t: fs::FileType) -> Error {
     Error::NotRegularFile { path: path.to_path_buf(), kind: file_kind(t) }
 }

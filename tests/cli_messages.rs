@@ -67,6 +67,8 @@ fn inspect_agrees_with_quantize_and_has_words_for_no_weights() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("linear weights (0)          0 B          0 B   no weights\n"), "{stdout}");
     assert!(!stdout.contains("0.00x"), "{stdout}");
+    // Nothing quantizes, so the model keeps its size: not "1.00x smaller".
+    assert!(stdout.contains("model                      64 B         64 B   same size\n"), "{stdout}");
 
     // A quantization_config in a layout this crate does not read (here GPTQ): quantize refuses it
     // as already quantized, and inspect says so, for the same reason.
@@ -87,4 +89,48 @@ fn inspect_agrees_with_quantize_and_has_words_for_no_weights() {
         "{stdout}"
     );
     assert!(!stdout.contains("not quantized"), "{stdout}");
+}
+
+/// One layer is "1 linear layer"; an output that holds the input says so (not "would be inside
+/// the input"); a link that loops is not called dangling.
+#[test]
+fn singular_layers_an_output_holding_the_input_and_looping_links() {
+    let Some(exe) = exe() else { return };
+    let s = OsStr::new;
+    let (inp, out) = (TempDir::new("msg-in"), TempDir::new("msg-out"));
+    let data: Vec<u8> = bytemuck::cast_slice(&common::rand_vec(16 * 32, 5)).to_vec();
+    let views = [("l.weight", TensorView::new(Dtype::F32, vec![16, 32], &data).unwrap())];
+    safetensors::serialize_to_file(views, None, &inp.path().join("model.safetensors")).unwrap();
+    let dest = out.path().join("q");
+    let (code, stdout, stderr) = run(exe, &[s("quantize"), inp.path().as_os_str(), dest.as_os_str(), s("--cpu")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("\nquantized 1 linear layer (w8a16"), "{stdout}");
+    let (code, stdout, stderr) = run(exe, &[s("inspect"), dest.as_os_str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("\n1 quantized linear layer ("), "{stdout}");
+
+    let file = inp.path().join("model.safetensors");
+    let (code, _, stderr) = run(exe, &[s("quantize"), file.as_os_str(), inp.path().as_os_str(), s("--cpu")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: checkpoint error: the output `{}` holds the input `{}`; choose a separate output folder\n",
+            inp.path().display(),
+            file.display()
+        )
+    );
+
+    let looping = out.path().join("loop");
+    std::os::unix::fs::symlink(&looping, &looping).unwrap();
+    let (code, _, stderr) = run(exe, &[s("quantize"), inp.path().as_os_str(), looping.as_os_str(), s("--cpu")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "output `{}` already exists: a symbolic link that loops to `{}`;",
+            looping.display(),
+            looping.display()
+        )),
+        "{stderr}"
+    );
 }

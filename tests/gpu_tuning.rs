@@ -84,8 +84,8 @@ fn the_heuristic_keeps_its_place_within_the_margin() {
     let gpu = fresh(GpuOptions::default());
     let layer = QuantizedLinear::from_quantized::<f32>(&gpu, &weight(33, 64, QuantScheme::default()), None, DType::F32)
         .unwrap();
-    // No candidate is infinitely faster: the heuristic's choice is recorded.
-    let report = layer.tune(&[1, 12], &TuneOptions { margin: f64::INFINITY, ..QUICK }).unwrap();
+    // No candidate is a billion times faster: the heuristic's choice is recorded.
+    let report = layer.tune(&[1, 12], &TuneOptions { margin: 1e9, ..QUICK }).unwrap();
     for r in &report.results {
         assert_eq!(r.chosen, r.heuristic, "m={}", r.rows);
         assert!(r.candidates.len() > 1);
@@ -252,6 +252,29 @@ fn tuning_refuses_bad_cases() {
     let case = |rows| int8_wgpu::gpu::TuneCase { weight: &wg, activation: DType::F32, rows, int8_activations: false };
     assert!(matches!(gpu.tune(&[case(&[1])], &QUICK), Err(Error::Gpu(_))));
     assert!(matches!(other.tune(&[case(&[0])], &QUICK), Err(Error::Shape(_))));
+    // Row counts past the kernels' 32-bit indexing (or usize) are refused before any allocation.
+    for rows in [usize::MAX, 1 << 40, 1 << 29] {
+        let rows = [1, rows];
+        let big =
+            int8_wgpu::gpu::TuneCase { weight: &wg, activation: DType::F32, rows: &rows, int8_activations: false };
+        match other.tune(&[big], &QUICK) {
+            Err(Error::TooLarge { what, .. }) => assert!(what.contains("tuning activation"), "{what}"),
+            r => panic!("{rows:?} rows: {r:?}"),
+        }
+    }
+    // Options that cannot measure.
+    for bad in [
+        TuneOptions { rounds: 0, ..QUICK },
+        TuneOptions { margin: f64::NAN, ..QUICK },
+        TuneOptions { margin: -0.1, ..QUICK },
+        TuneOptions { margin: f64::INFINITY, ..QUICK },
+    ] {
+        match other.tune(&[case(&[1])], &bad) {
+            Err(Error::InvalidOption(m)) => assert!(m.contains("TuneOptions::"), "{m}"),
+            r => panic!("{bad:?}: {r:?}"),
+        }
+    }
+    assert!(other.tuning().is_empty());
     // Int8 activations need symmetric weights with one scale per row or tensor.
     let asym = weight(4, 16, QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }));
     let wa = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &asym).unwrap();

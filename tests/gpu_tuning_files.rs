@@ -138,18 +138,53 @@ fn fifos_and_devices_are_refused_without_blocking() {
     let fifo = dir.path().join("tuning.json");
     let s = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
     assert!(s.success());
-    for (path, kind) in [(fifo, "a FIFO"), (PathBuf::from("/dev/zero"), "a character device")] {
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    // Not "corrupt; delete it and tune again": nobody should delete `/dev/zero`.
+    for (path, kind) in
+        [(fifo, "a FIFO"), (PathBuf::from("/dev/zero"), "a character device"), (folder.clone(), "a folder")]
+    {
         let p = path.clone();
         let e = within_timeout(&path.display().to_string(), move || fresh().load_tuning(p)).unwrap_err();
-        assert!(matches!(&e, Error::TuningCorrupt { path: found, .. } if *found == path), "{e:?}");
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "tuning file `{}` is corrupt: it is {kind}, not a regular file; delete it and tune again",
-                path.display()
-            )
-        );
+        assert!(matches!(&e, Error::NotRegularFile { path: found, .. } if *found == path), "{e:?}");
+        assert_eq!(e.to_string(), format!("`{}` is {kind}, not a regular file", path.display()));
     }
+}
+
+/// Saving replaces only a regular file: never a FIFO, a folder, a device or a link (once, the
+/// rename put a file in their place, and as root `save_tuning("/dev/null")` would replace it).
+#[cfg(unix)]
+#[test]
+fn saving_replaces_only_a_regular_file() {
+    let _ = gpu_or_skip!();
+    let gpu = fresh();
+    let dir = common::TempDir::new("tuning-save-kinds");
+    let fifo = dir.path().join("fifo.json");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs").success());
+    let folder = dir.path().join("folder.json");
+    std::fs::create_dir(&folder).unwrap();
+    let target = dir.path().join("target.json");
+    std::fs::write(&target, "kept").unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let dangling = dir.path().join("dangling.json");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    for (path, kind) in
+        [(&fifo, "a FIFO"), (&folder, "a folder"), (&link, "a symbolic link"), (&dangling, "a symbolic link")]
+    {
+        let e = gpu.save_tuning(path).unwrap_err();
+        assert!(matches!(&e, Error::NotRegularFile { path: found, .. } if found == path), "{e:?}");
+        assert_eq!(e.to_string(), format!("`{}` is {kind}, not a regular file", path.display()));
+        assert!(!std::fs::symlink_metadata(path).unwrap().is_file(), "{} was replaced", path.display());
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["dangling.json", "fifo.json", "folder.json", "link.json", "target.json"], "no temporary left");
+    // A regular file is replaced.
+    gpu.save_tuning(&target).unwrap();
+    assert_eq!(gpu.load_tuning(&target).unwrap(), 0);
 }
 
 #[test]

@@ -401,12 +401,14 @@ fn remove_temp_folders_stops_the_runs_in_progress() {
     let dest = out.path().join("q");
     let parent = out.path().to_path_buf();
     let mut seen = Vec::new();
+    let mut cleanup = quantizer::Cleanup::default();
     let e = run_meddling(quantizer(inp.path(), &dest), || {
         seen = temp_folders(&parent);
-        quantizer::remove_temp_folders().unwrap();
+        cleanup = quantizer::remove_temp_folders().unwrap();
     })
     .unwrap_err();
     assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(cleanup.unfinished, 1, "{cleanup:?}");
     assert!(matches!(&e, Error::Interrupted { folder } if *folder == parent.join(&seen[0])), "{e:?}");
     assert_eq!(
         e.to_string(),
@@ -418,8 +420,14 @@ fn remove_temp_folders_stops_the_runs_in_progress() {
     assert!(!dest.exists());
     assert_eq!(temp_folders(&parent), Vec::<String>::new());
     // Nothing left to remove; later runs are unaffected.
-    quantizer::remove_temp_folders().unwrap();
+    assert_eq!(quantizer::remove_temp_folders().unwrap().unfinished, 0);
     assert_eq!(quantizer(inp.path(), &dest).run().unwrap().layers.len(), 3);
+    // A signal after the output moved into place: nothing of it is removed, and the handler
+    // hears that a run finished (the CLI once said "the unfinished output was removed").
+    let finished = quantizer::remove_temp_folders().unwrap();
+    assert_eq!(finished.unfinished, 0);
+    assert!(finished.finished >= 1, "{finished:?}");
+    assert_eq!(Checkpoint::open(&dest).unwrap().quantized_layers(), ["l0", "l1", "l2"]);
 }
 
 // ---- The CLI under signals -------------------------------------------------------------------
@@ -552,4 +560,56 @@ fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
     assert_eq!(left, want);
     assert!(!out.path().join(&killed).exists());
     assert_eq!(Checkpoint::open(out.path().join("q2")).unwrap().quantized_layers(), ["l0", "l1", "l2"]);
+}
+
+/// `--force` replaces only a folder that looks like a checkpoint: once, `quantize --force tiny
+/// victim` deleted `victim/thesis.tex` and `victim/deep/data`.
+#[test]
+fn force_never_deletes_a_folder_that_is_not_a_checkpoint() {
+    let _s = serial();
+    let (inp, out) = (TempDir::new("victim-in"), TempDir::new("victim-out"));
+    write_model(inp.path(), 2, 8);
+    let victim = out.path().join("victim");
+    fs::create_dir_all(victim.join("deep")).unwrap();
+    fs::write(victim.join("deep/data"), "results").unwrap();
+    fs::write(victim.join("config.json"), "{}").unwrap();
+    let e = quantizer(inp.path(), &victim).overwrite(true).run().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: `{}` holds `deep/data`, which is not part of a checkpoint; --force replaces only a \
+             checkpoint folder: remove it yourself or choose another output",
+            victim.display()
+        )
+    );
+    fs::write(victim.join("thesis.tex"), "chapter 1").unwrap();
+    let e = quantizer(inp.path(), &victim).overwrite(true).run().unwrap_err();
+    assert!(e.to_string().contains("holds `deep/data`"), "{e}");
+    fs::remove_dir_all(victim.join("deep")).unwrap();
+    let e = quantizer(inp.path(), &victim).overwrite(true).run().unwrap_err();
+    assert!(e.to_string().contains("holds `thesis.tex`, which is not part of a checkpoint"), "{e}");
+    assert_eq!(fs::read_to_string(victim.join("thesis.tex")).unwrap(), "chapter 1");
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+
+    // A folder that appears during the run is checked at the move into place.
+    let late = out.path().join("late");
+    let e = run_meddling(quantizer(inp.path(), &late).overwrite(true), || {
+        fs::create_dir(&late).unwrap();
+        fs::write(late.join("notes.odt"), "mine").unwrap();
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("holds `notes.odt`"), "{e}");
+    assert_eq!(fs::read_to_string(late.join("notes.odt")).unwrap(), "mine");
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+
+    // A checkpoint folder (sub-folders such as 1_Pooling, tokenizer files, a model card) is replaced.
+    let ckpt = out.path().join("ckpt");
+    fs::create_dir_all(ckpt.join("1_Pooling")).unwrap();
+    for f in
+        ["1_Pooling/config.json", "model.safetensors", "vocab.txt", "tokenizer.model", "README.md", ".gitattributes"]
+    {
+        fs::write(ckpt.join(f), "old").unwrap();
+    }
+    quantizer(inp.path(), &ckpt).overwrite(true).run().unwrap();
+    assert_eq!(Checkpoint::open(&ckpt).unwrap().quantized_layers(), ["l0", "l1"]);
 }

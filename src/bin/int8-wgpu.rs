@@ -91,14 +91,16 @@ struct QuantizeArgs {
     #[arg(long)]
     no_default_excludes: bool,
     /// Quantize on the CPU reference (the files are byte-identical). The default when the only
-    /// GPU adapter is a CPU adapter (llvmpipe, lavapipe, WARP), where the reference is faster.
+    /// GPU adapter is a CPU adapter (llvmpipe, lavapipe, WARP), where the reference is faster,
+    /// or when there is no GPU adapter.
     #[arg(long, conflicts_with = "gpu")]
     cpu: bool,
     /// Quantize on the GPU adapter even when it is a CPU adapter (the default on a real GPU).
     #[arg(long)]
     gpu: bool,
-    /// Replace the output folder if it exists (or appears during the run); without it, nothing at
-    /// the output path is ever replaced.
+    /// Replace the output folder if it exists (or appears during the run) and looks like a
+    /// checkpoint (weights, configs, tokenizer files, model cards); any other folder is refused.
+    /// Without it, nothing at the output path is ever replaced.
     #[arg(long)]
     force: bool,
     /// Random activation rows per layer for the output-error column (0 skips it; at most 4096).
@@ -188,7 +190,19 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.cpu {
         q = q.cpu();
     } else {
-        let gpu = Gpu::new()?;
+        let gpu = match Gpu::new() {
+            Ok(gpu) => gpu,
+            // The reference needs no adapter: without --gpu it runs instead, and says why.
+            Err(int8_wgpu::Error::NoAdapter { backends, detail }) if !args.gpu => {
+                q = q.cpu();
+                cpu_because = Some(format!("no GPU adapter for backends {backends} ({detail})"));
+                return run(q, cpu_because);
+            }
+            Err(e @ int8_wgpu::Error::NoAdapter { .. }) => {
+                return Err(format!("{e}; or quantize on the CPU reference with --cpu (the same bytes)").into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if gpu.is_cpu_adapter() && !args.gpu {
             // An emulated GPU runs the same work slower than the reference, with the same bytes.
             q = q.cpu();
@@ -205,6 +219,12 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
         // (SIGSEGV after a successful run, ~5% of runs on a loaded machine).
         std::mem::forget(gpu);
     }
+    run(q, cpu_because)
+}
+
+/// Runs `q` with a progress bar and prints its report; `cpu_because` says why the CPU reference
+/// ran though no --cpu was given.
+fn run(q: Quantizer, cpu_because: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
     let mut bar: Option<ProgressBar> = None;
     let report = q.run_with_progress(|p| {
         let b = bar.get_or_insert_with(|| {
@@ -233,7 +253,8 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// On SIGINT, SIGTERM or SIGHUP, removes the unfinished output and exits with 128 + the signal's
-/// number, the status a shell reports for a process the signal killed. Without this, the
+/// number, the status a shell reports for a process the signal killed; once the output is in
+/// place, the run finishes instead ([`on_signal`]). Without this, the
 /// temporary folder stays until the next run into the same parent folder removes it.
 #[cfg(unix)]
 fn remove_temp_folders_on_signals() {
@@ -246,21 +267,57 @@ fn remove_temp_folders_on_signals() {
         }
     };
     std::thread::spawn(move || {
-        let Some(sig) = signals.forever().next() else { return };
-        let name = match sig {
-            SIGINT => "SIGINT",
-            SIGTERM => "SIGTERM",
-            _ => "SIGHUP",
-        };
-        match quantizer::remove_temp_folders() {
-            Ok(()) => eprintln!("\ninterrupted by {name}; the unfinished output was removed"),
-            Err(e) => eprintln!("\ninterrupted by {name}; could not remove the unfinished output: {e}"),
+        for sig in signals.forever() {
+            let name = match sig {
+                SIGINT => "SIGINT",
+                SIGTERM => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            let (message, exit) = on_signal(name, quantizer::remove_temp_folders());
+            eprintln!("\n{message}");
+            if exit {
+                // _exit, not exit: no atexit handlers (the GPU driver's) may run on this thread
+                // while the main thread is still inside the driver.
+                // SAFETY: ends the process; nothing is touched afterwards.
+                unsafe { libc::_exit(128 + sig) }
+            }
         }
-        // _exit, not exit: no atexit handlers (the GPU driver's) may run on this thread while the
-        // main thread is still inside the driver.
-        // SAFETY: ends the process; nothing is touched afterwards.
-        unsafe { libc::_exit(128 + sig) }
     });
+}
+
+/// What the signal handler says after [`quantizer::remove_temp_folders`], and whether it ends
+/// the process. A signal after the output moved into place leaves the run to finish and report
+/// success: the output is complete and kept, and must not be called removed.
+#[cfg(unix)]
+fn on_signal(name: &str, cleanup: int8_wgpu::Result<quantizer::Cleanup>) -> (String, bool) {
+    match cleanup {
+        Err(e) => (format!("interrupted by {name}; could not remove the unfinished output: {e}"), true),
+        Ok(c) if c.unfinished > 0 => (format!("interrupted by {name}; the unfinished output was removed"), true),
+        Ok(c) if c.finished > 0 => (format!("{name} came after the output was complete; it was kept"), false),
+        Ok(_) => (format!("interrupted by {name} before any output was written"), true),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_after_the_move_keeps_the_output() {
+        let c = |unfinished, finished| Ok(quantizer::Cleanup { unfinished, finished });
+        assert_eq!(
+            on_signal("SIGINT", c(1, 0)),
+            ("interrupted by SIGINT; the unfinished output was removed".into(), true)
+        );
+        assert_eq!(
+            on_signal("SIGINT", c(0, 1)),
+            ("SIGINT came after the output was complete; it was kept".into(), false)
+        );
+        assert_eq!(
+            on_signal("SIGTERM", c(0, 0)),
+            ("interrupted by SIGTERM before any output was written".into(), true)
+        );
+    }
 }
 
 fn inspect(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {

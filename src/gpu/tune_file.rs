@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 
 use crate::gpu::Gpu;
 use crate::gpu::tune::{LINEAR_A8_FAMILY, LINEAR_FAMILY, LinearVariant, RowClass, TuneKey};
-use crate::regular_file::open_regular;
+use crate::regular_file::{not_regular, open_regular};
 use crate::{DType, Error, Result};
 
 /// The `format` field of every tuning file.
@@ -44,7 +44,9 @@ static SAVES: AtomicU64 = AtomicU64::new(0);
 impl Gpu {
     /// Saves the tuned choices to `path` as JSON: written to a temporary file beside it (a name
     /// of its own per call, so concurrent saves never share one), flushed to disk, then renamed
-    /// over it, so that a reader never sees half a file and the last rename wins whole.
+    /// over it, so that a reader never sees half a file and the last rename wins whole. Only a
+    /// regular file at `path` is replaced: anything else there (a folder, FIFO, device, symbolic
+    /// link) is an [`Error::NotRegularFile`].
     pub fn save_tuning(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let tuning = self.tuning();
@@ -55,6 +57,13 @@ impl Gpu {
         let entries: Vec<Value> = tuning.iter().map(|(k, v)| entry_json(k, *v)).collect();
         let doc = json!({ "format": FORMAT, "version": VERSION, "adapter": self.identity(), "entries": entries });
         let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Gpu(format!("encoding tuning: {e}")))?;
+        // Only a regular file is replaced: the rename would put a file in place of a FIFO, a
+        // device (`/dev/null` as root) or a link (leaving its target as it was).
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if !m.is_file() => return Err(not_regular(path, m.file_type())),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("writing", path, e)),
+            _ => {}
+        }
         let Some(name) = path.file_name() else {
             let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not end in a file name");
             return Err(Error::io("writing", path, e));
@@ -80,8 +89,9 @@ impl Gpu {
     /// each, so a file of another identity or format version is an [`Error::TuningMismatch`]
     /// (tune again and save). A file that is not a valid tuning file (not JSON, an entry
     /// malformed or repeating another's class, more than 4096 entries or 4 MiB) is an
-    /// [`Error::TuningCorrupt`], as is a path that is not a regular file (a FIFO or a device is
-    /// refused without reading it, so the call never blocks). Either way nothing is loaded.
+    /// [`Error::TuningCorrupt`]. A path that is not a regular file (nor a link to one) is an
+    /// [`Error::NotRegularFile`]: a FIFO or a device is refused without reading it, so the call
+    /// never blocks. Either way nothing is loaded.
     /// Entries of a kernel family this version does not tune (from a later version) are skipped
     /// with a logged warning.
     pub fn load_tuning(&self, path: impl AsRef<Path>) -> Result<usize> {
@@ -222,10 +232,8 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Reads a tuning file: a regular file (opened without blocking) of at most [`MAX_FILE_BYTES`].
 fn read_limited(path: &Path) -> Result<Vec<u8>> {
     let corrupt = |detail: String| Error::TuningCorrupt { path: path.to_path_buf(), detail };
-    let (file, len) = open_regular(path).map_err(|e| match e {
-        Error::NotRegularFile { kind, .. } => corrupt(format!("it is {kind}, not a regular file")),
-        e => e,
-    })?;
+    // Not "corrupt": a folder or `/dev/zero` is not to be deleted and tuned again.
+    let (file, len) = open_regular(path)?;
     let too_large = |size: u64| corrupt(format!("it is {size} bytes; tuning files are at most {MAX_FILE_BYTES}"));
     if len > MAX_FILE_BYTES {
         return Err(too_large(len));

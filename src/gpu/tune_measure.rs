@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::gpu::layer_plan::{Bound, LayerPlan};
 use crate::gpu::matmul::{GEMV_MAX_ROWS, heuristic, kernel_of, prepare_kernel};
 use crate::gpu::matmul_a8::{a8_heuristic, a8_kernel_of, prepare_a8_kernel};
+use crate::gpu::tensor::check_numel;
 use crate::gpu::timing::{TimingSource, time_passes};
 use crate::gpu::tune::{LinearVariant, TuneKey};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
@@ -52,6 +53,24 @@ pub struct TuneOptions {
 impl Default for TuneOptions {
     fn default() -> Self {
         TuneOptions { rounds: 5, min_sample: Duration::from_millis(10), margin: 0.05 }
+    }
+}
+
+impl TuneOptions {
+    /// An [`Error::InvalidOption`] for options that cannot measure: no rounds, or a margin that
+    /// is not a finite fraction of at least zero (a NaN margin would compare false and silently
+    /// drop the heuristic's place).
+    fn check(&self) -> Result<()> {
+        if self.rounds == 0 {
+            return Err(Error::InvalidOption("TuneOptions::rounds is 0; tuning needs at least one round".into()));
+        }
+        if !self.margin.is_finite() || self.margin < 0.0 {
+            return Err(Error::InvalidOption(format!(
+                "TuneOptions::margin is {}; it must be a finite fraction of at least 0 (0.05 = 5 %)",
+                self.margin
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -167,15 +186,24 @@ impl Gpu {
     /// the wall clock of one submission of many forwards. Takes seconds on a software adapter
     /// for large layers: about `rounds + 2` forwards per candidate and row count.
     pub fn tune(&self, cases: &[TuneCase<'_>], options: &TuneOptions) -> Result<TuneReport> {
-        let mut results = Vec::new();
+        options.check()?;
+        // Every case and row count is checked before any is timed (and before any allocation).
         for case in cases {
             if !case.weight.gpu().same_device(self) {
                 return Err(Error::Gpu("a tuning case's weight belongs to another device".into()));
             }
+            let [n, k] = [case.weight.shape()[0], case.weight.shape()[1]];
             for &m in case.rows {
                 if m == 0 {
                     return Err(Error::Shape("tuning needs at least one activation row".into()));
                 }
+                check_numel(&[m, k], "the tuning activation")?;
+                check_numel(&[m, n], "the tuning output")?;
+            }
+        }
+        let mut results = Vec::new();
+        for case in cases {
+            for &m in case.rows {
                 let r = self.tune_one(case, m, options)?;
                 self.tune_table().extend([(r.key, r.chosen)]);
                 results.push(r);

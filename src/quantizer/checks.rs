@@ -39,9 +39,16 @@ impl Quantizer {
     pub(super) fn check_paths(&self, ckpt: &Checkpoint) -> Result<()> {
         let input = fs::canonicalize(ckpt.path()).map_err(|e| Error::io("opening checkpoint", ckpt.path(), e))?;
         let output = absolute(&self.output)?;
-        if output.starts_with(&input) || input.starts_with(&output) {
+        if output.starts_with(&input) {
             return Err(Error::Output(format!(
                 "output `{}` would overwrite or be inside the input `{}`; choose a separate output folder",
+                self.output.display(),
+                self.input.display()
+            )));
+        }
+        if input.starts_with(&output) {
+            return Err(Error::Output(format!(
+                "the output `{}` holds the input `{}`; choose a separate output folder",
                 self.output.display(),
                 self.input.display()
             )));
@@ -54,9 +61,13 @@ impl Quantizer {
                 return Ok(());
             }
             let target = fs::read_link(&self.output).unwrap_or_default();
-            let dangling = if self.output.exists() { "" } else { "dangling " };
+            let kind = match fs::metadata(&self.output) {
+                Ok(_) => "a symbolic link",
+                Err(e) if is_loop(&e) => "a symbolic link that loops",
+                Err(_) => "a dangling symbolic link",
+            };
             return Err(Error::Output(format!(
-                "output `{}` already exists: a {dangling}symbolic link to `{}`; remove it, choose another folder, or \
+                "output `{}` already exists: {kind} to `{}`; remove it, choose another folder, or \
                  allow overwriting (--force), which replaces the link (not what it leads to)",
                 self.output.display(),
                 target.display()
@@ -71,7 +82,7 @@ impl Quantizer {
         if !meta.is_dir() {
             return Err(Error::Output(format!("output `{}` exists and is not a folder", self.output.display())));
         }
-        Ok(())
+        check_replaceable(&self.output)
     }
 
     /// Refuses inputs that are already quantized or whose names would collide with ours.
@@ -163,4 +174,80 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     let mut out = fs::canonicalize(existing).map_err(|e| Error::io("resolving", existing, e))?;
     out.extend(rest.iter().rev());
     Ok(out)
+}
+
+/// Whether following a link failed because links lead back to themselves (ELOOP).
+fn is_loop(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    return e.raw_os_error() == Some(libc::ELOOP);
+    #[cfg(not(unix))]
+    return false;
+}
+
+/// File extensions of what a checkpoint folder holds: weights (this crate's and other formats),
+/// configs, tokenizers and their vocabularies, chat templates, model cards, remote code.
+const CHECKPOINT_EXTENSIONS: &[&str] = &[
+    "safetensors",
+    "json",
+    "txt",
+    "model",
+    "md",
+    "jinja",
+    "tiktoken",
+    "py",
+    "bin",
+    "pt",
+    "pth",
+    "h5",
+    "msgpack",
+    "ot",
+    "onnx",
+    "ckpt",
+    "gguf",
+];
+
+/// Refuses to let `--force` replace a folder that does not look like a checkpoint: every entry,
+/// in it and in its (non-hidden) sub-folders such as `1_Pooling`, must be a file a checkpoint
+/// folder holds ([`CHECKPOINT_EXTENSIONS`], `.gitattributes`, `LICENSE`) or such a folder; a
+/// thesis or a data set put at the output path by mistake is never deleted.
+pub(super) fn check_replaceable(output: &Path) -> Result<()> {
+    match foreign_entry(output, Path::new("")) {
+        Ok(None) => Ok(()),
+        Ok(Some(entry)) => Err(Error::Output(format!(
+            "`{}` holds `{}`, which is not part of a checkpoint; --force replaces only a checkpoint folder: remove \
+             it yourself or choose another output",
+            output.display(),
+            entry.display()
+        ))),
+        Err(e) => Err(Error::io("listing", output, e)),
+    }
+}
+
+/// The first entry of `root/rel` (sorted, depth first) that no checkpoint folder holds.
+fn foreign_entry(root: &Path, rel: &Path) -> std::io::Result<Option<PathBuf>> {
+    let mut entries = fs::read_dir(root.join(rel))?.collect::<std::io::Result<Vec<_>>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let rel = rel.join(&name);
+        let name = name.to_string_lossy();
+        // Not following links: a link is removed itself, never what it leads to.
+        if entry.file_type()?.is_dir() {
+            if name.starts_with('.') {
+                return Ok(Some(rel));
+            }
+            if let Some(found) = foreign_entry(root, &rel)? {
+                return Ok(Some(found));
+            }
+            continue;
+        }
+        let ext = Path::new(&*name).extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        let known = ext.is_some_and(|e| CHECKPOINT_EXTENSIONS.contains(&e.as_str()))
+            || name == ".gitattributes"
+            || name.starts_with("LICENSE");
+        if !known {
+            return Ok(Some(rel));
+        }
+    }
+    Ok(None)
 }

@@ -214,9 +214,10 @@ impl fmt::Display for Inspection {
                     Some(None) => " quantized to int8 per token".to_string(),
                     Some(Some(t)) => format!(" quantized to int8 per token, columns with |x| >= {t} kept"),
                 };
+                let s = if *layers == 1 { "" } else { "s" };
                 writeln!(
                     f,
-                    "{layers} quantized linear layers ({format}; method {method}, activations {activation}{act})"
+                    "{layers} quantized linear layer{s} ({format}; method {method}, activations {activation}{act})"
                 )?;
                 writeln!(f, "{:<20} {:>10} {:>12}", "", "as float", "now")?;
                 footprint_row(f, &format!("linear weights ({layers})"), *linear)?;
@@ -235,13 +236,13 @@ impl fmt::Display for Inspection {
     }
 }
 
-/// One footprint line, `label  before  after  (ratio)x smaller`, without its line end (the last
+/// One footprint line, `label  before  after  (ratio)x smaller` (or `same size`), without its line end (the last
 /// line of the inspection has none).
 fn footprint_row(f: &mut fmt::Formatter<'_>, label: &str, [before, after]: [usize; 2]) -> fmt::Result {
     let ratio = match (before, after) {
         (0, 0) => "no weights".to_string(),
         (_, 0) => "-".to_string(),
-        _ => format!("{:.2}x smaller", before as f64 / after as f64),
+        _ => super::report::size_change(before, after),
     };
     write!(f, "{label:<20} {:>10} {:>12}   {ratio}", format_bytes(before), format_bytes(after))
 }

@@ -147,7 +147,7 @@ mod select;
 
 pub use self::eval::random_activations;
 pub use self::inspect::Inspection;
-pub use self::output::remove_temp_folders;
+pub use self::output::{Cleanup, remove_temp_folders};
 pub use self::report::{LayerReport, QuantReport};
 pub use self::select::{DEFAULT_EXCLUDES, Plan, Skipped};
 pub use crate::scheme::Method;

@@ -34,13 +34,39 @@ const LOCK_FILE: &str = ".int8-wgpu-lock";
 const LOCK_TEXT: &str = "int8-wgpu: the unfinished output of a quantization run; the next run into this folder's \
                          parent removes it once that run is gone\n";
 
-/// The temporary folders of this process's runs in progress (absolute paths).
-static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// The temporary folders of this process's runs (absolute paths).
+static LIVE: Mutex<Live> = Mutex::new(Live { unfinished: Vec::new(), old: Vec::new(), finished: 0 });
+
+/// What [`remove_temp_folders`] may remove, and how many runs are past that point.
+struct Live {
+    /// The temporary folders of runs in progress, their output not yet in place.
+    unfinished: Vec<PathBuf>,
+    /// The old copies of replaced outputs, registered while they are removed.
+    old: Vec<PathBuf>,
+    /// Runs whose output moved into place.
+    finished: usize,
+}
+
+impl Live {
+    fn holds(&self, path: &Path) -> bool {
+        self.unfinished.iter().chain(&self.old).any(|p| p == path)
+    }
+}
+
+/// What [`remove_temp_folders`] did, for a signal handler's message: a signal after a run's
+/// output moved into place removed nothing of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Unfinished outputs removed; the runs that were writing them fail ([`Error::Interrupted`]).
+    pub unfinished: usize,
+    /// Runs of this process whose output had already moved into place, complete (kept).
+    pub finished: usize,
+}
 
 /// The `<n>` of the next temporary folder: one process may run several quantizations.
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-fn live() -> MutexGuard<'static, Vec<PathBuf>> {
+fn live() -> MutexGuard<'static, Live> {
     // The list stays valid whatever panicked while holding it.
     LIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -54,10 +80,15 @@ fn live() -> MutexGuard<'static, Vec<PathBuf>> {
 /// The `int8-wgpu` command-line tool does exactly this. Folders that no process got to remove
 /// (`kill -9`, a crash, a power cut) are removed by the next run into the same parent folder.
 ///
+/// The old copy of an output being replaced is removed too. Returns how many unfinished
+/// outputs were removed and how many runs had already put theirs in place (which are kept).
 /// Every folder is tried; the first failure is returned.
-pub fn remove_temp_folders() -> Result<()> {
-    let mut first = Ok(());
-    for path in live().drain(..) {
+pub fn remove_temp_folders() -> Result<Cleanup> {
+    let mut live = live();
+    let cleanup = Cleanup { unfinished: live.unfinished.len(), finished: live.finished };
+    let (unfinished, old) = (std::mem::take(&mut live.unfinished), std::mem::take(&mut live.old));
+    let mut first = Ok(cleanup);
+    for path in unfinished.into_iter().chain(old) {
         if let Err(e) = remove_all(&path) {
             first = first.and(Err(Error::io("removing", path, e)));
         }
@@ -82,7 +113,7 @@ impl TmpDir {
             let path = parent.join(format!("{TMP_MARK}{}-{n}", std::process::id()));
             match fs::create_dir(&path) {
                 Ok(()) => {
-                    live.push(path.clone());
+                    live.unfinished.push(path.clone());
                     let mut tmp = TmpDir { path, _lock: None };
                     drop(live);
                     // On failure `tmp` is dropped, which removes the folder.
@@ -103,15 +134,15 @@ impl TmpDir {
 
     /// Fails if [`remove_temp_folders`] removed the folder: the run was interrupted.
     pub(crate) fn ensure_live(&self) -> Result<()> {
-        if live().contains(&self.path) { Ok(()) } else { Err(interrupted(&self.path)) }
+        if live().unfinished.contains(&self.path) { Ok(()) } else { Err(interrupted(&self.path)) }
     }
 }
 
 impl Drop for TmpDir {
     fn drop(&mut self) {
         let mut live = live();
-        if let Some(i) = live.iter().position(|p| *p == self.path) {
-            live.swap_remove(i);
+        if let Some(i) = live.unfinished.iter().position(|p| *p == self.path) {
+            live.unfinished.swap_remove(i);
             let _ = remove_all(&self.path);
         }
     }
@@ -149,7 +180,7 @@ fn commit_with(
 ) -> Result<Vec<String>> {
     let mut live = live();
     // Under the lock: an interrupt either removes the folder before the move or finds it moved.
-    let Some(i) = live.iter().position(|p| *p == tmp.path) else { return Err(interrupted(&tmp.path)) };
+    let Some(i) = live.unfinished.iter().position(|p| *p == tmp.path) else { return Err(interrupted(&tmp.path)) };
     // Not part of the output; the lock itself stays held through the open file.
     let lock = tmp.path.join(LOCK_FILE);
     match fs::remove_file(&lock) {
@@ -158,8 +189,11 @@ fn commit_with(
         _ => {}
     }
     let old = if overwrite { replace(&tmp.path, output)? } else { place(&tmp.path, output).map(|()| None)? };
-    if old.as_deref() != Some(tmp.path.as_path()) {
-        live.swap_remove(i);
+    // In place: an interrupt from now on leaves the output and reports it finished.
+    live.unfinished.swap_remove(i);
+    live.finished += 1;
+    if old.as_deref() == Some(tmp.path.as_path()) {
+        live.old.push(tmp.path.clone());
     }
     drop(live);
     let Some(old) = old else { return Ok(Vec::new()) };
@@ -180,7 +214,7 @@ fn commit_with(
 }
 
 fn live_forget(path: &Path) {
-    live().retain(|p| p != path);
+    live().old.retain(|p| p != path);
 }
 
 /// Moves `tmp` to the free path `output`.
@@ -203,7 +237,9 @@ fn replace(tmp: &Path, output: &Path) -> Result<Option<PathBuf>> {
         }
         // A link is replaced itself (the exchange moves the link, not what it leads to).
         match fs::symlink_metadata(output) {
-            Ok(m) if m.is_dir() || m.is_symlink() => {}
+            // A folder that appeared or changed during the run: replaced only if a checkpoint's.
+            Ok(m) if m.is_dir() => super::checks::check_replaceable(output)?,
+            Ok(m) if m.is_symlink() => {}
             Ok(_) => return Err(not_a_folder(output)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("moving into place", output, e)),
@@ -298,7 +334,7 @@ fn is_stale(path: &Path, pid: u32) -> bool {
     if !has_lock_text(&lock) {
         return false;
     }
-    let gone = if pid == std::process::id() { !live().iter().any(|p| p == path) } else { process_gone(pid) };
+    let gone = if pid == std::process::id() { !live().holds(path) } else { process_gone(pid) };
     gone && !matches!(try_lock(&lock), Ok(None))
 }
 

@@ -74,7 +74,7 @@ fn a_failure_to_remove_the_replaced_output_is_a_warning() {
             old.display()
         )]
     );
-    assert!(!live().contains(&old), "no longer ours to remove on an interrupt");
+    assert!(!live().holds(&old), "no longer ours to remove on an interrupt");
 }
 
 #[test]

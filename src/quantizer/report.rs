@@ -97,7 +97,26 @@ pub(crate) fn describe_scheme(s: QuantScheme) -> String {
 }
 
 fn ratio(before: usize, after: usize) -> String {
-    if after == 0 { "-".into() } else { format!("{:.2}x smaller", before as f64 / after as f64) }
+    if after == 0 { "-".into() } else { size_change(before, after) }
+}
+
+/// How `after` bytes compare with `before` (both non-zero): `3.76x smaller`, or `same size`
+/// where nothing changed (never "1.00x smaller" for no reduction).
+pub(super) fn size_change(before: usize, after: usize) -> String {
+    let r = before as f64 / after as f64;
+    match before.cmp(&after) {
+        std::cmp::Ordering::Equal => "same size".into(),
+        // Within rounding of 1.00x: the digits would say "1.00x" for a change.
+        _ if format!("{r:.2}") == "1.00" || format!("{:.2}", 1.0 / r) == "1.00" => {
+            if before > after {
+                "slightly smaller".into()
+            } else {
+                "slightly larger".into()
+            }
+        }
+        std::cmp::Ordering::Greater => format!("{r:.2}x smaller"),
+        std::cmp::Ordering::Less => format!("{:.2}x larger", 1.0 / r),
+    }
 }
 
 impl fmt::Display for QuantReport {
@@ -129,8 +148,9 @@ impl fmt::Display for QuantReport {
         let max_rel = self.layers.iter().filter_map(|l| l.output_rel_error).fold(0.0, f64::max);
         writeln!(
             f,
-            "quantized {} linear layers ({}, {}, on {})",
+            "quantized {} linear layer{} ({}, {}, on {})",
             self.layers.len(),
+            if self.layers.len() == 1 { "" } else { "s" },
             self.method,
             describe_scheme(self.scheme),
             self.backend
