@@ -275,3 +275,68 @@ fn cli_runs_whose_input_is_truncated_fail_cleanly_or_write_the_right_output() {
         eprint!("  {e}");
     }
 }
+
+/// The input rewritten in place, at the same size and with the same header, by another model's
+/// bytes (as `dd conv=notrunc` or `rsync --inplace` do) at points spread over the run: each run
+/// writes the output of one model or fails cleanly, never a mix of the two (which runs that
+/// checked only the size wrote).
+#[test]
+fn cli_runs_whose_input_is_rewritten_in_place_write_one_models_output_or_fail() {
+    let Some(exe) = option_env!("CARGO_BIN_EXE_int8-wgpu") else {
+        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
+        return;
+    };
+    let (a_dir, b_dir) = (TempDir::new("inplace-a"), TempDir::new("inplace-b"));
+    write_model(a_dir.path(), 6, 512);
+    let a = fs::read(a_dir.path().join("model.safetensors")).unwrap();
+    // Model B: the same header, other data (every data byte of each 4-byte float's low byte).
+    let header_end = 8 + u64::from_le_bytes(a[..8].try_into().unwrap()) as usize;
+    let mut b = a.clone();
+    for v in b[header_end..].iter_mut().step_by(4) {
+        *v ^= 0x5A;
+    }
+    fs::write(b_dir.path().join("model.safetensors"), &b).unwrap();
+    fs::copy(a_dir.path().join("config.json"), b_dir.path().join("config.json")).unwrap();
+    let out = TempDir::new("inplace-out");
+    let run = |input: &Path, dest: &Path| {
+        let start = Instant::now();
+        let (status, err) = disturbed_run(exe, input, dest, true, &[], None);
+        assert!(status.success(), "{err}");
+        (snapshot(dest), start.elapsed())
+    };
+    let (want_a, run_time) = run(a_dir.path(), &out.path().join("want-a"));
+    let (want_b, _) = run(b_dir.path(), &out.path().join("want-b"));
+    assert_ne!(want_a, want_b);
+    let file = a_dir.path().join("model.safetensors");
+    let (mut outputs, mut failed) = ([0, 0], 0);
+    for i in 0..24u64 {
+        fs::write(&file, &a).unwrap();
+        let dest = out.path().join(format!("run{i}"));
+        let child = Command::new(exe)
+            .arg("quantize")
+            .arg(a_dir.path())
+            .arg(&dest)
+            .args(["--eval-rows", "8", "--cpu"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(run_time.as_micros() as u64 * (i * 5 % 24) / 24));
+        fs::OpenOptions::new().write(true).open(&file).unwrap().write_all_at(&b, 0).unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.signal(), None, "run {i} died of a signal:\n{err}");
+        if o.status.success() {
+            let got = snapshot(&dest);
+            let which = [&want_a, &want_b].iter().position(|w| **w == got);
+            let which = which.unwrap_or_else(|| panic!("run {i} succeeded with a mix of the two models"));
+            outputs[which] += 1;
+        } else {
+            assert!(err.contains("was modified while it was being read") || err.contains("changed"), "run {i}: {err}");
+            assert!(!dest.exists(), "run {i} failed and left its output");
+            failed += 1;
+        }
+    }
+    eprintln!("{} runs wrote model A's output, {} model B's, {failed} failed cleanly", outputs[0], outputs[1]);
+}
