@@ -311,6 +311,9 @@ fn cli_runs_whose_input_is_rewritten_in_place_write_one_models_output_or_fail() 
     let (mut outputs, mut failed) = ([0, 0], 0);
     for i in 0..24u64 {
         fs::write(&file, &a).unwrap();
+        // File times are coarse (a clock tick): the rewrite must come in a later tick than
+        // the write the run starts from, as any real rewrite does.
+        std::thread::sleep(Duration::from_millis(20));
         let dest = out.path().join(format!("run{i}"));
         let child = Command::new(exe)
             .arg("quantize")
