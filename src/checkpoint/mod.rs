@@ -58,6 +58,8 @@ mod compressed_tensors;
 mod encode;
 /// What a checkpoint path names: file, model.safetensors or shards + index, config.json.
 mod folder;
+/// Hints for names a checkpoint does not hold.
+mod hints;
 /// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
 mod load;
 /// The order names are listed and written in.
@@ -238,9 +240,9 @@ impl Checkpoint {
     }
 
     fn require(&self, name: &str) -> Result<&TensorInfo> {
-        self.tensors
-            .get(name)
-            .ok_or_else(|| Error::NotFound(format!("`{}` has no tensor `{name}`", self.path.display())))
+        self.tensors.get(name).ok_or_else(|| {
+            Error::NotFound(format!("`{}` has no tensor `{name}`{}", self.path.display(), self.tensor_hint(name)))
+        })
     }
 
     /// Total bytes of tensor data.
