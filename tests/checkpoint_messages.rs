@@ -85,8 +85,6 @@ fn a_group_size_that_disagrees_with_the_scale_shape_is_an_error() {
         (&[8, 1][..], group(json!(16)), Granularity::PerChannel { axis: 0 }),
         (&[8, 1][..], channel, Granularity::PerChannel { axis: 0 }),
         (&[1][..], tensor, Granularity::PerTensor),
-        // A strategy not checked here, and no config group at all.
-        (&[8, 1][..], json!({"num_bits": 8, "strategy": "tensor_group"}), Granularity::PerChannel { axis: 0 }),
     ] {
         write_layer(d.path(), scales, ct_config(weights));
         let info = Checkpoint::open(d.path()).unwrap().quantized_layer_info(LAYER).unwrap();

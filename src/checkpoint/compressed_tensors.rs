@@ -160,7 +160,7 @@ impl Checkpoint {
             None => Mode::Symmetric,
         };
         if mode == Mode::Symmetric
-            && self.config_weights().and_then(|w| w.get("symmetric")).and_then(Value::as_bool) == Some(false)
+            && self.layer_group(p)?.and_then(|g| g.weights.get("symmetric")).and_then(Value::as_bool) == Some(false)
         {
             return Err(Error::Corrupt(format!(
                 "config.json says asymmetric but `{p}.weight_zero_point` is missing; an asymmetric layer needs its \

@@ -54,6 +54,8 @@ mod activations;
 mod bitsandbytes;
 /// Reading the compressed-tensors tensors of a quantized layer.
 mod compressed_tensors;
+/// Which config group quantizes a layer, and its checked weight arguments.
+mod config_groups;
 /// Encoding a quantized layer into compressed-tensors tensors.
 mod encode;
 /// What a checkpoint path names: file, model.safetensors or shards + index, config.json.
