@@ -108,6 +108,13 @@ fn a_group_size_that_is_not_a_positive_integer_is_corrupt() {
             )
         );
     }
+    for (key, v, want) in [("num_bits", json!("4"), "an integer"), ("symmetric", json!("false"), "true or false")] {
+        let mut w = group(json!(16));
+        w[key] = v.clone();
+        let e = load(d.path(), &[64, 4], ct_config(w)).unwrap_err();
+        assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+        assert!(e.to_string().contains(&format!("weights.{key} is {v}, not {want}")), "{e}");
+    }
     // A group size with a strategy that has none; -1, the old spelling of per channel, loads.
     let channel = |size: Value| json!({"num_bits": 8, "strategy": "channel", "group_size": size});
     let e = load(d.path(), &[64, 1], ct_config(channel(json!(16)))).unwrap_err();

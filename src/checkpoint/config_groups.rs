@@ -107,6 +107,18 @@ fn group_granularity(p: &str, g: &str, w: &Value) -> Result<Granularity> {
     if let Some(t) = field("type").filter(|t| *t != "int") {
         return unsupported("type", t, "only int weights load here (float, e.g. FP8, weights do not)");
     }
+    // A value of another JSON type than compressed-tensors' would be read as its default here.
+    let mistyped = |k: &str, v: &Value, want: &str| {
+        Err(Error::Corrupt(format!(
+            "layer `{p}`: config group `{g}`: weights.{k} is {v}, not {want}, so the file was edited or is corrupt"
+        )))
+    };
+    if let Some(b) = field("num_bits").filter(|b| !b.is_u64()) {
+        return mistyped("num_bits", b, "an integer");
+    }
+    if let Some(s) = field("symmetric").filter(|s| !s.is_boolean()) {
+        return mistyped("symmetric", s, "true or false");
+    }
     let size = field("group_size");
     let bad_size = |why: &str| {
         Err(Error::Corrupt(format!(
