@@ -39,7 +39,10 @@
 //! `int-quantized`) or from bitsandbytes' `P.weight` and `P.SCB`. Packed words go to the GPU as
 //! stored; the kernels read the offset-binary bytes directly. Each tensor it reads is held only
 //! while it is uploaded, so a model loaded onto the GPU leaves no copy of its weights in host memory.
-//! Layers quantize their activations as [`Checkpoint::activation_quant`] says.
+//! Layers quantize their activations as [`Checkpoint::activation_quant`] says. A layer's tensors
+//! must agree with the one config group that targets it (its strategy and group size with the
+//! scale shape, `weight_shape` with the packed ints, zero padding past `in`): a contradiction is an
+//! [`Error::Corrupt`], never a silent reading of one side.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
