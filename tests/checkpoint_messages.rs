@@ -303,3 +303,26 @@ fn a_tensor_key_given_twice_is_named_whatever_its_offsets() {
         );
     }
 }
+
+#[test]
+fn zero_points_that_disagree_with_the_scales_are_corrupt() {
+    let d = TempDir::new("msg-zp-shape");
+    let ints: Vec<u8> = (0..8 * 16).map(|i| (i * 37 % 255) as u8).collect();
+    let scales: Vec<u8> = (0..8).flat_map(|i| (0.01 + i as f32 * 1e-3).to_le_bytes()).collect();
+    let zps = [0u8; 5];
+    let tensors = [
+        (format!("{LAYER}.weight"), TensorView::new(Dtype::I8, vec![8, 16], &ints).unwrap()),
+        (format!("{LAYER}.weight_scale"), TensorView::new(Dtype::F32, vec![8, 1], &scales).unwrap()),
+        (format!("{LAYER}.weight_zero_point"), TensorView::new(Dtype::I8, vec![5, 1], &zps).unwrap()),
+    ];
+    safetensors::serialize_to_file(tensors, None, &d.path().join("model.safetensors")).unwrap();
+    let e = Checkpoint::open(d.path()).unwrap().quantized_tensor(LAYER).unwrap_err();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: `{LAYER}.weight_zero_point` is I8 [5, 1]; expected I32 [2, 1] (packed along dim 0) or \
+             I8 with 8 elements: the zero points disagree with the scales' shape, so the file was edited or is corrupt"
+        )
+    );
+}

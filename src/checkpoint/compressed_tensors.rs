@@ -241,14 +241,23 @@ impl Checkpoint {
                     TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(&bytes).to_vec(),
                     TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(&bytes, rows, cols),
                     _ => {
-                        return Err(Error::Unsupported(format!(
+                        // I8 or I32 of another size contradicts the scales; another dtype is a layout
+                        // this crate does not read.
+                        let msg = format!(
                             "`{zname}` is {} {:?}; expected I32 [{}, {cols}] (packed along dim 0) or I8 with \
                              {} elements",
                             z.dtype,
                             z.shape,
                             rows.div_ceil(4),
                             rows * cols
-                        )));
+                        );
+                        return Err(match z.dtype {
+                            TensorDtype::I8 | TensorDtype::I32 => Error::Corrupt(format!(
+                                "{msg}: the zero points disagree with the scales' shape, so the file was edited or \
+                                 is corrupt"
+                            )),
+                            _ => Error::Unsupported(msg),
+                        });
                     }
                 })
             }
