@@ -1,6 +1,8 @@
 //! What a checkpoint that is wrong, or asked for wrongly, is told: a config whose group size
-//! disagrees with the scales, a layer name with a typo, a config field that is not an object,
-//! a bitsandbytes threshold f32 cannot hold, and a tensor name said once.
+//! disagrees with the scales, a layer name with a typo, a missing prefix or another layer index,
+//! a float layer asked for as quantized, a config field that is not an object or is missing, a
+//! bitsandbytes threshold f32 cannot hold, a weight_shape or zero points that contradict the
+//! packed tensors, a header key given twice, and a tensor name said once.
 
 mod common;
 
