@@ -150,13 +150,26 @@ fn input_activations(group: &str, args: &Value) -> Result<ActivationQuant> {
     if symmetric != true {
         return unsupported("symmetric", &symmetric, "asymmetric (zero-point) activations cannot run here");
     }
-    let dynamic = field("dynamic", Value::Bool(false));
-    if dynamic != true {
-        return unsupported("dynamic", &dynamic, "static (calibrated) activation scales are not supported");
+    // A missing key is said to be missing, not shown as the default it stands for.
+    let missing = |key: &str, default: &str, why: &str| {
+        Err(Error::Unsupported(format!(
+            "config group `{group}`: input_activations.{key} is missing (compressed-tensors' default is {default}); \
+             {why} (only dynamic per-token symmetric int8 activations, llmcompressor's W8A8, are supported)"
+        )))
+    };
+    match args.get("dynamic").filter(|v| !v.is_null()) {
+        None => return missing("dynamic", "false", "static (calibrated) activation scales are not supported"),
+        Some(d) if *d != true => {
+            return unsupported("dynamic", d, "static (calibrated) activation scales are not supported");
+        }
+        Some(_) => {}
     }
-    let strategy = field("strategy", Value::from("tensor"));
-    if strategy != "token" {
-        return unsupported("strategy", &strategy, "activations are quantized with one scale per token");
+    match args.get("strategy").filter(|v| !v.is_null()) {
+        None => return missing("strategy", "\"tensor\"", "activations are quantized with one scale per token"),
+        Some(st) if *st != "token" => {
+            return unsupported("strategy", st, "activations are quantized with one scale per token");
+        }
+        Some(_) => {}
     }
     for k in ["group_size", "block_structure"] {
         if let Some(v) = args.get(k).filter(|v| !v.is_null()) {

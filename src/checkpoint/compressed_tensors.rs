@@ -80,8 +80,20 @@ impl Checkpoint {
             let &[out, inn] = dims.as_slice() else {
                 return bad(format!("`{p}.weight_shape` is {dims:?}; a linear weight needs [out, in]"));
             };
-            let (out, inn) = (to_dim(out)?, to_dim(inn)?);
-            if packed.dtype != TensorDtype::I32 || packed.shape != [out, inn.div_ceil(4)] {
+            let (out, inn) = (to_dim(p, out)?, to_dim(p, inn)?);
+            let words = inn.div_ceil(4);
+            // I32 [out, in/8] or [out, in/16] is 4- or 2-bit packing; any other shape contradicts
+            // weight_shape (an edited file).
+            let other_bits = [8, 16].iter().any(|f| packed.shape == [out, inn.div_ceil(*f)]);
+            if packed.dtype == TensorDtype::I32 && packed.shape != [out, words] && !other_bits {
+                return Err(Error::Corrupt(format!(
+                    "`{p}.weight_shape` is [{out}, {inn}] but `{p}.weight_packed` is I32 {:?}; 8-bit ints of a \
+                     [{out}, {inn}] weight pack into I32 [{out}, {words}]: weight_shape disagrees with the packed \
+                     tensor's shape, so the file was edited or is corrupt",
+                    packed.shape
+                )));
+            }
+            if packed.dtype != TensorDtype::I32 || packed.shape != [out, words] {
                 return bad(format!(
                     "`{p}.weight_packed` is {} {:?}; 8-bit pack-quantized needs I32 [{out}, {}] for weight shape \
                      [{out}, {inn}] (other bit widths are not supported)",
@@ -99,6 +111,13 @@ impl Checkpoint {
             nbytes += w.nbytes();
             (PackFormat::IntQuantized, out, inn)
         } else {
+            if let Some(dtype) = self.float_weight(p) {
+                return Err(Error::NotFound(format!(
+                    "layer `{p}` is not quantized: the checkpoint holds its float weight `{p}.weight` ({dtype}); \
+                     quantize the checkpoint with `int8-wgpu quantize`, or the layer with \
+                     `QuantizedLinear::from_float`"
+                )));
+            }
             return Err(Error::NotFound(format!(
                 "no quantized layer `{p}` (no `{p}.weight_packed` nor I8 `{p}.weight`){}",
                 self.layer_hint(p)
@@ -141,9 +160,12 @@ impl Checkpoint {
             None => Mode::Symmetric,
         };
         if mode == Mode::Symmetric
-            && self.config_weights().and_then(|w| w.get("symmetric")).and_then(Value::as_bool) == Some(false)
+            && self.layer_group(p)?.and_then(|g| g.weights.get("symmetric")).and_then(Value::as_bool) == Some(false)
         {
-            return bad(format!("config.json says asymmetric but `{p}.weight_zero_point` is missing"));
+            return Err(Error::Corrupt(format!(
+                "config.json says asymmetric but `{p}.weight_zero_point` is missing; an asymmetric layer needs its \
+                 zero points, so the file is incomplete or corrupt"
+            )));
         }
         Ok(QuantizedLayerInfo {
             name: p.to_string(),
@@ -153,32 +175,6 @@ impl Checkpoint {
             format,
             nbytes,
         })
-    }
-
-    /// For a layer name that is not one: `; did you mean `…`?` with the layer it names with a
-    /// tensor suffix (`P.weight`), else the closest layer name within a few edits; else nothing.
-    fn layer_hint(&self, p: &str) -> String {
-        let layers = self.quantized_layers();
-        const SUFFIXES: [&str; 8] = [
-            "weight",
-            "weight_packed",
-            "weight_scale",
-            "weight_zero_point",
-            "weight_shape",
-            "weight_format",
-            "SCB",
-            "bias",
-        ];
-        let stripped = p.rsplit_once('.').filter(|(_, s)| SUFFIXES.contains(s)).map(|(l, _)| l);
-        let near = || {
-            let (d, best) = layers.iter().map(|l| (edit_distance(p, l), l)).min_by_key(|&(d, _)| d)?;
-            // A few typos, not another layer of a similar name.
-            (d <= 3 && 4 * d <= p.chars().count()).then_some(best.as_str())
-        };
-        match stripped.filter(|l| layers.iter().any(|x| x == l)).or_else(near) {
-            Some(l) => format!("; did you mean `{l}`?"),
-            None => String::new(),
-        }
     }
 
     /// Reads an integer tensor (I8, I16, I32, I64, U8) as i64 values.
@@ -214,6 +210,7 @@ impl Checkpoint {
         let values: Vec<i8> = match info.format {
             PackFormat::PackQuantized => {
                 let words: Vec<u32> = bytemuck::pod_collect_to_vec(&self.tensor_data(&format!("{p}.weight_packed"))?);
+                check_padding(p, &words, out, inn)?;
                 unpack_rows_xor(&words, out, inn, OFFSET_BINARY)
             }
             PackFormat::IntQuantized | PackFormat::BitsAndBytes => {
@@ -244,14 +241,23 @@ impl Checkpoint {
                     TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(&bytes).to_vec(),
                     TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(&bytes, rows, cols),
                     _ => {
-                        return Err(Error::Unsupported(format!(
+                        // I8 or I32 of another size contradicts the scales; another dtype is a layout
+                        // this crate does not read.
+                        let msg = format!(
                             "`{zname}` is {} {:?}; expected I32 [{}, {cols}] (packed along dim 0) or I8 with \
                              {} elements",
                             z.dtype,
                             z.shape,
                             rows.div_ceil(4),
                             rows * cols
-                        )));
+                        );
+                        return Err(match z.dtype {
+                            TensorDtype::I8 | TensorDtype::I32 => Error::Corrupt(format!(
+                                "{msg}: the zero points disagree with the scales' shape, so the file was edited or \
+                                 is corrupt"
+                            )),
+                            _ => Error::Unsupported(msg),
+                        });
                     }
                 })
             }
@@ -260,24 +266,34 @@ impl Checkpoint {
     }
 }
 
-/// Levenshtein distance in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let next = (diag + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
-            diag = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
+fn to_dim(p: &str, v: i64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| {
+        Error::Corrupt(format!(
+            "`{p}.weight_shape` has the negative dimension {v}; weight_shape disagrees with the packed tensor's \
+             shape, so the file was edited or is corrupt"
+        ))
+    })
 }
 
-fn to_dim(v: i64) -> Result<usize> {
-    usize::try_from(v).map_err(|_| Error::Corrupt(format!("negative dimension {v} in weight_shape")))
+/// The ints of `pack-quantized` rows, after checking that each row's padding bytes (past `in`,
+/// up to a whole word) are zero as compressed-tensors writes them: nonzero padding means
+/// weight_shape was edited to drop columns that hold ints.
+pub(super) fn check_padding(p: &str, words: &[u32], out: usize, inn: usize) -> Result<()> {
+    let wpr = inn.div_ceil(4);
+    if inn % 4 == 0 {
+        return Ok(());
+    }
+    let mask = !0u32 << (8 * (inn % 4));
+    for r in 0..out {
+        if words[r * wpr + wpr - 1] & mask != 0 {
+            return Err(Error::Corrupt(format!(
+                "`{p}.weight_packed` row {r} holds nonzero bytes past column {inn} of `{p}.weight_shape` [{out}, \
+                 {inn}], where a row is padded with zeros: weight_shape disagrees with the packed tensor, so the \
+                 file was edited or is corrupt"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn unpack_dim0(bytes: &[u8], rows: usize, cols: usize) -> Vec<i8> {
@@ -295,15 +311,6 @@ fn unpack_dim0(bytes: &[u8], rows: usize, cols: usize) -> Vec<i8> {
 mod tests {
     use super::super::encode::{pack_dim0, words_bytes};
     use super::*;
-
-    #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("up_proj", "up_proj"), 0);
-        assert_eq!(edit_distance("up_prj", "up_proj"), 1);
-        assert_eq!(edit_distance("up_porj", "up_proj"), 2);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-    }
 
     #[test]
     fn dim0_packing_round_trips() {

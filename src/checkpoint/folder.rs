@@ -67,10 +67,29 @@ fn present(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
+/// The largest `config.json` or shard index read (real ones are under 10 MB): a bigger file,
+/// such as a sparse one, is refused rather than allocated for.
+pub(crate) const MAX_JSON_BYTES: u64 = 64 << 20;
+
 fn read_json(path: &Path) -> Result<Value> {
-    let (mut f, len) = open_regular(path)?;
+    let (f, len) = open_regular(path)?;
+    let too_big = |size: u64| {
+        Error::Corrupt(format!(
+            "`{}` is {size} bytes, over the {MAX_JSON_BYTES}-byte limit for a JSON file of a checkpoint; a model \
+             config or shard index is a few megabytes at most",
+            path.display()
+        ))
+    };
+    if len > MAX_JSON_BYTES {
+        return Err(too_big(len));
+    }
+    // At most one byte past the limit, so a file that grows after the length was taken is
+    // still refused without reading it all.
     let mut text = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    f.read_to_end(&mut text).map_err(|e| Error::io("reading", path, e))?;
+    f.take(MAX_JSON_BYTES + 1).read_to_end(&mut text).map_err(|e| Error::io("reading", path, e))?;
+    if text.len() as u64 > MAX_JSON_BYTES {
+        return Err(too_big(text.len() as u64));
+    }
     serde_json::from_slice(&text).map_err(|e| Error::Corrupt(format!("`{}` is not valid JSON: {e}", path.display())))
 }
 

@@ -52,6 +52,7 @@ impl Checkpoint {
                     // Read into a buffer dropped once uploaded: no host copy outlives it.
                     let data = self.tensor_data(&format!("{name}.weight_packed"))?;
                     let words = as_slice_of::<u32>(&data);
+                    super::compressed_tensors::check_padding(name, &words, info.shape[0], info.shape[1])?;
                     let (scales, zps) = self.params(&info)?;
                     let w = GpuQuantizedTensor::from_packed(
                         gpu,

@@ -39,7 +39,10 @@
 //! `int-quantized`) or from bitsandbytes' `P.weight` and `P.SCB`. Packed words go to the GPU as
 //! stored; the kernels read the offset-binary bytes directly. Each tensor it reads is held only
 //! while it is uploaded, so a model loaded onto the GPU leaves no copy of its weights in host memory.
-//! Layers quantize their activations as [`Checkpoint::activation_quant`] says.
+//! Layers quantize their activations as [`Checkpoint::activation_quant`] says. A layer's tensors
+//! must agree with the one config group that targets it (its strategy and group size with the
+//! scale shape, `weight_shape` with the packed ints, zero padding past `in`): a contradiction is an
+//! [`Error::Corrupt`], never a silent reading of one side.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -54,10 +57,14 @@ mod activations;
 mod bitsandbytes;
 /// Reading the compressed-tensors tensors of a quantized layer.
 mod compressed_tensors;
+/// Which config group quantizes a layer, and its checked weight arguments.
+mod config_groups;
 /// Encoding a quantized layer into compressed-tensors tensors.
 mod encode;
 /// What a checkpoint path names: file, model.safetensors or shards + index, config.json.
 mod folder;
+/// Hints for names a checkpoint does not hold.
+mod hints;
 /// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
 mod load;
 /// The order names are listed and written in.
@@ -238,9 +245,9 @@ impl Checkpoint {
     }
 
     fn require(&self, name: &str) -> Result<&TensorInfo> {
-        self.tensors
-            .get(name)
-            .ok_or_else(|| Error::NotFound(format!("`{}` has no tensor `{name}`", self.path.display())))
+        self.tensors.get(name).ok_or_else(|| {
+            Error::NotFound(format!("`{}` has no tensor `{name}`{}", self.path.display(), self.tensor_hint(name)))
+        })
     }
 
     /// Total bytes of tensor data.

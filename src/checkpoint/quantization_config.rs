@@ -93,15 +93,9 @@ pub(crate) fn quantization_config(scheme: QuantScheme, ignore: &[String], method
 }
 
 impl Checkpoint {
-    pub(super) fn config_weights(&self) -> Option<&Value> {
-        let groups = self.quantization_config()?.get("config_groups")?.as_object()?;
-        groups.values().find_map(|g| g.get("weights"))
-    }
-
-    /// The granularity that layer `p`'s scale shape gave must be one that a config group's
+    /// The granularity that layer `p`'s scale shape gave must be the one its config group's
     /// `weights` declare (`strategy` tensor, channel, or group with its `group_size`): scales of
-    /// another shape would be read as another scheme than the file says. Groups with another
-    /// strategy, or none, are not checked.
+    /// another shape would be read as another scheme than the file says.
     pub(super) fn check_config_granularity(
         &self,
         p: &str,
@@ -109,50 +103,28 @@ impl Checkpoint {
         found: Granularity,
         scale_shape: &[usize],
     ) -> Result<()> {
-        let Some(groups) = self.quantization_config().and_then(|q| q.get("config_groups")).and_then(Value::as_object)
-        else {
-            return Ok(());
-        };
+        let Some(group) = self.layer_group(p)? else { return Ok(()) };
         // One scale per row is the same scheme as one group per row, or one scale for one row.
         let norm = |g: Granularity| match g {
             Granularity::PerGroup { size } if size == inn => Granularity::PerChannel { axis: 0 },
             Granularity::PerTensor if out == 1 => Granularity::PerChannel { axis: 0 },
             g => g,
         };
-        let mut declared = Vec::new();
-        for (gname, g) in groups {
-            let Some(w) = g.get("weights") else { continue };
-            let size = w.get("group_size").and_then(Value::as_u64);
-            let want = match w.get("strategy").and_then(Value::as_str) {
-                Some("tensor") => Granularity::PerTensor,
-                Some("channel") => Granularity::PerChannel { axis: 0 },
-                Some("group") => match size.and_then(|s| usize::try_from(s).ok()) {
-                    Some(size) => Granularity::PerGroup { size },
-                    None => continue,
-                },
-                _ => continue,
-            };
-            if norm(want) == norm(found) {
-                return Ok(());
-            }
-            declared.push(match want {
-                Granularity::PerGroup { size } => format!("group `{gname}` says groups of {size} inputs"),
-                Granularity::PerTensor => format!("group `{gname}` says one scale per tensor"),
-                _ => format!("group `{gname}` says one scale per output row"),
-            });
-        }
-        if declared.is_empty() {
+        if norm(group.granularity) == norm(found) {
             return Ok(());
         }
-        let shape = match found {
+        let describe = |g: Granularity| match g {
             Granularity::PerGroup { size } => format!("groups of {size} inputs"),
             Granularity::PerTensor => "one scale per tensor".into(),
             Granularity::PerChannel { .. } => "one scale per output row".into(),
         };
         Err(Error::Corrupt(format!(
-            "layer `{p}` [{out}, {inn}]: config.json's quantization_config {}, but `{p}.weight_scale` has shape \
-             {scale_shape:?} ({shape}); the config and the scales disagree, so the file was edited or is corrupt",
-            declared.join(" and ")
+            "layer `{p}` [{out}, {inn}]: config.json's quantization_config group `{}` says {}, but \
+             `{p}.weight_scale` has shape {scale_shape:?} ({}); the config and the scales disagree, so the file was \
+             edited or is corrupt",
+            group.name,
+            describe(group.granularity),
+            describe(found)
         )))
     }
 

@@ -231,6 +231,11 @@ impl<'de> serde::Deserialize<'de> for RawHeader {
 /// each tensor's byte count equal to its shape times its dtype, computed without overflow),
 /// ordering them by offset; returns the data length the header declares.
 fn check_tensors(tensors: &mut [(String, safetensors::tensor::TensorInfo)]) -> std::result::Result<usize, String> {
+    // Names first: a key given twice with the same offsets would otherwise read as an overlap.
+    tensors.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = tensors.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format!("tensor `{}` appears twice", w[0].0));
+    }
     tensors.sort_unstable_by_key(|(_, t)| t.data_offsets);
     let mut end = 0usize;
     for (name, t) in tensors.iter() {

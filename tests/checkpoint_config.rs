@@ -1,0 +1,212 @@
+//! What a checkpoint folder's JSON files may say: a `config.json` or shard index too big to be
+//! one is refused before it is read, and a `quantization_config` that contradicts the tensors,
+//! or asks for what this crate cannot run, is an error rather than ignored.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use common::TempDir;
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{Error, Granularity};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use serde_json::{Value, json};
+
+const LAYER: &str = "model.layers.0.mlp.up_proj";
+
+/// An int-quantized layer `LAYER` [64, 64] (I8 ints, F32 scales of `scale_shape`) and
+/// `config.json` with `quantization_config`.
+fn write_layer(dir: &Path, scale_shape: &[usize], quantization_config: Value) {
+    let ints: Vec<u8> = (0..64 * 64).map(|i| (i * 37 % 255) as u8).collect();
+    let n: usize = scale_shape.iter().product();
+    let scales: Vec<u8> = (0..n).flat_map(|i| (0.01 + i as f32 * 1e-3).to_le_bytes()).collect();
+    let tensors = [
+        (format!("{LAYER}.weight"), TensorView::new(Dtype::I8, vec![64, 64], &ints).unwrap()),
+        (format!("{LAYER}.weight_scale"), TensorView::new(Dtype::F32, scale_shape.to_vec(), &scales).unwrap()),
+    ];
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(tensors, Some(meta), &dir.join("model.safetensors")).unwrap();
+    let config = json!({"model_type": "toy", "quantization_config": quantization_config});
+    fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+#[test]
+fn a_sparse_huge_config_or_index_is_refused_without_reading_it() {
+    let d = TempDir::new("cfg-huge");
+    write_layer(d.path(), &[64, 1], json!({}));
+    let config = d.path().join("config.json");
+    fs::File::options().write(true).open(&config).unwrap().set_len(1 << 40).unwrap();
+    let Err(e) = Checkpoint::open(d.path()) else { panic!("a 1 TiB config.json opened") };
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "checkpoint error: `{}` is 1099511627776 bytes, over the 67108864-byte limit for a JSON file of a \
+             checkpoint; a model config or shard index is a few megabytes at most",
+            config.display()
+        )
+    );
+
+    // Just over the limit is refused too; the index likewise.
+    fs::File::options().write(true).open(&config).unwrap().set_len((64 << 20) + 1).unwrap();
+    let Err(e) = Checkpoint::open(d.path()) else { panic!("config.json over the limit opened") };
+    assert!(e.to_string().contains("is 67108865 bytes, over the 67108864-byte limit"), "{e}");
+    fs::write(&config, "{}").unwrap();
+    let index = d.path().join("model.safetensors.index.json");
+    fs::write(&index, "").unwrap();
+    fs::File::options().write(true).open(&index).unwrap().set_len(1 << 40).unwrap();
+    let Err(e) = Checkpoint::open(d.path()) else { panic!("a 1 TiB index opened") };
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    assert!(e.to_string().contains(&format!("`{}` is 1099511627776 bytes", index.display())), "{e}");
+}
+
+/// A compressed-tensors config with one group of these weight arguments targeting `Linear`.
+fn ct_config(weights: Value) -> Value {
+    json!({
+        "quant_method": "compressed-tensors",
+        "format": "int-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights}},
+        "ignore": ["lm_head"],
+    })
+}
+
+fn group(size: Value) -> Value {
+    json!({"num_bits": 8, "type": "int", "symmetric": true, "strategy": "group", "group_size": size})
+}
+
+/// Loads `LAYER` with `config` over [64, 4] scales (groups of 16 inputs): its granularity, or
+/// the error.
+fn load(d: &Path, scales: &[usize], config: Value) -> Result<Granularity, Error> {
+    write_layer(d, scales, config);
+    let ck = Checkpoint::open(d).unwrap();
+    let info = ck.quantized_layer_info(LAYER);
+    if let Err(e) = &info {
+        assert_eq!(ck.quantized_tensor(LAYER).unwrap_err().to_string(), e.to_string());
+    }
+    // A message that does not name the layer comes wrapped in one that does.
+    info.map(|i| i.scheme.granularity).map_err(|e| match e {
+        Error::Tensor { name, source } if name == LAYER => *source,
+        e => e,
+    })
+}
+
+#[test]
+fn a_group_size_that_is_not_a_positive_integer_is_corrupt() {
+    let d = TempDir::new("cfg-size");
+    assert_eq!(load(d.path(), &[64, 4], ct_config(group(json!(16)))).unwrap(), Granularity::PerGroup { size: 16 });
+    for size in [json!(-1), json!("16"), json!(16.0), Value::Null, json!(1e20), json!(0)] {
+        let e = load(d.path(), &[64, 4], ct_config(group(size.clone()))).unwrap_err();
+        assert!(matches!(e, Error::Corrupt(_)), "{size}: {e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "checkpoint error: layer `{LAYER}`: config group `group_0`: weights.group_size is {size}; strategy \
+                 `group` needs a positive integer group size, so the file was edited or is corrupt"
+            )
+        );
+    }
+    for (key, v, want) in [("num_bits", json!("4"), "an integer"), ("symmetric", json!("false"), "true or false")] {
+        let mut w = group(json!(16));
+        w[key] = v.clone();
+        let e = load(d.path(), &[64, 4], ct_config(w)).unwrap_err();
+        assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+        assert!(e.to_string().contains(&format!("weights.{key} is {v}, not {want}")), "{e}");
+    }
+    // A group size with a strategy that has none; -1, the old spelling of per channel, loads.
+    let channel = |size: Value| json!({"num_bits": 8, "strategy": "channel", "group_size": size});
+    let e = load(d.path(), &[64, 1], ct_config(channel(json!(16)))).unwrap_err();
+    assert!(e.to_string().contains("weights.group_size is 16; strategy `channel` has no groups"), "{e}");
+    let per_row = Granularity::PerChannel { axis: 0 };
+    assert_eq!(load(d.path(), &[64, 1], ct_config(channel(json!(-1)))).unwrap(), per_row);
+    assert!(load(d.path(), &[64, 4], ct_config(channel(json!(-1)))).unwrap_err().to_string().contains("disagree"));
+}
+
+#[test]
+fn float_and_block_schemes_are_unsupported() {
+    let d = TempDir::new("cfg-unsupported");
+    let mut block = group(json!(16));
+    block["strategy"] = json!("block");
+    let mut float = group(json!(16));
+    float["type"] = json!("float");
+    let mut float_format = ct_config(group(json!(16)));
+    float_format["format"] = json!("float-quantized");
+    for (config, says) in [
+        (
+            ct_config(block),
+            "config group `group_0`: weights.strategy is \"block\"; only `tensor`, `channel` and `group` int8 weights load here",
+        ),
+        (
+            ct_config(float),
+            "config group `group_0`: weights.type is \"float\"; only int weights load here (float, e.g. FP8, weights do not)",
+        ),
+        (
+            float_format,
+            "quantization_config format `float-quantized` stores float (e.g. FP8) weights; only int8 weights load here",
+        ),
+    ] {
+        let e = load(d.path(), &[64, 4], config).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+        assert_eq!(e.to_string(), format!("unsupported: {says}"));
+    }
+}
+
+#[test]
+fn a_layer_ignored_untargeted_or_targeted_twice_differently_is_corrupt() {
+    let d = TempDir::new("cfg-targets");
+    let base = ct_config(group(json!(16)));
+    let mut conv = base.clone();
+    conv["config_groups"]["group_0"]["targets"] = json!(["Conv2d"]);
+    let mut ignored = base.clone();
+    ignored["ignore"] = json!(["lm_head", LAYER]);
+    let mut ignored_re = base.clone();
+    ignored_re["ignore"] = json!(["re:.*up_proj$"]);
+    let mut twice = base.clone();
+    twice["config_groups"]["group_1"] = json!({"targets": ["re:.*mlp\\..*"], "weights": group(json!(32))});
+    let pre = format!("checkpoint error: layer `{LAYER}`: config.json's quantization_config");
+    for (config, says) in [
+        (
+            conv,
+            format!(
+                "{pre} has no config group whose targets name it, but it carries quantized tensors; the file was edited or is corrupt"
+            ),
+        ),
+        (
+            ignored,
+            format!(
+                "{pre} lists it in `ignore` (`{LAYER}`), but it carries quantized tensors; the config and the tensors disagree, so the file was edited or is corrupt"
+            ),
+        ),
+        (
+            ignored_re,
+            format!(
+                "{pre} lists it in `ignore` (`re:.*up_proj$`), but it carries quantized tensors; the config and the tensors disagree, so the file was edited or is corrupt"
+            ),
+        ),
+        (
+            twice,
+            format!(
+                "{pre} targets it from groups `group_0` and `group_1`, whose weights differ; a layer is quantized by one group"
+            ),
+        ),
+    ] {
+        let e = load(d.path(), &[64, 4], config).unwrap_err();
+        assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+        assert_eq!(e.to_string(), says);
+    }
+    // Targeted by name or regex, by two groups that agree, or one that targets other layers: loads.
+    let want = Granularity::PerGroup { size: 16 };
+    let mut by_name = base.clone();
+    by_name["config_groups"]["group_0"]["targets"] = json!([LAYER]);
+    let mut by_re = base.clone();
+    by_re["config_groups"]["group_0"]["targets"] = json!(["re:model\\.layers\\.\\d+\\.mlp"]);
+    let mut agree = base.clone();
+    agree["config_groups"]["group_1"] = json!({"targets": ["re:.*mlp.*"], "weights": group(json!(16))});
+    let mut other = base.clone();
+    other["config_groups"]["group_1"] = json!({"targets": ["re:.*self_attn.*"], "weights": group(json!(32))});
+    for config in [by_name, by_re, agree, other] {
+        assert_eq!(load(d.path(), &[64, 4], config.clone()).unwrap(), want, "{config}");
+    }
+}
