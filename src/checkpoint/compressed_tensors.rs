@@ -280,7 +280,7 @@ fn to_dim(p: &str, v: i64) -> Result<usize> {
 /// weight_shape was edited to drop columns that hold ints.
 pub(super) fn check_padding(p: &str, words: &[u32], out: usize, inn: usize) -> Result<()> {
     let wpr = inn.div_ceil(4);
-    if inn % 4 == 0 {
+    if inn.is_multiple_of(4) {
         return Ok(());
     }
     let mask = !0u32 << (8 * (inn % 4));
