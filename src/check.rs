@@ -33,6 +33,7 @@ pub(crate) fn check_output<T: Element>(y: &[T], shape: &[usize]) -> Result<()> {
         None => Ok(()),
         Some((index, value)) => Err(Error::Overflow {
             what: format!("the linear output ({})", T::DTYPE),
+            dtype: T::DTYPE,
             position: unravel(index, shape),
             index,
             value,

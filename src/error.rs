@@ -95,12 +95,14 @@ pub enum Error {
     },
     /// A result overflowed its dtype although every input was finite.
     #[error(
-        "{what} overflows: finite inputs gave {value} at position {position:?} (flat index {index}); \
-         scale the inputs down or use an activation dtype with more range (bf16 or f32 instead of f16)"
+        "{what} overflows: finite inputs gave {value} at position {position:?} (flat index {index}); {}",
+        overflow_advice(*.dtype)
     )]
     Overflow {
         /// Which result.
         what: String,
+        /// The dtype it overflowed.
+        dtype: DType,
         /// Multi-dimensional position of the first non-finite result.
         position: Vec<usize>,
         /// Flat (row-major) index of that result.
@@ -232,6 +234,16 @@ pub enum Error {
     },
 }
 
+/// What to do about an [`Error::Overflow`] in `dtype`.
+fn overflow_advice(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "scale the inputs down or use an activation dtype with more range (bf16 or f32 instead of f16)",
+        DType::BF16 | DType::F32 => {
+            "scale the inputs down: the result or a partial sum is beyond about 3.4e38, the range of bf16 and f32"
+        }
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with the operation and the path it concerned.
     pub(crate) fn io(op: &'static str, path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
@@ -255,3 +267,19 @@ fn names_tensor(message: &str, name: &str) -> bool {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The advice of an overflow fits its dtype: more range for f16, none to gain beyond f32.
+    #[test]
+    fn overflow_advice_fits_the_dtype() {
+        let e = |dtype| Error::Overflow { what: "y".into(), dtype, position: vec![0], index: 0, value: f32::INFINITY };
+        assert!(e(DType::F16).to_string().contains("bf16 or f32 instead of f16"));
+        for dtype in [DType::BF16, DType::F32] {
+            let m = e(dtype).to_string();
+            assert!(!m.contains("instead of f16") && m.contains("scale the inputs down"), "{m}");
+        }
+    }
+}

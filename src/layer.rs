@@ -387,6 +387,7 @@ fn upload_as<B: Element, T: Element>(gpu: &Gpu, b: &[B]) -> Result<GpuTensor> {
     if let Some((index, _)) = crate::check::find_non_finite(&v) {
         return Err(Error::Overflow {
             what: format!("the bias value {:e} converted to {}", b[index].to_f32(), T::DTYPE),
+            dtype: T::DTYPE,
             position: vec![index],
             index,
             value: v[index].to_f32(),

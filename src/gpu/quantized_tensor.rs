@@ -262,6 +262,7 @@ impl GpuQuantizedTensor {
             None => Ok(()),
             Some((index, value)) => Err(Error::Overflow {
                 what: format!("the dequantized weight ({})", out.dtype()),
+                dtype: out.dtype(),
                 position: crate::scheme::unravel(index, &self.shape),
                 index,
                 value,
