@@ -12,28 +12,11 @@ use common::TempDir;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
-fn exe() -> Option<&'static str> {
-    let exe = option_env!("CARGO_BIN_EXE_int8-wgpu");
-    if exe.is_none() {
-        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
-    }
-    exe
-}
+use common::cli_exe as exe;
 
 /// Runs the CLI: exit code, stdout, stderr.
 fn run(exe: &str, args: &[&OsStr]) -> (Option<i32>, String, String) {
-    run_on(exe, args, None)
-}
-
-/// [`run`] with `WGPU_BACKEND` set to `backend`, where one is given.
-fn run_on(exe: &str, args: &[&OsStr], backend: Option<&str>) -> (Option<i32>, String, String) {
-    let mut c = std::process::Command::new(exe);
-    c.args(args).env("XDG_RUNTIME_DIR", "/tmp");
-    if let Some(b) = backend {
-        c.env("WGPU_BACKEND", b);
-    }
-    let o = c.output().unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    common::run_cli(exe, args, None)
 }
 
 /// A model folder with two F32 linear layers.
@@ -106,16 +89,16 @@ fn no_adapter_means_the_cpu_reference_unless_gpu_is_asked_for() {
     write_model(inp.path());
     let (i, s) = (inp.path().as_os_str(), OsStr::new);
     let (dflt, cpu) = (out.path().join("default"), out.path().join("cpu"));
-    let (code, stdout, stderr) = run_on(exe, &[s("quantize"), i, dflt.as_os_str()], Some("dx12"));
+    let (code, stdout, stderr) = common::run_cli(exe, &[s("quantize"), i, dflt.as_os_str()], Some("dx12"));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let line = backend_line(&stdout);
     assert!(line.contains("on the CPU reference: no GPU adapter for backends ") && line.contains("DX12"), "{stdout}");
-    let (code, stdout, stderr) = run_on(exe, &[s("quantize"), i, cpu.as_os_str(), s("--cpu")], Some("dx12"));
+    let (code, stdout, stderr) = common::run_cli(exe, &[s("quantize"), i, cpu.as_os_str(), s("--cpu")], Some("dx12"));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert_eq!(fs::read(dflt.join("model.safetensors")).unwrap(), fs::read(cpu.join("model.safetensors")).unwrap());
 
     let forced = out.path().join("gpu");
-    let (code, _, stderr) = run_on(exe, &[s("quantize"), i, forced.as_os_str(), s("--gpu")], Some("dx12"));
+    let (code, _, stderr) = common::run_cli(exe, &[s("quantize"), i, forced.as_os_str(), s("--gpu")], Some("dx12"));
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.starts_with("error: no GPU adapter found for backends "), "{stderr}");
     assert!(stderr.contains("or quantize on the CPU reference with --cpu"), "{stderr}");

@@ -12,18 +12,11 @@ use common::TempDir;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
-fn exe() -> Option<&'static str> {
-    let exe = option_env!("CARGO_BIN_EXE_int8-wgpu");
-    if exe.is_none() {
-        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
-    }
-    exe
-}
+use common::cli_exe as exe;
 
 /// Runs the CLI: exit code, stdout, stderr.
 fn run(exe: &str, args: &[&OsStr]) -> (Option<i32>, String, String) {
-    let o = std::process::Command::new(exe).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    common::run_cli(exe, args, None)
 }
 
 /// `model.safetensors` with one F32 tensor `name` of `shape`.
