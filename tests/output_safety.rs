@@ -288,6 +288,7 @@ fn force_replaces_an_output_created_during_the_run() {
     let dest = out.path().join("q");
     let report = run_meddling(quantizer(inp.path(), &dest).overwrite(true), || {
         fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("model.safetensors"), "an older checkpoint").unwrap();
         fs::write(dest.join("user.txt"), "replaced, as --force asked").unwrap();
     })
     .unwrap();
@@ -363,6 +364,7 @@ fn the_old_output_stays_in_place_when_the_commit_fails() {
     write_weights(&file, 2, 8);
     let dest = out.path().join("q");
     fs::create_dir(&dest).unwrap();
+    fs::write(dest.join("model.safetensors"), "the previous weights").unwrap();
     fs::write(dest.join("old.txt"), "the previous output").unwrap();
     let parent = out.path().to_path_buf();
     let e = quantizer(&file, &dest)
@@ -377,7 +379,7 @@ fn the_old_output_stays_in_place_when_the_commit_fails() {
         })
         .unwrap_err();
     assert!(matches!(&e, Error::Io { op: "moving into place", path, .. } if *path == dest), "{e:?}");
-    assert_eq!(names(&tree(&dest)), ["old.txt"]);
+    assert_eq!(names(&tree(&dest)), ["model.safetensors", "old.txt"]);
     assert_eq!(fs::read_to_string(dest.join("old.txt")).unwrap(), "the previous output");
 }
 
@@ -589,6 +591,19 @@ fn force_never_deletes_a_folder_that_is_not_a_checkpoint() {
     let e = quantizer(inp.path(), &victim).overwrite(true).run().unwrap_err();
     assert!(e.to_string().contains("holds `thesis.tex`, which is not part of a checkpoint"), "{e}");
     assert_eq!(fs::read_to_string(victim.join("thesis.tex")).unwrap(), "chapter 1");
+    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
+
+    // Files a checkpoint folder may hold, but no weights: a Python project, notes, a JSON data set.
+    let proj = out.path().join("proj");
+    fs::create_dir_all(proj.join("src")).unwrap();
+    fs::create_dir_all(proj.join("data")).unwrap();
+    fs::write(proj.join("src/train.py"), "print(1)").unwrap();
+    fs::write(proj.join("NOTES.md"), "notes").unwrap();
+    fs::write(proj.join("data/results.json"), "{}").unwrap();
+    fs::write(proj.join("requirements.txt"), "numpy").unwrap();
+    let e = quantizer(inp.path(), &proj).overwrite(true).run().unwrap_err();
+    assert!(e.to_string().contains("holds no `*.safetensors` file, so it is not a checkpoint folder"), "{e}");
+    assert_eq!(fs::read_to_string(proj.join("src/train.py")).unwrap(), "print(1)");
     assert_eq!(temp_folders(out.path()), Vec::<String>::new());
 
     // A folder that appears during the run is checked at the move into place.

@@ -99,7 +99,8 @@ struct QuantizeArgs {
     #[arg(long)]
     gpu: bool,
     /// Replace the output folder if it exists (or appears during the run) and looks like a
-    /// checkpoint (weights, configs, tokenizer files, model cards); any other folder is refused.
+    /// checkpoint (a *.safetensors file, otherwise only weights, configs, tokenizer files, model
+    /// cards); any other folder is refused.
     /// Without it, nothing at the output path is ever replaced.
     #[arg(long)]
     force: bool,

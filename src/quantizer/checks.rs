@@ -206,21 +206,36 @@ const CHECKPOINT_EXTENSIONS: &[&str] = &[
     "gguf",
 ];
 
-/// Refuses to let `--force` replace a folder that does not look like a checkpoint: every entry,
-/// in it and in its (non-hidden) sub-folders such as `1_Pooling`, must be a file a checkpoint
-/// folder holds ([`CHECKPOINT_EXTENSIONS`], `.gitattributes`, `LICENSE`) or such a folder; a
-/// thesis or a data set put at the output path by mistake is never deleted.
+/// Refuses to let `--force` replace a folder that does not look like a checkpoint: a non-empty
+/// folder must hold weights (a `*.safetensors` file) at its top, and every entry, in it and in
+/// its (non-hidden) sub-folders such as `1_Pooling`, must be a file a checkpoint folder holds
+/// ([`CHECKPOINT_EXTENSIONS`], `.gitattributes`, `LICENSE`) or such a folder; a thesis, notes,
+/// a JSON data set or a Python project put at the output path by mistake is never deleted.
 pub(super) fn check_replaceable(output: &Path) -> Result<()> {
-    match foreign_entry(output, Path::new("")) {
-        Ok(None) => Ok(()),
-        Ok(Some(entry)) => Err(Error::Output(format!(
+    let listing = |e| Error::io("listing", output, e);
+    if let Some(entry) = foreign_entry(output, Path::new("")).map_err(listing)? {
+        return Err(Error::Output(format!(
             "`{}` holds `{}`, which is not part of a checkpoint; --force replaces only a checkpoint folder: remove \
              it yourself or choose another output",
             output.display(),
             entry.display()
-        ))),
-        Err(e) => Err(Error::io("listing", output, e)),
+        )));
     }
+    let mut top = fs::read_dir(output).map_err(listing)?.peekable();
+    let empty = top.peek().is_none();
+    let weights = top.collect::<std::io::Result<Vec<_>>>().map_err(listing)?.iter().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy().to_ascii_lowercase();
+        name.ends_with(".safetensors") && e.file_type().is_ok_and(|t| t.is_file())
+    });
+    if !empty && !weights {
+        return Err(Error::Output(format!(
+            "`{}` holds no `*.safetensors` file, so it is not a checkpoint folder; --force replaces only a \
+             checkpoint folder: remove it yourself or choose another output",
+            output.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The first entry of `root/rel` (sorted, depth first) that no checkpoint folder holds.
