@@ -187,6 +187,25 @@ fn saving_replaces_only_a_regular_file() {
     assert_eq!(gpu.load_tuning(&target).unwrap(), 0);
 }
 
+/// Temporary files of other runs or processes at the path (a killed run's, or a container's
+/// with the same pid) neither fail a save nor are removed by it.
+#[test]
+fn others_temporary_files_are_left_alone() {
+    let _ = gpu_or_skip!();
+    let gpu = fresh();
+    let dir = common::TempDir::new("tuning-temps");
+    let path = dir.path().join("t.json");
+    let pid = std::process::id();
+    let theirs: Vec<PathBuf> = (0..4096).map(|n| dir.path().join(format!(".t.json.tmp-{pid}-{n}"))).collect();
+    for t in &theirs {
+        std::fs::write(t, "someone else's").unwrap();
+    }
+    gpu.save_tuning(&path).unwrap();
+    assert_eq!(gpu.load_tuning(&path).unwrap(), 0);
+    assert!(theirs.iter().all(|t| std::fs::read_to_string(t).unwrap() == "someone else's"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), theirs.len() + 1, "no temporary of ours left");
+}
+
 #[test]
 fn files_over_the_size_limit_are_refused_unread() {
     let _ = gpu_or_skip!();

@@ -68,17 +68,33 @@ impl Gpu {
             let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not end in a file name");
             return Err(Error::io("writing", path, e));
         };
-        let n = SAVES.fetch_add(1, Ordering::Relaxed);
-        let tmp = path.with_file_name(format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id()));
-        match write_new(&tmp, (text + "\n").as_bytes())
-            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e)))
-        {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(e)
+        // A name no other call or process uses: a process-wide counter, the pid, and random
+        // bits (containers on one volume often share pid 1); a temporary file only this call
+        // created is removed on failure.
+        let (tmp, mut file) = loop {
+            use std::hash::{BuildHasher, Hasher};
+            let n = SAVES.fetch_add(1, Ordering::Relaxed);
+            let random = std::hash::RandomState::new().build_hasher().finish();
+            let tmp = path.with_file_name(format!(
+                ".{}.tmp-{}-{n}-{random:016x}",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n % 64 != 63 => continue,
+                Err(e) => return Err(Error::io("creating", &tmp, e)),
             }
+        };
+        let written = file
+            .write_all((text + "\n").as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("writing", &tmp, e))
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
+        written
     }
 
     /// Loads tuned choices saved by [`Gpu::save_tuning`] on this adapter, replacing choices of
@@ -217,16 +233,6 @@ fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneKey, LinearVariant)
         zero_point: bool_of("zero_point")?,
     };
     Ok(Some((key, variant)))
-}
-
-/// Writes `bytes` to a new file at `path` (never one that exists) and flushes it to disk.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io("creating", path, e))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| Error::io("writing", path, e))
 }
 
 /// Reads a tuning file: a regular file (opened without blocking) of at most [`MAX_FILE_BYTES`].
