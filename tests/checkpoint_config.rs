@@ -237,7 +237,7 @@ fn w8a8_config() -> Value {
 /// Old compressed-tensors (before its PR #59) saved all-zero zero points for symmetric schemes:
 /// under a symmetric config such a layer is symmetric, and runs W8A8 exactly as without them.
 #[test]
-fn all_zero_zero_points_under_a_symmetric_config_load_as_symmetric() {
+fn all_zero_zero_points_under_a_symmetric_w8a8_config_load_as_symmetric() {
     let d = TempDir::new("cfg-zp-w8a8");
     let (out, inn) = (8, 16);
     let q = reference::quantize(&common::rand_vec(out * inn, 3), &[out, inn], QuantScheme::default()).unwrap();
@@ -261,8 +261,12 @@ fn all_zero_zero_points_under_a_symmetric_config_load_as_symmetric() {
         assert_eq!(with, without, "bit for bit");
         assert_eq!(with, &reference::linear_a8(&x, &q, None, ActivationQuant::per_token()).unwrap());
     }
+}
 
-    // W8A16 pack-quantized in groups of 16, with zero points packed along dim 0 (`zp ^ 0x80`).
+/// The same for W8A16 pack-quantized in groups of 16, with zero points packed along dim 0 (`zp ^ 0x80`).
+#[test]
+fn all_zero_packed_zero_points_of_groups_under_a_symmetric_config_load_as_symmetric() {
+    let d = TempDir::new("cfg-zp-w8a16");
     let scheme = QuantScheme::symmetric(Granularity::PerGroup { size: 16 });
     let (out, inn) = (8, 64);
     let q = reference::quantize(&common::rand_vec(out * inn, 5), &[out, inn], scheme).unwrap();
