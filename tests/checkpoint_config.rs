@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::TempDir;
 use int8_wgpu::checkpoint::Checkpoint;
-use int8_wgpu::{Error, Granularity};
+use int8_wgpu::{ActivationQuant, DType, Error, Granularity, QuantScheme, reference};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde_json::{Value, json};
@@ -208,5 +208,116 @@ fn a_layer_ignored_untargeted_or_targeted_twice_differently_is_corrupt() {
     other["config_groups"]["group_1"] = json!({"targets": ["re:.*self_attn.*"], "weights": group(json!(32))});
     for config in [by_name, by_re, agree, other] {
         assert_eq!(load(d.path(), &[64, 4], config.clone()).unwrap(), want, "{config}");
+    }
+}
+
+/// A tensor to write: name, dtype, shape, bytes.
+type Tensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Writes `tensors` and a config.json holding `quantization_config`, replacing what was there.
+fn write_folder(dir: &Path, tensors: &[Tensor], quantization_config: &Value) {
+    let views = tensors.iter().map(|(n, d, s, b)| (n.as_str(), TensorView::new(*d, s.clone(), b).unwrap()));
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let config = json!({"model_type": "llama", "quantization_config": quantization_config});
+    fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// llmcompressor's W8A8: symmetric per-row int-quantized weights, dynamic per-token activations.
+fn w8a8_config() -> Value {
+    let mut c = ct_config(json!({"num_bits": 8, "type": "int", "symmetric": true, "strategy": "channel"}));
+    c["config_groups"]["group_0"]["input_activations"] =
+        json!({"num_bits": 8, "type": "int", "symmetric": true, "strategy": "token", "dynamic": true});
+    c
+}
+
+/// Old compressed-tensors (before its PR #59) saved all-zero zero points for symmetric schemes:
+/// under a symmetric config such a layer is symmetric, and runs W8A8 exactly as without them.
+#[test]
+fn all_zero_zero_points_under_a_symmetric_w8a8_config_load_as_symmetric() {
+    let d = TempDir::new("cfg-zp-w8a8");
+    let (out, inn) = (8, 16);
+    let q = reference::quantize(&common::rand_vec(out * inn, 3), &[out, inn], QuantScheme::default()).unwrap();
+    let weight = (format!("{LAYER}.weight"), Dtype::I8, vec![out, inn], bytemuck::cast_slice(q.values()).to_vec());
+    let scale = (format!("{LAYER}.weight_scale"), Dtype::F32, vec![out, 1], f32_bytes(q.scales()));
+    let zps = (format!("{LAYER}.weight_zero_point"), Dtype::I8, vec![out, 1], vec![0u8; out]);
+    let x = common::rand_vec(3 * inn, 4);
+    let mut runs = vec![];
+    for tensors in [vec![weight.clone(), scale.clone()], vec![weight, scale, zps]] {
+        write_folder(d.path(), &tensors, &w8a8_config());
+        let ck = Checkpoint::open(d.path()).unwrap();
+        assert_eq!(ck.quantized_layer_info(LAYER).unwrap().scheme, QuantScheme::default(), "{}", tensors.len());
+        assert_eq!(ck.quantized_tensor(LAYER).unwrap(), q);
+        if let Some(gpu) = common::gpu() {
+            let layer = ck.linear_with(&gpu, LAYER, DType::F32).unwrap();
+            assert_eq!(layer.weight().to_host().unwrap(), q);
+            runs.push(layer.forward_host(&x, &[3, inn]).unwrap());
+        }
+    }
+    if let [without, with] = runs.as_slice() {
+        assert_eq!(with, without, "bit for bit");
+        assert_eq!(with, &reference::linear_a8(&x, &q, None, ActivationQuant::per_token()).unwrap());
+    }
+}
+
+/// The same for W8A16 pack-quantized in groups of 16, with zero points packed along dim 0 (`zp ^ 0x80`).
+#[test]
+fn all_zero_packed_zero_points_of_groups_under_a_symmetric_config_load_as_symmetric() {
+    let d = TempDir::new("cfg-zp-w8a16");
+    let scheme = QuantScheme::symmetric(Granularity::PerGroup { size: 16 });
+    let (out, inn) = (8, 64);
+    let q = reference::quantize(&common::rand_vec(out * inn, 5), &[out, inn], scheme).unwrap();
+    let packed: Vec<u8> = q.values().iter().map(|&v| v as u8 ^ 0x80).collect();
+    let shape: Vec<u8> = [out as i64, inn as i64].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let weights = json!({"num_bits": 8, "type": "int", "symmetric": true, "strategy": "group", "group_size": 16});
+    let mut config = ct_config(weights);
+    config["format"] = json!("pack-quantized");
+    let tensors = [
+        (format!("{LAYER}.weight_packed"), Dtype::I32, vec![out, inn / 4], packed),
+        (format!("{LAYER}.weight_shape"), Dtype::I64, vec![2], shape),
+        (format!("{LAYER}.weight_scale"), Dtype::F32, vec![out, 4], f32_bytes(q.scales())),
+        (format!("{LAYER}.weight_zero_point"), Dtype::I32, vec![out / 4, 4], vec![0x80; out / 4 * 4 * 4]),
+    ];
+    write_folder(d.path(), &tensors, &config);
+    let ck = Checkpoint::open(d.path()).unwrap();
+    assert_eq!(ck.quantized_layer_info(LAYER).unwrap().scheme, scheme);
+    assert_eq!(ck.quantized_tensor(LAYER).unwrap(), q);
+    if let Some(gpu) = common::gpu() {
+        assert_eq!(ck.linear_with(&gpu, LAYER, DType::F32).unwrap().weight().to_host().unwrap(), q);
+    }
+    // Under `symmetric: false` they are the layer's zero points, as before.
+    config["config_groups"]["group_0"]["weights"]["symmetric"] = json!(false);
+    write_folder(d.path(), &tensors, &config);
+    let scheme = Checkpoint::open(d.path()).unwrap().quantized_layer_info(LAYER).unwrap().scheme;
+    assert_eq!(scheme, QuantScheme::asymmetric(Granularity::PerGroup { size: 16 }));
+}
+
+#[test]
+fn a_nonzero_zero_point_under_a_symmetric_config_is_corrupt() {
+    let d = TempDir::new("cfg-zp-nonzero");
+    let ints: Vec<u8> = (0..8 * 64).map(|i| (i * 37 % 255) as u8).collect();
+    let mut zps = vec![0u8; 8 * 4];
+    zps[3 * 4 + 2] = -2i8 as u8;
+    let tensors = [
+        (format!("{LAYER}.weight"), Dtype::I8, vec![8, 64], ints),
+        (format!("{LAYER}.weight_scale"), Dtype::F32, vec![8, 4], f32_bytes(&[0.01; 32])),
+        (format!("{LAYER}.weight_zero_point"), Dtype::I8, vec![8, 4], zps),
+    ];
+    write_folder(d.path(), &tensors, &ct_config(group(json!(16))));
+    let ck = Checkpoint::open(d.path()).unwrap();
+    let want = format!(
+        "checkpoint error: layer `{LAYER}`: config group `group_0` says symmetric but `{LAYER}.weight_zero_point` \
+         holds the nonzero zero point -2 at [3, 2]; a symmetric layer's zero points are all zero, so the config and \
+         the tensors disagree: the file was edited or is corrupt"
+    );
+    let e = ck.quantized_layer_info(LAYER).unwrap_err();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    assert_eq!(e.to_string(), want);
+    assert_eq!(ck.quantized_tensor(LAYER).unwrap_err().to_string(), want);
+    if let Some(gpu) = common::gpu() {
+        assert_eq!(ck.linear_with(&gpu, LAYER, DType::F32).unwrap_err().to_string(), want);
     }
 }

@@ -30,7 +30,8 @@ pub struct QuantizedLayerInfo {
     pub name: String,
     /// `[out, in]`.
     pub shape: [usize; 2],
-    /// The scheme, inferred from the scale and zero-point shapes.
+    /// The scheme, inferred from the scale and zero-point shapes (zero points under a config
+    /// group that says `symmetric: true` must all be zero, and the layer is symmetric).
     pub scheme: QuantScheme,
     /// The dtype the scales are stored in (the original weight's dtype).
     pub scale_dtype: TensorDtype,
@@ -57,7 +58,8 @@ impl Checkpoint {
             .collect()
     }
 
-    /// What quantized layer `name` is: shape, scheme, scale dtype, format (headers only).
+    /// What quantized layer `name` is: shape, scheme, scale dtype, format (headers only, but for
+    /// the zero points of a layer whose config says symmetric, which are read to check they are zero).
     pub fn quantized_layer_info(&self, name: &str) -> Result<QuantizedLayerInfo> {
         self.layer_info(name).map_err(|e| e.in_tensor(name))
     }
@@ -152,16 +154,35 @@ impl Checkpoint {
             }
         };
         self.check_config_granularity(p, [out, inn], granularity, &scale.shape)?;
+        let group = self.layer_group(p)?;
+        let symmetric = group.as_ref().and_then(|g| g.weights.get("symmetric")).and_then(Value::as_bool);
         let mode = match get("weight_zero_point") {
+            // compressed-tensors saved all-zero zero points for symmetric schemes until May 2024
+            // (its PR #59): under a symmetric config they are checked to be zero, then ignored.
+            Some(z) if symmetric == Some(true) => {
+                nbytes += z.nbytes();
+                let zps = self.zero_points(p, [out, inn], granularity)?;
+                if let Some(i) = zps.iter().position(|&z| z != 0) {
+                    let cols = (zps.len() / out).max(1);
+                    return Err(Error::Corrupt(format!(
+                        "layer `{p}`: config group `{}` says symmetric but `{p}.weight_zero_point` holds the nonzero \
+                         zero point {} at [{}, {}]; a symmetric layer's zero points are all zero, so the config and \
+                         the tensors disagree: the file was edited or is corrupt",
+                        group.as_ref().map_or("", |g| g.name),
+                        zps[i],
+                        i / cols,
+                        i % cols
+                    )));
+                }
+                Mode::Symmetric
+            }
             Some(z) => {
                 nbytes += z.nbytes();
                 Mode::Asymmetric
             }
             None => Mode::Symmetric,
         };
-        if mode == Mode::Symmetric
-            && self.layer_group(p)?.and_then(|g| g.weights.get("symmetric")).and_then(Value::as_bool) == Some(false)
-        {
+        if mode == Mode::Symmetric && symmetric == Some(false) {
             return Err(Error::Corrupt(format!(
                 "config.json says asymmetric but `{p}.weight_zero_point` is missing; an asymmetric layer needs its \
                  zero points, so the file is incomplete or corrupt"
@@ -223,46 +244,48 @@ impl Checkpoint {
 
     /// Scales (widened to f32) and zero points (unpacked) of a quantized layer.
     pub(super) fn params(&self, info: &QuantizedLayerInfo) -> Result<(Vec<f32>, Option<Vec<i8>>)> {
-        let (p, out) = (&info.name, info.shape[0]);
+        let p = &info.name;
         let scale_name = format!("{p}.weight_scale");
         let scales = floats_to_f32(info.scale_dtype, &self.tensor_data(&scale_name)?).expect("checked float dtype");
-        let layout = info.scheme.layout(&info.shape)?;
         let zero_points = match info.scheme.mode {
             Mode::Symmetric => None,
-            Mode::Asymmetric => {
-                let zname = format!("{p}.weight_zero_point");
-                let z = self.require(&zname)?;
-                let (rows, cols) = match info.scheme.granularity {
-                    Granularity::PerTensor => (1, 1),
-                    _ => (out, layout.num_params() / out),
-                };
-                let bytes = self.tensor_data(&zname)?;
-                Some(match z.dtype {
-                    TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(&bytes).to_vec(),
-                    TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(&bytes, rows, cols),
-                    _ => {
-                        // I8 or I32 of another size contradicts the scales; another dtype is a layout
-                        // this crate does not read.
-                        let msg = format!(
-                            "`{zname}` is {} {:?}; expected I32 [{}, {cols}] (packed along dim 0) or I8 with \
-                             {} elements",
-                            z.dtype,
-                            z.shape,
-                            rows.div_ceil(4),
-                            rows * cols
-                        );
-                        return Err(match z.dtype {
-                            TensorDtype::I8 | TensorDtype::I32 => Error::Corrupt(format!(
-                                "{msg}: the zero points disagree with the scales' shape, so the file was edited or \
-                                 is corrupt"
-                            )),
-                            _ => Error::Unsupported(msg),
-                        });
-                    }
-                })
-            }
+            Mode::Asymmetric => Some(self.zero_points(p, info.shape, info.scheme.granularity)?),
         };
         Ok((scales, zero_points))
+    }
+
+    /// The zero points of layer `p` (weight `shape`, scales of `granularity`), unpacked.
+    fn zero_points(&self, p: &str, shape: [usize; 2], granularity: Granularity) -> Result<Vec<i8>> {
+        let out = shape[0];
+        let layout = QuantScheme { mode: Mode::Asymmetric, granularity }.layout(&shape)?;
+        let zname = format!("{p}.weight_zero_point");
+        let z = self.require(&zname)?;
+        let (rows, cols) = match granularity {
+            Granularity::PerTensor => (1, 1),
+            _ => (out, layout.num_params() / out),
+        };
+        let bytes = self.tensor_data(&zname)?;
+        Ok(match z.dtype {
+            TensorDtype::I8 if z.numel() == rows * cols => bytemuck::cast_slice(&bytes).to_vec(),
+            TensorDtype::I32 if z.numel() == rows.div_ceil(4) * cols => unpack_dim0(&bytes, rows, cols),
+            _ => {
+                // I8 or I32 of another size contradicts the scales; another dtype is a layout
+                // this crate does not read.
+                let msg = format!(
+                    "`{zname}` is {} {:?}; expected I32 [{}, {cols}] (packed along dim 0) or I8 with {} elements",
+                    z.dtype,
+                    z.shape,
+                    rows.div_ceil(4),
+                    rows * cols
+                );
+                return Err(match z.dtype {
+                    TensorDtype::I8 | TensorDtype::I32 => Error::Corrupt(format!(
+                        "{msg}: the zero points disagree with the scales' shape, so the file was edited or is corrupt"
+                    )),
+                    _ => Error::Unsupported(msg),
+                });
+            }
+        })
     }
 }
 

@@ -41,7 +41,9 @@
 //! while it is uploaded, so a model loaded onto the GPU leaves no copy of its weights in host memory.
 //! Layers quantize their activations as [`Checkpoint::activation_quant`] says. A layer's tensors
 //! must agree with the one config group that targets it (its strategy and group size with the
-//! scale shape, `weight_shape` with the packed ints, zero padding past `in`): a contradiction is an
+//! scale shape, `weight_shape` with the packed ints, zero padding past `in`, zero points that are all
+//! zero under `symmetric: true`, as compressed-tensors saved them before May 2024, and are then
+//! ignored): a contradiction is an
 //! [`Error::Corrupt`], never a silent reading of one side.
 
 use std::collections::{BTreeMap, HashMap};
