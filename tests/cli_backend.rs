@@ -104,3 +104,18 @@ fn no_adapter_means_the_cpu_reference_unless_gpu_is_asked_for() {
     assert!(stderr.contains("or quantize on the CPU reference with --cpu"), "{stderr}");
     assert!(!forced.exists());
 }
+
+/// A `WGPU_BACKEND` that names no backend is an error saying so, not a silent fall back to the
+/// CPU reference as if there were no adapter.
+#[test]
+fn an_unknown_wgpu_backend_is_an_error() {
+    let Some(exe) = exe() else { return };
+    let (inp, out) = (TempDir::new("bogus-in"), TempDir::new("bogus-out"));
+    write_model(inp.path());
+    let dest = out.path().join("q");
+    let (code, _, stderr) =
+        common::run_cli(exe, &[OsStr::new("quantize"), inp.path().as_os_str(), dest.as_os_str()], Some("bogus"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("WGPU_BACKEND=\"bogus\" names no backend wgpu knows"), "{stderr}");
+    assert!(!dest.exists());
+}

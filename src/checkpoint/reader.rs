@@ -74,8 +74,8 @@ impl FileReader {
         }
         if now != self.stamp {
             return Err(Error::Corrupt(format!(
-                "`{}` was modified while it was being read (same size, newer contents); another program \
-                 modified it",
+                "`{}` was modified while it was being read (same size, another modification time); another \
+                 program wrote or touched it",
                 self.path.display()
             )));
         }

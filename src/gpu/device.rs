@@ -84,7 +84,15 @@ impl Gpu {
     pub async fn with_options_async(options: GpuOptions) -> Result<Self> {
         let backends = match options.backends {
             Some(b) => b,
-            None => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+            None => match wgpu::Backends::from_env() {
+                Some(b) if b.is_empty() && !std::env::var("WGPU_BACKEND").unwrap_or_default().trim().is_empty() => {
+                    return Err(Error::InvalidOption(format!(
+                        "WGPU_BACKEND={:?} names no backend wgpu knows (vulkan, metal, dx12, gl, webgpu)",
+                        std::env::var("WGPU_BACKEND").unwrap_or_default()
+                    )));
+                }
+                b => b.unwrap_or(wgpu::Backends::all()),
+            },
         };
         let name = options.adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let adapter = shared_adapter(backends, name.as_deref()).await?;
