@@ -54,6 +54,7 @@ fn a_failure_to_remove_the_replaced_output_is_a_warning() {
     let s = Scratch::new("force");
     let out = s.0.join("out");
     folder(&out, "old.txt", "old");
+    fs::write(out.join("model.safetensors"), "old weights").unwrap();
     let tmp = TmpDir::create(&s.0).unwrap();
     fs::write(tmp.path().join("new.txt"), "new").unwrap();
     let tmp_path = tmp.path().to_path_buf();
