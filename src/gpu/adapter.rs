@@ -28,6 +28,19 @@ struct Shared {
 /// Held across the enumeration, so that two threads never open adapter contexts at once.
 static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
 
+/// The backends of `set` as `WGPU_BACKEND` names them (`vulkan, gl`).
+fn backend_names(set: wgpu::Backends) -> String {
+    let names = [
+        (wgpu::Backends::VULKAN, "vulkan"),
+        (wgpu::Backends::METAL, "metal"),
+        (wgpu::Backends::DX12, "dx12"),
+        (wgpu::Backends::GL, "gl"),
+        (wgpu::Backends::BROWSER_WEBGPU, "webgpu"),
+    ];
+    let named: Vec<&str> = names.iter().filter(|(b, _)| set.contains(*b)).map(|(_, n)| *n).collect();
+    if named.is_empty() { "none".into() } else { named.join(", ") }
+}
+
 fn matches(adapter: &wgpu::Adapter, name: &str) -> bool {
     adapter.get_info().name.to_lowercase().contains(&name.to_lowercase())
 }
@@ -80,7 +93,7 @@ pub(super) async fn shared_adapter(backends: wgpu::Backends, name: Option<&str>)
     }
     let adapter = match name {
         Some(name) => candidates.iter().find(|a| matches(a, name)).cloned().ok_or_else(|| Error::NoAdapter {
-            backends: format!("{backends:?}"),
+            backends: backend_names(backends),
             detail: format!(
                 "none is named like `{name}`; found {:?}",
                 candidates.iter().map(|a| a.get_info().name).collect::<Vec<_>>()
@@ -91,7 +104,7 @@ pub(super) async fn shared_adapter(backends: wgpu::Backends, name: Option<&str>)
             // A stable sort: among equals, the backend order wgpu enumerates in.
             candidates.sort_by_key(|a| preference(a.get_info().device_type, low_power));
             candidates.into_iter().next().ok_or_else(|| Error::NoAdapter {
-                backends: format!("{backends:?}"),
+                backends: backend_names(backends),
                 detail: "wgpu found no adapter of these backends".into(),
             })?
         }
