@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
@@ -22,17 +21,7 @@ const LAYER: &str = "model.layers.0.mlp.up_proj";
 /// An int-quantized layer `LAYER` [8, 16] (I8 ints, F32 scales of `scale_shape`) and
 /// `config.json` with `quantization_config`.
 fn write_layer(dir: &Path, scale_shape: &[usize], quantization_config: Value) {
-    let ints: Vec<u8> = (0..8 * 16).map(|i| (i * 37 % 255) as u8).collect();
-    let n: usize = scale_shape.iter().product();
-    let scales: Vec<u8> = (0..n).flat_map(|i| (0.01 + i as f32 * 1e-3).to_le_bytes()).collect();
-    let tensors = [
-        (format!("{LAYER}.weight"), TensorView::new(Dtype::I8, vec![8, 16], &ints).unwrap()),
-        (format!("{LAYER}.weight_scale"), TensorView::new(Dtype::F32, scale_shape.to_vec(), &scales).unwrap()),
-    ];
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(tensors, Some(meta), &dir.join("model.safetensors")).unwrap();
-    let config = json!({"model_type": "toy", "quantization_config": quantization_config});
-    fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    common::write_int8_layer(dir, LAYER, [8, 16], scale_shape, quantization_config);
 }
 
 /// A compressed-tensors int-quantized config with these weight arguments.

@@ -237,3 +237,26 @@ pub fn run_cli(exe: &str, args: &[&std::ffi::OsStr], backend: Option<&str>) -> (
     let o = c.output().unwrap();
     (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
+
+/// An int-quantized layer `layer` of `shape` (I8 ints, F32 scales of `scale_shape`) in
+/// `dir/model.safetensors`, and `config.json` with `quantization_config`.
+pub fn write_int8_layer(
+    dir: &std::path::Path,
+    layer: &str,
+    shape: [usize; 2],
+    scale_shape: &[usize],
+    quantization_config: serde_json::Value,
+) {
+    use safetensors::{Dtype, tensor::TensorView};
+    let ints: Vec<u8> = (0..shape[0] * shape[1]).map(|i| (i * 37 % 255) as u8).collect();
+    let n: usize = scale_shape.iter().product();
+    let scales: Vec<u8> = (0..n).flat_map(|i| (0.01 + i as f32 * 1e-3).to_le_bytes()).collect();
+    let tensors = [
+        (format!("{layer}.weight"), TensorView::new(Dtype::I8, shape.to_vec(), &ints).unwrap()),
+        (format!("{layer}.weight_scale"), TensorView::new(Dtype::F32, scale_shape.to_vec(), &scales).unwrap()),
+    ];
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(tensors, Some(meta), &dir.join("model.safetensors")).unwrap();
+    let config = serde_json::json!({"model_type": "toy", "quantization_config": quantization_config});
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
