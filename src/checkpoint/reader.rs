@@ -213,16 +213,22 @@ pub(crate) fn as_slice_of<T: bytemuck::Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_short_read_is_the_file_having_changed_size() {
-        // The file shrinks after the size check and before the read: the read comes up short.
-        let path = std::env::temp_dir().join(format!("int8-wgpu-short-read-{}", std::process::id()));
+    /// A reader of a new 64-byte file `int8-wgpu-<name>-<pid>` of sevens, after one good read.
+    fn opened(name: &str) -> (PathBuf, FileReader, ReadBuf) {
+        let path = std::env::temp_dir().join(format!("int8-wgpu-{name}-{}", std::process::id()));
         std::fs::write(&path, [7u8; 64]).unwrap();
         let file = File::open(&path).unwrap();
         let stamp = Stamp::of(&file, &path).unwrap();
         let r = FileReader::new(file, &path, stamp).unwrap();
         let mut buf = ReadBuf::default();
         assert_eq!(r.read_into(8..24, &mut buf).unwrap(), [7u8; 16]);
+        (path, r, buf)
+    }
+
+    #[test]
+    fn a_short_read_is_the_file_having_changed_size() {
+        // The file shrinks after the size check and before the read: the read comes up short.
+        let (path, r, _) = opened("short-read");
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(16).unwrap();
         let mut dst = [0u8; 16];
         let e = r.read_at_checked(&mut dst, 8).unwrap_err();
@@ -239,15 +245,10 @@ mod tests {
 
     /// The file rewritten in place at the same size (a truncation and a rewrite, or other
     /// bytes): the next read is an error, not the new bytes taken for the checked file's.
+    #[cfg(unix)]
     #[test]
     fn a_rewrite_in_place_is_the_file_having_changed() {
-        let path = std::env::temp_dir().join(format!("int8-wgpu-rewrite-{}", std::process::id()));
-        std::fs::write(&path, [7u8; 64]).unwrap();
-        let file = File::open(&path).unwrap();
-        let stamp = Stamp::of(&file, &path).unwrap();
-        let r = FileReader::new(file, &path, stamp).unwrap();
-        let mut buf = ReadBuf::default();
-        assert_eq!(r.read_into(8..24, &mut buf).unwrap(), [7u8; 16]);
+        let (path, r, mut buf) = opened("rewrite");
         // Coarse file clocks: wait until a write gets a later time than the first.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::os::unix::fs::FileExt::write_all_at(
