@@ -102,3 +102,16 @@ pub use scheme::{Granularity, Method, Mode, ParamLayout, QuantScheme};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// The examples of the guides in docs/ are doctests too, so that they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/app-integration.md")]
+struct AppIntegrationDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/kernels.md")]
+struct KernelsDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/int8-activations.md")]
+struct Int8ActivationsDoctests;
