@@ -91,4 +91,4 @@ pub(crate) fn takes_int8_activations(scheme: QuantScheme) -> bool {
 
 /// The largest `in_features` whose int8 dot products fit an `i32`: `|q_x| <= 127` and
 /// `|q_w| <= 128`, so `|acc| <= 16256 · k`.
-pub const MAX_INT8_DOT_LEN: usize = 1 << 17;
+pub(crate) const MAX_INT8_DOT_LEN: usize = 1 << 17;

@@ -151,7 +151,7 @@ impl QuantizedTensor {
 /// `<= 255` (asymmetric): within these bounds it is always finite. Quantizing a block whose scale
 /// would exceed them is an [`Error::RangeOverflow`]; a given scale beyond them (from a checkpoint
 /// or [`QuantizedTensor::new`]) is an [`Error::BadScale`].
-pub fn max_scale(mode: Mode) -> f32 {
+pub(crate) fn max_scale(mode: Mode) -> f32 {
     match mode {
         Mode::Symmetric => f32::MAX / 128.0,
         Mode::Asymmetric => f32::MAX / 256.0,

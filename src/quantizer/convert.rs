@@ -2,7 +2,7 @@
 //! with its planned layers quantized (tensors in natural name order, the method recorded in the
 //! metadata), then the shard index and `config.json` with its `quantization_config`.
 //!
-//! Files are streamed. Every output file's header is written first (the plan fixes each
+//! Files are streamed. Every output file's header is written first (the selection fixes each
 //! tensor's dtype and shape); then each tensor is written at its offset as soon as it is ready,
 //! so no file is ever held in memory. Tensors are read from the input one at a time (copies in
 //! windows of [`COPY_WINDOW`]) with positioned reads, each worker into one buffer it reuses, never
@@ -20,7 +20,7 @@ use super::eval::{EvalSpec, seed_of};
 use super::fused::{self, Fused, Ints};
 use super::jobs::Job;
 use super::output::TmpDir;
-use super::{Backend, LayerReport, Plan, Progress, Quantizer};
+use super::{Backend, LayerReport, Selection, Progress, Quantizer};
 use crate::checkpoint::{
     self, CONFIG_FILE, Checkpoint, FileReader, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, ReadBuf, SafetensorsWriter,
     THRESHOLD_METADATA_KEY, TensorInfo, TensorSpec,
@@ -47,12 +47,12 @@ impl Quantizer {
     pub(super) fn write_tensors(
         &self,
         ckpt: &Checkpoint,
-        plan: &Plan,
+        selection: &Selection,
         backend: &Backend,
         tmp: &TmpDir,
         progress: &mut impl FnMut(Progress<'_>),
     ) -> Result<Written> {
-        let targets: BTreeSet<&str> = plan.targets.iter().map(String::as_str).collect();
+        let targets: BTreeSet<&str> = selection.targets.iter().map(String::as_str).collect();
         let mut written = Written { layers: Vec::new(), total_after: 0, weight_map: BTreeMap::new() };
         let (mut jobs, mut files, mut layers) = (Vec::new(), Vec::new(), 0);
         for i in 0..ckpt.files().len() {
@@ -112,7 +112,7 @@ impl Quantizer {
     pub(super) fn write_json_files(
         &self,
         ckpt: &Checkpoint,
-        plan: &Plan,
+        selection: &Selection,
         tmp: &TmpDir,
         written: &Written,
     ) -> Result<()> {
@@ -126,7 +126,7 @@ impl Quantizer {
             let Some(obj) = config.as_object_mut() else {
                 return Err(Error::Corrupt(format!("`{}` is not a JSON object", dir.join(CONFIG_FILE).display())));
             };
-            let q = checkpoint::quantization_config(self.scheme, &plan.ignore, self.method)?;
+            let q = checkpoint::quantization_config(self.scheme, &selection.ignore, self.method)?;
             obj.insert("quantization_config".into(), q);
             checkpoint::write_json(&tmp.path().join(CONFIG_FILE), &config)?;
         }

@@ -6,7 +6,8 @@
 use super::eval::{EvalSpec, random_activations, relative_error};
 use super::fused::{LANES, MAX_FUSED_EVAL_ROWS};
 use crate::activation::takes_int8_activations;
-use crate::{ActivationQuant, MAX_INT8_DOT_LEN, QuantScheme, reference};
+use crate::activation::MAX_INT8_DOT_LEN;
+use crate::{ActivationQuant, QuantScheme, reference};
 
 /// The evaluation activations quantized to int8 per row, lane-major per chunk of rows.
 struct Int8Rows {

@@ -118,9 +118,9 @@ fn overflow(what: &str) -> Error {
 
 /// What the default quantization would make of a float checkpoint.
 fn float_footprint(ckpt: &Checkpoint) -> Result<Footprint> {
-    let plan = Quantizer::new(ckpt.path(), "").plan(ckpt)?;
+    let selection = Quantizer::new(ckpt.path(), "").select(ckpt)?;
     let (mut before, mut after) = (0usize, 0usize);
-    for name in &plan.targets {
+    for name in &selection.targets {
         let t = ckpt.info(name).expect("planned");
         let (out, inn) = (t.shape[0], t.shape[1]);
         // Packed rows of ceil(in/4) words, one scale per row, the [2] I64 weight_shape.
@@ -136,7 +136,7 @@ fn float_footprint(ckpt: &Checkpoint) -> Result<Footprint> {
     let total = ckpt.nbytes();
     let model =
         total.checked_sub(before).and_then(|rest| rest.checked_add(after)).ok_or_else(|| overflow("the model"))?;
-    Ok(Footprint::Float { layers: plan.targets.len(), linear: [before, after], model: [total, model] })
+    Ok(Footprint::Float { layers: selection.targets.len(), linear: [before, after], model: [total, model] })
 }
 
 /// What a quantized checkpoint's layers were as float.

@@ -4,8 +4,8 @@
 //! Notation: `u = 2^-24` is the unit roundoff of f32; `s` a block's scale, `z` its zero point.
 
 use half::{bf16, f16};
-use int8_wgpu::reference::{self, asymmetric_params, flush_subnormal, quantize_value, symmetric_scale};
-use int8_wgpu::{Element, Granularity, Mode, QuantScheme, QuantizedTensor};
+use crate::reference::{self, asymmetric_params, flush_subnormal, quantize_value, symmetric_scale};
+use crate::{Element, Granularity, Mode, QuantScheme, QuantizedTensor};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
