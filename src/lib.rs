@@ -50,11 +50,17 @@
 //! - [`Gpu::tune`]: picks among those kernel variants per device by timing them on the real
 //!   layer (per shape class), instead of by the built-in heuristic; [`Gpu::save_tuning`] and
 //!   [`Gpu::load_tuning`] keep the choices in a JSON file.
-//! - [`Quantizer`]: a whole safetensors checkpoint to int8, written in the compressed-tensors
-//!   `pack-quantized` layout (`int-quantized` for W8A8) with a per-layer error report;
-//!   [`Checkpoint`] reads checkpoints (float, ours, llmcompressor's, bitsandbytes' 8-bit) and
-//!   loads quantized layers as [`QuantizedLinear`]s by name, with the activation quantization
-//!   the file records.
+//! - [`quantizer::Quantizer`]: a whole safetensors checkpoint to int8, written in the
+//!   compressed-tensors `pack-quantized` layout (`int-quantized` for W8A8) with a per-layer error
+//!   report; [`checkpoint::Checkpoint`] reads checkpoints (float, ours, llmcompressor's,
+//!   bitsandbytes' 8-bit) and loads quantized layers as [`QuantizedLinear`]s by name, with the
+//!   activation quantization the file records.
+//!
+//! ## Paths
+//!
+//! The types every app names (schemes, dtypes, the error, tensors, the layer, the device) are at
+//! the crate root; the families [`reference`], [`checkpoint`], [`quantizer`] and [`gpu`] are
+//! modules, and nothing is reachable at two paths.
 //!
 //! ## Numeric conventions
 //!

@@ -32,7 +32,8 @@ use std::sync::OnceLock;
 
 use bert::{Bert, Precision};
 use half::{bf16, f16};
-use int8_wgpu::{Checkpoint, DType, Gpu, GpuTensor};
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{DType, Gpu, GpuTensor};
 use kernels::{Kernel, Kernels, Params, Variant, slot};
 use tokens::Batch;
 
@@ -486,7 +487,7 @@ fn quantized_checkpoint_gives_the_same_embeddings() {
     let s = shared_or_skip!();
     let tmp = common::TempDir::new("minilm-model");
     let out = tmp.path().join("q");
-    int8_wgpu::Quantizer::new(&s.dir, &out).gpu(s.gpu.clone()).eval_rows(0).run().unwrap();
+    int8_wgpu::quantizer::Quantizer::new(&s.dir, &out).gpu(s.gpu.clone()).eval_rows(0).run().unwrap();
     let q = Checkpoint::open(&out).unwrap();
     assert_eq!(q.activation_dtype(), DType::BF16);
     let from_file = Bert::load(&s.gpu, &q, Precision::Int8(DType::BF16)).unwrap();

@@ -19,7 +19,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use int8_wgpu::{ActivationQuant, Checkpoint, DType, Gpu, GpuTensor, QuantScheme, QuantizedLinear};
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{ActivationQuant, DType, Gpu, GpuTensor, QuantScheme, QuantizedLinear};
 
 pub use super::config::{Config, Precision};
 use super::kernels::{self, Dispatch, Kernel, Kernels, Params, Result, Variant, slot};

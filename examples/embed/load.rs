@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use int8_wgpu::{ActivationQuant, Checkpoint, Gpu, QuantScheme, QuantizedLinear};
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{ActivationQuant, Gpu, QuantScheme, QuantizedLinear};
 
 use super::config::{Config, Precision};
 use super::kernels::{self, Result};

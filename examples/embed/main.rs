@@ -46,7 +46,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bert::{Bert, Plan, Precision};
-use int8_wgpu::{Checkpoint, DType, Gpu};
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{DType, Gpu};
 use kernels::Result;
 use tokens::Batch;
 
