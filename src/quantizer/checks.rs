@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::report::describe_scheme;
-use super::{MAX_EVAL_ROWS, Selection, Quantizer};
+use super::{MAX_EVAL_ROWS, Quantizer, Selection};
 use crate::activation::MAX_INT8_DOT_LEN;
 use crate::activation::takes_int8_activations;
 use crate::checkpoint::{self, Checkpoint};

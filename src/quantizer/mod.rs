@@ -128,14 +128,14 @@ mod convert;
 mod eval;
 /// Copying the input folder's other files.
 mod extra_files;
-/// One pass over a layer's rows: ints, stored form, error metrics.
-mod fused;
-/// The fused pass's output error.
-mod fused_eval;
 /// What `int8-wgpu inspect` prints.
 mod inspect;
 /// The parallel job runner of a conversion.
 mod jobs;
+/// One pass over a layer's rows: ints, stored form, error metrics.
+mod one_pass;
+/// The one-pass quantizer's output error.
+mod one_pass_eval;
 /// The temporary output folder and its move into place.
 mod output;
 /// Renames that never replace, and exchanges.
@@ -144,13 +144,15 @@ mod rename;
 mod report;
 /// Which tensors a run quantizes.
 mod select;
+/// One job of a conversion: a tensor copied, or a layer quantized and written.
+mod tensor_job;
 
 pub use self::eval::random_activations;
 pub use self::inspect::Inspection;
 pub use self::output::{Cleanup, remove_temp_folders};
 pub use self::report::{LayerReport, QuantReport};
-pub use self::select::{DEFAULT_EXCLUDES, Skipped};
 pub(crate) use self::select::Selection;
+pub use self::select::{DEFAULT_EXCLUDES, Skipped};
 // A second path kept only until tests/checkpoint.rs imports `int8_wgpu::Method` (issue 18:
 // removed after the merge).
 #[doc(hidden)]

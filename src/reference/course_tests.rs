@@ -4,9 +4,9 @@
 //! same. Expected values below are the course's printed results and are the contract: a
 //! failure here means the reference path changed its numerics, not that the test is too strict.
 
-use half::bf16;
 use crate::reference::{self, quantize_value};
 use crate::{Granularity, QuantScheme};
+use half::bf16;
 
 /// The 3×3 tensor of the course's asymmetric and per-channel examples.
 const COURSE_TENSOR: [f32; 9] = [191.6, -13.5, 728.6, 92.14, 295.5, -184.0, 0.0, 684.6, 245.5];

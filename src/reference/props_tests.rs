@@ -3,9 +3,9 @@
 //!
 //! Notation: `u = 2^-24` is the unit roundoff of f32; `s` a block's scale, `z` its zero point.
 
-use half::{bf16, f16};
 use crate::reference::{self, asymmetric_params, flush_subnormal, quantize_value, symmetric_scale};
 use crate::{Element, Granularity, Mode, QuantScheme, QuantizedTensor};
+use half::{bf16, f16};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 

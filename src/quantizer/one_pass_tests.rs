@@ -1,7 +1,8 @@
-//! Unit tests of the one-pass layer quantizer (`fused.rs`): bit-identical to the reference.
+//! Unit tests of the one-pass layer quantizer (`one_pass.rs`): bit-identical to the reference.
 
 use super::*;
 use crate::ActivationQuant;
+use crate::quantizer::one_pass_eval::MAX_ONE_PASS_EVAL_ROWS;
 use crate::quantizer::random_activations;
 
 /// Float evaluation activations.
@@ -46,8 +47,8 @@ fn schemes(k: usize) -> Vec<QuantScheme> {
 }
 
 /// Every field bit for bit (`==` on f64 would take -0.0 for 0.0).
-fn same(a: &Fused, b: &Fused) -> bool {
-    let bits = |f: &Fused| {
+fn same(a: &OnePass, b: &OnePass) -> bool {
+    let bits = |f: &OnePass| {
         (
             f.scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
             [f.mse.to_bits(), f.max_abs.to_bits()],
@@ -67,19 +68,19 @@ fn check_eval<T: Element>(shape: [usize; 2], scheme: QuantScheme, eval: EvalSpec
     for dtype in [T::DTYPE, DType::F16, DType::BF16, DType::F32] {
         let ctx =
             format!("{} {shape:?} {scheme:?} rows {rows} seed {seed} {act:?} special {special} -> {dtype}", T::DTYPE);
-        let fused = quantize_layer(&x, shape, scheme, dtype, Ints::Compute, eval);
+        let one_pass = quantize_layer(&x, shape, scheme, dtype, Ints::Compute, eval);
         let want = reference_layer(&x, shape, scheme, dtype, None, eval);
-        match (&fused, &want) {
-            (Some(f), Ok(w)) => assert!(same(f, w), "{ctx}\nfused {f:?}\nreference {w:?}"),
+        match (&one_pass, &want) {
+            (Some(f), Ok(w)) => assert!(same(f, w), "{ctx}\none-pass {f:?}\nreference {w:?}"),
             (None, Err(_)) => {}
-            (None, Ok(_)) => assert!(rows > MAX_FUSED_EVAL_ROWS, "{ctx}: gave up where the reference does not"),
-            (Some(_), Err(e)) => panic!("{ctx}: the reference fails ({e}), the fused pass does not"),
+            (None, Ok(_)) => assert!(rows > MAX_ONE_PASS_EVAL_ROWS, "{ctx}: gave up where the reference does not"),
+            (Some(_), Err(e)) => panic!("{ctx}: the reference fails ({e}), the one-pass quantizer does not"),
         }
         // The GPU's ints (the reference's, unexported) give the same.
         if let Ok(q) = reference::quantize(&x, &shape, scheme) {
             let given = quantize_layer(&x, shape, scheme, dtype, Ints::Given(&q), eval);
-            assert_eq!(given.is_some(), fused.is_some(), "{ctx}");
-            if let (Some(g), Some(f)) = (&given, &fused) {
+            assert_eq!(given.is_some(), one_pass.is_some(), "{ctx}");
+            if let (Some(g), Some(f)) = (&given, &one_pass) {
                 assert!(same(g, f), "{ctx}: given ints");
             }
         }
@@ -87,7 +88,7 @@ fn check_eval<T: Element>(shape: [usize; 2], scheme: QuantScheme, eval: EvalSpec
 }
 
 #[test]
-fn the_fused_pass_is_the_reference_bit_for_bit() {
+fn the_one_pass_is_the_reference_bit_for_bit() {
     for (i, shape) in [[1, 1], [1, 7], [3, 5], [5, 8], [7, 12], [16, 33], [9, 48]].into_iter().enumerate() {
         for scheme in schemes(shape[1]) {
             for rows in [0, 1, 8, 9, 17] {
@@ -158,12 +159,12 @@ proptest::proptest! {
         let schemes = schemes(k);
         let scheme = schemes[scheme % schemes.len()];
         for dtype in [DType::F32, DType::F16, DType::BF16] {
-            let fused = quantize_layer(&x, [n, k], scheme, dtype, Ints::Compute, ev(rows, seed));
+            let one_pass = quantize_layer(&x, [n, k], scheme, dtype, Ints::Compute, ev(rows, seed));
             let want = reference_layer(&x, [n, k], scheme, dtype, None, ev(rows, seed));
-            match (&fused, &want) {
+            match (&one_pass, &want) {
                 (Some(f), Ok(w)) => prop_assert!(same(f, w), "{scheme:?} {dtype}\n{f:?}\n{w:?}"),
                 (None, Err(_)) => {}
-                _ => prop_assert!(false, "{scheme:?} {dtype}: fused {:?}, reference {:?}", fused.is_some(), want.is_ok()),
+                _ => prop_assert!(false, "{scheme:?} {dtype}: one-pass {:?}, reference {:?}", one_pass.is_some(), want.is_ok()),
             }
         }
     }
@@ -175,8 +176,8 @@ fn where_the_reference_fails_or_the_pass_cannot_follow_it_gives_up() {
     let mut x = weight::<f32>(shape, 3, false);
     let s = QuantScheme::default();
     assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(8, 1)).is_some());
-    assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(MAX_FUSED_EVAL_ROWS, 1)).is_some());
-    assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(MAX_FUSED_EVAL_ROWS + 1, 1)).is_none());
+    assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(MAX_ONE_PASS_EVAL_ROWS, 1)).is_some());
+    assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(MAX_ONE_PASS_EVAL_ROWS + 1, 1)).is_none());
     let axis1 = QuantScheme::symmetric(Granularity::PerChannel { axis: 1 });
     assert!(quantize_layer(&x, shape, axis1, DType::F32, Ints::Compute, ev(0, 1)).is_none());
     assert!(quantize_layer(&x[1..], shape, s, DType::F32, Ints::Compute, ev(0, 1)).is_none());

@@ -1,13 +1,20 @@
-//! The fused pass's output error: `eval::output_error`'s arithmetic, accumulated row by row of
-//! the weight while the row is in cache, on activation rows taken [`LANES`] at a time, with
+//! The one-pass quantizer's output error: `eval::output_error`'s arithmetic, accumulated row by
+//! row of the weight while the row is in cache, on activation rows taken [`LANES`] at a time, with
 //! float activations or with the int8 activations of W8A8 / LLM.int8() (`reference::linear_a8`'s
 //! arithmetic).
 
 use super::eval::{EvalSpec, random_activations, relative_error};
-use super::fused::{LANES, MAX_FUSED_EVAL_ROWS};
-use crate::activation::takes_int8_activations;
 use crate::activation::MAX_INT8_DOT_LEN;
+use crate::activation::takes_int8_activations;
 use crate::{ActivationQuant, QuantScheme, reference};
+
+/// The most evaluation rows the one-pass quantizer takes; it keeps `rows × out` outputs of each
+/// layer (the reference's order of summing them is row by row of activations, not of weights).
+pub(super) const MAX_ONE_PASS_EVAL_ROWS: usize = 64;
+
+/// Lanes of the one-pass quantizer's vectorised loops (weight values, and activation rows in the
+/// evaluation).
+pub(super) const LANES: usize = 8;
 
 /// The evaluation activations quantized to int8 per row, lane-major per chunk of rows.
 struct Int8Rows {
@@ -39,7 +46,7 @@ pub(super) struct Eval {
 }
 
 impl Eval {
-    /// `None`: more rows than the fused pass takes, sizes that overflow, or int8 activations
+    /// `None`: more rows than the one-pass quantizer takes, sizes that overflow, or int8 activations
     /// the reference refuses (a weight that is not symmetric with one scale per row or tensor,
     /// rows too long for `i32` sums): the reference path then reports the error.
     pub(super) fn new(
@@ -51,7 +58,7 @@ impl Eval {
     ) -> Option<Self> {
         let [n, k] = shape;
         let EvalSpec { rows, seed, act } = spec;
-        if rows > MAX_FUSED_EVAL_ROWS {
+        if rows > MAX_ONE_PASS_EVAL_ROWS {
             return None;
         }
         if act.is_some() && (!takes_int8_activations(scheme) || k > MAX_INT8_DOT_LEN) {
