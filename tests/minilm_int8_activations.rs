@@ -17,14 +17,14 @@ mod config;
 #[path = "../examples/embed/cpu.rs"]
 mod cpu;
 #[allow(dead_code)]
-#[path = "../examples/embed/kernels.rs"]
-mod kernels;
-#[allow(dead_code)]
-#[path = "../examples/embed/load.rs"]
-mod load;
+#[path = "../examples/embed/ops.rs"]
+mod ops;
 #[allow(dead_code)]
 #[path = "../examples/embed/tokens.rs"]
 mod tokens;
+#[allow(dead_code)]
+#[path = "../examples/embed/weights.rs"]
+mod weights;
 
 use std::collections::BTreeSet;
 

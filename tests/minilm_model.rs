@@ -18,14 +18,14 @@ mod config;
 #[path = "../examples/embed/cpu.rs"]
 mod cpu;
 #[allow(dead_code)]
-#[path = "../examples/embed/kernels.rs"]
-mod kernels;
-#[allow(dead_code)]
-#[path = "../examples/embed/load.rs"]
-mod load;
+#[path = "../examples/embed/ops.rs"]
+mod ops;
 #[allow(dead_code)]
 #[path = "../examples/embed/tokens.rs"]
 mod tokens;
+#[allow(dead_code)]
+#[path = "../examples/embed/weights.rs"]
+mod weights;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -34,13 +34,13 @@ use bert::{Bert, Precision};
 use half::{bf16, f16};
 use int8_wgpu::checkpoint::Checkpoint;
 use int8_wgpu::{DType, Gpu, GpuTensor};
-use kernels::{Kernel, Kernels, Params, Variant, slot};
+use ops::{Kernel, Kernels, Params, Variant, slot};
 use tokens::Batch;
 
 // ---- helpers --------------------------------------------------------------------------------
 
 fn upload<T: bytemuck::Pod>(gpu: &Gpu, v: &[T]) -> wgpu::Buffer {
-    kernels::storage(gpu, "test input", std::mem::size_of_val(v) as u64, Some(bytemuck::cast_slice(v))).unwrap()
+    ops::storage(gpu, "test input", std::mem::size_of_val(v) as u64, Some(bytemuck::cast_slice(v))).unwrap()
 }
 
 fn upload_as(gpu: &Gpu, v: &[f32], dt: DType) -> wgpu::Buffer {
@@ -52,7 +52,7 @@ fn upload_as(gpu: &Gpu, v: &[f32], dt: DType) -> wgpu::Buffer {
 }
 
 fn zeros(gpu: &Gpu, n: usize, dt: DType) -> wgpu::Buffer {
-    kernels::storage(gpu, "test output", (n * dt.size()) as u64, None).unwrap()
+    ops::storage(gpu, "test output", (n * dt.size()) as u64, None).unwrap()
 }
 
 fn read(gpu: &Gpu, b: &wgpu::Buffer, n: usize, dt: DType) -> Vec<f32> {
@@ -60,7 +60,7 @@ fn read(gpu: &Gpu, b: &wgpu::Buffer, n: usize, dt: DType) -> Vec<f32> {
 }
 
 /// Records one dispatch and submits it.
-fn run(gpu: &Gpu, d: &kernels::Dispatch) {
+fn run(gpu: &Gpu, d: &ops::Dispatch) {
     let mut enc = gpu.device().create_command_encoder(&Default::default());
     d.record(&mut enc.begin_compute_pass(&Default::default()));
     gpu.queue().submit([enc.finish()]);
@@ -116,17 +116,17 @@ macro_rules! kernels_or_skip {
 
 // ---- (1) each kernel against the CPU reference ---------------------------------------------------
 
-/// `kernels.wgsl` parses and validates with naga on any machine, no device needed.
+/// `ops.wgsl` parses and validates with naga on any machine, no device needed.
 #[test]
 fn kernels_wgsl_validates_without_a_device() {
     use naga::valid::{Capabilities, ValidationFlags, Validator};
-    let module = naga::front::wgsl::parse_str(kernels::SOURCE)
-        .unwrap_or_else(|e| panic!("kernels.wgsl: {}", e.emit_to_string(kernels::SOURCE)));
+    let module = naga::front::wgsl::parse_str(ops::SOURCE)
+        .unwrap_or_else(|e| panic!("ops.wgsl: {}", e.emit_to_string(ops::SOURCE)));
     // unpack2x16float / pack2x16float (f16 activations) need only this capability, which GL
     // adapters report as DownlevelFlags::F16_IN_F32; no SHADER_F16.
     Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16_IN_FLOAT32)
         .validate(&module)
-        .unwrap_or_else(|e| panic!("kernels.wgsl: {e:?}"));
+        .unwrap_or_else(|e| panic!("ops.wgsl: {e:?}"));
     for k in Kernel::ALL {
         assert!(module.entry_points.iter().any(|e| e.name == k.entry()), "no entry point {}", k.entry());
     }

@@ -5,7 +5,7 @@
 //! LLM.int8()), or,
 //! for the f32 baseline, the example's own dense f32 kernel; everything else (embeddings,
 //! LayerNorm, attention, GELU, pooling, normalisation) is the example's own kernels
-//! (`kernels.wgsl`). A [`Plan`] holds every buffer, parameter and bind group of a forward for
+//! (`ops.wgsl`). A [`Plan`] holds every buffer, parameter and bind group of a forward for
 //! one (batch, sequence length), made once; [`Bert::embed`] writes the token ids, records the
 //! plan and its readback copy into one encoder, and submits it once.
 //!
@@ -23,9 +23,9 @@ use int8_wgpu::checkpoint::Checkpoint;
 use int8_wgpu::{ActivationQuant, DType, Gpu, GpuTensor, QuantScheme, QuantizedLinear};
 
 pub use super::config::{Config, Precision};
-use super::kernels::{self, Dispatch, Kernel, Kernels, Params, Result, Variant, slot};
-use super::load::{Layer, Linear, Loader, Norm};
+use super::ops::{self, Dispatch, Kernel, Kernels, Params, Result, Variant, slot};
 use super::tokens::Batch;
+use super::weights::{Layer, Linear, Loader, Norm};
 
 /// The model on the GPU.
 pub struct Bert {
@@ -173,7 +173,7 @@ impl Bert {
         let gpu = &self.gpu;
         let mut bytes = 0u64;
         let mut buffer = |label: &str, len: usize, size: usize| -> Result<wgpu::Buffer> {
-            let b = kernels::storage(gpu, label, (len * size) as u64, None)?;
+            let b = ops::storage(gpu, label, (len * size) as u64, None)?;
             bytes += b.size();
             Ok(b)
         };
@@ -352,7 +352,7 @@ impl Bert {
         self.record(plan, &mut encoder)?;
         queue.submit([encoder.finish()]);
         self.submissions.fetch_add(1, Ordering::Relaxed);
-        let bytes = kernels::read_mapped(&self.gpu, &plan.staging, plan.staging.size())?;
+        let bytes = ops::read_mapped(&self.gpu, &plan.staging, plan.staging.size())?;
         let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         Ok(values.chunks(self.config.hidden).map(<[f32]>::to_vec).collect())
     }

@@ -5,7 +5,7 @@ use int8_wgpu::checkpoint::Checkpoint;
 use int8_wgpu::{QuantScheme, reference};
 
 use super::bert::Config;
-use super::kernels::Result;
+use super::ops::Result;
 use super::tokens::Batch;
 
 /// Word + token type + position embeddings: `[m, n]` for `m = ids.len()` tokens of sentences

@@ -35,12 +35,12 @@ mod config;
 #[allow(dead_code)]
 mod cpu;
 #[allow(dead_code)]
-mod kernels;
-#[allow(dead_code)]
-mod load;
+mod ops;
 mod quality;
 #[allow(dead_code)]
 mod tokens;
+#[allow(dead_code)]
+mod weights;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use bert::{Bert, Plan, Precision};
 use int8_wgpu::checkpoint::Checkpoint;
 use int8_wgpu::{DType, Gpu};
-use kernels::Result;
+use ops::Result;
 use tokens::Batch;
 
 const HELP: &str = "usage: embed [OPTIONS] SENTENCE...

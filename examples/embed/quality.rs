@@ -15,7 +15,7 @@ use int8_wgpu::checkpoint::Checkpoint;
 use int8_wgpu::{ActivationQuant, DType, Gpu, Granularity, QuantScheme};
 
 use crate::bert::{Bert, Precision};
-use crate::kernels::Result;
+use crate::ops::Result;
 
 /// The fixture: sentences, (query, passage) index pairs, reference embeddings.
 pub struct Reference {

@@ -53,8 +53,6 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 // One file per job. Here: `Checkpoint`, opened from the files `folder` finds, and its tensors.
-/// What a checkpoint says about its activations (W8A8, LLM.int8(), none).
-mod activations;
 /// bitsandbytes 8-bit layers (`weight` + `SCB`) and their `quantization_config`.
 mod bitsandbytes;
 /// Reading the compressed-tensors tensors of a quantized layer.
@@ -69,6 +67,8 @@ mod folder;
 mod hints;
 /// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
 mod load;
+/// The method a checkpoint records and how its activations are quantized (W8A8, LLM.int8(), none).
+mod method;
 /// The order names are listed and written in.
 mod natural_order;
 /// The `quantization_config` of config.json.
@@ -89,11 +89,11 @@ pub use self::encode::exported;
 pub use self::safetensors::{TensorDtype, TensorInfo};
 
 // Crate-private: what the quantizer and the files here share.
-pub(crate) use self::activations::METHOD_METADATA_KEY;
-pub(crate) use self::activations::THRESHOLD_METADATA_KEY;
 pub(crate) use self::encode::{export_scale, layer_bytes, layer_specs, layer_tensors, pack_row};
 pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use self::folder::{Located, check_index, unlisted_safetensors};
+pub(crate) use self::method::METHOD_METADATA_KEY;
+pub(crate) use self::method::THRESHOLD_METADATA_KEY;
 pub(crate) use self::natural_order::natural_cmp;
 pub(crate) use self::quantization_config::{pack_format, quantization_config};
 pub(crate) use self::reader::{FileReader, ReadBuf, as_slice_of};

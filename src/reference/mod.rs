@@ -4,11 +4,11 @@
 //! [`asymmetric_params`], [`quantize_value`]) are the numeric contract: `shaders/common.wgsl`
 //! performs the same f32 operations in the same order, so ints and scale bits agree exactly.
 
-mod activations;
 #[cfg(test)]
 mod course_tests;
 #[cfg(test)]
 mod edge_tests;
+mod linear_a8;
 #[cfg(test)]
 mod props_tests;
 
@@ -16,8 +16,8 @@ use crate::check::{check_finite, check_len, check_output};
 use crate::quantized::{QuantizedTensor, check_scale, max_scale};
 use crate::scheme::ParamLayout;
 use crate::{Element, Error, Mode, QuantScheme, Result};
-pub(crate) use activations::check_int8_weight_scheme;
-pub use activations::{linear_a8, linear_a8_f64, outlier_columns, quantize_activations};
+pub(crate) use linear_a8::check_int8_weight_scheme;
+pub use linear_a8::{linear_a8, linear_a8_f64, outlier_columns, quantize_activations};
 
 /// Treats subnormal inputs as zero.
 ///
