@@ -1,7 +1,8 @@
 //! The method a checkpoint records and what it says about its activations, which
 //! [`Checkpoint::linear`] then applies: our `__metadata__` (`int8_wgpu.method`,
-//! `int8_wgpu.outlier_threshold`), the `input_activations` of a compressed-tensors `quantization_config` (llmcompressor's W8A8), or a bitsandbytes
-//! `load_in_8bit` config (LLM.int8()).
+//! `int8_wgpu.outlier_threshold`), the `input_activations` of a compressed-tensors
+//! `quantization_config` (llmcompressor's W8A8), or a bitsandbytes `load_in_8bit` config
+//! (LLM.int8()).
 //!
 //! An activation scheme this crate cannot run is an [`Error::Unsupported`] naming the config
 //! group and the field, raised when a layer is loaded or described (never when the checkpoint is
