@@ -84,7 +84,7 @@ pub struct QuantizedActivations {
 /// Whether weights quantized with `scheme` can take int8 activations: symmetric, with one scale
 /// per output row or per tensor, so each output's integer sum is scaled once. The one place
 /// that decides it (layers, the oracle, the quantizer's checks and its report).
-pub(crate) fn takes_int8_activations(scheme: QuantScheme) -> bool {
+pub(crate) fn takes_a8(scheme: QuantScheme) -> bool {
     scheme.mode == Mode::Symmetric
         && matches!(scheme.granularity, Granularity::PerTensor | Granularity::PerChannel { axis: 0 })
 }

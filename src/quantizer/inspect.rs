@@ -54,7 +54,7 @@ enum Footprint {
         method: Option<Method>,
         activation: DType,
         /// How the layers quantize their activations.
-        act: Option<ActivationQuant>,
+        a8: Option<ActivationQuant>,
         linear: [usize; 2],
         model: [usize; 2],
     },
@@ -170,7 +170,7 @@ fn quantized_footprint<'a>(
         format,
         method: ckpt.method(),
         activation: ckpt.activation_dtype(),
-        act: ckpt.activation_quant()?,
+        a8: ckpt.activation_quant()?,
         linear: [float, stored],
         model: [model, total],
     })
@@ -207,9 +207,9 @@ impl fmt::Display for Inspection {
                 writeln!(f)?;
                 footprint_row(f, "model", *model)
             }
-            Footprint::Quantized { layers, format, method, activation, act, linear, model } => {
+            Footprint::Quantized { layers, format, method, activation, a8, linear, model } => {
                 let method = method.map_or("not recorded".into(), |m| m.to_string());
-                let act = match act.map(|a| a.outlier_threshold()) {
+                let a8_note = match a8.map(|a| a.outlier_threshold()) {
                     None => String::new(),
                     Some(None) => " quantized to int8 per token".to_string(),
                     Some(Some(t)) => format!(" quantized to int8 per token, columns with |x| >= {t} kept"),
@@ -217,7 +217,7 @@ impl fmt::Display for Inspection {
                 let s = if *layers == 1 { "" } else { "s" };
                 writeln!(
                     f,
-                    "{layers} quantized linear layer{s} ({format}; method {method}, activations {activation}{act})"
+                    "{layers} quantized linear layer{s} ({format}; method {method}, activations {activation}{a8_note})"
                 )?;
                 writeln!(f, "{:<20} {:>10} {:>12}", "", "as float", "now")?;
                 footprint_row(f, &format!("linear weights ({layers})"), *linear)?;

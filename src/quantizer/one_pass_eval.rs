@@ -5,7 +5,7 @@
 
 use super::eval::{EvalSpec, random_activations, relative_error};
 use crate::activation::MAX_INT8_DOT_LEN;
-use crate::activation::takes_int8_activations;
+use crate::activation::takes_a8;
 use crate::{ActivationQuant, QuantScheme, reference};
 
 /// The most evaluation rows the one-pass quantizer takes; it keeps `rows × out` outputs of each
@@ -17,7 +17,7 @@ pub(super) const MAX_ONE_PASS_EVAL_ROWS: usize = 64;
 pub(super) const LANES: usize = 8;
 
 /// The evaluation activations quantized to int8 per row, lane-major per chunk of rows.
-struct Int8Rows {
+struct A8Rows {
     /// `xq[c·in + e][m]` = `q_x[8c + m][e]`.
     xq: Vec<[i32; LANES]>,
     /// Per chunk, the rows' scales (1 in lanes past the last row).
@@ -39,7 +39,7 @@ pub(super) struct Eval {
     /// Per chunk and segment, the f32 sum of the activations over the segment, in order.
     xs: Vec<[f32; LANES]>,
     /// With int8 activations: the quantized activations.
-    int8: Option<Int8Rows>,
+    a8_rows: Option<A8Rows>,
     /// `y_q − y` and `y`, `[rows, out]` row-major.
     diff: Vec<f64>,
     y: Vec<f64>,
@@ -57,11 +57,11 @@ impl Eval {
         scheme: QuantScheme,
     ) -> Option<Self> {
         let [n, k] = shape;
-        let EvalSpec { rows, seed, act } = spec;
+        let EvalSpec { rows, seed, a8 } = spec;
         if rows > MAX_ONE_PASS_EVAL_ROWS {
             return None;
         }
-        if act.is_some() && (!takes_int8_activations(scheme) || k > MAX_INT8_DOT_LEN) {
+        if a8.is_some() && (!takes_a8(scheme) || k > MAX_INT8_DOT_LEN) {
             return None;
         }
         let x = random_activations(rows.checked_mul(k)?, seed);
@@ -83,11 +83,11 @@ impl Eval {
             }
         }
         let xd = xt.iter().map(|l| l.map(f64::from)).collect();
-        let int8 = match act {
-            Some(a) => Some(Int8Rows::new(&x, rows, k, a)?),
+        let a8_rows = match a8 {
+            Some(a) => Some(A8Rows::new(&x, rows, k, a)?),
             None => None,
         };
-        Some(Eval { rows, shape, group, per_row, xt, xd, xs, int8, diff: vec![0.0; outputs], y: vec![0.0; outputs] })
+        Some(Eval { rows, shape, group, per_row, xt, xd, xs, a8_rows, diff: vec![0.0; outputs], y: vec![0.0; outputs] })
     }
 
     /// The quantized layer's outputs of chunk `c` for weight row `q` with float activations:
@@ -116,33 +116,33 @@ impl Eval {
 
     /// The same with int8 activations, as `reference::linear_a8` computes them (no bias):
     /// `(s_x · f32(Σ q_x q)) · s_w`, plus the outlier columns in f32 in ascending order.
-    fn int8_chunk(&self, a8: &Int8Rows, c: usize, q: &[i8], sw: f32) -> [f32; LANES] {
+    fn a8_chunk(&self, qa: &A8Rows, c: usize, q: &[i8], sw: f32) -> [f32; LANES] {
         let k = self.shape[1];
         let mut acc = [0i32; LANES];
-        for (xq, &qv) in a8.xq[c * k..(c + 1) * k].iter().zip(q) {
+        for (xq, &qv) in qa.xq[c * k..(c + 1) * k].iter().zip(q) {
             let qi = i32::from(qv);
             for (a, &x) in acc.iter_mut().zip(xq) {
                 *a += x * qi;
             }
         }
         let mut fp = [0f32; LANES];
-        for &col in &a8.outliers {
+        for &col in &qa.outliers {
             let wq = sw * f32::from(q[col]);
             for (f, &x) in fp.iter_mut().zip(&self.xt[c * k + col]) {
                 *f += x * wq;
             }
         }
-        std::array::from_fn(|lane| (a8.sx[c][lane] * acc[lane] as f32) * sw + fp[lane])
+        std::array::from_fn(|lane| (qa.sx[c][lane] * acc[lane] as f32) * sw + fp[lane])
     }
 
     /// Output `j` for every activation row: the quantized layer's in f32 (see [`Self::float_chunk`]
-    /// and [`Self::int8_chunk`]) and the float layer's in f64. `None` when an output overflows
+    /// and [`Self::a8_chunk`]) and the float layer's in f64. `None` when an output overflows
     /// f32 (the reference's error).
     pub(super) fn row(&mut self, j: usize, w: &[f32], q: &[i8], scales: &[f32], zps: &[i8]) -> Option<()> {
         let [n, k] = self.shape;
         for c in 0..self.rows.div_ceil(LANES) {
-            let yq = match &self.int8 {
-                Some(a8) => self.int8_chunk(a8, c, q, scales[0]),
+            let yq = match &self.a8_rows {
+                Some(qa) => self.a8_chunk(qa, c, q, scales[0]),
                 None => self.float_chunk(c, q, scales, zps),
             };
             // `Iterator::sum` of f64 starts from -0.0.
@@ -176,10 +176,10 @@ impl Eval {
     }
 }
 
-impl Int8Rows {
+impl A8Rows {
     /// Quantizes the `rows × k` activations `x` as `reference::linear_a8` does.
-    fn new(x: &[f32], rows: usize, k: usize, act: ActivationQuant) -> Option<Self> {
-        let qa = reference::quantize_activations(x, k, act).ok()?;
+    fn new(x: &[f32], rows: usize, k: usize, a8: ActivationQuant) -> Option<Self> {
+        let qa = reference::quantize_activations(x, k, a8).ok()?;
         let chunks = rows.div_ceil(LANES);
         let mut xq = vec![[0i32; LANES]; chunks * k];
         let mut sx = vec![[1f32; LANES]; chunks];
@@ -190,6 +190,6 @@ impl Int8Rows {
             }
             sx[c][lane] = qa.scales[m];
         }
-        Some(Int8Rows { xq, sx, outliers: qa.outlier_columns })
+        Some(A8Rows { xq, sx, outliers: qa.outlier_columns })
     }
 }

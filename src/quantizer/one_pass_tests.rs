@@ -7,7 +7,7 @@ use crate::quantizer::random_activations;
 
 /// Float evaluation activations.
 fn ev(rows: usize, seed: u64) -> EvalSpec {
-    EvalSpec { rows, seed, act: None }
+    EvalSpec { rows, seed, a8: None }
 }
 
 /// A weight with rows of different magnitudes, and where `special` asks, the values that
@@ -63,11 +63,11 @@ fn check<T: Element>(shape: [usize; 2], scheme: QuantScheme, rows: usize, seed: 
 }
 
 fn check_eval<T: Element>(shape: [usize; 2], scheme: QuantScheme, eval: EvalSpec, special: bool) {
-    let EvalSpec { rows, seed, act } = eval;
+    let EvalSpec { rows, seed, a8 } = eval;
     let x = weight::<T>(shape, seed, special);
     for dtype in [T::DTYPE, DType::F16, DType::BF16, DType::F32] {
         let ctx =
-            format!("{} {shape:?} {scheme:?} rows {rows} seed {seed} {act:?} special {special} -> {dtype}", T::DTYPE);
+            format!("{} {shape:?} {scheme:?} rows {rows} seed {seed} {a8:?} special {special} -> {dtype}", T::DTYPE);
         let one_pass = quantize_layer(&x, shape, scheme, dtype, Ints::Compute, eval);
         let want = reference_layer(&x, shape, scheme, dtype, None, eval);
         match (&one_pass, &want) {
@@ -108,7 +108,7 @@ fn the_one_pass_is_the_reference_bit_for_bit() {
 /// for bit; schemes int8 activations cannot take make both paths fail.
 #[test]
 fn int8_activation_output_errors_are_the_reference_bit_for_bit() {
-    let acts = [
+    let a8s = [
         ActivationQuant::per_token(),
         ActivationQuant::llm_int8(6.0).unwrap(),
         ActivationQuant::llm_int8(0.95).unwrap(),
@@ -119,8 +119,8 @@ fn int8_activation_output_errors_are_the_reference_bit_for_bit() {
         schemes.push(QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }));
         for scheme in schemes {
             for rows in [1, 8, 9, 17] {
-                for (a, &act) in acts.iter().enumerate() {
-                    let eval = EvalSpec { rows, seed: 13 * i as u64 + rows as u64 + a as u64, act: Some(act) };
+                for (a, &a8) in a8s.iter().enumerate() {
+                    let eval = EvalSpec { rows, seed: 13 * i as u64 + rows as u64 + a as u64, a8: Some(a8) };
                     check_eval::<f32>(shape, scheme, eval, false);
                     check_eval::<half::bf16>(shape, scheme, eval, true);
                 }
@@ -130,9 +130,9 @@ fn int8_activation_output_errors_are_the_reference_bit_for_bit() {
     // The int8 activations change the error: W8A8's is not the float activations'.
     let x = weight::<f32>([16, 33], 5, false);
     let float = quantize_layer(&x, [16, 33], QuantScheme::default(), DType::F32, Ints::Compute, ev(8, 5)).unwrap();
-    let a8 = EvalSpec { rows: 8, seed: 5, act: Some(ActivationQuant::per_token()) };
-    let int8 = quantize_layer(&x, [16, 33], QuantScheme::default(), DType::F32, Ints::Compute, a8).unwrap();
-    assert!(int8.output.unwrap().0 > float.output.unwrap().0, "{:?} vs {:?}", int8.output, float.output);
+    let a8_eval = EvalSpec { rows: 8, seed: 5, a8: Some(ActivationQuant::per_token()) };
+    let with_a8 = quantize_layer(&x, [16, 33], QuantScheme::default(), DType::F32, Ints::Compute, a8_eval).unwrap();
+    assert!(with_a8.output.unwrap().0 > float.output.unwrap().0, "{:?} vs {:?}", with_a8.output, float.output);
 }
 
 proptest::proptest! {

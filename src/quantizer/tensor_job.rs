@@ -91,7 +91,7 @@ impl Quantizer {
         let x = &*x;
         let (shape, dtype, seed) = (layer_shape(info), T::DTYPE, seed_of(p));
         let ints = given.as_ref().map_or(Ints::Compute, Ints::Given);
-        let eval = EvalSpec { rows: self.eval_rows, seed, act: self.activation_quant()? };
+        let eval = EvalSpec { rows: self.eval_rows, seed, a8: self.activation_quant()? };
         match one_pass::quantize_layer(x, shape, self.scheme, dtype, ints, eval) {
             Some(f) => Ok(f),
             None => one_pass::reference_layer(x, shape, self.scheme, dtype, given, eval),
