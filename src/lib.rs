@@ -54,7 +54,7 @@
 //!   compressed-tensors `pack-quantized` layout (`int-quantized` for W8A8) with a per-layer error
 //!   report; [`checkpoint::Checkpoint`] reads checkpoints (float, ours, llmcompressor's,
 //!   bitsandbytes' 8-bit) and loads quantized layers as [`QuantizedLinear`]s by name, with the
-//!   activation quantization the file records.
+//!   int8 activations the file records.
 //!
 //! ## Paths
 //!

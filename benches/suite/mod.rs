@@ -64,7 +64,7 @@ pub fn rows() -> Vec<usize> {
     rows_override().unwrap_or_else(|| if full() { vec![1, 4, 8, 32, 128, 512] } else { vec![1, 8, 32, 128] })
 }
 
-/// Activation rows of the int8-activation benches (W8A8, LLM.int8()).
+/// Activation rows of the benches with int8 activations (W8A8, LLM.int8()).
 pub fn a8_rows() -> Vec<usize> {
     rows_override().unwrap_or_else(|| if full() { vec![1, 8, 32, 128, 512] } else { vec![1, 8, 64, 512] })
 }

@@ -1,5 +1,5 @@
 //! Loading a checkpoint's quantized layers onto the GPU, with the activation dtype that the
-//! method fixes and the activation quantization the checkpoint asks for.
+//! method fixes and the int8 activations the checkpoint asks for.
 
 use super::{Checkpoint, PackFormat, TensorInfo, as_slice_of};
 use crate::{DType, Gpu, GpuQuantizedTensor, QuantizedLinear, Result};
