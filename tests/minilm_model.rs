@@ -19,6 +19,9 @@ mod config;
 #[path = "../examples/embed/cpu.rs"]
 mod cpu;
 #[allow(dead_code)]
+#[path = "../examples/embed/forward.rs"]
+mod forward;
+#[allow(dead_code)]
 #[path = "../examples/embed/ops.rs"]
 mod ops;
 #[allow(dead_code)]

@@ -14,6 +14,9 @@ mod config;
 #[path = "../examples/embed/cpu.rs"]
 mod cpu;
 #[allow(dead_code)]
+#[path = "../examples/embed/forward.rs"]
+mod forward;
+#[allow(dead_code)]
 #[path = "../examples/embed/ops.rs"]
 mod ops;
 #[allow(dead_code)]
@@ -59,7 +62,6 @@ fn run(gpu: &Gpu, d: &ops::Dispatch) {
     gpu.queue().submit([enc.finish()]);
 }
 
-
 /// Values as a tensor of `dt` holds them (what the GPU reads).
 fn rounded(v: &[f32], dt: DType) -> Vec<f32> {
     v.iter().map(|&x| dt.round(x)).collect()
@@ -76,7 +78,6 @@ fn ulp(x: f64, dt: DType) -> f64 {
     let spacing = 2f64.powf(e - bits as f64);
     if dt == DType::F16 { spacing.max(2f64.powi(-24)) } else { spacing }
 }
-
 
 fn kernels_or_skip() -> Option<(Gpu, &'static Kernels)> {
     static K: OnceLock<Kernels> = OnceLock::new();
