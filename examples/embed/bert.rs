@@ -1,13 +1,13 @@
 //! all-MiniLM-L6-v2 (a 6-layer BERT) on the GPU, as an application writes it on int8-wgpu:
 //! loading, buffers, and recording a whole batch forward into one command encoder.
 //!
-//! The linear layers are int8-wgpu's [`QuantizedLinear`] (W8A16 bf16 or f16, W8A32, W8A8 or
-//! LLM.int8()), or,
-//! for the f32 baseline, the example's own dense f32 kernel; everything else (embeddings,
-//! LayerNorm, attention, GELU, pooling, normalisation) is the example's own kernels
-//! (`ops.wgsl`). A [`ForwardPlan`] holds every buffer, parameter and bind group of a forward for
-//! one (batch, sequence length), made once; [`Bert::embed`] writes the token ids, records the
-//! plan and its readback copy into one encoder, and submits it once.
+//! The linear layers are int8-wgpu's [`QuantizedLinear`](int8_wgpu::QuantizedLinear) (W8A16
+//! bf16 or f16, W8A32, W8A8 or LLM.int8()), or, for the f32 baseline, the example's own dense f32
+//! kernel; everything else (embeddings, LayerNorm, attention, GELU, pooling, normalisation) is
+//! the example's own kernels (`ops.wgsl`). A [`ForwardPlan`] (`forward.rs`) holds every buffer,
+//! parameter and bind group of a forward for one (batch, sequence length), made once;
+//! [`Bert::embed`] writes the token ids, records the plan and its readback copy into one encoder,
+//! and submits it once.
 //!
 //! Activations between the example's kernels are f32. A W8A16 model's linear layers take and
 //! give 16-bit activations: the kernels around them read and write that dtype directly
