@@ -71,6 +71,8 @@ mod load;
 mod method;
 /// The order names are listed and written in.
 mod natural_order;
+/// How a quantized layer's ints are stored (formats, offset binary).
+mod pack_format;
 /// The `quantization_config` of config.json.
 mod quantization_config;
 /// Positioned reads of a checkpoint file's bytes into reused buffers.
@@ -81,7 +83,8 @@ mod safetensors;
 mod writer;
 
 // The product: the checkpoint, what it says about its tensors and quantized layers.
-pub use self::compressed_tensors::{PackFormat, QuantizedLayerInfo};
+pub use self::compressed_tensors::QuantizedLayerInfo;
+pub use self::pack_format::PackFormat;
 // Public only while tests/checkpoint.rs and tests/quantize_int8_activations.rs call it (issue 18:
 // crate-private after the merge, their checks as unit tests).
 #[doc(hidden)]

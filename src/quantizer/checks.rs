@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use super::report::describe_scheme;
 use super::{MAX_EVAL_ROWS, Quantizer, Selection};
 use crate::activation::MAX_INT8_DOT_LEN;
-use crate::activation::takes_a8;
 use crate::checkpoint::{self, Checkpoint};
 use crate::{Error, Result};
 
@@ -16,7 +15,7 @@ impl Quantizer {
     /// The settings that need no file: `eval_rows` within [`MAX_EVAL_ROWS`]; the outlier
     /// threshold; for the methods with int8 activations, a scheme they can run.
     pub(super) fn check_settings(&self) -> Result<()> {
-        if self.activation_quant()?.is_some() && !takes_a8(self.scheme) {
+        if self.activation_quant()?.is_some() && !self.scheme.takes_a8() {
             return Err(Error::Scheme(format!(
                 "{} quantizes activations per token, which needs symmetric weights with one scale per output \
                  row (the default) or per tensor, not {}; drop the scheme options (--scheme, --granularity, \

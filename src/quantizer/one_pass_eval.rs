@@ -5,7 +5,6 @@
 
 use super::eval::{EvalSpec, random_activations, relative_error};
 use crate::activation::MAX_INT8_DOT_LEN;
-use crate::activation::takes_a8;
 use crate::{ActivationQuant, QuantScheme, reference};
 
 /// The most evaluation rows the one-pass quantizer takes; it keeps `rows × out` outputs of each
@@ -61,7 +60,7 @@ impl Eval {
         if rows > MAX_ONE_PASS_EVAL_ROWS {
             return None;
         }
-        if a8.is_some() && (!takes_a8(scheme) || k > MAX_INT8_DOT_LEN) {
+        if a8.is_some() && (!scheme.takes_a8() || k > MAX_INT8_DOT_LEN) {
             return None;
         }
         let x = random_activations(rows.checked_mul(k)?, seed);

@@ -2,7 +2,7 @@
 //! the W8A8 linear with its f64 bound.
 
 use super::{flush_subnormal, linear_dims, quantize_value, symmetric_scale};
-use crate::activation::{ActivationQuant, MAX_INT8_DOT_LEN, QuantizedActivations, takes_a8};
+use crate::activation::{ActivationQuant, MAX_INT8_DOT_LEN, QuantizedActivations};
 use crate::check::{check_finite, check_output};
 use crate::{Element, Error, QuantScheme, QuantizedTensor, Result};
 
@@ -52,7 +52,7 @@ pub fn quantize_activations<T: Element>(x: &[T], k: usize, a8: ActivationQuant) 
 /// Checks that a weight of `scheme` and `shape` can take int8 activations: 2-D, symmetric, one
 /// scale per output row or per tensor, and rows short enough for `i32` sums.
 pub(crate) fn check_int8_weight_scheme(s: QuantScheme, shape: &[usize]) -> Result<()> {
-    if !takes_a8(s) || shape.len() != 2 {
+    if !s.takes_a8() || shape.len() != 2 {
         return Err(Error::Scheme(format!(
             "int8 activations (W8A8, LLM.int8()) need 2-D symmetric weights with one scale per output \
              row or per tensor; this weight is {:?} {:?} of shape {:?}: quantize it with \
