@@ -59,7 +59,7 @@
 //! ## Paths
 //!
 //! The types every app names (schemes, dtypes, the error, tensors, the layer, the device) are at
-//! the crate root; the families [`reference`], [`checkpoint`], [`quantizer`] and [`gpu`] are
+//! the crate root; the families [`reference`](mod@reference), [`checkpoint`], [`quantizer`] and [`gpu`] are
 //! modules, and nothing is reachable at two paths.
 //!
 //! ## Numeric conventions

@@ -16,8 +16,8 @@ pub fn outlier_columns<T: Element>(x: &[T], k: usize, a8: ActivationQuant) -> Ve
 }
 
 /// Quantizes activations `x` (`[rows, k]`, row-major) per row: outlier columns (LLM.int8())
-/// are found first and left out; each row's scale is `absmax / 127` over its other columns
-/// ([`symmetric_scale`]), and each value `round_half_even(x / scale)` ([`quantize_value`]).
+/// are found first and left out; each row's scale is `absmax / 127` over its other columns (as
+/// a weight block's symmetric scale), and each value `round_half_even(x / scale)`.
 ///
 /// NaN or infinite inputs are an [`Error::NonFinite`].
 pub fn quantize_activations<T: Element>(x: &[T], k: usize, a8: ActivationQuant) -> Result<QuantizedActivations> {

@@ -1,8 +1,9 @@
 //! The CPU reference path: quantize, dequantize and linear, written to be obviously correct.
 //!
-//! Every GPU kernel is tested against these functions. The scalar helpers ([`symmetric_scale`],
-//! [`asymmetric_params`], [`quantize_value`]) are the numeric contract: `shaders/common.wgsl`
-//! performs the same f32 operations in the same order, so ints and scale bits agree exactly.
+//! Every GPU kernel is tested against these functions. Their scalar steps (a block's symmetric
+//! scale, its asymmetric scale and zero point, one value's rounding) are the numeric contract:
+//! `shaders/common.wgsl` performs the same f32 operations in the same order, so ints and scale
+//! bits agree exactly.
 
 #[cfg(test)]
 mod course_tests;
