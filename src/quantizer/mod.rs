@@ -166,9 +166,9 @@ pub use crate::scheme::Method;
 /// starts.
 pub const MAX_EVAL_ROWS: usize = 4096;
 
-/// Where quantization runs.
+/// Where quantization runs ([`Quantizer::gpu`], [`Quantizer::cpu`]).
 #[derive(Clone, Debug)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// On this GPU ([`Gpu::quantize`]).
     Gpu(Gpu),
     /// On the CPU reference ([`reference::quantize`](crate::reference::quantize)). Gives
@@ -298,12 +298,6 @@ impl Quantizer {
     /// Quantizes on the CPU reference instead of the GPU (byte-identical output).
     pub fn cpu(mut self) -> Self {
         self.backend = Some(Backend::Cpu);
-        self
-    }
-
-    /// Sets the backend.
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = Some(backend);
         self
     }
 
