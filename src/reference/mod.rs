@@ -1,4 +1,5 @@
-//! The CPU reference path: quantize, dequantize and linear, written to be obviously correct.
+//! The CPU reference path: quantize and linear (dequantizing is [`QuantizedTensor::dequantize`]),
+//! written to be obviously correct.
 //!
 //! Every GPU kernel is tested against these functions. Their scalar steps (a block's symmetric
 //! scale, its asymmetric scale and zero point, one value's rounding) are the numeric contract:
@@ -135,11 +136,6 @@ pub(crate) fn quantize_with_params<T: Element>(
         })
         .collect();
     QuantizedTensor::new(shape, scheme, values, scales, zero_points)
-}
-
-/// Dequantizes to f32: `scale * (q - zp)`.
-pub fn dequantize(q: &QuantizedTensor) -> Vec<f32> {
-    q.dequantize()
 }
 
 /// Checks a linear layer's operands and returns `(rows, out, in)`.
