@@ -59,8 +59,8 @@
 //! ## Paths
 //!
 //! The types every app names (schemes, dtypes, the error, tensors, the layer, the device) are at
-//! the crate root; the families [`reference`](mod@reference), [`checkpoint`], [`quantizer`] and [`gpu`] are
-//! modules, and nothing is reachable at two paths.
+//! the crate root, their modules private; the families [`reference`](mod@reference),
+//! [`checkpoint`], [`quantizer`] and [`gpu`] are public modules. No item has a second path.
 //!
 //! ## Numeric conventions
 //!
