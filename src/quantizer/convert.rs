@@ -5,7 +5,7 @@
 //! Files are streamed. Every output file's header is written first (the selection fixes each
 //! tensor's dtype and shape); then each tensor is written at its offset as soon as it is ready,
 //! so no file is ever held in memory. Tensors are read from the input one at a time (copies in
-//! windows of [`COPY_WINDOW`]) with positioned reads, each worker into one buffer it reuses, never
+//! windows of `tensor_job.rs`'s `COPY_WINDOW`) with positioned reads, each worker into one buffer it reuses, never
 //! through a memory map (a map faults when another program truncates the file). Worker threads
 //! take the tensors in order, several at once: each layer in one pass over its rows
 //! (`one_pass.rs`: ints, stored form, error metrics); with a GPU, the calling thread quantizes the

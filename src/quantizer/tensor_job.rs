@@ -1,10 +1,9 @@
 //! One job of a conversion: a tensor copied unchanged, or a layer quantized (in one pass over
 //! its rows on the CPU, or on the GPU) and written with its report.
 
-use super::LayerReport;
-use super::Quantizer;
 use super::eval::{EvalSpec, seed_of};
 use super::one_pass::{self, Ints, OnePass};
+use super::{LayerReport, Quantizer};
 use crate::checkpoint::{self, Checkpoint, FileReader, ReadBuf, SafetensorsWriter, TensorInfo};
 use crate::{DType, Element, QuantizedTensor, Result};
 
