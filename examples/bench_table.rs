@@ -3,8 +3,8 @@
 //! with its spread), then int8 GEMV/GEMM against
 //! that limit, the simple kernel of issue 12 (checked against the reference first), the dense f32
 //! GPU layer of the same design, the single-threaded CPU reference and
-//! candle's Q8_0 `QMatMul` on all cores, plus GPU vs CPU quantization, and the int8-activation
-//! layers (W8A8, LLM.int8() with 0, 8 and 64 outlier columns) beside W8A16 and dense f32, and
+//! candle's Q8_0 `QMatMul` on all cores, plus GPU vs CPU quantization, and the layers with int8
+//! activations (W8A8, LLM.int8() with 0, 8 and 64 outlier columns) beside W8A16 and dense f32, and
 //! W8A8's integer matmul beside the simple kernel with int8 activations.
 //!
 //! `cargo run --release --features bench --example bench_table` (quick subset), or with

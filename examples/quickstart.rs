@@ -132,13 +132,13 @@ fn int8_activations(
     let bt: Vec<bf16> = bias.iter().map(|&v| bf16::from_f32(v)).collect();
     let (exact, _) = reference::linear_f64(&xt, q, Some(&bt))?;
     let mut ok = true;
-    for (name, act) in [("W8A8", ActivationQuant::per_token()), ("LLM.int8()", ActivationQuant::llm_int8(6.0)?)] {
-        let layer = QuantizedLinear::from_quantized(gpu, q, Some(bias), DType::BF16)?.with_activation_quant(act)?;
+    for (name, a8) in [("W8A8", ActivationQuant::per_token()), ("LLM.int8()", ActivationQuant::llm_int8(6.0)?)] {
+        let layer = QuantizedLinear::from_quantized(gpu, q, Some(bias), DType::BF16)?.with_activation_quant(a8)?;
         let y = layer.forward_host(&xt, &[m, k])?;
         let outliers = layer.last_outlier_columns()?;
-        let on_gpu = gpu.quantize_activations(&int8_wgpu::GpuTensor::from_host(gpu, &xt, &[m, k])?, act)?;
-        let same = on_gpu == reference::quantize_activations(&xt, k, act)?;
-        let (want, _) = reference::linear_a8_f64(&xt, q, Some(&bt), act)?;
+        let on_gpu = gpu.quantize_activations(&int8_wgpu::GpuTensor::from_host(gpu, &xt, &[m, k])?, a8)?;
+        let same = on_gpu == reference::quantize_activations(&xt, k, a8)?;
+        let (want, _) = reference::linear_a8_f64(&xt, q, Some(&bt), a8)?;
         let err = max_rel_error(&y, &want, &exact);
         let quant = max_rel_error(&y, &exact, &exact);
         let pass = same && err <= 2f64.powi(-7);

@@ -1,7 +1,7 @@
 //! int8 activations: how a W8A8 layer quantizes its inputs per row (per token), and which
 //! feature columns LLM.int8() keeps in floating point.
 
-use crate::{Error, Granularity, Mode, QuantScheme, Result};
+use crate::{Error, Result};
 
 /// How a linear layer quantizes its activations before the integer matmul.
 ///
@@ -81,14 +81,6 @@ pub struct QuantizedActivations {
     pub outlier_columns: Vec<usize>,
 }
 
-/// Whether weights quantized with `scheme` can take int8 activations: symmetric, with one scale
-/// per output row or per tensor, so each output's integer sum is scaled once. The one place
-/// that decides it (layers, the oracle, the quantizer's checks and its report).
-pub(crate) fn takes_int8_activations(scheme: QuantScheme) -> bool {
-    scheme.mode == Mode::Symmetric
-        && matches!(scheme.granularity, Granularity::PerTensor | Granularity::PerChannel { axis: 0 })
-}
-
 /// The largest `in_features` whose int8 dot products fit an `i32`: `|q_x| <= 127` and
 /// `|q_w| <= 128`, so `|acc| <= 16256 · k`.
-pub const MAX_INT8_DOT_LEN: usize = 1 << 17;
+pub(crate) const MAX_INT8_DOT_LEN: usize = 1 << 17;

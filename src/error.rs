@@ -66,7 +66,7 @@ pub enum Error {
         value: f32,
     },
     /// The range of a channel does not fit in f32 arithmetic: its scale would overflow, or
-    /// dequantizing with it would (see [`reference::max_scale`](crate::quantized::max_scale)).
+    /// dequantizing with it would (scales up to `f32::MAX / 128`, asymmetric `f32::MAX / 256`).
     #[error(
         "the value range of quantization parameter {param} overflows f32 (its scale times the int8 \
          range is infinite); rescale the weights{}",

@@ -32,7 +32,7 @@ impl QuantizedTensor {
     ///
     /// Use this to adopt int8 weights quantized elsewhere (e.g. a checkpoint, or the course's
     /// `W8A16LinearLayer` buffers `int8_weights` and `scales`). Each scale must be a positive
-    /// normal f32 no larger than [`max_scale`] of the scheme's mode, so that every dequantized
+    /// normal f32 no larger than `f32::MAX / 128` (asymmetric: `f32::MAX / 256`), so that every dequantized
     /// value is finite: zero, negative, subnormal or larger scales are an [`Error::BadScale`],
     /// NaN and infinities an [`Error::NonFinite`].
     pub fn new(
@@ -151,7 +151,7 @@ impl QuantizedTensor {
 /// `<= 255` (asymmetric): within these bounds it is always finite. Quantizing a block whose scale
 /// would exceed them is an [`Error::RangeOverflow`]; a given scale beyond them (from a checkpoint
 /// or [`QuantizedTensor::new`]) is an [`Error::BadScale`].
-pub fn max_scale(mode: Mode) -> f32 {
+pub(crate) fn max_scale(mode: Mode) -> f32 {
     match mode {
         Mode::Symmetric => f32::MAX / 128.0,
         Mode::Asymmetric => f32::MAX / 256.0,

@@ -67,6 +67,14 @@ impl QuantScheme {
         Self { mode: Mode::Asymmetric, granularity }
     }
 
+    /// Whether weights quantized with this scheme can take int8 activations: symmetric, with one
+    /// scale per output row or per tensor, so each output's integer sum is scaled once. The one
+    /// place that decides it (layers, the oracle, the quantizer's checks and its report).
+    pub(crate) fn takes_a8(&self) -> bool {
+        self.mode == Mode::Symmetric
+            && matches!(self.granularity, Granularity::PerTensor | Granularity::PerChannel { axis: 0 })
+    }
+
     /// Whether the scheme stores zero points.
     pub const fn has_zero_point(&self) -> bool {
         matches!(self.mode, Mode::Asymmetric)

@@ -37,7 +37,7 @@ fn expected_layers() -> BTreeSet<String> {
     s
 }
 
-fn check_output(input: &Path, out: &Path, report: &int8_wgpu::QuantReport) {
+fn check_output(input: &Path, out: &Path, report: &int8_wgpu::quantizer::QuantReport) {
     let src = Checkpoint::open(input).unwrap();
     let ck = Checkpoint::open(out).unwrap();
 

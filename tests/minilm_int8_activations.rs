@@ -17,19 +17,23 @@ mod config;
 #[path = "../examples/embed/cpu.rs"]
 mod cpu;
 #[allow(dead_code)]
-#[path = "../examples/embed/kernels.rs"]
-mod kernels;
+#[path = "../examples/embed/forward.rs"]
+mod forward;
 #[allow(dead_code)]
-#[path = "../examples/embed/load.rs"]
-mod load;
+#[path = "../examples/embed/ops.rs"]
+mod ops;
 #[allow(dead_code)]
 #[path = "../examples/embed/tokens.rs"]
 mod tokens;
+#[allow(dead_code)]
+#[path = "../examples/embed/weights.rs"]
+mod weights;
 
 use std::collections::BTreeSet;
 
 use bert::{Bert, Precision};
-use int8_wgpu::{ActivationQuant, Checkpoint, DType, Gpu, Method};
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{ActivationQuant, DType, Gpu, Method};
 use tokens::Batch;
 
 /// 11, 7 and 4 tokens: padded to 11 in one batch.
@@ -140,7 +144,7 @@ fn a_checkpoint_runs_and_is_named_by_its_own_method() {
     ];
     for (method, threshold, name) in cases {
         let out = tmp.path().join(method.as_str());
-        let mut q = int8_wgpu::Quantizer::new(&s.dir, &out).gpu(s.gpu.clone()).eval_rows(0).method(method);
+        let mut q = int8_wgpu::quantizer::Quantizer::new(&s.dir, &out).gpu(s.gpu.clone()).eval_rows(0).method(method);
         if let Some(t) = threshold {
             q = q.outlier_threshold(t);
         }

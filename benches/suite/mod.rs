@@ -64,7 +64,7 @@ pub fn rows() -> Vec<usize> {
     rows_override().unwrap_or_else(|| if full() { vec![1, 4, 8, 32, 128, 512] } else { vec![1, 8, 32, 128] })
 }
 
-/// Activation rows of the int8-activation benches (W8A8, LLM.int8()).
+/// Activation rows of the benches with int8 activations (W8A8, LLM.int8()).
 pub fn a8_rows() -> Vec<usize> {
     rows_override().unwrap_or_else(|| if full() { vec![1, 8, 32, 128, 512] } else { vec![1, 8, 64, 512] })
 }
@@ -118,9 +118,9 @@ impl Layer {
         QuantizedLinear::from_quantized::<f32>(gpu, &self.q, None, dtype).expect("layer")
     }
 
-    /// The layer with int8 activations (`act`: W8A8 or LLM.int8()), `dtype` in and out.
-    pub fn a8_layer(&self, gpu: &Gpu, dtype: DType, act: ActivationQuant) -> QuantizedLinear {
-        self.gpu_layer(gpu, dtype).with_activation_quant(act).expect("int8 activations need symmetric per-row weights")
+    /// The layer with int8 activations (`a8`: W8A8 or LLM.int8()), `dtype` in and out.
+    pub fn a8_layer(&self, gpu: &Gpu, dtype: DType, a8: ActivationQuant) -> QuantizedLinear {
+        self.gpu_layer(gpu, dtype).with_activation_quant(a8).expect("int8 activations need symmetric per-row weights")
     }
 
     /// The simple kernel of issue 12 over this layer's weight, for the schemes it takes

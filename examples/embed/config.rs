@@ -3,7 +3,7 @@
 use int8_wgpu::{ActivationQuant, DType};
 use serde_json::Value;
 
-use super::kernels::Result;
+use super::ops::Result;
 
 /// The model's shape, from the checkpoint's `config.json`.
 #[derive(Clone, Debug, PartialEq)]

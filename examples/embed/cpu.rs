@@ -1,10 +1,11 @@
 //! The CPU reference: each of the example's kernels, and the whole forward, in f64 — written
 //! for obviousness, not speed (the GPU model and its kernels are tested against it).
 
-use int8_wgpu::{Checkpoint, QuantScheme, reference};
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{QuantScheme, reference};
 
 use super::bert::Config;
-use super::kernels::Result;
+use super::ops::Result;
 use super::tokens::Batch;
 
 /// Word + token type + position embeddings: `[m, n]` for `m = ids.len()` tokens of sentences

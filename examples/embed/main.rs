@@ -34,20 +34,24 @@ mod bert;
 mod config;
 #[allow(dead_code)]
 mod cpu;
+/// A forward's buffers and dispatches, and its recording.
+mod forward;
 #[allow(dead_code)]
-mod kernels;
-#[allow(dead_code)]
-mod load;
+mod ops;
 mod quality;
 #[allow(dead_code)]
 mod tokens;
+#[allow(dead_code)]
+mod weights;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bert::{Bert, Plan, Precision};
-use int8_wgpu::{Checkpoint, DType, Gpu};
-use kernels::Result;
+use bert::{Bert, Precision};
+use forward::ForwardPlan;
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{DType, Gpu};
+use ops::Result;
 use tokens::Batch;
 
 const HELP: &str = "usage: embed [OPTIONS] SENTENCE...
@@ -296,7 +300,7 @@ fn main() -> Result<()> {
 }
 
 /// One model's batches for a list of sentences, with their plans ([`Bert::batches`]).
-type Work = Vec<(Plan, Batch)>;
+type Work = Vec<(ForwardPlan, Batch)>;
 
 /// Embeds every batch of `work`, in order.
 fn embed(bert: &Bert, work: &Work) -> Result<Vec<Vec<f32>>> {

@@ -11,10 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use int8_wgpu::{ActivationQuant, Checkpoint, DType, Gpu, Granularity, QuantScheme};
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{ActivationQuant, DType, Gpu, Granularity, QuantScheme};
 
 use crate::bert::{Bert, Precision};
-use crate::kernels::Result;
+use crate::ops::Result;
 
 /// The fixture: sentences, (query, passage) index pairs, reference embeddings.
 pub struct Reference {

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::bert::Config;
-use super::kernels::Result;
+use super::ops::Result;
 
 /// Token ids of a batch of sentences, padded to the longest.
 #[derive(Clone, Debug, PartialEq, Eq)]

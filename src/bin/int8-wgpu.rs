@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use int8_wgpu::quantizer::{self, Inspection};
-use int8_wgpu::{Checkpoint, Gpu, Granularity, Method, QuantScheme, Quantizer};
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::quantizer::{self, Inspection, Quantizer};
+use int8_wgpu::{Gpu, Granularity, Method, QuantScheme};
 
 #[derive(Parser)]
 #[command(name = "int8-wgpu", version, about = "8-bit weight quantization of safetensors checkpoints on wgpu")]

@@ -6,22 +6,10 @@
 
 use serde_json::Value;
 
-use super::encode::OFFSET_BINARY;
-use super::{Checkpoint, TensorDtype, floats_to_f32, to_dtype};
+use super::pack_format::OFFSET_BINARY;
+use super::{Checkpoint, PackFormat, TensorDtype, floats_to_f32, to_dtype};
 use crate::quantized::unpack_rows_xor;
 use crate::{Error, Granularity, Mode, QuantScheme, QuantizedTensor, Result};
-
-/// How a quantized layer's weight is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PackFormat {
-    /// compressed-tensors `pack-quantized`: `weight_packed` I32, bytes `q ^ 0x80`.
-    PackQuantized,
-    /// compressed-tensors `int-quantized`: `weight` I8 `[out, in]`.
-    IntQuantized,
-    /// bitsandbytes 8-bit (transformers' `load_in_8bit` checkpoints): `weight` I8 `[out, in]` and
-    /// `SCB`, each row's absmax (the scale is `SCB / 127`); read only.
-    BitsAndBytes,
-}
 
 /// What a quantized layer of a checkpoint is, read from its tensors' headers.
 #[derive(Clone, Debug, PartialEq)]

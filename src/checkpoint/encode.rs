@@ -3,13 +3,10 @@
 //! docs): ints as offset binary packed in words, or as plain int8; scales exported in the
 //! weight's dtype; zero points packed along dim 0. Reading them back is `compressed_tensors.rs`'s job.
 
+use super::pack_format::OFFSET_BINARY;
 use super::{PackFormat, TensorDtype, f32_to_bytes, to_tensor_dtype};
 use crate::quantized::pack_rows_xor;
 use crate::{DType, Error, Granularity, QuantScheme, QuantizedTensor, Result};
-
-/// What compressed-tensors stores in place of an int8 `q` in packed words: `q ^ 0x80` = `q + 128`
-/// (offset binary).
-pub(super) const OFFSET_BINARY: u8 = 0x80;
 
 /// The tensor exactly as a checkpoint stores it when its scales are exported in `scale_dtype`:
 /// same ints and zero points, each scale rounded to `scale_dtype` (round to nearest even).

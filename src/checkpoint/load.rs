@@ -1,5 +1,5 @@
 //! Loading a checkpoint's quantized layers onto the GPU, with the activation dtype that the
-//! method fixes and the activation quantization the checkpoint asks for.
+//! method fixes and the int8 activations the checkpoint asks for.
 
 use super::{Checkpoint, PackFormat, TensorInfo, as_slice_of};
 use crate::{DType, Gpu, GpuQuantizedTensor, QuantizedLinear, Result};
@@ -37,9 +37,9 @@ impl Checkpoint {
     /// offset-binary bytes (`q ^ 0x80`) directly ([`GpuQuantizedTensor::from_packed`]).
     pub fn linear_with(&self, gpu: &Gpu, name: &str, activation: DType) -> Result<QuantizedLinear> {
         let build = || -> Result<QuantizedLinear> {
-            let act = self.activation_quant()?;
+            let a8 = self.activation_quant()?;
             let info = self.layer_info(name)?;
-            if act.is_some() {
+            if a8.is_some() {
                 crate::reference::check_int8_weight_scheme(info.scheme, &info.shape)?;
             }
             let bias_name = format!("{name}.bias");
@@ -69,8 +69,8 @@ impl Checkpoint {
                     QuantizedLinear::from_quantized(gpu, &self.rebuild(name)?, bias.as_deref(), activation)?
                 }
             };
-            match act {
-                Some(act) => layer.with_activation_quant(act),
+            match a8 {
+                Some(a8) => layer.with_activation_quant(a8),
                 None => Ok(layer),
             }
         };

@@ -53,8 +53,6 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 // One file per job. Here: `Checkpoint`, opened from the files `folder` finds, and its tensors.
-/// What a checkpoint says about its activations (W8A8, LLM.int8(), none).
-mod activations;
 /// bitsandbytes 8-bit layers (`weight` + `SCB`) and their `quantization_config`.
 mod bitsandbytes;
 /// Reading the compressed-tensors tensors of a quantized layer.
@@ -69,8 +67,12 @@ mod folder;
 mod hints;
 /// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
 mod load;
+/// The method a checkpoint records and how its activations are quantized (W8A8, LLM.int8(), none).
+mod method;
 /// The order names are listed and written in.
 mod natural_order;
+/// How a quantized layer's ints are stored (formats, offset binary).
+mod pack_format;
 /// The `quantization_config` of config.json.
 mod quantization_config;
 /// Positioned reads of a checkpoint file's bytes into reused buffers.
@@ -80,18 +82,21 @@ mod safetensors;
 /// Writing files deterministically.
 mod writer;
 
-// The product: the checkpoint, what it says about its tensors and quantized layers, and the
-// tensor exactly as a checkpoint stores it.
-pub use self::compressed_tensors::{PackFormat, QuantizedLayerInfo};
+// The product: the checkpoint, what it says about its tensors and quantized layers.
+pub use self::compressed_tensors::QuantizedLayerInfo;
+pub use self::pack_format::PackFormat;
+// Public only while tests/checkpoint.rs and tests/quantize_int8_activations.rs call it (issue 18:
+// crate-private after the merge, their checks as unit tests).
+#[doc(hidden)]
 pub use self::encode::exported;
 pub use self::safetensors::{TensorDtype, TensorInfo};
 
 // Crate-private: what the quantizer and the files here share.
-pub(crate) use self::activations::METHOD_METADATA_KEY;
-pub(crate) use self::activations::THRESHOLD_METADATA_KEY;
 pub(crate) use self::encode::{export_scale, layer_bytes, layer_specs, layer_tensors, pack_row};
 pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use self::folder::{Located, check_index, unlisted_safetensors};
+pub(crate) use self::method::METHOD_METADATA_KEY;
+pub(crate) use self::method::THRESHOLD_METADATA_KEY;
 pub(crate) use self::natural_order::natural_cmp;
 pub(crate) use self::quantization_config::{pack_format, quantization_config};
 pub(crate) use self::reader::{FileReader, ReadBuf, as_slice_of};

@@ -1,5 +1,5 @@
 //! The `quantization_config` of `config.json`: written for the scheme and method a run used, and
-//! read for what a loader must check (bit width, symmetry; the activations are `activations.rs`'s).
+//! read for what a loader must check (bit width, symmetry; the activations are `method.rs`'s).
 
 use serde_json::{Value, json};
 

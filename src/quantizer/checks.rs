@@ -6,9 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::report::describe_scheme;
-use super::{MAX_EVAL_ROWS, Plan, Quantizer};
-use crate::MAX_INT8_DOT_LEN;
-use crate::activation::takes_int8_activations;
+use super::{MAX_EVAL_ROWS, Quantizer, Selection};
+use crate::activation::MAX_INT8_DOT_LEN;
 use crate::checkpoint::{self, Checkpoint};
 use crate::{Error, Result};
 
@@ -16,7 +15,7 @@ impl Quantizer {
     /// The settings that need no file: `eval_rows` within [`MAX_EVAL_ROWS`]; the outlier
     /// threshold; for the methods with int8 activations, a scheme they can run.
     pub(super) fn check_settings(&self) -> Result<()> {
-        if self.activation_quant()?.is_some() && !takes_int8_activations(self.scheme) {
+        if self.activation_quant()?.is_some() && !self.scheme.takes_a8() {
             return Err(Error::Scheme(format!(
                 "{} quantizes activations per token, which needs symmetric weights with one scale per output \
                  row (the default) or per tensor, not {}; drop the scheme options (--scheme, --granularity, \
@@ -113,10 +112,10 @@ impl Quantizer {
 
     /// The scheme has a compressed-tensors layout, a group size divides every planned layer,
     /// and int8 activations' sums fit an `i32` ([`MAX_INT8_DOT_LEN`] inputs).
-    pub(super) fn check_scheme(&self, ckpt: &Checkpoint, plan: &Plan) -> Result<()> {
+    pub(super) fn check_scheme(&self, ckpt: &Checkpoint, selection: &Selection) -> Result<()> {
         checkpoint::quantization_config(self.scheme, &[], self.method)?;
         if self.method.activation_quant().is_some() {
-            let long = plan.targets.iter().find(|t| ckpt.info(t).is_some_and(|i| i.shape[1] > MAX_INT8_DOT_LEN));
+            let long = selection.targets.iter().find(|t| ckpt.info(t).is_some_and(|i| i.shape[1] > MAX_INT8_DOT_LEN));
             if let Some(t) = long {
                 return Err(Error::Scheme(format!(
                     "`{t}` has {} inputs; {} sums at most {MAX_INT8_DOT_LEN} int8 products in i32: exclude it or use \
@@ -127,7 +126,7 @@ impl Quantizer {
             }
         }
         if let crate::Granularity::PerGroup { size } = self.scheme.granularity {
-            let bad: Vec<&String> = plan
+            let bad: Vec<&String> = selection
                 .targets
                 .iter()
                 .filter(|t| ckpt.info(t).is_some_and(|i| size == 0 || i.shape[1] % size != 0))

@@ -2,13 +2,13 @@
 //! with its planned layers quantized (tensors in natural name order, the method recorded in the
 //! metadata), then the shard index and `config.json` with its `quantization_config`.
 //!
-//! Files are streamed. Every output file's header is written first (the plan fixes each
+//! Files are streamed. Every output file's header is written first (the selection fixes each
 //! tensor's dtype and shape); then each tensor is written at its offset as soon as it is ready,
 //! so no file is ever held in memory. Tensors are read from the input one at a time (copies in
-//! windows of [`COPY_WINDOW`]) with positioned reads, each worker into one buffer it reuses, never
+//! windows of `tensor_job.rs`'s `COPY_WINDOW`) with positioned reads, each worker into one buffer it reuses, never
 //! through a memory map (a map faults when another program truncates the file). Worker threads
 //! take the tensors in order, several at once: each layer in one pass over its rows
-//! (`fused.rs`: ints, stored form, error metrics); with a GPU, the calling thread quantizes the
+//! (`one_pass.rs`: ints, stored form, error metrics); with a GPU, the calling thread quantizes the
 //! next layers on it while the workers finish the ones before. Files are byte-identical whatever
 //! the backend or the number of threads.
 
@@ -16,20 +16,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use super::eval::{EvalSpec, seed_of};
-use super::fused::{self, Fused, Ints};
-use super::jobs::Job;
 use super::output::TmpDir;
-use super::{Backend, LayerReport, Plan, Progress, Quantizer};
+use super::tensor_job::{Job, layer_shape};
+use super::{Backend, LayerReport, Progress, Quantizer, Selection};
 use crate::checkpoint::{
-    self, CONFIG_FILE, Checkpoint, FileReader, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, ReadBuf, SafetensorsWriter,
+    self, CONFIG_FILE, Checkpoint, INDEX_FILE, METHOD_METADATA_KEY, MODEL_FILE, SafetensorsWriter,
     THRESHOLD_METADATA_KEY, TensorInfo, TensorSpec,
 };
-use crate::{DType, Element, Error, QuantizedTensor, Result};
-
-/// Bytes of a copied tensor read at a time. A worker's reused buffer grows to the larger of
-/// this and its largest layer, so the window is kept below a typical layer's size.
-const COPY_WINDOW: usize = 4 << 20;
+use crate::{Error, Result};
 
 /// What the safetensors files written hold.
 pub(super) struct Written {
@@ -47,12 +41,12 @@ impl Quantizer {
     pub(super) fn write_tensors(
         &self,
         ckpt: &Checkpoint,
-        plan: &Plan,
+        selection: &Selection,
         backend: &Backend,
         tmp: &TmpDir,
         progress: &mut impl FnMut(Progress<'_>),
     ) -> Result<Written> {
-        let targets: BTreeSet<&str> = plan.targets.iter().map(String::as_str).collect();
+        let targets: BTreeSet<&str> = selection.targets.iter().map(String::as_str).collect();
         let mut written = Written { layers: Vec::new(), total_after: 0, weight_map: BTreeMap::new() };
         let (mut jobs, mut files, mut layers) = (Vec::new(), Vec::new(), 0);
         for i in 0..ckpt.files().len() {
@@ -112,7 +106,7 @@ impl Quantizer {
     pub(super) fn write_json_files(
         &self,
         ckpt: &Checkpoint,
-        plan: &Plan,
+        selection: &Selection,
         tmp: &TmpDir,
         written: &Written,
     ) -> Result<()> {
@@ -126,135 +120,10 @@ impl Quantizer {
             let Some(obj) = config.as_object_mut() else {
                 return Err(Error::Corrupt(format!("`{}` is not a JSON object", dir.join(CONFIG_FILE).display())));
             };
-            let q = checkpoint::quantization_config(self.scheme, &plan.ignore, self.method)?;
+            let q = checkpoint::quantization_config(self.scheme, &selection.ignore, self.method)?;
             obj.insert("quantization_config".into(), q);
             checkpoint::write_json(&tmp.path().join(CONFIG_FILE), &config)?;
         }
         Ok(())
     }
-
-    /// Quantizes the layer of `job` (or takes the GPU's ints `given`), its weight read into
-    /// `buf`, writes its tensors and returns its report. Errors of the quantization name the
-    /// tensor.
-    pub(super) fn layer(
-        &self,
-        ckpt: &Checkpoint,
-        reader: &FileReader,
-        job: &Job<'_>,
-        file: &SafetensorsWriter,
-        given: Option<QuantizedTensor>,
-        buf: &mut ReadBuf,
-    ) -> Result<Option<LayerReport>> {
-        let (p, _) = job.layer.expect("a layer job");
-        let info = job.info;
-        let dtype = info.float_dtype().expect("targets are float");
-        let data = ckpt.read_tensor(reader, info, 0..info.nbytes(), buf)?;
-        let stored = match dtype {
-            DType::F32 => self.stored::<f32>(data, info, p, given),
-            DType::F16 => self.stored::<half::f16>(data, info, p, given),
-            DType::BF16 => self.stored::<half::bf16>(data, info, p, given),
-        }
-        .map_err(|e| e.in_tensor(job.name))?;
-        let shape = layer_shape(info);
-        let format = checkpoint::pack_format(self.method);
-        let specs = checkpoint::layer_specs(shape, self.scheme, dtype, format)?;
-        let bytes = checkpoint::layer_bytes(
-            shape,
-            self.scheme,
-            dtype,
-            format,
-            stored.packed,
-            &stored.scales,
-            stored.zero_points.as_deref(),
-        );
-        let mut bytes_after = 0;
-        for ((suffix, ..), b) in specs.iter().zip(&bytes) {
-            file.write(&format!("{p}.{suffix}"), 0, b)?;
-            bytes_after += b.len();
-        }
-        Ok(Some(LayerReport {
-            name: p.to_string(),
-            shape,
-            dtype,
-            scheme: self.scheme,
-            bytes_before: info.nbytes(),
-            bytes_after,
-            mse: stored.mse,
-            max_abs: stored.max_abs,
-            output_rel_error: stored.output.map(|o| o.0),
-            output_max_abs: stored.output.map(|o| o.1),
-        }))
-    }
-
-    /// The stored form and metrics of layer `p`, whose weight is `bytes` read as `T`: in one pass
-    /// ([`fused::quantize_layer`]), or, where that gives up, the reference way (which then gives
-    /// the same result, or the error).
-    fn stored<T: Element>(
-        &self,
-        bytes: &[u8],
-        info: &TensorInfo,
-        p: &str,
-        given: Option<QuantizedTensor>,
-    ) -> Result<Fused> {
-        let x = checkpoint::as_slice_of::<T>(bytes);
-        let x = &*x;
-        let (shape, dtype, seed) = (layer_shape(info), T::DTYPE, seed_of(p));
-        let ints = given.as_ref().map_or(Ints::Compute, Ints::Given);
-        let eval = EvalSpec { rows: self.eval_rows, seed, act: self.activation_quant()? };
-        match fused::quantize_layer(x, shape, self.scheme, dtype, ints, eval) {
-            Some(f) => Ok(f),
-            None => fused::reference_layer(x, shape, self.scheme, dtype, given, eval),
-        }
-    }
-}
-
-/// `[out, in]` of a planned layer (planned layers are 2-D).
-fn layer_shape(info: &TensorInfo) -> [usize; 2] {
-    [info.shape[0], info.shape[1]]
-}
-
-/// Copies the tensor of `job` unchanged, a window at a time read into `buf`.
-pub(super) fn copy(
-    ckpt: &Checkpoint,
-    reader: &FileReader,
-    job: &Job<'_>,
-    file: &SafetensorsWriter,
-    buf: &mut ReadBuf,
-) -> Result<Option<LayerReport>> {
-    let len = job.info.nbytes();
-    let mut at = 0;
-    while at < len {
-        let end = len.min(at + COPY_WINDOW);
-        file.write(job.name, at, ckpt.read_tensor(reader, job.info, at..end, buf)?)?;
-        at = end;
-    }
-    Ok(None)
-}
-
-/// Quantizes the layer of `job` on the GPU, its weight read into `buf`. Errors of the
-/// quantization name the tensor.
-pub(super) fn gpu_quantize(
-    gpu: &crate::Gpu,
-    ckpt: &Checkpoint,
-    reader: &FileReader,
-    job: &Job<'_>,
-    scheme: crate::QuantScheme,
-    buf: &mut ReadBuf,
-) -> Result<QuantizedTensor> {
-    fn run<T: Element>(
-        gpu: &crate::Gpu,
-        bytes: &[u8],
-        shape: &[usize],
-        scheme: crate::QuantScheme,
-    ) -> Result<QuantizedTensor> {
-        gpu.quantize(&checkpoint::as_slice_of::<T>(bytes), shape, scheme)?.to_host()
-    }
-    let info = job.info;
-    let data = ckpt.read_tensor(reader, info, 0..info.nbytes(), buf)?;
-    match info.float_dtype().expect("targets are float") {
-        DType::F32 => run::<f32>(gpu, data, &info.shape, scheme),
-        DType::F16 => run::<half::f16>(gpu, data, &info.shape, scheme),
-        DType::BF16 => run::<half::bf16>(gpu, data, &info.shape, scheme),
-    }
-    .map_err(|e| e.in_tensor(job.name))
 }

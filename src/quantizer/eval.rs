@@ -4,12 +4,12 @@
 use crate::{ActivationQuant, Error, QuantizedTensor, Result, reference};
 
 /// How a layer's output error is measured: on `rows` rows of the activations of `seed`, fed to
-/// the layer as float or, with `act`, quantized to int8 as the method runs them.
+/// the layer as float or, with `a8`, quantized to int8 as the method runs them.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct EvalSpec {
     pub(super) rows: usize,
     pub(super) seed: u64,
-    pub(super) act: Option<ActivationQuant>,
+    pub(super) a8: Option<ActivationQuant>,
 }
 
 /// FNV-1a of the layer name: each layer gets its own reproducible activations.
@@ -33,9 +33,9 @@ pub fn random_activations(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Relative L2 and max abs error of the quantized layer's output (with float activations, or
-/// int8 ones as `spec.act` says) against the float layer in f64.
+/// int8 ones as `spec.a8` says) against the float layer in f64.
 pub(super) fn output_error(q: &QuantizedTensor, w: &[f32], spec: EvalSpec) -> Result<(f64, f64)> {
-    let EvalSpec { rows, seed, act } = spec;
+    let EvalSpec { rows, seed, a8 } = spec;
     let [n, k] = [q.shape()[0], q.shape()[1]];
     // Bounded by MAX_EVAL_ROWS in a run, but checked here too: the sizes come from the file.
     let too_large = || Error::TooLarge {
@@ -46,7 +46,7 @@ pub(super) fn output_error(q: &QuantizedTensor, w: &[f32], spec: EvalSpec) -> Re
     let len = rows.checked_mul(k).ok_or_else(too_large)?;
     rows.checked_mul(n).ok_or_else(too_large)?;
     let x = random_activations(len, seed);
-    let yq = match act {
+    let yq = match a8 {
         Some(a) => reference::linear_a8::<f32>(&x, q, None, a)?,
         None => reference::linear::<f32>(&x, q, None)?,
     };
@@ -86,7 +86,7 @@ mod tests {
         let q8 = [127.0f32, -5.0, 3.0, 0.0, 64.0, -127.0, 1.0, 2.0];
         let w: Vec<f32> = (0..4 * 8).map(|i| q8[(i + i / 8) % 8] * 0.5).collect();
         let q = reference::quantize(&w, &[4, 8], QuantScheme::default()).unwrap();
-        let (rel, _) = output_error(&q, &w, EvalSpec { rows: 3, seed: 7, act: None }).unwrap();
+        let (rel, _) = output_error(&q, &w, EvalSpec { rows: 3, seed: 7, a8: None }).unwrap();
         assert!(rel < 1e-6, "{rel}");
     }
 
@@ -95,7 +95,7 @@ mod tests {
         let w = [1.0f32; 2 * 8];
         let q = reference::quantize(&w, &[2, 8], QuantScheme::default()).unwrap();
         let rows = usize::MAX / 4;
-        let e = output_error(&q, &w, EvalSpec { rows, seed: 7, act: None }).unwrap_err();
+        let e = output_error(&q, &w, EvalSpec { rows, seed: 7, a8: None }).unwrap_err();
         assert!(matches!(e, Error::TooLarge { size: u64::MAX, limit, .. } if limit == usize::MAX as u64), "{e:?}");
         assert_eq!(
             e.to_string(),

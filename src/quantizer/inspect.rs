@@ -54,7 +54,7 @@ enum Footprint {
         method: Option<Method>,
         activation: DType,
         /// How the layers quantize their activations.
-        act: Option<ActivationQuant>,
+        a8: Option<ActivationQuant>,
         linear: [usize; 2],
         model: [usize; 2],
     },
@@ -118,9 +118,9 @@ fn overflow(what: &str) -> Error {
 
 /// What the default quantization would make of a float checkpoint.
 fn float_footprint(ckpt: &Checkpoint) -> Result<Footprint> {
-    let plan = Quantizer::new(ckpt.path(), "").plan(ckpt)?;
+    let selection = Quantizer::new(ckpt.path(), "").select(ckpt)?;
     let (mut before, mut after) = (0usize, 0usize);
-    for name in &plan.targets {
+    for name in &selection.targets {
         let t = ckpt.info(name).expect("planned");
         let (out, inn) = (t.shape[0], t.shape[1]);
         // Packed rows of ceil(in/4) words, one scale per row, the [2] I64 weight_shape.
@@ -136,7 +136,7 @@ fn float_footprint(ckpt: &Checkpoint) -> Result<Footprint> {
     let total = ckpt.nbytes();
     let model =
         total.checked_sub(before).and_then(|rest| rest.checked_add(after)).ok_or_else(|| overflow("the model"))?;
-    Ok(Footprint::Float { layers: plan.targets.len(), linear: [before, after], model: [total, model] })
+    Ok(Footprint::Float { layers: selection.targets.len(), linear: [before, after], model: [total, model] })
 }
 
 /// What a quantized checkpoint's layers were as float.
@@ -170,7 +170,7 @@ fn quantized_footprint<'a>(
         format,
         method: ckpt.method(),
         activation: ckpt.activation_dtype(),
-        act: ckpt.activation_quant()?,
+        a8: ckpt.activation_quant()?,
         linear: [float, stored],
         model: [model, total],
     })
@@ -207,9 +207,9 @@ impl fmt::Display for Inspection {
                 writeln!(f)?;
                 footprint_row(f, "model", *model)
             }
-            Footprint::Quantized { layers, format, method, activation, act, linear, model } => {
+            Footprint::Quantized { layers, format, method, activation, a8, linear, model } => {
                 let method = method.map_or("not recorded".into(), |m| m.to_string());
-                let act = match act.map(|a| a.outlier_threshold()) {
+                let a8_note = match a8.map(|a| a.outlier_threshold()) {
                     None => String::new(),
                     Some(None) => " quantized to int8 per token".to_string(),
                     Some(Some(t)) => format!(" quantized to int8 per token, columns with |x| >= {t} kept"),
@@ -217,7 +217,7 @@ impl fmt::Display for Inspection {
                 let s = if *layers == 1 { "" } else { "s" };
                 writeln!(
                     f,
-                    "{layers} quantized linear layer{s} ({format}; method {method}, activations {activation}{act})"
+                    "{layers} quantized linear layer{s} ({format}; method {method}, activations {activation}{a8_note})"
                 )?;
                 writeln!(f, "{:<20} {:>10} {:>12}", "", "as float", "now")?;
                 footprint_row(f, &format!("linear weights ({layers})"), *linear)?;

@@ -6,22 +6,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
-use super::convert::{copy, gpu_quantize};
 use super::output::TmpDir;
+use super::tensor_job::{Job, copy, gpu_quantize};
 use super::{Backend, LayerReport, Progress, Quantizer};
-use crate::checkpoint::{Checkpoint, FileReader, ReadBuf, SafetensorsWriter, TensorInfo};
+use crate::checkpoint::{Checkpoint, FileReader, ReadBuf, SafetensorsWriter};
 use crate::{Error, QuantizedTensor, Result};
-
-/// One input tensor and what becomes of it.
-pub(super) struct Job<'a> {
-    /// Its name.
-    pub(super) name: &'a str,
-    pub(super) info: &'a TensorInfo,
-    /// The output file it goes to.
-    pub(super) out: usize,
-    /// For a quantized layer: its name `P` and its index among the run's layers.
-    pub(super) layer: Option<(&'a str, usize)>,
-}
 
 /// A job handed to the workers, with the reader of its input file.
 enum Work {

@@ -2,8 +2,8 @@
 //! the compressed-tensors `pack-quantized` layout, with a per-layer report.
 //!
 //! ```no_run
-//! use int8_wgpu::quantizer::{Method, Quantizer};
-//! use int8_wgpu::{Granularity, QuantScheme};
+//! use int8_wgpu::quantizer::Quantizer;
+//! use int8_wgpu::{Granularity, Method, QuantScheme};
 //!
 //! # fn main() -> Result<(), int8_wgpu::Error> {
 //! let report = Quantizer::new("all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8")
@@ -56,7 +56,7 @@
 //!
 //! The input is read one tensor at a time (positioned reads into a buffer each worker reuses,
 //! never a memory map, so an input that another program truncates is an error, not a crash);
-//! each output file's header is written first (the plan fixes every tensor's dtype and shape)
+//! each output file's header is written first (the selection fixes every tensor's dtype and shape)
 //! and each tensor as soon as it is ready, so a run holds the few layers it is working on, not a
 //! file. Worker threads
 //! ([`Quantizer::threads`], default the available parallelism) take the layers in order, several
@@ -128,14 +128,14 @@ mod convert;
 mod eval;
 /// Copying the input folder's other files.
 mod extra_files;
-/// One pass over a layer's rows: ints, stored form, error metrics.
-mod fused;
-/// The fused pass's output error.
-mod fused_eval;
 /// What `int8-wgpu inspect` prints.
 mod inspect;
 /// The parallel job runner of a conversion.
 mod jobs;
+/// One pass over a layer's rows: ints, stored form, error metrics.
+mod one_pass;
+/// The one-pass quantizer's output error.
+mod one_pass_eval;
 /// The temporary output folder and its move into place.
 mod output;
 /// Renames that never replace, and exchanges.
@@ -144,12 +144,18 @@ mod rename;
 mod report;
 /// Which tensors a run quantizes.
 mod select;
+/// One job of a conversion: a tensor copied, or a layer quantized and written.
+mod tensor_job;
 
 pub use self::eval::random_activations;
 pub use self::inspect::Inspection;
 pub use self::output::{Cleanup, remove_temp_folders};
 pub use self::report::{LayerReport, QuantReport};
-pub use self::select::{DEFAULT_EXCLUDES, Plan, Skipped};
+pub(crate) use self::select::Selection;
+pub use self::select::{DEFAULT_EXCLUDES, Skipped};
+// A second path kept only until tests/checkpoint.rs imports `int8_wgpu::Method` (issue 18:
+// removed after the merge).
+#[doc(hidden)]
 pub use crate::scheme::Method;
 
 /// The most activation rows [`Quantizer::eval_rows`] accepts. The evaluation costs
@@ -160,9 +166,9 @@ pub use crate::scheme::Method;
 /// starts.
 pub const MAX_EVAL_ROWS: usize = 4096;
 
-/// Where quantization runs.
+/// Where quantization runs ([`Quantizer::gpu`], [`Quantizer::cpu`]).
 #[derive(Clone, Debug)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// On this GPU ([`Gpu::quantize`]).
     Gpu(Gpu),
     /// On the CPU reference ([`reference::quantize`](crate::reference::quantize)). Gives
@@ -295,12 +301,6 @@ impl Quantizer {
         self
     }
 
-    /// Sets the backend.
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = Some(backend);
-        self
-    }
-
     /// Activation rows for each layer's output-error evaluation (0 skips it; default 8; at most
     /// [`MAX_EVAL_ROWS`], checked when the run starts).
     pub fn eval_rows(mut self, rows: usize) -> Self {
@@ -336,17 +336,17 @@ impl Quantizer {
         let ckpt = Checkpoint::open(&self.input)?;
         self.check_paths(&ckpt)?;
         self.check_input(&ckpt)?;
-        let plan = self.plan(&ckpt)?;
-        for w in &plan.warnings {
+        let selection = self.select(&ckpt)?;
+        for w in &selection.warnings {
             log::warn!("{w}");
         }
-        self.check_scheme(&ckpt, &plan)?;
+        self.check_scheme(&ckpt, &selection)?;
         let backend = self.open_backend()?;
 
         let (tmp, stale_warnings) = self.start_output()?;
-        let written = self.write_tensors(&ckpt, &plan, &backend, &tmp, &mut progress)?;
-        self.write_json_files(&ckpt, &plan, &tmp, &written)?;
-        let mut warnings = plan.warnings;
+        let written = self.write_tensors(&ckpt, &selection, &backend, &tmp, &mut progress)?;
+        self.write_json_files(&ckpt, &selection, &tmp, &written)?;
+        let mut warnings = selection.warnings;
         warnings.extend(stale_warnings);
         let mut copied_files = Vec::new();
         if let Some(dir) = ckpt.folder() {
@@ -361,7 +361,7 @@ impl Quantizer {
             scheme: self.scheme,
             backend: backend.describe(),
             layers: written.layers,
-            skipped: plan.skipped,
+            skipped: selection.skipped,
             warnings,
             copied_files,
             total_before: ckpt.nbytes(),

@@ -66,7 +66,7 @@ pub struct Skipped {
 
 /// What a [`Quantizer`] will do to a checkpoint, decided from the headers alone.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
+pub struct Selection {
     /// The tensors to quantize (`P.weight`), sorted.
     pub targets: Vec<String>,
     /// The `*.weight` tensors left in float, with the reason.
@@ -80,9 +80,16 @@ pub struct Plan {
 }
 
 impl Quantizer {
+    /// Kept only while tests/checkpoint.rs calls it (issue 18: removed after the merge, with
+    /// [`Selection`] crate-private).
+    #[doc(hidden)]
+    pub fn plan(&self, ckpt: &Checkpoint) -> Result<Selection> {
+        self.select(ckpt)
+    }
+
     /// Decides what to quantize from the checkpoint's headers.
-    pub fn plan(&self, ckpt: &Checkpoint) -> Result<Plan> {
-        let mut plan = Plan::default();
+    pub(crate) fn select(&self, ckpt: &Checkpoint) -> Result<Selection> {
+        let mut selection = Selection::default();
         let defaults: &[&str] = if self.default_excludes { DEFAULT_EXCLUDES } else { &[] };
         let mut included_something = false;
         for (name, info) in ckpt.tensors() {
@@ -118,15 +125,15 @@ impl Quantizer {
             match reason {
                 None => {
                     included_something = true;
-                    plan.targets.push(name.to_string());
+                    selection.targets.push(name.to_string());
                 }
                 Some(reason) => {
                     // Every 2-D weight left in float may be a Linear the loader must not expect
                     // quantized (compressed-tensors targets all `Linear` modules).
                     if info.shape.len() == 2 {
-                        plan.ignore.push(name.trim_end_matches(".weight").to_string());
+                        selection.ignore.push(name.trim_end_matches(".weight").to_string());
                     }
-                    plan.skipped.push(Skipped {
+                    selection.skipped.push(Skipped {
                         name: name.to_string(),
                         shape: info.shape.clone(),
                         dtype: info.dtype,
@@ -136,19 +143,19 @@ impl Quantizer {
             }
         }
         // Names are unique, so an unstable sort gives the same order without a merge buffer.
-        plan.targets.sort_unstable_by(|a, b| checkpoint::natural_cmp(a, b));
-        plan.skipped.sort_unstable_by(|a, b| checkpoint::natural_cmp(&a.name, &b.name));
-        plan.ignore.sort_unstable_by(|a, b| checkpoint::natural_cmp(a, b));
+        selection.targets.sort_unstable_by(|a, b| checkpoint::natural_cmp(a, b));
+        selection.skipped.sort_unstable_by(|a, b| checkpoint::natural_cmp(&a.name, &b.name));
+        selection.ignore.sort_unstable_by(|a, b| checkpoint::natural_cmp(a, b));
         for (kind, pats) in [("exclude", &self.exclude), ("include", &self.include)] {
             for p in pats.iter().filter(|p| !ckpt.names().any(|n| glob_match(p, n))) {
-                plan.warnings.push(format!("{kind} pattern `{p}` matches no tensor"));
+                selection.warnings.push(format!("{kind} pattern `{p}` matches no tensor"));
             }
         }
         if !included_something {
-            plan.warnings.push("no tensor is quantized: every linear weight is excluded or none exists".into());
+            selection.warnings.push("no tensor is quantized: every linear weight is excluded or none exists".into());
         }
         for f in ckpt.unlisted_files() {
-            plan.warnings.push(if ckpt.is_sharded() {
+            selection.warnings.push(if ckpt.is_sharded() {
                 format!(
                     "`{f}` is in the input folder but not in `{INDEX_FILE}`: it was not read and its tensors are not \
                      in the output"
@@ -160,7 +167,7 @@ impl Quantizer {
                 )
             });
         }
-        Ok(plan)
+        Ok(selection)
     }
 }
 

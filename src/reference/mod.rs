@@ -1,18 +1,25 @@
-//! The CPU reference path: quantize, dequantize and linear, written to be obviously correct.
+//! The CPU reference path: quantize and linear (dequantizing is [`QuantizedTensor::dequantize`]),
+//! written to be obviously correct.
 //!
-//! Every GPU kernel is tested against these functions. The scalar helpers ([`symmetric_scale`],
-//! [`asymmetric_params`], [`quantize_value`]) are the numeric contract: `shaders/common.wgsl`
-//! performs the same f32 operations in the same order, so ints and scale bits agree exactly.
+//! Every GPU kernel is tested against these functions. Their scalar steps (a block's symmetric
+//! scale, its asymmetric scale and zero point, one value's rounding) are the numeric contract:
+//! `shaders/common.wgsl` performs the same f32 operations in the same order, so ints and scale
+//! bits agree exactly.
 
-mod activations;
+#[cfg(test)]
+mod course_tests;
+#[cfg(test)]
+mod edge_tests;
+mod linear_a8;
+#[cfg(test)]
+mod props_tests;
 
-pub use crate::check::find_non_finite;
 use crate::check::{check_finite, check_len, check_output};
 use crate::quantized::{QuantizedTensor, check_scale, max_scale};
 use crate::scheme::ParamLayout;
 use crate::{Element, Error, Mode, QuantScheme, Result};
-pub(crate) use activations::check_int8_weight_scheme;
-pub use activations::{linear_a8, linear_a8_f64, outlier_columns, quantize_activations};
+pub(crate) use linear_a8::check_int8_weight_scheme;
+pub use linear_a8::{linear_a8, linear_a8_f64, outlier_columns, quantize_activations};
 
 /// Treats subnormal inputs as zero.
 ///
@@ -20,7 +27,7 @@ pub use activations::{linear_a8, linear_a8_f64, outlier_columns, quantize_activa
 /// the CPU and GPU ints equal. A weight below 1.2e-38 in magnitude carries no information at
 /// int8 precision anyway.
 #[inline]
-pub fn flush_subnormal(x: f32) -> f32 {
+pub(crate) fn flush_subnormal(x: f32) -> f32 {
     if x.is_subnormal() { 0.0 } else { x }
 }
 
@@ -29,7 +36,7 @@ pub fn flush_subnormal(x: f32) -> f32 {
 /// A block whose scale would be zero or subnormal (all zeros, or absmax below
 /// 127 × `f32::MIN_POSITIVE`) gets scale 1.0, so it quantizes to 0 and dequantizes to exactly 0.
 #[inline]
-pub fn symmetric_scale(absmax: f32) -> f32 {
+pub(crate) fn symmetric_scale(absmax: f32) -> f32 {
     let s = absmax / 127.0;
     if s < f32::MIN_POSITIVE { 1.0 } else { s }
 }
@@ -46,7 +53,7 @@ pub fn symmetric_scale(absmax: f32) -> f32 {
 /// `absmax / 127`, or 1 when that is subnormal too (an all-zero block). Returns `None` when
 /// `rmax - rmin` overflows f32.
 #[inline]
-pub fn asymmetric_params(rmin: f32, rmax: f32) -> Option<(f32, i8)> {
+pub(crate) fn asymmetric_params(rmin: f32, rmax: f32) -> Option<(f32, i8)> {
     let (rmin, rmax) = (rmin.min(0.0), rmax.max(0.0));
     let s = (rmax - rmin) / 255.0;
     if s.is_infinite() {
@@ -68,7 +75,7 @@ pub fn asymmetric_params(rmin: f32, rmax: f32) -> Option<(f32, i8)> {
 
 /// Quantizes one value: `clamp(round_half_even(x / scale + zp), -128, 127)`.
 #[inline]
-pub fn quantize_value(x: f32, scale: f32, zero_point: i8) -> i8 {
+pub(crate) fn quantize_value(x: f32, scale: f32, zero_point: i8) -> i8 {
     let v = (flush_subnormal(x) / scale + f32::from(zero_point)).round_ties_even();
     v.clamp(-128.0, 127.0) as i8
 }
@@ -106,7 +113,7 @@ pub fn quantize<T: Element>(x: &[T], shape: &[usize], scheme: QuantScheme) -> Re
 
 /// Quantizes `x` with given scales (and zero points), as the course's
 /// `linear_q_with_scale_and_zero_point` does.
-pub fn quantize_with_params<T: Element>(
+pub(crate) fn quantize_with_params<T: Element>(
     x: &[T],
     shape: &[usize],
     scheme: QuantScheme,
@@ -129,11 +136,6 @@ pub fn quantize_with_params<T: Element>(
         })
         .collect();
     QuantizedTensor::new(shape, scheme, values, scales, zero_points)
-}
-
-/// Dequantizes to f32: `scale * (q - zp)`.
-pub fn dequantize(q: &QuantizedTensor) -> Vec<f32> {
-    q.dequantize()
 }
 
 /// Checks a linear layer's operands and returns `(rows, out, in)`.

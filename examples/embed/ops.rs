@@ -1,4 +1,4 @@
-//! Host side of `kernels.wgsl`, the example's own (non-linear) kernels: one pipeline per kernel
+//! Host side of `ops.wgsl`, the example's own (non-linear) kernels: one pipeline per kernel
 //! and variant, compiled once; [`Dispatch`]es with their parameters and bind groups made once
 //! and recorded into any compute pass any number of times.
 //!
@@ -17,7 +17,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// The WGSL source.
-pub const SOURCE: &str = include_str!("kernels.wgsl");
+pub const SOURCE: &str = include_str!("ops.wgsl");
 
 /// Threads per workgroup of the 1-D kernels (`WG` in the shader).
 const WG: u32 = 64;
@@ -46,7 +46,7 @@ pub struct Params {
     pub scale: f32,
 }
 
-/// Binding slots of `kernels.wgsl`.
+/// Binding slots of `ops.wgsl`.
 pub mod slot {
     /// The `Params` uniform.
     pub const PARAMS: u32 = 0;
@@ -56,7 +56,7 @@ pub mod slot {
     pub const OUT: [u32; 2] = [6, 7];
 }
 
-/// The kernels of `kernels.wgsl`.
+/// The kernels of `ops.wgsl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// Word + token type + position embeddings.
@@ -178,7 +178,7 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    /// Compiles `kernels.wgsl` on the device; a shader the device rejects is an error, not a
+    /// Compiles `ops.wgsl` on the device; a shader the device rejects is an error, not a
     /// panic.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let device = gpu.device();
@@ -188,7 +188,7 @@ impl Kernels {
             source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(format!("compiling kernels.wgsl: {e}").into());
+            return Err(format!("compiling ops.wgsl: {e}").into());
         }
         let placeholder = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {

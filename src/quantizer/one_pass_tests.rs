@@ -1,12 +1,13 @@
-//! Unit tests of the one-pass layer quantizer (`fused.rs`): bit-identical to the reference.
+//! Unit tests of the one-pass layer quantizer (`one_pass.rs`): bit-identical to the reference.
 
 use super::*;
 use crate::ActivationQuant;
+use crate::quantizer::one_pass_eval::MAX_ONE_PASS_EVAL_ROWS;
 use crate::quantizer::random_activations;
 
 /// Float evaluation activations.
 fn ev(rows: usize, seed: u64) -> EvalSpec {
-    EvalSpec { rows, seed, act: None }
+    EvalSpec { rows, seed, a8: None }
 }
 
 /// A weight with rows of different magnitudes, and where `special` asks, the values that
@@ -46,8 +47,8 @@ fn schemes(k: usize) -> Vec<QuantScheme> {
 }
 
 /// Every field bit for bit (`==` on f64 would take -0.0 for 0.0).
-fn same(a: &Fused, b: &Fused) -> bool {
-    let bits = |f: &Fused| {
+fn same(a: &OnePass, b: &OnePass) -> bool {
+    let bits = |f: &OnePass| {
         (
             f.scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
             [f.mse.to_bits(), f.max_abs.to_bits()],
@@ -62,24 +63,24 @@ fn check<T: Element>(shape: [usize; 2], scheme: QuantScheme, rows: usize, seed: 
 }
 
 fn check_eval<T: Element>(shape: [usize; 2], scheme: QuantScheme, eval: EvalSpec, special: bool) {
-    let EvalSpec { rows, seed, act } = eval;
+    let EvalSpec { rows, seed, a8 } = eval;
     let x = weight::<T>(shape, seed, special);
     for dtype in [T::DTYPE, DType::F16, DType::BF16, DType::F32] {
         let ctx =
-            format!("{} {shape:?} {scheme:?} rows {rows} seed {seed} {act:?} special {special} -> {dtype}", T::DTYPE);
-        let fused = quantize_layer(&x, shape, scheme, dtype, Ints::Compute, eval);
+            format!("{} {shape:?} {scheme:?} rows {rows} seed {seed} {a8:?} special {special} -> {dtype}", T::DTYPE);
+        let one_pass = quantize_layer(&x, shape, scheme, dtype, Ints::Compute, eval);
         let want = reference_layer(&x, shape, scheme, dtype, None, eval);
-        match (&fused, &want) {
-            (Some(f), Ok(w)) => assert!(same(f, w), "{ctx}\nfused {f:?}\nreference {w:?}"),
+        match (&one_pass, &want) {
+            (Some(f), Ok(w)) => assert!(same(f, w), "{ctx}\none-pass {f:?}\nreference {w:?}"),
             (None, Err(_)) => {}
-            (None, Ok(_)) => assert!(rows > MAX_FUSED_EVAL_ROWS, "{ctx}: gave up where the reference does not"),
-            (Some(_), Err(e)) => panic!("{ctx}: the reference fails ({e}), the fused pass does not"),
+            (None, Ok(_)) => assert!(rows > MAX_ONE_PASS_EVAL_ROWS, "{ctx}: gave up where the reference does not"),
+            (Some(_), Err(e)) => panic!("{ctx}: the reference fails ({e}), the one-pass quantizer does not"),
         }
         // The GPU's ints (the reference's, unexported) give the same.
         if let Ok(q) = reference::quantize(&x, &shape, scheme) {
             let given = quantize_layer(&x, shape, scheme, dtype, Ints::Given(&q), eval);
-            assert_eq!(given.is_some(), fused.is_some(), "{ctx}");
-            if let (Some(g), Some(f)) = (&given, &fused) {
+            assert_eq!(given.is_some(), one_pass.is_some(), "{ctx}");
+            if let (Some(g), Some(f)) = (&given, &one_pass) {
                 assert!(same(g, f), "{ctx}: given ints");
             }
         }
@@ -87,7 +88,7 @@ fn check_eval<T: Element>(shape: [usize; 2], scheme: QuantScheme, eval: EvalSpec
 }
 
 #[test]
-fn the_fused_pass_is_the_reference_bit_for_bit() {
+fn the_one_pass_is_the_reference_bit_for_bit() {
     for (i, shape) in [[1, 1], [1, 7], [3, 5], [5, 8], [7, 12], [16, 33], [9, 48]].into_iter().enumerate() {
         for scheme in schemes(shape[1]) {
             for rows in [0, 1, 8, 9, 17] {
@@ -107,7 +108,7 @@ fn the_fused_pass_is_the_reference_bit_for_bit() {
 /// for bit; schemes int8 activations cannot take make both paths fail.
 #[test]
 fn int8_activation_output_errors_are_the_reference_bit_for_bit() {
-    let acts = [
+    let a8s = [
         ActivationQuant::per_token(),
         ActivationQuant::llm_int8(6.0).unwrap(),
         ActivationQuant::llm_int8(0.95).unwrap(),
@@ -118,8 +119,8 @@ fn int8_activation_output_errors_are_the_reference_bit_for_bit() {
         schemes.push(QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }));
         for scheme in schemes {
             for rows in [1, 8, 9, 17] {
-                for (a, &act) in acts.iter().enumerate() {
-                    let eval = EvalSpec { rows, seed: 13 * i as u64 + rows as u64 + a as u64, act: Some(act) };
+                for (a, &a8) in a8s.iter().enumerate() {
+                    let eval = EvalSpec { rows, seed: 13 * i as u64 + rows as u64 + a as u64, a8: Some(a8) };
                     check_eval::<f32>(shape, scheme, eval, false);
                     check_eval::<half::bf16>(shape, scheme, eval, true);
                 }
@@ -129,9 +130,9 @@ fn int8_activation_output_errors_are_the_reference_bit_for_bit() {
     // The int8 activations change the error: W8A8's is not the float activations'.
     let x = weight::<f32>([16, 33], 5, false);
     let float = quantize_layer(&x, [16, 33], QuantScheme::default(), DType::F32, Ints::Compute, ev(8, 5)).unwrap();
-    let a8 = EvalSpec { rows: 8, seed: 5, act: Some(ActivationQuant::per_token()) };
-    let int8 = quantize_layer(&x, [16, 33], QuantScheme::default(), DType::F32, Ints::Compute, a8).unwrap();
-    assert!(int8.output.unwrap().0 > float.output.unwrap().0, "{:?} vs {:?}", int8.output, float.output);
+    let a8_eval = EvalSpec { rows: 8, seed: 5, a8: Some(ActivationQuant::per_token()) };
+    let with_a8 = quantize_layer(&x, [16, 33], QuantScheme::default(), DType::F32, Ints::Compute, a8_eval).unwrap();
+    assert!(with_a8.output.unwrap().0 > float.output.unwrap().0, "{:?} vs {:?}", with_a8.output, float.output);
 }
 
 proptest::proptest! {
@@ -158,12 +159,12 @@ proptest::proptest! {
         let schemes = schemes(k);
         let scheme = schemes[scheme % schemes.len()];
         for dtype in [DType::F32, DType::F16, DType::BF16] {
-            let fused = quantize_layer(&x, [n, k], scheme, dtype, Ints::Compute, ev(rows, seed));
+            let one_pass = quantize_layer(&x, [n, k], scheme, dtype, Ints::Compute, ev(rows, seed));
             let want = reference_layer(&x, [n, k], scheme, dtype, None, ev(rows, seed));
-            match (&fused, &want) {
+            match (&one_pass, &want) {
                 (Some(f), Ok(w)) => prop_assert!(same(f, w), "{scheme:?} {dtype}\n{f:?}\n{w:?}"),
                 (None, Err(_)) => {}
-                _ => prop_assert!(false, "{scheme:?} {dtype}: fused {:?}, reference {:?}", fused.is_some(), want.is_ok()),
+                _ => prop_assert!(false, "{scheme:?} {dtype}: one-pass {:?}, reference {:?}", one_pass.is_some(), want.is_ok()),
             }
         }
     }
@@ -175,8 +176,8 @@ fn where_the_reference_fails_or_the_pass_cannot_follow_it_gives_up() {
     let mut x = weight::<f32>(shape, 3, false);
     let s = QuantScheme::default();
     assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(8, 1)).is_some());
-    assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(MAX_FUSED_EVAL_ROWS, 1)).is_some());
-    assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(MAX_FUSED_EVAL_ROWS + 1, 1)).is_none());
+    assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(MAX_ONE_PASS_EVAL_ROWS, 1)).is_some());
+    assert!(quantize_layer(&x, shape, s, DType::F32, Ints::Compute, ev(MAX_ONE_PASS_EVAL_ROWS + 1, 1)).is_none());
     let axis1 = QuantScheme::symmetric(Granularity::PerChannel { axis: 1 });
     assert!(quantize_layer(&x, shape, axis1, DType::F32, Ints::Compute, ev(0, 1)).is_none());
     assert!(quantize_layer(&x[1..], shape, s, DType::F32, Ints::Compute, ev(0, 1)).is_none());

@@ -1,7 +1,8 @@
-//! What a checkpoint says about its activations, which [`Checkpoint::linear`] then applies: our
-//! `__metadata__` (`int8_wgpu.method`, `int8_wgpu.outlier_threshold`), the `input_activations`
-//! of a compressed-tensors `quantization_config` (llmcompressor's W8A8), or a bitsandbytes
-//! `load_in_8bit` config (LLM.int8()).
+//! The method a checkpoint records and what it says about its activations, which
+//! [`Checkpoint::linear`] then applies: our `__metadata__` (`int8_wgpu.method`,
+//! `int8_wgpu.outlier_threshold`), the `input_activations` of a compressed-tensors
+//! `quantization_config` (llmcompressor's W8A8), or a bitsandbytes `load_in_8bit` config
+//! (LLM.int8()).
 //!
 //! An activation scheme this crate cannot run is an [`Error::Unsupported`] naming the config
 //! group and the field, raised when a layer is loaded or described (never when the checkpoint is
@@ -57,7 +58,7 @@ impl Checkpoint {
         let corrupt = |what: String| Error::Corrupt(format!("`{}`: {what}", self.path().display()));
         let method: Method =
             recorded.parse().map_err(|_| corrupt(format!("{METHOD_METADATA_KEY} is `{recorded}`, not a method")))?;
-        let act =
+        let a8 =
             match method {
                 Method::LlmInt8 => match self.metadata().and_then(|m| m.get(THRESHOLD_METADATA_KEY)) {
                     None => method.activation_quant(),
@@ -71,7 +72,7 @@ impl Checkpoint {
         // where"); any other disagreement means the config or the metadata was edited.
         let agrees = match method {
             Method::LlmInt8 => true,
-            _ => configured.is_some() == act.is_some() || self.quantization_config().is_none(),
+            _ => configured.is_some() == a8.is_some() || self.quantization_config().is_none(),
         };
         if !agrees {
             return Err(corrupt(format!(
@@ -79,7 +80,7 @@ impl Checkpoint {
                 if configured.is_some() { "quantizes" } else { "does not quantize" }
             )));
         }
-        Ok(act)
+        Ok(a8)
     }
 
     /// The activation scheme `config.json` asks for (checked), from bitsandbytes' config or from
@@ -100,19 +101,19 @@ impl Checkpoint {
                      quantized here"
                 )));
             }
-            let act = match group.get("input_activations").filter(|v| !v.is_null()) {
+            let a8 = match group.get("input_activations").filter(|v| !v.is_null()) {
                 None => None,
                 Some(args) => Some(input_activations(name, args)?),
             };
             match found {
-                Some((first, a)) if a != act => {
+                Some((first, a)) if a != a8 => {
                     return Err(Error::Unsupported(format!(
                         "config groups `{first}` and `{name}` quantize activations differently; a checkpoint with \
                          one activation scheme per layer group is not supported"
                     )));
                 }
                 Some(_) => {}
-                None => found = Some((name, act)),
+                None => found = Some((name, a8)),
             }
         }
         Ok(found.and_then(|(_, a)| a))

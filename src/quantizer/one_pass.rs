@@ -11,23 +11,17 @@
 //! pass gives up ([`None`]) and the caller takes the reference path, which gives the same result
 //! or the error: a non-finite weight, a scale out of range, an output that overflows, a
 //! granularity whose scales span rows (only per-channel along axis 1, which compressed-tensors
-//! cannot store), more than [`MAX_FUSED_EVAL_ROWS`] evaluation rows.
+//! cannot store), more than [`MAX_ONE_PASS_EVAL_ROWS`](super::one_pass_eval::MAX_ONE_PASS_EVAL_ROWS) evaluation
+//! rows.
 //!
 //! [`reference::quantize`]: crate::reference::quantize
 
 use super::eval::{EvalSpec, output_error};
-use super::fused_eval::Eval;
+use super::one_pass_eval::{Eval, LANES};
 use crate::checkpoint::{self, export_scale, pack_row};
 use crate::quantized::{check_scale, max_scale};
 use crate::reference::{self, asymmetric_params, flush_subnormal, symmetric_scale};
 use crate::{DType, Element, Granularity, Mode, QuantScheme, QuantizedTensor, Result};
-
-/// The most evaluation rows the fused pass takes; it keeps `rows × out` outputs of each layer
-/// (the reference's order of summing them is row by row of activations, not of weights).
-pub(super) const MAX_FUSED_EVAL_ROWS: usize = 64;
-
-/// Lanes of the pass's vectorised loops (weight values, and activation rows in the evaluation).
-pub(super) const LANES: usize = 8;
 
 /// Where a layer's ints come from.
 #[derive(Clone, Copy)]
@@ -40,7 +34,7 @@ pub(super) enum Ints<'a> {
 
 /// A quantized layer as stored, and its error metrics.
 #[derive(Debug, PartialEq)]
-pub(super) struct Fused {
+pub(super) struct OnePass {
     /// The `weight_packed` bytes: each row's ints `^ 0x80`, padded to whole words with zeros.
     pub(super) packed: Vec<u8>,
     /// The scales as exported in the weight's dtype.
@@ -65,7 +59,7 @@ pub(super) fn quantize_layer<T: Element>(
     scale_dtype: DType,
     ints: Ints<'_>,
     eval: EvalSpec,
-) -> Option<Fused> {
+) -> Option<OnePass> {
     let [n, k] = shape;
     if n == 0 || k == 0 || x.len() != n.checked_mul(k)? {
         return None;
@@ -142,7 +136,7 @@ pub(super) fn quantize_layer<T: Element>(
             e.row(j, &w, &q, &row_scales, &row_zps)?;
         }
     }
-    Some(Fused {
+    Some(OnePass {
         packed,
         scales,
         zero_points: scheme.has_zero_point().then_some(zps),
@@ -154,7 +148,7 @@ pub(super) fn quantize_layer<T: Element>(
 
 /// What [`quantize_layer`] computes, the reference way: [`reference::quantize`] (or the `given`
 /// ints), [`exported`], [`QuantizedTensor::error`], `eval::output_error` and the stored
-/// tensors' encoding, each on the whole layer. The quantizer's path where the fused pass gives
+/// tensors' encoding, each on the whole layer. The quantizer's path where the one-pass quantizer gives
 /// up; it gives the same result, or the error.
 ///
 /// [`exported`]: crate::checkpoint::exported
@@ -165,7 +159,7 @@ pub(super) fn reference_layer<T: Element>(
     scale_dtype: DType,
     given: Option<QuantizedTensor>,
     eval: EvalSpec,
-) -> Result<Fused> {
+) -> Result<OnePass> {
     let q = match given {
         Some(q) => q,
         None => reference::quantize(x, &shape, scheme)?,
@@ -179,7 +173,7 @@ pub(super) fn reference_layer<T: Element>(
     };
     // The packed rows, whatever format the layer is stored in: `layer_bytes` converts them.
     let packed = checkpoint::layer_tensors(&q, scale_dtype, checkpoint::PackFormat::PackQuantized)?.swap_remove(0).1;
-    Ok(Fused {
+    Ok(OnePass {
         packed,
         scales: q.scales().to_vec(),
         zero_points: q.zero_points().map(<[i8]>::to_vec),
@@ -282,5 +276,5 @@ fn quantize_value(x: f32, scale: f32, zp: f32) -> i8 {
 }
 
 #[cfg(test)]
-#[path = "fused_tests.rs"]
+#[path = "one_pass_tests.rs"]
 mod tests;

@@ -2,25 +2,25 @@
 //! the W8A8 linear with its f64 bound.
 
 use super::{flush_subnormal, linear_dims, quantize_value, symmetric_scale};
-use crate::activation::{ActivationQuant, MAX_INT8_DOT_LEN, QuantizedActivations, takes_int8_activations};
+use crate::activation::{ActivationQuant, MAX_INT8_DOT_LEN, QuantizedActivations};
 use crate::check::{check_finite, check_output};
 use crate::{Element, Error, QuantScheme, QuantizedTensor, Result};
 
 /// The outlier columns of `x` (`[rows, k]`): those where any row has `|x| >= threshold`,
 /// ascending. Empty without a threshold.
-pub fn outlier_columns<T: Element>(x: &[T], k: usize, act: ActivationQuant) -> Vec<usize> {
-    if act.outlier_threshold().is_none() || k == 0 {
+pub fn outlier_columns<T: Element>(x: &[T], k: usize, a8: ActivationQuant) -> Vec<usize> {
+    if a8.outlier_threshold().is_none() || k == 0 {
         return Vec::new();
     }
-    (0..k).filter(|&c| x.iter().skip(c).step_by(k).any(|v| act.is_outlier(v.to_f32()))).collect()
+    (0..k).filter(|&c| x.iter().skip(c).step_by(k).any(|v| a8.is_outlier(v.to_f32()))).collect()
 }
 
 /// Quantizes activations `x` (`[rows, k]`, row-major) per row: outlier columns (LLM.int8())
-/// are found first and left out; each row's scale is `absmax / 127` over its other columns
-/// ([`symmetric_scale`]), and each value `round_half_even(x / scale)` ([`quantize_value`]).
+/// are found first and left out; each row's scale is `absmax / 127` over its other columns (as
+/// a weight block's symmetric scale), and each value `round_half_even(x / scale)`.
 ///
 /// NaN or infinite inputs are an [`Error::NonFinite`].
-pub fn quantize_activations<T: Element>(x: &[T], k: usize, act: ActivationQuant) -> Result<QuantizedActivations> {
+pub fn quantize_activations<T: Element>(x: &[T], k: usize, a8: ActivationQuant) -> Result<QuantizedActivations> {
     if k == 0 || x.is_empty() {
         return Err(Error::Empty("activation".into()));
     }
@@ -29,7 +29,7 @@ pub fn quantize_activations<T: Element>(x: &[T], k: usize, act: ActivationQuant)
     }
     let rows = x.len() / k;
     check_finite(x, &[rows, k], "activation")?;
-    let outliers = outlier_columns(x, k, act);
+    let outliers = outlier_columns(x, k, a8);
     let mut is_outlier = vec![false; k];
     for &c in &outliers {
         is_outlier[c] = true;
@@ -52,7 +52,7 @@ pub fn quantize_activations<T: Element>(x: &[T], k: usize, act: ActivationQuant)
 /// Checks that a weight of `scheme` and `shape` can take int8 activations: 2-D, symmetric, one
 /// scale per output row or per tensor, and rows short enough for `i32` sums.
 pub(crate) fn check_int8_weight_scheme(s: QuantScheme, shape: &[usize]) -> Result<()> {
-    if !takes_int8_activations(s) || shape.len() != 2 {
+    if !s.takes_a8() || shape.len() != 2 {
         return Err(Error::Scheme(format!(
             "int8 activations (W8A8, LLM.int8()) need 2-D symmetric weights with one scale per output \
              row or per tensor; this weight is {:?} {:?} of shape {:?}: quantize it with \
@@ -86,13 +86,13 @@ fn weight_scale(w: &QuantizedTensor, n: usize) -> f32 {
 ///
 /// The weight must be symmetric per output row or per tensor (else an [`Error::Scheme`]). A
 /// result that is not finite although every input is, is an [`Error::Overflow`].
-pub fn linear_a8<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>, act: ActivationQuant) -> Result<Vec<T>> {
+pub fn linear_a8<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>, a8: ActivationQuant) -> Result<Vec<T>> {
     check_int8_weight(w)?;
     let (m, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
     if let Some(b) = bias {
         check_finite(b, &[n], "bias")?;
     }
-    let qa = quantize_activations(x, k, act)?;
+    let qa = quantize_activations(x, k, a8)?;
     let q = w.values();
     let mut y = Vec::with_capacity(m * n);
     for r in 0..m {
@@ -130,7 +130,7 @@ pub fn linear_a8_f64<T: Element>(
     x: &[T],
     w: &QuantizedTensor,
     bias: Option<&[T]>,
-    act: ActivationQuant,
+    a8: ActivationQuant,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     check_int8_weight(w)?;
     let (m, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
@@ -138,7 +138,7 @@ pub fn linear_a8_f64<T: Element>(
     if let Some(b) = bias {
         check_finite(b, &[n], "bias")?;
     }
-    let qa = quantize_activations(x, k, act)?;
+    let qa = quantize_activations(x, k, a8)?;
     let q = w.values();
     let (mut y, mut mag) = (Vec::with_capacity(m * n), Vec::with_capacity(m * n));
     for r in 0..m {
@@ -192,8 +192,8 @@ mod tests {
         // Column 1 holds 300 in row 1 only: it is an outlier for every row, and its 2.0 in row 0
         // neither counts towards row 0's absmax nor takes an int8 value.
         let x = [0.5f32, 2.0, -127.0, 32.0, 1.5, 300.0, 2.5, -127.0];
-        let act = ActivationQuant::llm_int8(200.0).unwrap();
-        let q = quantize_activations(&x, 4, act).unwrap();
+        let a8 = ActivationQuant::llm_int8(200.0).unwrap();
+        let q = quantize_activations(&x, 4, a8).unwrap();
         assert_eq!(q.outlier_columns, [1]);
         assert_eq!(q.scales, [1.0, 1.0]);
         assert_eq!(q.values, [0, 0, -127, 32, 2, 0, 2, -127], "ties to even");
@@ -210,9 +210,9 @@ mod tests {
         let y = linear_a8(&x, &w, None, ActivationQuant::per_token()).unwrap();
         assert_eq!(y, [0.5 * (127.0 - 2.0 + 6.0 + 12.0), 0.25 * (-635.0 - 6.0 + 14.0 - 24.0)]);
         // With 127 as an outlier (threshold 100) the rest is quantized by absmax 3.
-        let act = ActivationQuant::llm_int8(100.0).unwrap();
-        let y = linear_a8(&x, &w, Some(&[1.0, 0.0]), act).unwrap();
-        let (y64, _) = linear_a8_f64(&x, &w, Some(&[1.0, 0.0]), act).unwrap();
+        let a8 = ActivationQuant::llm_int8(100.0).unwrap();
+        let y = linear_a8(&x, &w, Some(&[1.0, 0.0]), a8).unwrap();
+        let (y64, _) = linear_a8_f64(&x, &w, Some(&[1.0, 0.0]), a8).unwrap();
         let s = 3.0f32 / 127.0;
         let qx = [0, quantize_value(-1.0, s, 0), quantize_value(2.0, s, 0), 127];
         let acc0: i32 = [1, 2, 3].iter().map(|&c| i32::from(qx[c]) * [1, 2, 3, 4][c]).sum();
@@ -244,17 +244,17 @@ mod tests {
     fn the_f64_oracle_refuses_what_linear_a8_refuses() {
         let w = per_row(vec![1, -2, 3, 4], vec![0.5, 0.25], [2, 2]);
         let x = [f16::from_f32(1.0), f16::from_f32(2.0)];
-        let act = ActivationQuant::per_token();
+        let a8 = ActivationQuant::per_token();
         // 1e30 becomes inf in f16.
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30] {
             let b = [f16::from_f32(0.5), f16::from_f32(bad)];
-            let exact = linear_a8(&x, &w, Some(&b), act).map(|_| ());
-            let oracle = linear_a8_f64(&x, &w, Some(&b), act).map(|_| ());
+            let exact = linear_a8(&x, &w, Some(&b), a8).map(|_| ());
+            let oracle = linear_a8_f64(&x, &w, Some(&b), a8).map(|_| ());
             for r in [exact, oracle] {
                 assert!(matches!(&r, Err(Error::NonFinite { what, index: 1, .. }) if what == "bias"), "{bad}: {r:?}");
             }
             let xb = [f16::from_f32(1.0), f16::from_f32(bad)];
-            let r = linear_a8_f64(&xb, &w, None, act).map(|_| ());
+            let r = linear_a8_f64(&xb, &w, None, a8).map(|_| ());
             assert!(matches!(r, Err(Error::NonFinite { index: 1, .. })), "{bad}: {r:?}");
         }
     }
@@ -262,10 +262,10 @@ mod tests {
     #[test]
     fn an_all_outlier_batch_is_the_float_product() {
         let w = per_row(vec![1, -2, 3, 4], vec![0.5], [1, 4]);
-        let act = ActivationQuant::llm_int8(1e-3).unwrap();
+        let a8 = ActivationQuant::llm_int8(1e-3).unwrap();
         let x = [1.0f32, 2.0, 3.0, 4.0];
-        let q = quantize_activations(&x, 4, act).unwrap();
+        let q = quantize_activations(&x, 4, a8).unwrap();
         assert_eq!((q.outlier_columns.len(), q.scales[0]), (4, 1.0));
-        assert_eq!(linear_a8(&x, &w, None, act).unwrap(), [0.5 * (1.0 - 4.0 + 9.0 + 16.0)]);
+        assert_eq!(linear_a8(&x, &w, None, a8).unwrap(), [0.5 * (1.0 - 4.0 + 9.0 + 16.0)]);
     }
 }

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use int8_wgpu::{ActivationQuant, Checkpoint, Gpu, QuantScheme, QuantizedLinear};
+use int8_wgpu::checkpoint::Checkpoint;
+use int8_wgpu::{ActivationQuant, Gpu, QuantScheme, QuantizedLinear};
 
 use super::config::{Config, Precision};
-use super::kernels::{self, Result};
+use super::ops::{self, Result};
 
 /// One linear layer of the model.
 pub enum Linear {
@@ -91,7 +92,7 @@ impl Loader<'_> {
     pub fn upload(&mut self, name: &str, shape: &[usize]) -> Result<wgpu::Buffer> {
         let v = self.floats(name, shape)?;
         self.bytes += 4 * v.len() as u64;
-        kernels::storage(self.gpu, name, 4 * v.len() as u64, Some(bytemuck::cast_slice(&v)))
+        ops::storage(self.gpu, name, 4 * v.len() as u64, Some(bytemuck::cast_slice(&v)))
     }
 
     pub fn norm(&mut self, name: &str, n: usize) -> Result<Norm> {

@@ -3,9 +3,9 @@
 //!
 //! Notation: `u = 2^-24` is the unit roundoff of f32; `s` a block's scale, `z` its zero point.
 
+use crate::reference::{self, asymmetric_params, flush_subnormal, quantize_value, symmetric_scale};
+use crate::{Element, Granularity, Mode, QuantScheme, QuantizedTensor};
 use half::{bf16, f16};
-use int8_wgpu::reference::{self, asymmetric_params, flush_subnormal, quantize_value, symmetric_scale};
-use int8_wgpu::{Element, Granularity, Mode, QuantScheme, QuantizedTensor};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -330,13 +330,13 @@ proptest! {
             let q = reference::quantize(&x, &shape, scheme).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let again = reference::quantize(&x, &shape, scheme).unwrap();
             prop_assert_eq!(&again, &q, "{:?}: quantize is not deterministic", scheme);
-            let d = reference::dequantize(&q);
+            let d = q.dequantize();
             let zps = q.zero_points().map(<[i8]>::to_vec);
             let q2 = reference::quantize_with_params(&d, &shape, scheme, q.scales().to_vec(), zps)
                 .map_err(|e| TestCaseError::fail(format!("{scheme:?}: {e}")))?;
             prop_assert_eq!(q2.values(), q.values(), "{:?}: requantizing the dequantized tensor changed the ints", scheme);
             prop_assert_eq!(q2.scales(), q.scales());
-            prop_assert_eq!(reference::dequantize(&q2), d, "{:?}: dequantize(requantize) differs", scheme);
+            prop_assert_eq!(q2.dequantize(), d, "{:?}: dequantize(requantize) differs", scheme);
         }
     }
 }

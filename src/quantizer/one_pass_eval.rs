@@ -1,15 +1,22 @@
-//! The fused pass's output error: `eval::output_error`'s arithmetic, accumulated row by row of
-//! the weight while the row is in cache, on activation rows taken [`LANES`] at a time, with
+//! The one-pass quantizer's output error: `eval::output_error`'s arithmetic, accumulated row by
+//! row of the weight while the row is in cache, on activation rows taken [`LANES`] at a time, with
 //! float activations or with the int8 activations of W8A8 / LLM.int8() (`reference::linear_a8`'s
 //! arithmetic).
 
 use super::eval::{EvalSpec, random_activations, relative_error};
-use super::fused::{LANES, MAX_FUSED_EVAL_ROWS};
-use crate::activation::takes_int8_activations;
-use crate::{ActivationQuant, MAX_INT8_DOT_LEN, QuantScheme, reference};
+use crate::activation::MAX_INT8_DOT_LEN;
+use crate::{ActivationQuant, QuantScheme, reference};
+
+/// The most evaluation rows the one-pass quantizer takes; it keeps `rows × out` outputs of each
+/// layer (the reference's order of summing them is row by row of activations, not of weights).
+pub(super) const MAX_ONE_PASS_EVAL_ROWS: usize = 64;
+
+/// Lanes of the one-pass quantizer's vectorised loops (weight values, and activation rows in the
+/// evaluation).
+pub(super) const LANES: usize = 8;
 
 /// The evaluation activations quantized to int8 per row, lane-major per chunk of rows.
-struct Int8Rows {
+struct A8Rows {
     /// `xq[c·in + e][m]` = `q_x[8c + m][e]`.
     xq: Vec<[i32; LANES]>,
     /// Per chunk, the rows' scales (1 in lanes past the last row).
@@ -31,14 +38,14 @@ pub(super) struct Eval {
     /// Per chunk and segment, the f32 sum of the activations over the segment, in order.
     xs: Vec<[f32; LANES]>,
     /// With int8 activations: the quantized activations.
-    int8: Option<Int8Rows>,
+    a8_rows: Option<A8Rows>,
     /// `y_q − y` and `y`, `[rows, out]` row-major.
     diff: Vec<f64>,
     y: Vec<f64>,
 }
 
 impl Eval {
-    /// `None`: more rows than the fused pass takes, sizes that overflow, or int8 activations
+    /// `None`: more rows than the one-pass quantizer takes, sizes that overflow, or int8 activations
     /// the reference refuses (a weight that is not symmetric with one scale per row or tensor,
     /// rows too long for `i32` sums): the reference path then reports the error.
     pub(super) fn new(
@@ -49,11 +56,11 @@ impl Eval {
         scheme: QuantScheme,
     ) -> Option<Self> {
         let [n, k] = shape;
-        let EvalSpec { rows, seed, act } = spec;
-        if rows > MAX_FUSED_EVAL_ROWS {
+        let EvalSpec { rows, seed, a8 } = spec;
+        if rows > MAX_ONE_PASS_EVAL_ROWS {
             return None;
         }
-        if act.is_some() && (!takes_int8_activations(scheme) || k > MAX_INT8_DOT_LEN) {
+        if a8.is_some() && (!scheme.takes_a8() || k > MAX_INT8_DOT_LEN) {
             return None;
         }
         let x = random_activations(rows.checked_mul(k)?, seed);
@@ -75,11 +82,11 @@ impl Eval {
             }
         }
         let xd = xt.iter().map(|l| l.map(f64::from)).collect();
-        let int8 = match act {
-            Some(a) => Some(Int8Rows::new(&x, rows, k, a)?),
+        let a8_rows = match a8 {
+            Some(a) => Some(A8Rows::new(&x, rows, k, a)?),
             None => None,
         };
-        Some(Eval { rows, shape, group, per_row, xt, xd, xs, int8, diff: vec![0.0; outputs], y: vec![0.0; outputs] })
+        Some(Eval { rows, shape, group, per_row, xt, xd, xs, a8_rows, diff: vec![0.0; outputs], y: vec![0.0; outputs] })
     }
 
     /// The quantized layer's outputs of chunk `c` for weight row `q` with float activations:
@@ -108,33 +115,33 @@ impl Eval {
 
     /// The same with int8 activations, as `reference::linear_a8` computes them (no bias):
     /// `(s_x · f32(Σ q_x q)) · s_w`, plus the outlier columns in f32 in ascending order.
-    fn int8_chunk(&self, a8: &Int8Rows, c: usize, q: &[i8], sw: f32) -> [f32; LANES] {
+    fn a8_chunk(&self, qa: &A8Rows, c: usize, q: &[i8], sw: f32) -> [f32; LANES] {
         let k = self.shape[1];
         let mut acc = [0i32; LANES];
-        for (xq, &qv) in a8.xq[c * k..(c + 1) * k].iter().zip(q) {
+        for (xq, &qv) in qa.xq[c * k..(c + 1) * k].iter().zip(q) {
             let qi = i32::from(qv);
             for (a, &x) in acc.iter_mut().zip(xq) {
                 *a += x * qi;
             }
         }
         let mut fp = [0f32; LANES];
-        for &col in &a8.outliers {
+        for &col in &qa.outliers {
             let wq = sw * f32::from(q[col]);
             for (f, &x) in fp.iter_mut().zip(&self.xt[c * k + col]) {
                 *f += x * wq;
             }
         }
-        std::array::from_fn(|lane| (a8.sx[c][lane] * acc[lane] as f32) * sw + fp[lane])
+        std::array::from_fn(|lane| (qa.sx[c][lane] * acc[lane] as f32) * sw + fp[lane])
     }
 
     /// Output `j` for every activation row: the quantized layer's in f32 (see [`Self::float_chunk`]
-    /// and [`Self::int8_chunk`]) and the float layer's in f64. `None` when an output overflows
+    /// and [`Self::a8_chunk`]) and the float layer's in f64. `None` when an output overflows
     /// f32 (the reference's error).
     pub(super) fn row(&mut self, j: usize, w: &[f32], q: &[i8], scales: &[f32], zps: &[i8]) -> Option<()> {
         let [n, k] = self.shape;
         for c in 0..self.rows.div_ceil(LANES) {
-            let yq = match &self.int8 {
-                Some(a8) => self.int8_chunk(a8, c, q, scales[0]),
+            let yq = match &self.a8_rows {
+                Some(qa) => self.a8_chunk(qa, c, q, scales[0]),
                 None => self.float_chunk(c, q, scales, zps),
             };
             // `Iterator::sum` of f64 starts from -0.0.
@@ -168,10 +175,10 @@ impl Eval {
     }
 }
 
-impl Int8Rows {
+impl A8Rows {
     /// Quantizes the `rows × k` activations `x` as `reference::linear_a8` does.
-    fn new(x: &[f32], rows: usize, k: usize, act: ActivationQuant) -> Option<Self> {
-        let qa = reference::quantize_activations(x, k, act).ok()?;
+    fn new(x: &[f32], rows: usize, k: usize, a8: ActivationQuant) -> Option<Self> {
+        let qa = reference::quantize_activations(x, k, a8).ok()?;
         let chunks = rows.div_ceil(LANES);
         let mut xq = vec![[0i32; LANES]; chunks * k];
         let mut sx = vec![[1f32; LANES]; chunks];
@@ -182,6 +189,6 @@ impl Int8Rows {
             }
             sx[c][lane] = qa.scales[m];
         }
-        Some(Int8Rows { xq, sx, outliers: qa.outlier_columns })
+        Some(A8Rows { xq, sx, outliers: qa.outlier_columns })
     }
 }
