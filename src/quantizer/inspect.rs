@@ -14,7 +14,8 @@ use crate::{ActivationQuant, DType, Error, Method, QuantScheme, Result};
 /// [`Display`](fmt::Display)).
 ///
 /// ```no_run
-/// use int8_wgpu::{Checkpoint, quantizer::Inspection};
+/// use int8_wgpu::checkpoint::Checkpoint;
+/// use int8_wgpu::quantizer::Inspection;
 /// # fn main() -> Result<(), int8_wgpu::Error> {
 /// println!("{}", Inspection::new(&Checkpoint::open("all-MiniLM-L6-v2")?)?);
 /// # Ok(())
