@@ -93,7 +93,7 @@ pub use activation::{ActivationQuant, MAX_INT8_DOT_LEN, QuantizedActivations};
 pub use checkpoint::Checkpoint;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
-pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor};
+pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Polling};
 pub use layer::QuantizedLinear;
 pub use quantized::{QuantError, QuantizedTensor};
 pub use quantizer::{QuantReport, Quantizer};
