@@ -286,3 +286,20 @@ impl GpuQuantizedTensor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A clone shares the weight's device buffers: layers built from clones hold one weight.
+    #[test]
+    fn clones_share_the_device_buffers() {
+        let Ok(gpu) = Gpu::new() else { return };
+        let w =
+            gpu.quantize(&[0.5f32, -1.0, 2.0, 0.25, 1.5, -0.75, 0.0, 1.0], &[2, 4], QuantScheme::default()).unwrap();
+        let c = w.clone();
+        assert_eq!(w.blocks.len(), c.blocks.len());
+        assert!(w.blocks.iter().zip(&c.blocks).all(|(a, b)| a.buffer == b.buffer));
+        assert!(w.scales == c.scales && w.zero_points == c.zero_points);
+    }
+}
