@@ -281,9 +281,9 @@ impl QuantizedLinear {
         if self.gpu.overlaps_parameter(y.buffer(), y.range()) {
             return Err(Error::Aliasing("the output tensor overlaps a layer's bias, which layers never write".into()));
         }
-        read_while_written(x, y, "input")?;
+        y.check_writable_while_reading(x, "input")?;
         if let Some(bias) = &self.bias {
-            read_while_written(bias, y, "layer's bias")?;
+            y.check_writable_while_reading(bias, "layer's bias")?;
         }
         if y.shape() != shape.as_slice() || y.dtype() != self.dtype {
             return Err(Error::Shape(format!(
@@ -412,23 +412,6 @@ impl QuantizedLinear {
         check_output(&out, &[x.len() / self.in_features(), self.out_features()])?;
         Ok(out)
     }
-}
-
-/// An [`Error::Aliasing`] where `y` cannot be written in the dispatch that reads `input`: they
-/// overlap, or share a buffer, which wgpu binds either read-only or writable in one dispatch.
-fn read_while_written(input: &GpuTensor, y: &GpuTensor, what: &str) -> Result<()> {
-    if y.overlaps(input) {
-        return Err(Error::Aliasing(format!("the output tensor overlaps the {what}")));
-    }
-    if y.buffer() == input.buffer() {
-        return Err(Error::Aliasing(format!(
-            "the output tensor shares its buffer with the {what} (bytes {:?} and {:?}): wgpu binds a \
-             buffer either read-only or writable within one dispatch; put the output in another buffer",
-            y.range(),
-            input.range()
-        )));
-    }
-    Ok(())
 }
 
 /// Converts the bias to the activation dtype; a finite value that does not fit it (1e30 in f16)

@@ -98,7 +98,7 @@ impl Gpu {
                 b => b.unwrap_or(wgpu::Backends::all()),
             },
         };
-        let name = options.adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let name = options.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let adapter = shared_adapter(backends, name.as_deref()).await?;
         let info = adapter.get_info();
         let (wanted, packed_dot) = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
@@ -118,110 +118,22 @@ impl Gpu {
             .await
             .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), detail: e.to_string() })?;
         log::info!("int8-wgpu: adapter {} ({:?}, {})", info.name, info.backend, info.driver_info);
-        let tuning = Tuning {
-            gemv_rpt: options.gemv_rows_per_group,
-            gemv_rows_per_thread: options.gemv_rows_per_thread,
-            gemm_min_rows: options.gemm_min_rows,
-            quantize_runs: options.quantize_runs,
-            packed_dot: options.packed_dot.unwrap_or(packed_dot),
-            tune_on_first_use: options.tune_on_first_use,
-        };
-        Ok(Self::build(device, queue, Some(info), true, tuning, options.polling))
+        let tuning = Tuning::new(&options, packed_dot);
+        // The device was opened with the binding size asked for.
+        Ok(Self::build(device, queue, Some(info), true, tuning, options.polling, None))
     }
 
-    /// Adopts an application's own device and queue with the default options
-    /// ([`Gpu::from_device_with_options`]).
-    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        let info = device.adapter_info();
-        Self::build(device, queue, Some(info), false, Tuning::default(), Polling::Thread)
-    }
-
-    /// Adopts an application's own device and queue, so that its kernels and this crate's
-    /// layers share buffers and command encoders.
-    ///
-    /// # Features and limits to request
-    ///
-    /// None is required; for full speed open the device with what the adapter offers of:
-    /// - `Features::SUBGROUP`: the GEMV kernels reduce with subgroup operations (without it,
-    ///   through workgroup memory: same results, slower on GPUs);
-    /// - `Features::TIMESTAMP_QUERY`: [`Gpu::tune`] times kernels on the GPU (without it, by
-    ///   wall clock around each submission, less exact);
-    /// - `Limits::max_storage_buffer_binding_size` and `max_buffer_size` as the adapter's
-    ///   limits allow: a weight larger than one binding is split into row blocks (one dispatch
-    ///   each), and a tensor larger than one binding is an [`Error::TooLarge`];
-    /// - `max_storage_buffers_per_shader_stage` at least 8 (WebGPU's default; the
-    ///   int8-activation kernels bind 8) — `wgpu::Limits::default()` has it.
-    ///
-    /// `SHADER_F16` is not needed: 16-bit values travel packed in `u32` words (see
-    /// [`GpuTensor`](crate::GpuTensor)). What the device has is detected
-    /// ([`Gpu::capabilities`]); `INT8_WGPU_DISABLE` is not read (the application chose the
-    /// features).
-    ///
-    /// # Options
-    ///
-    /// The kernel-choice overrides of [`GpuOptions`] apply as for [`Gpu::with_options`];
-    /// `max_storage_buffer_binding_size` caps the bindings this crate makes below the device's
-    /// limit; `backends` and `adapter_name` choose an adapter, which an adopted device has
-    /// already, so setting them is an [`Error::InvalidOption`]. [`GpuOptions::polling`] says
-    /// who polls the device: see [`Polling`] for what must then happen for readbacks to
-    /// complete.
-    ///
-    /// # Errors and instances
-    ///
-    /// The device's uncaptured-error handler is left to the application (this crate's own
-    /// calls catch what wgpu reports about them). The device lives in the application's
-    /// `wgpu::Instance`: wgpu cannot tell its buffers and encoders from those of a device of
-    /// another instance (such as a [`Gpu::new`] one), so the two must not be mixed.
-    ///
-    /// ```no_run
-    /// # use int8_wgpu::{Gpu, GpuOptions, Polling};
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    /// let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
-    /// let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
-    /// let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-    ///     required_features: adapter.features() & wanted,
-    ///     required_limits: adapter.limits(),
-    ///     ..Default::default()
-    /// }))?;
-    /// let options = GpuOptions { polling: Polling::Application, ..Default::default() };
-    /// let gpu = Gpu::from_device_with_options(device, queue, options)?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn from_device_with_options(device: wgpu::Device, queue: wgpu::Queue, options: GpuOptions) -> Result<Self> {
-        if options.backends.is_some() || options.adapter_name.is_some() {
-            return Err(Error::InvalidOption(
-                "backends and adapter_name choose an adapter; an adopted device has one (leave them None)".into(),
-            ));
-        }
-        check_gemv_rows_per_group(options.gemv_rows_per_group)?;
-        let info = device.adapter_info();
-        let tuning = Tuning {
-            gemv_rpt: options.gemv_rows_per_group,
-            gemv_rows_per_thread: options.gemv_rows_per_thread,
-            gemm_min_rows: options.gemm_min_rows,
-            quantize_runs: options.quantize_runs,
-            packed_dot: options.packed_dot.unwrap_or(true),
-            tune_on_first_use: options.tune_on_first_use,
-        };
-        let mut gpu = Self::build(device, queue, Some(info), false, tuning, options.polling);
-        if let Some(max) = options.max_storage_buffer_binding_size
-            && let Some(inner) = Arc::get_mut(&mut gpu.inner)
-        {
-            // Just built, so this is the only handle.
-            inner.limits.max_storage_buffer_binding_size = max.min(inner.limits.max_storage_buffer_binding_size);
-        }
-        Ok(gpu)
-    }
-
-    fn build(
+    /// A `Gpu` around an opened (`own`) or adopted device: its capabilities, error handler
+    /// (on its own device only), poll thread and caches; `max_binding` caps the storage
+    /// binding size this crate uses below the device's.
+    pub(super) fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: Option<wgpu::AdapterInfo>,
         own: bool,
         tuning: Tuning,
         polling: Polling,
+        max_binding: Option<u64>,
     ) -> Self {
         let f = device.features();
         let caps = Capabilities {
@@ -254,7 +166,10 @@ impl Gpu {
                 .expect("spawning the poll thread");
             Mutex::new(tx)
         });
-        let limits = device.limits();
+        let mut limits = device.limits();
+        if let Some(max) = max_binding {
+            limits.max_storage_buffer_binding_size = max.min(limits.max_storage_buffer_binding_size);
+        }
         Self {
             inner: Arc::new(Inner {
                 device,
@@ -456,7 +371,7 @@ impl Gpu {
 }
 
 /// [`GpuOptions::gemv_rows_per_group`] is 1, 2 or 4 where set.
-fn check_gemv_rows_per_group(rows: Option<u8>) -> Result<()> {
+pub(super) fn check_gemv_rows_per_group(rows: Option<u8>) -> Result<()> {
     match rows {
         Some(r) if ![1, 2, 4].contains(&r) => {
             Err(Error::InvalidOption(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")))

@@ -2,6 +2,7 @@
 
 pub(crate) mod act_quant;
 mod adapter;
+mod adopt;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub(crate) mod bindings;

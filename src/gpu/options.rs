@@ -83,6 +83,20 @@ pub(crate) struct Tuning {
     pub(crate) tune_on_first_use: Option<TuneOptions>,
 }
 
+impl Tuning {
+    /// The overrides `options` sets; `packed_dot` where it leaves that open.
+    pub(crate) fn new(options: &GpuOptions, packed_dot: bool) -> Self {
+        Self {
+            gemv_rpt: options.gemv_rows_per_group,
+            gemv_rows_per_thread: options.gemv_rows_per_thread,
+            gemm_min_rows: options.gemm_min_rows,
+            quantize_runs: options.quantize_runs,
+            packed_dot: options.packed_dot.unwrap_or(packed_dot),
+            tune_on_first_use: options.tune_on_first_use,
+        }
+    }
+}
+
 impl Default for Tuning {
     fn default() -> Self {
         Self {

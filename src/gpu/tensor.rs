@@ -182,6 +182,24 @@ impl GpuTensor {
         self.offset..self.offset + self.size()
     }
 
+    /// An [`Error::Aliasing`] where this tensor cannot be written in a dispatch that reads
+    /// `input` (`what`): they overlap, or share a buffer, which wgpu binds either read-only or
+    /// writable within one dispatch.
+    pub(crate) fn check_writable_while_reading(&self, input: &GpuTensor, what: &str) -> Result<()> {
+        if self.overlaps(input) {
+            return Err(Error::Aliasing(format!("the output tensor overlaps the {what}")));
+        }
+        if *self.buffer == *input.buffer {
+            return Err(Error::Aliasing(format!(
+                "the output tensor shares its buffer with the {what} (bytes {:?} and {:?}): wgpu binds a \
+                 buffer either read-only or writable within one dispatch; put the output in another buffer",
+                self.range(),
+                input.range()
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether the two tensors' ranges share a byte of one buffer.
     pub(crate) fn overlaps(&self, other: &GpuTensor) -> bool {
         let (a, b) = (self.range(), other.range());
