@@ -36,3 +36,19 @@ impl Gpu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GpuOptions, Polling};
+
+    /// A wait the device cannot complete is an error once the device is idle, not a hang.
+    #[test]
+    fn a_readback_the_device_never_completes_is_an_error() {
+        let Ok(gpu) = Gpu::with_options(GpuOptions { polling: Polling::Application, ..Default::default() }) else {
+            return;
+        };
+        let e = gpu.block_on(std::future::pending::<Result<()>>()).unwrap_err();
+        assert!(matches!(&e, Error::Gpu(m) if m.contains("idle")), "{e}");
+    }
+}
