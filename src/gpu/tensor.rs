@@ -1,4 +1,5 @@
-//! GPU-resident float tensors: a buffer, a shape and a dtype.
+//! GPU-resident float tensors: a buffer, or a range of an application's, a shape and a dtype;
+//! which tensors a layer may write while it reads others.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -58,8 +59,8 @@ impl GpuTensor {
     /// range is `offset .. offset + nbytes` rounded up to a multiple of 4; layers bind only it.
     ///
     /// Checked, each an `Error` rather than a panic or a wgpu validation error later:
-    /// - `offset` is a multiple of the device's `min_storage_buffer_offset_alignment` (256 on
-    ///   most devices; [`Gpu::limits`]) ([`Error::Alignment`]);
+    /// - `offset` is a multiple of the device's `min_storage_buffer_offset_alignment` ([`Gpu::limits`];
+    ///   at most 256, WebGPU's default) ([`Error::Alignment`]);
     /// - the range lies within the buffer ([`Error::Shape`]) and fits one storage binding
     ///   ([`Error::TooLarge`]);
     /// - the buffer has usage `STORAGE` ([`Error::BufferUsage`]; `COPY_SRC` too for reading
