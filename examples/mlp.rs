@@ -242,20 +242,21 @@ impl<T: Element> Path<T> {
 
     /// Each stage against the f64 oracle of its GPU inputs; the worst |diff| / tolerance.
     fn check(&self) -> Result<f64, Box<dyn Error>> {
-        let read = |t: &GpuTensor, buf: &mut Vec<T>| -> Result<Vec<T>, Box<dyn Error>> {
-            buf.resize(t.numel(), T::from_f32(0.0));
-            t.read_into(buf)?; // the blocking read polls the device itself (Polling::Application)
-            Ok(buf.clone())
+        // Through one staging buffer the device keeps; the blocking read polls the device
+        // itself (Polling::Application).
+        let read = |t: &GpuTensor| -> Result<Vec<T>, Box<dyn Error>> {
+            let mut v = vec![T::from_f32(0.0); t.numel()];
+            t.read_into(&mut v)?;
+            Ok(v)
         };
-        let mut buf = Vec::new();
         let [x, g1, g2, h1, h2, y] = &self.acts;
         let mut worst = 0.0f64;
-        let mut input = read(x, &mut buf)?;
+        let mut input = read(x)?;
         for (l, (h, g)) in [(h1, Some(g1)), (h2, Some(g2)), (y, None)].into_iter().enumerate() {
             let w = self.layers[l].weight().to_host()?;
-            let bias = read(&self.biases[l], &mut buf)?;
+            let bias = read(&self.biases[l])?;
             let (want, mag) = reference::linear_f64(&input, &w, Some(&bias))?;
-            let got = read(h, &mut buf)?;
+            let got = read(h)?;
             for i in 0..got.len() {
                 let tol = linear_tolerance(DIMS[l], mag[i], want[i], T::DTYPE);
                 worst = worst.max(ratio(
@@ -266,7 +267,7 @@ impl<T: Element> Path<T> {
                 )?);
             }
             if let Some(g) = g {
-                let out = read(g, &mut buf)?;
+                let out = read(g)?;
                 for (v, o) in got.iter().zip(&out) {
                     let v = f64::from(v.to_f32());
                     worst = worst.max(ratio(o.to_f32(), gelu_f64(v), gelu_tolerance(v, T::DTYPE), "gelu")?);
