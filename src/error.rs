@@ -144,9 +144,15 @@ pub enum Error {
     #[error("buffer usage: {0}")]
     BufferUsage(String),
     /// An output would overwrite an input of the same operation (the layer's input, its bias,
-    /// or another layer's bias).
+    /// or another layer's bias), or shares a buffer with one, which wgpu cannot bind both
+    /// read-only and writable in one dispatch.
     #[error("aliasing: {0}")]
     Aliasing(String),
+    /// An offset into a buffer is not aligned as the device requires: a tensor's offset
+    /// ([`GpuTensor::from_buffer_range`](crate::GpuTensor::from_buffer_range)) must be a
+    /// multiple of `min_storage_buffer_offset_alignment`, a copy's a multiple of 4 bytes.
+    #[error("alignment: {0}")]
+    Alignment(String),
     /// A file or folder could not be read or written.
     #[error("{op} `{}`: {source}", path.display())]
     Io {

@@ -8,6 +8,7 @@ use crate::check::{check_finite, check_output};
 use crate::gpu::act_quant::read_outlier_columns;
 #[cfg(feature = "bench")]
 use crate::gpu::bench::{Timing, time_passes};
+use crate::gpu::cache::Bindable;
 use crate::gpu::layer_plan::{Bound, LayerPlan};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor, TuneCase, TuneOptions, TuneReport};
 use crate::reference::check_int8_weight_scheme;
@@ -43,8 +44,9 @@ pub struct QuantizedLinear {
     last_act: Mutex<Option<wgpu::Buffer>>,
 }
 
-/// Rows and the input and output buffers a set of bind groups was made for.
-type BindKey = (usize, wgpu::Buffer, wgpu::Buffer);
+/// Rows and the input and output buffers, with the tensors' offsets in them, a set of bind
+/// groups was made for (rows and dtype fix the ranges' sizes).
+type BindKey = (usize, wgpu::Buffer, u64, wgpu::Buffer, u64);
 
 /// How many (rows, input, output) bindings a layer keeps. A model's forward reuses its buffers,
 /// so a few suffice; each kept entry holds its buffers alive, so the bound is small.
@@ -87,7 +89,11 @@ impl QuantizedLinear {
         Self::from_gpu(GpuQuantizedTensor::from_host(gpu, weight)?, bias, activation)
     }
 
-    /// Builds the layer from a weight already quantized on the GPU.
+    /// Builds the layer from a weight already quantized on the GPU. The weight is taken by
+    /// value: clone it to share one weight between layers (an f32 and a bf16 view of a model,
+    /// say) without copying or quantizing it again ([`GpuQuantizedTensor`] is cheap to clone).
+    /// For a bias already on the GPU, pass `None::<&[f32]>` and add it with
+    /// [`QuantizedLinear::with_bias`].
     pub fn from_gpu<B: Element>(weight: GpuQuantizedTensor, bias: Option<&[B]>, activation: DType) -> Result<Self> {
         let gpu = weight.gpu().clone();
         let &[out, _] = weight.shape() else {
@@ -137,6 +143,31 @@ impl QuantizedLinear {
         Ok(self)
     }
 
+    /// Makes `bias`, a tensor already on the GPU (a range of an application's arena, say),
+    /// the layer's bias, replacing any it had. It must have shape `[out]` ([`Error::Shape`]),
+    /// the activation dtype ([`Error::DType`]) and live on the layer's device
+    /// ([`Error::WrongDevice`]); being a tensor, it has usage `STORAGE`. Its values are read as
+    /// they are at each forward, unchecked (a NaN gives NaN outputs).
+    ///
+    /// Like the biases this crate uploads, it becomes a parameter: while it lives, no layer
+    /// writes its range ([`Error::Aliasing`], see [`QuantizedLinear::record`]); the application
+    /// may still write it, between forwards.
+    pub fn with_bias(mut self, bias: GpuTensor) -> Result<Self> {
+        bias.same_gpu(&self.gpu, "bias")?;
+        let out = self.out_features();
+        if bias.shape() != [out] {
+            return Err(Error::Shape(format!("bias has shape {:?}, the layer needs [{out}]", bias.shape())));
+        }
+        if bias.dtype() != self.dtype {
+            return Err(Error::DType { what: "bias".into(), expected: self.dtype, found: bias.dtype() });
+        }
+        self.bias = Some(bias.into_parameter());
+        // Plans know whether there is a bias; bind groups which buffer.
+        self.plans = Mutex::default();
+        self.bound = Mutex::default();
+        Ok(self)
+    }
+
     /// How the layer quantizes its activations; `None` for weight-only layers.
     pub fn activation_quant(&self) -> Option<ActivationQuant> {
         self.act
@@ -151,7 +182,7 @@ impl QuantizedLinear {
     pub fn last_outlier_columns(&self) -> Result<Vec<usize>> {
         let act = self.last_act.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match act {
-            Some(buffer) => pollster::block_on(read_outlier_columns(&self.gpu, &buffer, self.in_features())),
+            Some(buffer) => self.gpu.block_on(read_outlier_columns(&self.gpu, &buffer, self.in_features())),
             None => Ok(Vec::new()),
         }
     }
@@ -234,7 +265,10 @@ impl QuantizedLinear {
     /// device.
     ///
     /// `y` needs no clearing (16-bit outputs replace their half of each word, keeping the
-    /// other) and must not share its buffer with `x` or be a layer's bias ([`Error::Aliasing`]). Within one pass, wgpu orders
+    /// other). [`Error::Aliasing`] where `y` overlaps any layer's bias, or shares a buffer with
+    /// `x` or this layer's bias even at disjoint ranges (wgpu binds a buffer either read-only or
+    /// writable within one dispatch); `y` may share a buffer with other tensors, other layers'
+    /// biases included. Within one pass, wgpu orders
     /// dispatches that write a buffer before those that read it, so layers chain in a pass.
     /// The dispatch plan and parameter buffers are made once per row count and kept for the
     /// layer's life; bind groups are kept for the last few (rows, `x`, `y`) combinations
@@ -244,15 +278,12 @@ impl QuantizedLinear {
         x.same_gpu(&self.gpu, "input")?;
         y.same_gpu(&self.gpu, "output")?;
         let (m, shape) = self.output_shape(x)?;
-        if y.is_parameter() {
-            return Err(Error::Aliasing("the output tensor is a layer's bias, which layers never write".into()));
+        if self.gpu.overlaps_parameter(y.buffer(), y.range()) {
+            return Err(Error::Aliasing("the output tensor overlaps a layer's bias, which layers never write".into()));
         }
-        let aliased = |t: &GpuTensor| t.buffer() == y.buffer();
-        if aliased(x) {
-            return Err(Error::Aliasing("the output tensor shares its buffer with the input".into()));
-        }
-        if self.bias.as_ref().is_some_and(aliased) {
-            return Err(Error::Aliasing("the output tensor shares its buffer with the layer's bias".into()));
+        y.check_writable_while_reading(x, "input")?;
+        if let Some(bias) = &self.bias {
+            y.check_writable_while_reading(bias, "layer's bias")?;
         }
         if y.shape() != shape.as_slice() || y.dtype() != self.dtype {
             return Err(Error::Shape(format!(
@@ -283,7 +314,7 @@ impl QuantizedLinear {
 
     /// The bind groups for `m` rows of `x` into `y`, from the cache or made now.
     fn prepared(&self, m: usize, x: &GpuTensor, y: &GpuTensor) -> Result<Arc<Bound>> {
-        let key: BindKey = (m, x.buffer().clone(), y.buffer().clone());
+        let key: BindKey = (m, x.buffer().clone(), x.offset(), y.buffer().clone(), y.offset());
         {
             let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(i) = bound.iter().position(|(k, _)| *k == key) {
@@ -293,8 +324,11 @@ impl QuantizedLinear {
                 return Ok(prepared);
             }
         }
-        let bias = self.bias.as_ref().map_or(&self.placeholder, GpuTensor::buffer);
-        let prepared = Arc::new(self.rows_plan(m)?.bind(&self.gpu, &self.weight, x.buffer(), bias, y.buffer()));
+        let bias: &dyn Bindable = match &self.bias {
+            Some(b) => b,
+            None => &self.placeholder,
+        };
+        let prepared = Arc::new(self.rows_plan(m)?.bind(&self.gpu, &self.weight, x, bias, y));
         let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
         bound.push_front((key, prepared.clone()));
         bound.truncate(BIND_CACHE);

@@ -36,9 +36,12 @@
 //!   (any axis) or per group along the last axis.
 //! - [`reference`](mod@reference): the CPU oracle — [`reference::quantize`], [`reference::linear`],
 //!   [`reference::linear_f64`].
-//! - [`Gpu`]: a headless device or an application's own ([`Gpu::from_device`]); pipelines are
-//!   compiled once per variant and cached. [`Gpu::quantize`] quantizes on the GPU.
-//! - [`GpuTensor`] and [`GpuQuantizedTensor`]: data that stays on the device.
+//! - [`Gpu`]: a headless device or an application's own ([`Gpu::from_device_with_options`],
+//!   which says what features and limits to request; [`Polling`] lets the application poll);
+//!   pipelines are compiled once per variant and cached. [`Gpu::quantize`] quantizes on the GPU.
+//! - [`GpuTensor`] and [`GpuQuantizedTensor`]: data that stays on the device; a tensor may be a
+//!   range of an application's buffer ([`GpuTensor::from_buffer_range`]) and read back into its
+//!   slice ([`GpuTensor::read_into`]); a quantized weight is cheap to clone, so layers share it.
 //! - [`QuantizedLinear`]: W8A32 (f32) and W8A16 (f16, bf16) layers computed straight from the
 //!   packed int8 weight: GEMV for few rows (in passes of 8 where that is faster), tiled GEMM for
 //!   many.
@@ -98,7 +101,7 @@ mod scheme;
 pub use activation::{ActivationQuant, QuantizedActivations};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
-pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor};
+pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Polling};
 pub use layer::QuantizedLinear;
 pub use quantized::{QuantError, QuantizedTensor};
 pub use scheme::{Granularity, Method, Mode, ParamLayout, QuantScheme};

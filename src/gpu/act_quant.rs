@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::gpu::bindings::slot;
-use crate::gpu::cache::FamilyObjects;
+use crate::gpu::cache::{Bindable, FamilyObjects};
 use crate::gpu::params::{self, ActQuantParams, META_COUNT, META_LIST, meta_scale_at, meta_words};
 use crate::gpu::shaders::{Family, Kernel, Variant};
 use crate::gpu::{Gpu, GpuTensor};
@@ -84,7 +84,7 @@ impl ActQuantPlan {
     }
 
     /// The bind group reading activations from `x`.
-    pub(crate) fn bind(&self, gpu: &Gpu, x: &wgpu::Buffer) -> wgpu::BindGroup {
+    pub(crate) fn bind(&self, gpu: &Gpu, x: &dyn Bindable) -> wgpu::BindGroup {
         gpu.bind_group(
             &self.family,
             &[(slot::PARAMS, &self.params), (slot::OUT, &self.qx), (slot::AQ_X, x), (slot::AQ_META, &self.act)],
@@ -127,7 +127,7 @@ impl Gpu {
     /// Device-resident values are not checked: NaN or infinite activations give unspecified
     /// (but memory-safe) results, where the CPU reference returns an [`Error::NonFinite`].
     pub fn quantize_activations(&self, x: &GpuTensor, act: ActivationQuant) -> Result<QuantizedActivations> {
-        pollster::block_on(self.quantize_activations_async(x, act))
+        self.block_on(self.quantize_activations_async(x, act))
     }
 
     /// Async form of [`Gpu::quantize_activations`].
@@ -143,7 +143,7 @@ impl Gpu {
         }
         let m = x.numel() / k;
         let plan = ActQuantPlan::new(self, m, k, x.dtype(), act)?;
-        let group = plan.bind(self, x.buffer());
+        let group = plan.bind(self, x);
         let mut enc = self.device().create_command_encoder(&Default::default());
         plan.record(&mut enc.begin_compute_pass(&Default::default()), &group);
         self.queue().submit([enc.finish()]);

@@ -3,6 +3,18 @@
 use crate::gpu::Gpu;
 use crate::{Error, Result};
 
+/// Checked before any copy from `buffer`: wgpu reports a missing usage to the device's error
+/// handler, which panics on an application's device.
+pub(crate) fn check_copy_src(buffer: &wgpu::Buffer) -> Result<()> {
+    if buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+        return Ok(());
+    }
+    Err(Error::BufferUsage(format!(
+        "reading back needs a buffer with usage COPY_SRC; this one has {:?}",
+        buffer.usage()
+    )))
+}
+
 /// Usage of every storage buffer the crate creates (tensors, weights, parameters).
 const STORAGE_USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
@@ -10,40 +22,49 @@ const STORAGE_USAGE: wgpu::BufferUsages =
 impl Gpu {
     /// Copies `size` bytes at `offset` of `buffer` back to the host.
     pub(crate) async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
-        // Checked here: wgpu reports a missing usage to the device's error handler, which panics
-        // on an application's device.
-        if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
-            return Err(Error::BufferUsage(format!(
-                "reading back needs a buffer with usage COPY_SRC; this one has {:?}",
-                buffer.usage()
-            )));
-        }
-        let device = self.device();
+        check_copy_src(buffer)?;
         let staging = self.create_buffer(
             "int8-wgpu readback",
             size,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             None,
         )?;
+        let mut bytes = vec![0; size as usize];
+        self.read_through(&staging, buffer, offset, &mut bytes).await?;
+        Ok(bytes)
+    }
+
+    /// Copies `out.len()` bytes at `offset` of `buffer` into `out` through `staging` (usage
+    /// `MAP_READ | COPY_DST`, at least `out.len()` rounded up to 4 bytes), which it leaves
+    /// unmapped for reuse.
+    pub(crate) async fn read_through(
+        &self,
+        staging: &wgpu::Buffer,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        check_copy_src(buffer)?;
+        let size = (out.len() as u64).div_ceil(4) * 4;
+        let device = self.device();
         self.validated("reading back", || {
             let mut enc = device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+            enc.copy_buffer_to_buffer(buffer, offset, staging, 0, size);
             self.queue().submit([enc.finish()]);
             Ok(())
         })?;
         let (tx, rx) = futures::channel::oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
             let _ = tx.send(r);
         });
         self.request_poll()?;
         rx.await
             .map_err(|_| Error::Gpu("the buffer mapping was dropped (device lost?)".into()))?
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
-        self.take_uncaptured()?;
-        let bytes =
-            staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?.to_vec();
+        let copied = staging.get_mapped_range(..size).map(|view| out.copy_from_slice(&view[..out.len()]));
         staging.unmap();
-        Ok(bytes)
+        self.take_uncaptured()?;
+        copied.map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))
     }
 
     /// Creates a buffer of `size` bytes, filled with `contents` when given (`size` must then be

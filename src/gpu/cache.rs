@@ -88,10 +88,11 @@ impl Gpu {
         Ok(pipeline)
     }
 
-    pub(crate) fn bind_group(&self, family: &FamilyObjects, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+    /// A bind group of `family` binding each slot to a whole buffer or a tensor's range.
+    pub(crate) fn bind_group(&self, family: &FamilyObjects, buffers: &[(u32, &dyn Bindable)]) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
-            .map(|&(binding, buffer)| wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() })
+            .map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::Buffer(b.bind()) })
             .collect();
         self.count_created(true);
         self.device().create_bind_group(&wgpu::BindGroupDescriptor {
@@ -99,5 +100,18 @@ impl Gpu {
             layout: &family.bind_group_layout,
             entries: &entries,
         })
+    }
+}
+
+/// What a kernel binds at a slot: a whole buffer (weights, parameters, scratch), or the range of
+/// one a tensor occupies ([`GpuTensor::binding`](crate::GpuTensor::binding)).
+pub(crate) trait Bindable {
+    /// The range bound.
+    fn bind(&self) -> wgpu::BufferBinding<'_>;
+}
+
+impl Bindable for wgpu::Buffer {
+    fn bind(&self) -> wgpu::BufferBinding<'_> {
+        self.as_entire_buffer_binding()
     }
 }

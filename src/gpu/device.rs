@@ -1,6 +1,7 @@
 //! The GPU handle: opening or adopting a device, its optional features and limits, and the
 //! accessors of the kernel-choice overrides (`options.rs`); no kernel policy lives here.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc};
 
@@ -8,7 +9,7 @@ use crate::gpu::TuneOptions;
 use crate::gpu::adapter::shared_adapter;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::disable::wanted_features;
-use crate::gpu::options::{GpuOptions, Tuning};
+use crate::gpu::options::{GpuOptions, Polling, Tuning};
 use crate::gpu::tune::TuneTable;
 use crate::{Error, Result};
 
@@ -40,15 +41,18 @@ struct Inner {
     caps: Capabilities,
     limits: wgpu::Limits,
     cache: PipelineCache,
-    poll_requests: Mutex<mpsc::Sender<()>>,
+    /// The poll thread's request channel; `None` with [`Polling::Application`].
+    poll_requests: Option<Mutex<mpsc::Sender<()>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
     /// Kernel choices measured by `Gpu::tune` or loaded (`tune.rs`).
     tuned: TuneTable,
     buffers_created: AtomicU64,
     bind_groups_created: AtomicU64,
-    /// The buffers of layer parameters (biases), which no layer writes.
-    parameters: Mutex<Vec<Weak<wgpu::Buffer>>>,
+    /// The buffer ranges of layer parameters (biases), which no layer writes.
+    parameters: Mutex<Vec<(Weak<wgpu::Buffer>, Range<u64>)>>,
+    /// The staging buffer [`GpuTensor::read_into`](crate::GpuTensor::read_into) reuses.
+    staging: Mutex<Option<wgpu::Buffer>>,
 }
 
 /// How many GPU objects a [`Gpu`] has created: diagnostics for an application's hot loop,
@@ -94,15 +98,11 @@ impl Gpu {
                 b => b.unwrap_or(wgpu::Backends::all()),
             },
         };
-        let name = options.adapter_name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let name = options.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let adapter = shared_adapter(backends, name.as_deref()).await?;
         let info = adapter.get_info();
         let (wanted, packed_dot) = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
-        if let Some(r) = options.gemv_rows_per_group
-            && ![1, 2, 4].contains(&r)
-        {
-            return Err(Error::InvalidOption(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")));
-        }
+        check_gemv_rows_per_group(options.gemv_rows_per_group)?;
         let features = adapter.features() & wanted;
         let mut limits = adapter.limits();
         if let Some(max) = options.max_storage_buffer_binding_size {
@@ -118,34 +118,22 @@ impl Gpu {
             .await
             .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), detail: e.to_string() })?;
         log::info!("int8-wgpu: adapter {} ({:?}, {})", info.name, info.backend, info.driver_info);
-        let tuning = Tuning {
-            gemv_rpt: options.gemv_rows_per_group,
-            gemv_rows_per_thread: options.gemv_rows_per_thread,
-            gemm_min_rows: options.gemm_min_rows,
-            quantize_runs: options.quantize_runs,
-            packed_dot: options.packed_dot.unwrap_or(packed_dot),
-            tune_on_first_use: options.tune_on_first_use,
-        };
-        Ok(Self::build(device, queue, Some(info), true, tuning))
+        let tuning = Tuning::new(&options, packed_dot);
+        // The device was opened with the binding size asked for.
+        Ok(Self::build(device, queue, Some(info), true, tuning, options.polling, None))
     }
 
-    /// Adopts an application's own device and queue. Features the device was opened with
-    /// (`SHADER_F16`, `SUBGROUP`, `TIMESTAMP_QUERY`) are detected; none is required. The
-    /// device's uncaptured-error handler is left to the application (this crate's own calls
-    /// catch what wgpu reports about them). The device lives in the application's
-    /// `wgpu::Instance`: wgpu cannot tell its buffers and encoders from those of a device of
-    /// another instance (such as a [`Gpu::new`] one), so the two must not be mixed.
-    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        let info = device.adapter_info();
-        Self::build(device, queue, Some(info), false, Tuning::default())
-    }
-
-    fn build(
+    /// A `Gpu` around an opened (`own`) or adopted device: its capabilities, error handler
+    /// (on its own device only), poll thread and caches; `max_binding` caps the storage
+    /// binding size this crate uses below the device's.
+    pub(super) fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: Option<wgpu::AdapterInfo>,
         own: bool,
         tuning: Tuning,
+        polling: Polling,
+        max_binding: Option<u64>,
     ) -> Self {
         let f = device.features();
         let caps = Capabilities {
@@ -165,17 +153,23 @@ impl Gpu {
         }
         // Map callbacks only fire while the device is polled; one thread polls on request so
         // that async readbacks never block their caller's executor.
-        let (tx, rx) = mpsc::channel::<()>();
-        let poll_device = device.clone();
-        std::thread::Builder::new()
-            .name("int8-wgpu-poll".into())
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    let _ = poll_device.poll(wgpu::PollType::wait_indefinitely());
-                }
-            })
-            .expect("spawning the poll thread");
-        let limits = device.limits();
+        let poll_requests = (polling == Polling::Thread).then(|| {
+            let (tx, rx) = mpsc::channel::<()>();
+            let poll_device = device.clone();
+            std::thread::Builder::new()
+                .name("int8-wgpu-poll".into())
+                .spawn(move || {
+                    while rx.recv().is_ok() {
+                        let _ = poll_device.poll(wgpu::PollType::wait_indefinitely());
+                    }
+                })
+                .expect("spawning the poll thread");
+            Mutex::new(tx)
+        });
+        let mut limits = device.limits();
+        if let Some(max) = max_binding {
+            limits.max_storage_buffer_binding_size = max.min(limits.max_storage_buffer_binding_size);
+        }
         Self {
             inner: Arc::new(Inner {
                 device,
@@ -184,13 +178,14 @@ impl Gpu {
                 caps,
                 limits,
                 cache: PipelineCache::default(),
-                poll_requests: Mutex::new(tx),
+                poll_requests,
                 uncaptured,
                 tuning,
                 tuned: TuneTable::default(),
                 buffers_created: AtomicU64::new(0),
                 bind_groups_created: AtomicU64::new(0),
                 parameters: Mutex::default(),
+                staging: Mutex::default(),
             }),
         }
     }
@@ -206,14 +201,25 @@ impl Gpu {
         &self.inner.cache
     }
 
-    /// Asks the poll thread to drive the device until pending map callbacks have fired.
+    /// Asks the poll thread to drive the device until pending map callbacks have fired;
+    /// nothing with [`Polling::Application`] (the application polls, or [`Gpu::block_on`] does).
     pub(super) fn request_poll(&self) -> Result<()> {
-        self.inner
-            .poll_requests
+        let Some(requests) = &self.inner.poll_requests else { return Ok(()) };
+        requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send(())
             .map_err(|_| Error::Gpu("the poll thread has stopped".into()))
+    }
+
+    /// The staging buffer kept for reuse by `readback.rs`.
+    pub(super) fn staging(&self) -> &Mutex<Option<wgpu::Buffer>> {
+        &self.inner.staging
+    }
+
+    /// Whether this `Gpu` polls its device from a thread of its own ([`Polling::Thread`]).
+    pub(crate) fn has_poll_thread(&self) -> bool {
+        self.inner.poll_requests.is_some()
     }
 
     /// How many buffers and bind groups this `Gpu` (and its clones) has created so far.
@@ -274,17 +280,20 @@ impl Gpu {
         self.take_uncaptured()
     }
 
-    /// Records `buffer` as a layer parameter's: no layer writes it, however it is wrapped.
-    pub(crate) fn register_parameter(&self, buffer: &Arc<wgpu::Buffer>) {
+    /// Records `range` of `buffer` as a layer parameter's: no layer writes it, however it is
+    /// wrapped, while the parameter's tensor lives.
+    pub(crate) fn register_parameter(&self, buffer: &Arc<wgpu::Buffer>, range: Range<u64>) {
         let mut parameters = self.inner.parameters.lock().unwrap_or_else(|p| p.into_inner());
-        parameters.retain(|p| p.strong_count() > 0);
-        parameters.push(Arc::downgrade(buffer));
+        parameters.retain(|(p, _)| p.strong_count() > 0);
+        parameters.push((Arc::downgrade(buffer), range));
     }
 
-    /// Whether `buffer` is a live layer parameter's ([`Gpu::register_parameter`]).
-    pub(crate) fn is_parameter(&self, buffer: &wgpu::Buffer) -> bool {
+    /// Whether `range` of `buffer` overlaps a live layer parameter's ([`Gpu::register_parameter`]).
+    pub(crate) fn overlaps_parameter(&self, buffer: &wgpu::Buffer, range: Range<u64>) -> bool {
         let parameters = self.inner.parameters.lock().unwrap_or_else(|p| p.into_inner());
-        parameters.iter().filter_map(Weak::upgrade).any(|p| *p == *buffer)
+        parameters
+            .iter()
+            .any(|(p, r)| r.start < range.end && range.start < r.end && p.upgrade().is_some_and(|p| *p == *buffer))
     }
 
     pub(crate) fn take_uncaptured(&self) -> Result<()> {
@@ -358,5 +367,15 @@ impl Gpu {
     pub fn uses_subgroup_reductions(&self) -> bool {
         let max = self.inner.info.as_ref().map_or(0, |i| i.subgroup_max_size);
         self.inner.caps.subgroups && max > 0 && max <= 32 && max.is_power_of_two()
+    }
+}
+
+/// [`GpuOptions::gemv_rows_per_group`] is 1, 2 or 4 where set.
+pub(super) fn check_gemv_rows_per_group(rows: Option<u8>) -> Result<()> {
+    match rows {
+        Some(r) if ![1, 2, 4].contains(&r) => {
+            Err(Error::InvalidOption(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")))
+        }
+        _ => Ok(()),
     }
 }

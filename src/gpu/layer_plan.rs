@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::gpu::cache::Bindable;
 use crate::gpu::matmul::{Prepared, RowsPlan, prepare_rows};
 use crate::gpu::matmul_a8::{A8Prepared, A8RowsPlan, prepare_a8};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
@@ -37,9 +38,9 @@ impl LayerPlan {
         &self,
         gpu: &Gpu,
         w: &GpuQuantizedTensor,
-        x: &wgpu::Buffer,
-        bias: &wgpu::Buffer,
-        y: &wgpu::Buffer,
+        x: &dyn Bindable,
+        bias: &dyn Bindable,
+        y: &dyn Bindable,
     ) -> Bound {
         match self {
             Self::Weight(p) => Bound::Weight(p.bind(gpu, w, x, bias, y)),

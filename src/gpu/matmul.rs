@@ -6,7 +6,7 @@ pub(crate) use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
 use std::sync::Arc;
 
 use crate::gpu::TuneCase;
-use crate::gpu::cache::FamilyObjects;
+use crate::gpu::cache::{Bindable, FamilyObjects};
 use crate::gpu::loop_limit::{check_cpu_loop_limit, cpu_max_in};
 use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::tune::{LinearVariant, TuneKey};
@@ -357,9 +357,9 @@ impl RowsPlan {
         &self,
         gpu: &Gpu,
         w: &GpuQuantizedTensor,
-        x: &wgpu::Buffer,
-        bias: &wgpu::Buffer,
-        y: &wgpu::Buffer,
+        x: &dyn Bindable,
+        bias: &dyn Bindable,
+        y: &dyn Bindable,
     ) -> Prepared {
         let groups = self
             .dispatches

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::gpu::TuneCase;
 use crate::gpu::act_quant::ActQuantPlan;
 use crate::gpu::bindings::slot;
-use crate::gpu::cache::FamilyObjects;
+use crate::gpu::cache::{Bindable, FamilyObjects};
 use crate::gpu::matmul::{Dispatch, WIDE_MIN_OUT, dispatch_params, upload_dispatches};
 use crate::gpu::matmul_a8_run::{A8Run, Chooser, a8_run};
 use crate::gpu::params::GEMV_MAX_ROWS;
@@ -210,9 +210,9 @@ impl A8RowsPlan {
         self: &Arc<Self>,
         gpu: &Gpu,
         w: &GpuQuantizedTensor,
-        x: &wgpu::Buffer,
-        bias: &wgpu::Buffer,
-        y: &wgpu::Buffer,
+        x: &dyn Bindable,
+        bias: &dyn Bindable,
+        y: &dyn Bindable,
     ) -> A8Prepared {
         let groups = self
             .dispatches

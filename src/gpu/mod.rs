@@ -2,11 +2,12 @@
 
 pub(crate) mod act_quant;
 mod adapter;
+mod adopt;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub(crate) mod bindings;
 mod buffers;
-mod cache;
+pub(crate) mod cache;
 mod device;
 mod disable;
 #[cfg(test)]
@@ -20,15 +21,17 @@ mod options;
 pub(crate) mod params;
 mod quantize;
 mod quantized_tensor;
+mod readback;
 pub(crate) mod shaders;
 mod tensor;
 mod timing;
 mod tune;
 mod tune_file;
 mod tune_measure;
+mod wait;
 
 pub use device::{Capabilities, Gpu, ResourceCounts};
-pub use options::GpuOptions;
+pub use options::{GpuOptions, Polling};
 pub use params::GEMV_MAX_ROWS;
 pub use quantized_tensor::GpuQuantizedTensor;
 pub use tensor::GpuTensor;

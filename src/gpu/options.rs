@@ -3,7 +3,8 @@
 
 use crate::gpu::TuneOptions;
 
-/// Options for opening a device with [`Gpu::with_options`](crate::Gpu::with_options).
+/// Options for opening a device with [`Gpu::with_options`](crate::Gpu::with_options), or adopting
+/// an application's with [`Gpu::from_device_with_options`](crate::Gpu::from_device_with_options).
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     /// Backends to search; `None` honours `WGPU_BACKEND` (e.g. `vulkan`, `gl`), else all.
@@ -43,6 +44,31 @@ pub struct GpuOptions {
     /// as long as the timing (seconds for large layers on a software adapter). `None`: only
     /// [`Gpu::tune`](crate::Gpu::tune) and [`Gpu::load_tuning`](crate::Gpu::load_tuning) fill the tuning table.
     pub tune_on_first_use: Option<TuneOptions>,
+    /// Who polls the device so that readbacks complete: a thread of the `Gpu` (the default)
+    /// or the application.
+    pub polling: Polling,
+}
+
+/// Who polls the device, which is what makes wgpu run buffer-mapping callbacks and so lets a
+/// readback ([`GpuTensor::read_async`](crate::GpuTensor::read_async) and the other `*_async`
+/// readbacks) complete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Polling {
+    /// A thread of the `Gpu` polls the device while a readback waits, so async readbacks
+    /// complete on any executor without blocking it.
+    #[default]
+    Thread,
+    /// No thread: the application polls. An async readback then completes only once the
+    /// device is polled after its copy was submitted: `device.poll(..)` from the application
+    /// (a frame loop, or a thread of its own), or the browser's event loop on WebGPU, where
+    /// polling is implicit. A readback future that the device is never polled for never
+    /// completes. The blocking calls ([`GpuTensor::read`](crate::GpuTensor::read),
+    /// [`GpuQuantizedTensor::to_host`](crate::GpuQuantizedTensor::to_host),
+    /// [`Gpu::quantize`](crate::Gpu::quantize), …) poll the device themselves until their
+    /// readback is done, and return an [`Error::Gpu`](crate::Error::Gpu) rather than wait
+    /// forever if the device is idle and the readback still pending.
+    Application,
 }
 
 /// Kernel-choice overrides from [`GpuOptions`].
@@ -55,6 +81,20 @@ pub(crate) struct Tuning {
     /// Resolved: `GpuOptions::packed_dot`, else not disabled by `INT8_WGPU_DISABLE`.
     pub(crate) packed_dot: bool,
     pub(crate) tune_on_first_use: Option<TuneOptions>,
+}
+
+impl Tuning {
+    /// The overrides `options` sets; `packed_dot` where it leaves that open.
+    pub(crate) fn new(options: &GpuOptions, packed_dot: bool) -> Self {
+        Self {
+            gemv_rpt: options.gemv_rows_per_group,
+            gemv_rows_per_thread: options.gemv_rows_per_thread,
+            gemm_min_rows: options.gemm_min_rows,
+            quantize_runs: options.quantize_runs,
+            packed_dot: options.packed_dot.unwrap_or(packed_dot),
+            tune_on_first_use: options.tune_on_first_use,
+        }
+    }
 }
 
 impl Default for Tuning {

@@ -3,6 +3,7 @@
 
 use crate::check::check_finite;
 use crate::gpu::bindings::slot;
+use crate::gpu::cache::Bindable;
 use crate::gpu::params::{self, QuantizeParams};
 use crate::gpu::quantized_tensor::{RowBlock, row_blocks, rows_cols};
 use crate::gpu::shaders::{Family, Kernel, Variant};
@@ -17,6 +18,13 @@ const STATS_RUN: usize = 256;
 /// about 2.25 times this many times, well inside llvmpipe's 65535 loop iterations per
 /// invocation (see `loop_limit::cpu_max_in`).
 const RUNS_MAX_INNER: usize = 16384;
+
+/// Rows `row0 .. row0 + rows` of a float input to quantize, bound from `data`.
+struct Input<'a> {
+    row0: usize,
+    rows: usize,
+    data: &'a dyn Bindable,
+}
 
 impl Gpu {
     /// Whether quantizing with `layout` over rows of `cols` takes `quantize_runs_main` (one
@@ -41,7 +49,7 @@ impl Gpu {
     /// so weights larger than one storage binding work. Ints and scales equal
     /// [`reference::quantize`](crate::reference::quantize) bit for bit.
     pub fn quantize<T: Element>(&self, x: &[T], shape: &[usize], scheme: QuantScheme) -> Result<GpuQuantizedTensor> {
-        pollster::block_on(self.quantize_async(x, shape, scheme))
+        self.block_on(self.quantize_async(x, shape, scheme))
     }
 
     /// Async form of [`Gpu::quantize`].
@@ -60,15 +68,16 @@ impl Gpu {
         check_numel(shape, "weight")?;
         scheme.layout(shape)?;
         let (rows, cols) = rows_cols(shape);
-        let mut inputs = Vec::new();
+        let mut blocks = Vec::new();
         for (row0, n) in row_blocks(self, rows, cols * T::DTYPE.size(), "the float weight")? {
             let data = &x[row0 * cols..(row0 + n) * cols];
-            inputs.push(RowBlock {
+            blocks.push(RowBlock {
                 row0,
                 rows: n,
                 buffer: self.storage_buffer("int8-wgpu weight", bytemuck::cast_slice(data))?,
             });
         }
+        let inputs: Vec<Input> = blocks.iter().map(|b| Input { row0: b.row0, rows: b.rows, data: &b.buffer }).collect();
         let result = self.quantize_blocks(&inputs, T::DTYPE, shape, scheme).await;
         match result {
             // The GPU found a non-finite value: name it, using the host copy for the value.
@@ -81,20 +90,20 @@ impl Gpu {
 
     /// Quantizes a tensor already on the GPU (it must fit in one binding).
     pub fn quantize_tensor(&self, x: &GpuTensor, scheme: QuantScheme) -> Result<GpuQuantizedTensor> {
-        pollster::block_on(self.quantize_tensor_async(x, scheme))
+        self.block_on(self.quantize_tensor_async(x, scheme))
     }
 
     /// Async form of [`Gpu::quantize_tensor`].
     pub async fn quantize_tensor_async(&self, x: &GpuTensor, scheme: QuantScheme) -> Result<GpuQuantizedTensor> {
         x.same_gpu(self, "input")?;
         let (rows, _) = rows_cols(x.shape());
-        // The block shares the tensor's buffer; wgpu buffers are reference counted.
-        let input = RowBlock { row0: 0, rows, buffer: x.buffer().clone() };
+        // One block: the tensor's range, bound in place.
+        let input = Input { row0: 0, rows, data: x };
         let result = self.quantize_blocks(std::slice::from_ref(&input), x.dtype(), x.shape(), scheme).await;
         match result {
             Err(Error::NonFinite { what, position, index, .. }) => {
                 let word = (index * x.dtype().size() / 4 * 4) as u64;
-                let bytes = self.read_bytes(x.buffer(), word, 4).await?;
+                let bytes = self.read_bytes(x.buffer(), x.offset() + word, 4).await?;
                 let w = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
                 let value = match x.dtype() {
                     DType::F32 => f32::from_bits(w),
@@ -109,7 +118,7 @@ impl Gpu {
 
     async fn quantize_blocks(
         &self,
-        inputs: &[RowBlock],
+        inputs: &[Input<'_>],
         dtype: DType,
         shape: &[usize],
         scheme: QuantScheme,
@@ -159,7 +168,7 @@ impl Gpu {
                 &[
                     (slot::PARAMS, &params),
                     (slot::OUT, &buffer),
-                    (slot::Q_INPUT, &input.buffer),
+                    (slot::Q_INPUT, input.data),
                     (slot::Q_STATS, &stats),
                     (slot::Q_FLAGS, &flags),
                     (slot::Q_SCALES, &scales),

@@ -15,7 +15,23 @@ use crate::{DType, Error, QuantScheme, QuantizedTensor, Result};
 ///
 /// Rows are split into blocks of separate buffers when the packed weight exceeds the device's
 /// `max_storage_buffer_binding_size`; kernels run once per block.
-#[derive(Debug)]
+///
+/// Cloning is cheap: it clones handles of the device buffers (reference counted by wgpu), and
+/// nothing is copied or quantized again, so
+/// one weight serves several layers, e.g. an f32 and a bf16 view of one model:
+///
+/// ```
+/// # use int8_wgpu::{DType, Gpu, QuantScheme, QuantizedLinear};
+/// # fn main() -> Result<(), int8_wgpu::Error> {
+/// # let Ok(gpu) = Gpu::new() else { return Ok(()) };
+/// let w = gpu.quantize(&[0.5f32, -1.0, 0.25, 2.0], &[2, 2], QuantScheme::default())?;
+/// let f32_layer = QuantizedLinear::from_gpu(w.clone(), None::<&[f32]>, DType::F32)?;
+/// let bf16_layer = QuantizedLinear::from_gpu(w, None::<&[f32]>, DType::BF16)?;
+/// assert_eq!(f32_layer.weight().nbytes(), bf16_layer.weight().nbytes());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
 pub struct GpuQuantizedTensor {
     pub(crate) gpu: Gpu,
     pub(crate) shape: Vec<usize>,
@@ -29,7 +45,7 @@ pub struct GpuQuantizedTensor {
 }
 
 /// Rows `row0 .. row0 + rows` of a 2-D view, in their own buffer.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RowBlock {
     pub(crate) row0: usize,
     pub(crate) rows: usize,
@@ -192,7 +208,7 @@ impl GpuQuantizedTensor {
 
     /// Blocking form of [`GpuQuantizedTensor::to_host_async`].
     pub fn to_host(&self) -> Result<QuantizedTensor> {
-        pollster::block_on(self.to_host_async())
+        self.gpu.block_on(self.to_host_async())
     }
 
     /// Dequantizes on the GPU into a new tensor of `dtype` (f32 results equal the CPU's bits);
@@ -220,7 +236,7 @@ impl GpuQuantizedTensor {
                 &fam,
                 &[
                     (slot::PARAMS, &params),
-                    (slot::OUT, out.buffer()),
+                    (slot::OUT, &out),
                     (slot::DQ_WEIGHTS, &b.buffer),
                     (slot::DQ_SCALES, &self.scales),
                     (slot::DQ_ZERO_POINTS, &self.zero_points),
@@ -253,7 +269,7 @@ impl GpuQuantizedTensor {
         };
         let np = self.layout.num_params();
         let scales: Vec<f32> =
-            bytemuck::pod_collect_to_vec(&pollster::block_on(self.gpu.read_bytes(&self.scales, 0, 4 * np as u64))?);
+            bytemuck::pod_collect_to_vec(&self.gpu.block_on(self.gpu.read_bytes(&self.scales, 0, 4 * np as u64))?);
         if scales.iter().all(|s| 255.0 * f64::from(*s) < f64::from(max)) {
             return Ok(());
         }
@@ -268,5 +284,22 @@ impl GpuQuantizedTensor {
                 value,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A clone shares the weight's device buffers: layers built from clones hold one weight.
+    #[test]
+    fn clones_share_the_device_buffers() {
+        let Ok(gpu) = Gpu::new() else { return };
+        let w =
+            gpu.quantize(&[0.5f32, -1.0, 2.0, 0.25, 1.5, -0.75, 0.0, 1.0], &[2, 4], QuantScheme::default()).unwrap();
+        let c = w.clone();
+        assert_eq!(w.blocks.len(), c.blocks.len());
+        assert!(w.blocks.iter().zip(&c.blocks).all(|(a, b)| a.buffer == b.buffer));
+        assert!(w.scales == c.scales && w.zero_points == c.zero_points);
     }
 }

@@ -76,7 +76,7 @@ pub(crate) fn time_passes(
     gpu.synchronize()?;
     let wall = start.elapsed();
     if let Some((_, resolve)) = &stamps {
-        let b = pollster::block_on(gpu.read_bytes(resolve, 0, 16))?;
+        let b = gpu.block_on(gpu.read_bytes(resolve, 0, 16))?;
         let t0 = u64::from_le_bytes(b[..8].try_into().map_err(|_| Error::Gpu("timestamp".into()))?);
         let t1 = u64::from_le_bytes(b[8..].try_into().map_err(|_| Error::Gpu("timestamp".into()))?);
         if t1 > t0 {

@@ -1,0 +1,54 @@
+//! The blocking calls' wait for a readback: on the poll thread's polling, or, where the
+//! application polls (`Polling::Application`), polling the device here until the readback is
+//! done, so that no blocking call waits forever for a poll that nobody makes.
+
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+use crate::gpu::Gpu;
+use crate::{Error, Result};
+
+/// Polls of an idle device (no submission in flight) after which a readback still pending is
+/// an error: its map callback fires at the first poll after its copy is done.
+const IDLE_POLLS: u32 = 4;
+
+impl Gpu {
+    /// Runs `readback` (a future of this crate waiting on map callbacks) to completion.
+    pub(crate) fn block_on<T>(&self, readback: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.has_poll_thread() {
+            return pollster::block_on(readback);
+        }
+        let mut readback = std::pin::pin!(readback);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut idle = 0;
+        loop {
+            if let Poll::Ready(r) = readback.as_mut().poll(&mut cx) {
+                return r;
+            }
+            let status = self
+                .device()
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Gpu(format!("waiting for a readback: {e}")))?;
+            idle = if status.is_queue_empty() { idle + 1 } else { 0 };
+            if idle > IDLE_POLLS {
+                return Err(Error::Gpu("a readback is still pending although the device is idle".into()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GpuOptions, Polling};
+
+    /// A wait the device cannot complete is an error once the device is idle, not a hang.
+    #[test]
+    fn a_readback_the_device_never_completes_is_an_error() {
+        let Ok(gpu) = Gpu::with_options(GpuOptions { polling: Polling::Application, ..Default::default() }) else {
+            return;
+        };
+        let e = gpu.block_on(std::future::pending::<Result<()>>()).unwrap_err();
+        assert!(matches!(&e, Error::Gpu(m) if m.contains("idle")), "{e}");
+    }
+}
