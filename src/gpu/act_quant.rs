@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::FamilyObjects;
+use crate::gpu::family::Family;
 use crate::gpu::params::{self, ActQuantParams, META_COUNT, META_LIST, meta_scale_at, meta_words};
-use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::unpack_rows;
 use crate::{ActivationQuant, DType, Error, QuantizedActivations, Result};

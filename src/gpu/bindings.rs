@@ -1,7 +1,7 @@
 //! The globals each kernel family binds: named slots, WGSL names and types, access, and the
 //! bind group layout made from them. `params::prelude` declares them in each family's WGSL.
 
-use crate::gpu::shaders::Family;
+use crate::gpu::family::Family;
 
 /// How a kernel accesses a binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

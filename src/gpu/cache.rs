@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::gpu::Gpu;
 use crate::gpu::bindings;
-use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::family::Family;
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::{Error, Result};
 
 /// The shader module and layouts of one kernel family.

@@ -11,6 +11,7 @@ mod device;
 mod disable;
 #[cfg(test)]
 mod div_check;
+mod family;
 pub(crate) mod layer_plan;
 mod loop_limit;
 pub(crate) mod matmul;

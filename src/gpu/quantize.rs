@@ -3,9 +3,10 @@
 
 use crate::check::check_finite;
 use crate::gpu::bindings::slot;
+use crate::gpu::family::Family;
 use crate::gpu::params::{self, QuantizeParams};
 use crate::gpu::quantized_tensor::{RowBlock, row_blocks, rows_cols};
-use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::scheme::{check_shape, unravel};
