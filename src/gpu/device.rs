@@ -8,8 +8,8 @@ use crate::gpu::TuneOptions;
 use crate::gpu::adapter::shared_adapter;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::disable::wanted_features;
+use crate::gpu::linear::TuneTable;
 use crate::gpu::options::{GpuOptions, Tuning};
-use crate::gpu::tune::TuneTable;
 use crate::{Error, Result};
 
 /// Optional device features this crate detected (and requested) on the device.
@@ -43,7 +43,7 @@ struct Inner {
     poll_requests: Mutex<mpsc::Sender<()>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
-    /// Kernel choices measured by `Gpu::tune` or loaded (`tune.rs`).
+    /// Kernel choices measured by `Gpu::tune` or loaded (`linear/tune_table.rs`).
     tuned: TuneTable,
     buffers_created: AtomicU64,
     bind_groups_created: AtomicU64,
