@@ -4,12 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc};
 
-use crate::gpu::TuneOptions;
 use crate::gpu::adapter::shared_adapter;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::disable::wanted_features;
 use crate::gpu::linear::TuneTable;
-use crate::gpu::options::{GpuOptions, Tuning};
+use crate::gpu::options::{GpuOptions, TuneOptions, Tuning};
 use crate::{Error, Result};
 
 /// Optional device features this crate detected (and requested) on the device.

@@ -15,6 +15,7 @@ mod family;
 pub(crate) mod linear;
 mod options;
 pub(crate) mod params;
+mod pipelines;
 mod quantize;
 mod quantized_tensor;
 pub(crate) mod shaders;
@@ -22,8 +23,8 @@ mod tensor;
 mod timing;
 
 pub use device::{Capabilities, Gpu, ResourceCounts};
-pub use linear::{CandidateTiming, LinearKernel, TuneCase, TuneClass, TuneOptions, TuneReport, TuneResult};
-pub use options::GpuOptions;
+pub use linear::{CandidateTiming, LinearKernel, TuneCase, TuneClass, TuneReport, TuneResult};
+pub use options::{GpuOptions, TuneOptions};
 pub use quantized_tensor::GpuQuantizedTensor;
 pub use tensor::GpuTensor;
 pub use timing::TimingSource;

@@ -10,7 +10,7 @@ use crate::gpu::linear::heuristic::{DeviceFacts, gemm_min_rows, heuristic_gemv};
 use crate::gpu::linear::kernel::LinearKernel;
 use crate::gpu::linear::loop_limit::{Chooser, Run, run};
 use crate::gpu::linear::table::spec;
-use crate::gpu::linear::tune_table::TuneClass;
+use crate::gpu::linear::tune_table::{RowClass, TuneClass};
 use crate::gpu::params::GEMV_MAX_ROWS;
 use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuQuantizedTensor};
@@ -93,9 +93,23 @@ pub(crate) fn resolve(
     }))
 }
 
+/// The class of `w` run on `m` activation rows of `dtype`, quantized to int8 where `a8`.
+pub(crate) fn class_of(w: &GpuQuantizedTensor, dtype: DType, m: usize, a8: bool) -> TuneClass {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    TuneClass {
+        a8,
+        activation: dtype,
+        in_class: k.next_power_of_two(),
+        out_class: n.next_power_of_two(),
+        rows: RowClass::of(m),
+        grouped: w.layout().inner < k,
+        zero_point: w.scheme().has_zero_point(),
+    }
+}
+
 /// The tuned choice for `m` rows of `w` on `gpu`, if its class was tuned.
 fn tuned(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType, a8: bool) -> Option<LinearKernel> {
-    gpu.tune_table().get(&TuneClass::of(w, dtype, m, a8))
+    gpu.tune_table().get(&class_of(w, dtype, m, a8))
 }
 
 /// How `m` rows of `w` in `dtype`, with activations quantized as `act`, run on `gpu`.

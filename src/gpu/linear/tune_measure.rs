@@ -6,12 +6,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::gpu::linear::choose::{a8_gemm_past_loop_limit, choose_kernel, resolve};
+use crate::gpu::linear::choose::{a8_gemm_past_loop_limit, choose_kernel, class_of, resolve};
 use crate::gpu::linear::heuristic::DeviceFacts;
 use crate::gpu::linear::kernel::LinearKernel;
 use crate::gpu::linear::loop_limit::Chooser;
 use crate::gpu::linear::plan::{Bound, LinearPlan};
 use crate::gpu::linear::tune_table::TuneClass;
+use crate::gpu::options::TuneOptions;
 use crate::gpu::params::GEMV_MAX_ROWS;
 use crate::gpu::tensor::check_numel;
 use crate::gpu::timing::{TimingSource, time_passes};
@@ -34,45 +35,6 @@ pub struct TuneCase<'a> {
     /// whose kernels and choices are their own; the weight must suit them. Timed with per-token
     /// activations (no outlier columns), as the kernels do not depend on how many there are.
     pub a8: bool,
-}
-
-/// How [`Gpu::tune`] measures.
-#[derive(Clone, Copy, Debug)]
-pub struct TuneOptions {
-    /// Rounds of every candidate in turn (A B C A B C ...); each candidate's figure is the
-    /// median of its rounds, so a burst of load on a shared machine moves all candidates alike.
-    pub rounds: u32,
-    /// Each round of a candidate repeats its forward until one sample lasts at least this long
-    /// (at most 1000 forwards), so short kernels are timed above the timer's noise.
-    pub min_sample: Duration,
-    /// How much faster (0.05 = 5 %) the fastest candidate's median must be than the
-    /// heuristic's choice to replace it. Load on a shared machine moves medians by a few per
-    /// cent; a near tie keeps the default rather than a choice the noise made.
-    pub margin: f64,
-}
-
-impl Default for TuneOptions {
-    fn default() -> Self {
-        TuneOptions { rounds: 5, min_sample: Duration::from_millis(10), margin: 0.05 }
-    }
-}
-
-impl TuneOptions {
-    /// An [`Error::InvalidOption`] for options that cannot measure: no rounds, or a margin that
-    /// is not a finite fraction of at least zero (a NaN margin would compare false and silently
-    /// drop the heuristic's place).
-    fn check(&self) -> Result<()> {
-        if self.rounds == 0 {
-            return Err(Error::InvalidOption("TuneOptions::rounds is 0; tuning needs at least one round".into()));
-        }
-        if !self.margin.is_finite() || self.margin < 0.0 {
-            return Err(Error::InvalidOption(format!(
-                "TuneOptions::margin is {}; it must be a finite fraction of at least 0 (0.05 = 5 %)",
-                self.margin
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// One candidate's measured time per forward.
@@ -287,7 +249,7 @@ impl Gpu {
             Some(h) if fastest.median.as_secs_f64() * (1.0 + options.margin) >= h.median.as_secs_f64() => heuristic,
             _ => fastest.kernel,
         };
-        let class = TuneClass::of(w, dtype, m, a8);
+        let class = class_of(w, dtype, m, a8);
         Ok(TuneResult { class, shape: [n, k], rows: m, candidates, chosen, heuristic, source })
     }
 }

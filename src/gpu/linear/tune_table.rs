@@ -1,5 +1,5 @@
 //! The tuning table that kernel choice consults: per device, a [`LinearKernel`] per layer
-//! class ([`TuneClass`]), filled by [`Gpu::tune`] (`tune_measure.rs`) or a tuning file
+//! class ([`TuneClass`]), filled by [`Gpu::tune`](crate::Gpu::tune) (`tune_measure.rs`) or a tuning file
 //! (`tune_file.rs`). On a device the heuristic was not measured on, the fastest kernel is found
 //! by timing the candidates once per class, as cubecl's autotune does, and kept in a file.
 
@@ -10,7 +10,6 @@ use std::sync::RwLock;
 use crate::DType;
 use crate::gpu::linear::kernel::LinearKernel;
 use crate::gpu::params::GEMV_MAX_ROWS;
-use crate::gpu::{Gpu, GpuQuantizedTensor};
 
 /// Activation rows, in the classes that share a tuned choice: one row, one GEMV pass (2-8), up
 /// to four passes, where the GEMM's 64-row tiles are at most half full (9-32), up to two tiles
@@ -72,21 +71,6 @@ pub struct TuneClass {
 }
 
 impl TuneClass {
-    /// The class of `weight` run on `rows` activation rows of `activation`, quantized to int8
-    /// where `a8`.
-    pub(crate) fn of(weight: &GpuQuantizedTensor, activation: DType, rows: usize, a8: bool) -> Self {
-        let (n, k) = (weight.shape()[0], weight.shape()[1]);
-        TuneClass {
-            a8,
-            activation,
-            in_class: k.next_power_of_two(),
-            out_class: n.next_power_of_two(),
-            rows: RowClass::of(rows),
-            grouped: weight.layout().inner < k,
-            zero_point: weight.scheme().has_zero_point(),
-        }
-    }
-
     /// The kernel family's name in tuning files: `linear` (float activations) or `linear_a8`.
     pub(crate) fn family(&self) -> &'static str {
         if self.a8 { "linear_a8" } else { "linear" }
@@ -114,7 +98,7 @@ impl fmt::Display for TuneClass {
     }
 }
 
-/// A device's tuned choices (kept in [`Gpu`]).
+/// A device's tuned choices (kept in [`Gpu`](crate::Gpu)).
 #[derive(Debug, Default)]
 pub(crate) struct TuneTable(RwLock<HashMap<TuneClass, LinearKernel>>);
 
@@ -128,7 +112,7 @@ impl TuneTable {
         self.0.write().unwrap_or_else(|p| p.into_inner()).extend(entries);
     }
 
-    fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.0.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
@@ -139,17 +123,5 @@ impl TuneTable {
             (k.a8, k.activation.to_string(), k.in_class, k.out_class, k.rows, k.grouped, k.zero_point)
         });
         v
-    }
-}
-
-impl Gpu {
-    /// The tuned choices, in a stable order.
-    pub fn tuning(&self) -> Vec<(TuneClass, LinearKernel)> {
-        self.tune_table().entries()
-    }
-
-    /// Forgets every tuned choice: plans made from now on follow the heuristic.
-    pub fn clear_tuning(&self) {
-        self.tune_table().clear();
     }
 }
