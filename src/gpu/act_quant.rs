@@ -14,12 +14,9 @@ use crate::quantized::unpack_rows;
 use crate::{ActivationQuant, DType, Error, QuantizedActivations, Result};
 
 /// The longest rows CPU adapters quantize with one invocation per row (`act_quant_rows_main`)
-/// rather than one workgroup per row: such an invocation loops about 2.25 times this many times,
-/// inside llvmpipe's 65535 loop iterations per invocation (see `loop_limit::cpu_max_in`). On
-/// lavapipe (`bench_table`'s a8 section, W8A8 bf16, interleaved, load 1.8-2.5) the workgroup
-/// form ran 1.98x / 2.25x / 4.76x the time of a simple one-row-per-invocation quantizer at
-/// [1536, 384] with 8 / 64 / 512 rows and 1.69x at [4096, 4096] with 512 (0.39-1.06x elsewhere);
-/// the per-row form runs 0.92-1.21x its time at 1-512 rows (the next run, load 1.7-2.2).
+/// rather than one workgroup per row (2-5x faster on lavapipe at 8-512 rows, BENCHMARKS.md): such an
+/// invocation loops about 2.25 times this many times, inside llvmpipe's 65535 loop iterations
+/// per invocation (`linear/table.rs`).
 const ROWS_MAX_IN: usize = 16384;
 
 /// The activation quantizer for `m` rows of `k` columns, with its parameters uploaded and its
