@@ -7,17 +7,12 @@ use std::sync::Arc;
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::FamilyObjects;
 use crate::gpu::family::Family;
+use crate::gpu::linear::{DeviceFacts, act_quant_per_row};
 use crate::gpu::params::{self, ActQuantParams, META_COUNT, META_LIST, meta_scale_at, meta_words};
 use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::unpack_rows;
 use crate::{ActivationQuant, DType, Error, QuantizedActivations, Result};
-
-/// The longest rows CPU adapters quantize with one invocation per row (`act_quant_rows_main`)
-/// rather than one workgroup per row (2-5x faster on lavapipe at 8-512 rows, BENCHMARKS.md): such an
-/// invocation loops about 2.25 times this many times, inside llvmpipe's 65535 loop iterations
-/// per invocation (`linear/table.rs`).
-const ROWS_MAX_IN: usize = 16384;
 
 /// The activation quantizer for `m` rows of `k` columns, with its parameters uploaded and its
 /// results' buffers allocated: made once per (layer, rows), so a forward creates nothing.
@@ -65,7 +60,7 @@ impl ActQuantPlan {
             passes.push((gpu.pipeline(Kernel::ActFlags, v)?, gpu.grid(k.div_ceil(params::WG) as u32)));
             passes.push((gpu.pipeline(Kernel::ActList, v)?, (1, 1)));
         }
-        if gpu.is_cpu_adapter() && k <= ROWS_MAX_IN {
+        if act_quant_per_row(&DeviceFacts::of(gpu), k) {
             passes.push((gpu.pipeline(Kernel::ActQuantRows, v)?, gpu.grid(m.div_ceil(params::WG) as u32)));
         } else {
             passes.push((gpu.pipeline(Kernel::ActQuant, v)?, gpu.grid(m as u32)));

@@ -24,7 +24,9 @@ const LINEAR_A8: &str = include_str!("../../shaders/linear_a8.wgsl");
 #[cfg(test)]
 const DIV_CHECK: &str = include_str!("../../shaders/test/div_check.wgsl");
 
-/// One entry point; dtypes are chosen by override constants at pipeline creation.
+/// One WGSL entry point (part of the generated contract); dtypes are chosen by override constants
+/// at pipeline creation. Which kernel a linear layer runs is a `LinearKernel` (`linear/kernel.rs`),
+/// whose table (`linear/table.rs`) names its entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
     Stats,

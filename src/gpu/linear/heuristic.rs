@@ -142,3 +142,16 @@ pub(crate) fn rows_per_group(facts: &DeviceFacts, n: usize) -> u8 {
     }
     [4u8, 2].into_iter().find(|&r| n.div_ceil(FAST_GROUPS * usize::from(r)) >= GEMV_MIN_WORKGROUPS).unwrap_or(1)
 }
+
+/// The longest rows CPU adapters quantize with one invocation per row (`act_quant_rows_main`)
+/// rather than one workgroup per row (2-5x faster on lavapipe at 8-512 rows, BENCHMARKS.md):
+/// such an invocation loops about 2.25 times this many times, inside llvmpipe's 65535 loop
+/// iterations per invocation (`table.rs`).
+const ACT_QUANT_ROWS_MAX_IN: usize = 16384;
+
+/// Whether the activation quantizer (the int8 activations' pre-pass) takes one invocation per
+/// row rather than one workgroup per row, for rows of `k` inputs: on CPU adapters, up to
+/// [`ACT_QUANT_ROWS_MAX_IN`].
+pub(crate) fn act_quant_per_row(facts: &DeviceFacts, k: usize) -> bool {
+    facts.cpu && k <= ACT_QUANT_ROWS_MAX_IN
+}

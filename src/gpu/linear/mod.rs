@@ -17,14 +17,12 @@ pub use kernel::LinearKernel;
 pub use tune_measure::{CandidateTiming, TuneCase, TuneReport, TuneResult};
 pub use tune_table::TuneClass;
 
+pub(crate) use heuristic::{DeviceFacts, act_quant_per_row};
 pub(crate) use plan::{Bound, LinearPlan};
 pub(crate) use tune_table::TuneTable;
 #[cfg(feature = "bench")]
-pub(crate) use {
-    choose::gemv_rows_per_group, heuristic::DeviceFacts, heuristic::gemm_min_rows, plan::Prepared, table::workgroups,
-};
+pub(crate) use {choose::gemv_rows_per_group, heuristic::gemm_min_rows, plan::Prepared, table::workgroups};
 
-use crate::gpu::linear::choose::class_of;
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{ActivationQuant, DType, Result};
 
@@ -42,7 +40,7 @@ pub(crate) fn prepare(
 ) -> Result<LinearPlan> {
     let a8 = act.is_some();
     if let Some(options) = gpu.tune_on_first_use()
-        && gpu.tune_table().get(&class_of(w, dtype, m, a8)).is_none()
+        && gpu.tune_table().get(&choose::class_of(w, dtype, m, a8)).is_none()
     {
         gpu.tune(&[TuneCase { weight: w, activation: dtype, rows: &[m], a8 }], &options)?;
     }
