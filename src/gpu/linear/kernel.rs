@@ -111,3 +111,19 @@ impl FromStr for LinearKernel {
             .ok_or_else(|| Error::InvalidOption(format!("`{name}` names no linear kernel")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel's name (the tuning files' `variant`) parses back to it; others are refused.
+    #[test]
+    fn names_parse_back() {
+        for k in LinearKernel::FLOAT.into_iter().chain(LinearKernel::A8) {
+            assert_eq!(k.to_string().parse::<LinearKernel>().unwrap(), k);
+            assert_eq!(k.is_a8(), k.to_string().starts_with("a8/"), "{k}");
+        }
+        assert!(matches!("lanes/3".parse::<LinearKernel>(), Err(Error::InvalidOption(_))));
+        assert_eq!(LinearKernel::candidates(true), LinearKernel::A8);
+    }
+}

@@ -187,3 +187,26 @@ pub(crate) fn workgroups(entry: Kernel, rpt: u8, rows: usize, m: usize) -> u32 {
         _ => rows.div_ceil(GEMM_TILE) * m.div_ceil(GEMM_TILE),
     }) as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table serves each kernel's activations, and the GEMMs take all rows at once.
+    #[test]
+    fn rows_match_their_kernels() {
+        for k in LinearKernel::FLOAT.into_iter().chain(LinearKernel::A8) {
+            let s = spec(k);
+            assert_eq!(s.a8, k.is_a8(), "{k}");
+            assert!(!(s.a8 && s.asym), "{k}: int8 activations take symmetric weights");
+            assert_eq!(
+                s.entry
+                    .family(crate::gpu::shaders::Variant::new(crate::DType::F32, crate::DType::F32))
+                    .name()
+                    .starts_with("linear_a8"),
+                s.a8,
+                "{k}"
+            );
+        }
+    }
+}

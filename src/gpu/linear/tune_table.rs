@@ -125,3 +125,32 @@ impl TuneTable {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_classes_follow_the_kernels() {
+        let classes: Vec<&str> = [1, 2, 8, 9, 32, 33, 128, 129].map(|r| RowClass::of(r).label()).to_vec();
+        assert_eq!(classes, ["1", "2-8", "2-8", "9-32", "9-32", "33-128", "33-128", ">128"]);
+        for c in RowClass::ALL {
+            assert_eq!(RowClass::from_label(c.label()), Some(c));
+        }
+    }
+
+    #[test]
+    fn classes_describe_themselves() {
+        let class = |a8, grouped, zero_point| TuneClass {
+            a8,
+            activation: DType::BF16,
+            in_class: 64,
+            out_class: 32,
+            rows: RowClass::UpTo8,
+            grouped,
+            zero_point,
+        };
+        assert_eq!(class(true, false, false).to_string(), "linear_a8 bf16 [32, 64] rows 2-8");
+        assert_eq!(class(false, true, true).to_string(), "linear bf16 [32, 64] rows 2-8 grouped zero-point");
+    }
+}
