@@ -72,7 +72,7 @@ impl Default for Tuning {
     }
 }
 
-/// How [`Gpu::tune`] measures.
+/// How [`Gpu::tune`](crate::Gpu::tune) measures.
 #[derive(Clone, Copy, Debug)]
 pub struct TuneOptions {
     /// Rounds of every candidate in turn (A B C A B C ...); each candidate's figure is the
