@@ -6,7 +6,8 @@
 //! GEMV), a tuned choice for the layer's class decides the rest, the heuristic decides where no
 //! layer of the class was tuned; the loop-limit guard then has the last word on CPU adapters.
 
-use crate::gpu::linear::heuristic::{DeviceFacts, gemm_min_rows, heuristic_gemv};
+use crate::gpu::linear::facts::{DeviceFacts, WeightFacts};
+use crate::gpu::linear::heuristic::{gemm_min_rows, heuristic_gemv};
 use crate::gpu::linear::kernel::LinearKernel;
 use crate::gpu::linear::loop_limit::{Chooser, Run, run};
 use crate::gpu::linear::table::spec;
@@ -33,7 +34,7 @@ pub(crate) struct Choice {
 /// it suits `w`), then the heuristic. `tuned: None` gives the heuristic's choice.
 pub(crate) fn choose_kernel(
     facts: &DeviceFacts,
-    w: &GpuQuantizedTensor,
+    w: &WeightFacts,
     m: usize,
     a8: bool,
     tuned: Option<LinearKernel>,
@@ -42,7 +43,7 @@ pub(crate) fn choose_kernel(
     let gemm_kernel = if a8 { LinearKernel::A8Gemm } else { LinearKernel::Gemm };
     let gemm = match tuned {
         Some(t) if facts.gemm_min_rows.is_none() => t == gemm_kernel,
-        _ => m >= gemm_min_rows(facts, w.shape()[1], a8),
+        _ => m >= gemm_min_rows(facts, w.k, a8),
     };
     // The float GEMV options name a GEMV themselves; int8 activations have none.
     let gemv_options = !a8 && facts.gemv_options();
@@ -54,26 +55,22 @@ pub(crate) fn choose_kernel(
 }
 
 /// The pipeline variant running `kernel` on `w` with `dtype` activations.
-fn variant(facts: &DeviceFacts, kernel: LinearKernel, w: &GpuQuantizedTensor, dtype: DType) -> Variant {
+fn variant(facts: &DeviceFacts, kernel: LinearKernel, w: &WeightFacts, dtype: DType) -> Variant {
     let v = Variant::new(dtype, dtype);
     let s = spec(kernel);
     match kernel {
         _ if s.a8 => Variant { packed_dot: facts.packed_dot, ..v },
-        LinearKernel::GemvLanes { rows_per_group } => Variant {
-            grouped: w.layout().inner < w.shape()[1],
-            asym: w.scheme().has_zero_point(),
-            subgroups: facts.subgroups,
-            rpt: rows_per_group,
-            ..v
-        },
-        _ => Variant { asym: s.asym && w.scheme().has_zero_point(), ..v },
+        LinearKernel::GemvLanes { rows_per_group } => {
+            Variant { grouped: w.inner < w.k, asym: w.zero_point, subgroups: facts.subgroups, rpt: rows_per_group, ..v }
+        }
+        _ => Variant { asym: s.asym && w.zero_point, ..v },
     }
 }
 
 /// How `kernel`, chosen by `chooser`, runs `m` rows of `w`; `None` where it does not suit `w`.
 pub(crate) fn resolve(
     facts: &DeviceFacts,
-    w: &GpuQuantizedTensor,
+    w: &WeightFacts,
     m: usize,
     dtype: DType,
     act: Option<ActivationQuant>,
@@ -84,7 +81,7 @@ pub(crate) fn resolve(
         return None;
     }
     let outliers = act.is_some_and(|a| a.outlier_threshold().is_some());
-    Some(run(facts, kernel, [w.shape()[0], w.shape()[1]], m, outliers, chooser).map(|r: Run| Choice {
+    Some(run(facts, kernel, [w.n, w.k], m, outliers, chooser).map(|r: Run| Choice {
         kernel: r.kernel,
         entry: r.entry,
         variant: variant(facts, r.kernel, w, dtype),
@@ -95,21 +92,40 @@ pub(crate) fn resolve(
 
 /// The class of `w` run on `m` activation rows of `dtype`, quantized to int8 where `a8`.
 pub(crate) fn class_of(w: &GpuQuantizedTensor, dtype: DType, m: usize, a8: bool) -> TuneClass {
-    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let WeightFacts { n, k, inner, zero_point } = WeightFacts::of(w);
     TuneClass {
         a8,
         activation: dtype,
         in_class: k.next_power_of_two(),
         out_class: n.next_power_of_two(),
         rows: RowClass::of(m),
-        grouped: w.layout().inner < k,
-        zero_point: w.scheme().has_zero_point(),
+        grouped: inner < k,
+        zero_point,
     }
 }
 
 /// The tuned choice for `m` rows of `w` on `gpu`, if its class was tuned.
 fn tuned(gpu: &Gpu, w: &GpuQuantizedTensor, m: usize, dtype: DType, a8: bool) -> Option<LinearKernel> {
     gpu.tune_table().get(&class_of(w, dtype, m, a8))
+}
+
+/// The kernel [`choose_kernel`] picks for `m` rows of `w` in `dtype` on `gpu`, with activations
+/// quantized as `act`, and how it runs after the loop-limit guard.
+fn decide(
+    gpu: &Gpu,
+    w: &GpuQuantizedTensor,
+    m: usize,
+    dtype: DType,
+    act: Option<ActivationQuant>,
+) -> (LinearKernel, Result<Choice>) {
+    let (facts, weight, a8) = (DeviceFacts::of(gpu), WeightFacts::of(w), act.is_some());
+    let kernel = choose_kernel(&facts, &weight, m, a8, tuned(gpu, w, m, dtype, a8));
+    // `choose_kernel` only returns kernels that suit `w`; the generic GEMVs serve any.
+    let generic = if a8 { LinearKernel::A8Rows } else { LinearKernel::GemvGeneric };
+    let choice = resolve(&facts, &weight, m, dtype, act, kernel, Chooser::Library)
+        .or_else(|| resolve(&facts, &weight, m, dtype, act, generic, Chooser::Library))
+        .expect("the generic GEMVs serve every weight");
+    (kernel, choice)
 }
 
 /// How `m` rows of `w` in `dtype`, with activations quantized as `act`, run on `gpu`.
@@ -120,14 +136,7 @@ pub(crate) fn choose(
     dtype: DType,
     act: Option<ActivationQuant>,
 ) -> Result<Choice> {
-    let facts = DeviceFacts::of(gpu);
-    let a8 = act.is_some();
-    let kernel = choose_kernel(&facts, w, m, a8, tuned(gpu, w, m, dtype, a8));
-    // `choose_kernel` only returns kernels that suit `w`; the generic GEMVs serve any.
-    let generic = if a8 { LinearKernel::A8Rows } else { LinearKernel::GemvGeneric };
-    resolve(&facts, w, m, dtype, act, kernel, Chooser::Library)
-        .or_else(|| resolve(&facts, w, m, dtype, act, generic, Chooser::Library))
-        .expect("the generic GEMVs serve every weight")
+    decide(gpu, w, m, dtype, act).1
 }
 
 /// Whether a CPU adapter runs `m` (at most one pass of) W8A8 rows of `k` inputs on the int8
@@ -151,14 +160,8 @@ impl Gpu {
         act: Option<ActivationQuant>,
         rows: usize,
     ) -> LinearKernel {
-        let m = rows.max(1);
-        let facts = DeviceFacts::of(self);
-        let a8 = act.is_some();
-        let kernel = choose_kernel(&facts, weight, m, a8, tuned(self, weight, m, activation, a8));
-        match resolve(&facts, weight, m, activation, act, kernel, Chooser::Library) {
-            Some(Ok(choice)) => choice.kernel,
-            _ => kernel,
-        }
+        let (kernel, choice) = decide(self, weight, rows.max(1), activation, act);
+        choice.map_or(kernel, |c| c.kernel)
     }
 }
 
@@ -168,3 +171,7 @@ impl Gpu {
 pub(crate) fn gemv_rows_per_group(gpu: &Gpu, n: usize) -> u8 {
     crate::gpu::linear::heuristic::rows_per_group(&DeviceFacts::of(gpu), n)
 }
+
+#[cfg(test)]
+#[path = "choose_tests.rs"]
+mod tests;

@@ -2,47 +2,11 @@
 //! [`GpuOptions`](crate::GpuOptions) field nor a tuned choice decides, from the device's facts
 //! and the weight's shape. Measured on lavapipe only; other devices tune (`tune_measure.rs`).
 
+use crate::gpu::linear::facts::{DeviceFacts, WeightFacts};
 use crate::gpu::linear::kernel::LinearKernel;
 use crate::gpu::linear::table::{cpu_max_in, whole_segments};
 use crate::gpu::params::{FAST_GROUPS, FAST_LANES, GEMV_MAX_ROWS, WIDE_ROWS, WIDE_WG};
 use crate::gpu::shaders::Kernel;
-use crate::gpu::{Gpu, GpuQuantizedTensor};
-
-/// What kernel choice knows of a device: its facts and the overrides it was opened with.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct DeviceFacts {
-    /// A CPU adapter (lavapipe, llvmpipe, WARP, SwiftShader): few workgroups at a time, and on
-    /// llvmpipe the loop limit.
-    pub(crate) cpu: bool,
-    /// The lane-group GEMV reduces with subgroup operations.
-    pub(crate) subgroups: bool,
-    /// Int8 products by `dot4I8Packed` (else from sign-extended bytes; the same bits).
-    pub(crate) packed_dot: bool,
-    /// [`GpuOptions::gemm_min_rows`](crate::GpuOptions::gemm_min_rows).
-    pub(crate) gemm_min_rows: Option<usize>,
-    /// [`GpuOptions::gemv_rows_per_group`](crate::GpuOptions::gemv_rows_per_group).
-    pub(crate) gemv_rows_per_group: Option<u8>,
-    /// [`GpuOptions::gemv_rows_per_thread`](crate::GpuOptions::gemv_rows_per_thread).
-    pub(crate) gemv_rows_per_thread: Option<bool>,
-}
-
-impl DeviceFacts {
-    pub(crate) fn of(gpu: &Gpu) -> Self {
-        DeviceFacts {
-            cpu: gpu.is_cpu_adapter(),
-            subgroups: gpu.uses_subgroup_reductions(),
-            packed_dot: gpu.uses_packed_dot(),
-            gemm_min_rows: gpu.gemm_min_rows(),
-            gemv_rows_per_group: gpu.gemv_rows_per_group(),
-            gemv_rows_per_thread: gpu.gemv_rows_per_thread(),
-        }
-    }
-
-    /// Whether an option names the float GEMV kernel.
-    pub(crate) fn gemv_options(&self) -> bool {
-        self.gemv_rows_per_thread.is_some() || self.gemv_rows_per_group.is_some()
-    }
-}
 
 /// Fewest lane-group GEMV workgroups a GPU (not a CPU adapter) is given; see [`rows_per_group`].
 const GEMV_MIN_WORKGROUPS: usize = 256;
@@ -79,7 +43,7 @@ pub(crate) fn gemm_min_rows(facts: &DeviceFacts, k: usize, a8: bool) -> usize {
 }
 
 /// The GEMV the heuristic runs `m` rows of `w` on.
-pub(crate) fn heuristic_gemv(facts: &DeviceFacts, w: &GpuQuantizedTensor, m: usize, a8: bool) -> LinearKernel {
+pub(crate) fn heuristic_gemv(facts: &DeviceFacts, w: &WeightFacts, m: usize, a8: bool) -> LinearKernel {
     if a8 { a8_gemv(facts, w, m) } else { float_gemv(facts, w, m) }
 }
 
@@ -88,18 +52,14 @@ pub(crate) fn heuristic_gemv(facts: &DeviceFacts, w: &GpuQuantizedTensor, m: usi
 /// BENCHMARKS.md), sixteen weight rows per invocation for several activation rows above
 /// [`WIDE_MIN_OUT`] outputs or past the four-row kernel's reach. The GEMV options keep choosing
 /// among the older kernels, which they name.
-fn float_gemv(facts: &DeviceFacts, w: &GpuQuantizedTensor, m: usize) -> LinearKernel {
+fn float_gemv(facts: &DeviceFacts, w: &WeightFacts, m: usize) -> LinearKernel {
     if facts.cpu && !facts.gemv_options() && whole_segments(w, 16) {
-        let long = cpu_max_in(Kernel::GemvRows16, m, false).is_some_and(|max| w.shape()[1] > max);
-        if m > 1 && (w.shape()[0] > WIDE_MIN_OUT || long) {
-            LinearKernel::GemvRows16Wide
-        } else {
-            LinearKernel::GemvRows16
-        }
-    } else if uses_rows_per_thread(facts, w.shape()[1]) && whole_segments(w, 4) {
+        let long = cpu_max_in(Kernel::GemvRows16, m, false).is_some_and(|max| w.k > max);
+        if m > 1 && (w.n > WIDE_MIN_OUT || long) { LinearKernel::GemvRows16Wide } else { LinearKernel::GemvRows16 }
+    } else if uses_rows_per_thread(facts, w.k) && whole_segments(w, 4) {
         LinearKernel::GemvRows
     } else if whole_segments(w, 16) {
-        LinearKernel::GemvLanes { rows_per_group: rows_per_group(facts, w.shape()[0]) }
+        LinearKernel::GemvLanes { rows_per_group: rows_per_group(facts, w.n) }
     } else {
         LinearKernel::GemvGeneric
     }
@@ -109,8 +69,8 @@ fn float_gemv(facts: &DeviceFacts, w: &GpuQuantizedTensor, m: usize) -> LinearKe
 /// time on lavapipe, BENCHMARKS.md); on CPU adapters its wide form for passes of at least
 /// [`A8_WIDE_MIN_ROWS`] rows over more than [`WIDE_MIN_OUT`] outputs and [`A8_WIDE_MIN_IN`]
 /// inputs, or beyond [`A8_WIDE_ANY_OUT_IN`] inputs.
-fn a8_gemv(facts: &DeviceFacts, w: &GpuQuantizedTensor, m: usize) -> LinearKernel {
-    let (n, k) = (w.shape()[0], w.shape()[1]);
+fn a8_gemv(facts: &DeviceFacts, w: &WeightFacts, m: usize) -> LinearKernel {
+    let (n, k) = (w.n, w.k);
     let wide = m >= A8_WIDE_MIN_ROWS && ((n > WIDE_MIN_OUT && k >= A8_WIDE_MIN_IN) || k > A8_WIDE_ANY_OUT_IN);
     if k.is_multiple_of(16) && facts.cpu && wide {
         LinearKernel::A8Rows16Wide

@@ -9,7 +9,7 @@
 //! heuristic stays within the limit, and a kernel an option or a tuned choice forces past it is
 //! refused. GPUs have no such limit.
 
-use crate::gpu::linear::heuristic::DeviceFacts;
+use crate::gpu::linear::facts::DeviceFacts;
 use crate::gpu::linear::kernel::LinearKernel;
 use crate::gpu::linear::table::{cpu_max_in, spec};
 use crate::gpu::params::GEMV_MAX_ROWS;

@@ -4,6 +4,7 @@
 //! pre-pass (`plan.rs`), and the tuning that measures the choice per device.
 
 mod choose;
+mod facts;
 mod heuristic;
 mod kernel;
 mod loop_limit;
@@ -17,7 +18,8 @@ pub use kernel::LinearKernel;
 pub use tune_measure::{CandidateTiming, TuneCase, TuneReport, TuneResult};
 pub use tune_table::TuneClass;
 
-pub(crate) use heuristic::{DeviceFacts, act_quant_per_row};
+pub(crate) use facts::DeviceFacts;
+pub(crate) use heuristic::act_quant_per_row;
 pub(crate) use plan::{Bound, LinearPlan};
 pub(crate) use tune_table::TuneTable;
 #[cfg(feature = "bench")]

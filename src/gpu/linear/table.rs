@@ -3,7 +3,7 @@
 //! workgroups and how far it reaches under llvmpipe's loop limit. The heuristic, the tuning,
 //! the [`GpuOptions`](crate::GpuOptions) overrides and the loop-limit guard all read it.
 
-use crate::gpu::GpuQuantizedTensor;
+use crate::gpu::linear::facts::WeightFacts;
 use crate::gpu::linear::kernel::LinearKernel;
 use crate::gpu::params::{FAST_GROUPS, GEMM_TILE, GEMV_ROWS, GEMV_WG, THREAD_ROWS, WIDE_ROWS, WIDE_WG};
 use crate::gpu::shaders::Kernel;
@@ -136,18 +136,18 @@ pub(crate) fn spec(kernel: LinearKernel) -> &'static Spec {
 }
 
 /// Whether units of `unit` int8 along a row of `w` hold whole scale segments.
-pub(crate) fn whole_segments(w: &GpuQuantizedTensor, unit: usize) -> bool {
-    let (k, inner) = (w.shape()[1], w.layout().inner);
+pub(crate) fn whole_segments(w: &WeightFacts, unit: usize) -> bool {
+    let (k, inner) = (w.k, w.inner);
     k.is_multiple_of(unit) && (inner >= k || inner.is_multiple_of(unit))
 }
 
 impl Spec {
     /// Whether the kernel can run `w` (its activations' kind aside).
-    pub(crate) fn suits(&self, w: &GpuQuantizedTensor) -> bool {
+    pub(crate) fn suits(&self, w: &WeightFacts) -> bool {
         match self.needs {
             Needs::Any => true,
             Needs::WholeSegments(unit) => whole_segments(w, unit),
-            Needs::RowUnits(unit) => w.shape()[1].is_multiple_of(unit),
+            Needs::RowUnits(unit) => w.k.is_multiple_of(unit),
         }
     }
 

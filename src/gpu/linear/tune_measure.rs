@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::gpu::linear::choose::{a8_gemm_past_loop_limit, choose_kernel, class_of, resolve};
-use crate::gpu::linear::heuristic::DeviceFacts;
+use crate::gpu::linear::facts::{DeviceFacts, WeightFacts};
 use crate::gpu::linear::kernel::LinearKernel;
 use crate::gpu::linear::loop_limit::Chooser;
 use crate::gpu::linear::plan::{Bound, LinearPlan};
@@ -181,7 +181,7 @@ impl Gpu {
         if a8 {
             check_int8_weight_scheme(w.scheme(), w.shape())?;
         }
-        let facts = DeviceFacts::of(self);
+        let (facts, weight) = (DeviceFacts::of(self), WeightFacts::of(w));
         let act = a8.then(ActivationQuant::per_token);
         let x = pattern(self, m * k, dtype)?;
         let y = GpuTensor::zeros(self, &[m, n], dtype)?;
@@ -197,7 +197,7 @@ impl Gpu {
             if matches!(kernel, LinearKernel::GemvRows16Wide | LinearKernel::A8Rows16Wide) && m == 1 {
                 continue;
             }
-            let Some(choice) = resolve(&facts, w, m, dtype, act, kernel, Chooser::Candidate) else { continue };
+            let Some(choice) = resolve(&facts, &weight, m, dtype, act, kernel, Chooser::Candidate) else { continue };
             // Candidates past a CPU adapter's loop limit are not run.
             let plan = match choice.and_then(|c| LinearPlan::new(self, w, m, &c, false)) {
                 Err(Error::Unsupported(_)) => continue,
@@ -242,7 +242,7 @@ impl Gpu {
                 CandidateTiming { kernel: *kernel, median: s[s.len() / 2], min: s[0], max: s[s.len() - 1], iters }
             })
             .collect();
-        let heuristic = choose_kernel(&facts, w, m, a8, None);
+        let heuristic = choose_kernel(&facts, &weight, m, a8, None);
         let fastest =
             candidates.iter().min_by_key(|c| c.median).ok_or_else(|| Error::Gpu("tuning timed no candidate".into()))?;
         let chosen = match candidates.iter().find(|c| c.kernel == heuristic) {
