@@ -94,14 +94,8 @@ fn run<T: Element>(
         DType::F16 => 2f64.powi(-10),
         DType::BF16 => 2f64.powi(-7),
     };
-    let max = int8_wgpu::gpu::GEMV_MAX_ROWS;
-    let kernel = if layer.weight().gpu().uses_gemm(m) {
-        "GEMM".to_string()
-    } else if m <= max {
-        "GEMV".to_string()
-    } else {
-        format!("GEMV x{}", m.div_ceil(max))
-    };
+    // What runs these rows: a GEMV (in passes of up to 8 rows) or the tiled GEMM.
+    let kernel = layer.weight().gpu().linear_kernel(layer.weight(), T::DTYPE, None, m);
     println!(
         "  W8A{:<2} {:<4} m={m:<3} {kernel}: max rel error {err:.2e} (bound {bound:.1e}) {}  [{dt:.2?} wall: upload, first-use compile, readback]",
         if T::DTYPE == DType::F32 { 32 } else { 16 },

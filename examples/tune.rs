@@ -67,9 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cases: Vec<TuneCase> = weights
         .iter()
         .flat_map(|w| dtypes.iter().map(move |&activation| (w, activation)))
-        .flat_map(|(weight, activation)| {
-            int8.iter().map(move |&int8_activations| TuneCase { weight, activation, rows, int8_activations })
-        })
+        .flat_map(|(weight, activation)| int8.iter().map(move |&a8| TuneCase { weight, activation, rows, a8 }))
         .collect();
     let report = gpu.tune(&cases, &options)?;
     println!("{report}");

@@ -97,7 +97,7 @@ const GROUPS: u32 = FAST_WG / TPR;
 const UPS: u32 = 2u; // units per lane per step
 const MIN_SG: u32 = 4u; // wgpu's smallest subgroup size: at most TPR / MIN_SG subgroups per group
 
-// Weight rows per lane group: 1, 2 or 4, chosen by the host (src/gpu/matmul.rs).
+// Weight rows per lane group: 1, 2 or 4, chosen by the host (src/gpu/linear/heuristic.rs).
 override RPT: u32 = 1u;
 // Set when scale segments are shorter than a row (per group): each unit is scaled on its own.
 override GROUPED: bool = false;

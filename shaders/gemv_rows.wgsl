@@ -3,7 +3,7 @@
 // one packed word (four int8) at a time for all activation rows of the pass, reusing each
 // activation load for its rows. Where a workgroup's invocations do not run in lockstep (CPU
 // adapters such as lavapipe run them as loops), this beats the cooperative kernels; which one
-// a device gets is decided in src/gpu/matmul.rs.
+// a device gets is decided in src/gpu/linear/.
 // Needs k % 4 == 0 and scale segments of whole words (inner % 4 == 0, or one scale per row or
 // tensor); THREAD_ROWS, GEMV_WG, WIDE_WG, WIDE_ROWS and MAX_M come from the host's prelude.
 
@@ -182,7 +182,7 @@ fn seg_params(r: u32, u0: u32) -> array<vec4<f32>, 2> {
 // runs it where the pass has one row): on lavapipe every storage load runs lane by lane, even
 // when all lanes read the same activation, so four rows per invocation load as many activations
 // as weights; eight halve that (a harness measured 8 rows 1.17-1.48x faster than 4, and 16 no
-// better than 8). src/gpu/matmul.rs has the library's figures.
+// better than 8). BENCHMARKS.md has the library's figures.
 @compute @workgroup_size(GEMV_WG)
 fn gemv_rows16_one_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r0 = (gid.y * nwg.x * GEMV_WG + gid.x) * 8u;
@@ -230,7 +230,7 @@ fn gemv_rows16_one_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 // indexed by constants only: llvmpipe keeps a private array indexed by a loop variable in
 // memory, lane by lane, which cost more than the products. On lavapipe ([4096, 4096], 8 rows,
 // f32, a harness timing the kernels interleaved) this ran 2.5x faster than four weight rows
-// with arrays indexed per activation row; src/gpu/matmul.rs has the library's figures. Rows of
+// with arrays indexed per activation row; BENCHMARKS.md has the library's figures. Rows of
 // the pass beyond p.m are skipped by uniform branches, never computed. Per row the operations
 // and their order are gemv_rows16_main's, so both give the same bits.
 

@@ -65,7 +65,7 @@ fn outlier_column(f: array<vec4<f32>, 8>, c: u32, wq: vec4<f32>, rows: u32) -> a
 // (rows past the end repeat the last one): Σ over the columns in ascending order, as store_a8
 // sums them for one output, but one loop over the columns for all of the invocation's outputs,
 // four columns a step. llvmpipe stops all of an invocation's loops after 65535 iterations
-// (src/gpu/loop_limit.rs); a loop per output over the columns met that from about 2000
+// (src/gpu/linear/table.rs); a loop per output over the columns met that from about 2000
 // outlier columns with 32 outputs per invocation.
 fn outlier_sums(r0: u32) -> array<vec4<f32>, 8> {
     var f: array<vec4<f32>, 8>;
@@ -171,7 +171,7 @@ fn qx_unit(base: u32, u: u32) -> vec4<u32> {
 // a8_rows_main in 16-byte units (k % 16 == 0): one vec4<u32> per row per step, and a loop of
 // its own for one activation row. On lavapipe the weight-only GEMV of this design
 // (gemv_rows16_main) ran 4-8x faster than one word per step, whose per-step overhead, not its
-// arithmetic, bound it; src/gpu/matmul_a8.rs has this kernel's figures.
+// arithmetic, bound it; BENCHMARKS.md has this kernel's figures.
 @compute @workgroup_size(GEMV_WG)
 fn a8_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r0 = (gid.y * nwg.x * GEMV_WG + gid.x) * THREAD_ROWS;
@@ -211,7 +211,7 @@ fn a8_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 // a8_rows16_main for passes of several activation rows, sixteen weight rows per invocation
 // (the host runs it on CPU adapters where a pass has two or more rows): gemv_rows16_wide_main's
 // design, whose comment says why every accumulator is a named value indexed by constants only.
-// src/gpu/matmul_a8.rs has the figures.
+// BENCHMARKS.md has the figures.
 
 // One 16-byte unit of each of sixteen weight rows.
 alias A8WideUnit = array<vec4<u32>, 16>;
@@ -324,7 +324,7 @@ fn a8_gemm_main(
         wq[sk * 16u + sr / 4u][sr % 4u] = b;
         workgroupBarrier();
         // The TKW = 4 words of the step, written out: llvmpipe counts a loop's iterations
-        // against its limit (src/gpu/loop_limit.rs) and did not unroll this one.
+        // against its limit (src/gpu/linear/table.rs) and did not unroll this one.
         acc = a8_gemm_word(acc, xq[ty], wq[tx]);
         acc = a8_gemm_word(acc, xq[16u + ty], wq[16u + tx]);
         acc = a8_gemm_word(acc, xq[32u + ty], wq[32u + tx]);

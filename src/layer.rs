@@ -9,7 +9,7 @@ use crate::gpu::act_quant::read_outlier_columns;
 #[cfg(feature = "bench")]
 use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::cache::Bindable;
-use crate::gpu::layer_plan::{Bound, LayerPlan};
+use crate::gpu::linear::{Bound, LinearPlan, prepare};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor, TuneCase, TuneOptions, TuneReport};
 use crate::reference::check_int8_weight_scheme;
 use crate::scheme::check_shape;
@@ -19,13 +19,13 @@ use crate::{ActivationQuant, DType, Element, Error, QuantScheme, QuantizedTensor
 ///
 /// The activation dtype fixes the flavour: [`DType::F32`] is W8A32, [`DType::F16`] and
 /// [`DType::BF16`] are W8A16. Inputs are `[..., in]` in that dtype, outputs `[..., out]` in the
-/// same dtype, accumulated in f32 and rounded once. Up to
-/// [`GEMV_MAX_ROWS`](crate::gpu::GEMV_MAX_ROWS) rows run the GEMV kernel in one pass; more run
-/// the tiled GEMM, or GEMV passes of that many rows where [`Gpu::uses_gemm`] says no.
+/// same dtype, accumulated in f32 and rounded once. Up to 8 rows run a GEMV kernel in one
+/// pass; more run the tiled GEMM or GEMV passes of up to 8 rows ([`Gpu::linear_kernel`] says
+/// which).
 ///
 /// With [`QuantizedLinear::with_activation_quant`] the layer is W8A8 (or LLM.int8()): each
-/// forward quantizes its activations per row on the GPU and multiplies int8 by int8 in `i32`
-/// (GEMV or GEMM as [`Gpu::uses_int8_gemm`] says), all in the same compute pass.
+/// forward quantizes its activations per row on the GPU and multiplies int8 by int8 in `i32`,
+/// all in the same compute pass.
 pub struct QuantizedLinear {
     gpu: Gpu,
     weight: GpuQuantizedTensor,
@@ -37,7 +37,7 @@ pub struct QuantizedLinear {
     act: Option<ActivationQuant>,
     /// Per activation-row count: the dispatch plan with its parameters uploaded (and, for int8
     /// activations, its scratch buffers).
-    plans: Mutex<HashMap<usize, Arc<LayerPlan>>>,
+    plans: Mutex<HashMap<usize, Arc<LinearPlan>>>,
     /// The most recently used bind groups, by (rows, x buffer, y buffer), newest first.
     bound: Mutex<VecDeque<(BindKey, Arc<Bound>)>>,
     /// The outlier buffer of the most recently recorded int8-activation forward.
@@ -302,13 +302,13 @@ impl QuantizedLinear {
     }
 
     /// The plan for `m` rows, made on first use.
-    fn rows_plan(&self, m: usize) -> Result<Arc<LayerPlan>> {
+    fn rows_plan(&self, m: usize) -> Result<Arc<LinearPlan>> {
         if let Some(p) = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(&m) {
             return Ok(p.clone());
         }
         // Built outside the lock: it compiles pipelines and allocates. A concurrent first call
         // with the same rows may build it twice; both are equal and one is kept.
-        let plan = Arc::new(LayerPlan::new(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some(), self.act)?);
+        let plan = Arc::new(prepare(&self.gpu, &self.weight, m, self.dtype, self.bias.is_some(), self.act)?);
         Ok(self.plans.lock().unwrap_or_else(|p| p.into_inner()).entry(m).or_insert(plan).clone())
     }
 
@@ -339,8 +339,7 @@ impl QuantizedLinear {
     /// ([`Gpu::tune`]), then forgets the layer's plans so that its next forwards run the
     /// choices (other layers keep the plans they already made).
     pub fn tune(&self, rows: &[usize], options: &TuneOptions) -> Result<TuneReport> {
-        let case =
-            TuneCase { weight: &self.weight, activation: self.dtype, rows, int8_activations: self.act.is_some() };
+        let case = TuneCase { weight: &self.weight, activation: self.dtype, rows, a8: self.act.is_some() };
         let report = self.gpu.tune(&[case], options)?;
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.bound.lock().unwrap_or_else(|p| p.into_inner()).clear();

@@ -11,7 +11,7 @@
 mod common;
 
 use half::{bf16, f16};
-use int8_wgpu::gpu::LinearVariant;
+use int8_wgpu::gpu::LinearKernel;
 use int8_wgpu::{
     ActivationQuant, DType, Element, Gpu, GpuOptions, GpuQuantizedTensor, Granularity, QuantScheme, QuantizedLinear,
     QuantizedTensor, reference,
@@ -105,6 +105,17 @@ fn schemes() -> [QuantScheme; 4] {
     ]
 }
 
+/// The tuning files' name of the row class of `m` activation rows.
+fn row_class(m: usize) -> &'static str {
+    match m {
+        0 | 1 => "1",
+        2..=8 => "2-8",
+        9..=32 => "9-32",
+        33..=128 => "33-128",
+        _ => ">128",
+    }
+}
+
 /// Loads a tuning file into `gpu` that makes `variant` the choice for `m` rows of an `[N, K]`
 /// weight of `activation` in `family` (nothing else).
 fn force(gpu: &Gpu, dir: &common::TempDir, family: &str, activation: DType, m: usize, w: &QuantizedTensor, v: &str) {
@@ -114,7 +125,7 @@ fn force(gpu: &Gpu, dir: &common::TempDir, family: &str, activation: DType, m: u
     let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     doc["entries"] = json!([{
         "family": family, "activation": activation.to_string(), "in_class": K, "out_class": N,
-        "rows": int8_wgpu::gpu::RowClass::of(m).label(), "grouped": w.layout().inner < K,
+        "rows": row_class(m), "grouped": w.layout().inner < K,
         "zero_point": w.scheme().has_zero_point(), "variant": v,
     }]);
     std::fs::write(&path, doc.to_string()).unwrap();
@@ -175,9 +186,9 @@ fn linear_case<T: Element>(
         (0..m * N).map(|i| f64::from(X[(i / N) % 4]) * f64::from(dq[(i % N) * K + col(i / N)])).collect();
     force(gpu, dir, "linear", T::DTYPE, m, w, variant);
     let layer = QuantizedLinear::from_quantized::<T>(gpu, w, None, T::DTYPE).unwrap();
-    let chosen = gpu.linear_variant(layer.weight(), T::DTYPE, m);
+    let chosen = gpu.linear_kernel(layer.weight(), T::DTYPE, None, m);
     let ctx = format!("{variant} {:?} {} m={m}", w.scheme(), T::DTYPE);
-    assert_eq!(chosen, LinearVariant::from_name(variant).unwrap(), "{ctx}: the tuning file did not force it");
+    assert_eq!(chosen, variant.parse::<LinearKernel>().unwrap(), "{ctx}: the tuning file did not force it");
     let y = layer.forward_host(&x, &[m, K]).unwrap();
     let want = bits(&expected::<T>(&exact));
     assert_eq!(bits(&reference::linear(&x, w, None).unwrap()), want, "{ctx}: CPU reference");
@@ -231,8 +242,8 @@ fn int8_case<T: Element>(
     let layer =
         QuantizedLinear::from_quantized::<T>(gpu, &w, None, T::DTYPE).unwrap().with_activation_quant(act).unwrap();
     let ctx = format!("{variant} {granularity:?} {} m={m}", T::DTYPE);
-    let chosen = gpu.int8_linear_variant(layer.weight(), T::DTYPE, m);
-    assert_eq!(chosen, LinearVariant::from_name(variant).unwrap(), "{ctx}: the tuning file did not force it");
+    let chosen = gpu.linear_kernel(layer.weight(), T::DTYPE, layer.activation_quant(), m);
+    assert_eq!(chosen, variant.parse::<LinearKernel>().unwrap(), "{ctx}: the tuning file did not force it");
     let y = layer.forward_host(&x, &[m, K]).unwrap();
     let want = bits(&expected::<T>(&exact));
     assert_eq!(bits(&reference::linear_a8(&x, &w, None, act).unwrap()), want, "{ctx}: CPU reference");

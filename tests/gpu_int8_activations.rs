@@ -145,7 +145,11 @@ fn linear_matches_the_reference_on_both_paths() {
     let _ = gpu_or_skip!();
     let gemv = open(GpuOptions { gemm_min_rows: Some(usize::MAX), ..Default::default() });
     let gemm = open(GpuOptions { gemm_min_rows: Some(9), ..Default::default() });
-    assert!(!gemv.uses_int8_gemm(64, 20) && gemm.uses_int8_gemm(64, 9) && !gemm.uses_int8_gemm(67, 8));
+    let int8_gemm = |gpu: &Gpu, k: usize, m: usize| {
+        let w = gpu.quantize(&vec![0.5f32; k], &[1, k], QuantScheme::symmetric(PER_ROW)).unwrap();
+        gpu.linear_kernel(&w, DType::F32, Some(ActivationQuant::per_token()), m).is_gemm()
+    };
+    assert!(!int8_gemm(&gemv, 64, 20) && int8_gemm(&gemm, 64, 9) && !int8_gemm(&gemm, 67, 8));
     let mut seed = 300;
     for (n, k) in [(5, 4), (33, 67), (70, 64)] {
         for act in [ActivationQuant::per_token(), llm(2.0), llm(1e-30)] {

@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use half::f16;
-use int8_wgpu::gpu::TuneOptions;
+use int8_wgpu::gpu::{LinearKernel, TuneOptions};
 use int8_wgpu::{
     ActivationQuant, DType, Element, Error, Gpu, GpuOptions, Granularity, QuantScheme, QuantizedLinear,
     QuantizedTensor, reference,
@@ -159,7 +159,11 @@ fn long_int8_activation_rows_run_on_several_rows() {
         }
     }
     // Word rows past 65536 inputs run on the GEMM there: no GEMV pass stays within the limit.
-    assert!(!gpu.is_cpu_adapter() || (gpu.uses_int8_gemm(70004, 2) && !gpu.uses_int8_gemm(70000, 2)));
+    let kernel = |k| {
+        let w = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &exact_weights(1, k, 1)).unwrap();
+        gpu.linear_kernel(&w, DType::F32, Some(ActivationQuant::per_token()), 2)
+    };
+    assert!(!gpu.is_cpu_adapter() || (kernel(70004) == LinearKernel::A8Gemm && kernel(70000) != LinearKernel::A8Gemm));
 }
 
 /// One row of more than 65536 inputs not a multiple of 16: the word GEMV passed the limit

@@ -198,7 +198,7 @@ fn rows16_gemv() {
             let w = reference::quantize(&common::rand_vec(n * k, (n * k) as u64), &[n, k], s).unwrap();
             let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();
             for m in [1, 2, 3, 8, 12] {
-                let ctx = format!("{} [{n}, {k}] {s:?}", gpu.linear_variant(&wg, DType::F32, m));
+                let ctx = format!("{} [{n}, {k}] {s:?}", gpu.linear_kernel(&wg, DType::F32, None, m));
                 run::<f32>(&gpu, &w, m, true, m as u64, &ctx);
                 run::<f16>(&gpu, &w, m, false, m as u64, &ctx);
                 run::<bf16>(&gpu, &w, m, true, m as u64, &ctx);

@@ -25,8 +25,8 @@ fn forward_into_creates_nothing_after_the_first_call() {
         let bias = common::rand_vec(24, 41);
         let xf = common::rand_vec(rows * 32, 42);
         fn check<T: Element>(g: &Gpu, q: &int8_wgpu::QuantizedTensor, bias: &[f32], xf: &[f32], rows: usize) {
-            let ctx = format!("{} rows, {}, gemm {}", rows, T::DTYPE, g.uses_gemm(rows));
             let layer = QuantizedLinear::from_quantized(g, q, Some(bias), T::DTYPE).unwrap();
+            let ctx = format!("{} rows, {}, {}", rows, T::DTYPE, g.linear_kernel(layer.weight(), T::DTYPE, None, rows));
             let x = GpuTensor::from_host(g, &conv::<T>(xf), &[rows, 32]).unwrap();
             let y = GpuTensor::zeros(g, &[rows, 24], T::DTYPE).unwrap();
             layer.forward_into(&x, &y).unwrap();

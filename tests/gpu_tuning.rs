@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use half::{bf16, f16};
-use int8_wgpu::gpu::{LinearVariant, RowClass, TuneOptions};
+use int8_wgpu::gpu::{LinearKernel, TuneOptions};
 use int8_wgpu::{
     ActivationQuant, DType, Element, Error, Gpu, GpuOptions, Granularity, QuantScheme, QuantizedLinear, reference,
 };
@@ -53,15 +53,20 @@ fn tuning_picks_a_candidate_and_the_layer_stays_exact() {
         let report = layer.tune(&[1, 5, 12], &QUICK).unwrap();
         assert_eq!(report.results.len(), 3);
         for r in &report.results {
-            let names: Vec<LinearVariant> = r.candidates.iter().map(|c| c.variant).collect();
+            let names: Vec<LinearKernel> = r.candidates.iter().map(|c| c.kernel).collect();
             let ctx = format!("[{n}, {k}] {dtype} m={}: {names:?}", r.rows);
             assert!(names.contains(&r.chosen) && names.contains(&r.heuristic), "{ctx}: chose {}", r.chosen);
-            assert_eq!(names.contains(&LinearVariant::Gemm), r.rows > 8, "{ctx}");
-            assert_eq!(names.contains(&LinearVariant::GemvRows), k % 4 == 0, "{ctx}");
-            assert_eq!(names.contains(&LinearVariant::GemvLanes { rows_per_group: 4 }), k % 16 == 0, "{ctx}");
+            assert_eq!(names.contains(&LinearKernel::Gemm), r.rows > 8, "{ctx}");
+            assert_eq!(names.contains(&LinearKernel::GemvRows), k % 4 == 0, "{ctx}");
+            assert_eq!(names.contains(&LinearKernel::GemvLanes { rows_per_group: 4 }), k % 16 == 0, "{ctx}");
             assert!(r.candidates.iter().all(|c| c.median > Duration::ZERO && c.iters >= 1), "{ctx}");
-            assert_eq!(r.key.rows, RowClass::of(r.rows));
-            assert_eq!(gpu.linear_variant(layer.weight(), dtype, r.rows), r.chosen, "{ctx}");
+            let label = match r.rows {
+                1 => "1",
+                5 => "2-8",
+                _ => "9-32",
+            };
+            assert!(format!("{} ", r.class).contains(&format!(" rows {label} ")), "{ctx}: {}", r.class);
+            assert_eq!(gpu.linear_kernel(layer.weight(), dtype, None, r.rows), r.chosen, "{ctx}");
         }
         // The report prints one row per result.
         assert_eq!(report.to_string().lines().count(), 2 + 3);
@@ -110,7 +115,10 @@ fn saved_choices_load_on_a_fresh_device() {
     assert_eq!(other.tuning(), gpu.tuning());
     let wo = int8_wgpu::GpuQuantizedTensor::from_host(&other, &w).unwrap();
     for m in [1, 3, 9] {
-        assert_eq!(other.linear_variant(&wo, DType::F16, m), gpu.linear_variant(layer.weight(), DType::F16, m));
+        assert_eq!(
+            other.linear_kernel(&wo, DType::F16, None, m),
+            gpu.linear_kernel(layer.weight(), DType::F16, None, m)
+        );
     }
     let again = dir.path().join("again.json");
     other.save_tuning(&again).unwrap();
@@ -147,14 +155,14 @@ fn every_variant_a_file_can_choose_stays_exact() {
     let w = weight(33, 64, QuantScheme::default());
     let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();
     for name in ["rows", "rows16", "rows16/wide", "lanes/1", "lanes/2", "lanes/4", "generic", "gemm"] {
-        let v = LinearVariant::from_name(name).unwrap();
+        let v = name.parse::<LinearKernel>().unwrap();
         // The GEMM only serves more than one pass; the GEMV classes keep a GEMV there.
         let path = rewritten(&doc, &dir, |rows| if name == "gemm" && rows != "9-32" { "generic" } else { name });
         gpu.clear_tuning();
         assert_eq!(gpu.load_tuning(&path).unwrap(), 3);
         for m in [1, 3, 12] {
-            let expect = if name == "gemm" && m <= 8 { LinearVariant::GemvGeneric } else { v };
-            assert_eq!(gpu.linear_variant(&wg, DType::F32, m), expect, "{name} m={m}");
+            let expect = if name == "gemm" && m <= 8 { LinearKernel::GemvGeneric } else { v };
+            assert_eq!(gpu.linear_kernel(&wg, DType::F32, None, m), expect, "{name} m={m}");
             check::<f32>(&gpu, &w, m, name);
         }
     }
@@ -166,25 +174,22 @@ fn explicit_options_win_over_tuning() {
     let (doc, dir) = (saved_tuning(), common::TempDir::new("tuning-options"));
     let w = weight(33, 64, QuantScheme::default());
     let generic = rewritten(&doc, &dir, |_| "generic");
-    let cases: [(GpuOptions, [LinearVariant; 2]); 4] = [
-        (GpuOptions::default(), [LinearVariant::GemvGeneric; 2]),
-        (GpuOptions { gemv_rows_per_thread: Some(true), ..Default::default() }, [LinearVariant::GemvRows; 2]),
+    let cases: [(GpuOptions, [LinearKernel; 2]); 4] = [
+        (GpuOptions::default(), [LinearKernel::GemvGeneric; 2]),
+        (GpuOptions { gemv_rows_per_thread: Some(true), ..Default::default() }, [LinearKernel::GemvRows; 2]),
         (
             GpuOptions { gemv_rows_per_thread: Some(false), gemv_rows_per_group: Some(2), ..Default::default() },
-            [LinearVariant::GemvLanes { rows_per_group: 2 }; 2],
+            [LinearKernel::GemvLanes { rows_per_group: 2 }; 2],
         ),
         // gemm_min_rows decides GEMM or passes; the tuned GEMV still serves one pass.
-        (
-            GpuOptions { gemm_min_rows: Some(9), ..Default::default() },
-            [LinearVariant::GemvGeneric, LinearVariant::Gemm],
-        ),
+        (GpuOptions { gemm_min_rows: Some(9), ..Default::default() }, [LinearKernel::GemvGeneric, LinearKernel::Gemm]),
     ];
     for (options, [one, twelve]) in cases {
         let gpu = fresh(options.clone());
         gpu.load_tuning(&generic).unwrap();
         let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();
-        assert_eq!(gpu.linear_variant(&wg, DType::F32, 1), one, "{options:?}");
-        assert_eq!(gpu.linear_variant(&wg, DType::F32, 12), twelve, "{options:?}");
+        assert_eq!(gpu.linear_kernel(&wg, DType::F32, None, 1), one, "{options:?}");
+        assert_eq!(gpu.linear_kernel(&wg, DType::F32, None, 12), twelve, "{options:?}");
         check::<f32>(&gpu, &w, 12, &format!("{options:?}"));
     }
     // A tuned GEMM gives way to passes when the option puts the GEMM out of reach.
@@ -192,7 +197,7 @@ fn explicit_options_win_over_tuning() {
     let gpu = fresh(GpuOptions { gemm_min_rows: Some(usize::MAX), ..Default::default() });
     gpu.load_tuning(&gemm).unwrap();
     let wg = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &w).unwrap();
-    assert_ne!(gpu.linear_variant(&wg, DType::F32, 12), LinearVariant::Gemm);
+    assert_ne!(gpu.linear_kernel(&wg, DType::F32, None, 12), LinearKernel::Gemm);
 }
 
 #[test]
@@ -249,14 +254,13 @@ fn tuning_refuses_bad_cases() {
     let other = fresh(GpuOptions::default());
     let w = weight(4, 16, QuantScheme::default());
     let wg = int8_wgpu::GpuQuantizedTensor::from_host(&other, &w).unwrap();
-    let case = |rows| int8_wgpu::gpu::TuneCase { weight: &wg, activation: DType::F32, rows, int8_activations: false };
+    let case = |rows| int8_wgpu::gpu::TuneCase { weight: &wg, activation: DType::F32, rows, a8: false };
     assert!(matches!(gpu.tune(&[case(&[1])], &QUICK), Err(Error::Gpu(_))));
     assert!(matches!(other.tune(&[case(&[0])], &QUICK), Err(Error::Shape(_))));
     // Row counts past the kernels' 32-bit indexing (or usize) are refused before any allocation.
     for rows in [usize::MAX, 1 << 40, 1 << 29] {
         let rows = [1, rows];
-        let big =
-            int8_wgpu::gpu::TuneCase { weight: &wg, activation: DType::F32, rows: &rows, int8_activations: false };
+        let big = int8_wgpu::gpu::TuneCase { weight: &wg, activation: DType::F32, rows: &rows, a8: false };
         match other.tune(&[big], &QUICK) {
             Err(Error::TooLarge { what, .. }) => assert!(what.contains("tuning activation"), "{what}"),
             r => panic!("{rows:?} rows: {r:?}"),
@@ -278,7 +282,7 @@ fn tuning_refuses_bad_cases() {
     // Int8 activations need symmetric weights with one scale per row or tensor.
     let asym = weight(4, 16, QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 }));
     let wa = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &asym).unwrap();
-    let int8 = int8_wgpu::gpu::TuneCase { weight: &wa, activation: DType::F32, rows: &[1], int8_activations: true };
+    let int8 = int8_wgpu::gpu::TuneCase { weight: &wa, activation: DType::F32, rows: &[1], a8: true };
     assert!(matches!(gpu.tune(&[int8], &QUICK), Err(Error::Scheme(_))));
     assert!(gpu.tuning().is_empty());
 }
@@ -311,19 +315,23 @@ fn int8_activation_layers_tune_their_own_kernels() {
             .unwrap();
         let report = layer.tune(&[1, 5, 12], &QUICK).unwrap();
         for r in &report.results {
-            let names: Vec<LinearVariant> = r.candidates.iter().map(|c| c.variant).collect();
+            let names: Vec<LinearKernel> = r.candidates.iter().map(|c| c.kernel).collect();
             let ctx = format!("[{n}, {k}] m={}: {names:?}", r.rows);
-            assert!(names.iter().all(|v| v.int8_activations()), "{ctx}");
+            assert!(names.iter().all(|v| v.is_a8()), "{ctx}");
             assert!(names.contains(&r.chosen) && names.contains(&r.heuristic), "{ctx}: chose {}", r.chosen);
-            assert_eq!(names.contains(&LinearVariant::Int8Gemm), r.rows > 8, "{ctx}");
-            assert_eq!(names.contains(&LinearVariant::Int8Rows16), k % 16 == 0, "{ctx}");
-            assert_eq!(names.contains(&LinearVariant::Int8Rows16Wide), k % 16 == 0 && r.rows > 1, "{ctx}");
-            assert_eq!(r.key.family, int8_wgpu::gpu::LINEAR_A8_FAMILY, "{ctx}");
-            assert_eq!(gpu.int8_linear_variant(layer.weight(), DType::BF16, r.rows), r.chosen, "{ctx}");
+            assert_eq!(names.contains(&LinearKernel::A8Gemm), r.rows > 8, "{ctx}");
+            assert_eq!(names.contains(&LinearKernel::A8Rows16), k % 16 == 0, "{ctx}");
+            assert_eq!(names.contains(&LinearKernel::A8Rows16Wide), k % 16 == 0 && r.rows > 1, "{ctx}");
+            assert!(r.class.to_string().starts_with("linear_a8 "), "{ctx}");
+            assert_eq!(
+                gpu.linear_kernel(layer.weight(), DType::BF16, Some(ActivationQuant::per_token()), r.rows),
+                r.chosen,
+                "{ctx}"
+            );
             // The weight-only class of the same shape is untouched.
             let wp = int8_wgpu::GpuQuantizedTensor::from_host(&plain, &w).unwrap();
-            let weight_only = plain.linear_variant(&wp, DType::BF16, r.rows);
-            assert_eq!(gpu.linear_variant(layer.weight(), DType::BF16, r.rows), weight_only, "{ctx}");
+            let weight_only = plain.linear_kernel(&wp, DType::BF16, None, r.rows);
+            assert_eq!(gpu.linear_kernel(layer.weight(), DType::BF16, None, r.rows), weight_only, "{ctx}");
         }
         for m in [1, 5, 12] {
             check_int8(&gpu, &w, m, &format!("tuned [{n}, {k}]"));
@@ -338,14 +346,18 @@ fn int8_activation_layers_tune_their_own_kernels() {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let w = weight(300, 32, QuantScheme::default());
     for name in ["a8/rows", "a8/rows16", "a8/rows16/wide", "a8/gemm"] {
-        let v = LinearVariant::from_name(name).unwrap();
+        let v = name.parse::<LinearKernel>().unwrap();
         let file = rewritten(&doc, &dir, |rows| if name == "a8/gemm" && rows != "9-32" { "a8/rows" } else { name });
         let other = fresh(GpuOptions::default());
         assert_eq!(other.load_tuning(&file).unwrap(), 9);
         let wo = int8_wgpu::GpuQuantizedTensor::from_host(&other, &w).unwrap();
         for m in [1, 5, 12] {
-            let expect = if name == "a8/gemm" && m <= 8 { LinearVariant::Int8Rows } else { v };
-            assert_eq!(other.int8_linear_variant(&wo, DType::BF16, m), expect, "{name} m={m}");
+            let expect = if name == "a8/gemm" && m <= 8 { LinearKernel::A8Rows } else { v };
+            assert_eq!(
+                other.linear_kernel(&wo, DType::BF16, Some(ActivationQuant::per_token()), m),
+                expect,
+                "{name} m={m}"
+            );
             check_int8(&other, &w, m, name);
         }
     }
@@ -359,7 +371,7 @@ fn first_use_tunes_each_class_once() {
     check::<f32>(&gpu, &w, 3, "first use");
     let tuned = gpu.tuning();
     assert_eq!(tuned.len(), 1);
-    assert_eq!(tuned[0].0.rows, RowClass::UpTo8);
+    assert!(tuned[0].0.to_string().contains(" rows 2-8"), "{}", tuned[0].0);
     // Another layer of the class ([40, 60] rounds up to [64, 64] too), at another row count of
     // the class, runs the recorded choice without timing again.
     check::<f32>(&gpu, &weight(40, 60, QuantScheme::default()), 5, "same class");

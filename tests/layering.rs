@@ -128,3 +128,109 @@ fn the_check_sees_an_upward_import() {
     assert_eq!(imported_modules("use crate::{Checkpoint, gpu::Gpu};", &reexports), ["checkpoint", "gpu"]);
     assert_eq!(imported_modules("let q = crate::quantizer::Quantizer::new(a, b);", &reexports), ["quantizer"]);
 }
+
+/// The modules of `src/gpu` that `code` names through `crate::gpu::...` paths, by their path
+/// below `gpu` (`linear::plan`), expanding `{...}` groups; `known` are the modules that exist.
+fn gpu_modules_named(code: &str, known: &[String]) -> Vec<String> {
+    fn paths(prefix: &str, rest: &str, out: &mut Vec<String>) {
+        let rest = rest.trim_start();
+        if let Some(group) = rest.strip_prefix('{') {
+            let (mut depth, mut start) = (0, 0);
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => return paths(prefix, &group[start..i], out),
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        paths(prefix, &group[start..i], out);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            let head: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let path = if prefix.is_empty() { head.clone() } else { format!("{prefix}::{head}") };
+            match rest[head.len()..].strip_prefix("::") {
+                Some(tail) if !head.is_empty() => paths(&path, tail, out),
+                _ => out.push(path),
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (i, _) in code.match_indices("crate::gpu::") {
+        let mut named = Vec::new();
+        paths("", &code[i + "crate::gpu::".len()..], &mut named);
+        for path in named {
+            // The longest prefix that is a module: `linear::plan::Bound` -> `linear::plan`.
+            let parts: Vec<&str> = path.split("::").collect();
+            let m = (1..=parts.len()).rev().map(|n| parts[..n].join("::")).find(|m| known.contains(m));
+            if let Some(m) = m.filter(|m| !found.contains(m)) {
+                found.push(m);
+            }
+        }
+    }
+    found
+}
+
+/// No two modules of `src/gpu` import each other, directly or in a loop (a module's own
+/// parents, whose re-exports it may name, aside; unit tests may reach anywhere).
+#[test]
+fn gpu_modules_import_no_circles() {
+    let gpu = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gpu");
+    let mut files = Vec::new();
+    rust_files(&gpu, &mut files);
+    let module = |f: &Path| {
+        let rel = f.strip_prefix(&gpu).unwrap().with_extension("");
+        let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let parts = if parts.last().is_some_and(|p| p == "mod") { &parts[..parts.len() - 1] } else { &parts[..] };
+        parts.join("::")
+    };
+    let known: Vec<String> = files.iter().map(|f| module(f)).collect();
+    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+    for f in &files {
+        let (from, text) = (module(f), fs::read_to_string(f).unwrap());
+        let code: String = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap()
+            .lines()
+            .map(|l| l.split("//").next().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for to in gpu_modules_named(&code, &known) {
+            let parent = from == to || from.starts_with(&format!("{to}::")) || to.is_empty();
+            if !parent && !edges.get(&from).is_some_and(|e| e.contains(&to)) {
+                edges.entry(from.clone()).or_default().push(to);
+            }
+        }
+    }
+    // A depth-first search from every module; a module met again on the current path closes a loop.
+    fn visit(m: &str, edges: &HashMap<String, Vec<String>>, path: &mut Vec<String>, done: &mut Vec<String>) {
+        if let Some(i) = path.iter().position(|p| p == m) {
+            panic!("src/gpu modules import each other in a loop: {} -> {m}", path[i..].join(" -> "));
+        }
+        if done.iter().any(|d| d == m) {
+            return;
+        }
+        path.push(m.to_string());
+        for to in edges.get(m).into_iter().flatten() {
+            visit(to, edges, path, done);
+        }
+        path.pop();
+        done.push(m.to_string());
+    }
+    let mut done = Vec::new();
+    for m in &known {
+        visit(m, &edges, &mut Vec::new(), &mut done);
+    }
+    assert!(edges.get("linear::plan").is_some_and(|e| e.contains(&"linear::choose".to_string())), "{edges:?}");
+}
+
+#[test]
+fn the_circle_check_reads_groups_and_paths() {
+    let known = ["params", "linear", "linear::plan", "shaders"].map(String::from);
+    let code =
+        "use crate::gpu::{Gpu, linear::plan::{Bound, LinearPlan}, params};\nlet x = crate::gpu::shaders::Kernel::Gemm;";
+    assert_eq!(gpu_modules_named(code, &known), ["linear::plan", "params", "shaders"].map(String::from));
+}

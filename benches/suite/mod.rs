@@ -362,11 +362,14 @@ impl Devices {
 
     /// The paths that serve `m` rows: (name, device, whether the default picks it).
     pub fn paths(&self, m: usize) -> Vec<(String, &Gpu, bool)> {
-        let max = int8_wgpu::gpu::GEMV_MAX_ROWS;
+        // Activation rows one GEMV pass serves.
+        let max = 8;
         if m <= max {
             return vec![("gemv".into(), &self.auto, true)];
         }
-        let gemm = self.auto.uses_gemm(m);
+        // Float layers' GEMM threshold does not depend on the weight (untuned devices).
+        let w = self.auto.quantize(&[1f32; 16], &[1, 16], Default::default()).expect("a weight");
+        let gemm = self.auto.linear_kernel(&w, int8_wgpu::DType::F32, None, m).is_gemm();
         vec![("gemm".into(), &self.gemm, gemm), (format!("gemv x{}", m.div_ceil(max)), &self.passes, !gemm)]
     }
 }

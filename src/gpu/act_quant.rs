@@ -6,20 +6,13 @@ use std::sync::Arc;
 
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::{Bindable, FamilyObjects};
+use crate::gpu::family::Family;
+use crate::gpu::linear::{DeviceFacts, act_quant_per_row};
 use crate::gpu::params::{self, ActQuantParams, META_COUNT, META_LIST, meta_scale_at, meta_words};
-use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::unpack_rows;
 use crate::{ActivationQuant, DType, Error, QuantizedActivations, Result};
-
-/// The longest rows CPU adapters quantize with one invocation per row (`act_quant_rows_main`)
-/// rather than one workgroup per row: such an invocation loops about 2.25 times this many times,
-/// inside llvmpipe's 65535 loop iterations per invocation (see `loop_limit::cpu_max_in`). On
-/// lavapipe (`bench_table`'s a8 section, W8A8 bf16, interleaved, load 1.8-2.5) the workgroup
-/// form ran 1.98x / 2.25x / 4.76x the time of a simple one-row-per-invocation quantizer at
-/// [1536, 384] with 8 / 64 / 512 rows and 1.69x at [4096, 4096] with 512 (0.39-1.06x elsewhere);
-/// the per-row form runs 0.92-1.21x its time at 1-512 rows (the next run, load 1.7-2.2).
-const ROWS_MAX_IN: usize = 16384;
 
 /// The activation quantizer for `m` rows of `k` columns, with its parameters uploaded and its
 /// results' buffers allocated: made once per (layer, rows), so a forward creates nothing.
@@ -67,7 +60,7 @@ impl ActQuantPlan {
             passes.push((gpu.pipeline(Kernel::ActFlags, v)?, gpu.grid(k.div_ceil(params::WG) as u32)));
             passes.push((gpu.pipeline(Kernel::ActList, v)?, (1, 1)));
         }
-        if gpu.is_cpu_adapter() && k <= ROWS_MAX_IN {
+        if act_quant_per_row(&DeviceFacts::of(gpu), k) {
             passes.push((gpu.pipeline(Kernel::ActQuantRows, v)?, gpu.grid(m.div_ceil(params::WG) as u32)));
         } else {
             passes.push((gpu.pipeline(Kernel::ActQuant, v)?, gpu.grid(m as u32)));

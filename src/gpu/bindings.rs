@@ -1,7 +1,7 @@
 //! The globals each kernel family binds: named slots, WGSL names and types, access, and the
 //! bind group layout made from them. `params::prelude` declares them in each family's WGSL.
 
-use crate::gpu::shaders::Family;
+use crate::gpu::family::Family;
 
 /// How a kernel accesses a binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +58,7 @@ use Access::{Read as R, ReadWrite as RW};
 const OUT: Binding = b(slot::OUT, "out", "array<atomic<u32>>", RW);
 // Every family reads its parameters from a storage buffer, not a uniform one: lavapipe
 // specialises a shader on its uniform values, which cost ~7 ms per submission of a [1536, 384]
-// layer (9.8 ms per forward against 2.8 ms with storage, interleaved runs) and ~12 ms per
-// dispatch when a model interleaves layers. GPUs read either from cache.
+// layer (BENCHMARKS.md). GPUs read either from cache.
 const PARAMS: Binding = b(slot::PARAMS, "p", "Params", R);
 const LINEAR: [Binding; 7] = [
     PARAMS,

@@ -1,11 +1,12 @@
 //! Compiled shader families and pipelines, created once per device and variant; bind groups.
+//! The device's handle reaches them through `pipelines.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::gpu::Gpu;
 use crate::gpu::bindings;
-use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::family::Family;
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::{Error, Result};
 
 /// The shader module and layouts of one kernel family.
@@ -22,13 +23,13 @@ pub(crate) struct PipelineCache {
     pipelines: Mutex<HashMap<(Kernel, Variant), Arc<wgpu::ComputePipeline>>>,
 }
 
-impl Gpu {
-    pub(crate) fn family(&self, family: Family) -> Result<Arc<FamilyObjects>> {
-        let mut map = self.cache().families.lock().unwrap_or_else(|p| p.into_inner());
+impl PipelineCache {
+    /// `family`'s module and layouts on `device`, compiled once and cached.
+    pub(crate) fn family(&self, device: &wgpu::Device, family: Family) -> Result<Arc<FamilyObjects>> {
+        let mut map = self.families.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = map.get(&family) {
             return Ok(f.clone());
         }
-        let device = self.device();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(family.name()),
@@ -54,13 +55,17 @@ impl Gpu {
     }
 
     /// The compiled pipeline of `kernel` in `variant`, compiled once and cached.
-    pub(crate) fn pipeline(&self, kernel: Kernel, variant: Variant) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub(crate) fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        kernel: Kernel,
+        variant: Variant,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         let key = (kernel, variant);
-        if let Some(p) = self.cache().pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }
-        let fam = self.family(kernel.family(variant))?;
-        let device = self.device();
+        let fam = self.family(device, kernel.family(variant))?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut constants = vec![
             ("IN_DT", f64::from(variant.in_dt.shader_code())),
@@ -84,23 +89,26 @@ impl Gpu {
             return Err(Error::Gpu(format!("compiling kernel {} {variant:?}: {e}", kernel.entry())));
         }
         let pipeline = Arc::new(pipeline);
-        self.cache().pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)
     }
+}
 
-    /// A bind group of `family` binding each slot to a whole buffer or a tensor's range.
-    pub(crate) fn bind_group(&self, family: &FamilyObjects, buffers: &[(u32, &dyn Bindable)]) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::Buffer(b.bind()) })
-            .collect();
-        self.count_created(true);
-        self.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &family.bind_group_layout,
-            entries: &entries,
-        })
-    }
+/// A bind group in `family`'s layout binding each slot to a whole buffer or a tensor's range.
+pub(crate) fn bind_group(
+    device: &wgpu::Device,
+    family: &FamilyObjects,
+    buffers: &[(u32, &dyn Bindable)],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = buffers
+        .iter()
+        .map(|&(binding, b)| wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::Buffer(b.bind()) })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &family.bind_group_layout,
+        entries: &entries,
+    })
 }
 
 /// What a kernel binds at a slot: a whole buffer (weights, parameters, scratch), or the range of

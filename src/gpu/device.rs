@@ -5,12 +5,11 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc};
 
-use crate::gpu::TuneOptions;
 use crate::gpu::adapter::shared_adapter;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::disable::wanted_features;
-use crate::gpu::options::{GpuOptions, Polling, Tuning};
-use crate::gpu::tune::TuneTable;
+use crate::gpu::linear::TuneTable;
+use crate::gpu::options::{GpuOptions, Polling, TuneOptions, Tuning};
 use crate::{Error, Result};
 
 /// Optional device features this crate detected (and requested) on the device.
@@ -45,7 +44,7 @@ struct Inner {
     poll_requests: Option<Mutex<mpsc::Sender<()>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
-    /// Kernel choices measured by `Gpu::tune` or loaded (`tune.rs`).
+    /// Kernel choices measured by `Gpu::tune` or loaded (`linear/tune_table.rs`).
     tuned: TuneTable,
     buffers_created: AtomicU64,
     bind_groups_created: AtomicU64,

@@ -3,8 +3,9 @@
 
 use crate::gpu::Gpu;
 use crate::gpu::bindings::slot;
+use crate::gpu::family::Family;
 use crate::gpu::params::{QuantizeParams, WG};
-use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::{DType, reference};
 
 /// The test device (as `tests/common`): under `CI=true` a missing adapter fails the test,

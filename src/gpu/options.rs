@@ -1,7 +1,9 @@
-//! What a caller may ask of a device ([`GpuOptions`]), and the kernel-choice overrides the
-//! device keeps from it.
+//! What a caller may ask of a device ([`GpuOptions`], [`TuneOptions`]), and the kernel-choice
+//! overrides the device keeps from it.
 
-use crate::gpu::TuneOptions;
+use std::time::Duration;
+
+use crate::{Error, Result};
 
 /// Options for opening a device with [`Gpu::with_options`](crate::Gpu::with_options), or adopting
 /// an application's with [`Gpu::from_device_with_options`](crate::Gpu::from_device_with_options).
@@ -107,5 +109,44 @@ impl Default for Tuning {
             packed_dot: true,
             tune_on_first_use: None,
         }
+    }
+}
+
+/// How [`Gpu::tune`](crate::Gpu::tune) measures.
+#[derive(Clone, Copy, Debug)]
+pub struct TuneOptions {
+    /// Rounds of every candidate in turn (A B C A B C ...); each candidate's figure is the
+    /// median of its rounds, so a burst of load on a shared machine moves all candidates alike.
+    pub rounds: u32,
+    /// Each round of a candidate repeats its forward until one sample lasts at least this long
+    /// (at most 1000 forwards), so short kernels are timed above the timer's noise.
+    pub min_sample: Duration,
+    /// How much faster (0.05 = 5 %) the fastest candidate's median must be than the
+    /// heuristic's choice to replace it. Load on a shared machine moves medians by a few per
+    /// cent; a near tie keeps the default rather than a choice the noise made.
+    pub margin: f64,
+}
+
+impl Default for TuneOptions {
+    fn default() -> Self {
+        TuneOptions { rounds: 5, min_sample: Duration::from_millis(10), margin: 0.05 }
+    }
+}
+
+impl TuneOptions {
+    /// An [`Error::InvalidOption`] for options that cannot measure: no rounds, or a margin that
+    /// is not a finite fraction of at least zero (a NaN margin would compare false and silently
+    /// drop the heuristic's place).
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.rounds == 0 {
+            return Err(Error::InvalidOption("TuneOptions::rounds is 0; tuning needs at least one round".into()));
+        }
+        if !self.margin.is_finite() || self.margin < 0.0 {
+            return Err(Error::InvalidOption(format!(
+                "TuneOptions::margin is {}; it must be a finite fraction of at least 0 (0.05 = 5 %)",
+                self.margin
+            )));
+        }
+        Ok(())
     }
 }

@@ -9,10 +9,10 @@ use std::fmt::Write;
 
 use crate::DType;
 use crate::gpu::bindings::{Access, bindings};
-use crate::gpu::shaders::Family;
+use crate::gpu::family::Family;
 
 /// Activation rows one GEMV pass serves (reading the weights once for all of them).
-pub const GEMV_MAX_ROWS: usize = 8;
+pub(crate) const GEMV_MAX_ROWS: usize = 8;
 /// Threads of a simple-GEMV workgroup.
 pub(crate) const GEMV_WG: usize = 64;
 /// Weight rows each simple-GEMV workgroup owns.

@@ -4,9 +4,10 @@
 use crate::check::check_finite;
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::Bindable;
+use crate::gpu::family::Family;
 use crate::gpu::params::{self, QuantizeParams};
 use crate::gpu::quantized_tensor::{RowBlock, row_blocks, rows_cols};
-use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::scheme::{check_shape, unravel};
@@ -16,7 +17,7 @@ const WG: u32 = params::WG as u32;
 const STATS_RUN: usize = 256;
 /// The longest scale group `quantize_runs_main` takes on a CPU adapter: one invocation loops
 /// about 2.25 times this many times, well inside llvmpipe's 65535 loop iterations per
-/// invocation (see `loop_limit::cpu_max_in`).
+/// invocation (`linear/table.rs`).
 const RUNS_MAX_INNER: usize = 16384;
 
 /// Rows `row0 .. row0 + rows` of a float input to quantize, bound from `data`.
@@ -26,25 +27,21 @@ struct Input<'a> {
     data: &'a dyn Bindable,
 }
 
-impl Gpu {
-    /// Whether quantizing with `layout` over rows of `cols` takes `quantize_runs_main` (one
-    /// invocation per scale group, one dispatch) rather than the three passes.
-    ///
-    /// It needs groups that are runs of whole words within a row: per output channel, or
-    /// groups of a multiple of 4 that tile the row. CPU adapters take it, for groups up to
-    /// [`RUNS_MAX_INNER`]: on lavapipe the three passes ran 2.7x slower than a simple kernel of
-    /// this form at [1536, 384] and [4096, 4096] per channel, their atomics running lane by
-    /// lane; the one dispatch is 2.2-2.7x faster than them there and on par with the simple
-    /// kernel (0.97-1.01x its time), 1.7x faster at [4096, 14336] uploaded from the host
-    /// (`bench_table`'s quantize section, interleaved, load 1.2-1.5; BENCHMARKS.md). GPUs keep
-    /// the three passes, whose parallelism does not depend on the number of groups;
-    /// `GpuOptions::quantize_runs` decides where set.
-    fn uses_quantize_runs(&self, layout: &crate::scheme::ParamLayout, cols: usize) -> bool {
-        let (inner, epp) = (layout.inner, layout.elems_per_param());
-        let runs = epp == inner && (inner == cols || (inner.is_multiple_of(4) && cols.is_multiple_of(inner)));
-        runs && self.quantize_runs_option().unwrap_or(self.is_cpu_adapter() && inner <= RUNS_MAX_INNER)
-    }
+/// Whether quantizing with `layout` over rows of `cols` on `gpu` takes `quantize_runs_main` (one
+/// invocation per scale group, one dispatch) rather than the three passes.
+///
+/// It needs groups that are runs of whole words within a row: per output channel, or groups of
+/// a multiple of 4 that tile the row. CPU adapters take it for groups up to [`RUNS_MAX_INNER`],
+/// where the three passes' atomics run lane by lane (2.2-2.7x faster on lavapipe,
+/// BENCHMARKS.md); GPUs keep the three passes, whose parallelism does not depend on the number
+/// of groups. `GpuOptions::quantize_runs` decides where set.
+fn uses_quantize_runs(gpu: &Gpu, layout: &crate::scheme::ParamLayout, cols: usize) -> bool {
+    let (inner, epp) = (layout.inner, layout.elems_per_param());
+    let runs = epp == inner && (inner == cols || (inner.is_multiple_of(4) && cols.is_multiple_of(inner)));
+    runs && gpu.quantize_runs_option().unwrap_or(gpu.is_cpu_adapter() && inner <= RUNS_MAX_INNER)
+}
 
+impl Gpu {
     /// Quantizes a host tensor on the GPU. The input is streamed to the device in row blocks,
     /// so weights larger than one storage binding work. Ints and scales equal
     /// [`reference::quantize`](crate::reference::quantize) bit for bit.
@@ -178,7 +175,7 @@ impl Gpu {
             blocks.push(RowBlock { row0: input.row0, rows: input.rows, buffer });
         }
         let mut enc = self.device().create_command_encoder(&Default::default());
-        if self.uses_quantize_runs(&layout, cols) {
+        if uses_quantize_runs(self, &layout, cols) {
             let runs_p = self.pipeline(Kernel::QuantizeRuns, Variant::new(dtype, DType::F32))?;
             let mut pass = enc.begin_compute_pass(&Default::default());
             pass.set_pipeline(&runs_p);

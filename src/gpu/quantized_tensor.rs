@@ -2,8 +2,9 @@
 //! (from host ints or compressed-tensors words), readback and dequantize (`dequantize.wgsl`).
 
 use crate::gpu::bindings::slot;
+use crate::gpu::family::Family;
 use crate::gpu::params::{self, DequantizeParams};
-use crate::gpu::shaders::{Family, Kernel, Variant};
+use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::tensor::check_numel;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::quantized::{check_params, pack_rows, unpack_rows};

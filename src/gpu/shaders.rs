@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::DType;
+use crate::gpu::family::Family;
 use crate::gpu::params;
 
 pub(crate) const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -23,28 +24,9 @@ const LINEAR_A8: &str = include_str!("../../shaders/linear_a8.wgsl");
 #[cfg(test)]
 const DIV_CHECK: &str = include_str!("../../shaders/test/div_check.wgsl");
 
-/// One WGSL module (one file in `shaders/`, with `common.wgsl` prepended).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Family {
-    Quantize,
-    Dequantize,
-    /// `subgroups`: the variant whose lane reductions use subgroup operations.
-    Gemv {
-        subgroups: bool,
-    },
-    /// The row-per-thread GEMVs (`gemv_rows.wgsl`: a word or a 16-byte unit per row per step).
-    GemvRows,
-    Gemm,
-    /// Int8 activations: outlier columns and per-row quantization (`act_quant.wgsl`).
-    ActQuant,
-    /// Int8 activations times int8 weights (`linear_a8.wgsl`).
-    LinearA8,
-    /// Test probe of the exact division (`shaders/test/div_check.wgsl`).
-    #[cfg(test)]
-    DivCheck,
-}
-
-/// One entry point; dtypes are chosen by override constants at pipeline creation.
+/// One WGSL entry point (part of the generated contract); dtypes are chosen by override constants
+/// at pipeline creation. Which kernel a linear layer runs is a `LinearKernel` (`linear/kernel.rs`),
+/// whose table (`linear/table.rs`) names its entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
     Stats,
@@ -110,34 +92,6 @@ impl Variant {
 }
 
 impl Family {
-    #[cfg(test)]
-    pub(crate) const ALL: [Family; 9] = [
-        Family::Quantize,
-        Family::Dequantize,
-        Family::Gemv { subgroups: false },
-        Family::Gemv { subgroups: true },
-        Family::GemvRows,
-        Family::Gemm,
-        Family::ActQuant,
-        Family::LinearA8,
-        Family::DivCheck,
-    ];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Family::Quantize => "quantize.wgsl",
-            Family::Dequantize => "dequantize.wgsl",
-            Family::Gemv { subgroups: false } => "gemv.wgsl",
-            Family::Gemv { subgroups: true } => "gemv.wgsl (subgroups)",
-            Family::GemvRows => "gemv_rows.wgsl",
-            Family::Gemm => "gemm.wgsl",
-            Family::ActQuant => "act_quant.wgsl",
-            Family::LinearA8 => "linear_a8.wgsl",
-            #[cfg(test)]
-            Family::DivCheck => "test/div_check.wgsl",
-        }
-    }
-
     /// The family's WGSL: the host's prelude (constants, parameters, bindings; see
     /// `params::prelude`), `common.wgsl`, then the family's own file(s).
     pub(crate) fn source(self) -> String {

@@ -1,4 +1,4 @@
-//! Timing GPU work, for tuning (`tune.rs`) and the benches: GPU timestamps when the device has
+//! Timing GPU work, for tuning (`linear/tune_measure.rs`) and the benches: GPU timestamps when the device has
 //! them, else wall clock.
 
 use std::time::{Duration, Instant};

@@ -4,7 +4,8 @@
 use bytemuck::Zeroable;
 
 use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::matmul::{GEMV_MAX_ROWS, LinearParams, Prepared, gemm_min_rows, rows_per_group, workgroups};
+use crate::gpu::linear::{DeviceFacts, Prepared, gemm_min_rows, gemv_rows_per_group, workgroups};
+use crate::gpu::params::{GEMV_MAX_ROWS, LinearParams};
 use crate::gpu::quantized_tensor::{RowBlock, row_blocks};
 use crate::gpu::shaders::{Kernel, Variant};
 use crate::gpu::{Gpu, GpuTensor};
@@ -45,11 +46,15 @@ impl DenseLinear {
         }
         let m = x.numel() / self.k;
         // The same kernel choice as the int8 layer: GEMV passes of 8 rows below the GEMM.
-        let kernel = if m < gemm_min_rows(&self.gpu) { Kernel::GemvDense } else { Kernel::GemmDense };
+        let kernel = if m < gemm_min_rows(&DeviceFacts::of(&self.gpu), self.k, false) {
+            Kernel::GemvDense
+        } else {
+            Kernel::GemmDense
+        };
         let mut v = Variant::new(DType::F32, DType::F32);
         if kernel == Kernel::GemvDense {
             v.subgroups = self.gpu.uses_subgroup_reductions();
-            v.rpt = rows_per_group(&self.gpu, self.n);
+            v.rpt = gemv_rows_per_group(&self.gpu, self.n);
         }
         let fam = self.gpu.family(kernel.family(v))?;
         let pipeline = self.gpu.pipeline(kernel, v)?;
@@ -76,7 +81,7 @@ impl DenseLinear {
                     &fam,
                     &[(0, &u), (1, y.buffer()), (2, x.buffer()), (3, &b.buffer), (4, ph), (5, ph), (6, ph)],
                 );
-                groups.push((g, self.gpu.grid(workgroups(kernel, v, b.rows, rows))));
+                groups.push((g, self.gpu.grid(workgroups(kernel, v.rpt, b.rows, rows))));
             }
         }
         Ok(Prepared { pipeline, groups })

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::gpu::Gpu;
 use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::matmul::Prepared;
+use crate::gpu::linear::Prepared;
 use crate::{Error, Result};
 
 const SOURCE: &str = include_str!("../../../shaders/bench/read_limit.wgsl");

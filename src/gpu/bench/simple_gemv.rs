@@ -10,7 +10,7 @@
 
 use crate::gpu::bench::read_limit::{entry, layout};
 use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::matmul::Prepared;
+use crate::gpu::linear::Prepared;
 use crate::gpu::shaders::COMMON;
 use crate::gpu::{GpuQuantizedTensor, GpuTensor};
 use crate::{DType, Error, QuantScheme, QuantizedTensor, Result, reference};

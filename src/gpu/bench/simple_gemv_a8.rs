@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::gpu::bench::read_limit::{entry, layout};
 use crate::gpu::bench::simple_gemv::{PASS, simple_weight_shape};
 use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::matmul::Prepared;
+use crate::gpu::linear::Prepared;
 use crate::gpu::{GpuQuantizedTensor, GpuTensor};
 use crate::{ActivationQuant, DType, Error, QuantizedTensor, Result, reference};
 

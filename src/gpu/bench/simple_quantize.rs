@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::gpu::bench::read_limit::{entry, layout};
 use crate::gpu::bench::simple_gemv::with_common;
 use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::matmul::Prepared;
+use crate::gpu::linear::Prepared;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::{DType, Error, QuantScheme, Result, reference};
 

@@ -1,5 +1,6 @@
-//! Tuning files: a device's tuned choices ([`Gpu::tune`]) saved as JSON and loaded on a later
-//! run, so that the measuring is done once per device.
+//! The tuned choices ([`Gpu::tune`]) as an application handles them: listed, cleared, and in
+//! tuning files, saved as JSON and loaded on a later run so that the measuring is done once per
+//! device.
 //!
 //! A file holds one adapter's choices: the identity of the adapter that measured them (name,
 //! backend, driver and its version, vendor and device ids, whether the kernels reduce with
@@ -21,7 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value, json};
 
 use crate::gpu::Gpu;
-use crate::gpu::tune::{LINEAR_A8_FAMILY, LINEAR_FAMILY, LinearVariant, RowClass, TuneKey};
+use crate::gpu::linear::kernel::LinearKernel;
+use crate::gpu::linear::tune_table::{RowClass, TuneClass};
 use crate::regular_file::{not_regular, open_regular};
 use crate::{DType, Error, Result};
 
@@ -42,6 +44,16 @@ const MAX_CLASS: u64 = 1 << 32;
 static SAVES: AtomicU64 = AtomicU64::new(0);
 
 impl Gpu {
+    /// The tuned choices, in a stable order.
+    pub fn tuning(&self) -> Vec<(TuneClass, LinearKernel)> {
+        self.tune_table().entries()
+    }
+
+    /// Forgets every tuned choice: plans made from now on follow the heuristic.
+    pub fn clear_tuning(&self) {
+        self.tune_table().clear();
+    }
+
     /// Saves the tuned choices to `path` as JSON: written to a temporary file beside it (a name
     /// of its own per call, so concurrent saves never share one), flushed to disk, then renamed
     /// over it, so that a reader never sees half a file and the last rename wins whole. Only a
@@ -170,9 +182,9 @@ impl Gpu {
     }
 }
 
-fn entry_json(k: &TuneKey, v: LinearVariant) -> Value {
+fn entry_json(k: &TuneClass, v: LinearKernel) -> Value {
     json!({
-        "family": k.family,
+        "family": k.family(),
         "activation": k.activation.to_string(),
         "in_class": k.in_class,
         "out_class": k.out_class,
@@ -184,7 +196,7 @@ fn entry_json(k: &TuneKey, v: LinearVariant) -> Value {
 }
 
 /// One entry; `Ok(None)` for a family this version does not know.
-fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneKey, LinearVariant)>, String> {
+fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneClass, LinearKernel)>, String> {
     let str_of = |name: &str| e.get(name).and_then(Value::as_str).ok_or_else(|| format!("`{name}` is not a string"));
     let bool_of =
         |name: &str| e.get(name).and_then(Value::as_bool).ok_or_else(|| format!("`{name}` is not true or false"));
@@ -195,9 +207,9 @@ fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneKey, LinearVariant)
             .and_then(|c| usize::try_from(c).ok())
             .ok_or_else(|| format!("`{name}` is not a power of two from 1 to 2^32"))
     };
-    let family = match str_of("family")? {
-        LINEAR_FAMILY => LINEAR_FAMILY,
-        LINEAR_A8_FAMILY => LINEAR_A8_FAMILY,
+    let (family, a8) = match str_of("family")? {
+        "linear" => ("linear", false),
+        "linear_a8" => ("linear_a8", true),
         _ => return Ok(None),
     };
     let activation = match str_of("activation")? {
@@ -209,11 +221,11 @@ fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneKey, LinearVariant)
     let rows = str_of("rows")?;
     let rows = RowClass::from_label(rows).ok_or_else(|| format!("unknown row class `{rows}`"))?;
     let variant = str_of("variant")?;
-    let variant = LinearVariant::from_name(variant).ok_or_else(|| format!("unknown variant `{variant}`"))?;
+    let variant: LinearKernel = variant.parse().map_err(|_| format!("unknown variant `{variant}`"))?;
     if variant.is_gemm() && rows <= RowClass::UpTo8 {
         return Err(format!("the GEMM is not a candidate for {} rows", rows.label()));
     }
-    if variant.int8_activations() != (family == LINEAR_A8_FAMILY) {
+    if variant.is_a8() != a8 {
         return Err(format!("`{variant}` is not a variant of the `{family}` family"));
     }
     let (in_class, out_class) = (class_of("in_class")?, class_of("out_class")?);
@@ -223,8 +235,8 @@ fn parse_entry(e: &Value) -> std::result::Result<Option<(TuneKey, LinearVariant)
             "no weight of fewer than 2^32 elements has `in_class` {in_class} and `out_class` {out_class}"
         ));
     }
-    let key = TuneKey {
-        family,
+    let key = TuneClass {
+        a8,
         activation,
         in_class,
         out_class,

@@ -1,18 +1,21 @@
-//! [`Gpu::tune`]: times every candidate variant of the fused linear on the real layer, in
+//! [`Gpu::tune`]: times every candidate kernel of the fused linear on the real layer, in
 //! interleaved rounds, and records the fastest (the heuristic's choice within a margin) in the
-//! device's tuning table (`tune.rs`).
+//! device's tuning table (`tune_table.rs`).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use crate::gpu::layer_plan::{Bound, LayerPlan};
-use crate::gpu::matmul::{GEMV_MAX_ROWS, heuristic, kernel_of, prepare_kernel};
-use crate::gpu::matmul_a8::{a8_heuristic, a8_kernel_of, prepare_a8_kernel};
+use crate::gpu::linear::choose::{a8_gemm_past_loop_limit, choose_kernel, class_of, resolve};
+use crate::gpu::linear::facts::{DeviceFacts, WeightFacts};
+use crate::gpu::linear::kernel::LinearKernel;
+use crate::gpu::linear::loop_limit::Chooser;
+use crate::gpu::linear::plan::{Bound, LinearPlan};
+use crate::gpu::linear::tune_table::TuneClass;
+use crate::gpu::options::TuneOptions;
+use crate::gpu::params::GEMV_MAX_ROWS;
 use crate::gpu::tensor::check_numel;
 use crate::gpu::timing::{TimingSource, time_passes};
-use crate::gpu::tune::{LinearVariant, TuneKey};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::reference::check_int8_weight_scheme;
 use crate::{ActivationQuant, DType, Error, Result};
@@ -24,61 +27,21 @@ pub struct TuneCase<'a> {
     pub weight: &'a GpuQuantizedTensor,
     /// The activation (and output) dtype.
     pub activation: DType,
-    /// Activation row counts; each is timed and sets the choice of its [`RowClass`](crate::gpu::RowClass) (a later
+    /// Activation row counts; each is timed and sets the choice of its [`TuneClass`] (a later
     /// count of the same class replaces an earlier one's choice).
     pub rows: &'a [usize],
     /// Tune the layer as it runs with int8 activations (W8A8, LLM.int8():
     /// [`QuantizedLinear::with_activation_quant`](crate::QuantizedLinear::with_activation_quant)),
-    /// whose kernels and choices (family [`LINEAR_A8_FAMILY`](crate::gpu::LINEAR_A8_FAMILY)) are
-    /// their own; the weight must suit them. Timed with per-token activations (no outlier
-    /// columns), as the kernels do not depend on how many there are.
-    pub int8_activations: bool,
-}
-
-/// How [`Gpu::tune`] measures.
-#[derive(Clone, Copy, Debug)]
-pub struct TuneOptions {
-    /// Rounds of every candidate in turn (A B C A B C ...); each candidate's figure is the
-    /// median of its rounds, so a burst of load on a shared machine moves all candidates alike.
-    pub rounds: u32,
-    /// Each round of a candidate repeats its forward until one sample lasts at least this long
-    /// (at most 1000 forwards), so short kernels are timed above the timer's noise.
-    pub min_sample: Duration,
-    /// How much faster (0.05 = 5 %) the fastest candidate's median must be than the
-    /// heuristic's choice to replace it. Load on a shared machine moves medians by a few per
-    /// cent; a near tie keeps the default rather than a choice the noise made.
-    pub margin: f64,
-}
-
-impl Default for TuneOptions {
-    fn default() -> Self {
-        TuneOptions { rounds: 5, min_sample: Duration::from_millis(10), margin: 0.05 }
-    }
-}
-
-impl TuneOptions {
-    /// An [`Error::InvalidOption`] for options that cannot measure: no rounds, or a margin that
-    /// is not a finite fraction of at least zero (a NaN margin would compare false and silently
-    /// drop the heuristic's place).
-    fn check(&self) -> Result<()> {
-        if self.rounds == 0 {
-            return Err(Error::InvalidOption("TuneOptions::rounds is 0; tuning needs at least one round".into()));
-        }
-        if !self.margin.is_finite() || self.margin < 0.0 {
-            return Err(Error::InvalidOption(format!(
-                "TuneOptions::margin is {}; it must be a finite fraction of at least 0 (0.05 = 5 %)",
-                self.margin
-            )));
-        }
-        Ok(())
-    }
+    /// whose kernels and choices are their own; the weight must suit them. Timed with per-token
+    /// activations (no outlier columns), as the kernels do not depend on how many there are.
+    pub a8: bool,
 }
 
 /// One candidate's measured time per forward.
 #[derive(Clone, Copy, Debug)]
 pub struct CandidateTiming {
-    /// The variant.
-    pub variant: LinearVariant,
+    /// The kernel.
+    pub kernel: LinearKernel,
     /// Median time of one forward over the rounds.
     pub median: Duration,
     /// Fastest round.
@@ -93,7 +56,7 @@ pub struct CandidateTiming {
 #[derive(Clone, Debug)]
 pub struct TuneResult {
     /// The class the choice was recorded for.
-    pub key: TuneKey,
+    pub class: TuneClass,
     /// The weight's `[out, in]`.
     pub shape: [usize; 2],
     /// Activation rows timed.
@@ -102,17 +65,17 @@ pub struct TuneResult {
     pub candidates: Vec<CandidateTiming>,
     /// The fastest candidate, or the heuristic's choice where that is within
     /// [`TuneOptions::margin`] of it; now recorded.
-    pub chosen: LinearVariant,
+    pub chosen: LinearKernel,
     /// What the heuristic would run (explicit options applied).
-    pub heuristic: LinearVariant,
+    pub heuristic: LinearKernel,
     /// What timed the candidates.
     pub source: TimingSource,
 }
 
 impl TuneResult {
-    /// The median of `variant`, if it was a candidate.
-    pub fn median(&self, variant: LinearVariant) -> Option<Duration> {
-        self.candidates.iter().find(|c| c.variant == variant).map(|c| c.median)
+    /// The median of `kernel`, if it was a candidate.
+    pub fn median(&self, kernel: LinearKernel) -> Option<Duration> {
+        self.candidates.iter().find(|c| c.kernel == kernel).map(|c| c.median)
     }
 }
 
@@ -127,7 +90,7 @@ pub struct TuneReport {
 
 impl fmt::Display for TuneReport {
     /// A markdown table: every candidate's median in µs (`*` the chosen one), the heuristic's
-    /// choice, and how much faster the chosen variant is than it.
+    /// choice, and how much faster the chosen kernel is than it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -140,8 +103,8 @@ impl fmt::Display for TuneReport {
                 .candidates
                 .iter()
                 .map(|c| {
-                    let star = if c.variant == r.chosen { "*" } else { "" };
-                    format!("{}{star} {:.0} ({:.0}-{:.0})", c.variant, us(c.median), us(c.min), us(c.max))
+                    let star = if c.kernel == r.chosen { "*" } else { "" };
+                    format!("{}{star} {:.0} ({:.0}-{:.0})", c.kernel, us(c.median), us(c.min), us(c.max))
                 })
                 .collect();
             let ratio = match (r.median(r.heuristic), r.median(r.chosen)) {
@@ -154,9 +117,9 @@ impl fmt::Display for TuneReport {
                 "| [{}, {}] | {} | {} | {} | {timer} | {} | {} | {} | {ratio} |",
                 r.shape[0],
                 r.shape[1],
-                r.key.activation,
+                r.class.activation,
                 r.rows,
-                r.key.rows.label(),
+                r.class.rows.label(),
                 cells.join(", "),
                 r.chosen,
                 r.heuristic,
@@ -167,11 +130,11 @@ impl fmt::Display for TuneReport {
 }
 
 impl Gpu {
-    /// Times every variant of the fused linear that suits each case's weight at each of its
+    /// Times every kernel of the fused linear that suits each case's weight at each of its
     /// row counts, on the real weight, and records the fastest (or the heuristic's choice, where
     /// no candidate beats it by [`TuneOptions::margin`]) for the case's class
-    /// ([`TuneKey`]); later plans of layers of that class run it. A case with
-    /// [`TuneCase::int8_activations`] times the int8-activation kernels, activation quantizer
+    /// ([`TuneClass`]); later plans of layers of that class run it. A case with
+    /// [`TuneCase::a8`] times the int8-activation kernels, activation quantizer
     /// included, and needs a weight that takes int8 activations (else [`Error::Scheme`]).
     ///
     /// Explicit [`GpuOptions`](crate::GpuOptions) decide what they name (`gemm_min_rows`: GEMM
@@ -205,7 +168,7 @@ impl Gpu {
         for case in cases {
             for &m in case.rows {
                 let r = self.tune_one(case, m, options)?;
-                self.tune_table().extend([(r.key, r.chosen)]);
+                self.tune_table().extend([(r.class, r.chosen)]);
                 results.push(r);
             }
         }
@@ -213,45 +176,39 @@ impl Gpu {
     }
 
     fn tune_one(&self, case: &TuneCase<'_>, m: usize, options: &TuneOptions) -> Result<TuneResult> {
-        let (w, dtype, int8) = (case.weight, case.activation, case.int8_activations);
+        let (w, dtype, a8) = (case.weight, case.activation, case.a8);
         let (n, k) = (w.shape()[0], w.shape()[1]);
-        if int8 {
+        if a8 {
             check_int8_weight_scheme(w.scheme(), w.shape())?;
         }
+        let (facts, weight) = (DeviceFacts::of(self), WeightFacts::of(w));
+        let act = a8.then(ActivationQuant::per_token);
         let x = pattern(self, m * k, dtype)?;
         let y = GpuTensor::zeros(self, &[m, n], dtype)?;
         let no_bias = self.zeroed_buffer("int8-wgpu tuning bias", 4)?;
         let mut runs = Vec::new();
-        let variants = if int8 { &LinearVariant::INT8[..] } else { &LinearVariant::ALL[..] };
-        for &variant in variants {
+        for &kernel in LinearKernel::candidates(a8) {
             // The GEMM replaces GEMV passes only above one pass (`gemm_min_rows` is at least 9),
             // or int8 GEMVs that no pass of one row keeps within a CPU adapter's loop limit.
-            if variant.is_gemm() && m <= GEMV_MAX_ROWS && !(int8 && self.uses_int8_gemm(k, m)) {
+            if kernel.is_gemm() && m <= GEMV_MAX_ROWS && !(a8 && a8_gemm_past_loop_limit(&facts, [n, k], m)) {
                 continue;
             }
-            // One activation row runs a wide variant as its four-row kernel.
-            if matches!(variant, LinearVariant::GemvRows16Wide | LinearVariant::Int8Rows16Wide) && m == 1 {
+            // One activation row runs a wide kernel as its four-row one.
+            if matches!(kernel, LinearKernel::GemvRows16Wide | LinearKernel::A8Rows16Wide) && m == 1 {
                 continue;
             }
-            let plan = if int8 {
-                let Some(kernel) = a8_kernel_of(w, variant) else { continue };
-                prepare_a8_kernel(self, w, m, dtype, false, ActivationQuant::per_token(), kernel)
-                    .map(|p| LayerPlan::Int8(Arc::new(p)))
-            } else {
-                let Some(kernel) = kernel_of(self, w, dtype, variant) else { continue };
-                prepare_kernel(self, w, m, kernel, false).map(LayerPlan::Weight)
-            };
-            // Candidates past a CPU adapter's loop limit (`check_cpu_loop_limit`, `a8_run`) are not run.
-            let plan = match plan {
+            let Some(choice) = resolve(&facts, &weight, m, dtype, act, kernel, Chooser::Candidate) else { continue };
+            // Candidates past a CPU adapter's loop limit are not run.
+            let plan = match choice.and_then(|c| LinearPlan::new(self, w, m, &c, false)) {
                 Err(Error::Unsupported(_)) => continue,
-                p => p?,
+                p => Arc::new(p?),
             };
-            runs.push((variant, plan.bind(self, w, x.buffer(), &no_bias, y.buffer())));
+            runs.push((kernel, plan.bind(self, w, x.buffer(), &no_bias, y.buffer())));
         }
         if runs.is_empty() {
             // Every candidate was refused (a CPU adapter's loop limit on very long rows).
             return Err(Error::Unsupported(format!(
-                "no kernel variant can run a [{n}, {k}] layer on {m} rows on this adapter \
+                "no kernel can run a [{n}, {k}] layer on {m} rows on this adapter \
                  (see Gpu::is_cpu_adapter: llvmpipe's loop limit)"
             )));
         }
@@ -280,20 +237,20 @@ impl Gpu {
             .iter()
             .zip(samples.iter_mut())
             .zip(&iters)
-            .map(|(((variant, _), s), &iters)| {
+            .map(|(((kernel, _), s), &iters)| {
                 s.sort();
-                CandidateTiming { variant: *variant, median: s[s.len() / 2], min: s[0], max: s[s.len() - 1], iters }
+                CandidateTiming { kernel: *kernel, median: s[s.len() / 2], min: s[0], max: s[s.len() - 1], iters }
             })
             .collect();
-        let heuristic = if int8 { a8_heuristic(self, w, m) } else { heuristic(self, w, m) };
+        let heuristic = choose_kernel(&facts, &weight, m, a8, None);
         let fastest =
             candidates.iter().min_by_key(|c| c.median).ok_or_else(|| Error::Gpu("tuning timed no candidate".into()))?;
-        let chosen = match candidates.iter().find(|c| c.variant == heuristic) {
+        let chosen = match candidates.iter().find(|c| c.kernel == heuristic) {
             Some(h) if fastest.median.as_secs_f64() * (1.0 + options.margin) >= h.median.as_secs_f64() => heuristic,
-            _ => fastest.variant,
+            _ => fastest.kernel,
         };
-        let key = if int8 { TuneKey::of_int8(w, dtype, m) } else { TuneKey::of(w, dtype, m) };
-        Ok(TuneResult { key, shape: [n, k], rows: m, candidates, chosen, heuristic, source })
+        let class = class_of(w, dtype, m, a8);
+        Ok(TuneResult { class, shape: [n, k], rows: m, candidates, chosen, heuristic, source })
     }
 }
 
