@@ -66,9 +66,8 @@ impl Bound {
     }
 
     /// Records the integer matmul of an int8-activation forward without its activation
-    /// quantizer (benches: the activations of an earlier forward stay in the plan's buffers);
+    /// quantizer (profiling: the activations of an earlier forward stay in the plan's buffers);
     /// the whole forward for weight-only layers.
-    #[cfg(feature = "bench")]
     pub(crate) fn record_matmul(&self, pass: &mut wgpu::ComputePass<'_>) {
         match self {
             Self::Weight(p) => p.record(pass),
@@ -76,9 +75,8 @@ impl Bound {
         }
     }
 
-    /// Records the activation quantizer of an int8-activation forward alone (benches); nothing
-    /// for weight-only layers.
-    #[cfg(feature = "bench")]
+    /// Records the activation quantizer of an int8-activation forward alone (profiling);
+    /// nothing for weight-only layers.
     pub(crate) fn record_act_quant(&self, pass: &mut wgpu::ComputePass<'_>) {
         if let Self::Int8(p) = self {
             p.record_act_quant(pass);

@@ -2,8 +2,6 @@
 
 pub(crate) mod act_quant;
 mod adapter;
-#[cfg(feature = "bench")]
-pub mod bench;
 pub(crate) mod bindings;
 mod buffers;
 mod cache;
@@ -24,14 +22,17 @@ pub(crate) mod shaders;
 mod tensor;
 mod timing;
 mod tune;
+#[cfg(feature = "files")]
 mod tune_file;
 mod tune_measure;
+#[cfg(test)]
+mod translate;
 
 pub use device::{Capabilities, Gpu, ResourceCounts};
 pub use options::GpuOptions;
 pub use params::GEMV_MAX_ROWS;
 pub use quantized_tensor::GpuQuantizedTensor;
 pub use tensor::GpuTensor;
-pub use timing::TimingSource;
+pub use timing::{Timing, TimingSource};
 pub use tune::{LINEAR_A8_FAMILY, LINEAR_FAMILY, LinearVariant, RowClass, TuneKey};
 pub use tune_measure::{CandidateTiming, TuneCase, TuneOptions, TuneReport, TuneResult};

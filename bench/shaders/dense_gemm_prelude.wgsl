@@ -1,0 +1,30 @@
+// The library's prelude of gemm.wgsl (src/gpu/params.rs writes it; copied here, where the
+// dense yardstick compiles the library's kernels with f32 weights): constants, parameters, bindings.
+const DT_F32: u32 = 0u;
+const DT_F16: u32 = 1u;
+const DT_BF16: u32 = 2u;
+const WG: u32 = 256u;
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    words_per_row: u32,
+    row0: u32,
+    rows: u32,
+    inner: u32,
+    channels: u32,
+    chunk: u32,
+    has_bias: u32,
+    xor_mask: u32,
+    m0: u32,
+}
+@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<atomic<u32>>;
+@group(0) @binding(2) var<storage, read> x: array<u32>;
+@group(0) @binding(3) var<storage, read> weights: array<u32>;
+@group(0) @binding(4) var<storage, read> scales: array<f32>;
+@group(0) @binding(5) var<storage, read> zps: array<i32>;
+@group(0) @binding(6) var<storage, read> bias: array<u32>;
