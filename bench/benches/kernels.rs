@@ -13,8 +13,8 @@ mod suite;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use int8_wgpu_bench::{ReadLimit, time_forward};
 use int8_wgpu::{ActivationQuant, DType, Gpu, GpuQuantizedTensor, QuantScheme, reference};
+use int8_wgpu_bench::{ReadLimit, time_forward};
 
 fn gpu() -> Gpu {
     let gpu = Gpu::new().expect("benches need a GPU adapter (see README)");
@@ -148,7 +148,7 @@ fn int8_activations(c: &mut Criterion) {
             let x = layer.input_with_outliers(&gpu, m, DType::BF16, 0);
             for (id, l) in [("gpu-w8a16-bf16", &w8a16), ("gpu-w8a8-bf16", &w8a8)] {
                 g.bench_function(BenchmarkId::new(id, m), |b| {
-                    b.iter_custom(|n| time_forward(&l, &x, n as u32).expect("time").per_iter * n as u32)
+                    b.iter_custom(|n| time_forward(l, &x, n as u32).expect("time").per_iter * n as u32)
                 });
             }
             for outliers in suite::OUTLIER_COUNTS {

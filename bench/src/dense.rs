@@ -228,17 +228,21 @@ mod tests {
     /// Both dense kernels parse, validate and translate for every backend, on any machine.
     #[test]
     fn dense_kernels_translate() {
-        for (source, entry, subgroups) in
-            [(gemv_source(false), "gemv_fast_main", false), (gemv_source(true), "gemv_fast_main", true), (gemm_source(), "gemm_main", false)]
-        {
+        for (source, entry, subgroups) in [
+            (gemv_source(false), "gemv_fast_main", false),
+            (gemv_source(true), "gemv_fast_main", true),
+            (gemm_source(), "gemm_main", false),
+        ] {
             let module =
                 naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&source)));
             let info =
                 naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
                     .validate(&module)
                     .unwrap_or_else(|e| panic!("{entry}: {e:?}"));
-            let mut constants: naga::back::PipelineConstants =
-                [("IN_DT", 0.0), ("OUT_DT", 0.0), ("DENSE", 1.0)].into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+            let mut constants: naga::back::PipelineConstants = [("IN_DT", 0.0), ("OUT_DT", 0.0), ("DENSE", 1.0)]
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect();
             if entry == "gemv_fast_main" {
                 constants.extend([("GROUPED".to_string(), 0.0), ("ASYM".to_string(), 0.0), ("RPT".to_string(), 4.0)]);
             }

@@ -302,7 +302,12 @@ impl ReadLimit {
             } else {
                 let units = (bytes / 16) as u32;
                 let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
-                let params = wgpu_util::buffer(gpu, "int8-wgpu read limit params", bytemuck::bytes_of(&[units, 0, 0, 0]), uniform)?;
+                let params = wgpu_util::buffer(
+                    gpu,
+                    "int8-wgpu read limit params",
+                    bytemuck::bytes_of(&[units, 0, 0, 0]),
+                    uniform,
+                )?;
                 let g = bind(&[
                     entry(0, params.as_entire_binding()),
                     entry(1, sink.as_entire_binding()),

@@ -74,13 +74,21 @@ impl SimpleWeight {
         }
         let per = (gpu.max_binding_size() as usize / k).min(n);
         if per == 0 {
-            return Err(Error::TooLarge { what: format!("one row of {what}"), size: k as u64, limit: gpu.max_binding_size() });
+            return Err(Error::TooLarge {
+                what: format!("one row of {what}"),
+                size: k as u64,
+                limit: gpu.max_binding_size(),
+            });
         }
         let bytes: Vec<u8> = weight.values().iter().map(|&q| q as u8).collect();
         let mut blocks = Vec::new();
         for row0 in (0..n).step_by(per) {
             let rows = per.min(n - row0);
-            blocks.push((row0, rows, storage(gpu, "int8-wgpu-bench simple weight", &bytes[row0 * k..(row0 + rows) * k])?));
+            blocks.push((
+                row0,
+                rows,
+                storage(gpu, "int8-wgpu-bench simple weight", &bytes[row0 * k..(row0 + rows) * k])?,
+            ));
         }
         let scales = storage(gpu, "int8-wgpu-bench simple scales", bytemuck::cast_slice(weight.scales()))?;
         Ok(Self { gpu: gpu.clone(), n, k, blocks, scales })

@@ -51,7 +51,11 @@ pub(crate) fn buffer(gpu: &Gpu, label: &str, bytes: &[u8], usage: wgpu::BufferUs
     if contents.len() as u64 > gpu.max_binding_size() {
         return Err(Error::TooLarge { what: label.into(), size: contents.len() as u64, limit: gpu.max_binding_size() });
     }
-    Ok(gpu.device().create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &contents, usage }))
+    Ok(gpu.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: &contents,
+        usage,
+    }))
 }
 
 /// A storage buffer holding `bytes`.

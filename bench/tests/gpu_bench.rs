@@ -5,10 +5,10 @@
 mod common;
 
 use int8_wgpu::ForwardStage;
-use int8_wgpu_bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemv, SimpleGemvA8, SimpleQuantize, time_stage};
 use int8_wgpu::{
     DType, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Granularity, QuantScheme, QuantizedTensor, reference,
 };
+use int8_wgpu_bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemv, SimpleGemvA8, SimpleQuantize, time_stage};
 
 #[test]
 fn dense_yardstick_computes_the_product() {

@@ -21,12 +21,12 @@ mod quantized_tensor;
 pub(crate) mod shaders;
 mod tensor;
 mod timing;
+#[cfg(test)]
+mod translate;
 mod tune;
 #[cfg(feature = "files")]
 mod tune_file;
 mod tune_measure;
-#[cfg(test)]
-mod translate;
 
 pub use device::{Capabilities, Gpu, ResourceCounts};
 pub use options::GpuOptions;

@@ -99,17 +99,18 @@ impl Gpu {
     /// device has `TIMESTAMP_QUERY`, else the wall clock of its one submission until the device
     /// is idle. Waits for the device before and after. The first error `record` returns is
     /// returned (what was recorded still runs).
-    pub fn time_pass(
-        &self,
-        iters: u32,
-        record: impl Fn(&mut wgpu::ComputePass<'_>) -> Result<()>,
-    ) -> Result<Timing> {
+    pub fn time_pass(&self, iters: u32, record: impl Fn(&mut wgpu::ComputePass<'_>) -> Result<()>) -> Result<Timing> {
         let failed = std::cell::Cell::new(None);
-        let timing = time_passes(self, iters, |_| {}, |pass| {
-            if let Err(e) = record(pass) {
-                failed.replace(failed.take().or(Some(e)));
-            }
-        })?;
+        let timing = time_passes(
+            self,
+            iters,
+            |_| {},
+            |pass| {
+                if let Err(e) = record(pass) {
+                    failed.replace(failed.take().or(Some(e)));
+                }
+            },
+        )?;
         failed.into_inner().map_or(Ok(timing), Err)
     }
 }

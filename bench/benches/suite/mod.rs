@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use candle_core::Module;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use int8_wgpu_bench::{DenseLinear, ReadKernel, ReadLimit, ReadLimitEstimate, SimpleGemv, Timing, TimingSource};
 use int8_wgpu::{
-    ActivationQuant, DType, Error, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme,
-    QuantizedLinear, QuantizedTensor, reference,
+    ActivationQuant, DType, Error, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear,
+    QuantizedTensor, reference,
 };
+use int8_wgpu_bench::{DenseLinear, ReadKernel, ReadLimit, ReadLimitEstimate, SimpleGemv, Timing, TimingSource};
 
 /// `[out, in]` of a layer.
 pub type Shape = (usize, usize);
@@ -126,9 +126,7 @@ impl Layer {
     /// The simple kernel of issue 12 over this layer's weight, for the schemes it takes
     /// (symmetric per channel); `None` for the others.
     pub fn simple(&self, gpu: &Gpu) -> Option<SimpleGemv> {
-        (self.scheme == QuantScheme::default()).then(|| {
-            SimpleGemv::new(gpu, &self.q).expect("simple GEMV")
-        })
+        (self.scheme == QuantScheme::default()).then(|| SimpleGemv::new(gpu, &self.q).expect("simple GEMV"))
     }
 
     /// Panics unless the simple kernel computes this layer's product on `x` within
