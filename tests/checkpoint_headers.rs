@@ -167,7 +167,7 @@ fn many_tiny_tensors(n: usize) -> (Vec<String>, Vec<u8>) {
 
 /// Times `Checkpoint::open` and `Quantizer::plan` on a ~98 MB header of 1.2 M tiny tensors, as one
 /// file and as two shards with an index. A measurement, not a check: run it on purpose with
-/// `cargo test --release --test checkpoint -- --ignored --nocapture open_timing`.
+/// `cargo test --release --test checkpoint_headers -- --ignored --nocapture open_timing`.
 #[test]
 #[ignore]
 fn open_timing_on_a_huge_header() {
