@@ -1,7 +1,8 @@
 //! The "no quantization" yardstick: a dense f32 linear layer run by the library's GEMV/GEMM
 //! kernels (`shaders/gemv.wgsl`, `shaders/gemm.wgsl`) in their `DENSE` variant, f32 weights, so
 //! `int8 vs dense` isolates what the int8 weight costs or saves. The kernels are the library's
-//! files; their generated prelude is copied in `bench/shaders/dense_*_prelude.wgsl`.
+//! files; the prelude the library generates for them is copied in `bench/shaders/dense_prelude.wgsl`
+//! and below.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,22 @@ use int8_wgpu::{DType, Error, Gpu, GpuTensor, Result};
 
 use crate::wgpu_util::{Dispatches, entry, grid, layout, module, pipeline, shader_code, storage, zeroed};
 
-const GEMV_PRELUDE: &str = include_str!("../shaders/dense_gemv_prelude.wgsl");
-const GEMM_PRELUDE: &str = include_str!("../shaders/dense_gemm_prelude.wgsl");
+const PRELUDE: &str = include_str!("../shaders/dense_prelude.wgsl");
+/// The GEMV's own part of its prelude: its sizes and the 16-byte views of `x` and `weights`.
+const GEMV_PRELUDE: &str = "const GEMV_WG: u32 = 64u;
+const ROWS: u32 = 2u;
+const MAX_M: u32 = 8u;
+const FAST_WG: u32 = 256u;
+const TPR: u32 = 32u;
+const MAX_RPT: u32 = 4u;
+@group(0) @binding(2) var<storage, read> x4: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> weights4: array<vec4<u32>>;
+";
+/// The GEMM's own part of its prelude: its tile.
+const GEMM_PRELUDE: &str = "const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+";
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const LINEAR_COMMON: &str = include_str!("../../shaders/linear_common.wgsl");
 const GEMV_UNITS: &str = include_str!("../../shaders/gemv_units.wgsl");
@@ -51,12 +66,12 @@ struct LinearParams {
 /// The GEMV's source: its prelude, the library's helpers, the kernel and its lane reduction.
 fn gemv_source(subgroups: bool) -> String {
     let reduce = if subgroups { GEMV_REDUCE_SG } else { GEMV_REDUCE_WG };
-    [GEMV_PRELUDE, COMMON, LINEAR_COMMON, GEMV_UNITS, GEMV, reduce].concat()
+    [PRELUDE, GEMV_PRELUDE, COMMON, LINEAR_COMMON, GEMV_UNITS, GEMV, reduce].concat()
 }
 
 /// The GEMM's source.
 fn gemm_source() -> String {
-    [GEMM_PRELUDE, COMMON, LINEAR_COMMON, GEMM].concat()
+    [PRELUDE, GEMM_PRELUDE, COMMON, LINEAR_COMMON, GEMM].concat()
 }
 
 /// A plain f32 linear layer `y = x · Wᵀ` run by the library's GEMV/GEMM kernels with f32 weights.

@@ -1,15 +1,10 @@
-// The library's prelude of gemv.wgsl (src/gpu/params.rs writes it; copied here, where the
-// dense yardstick compiles the library's kernels with f32 weights): constants, parameters, bindings.
+// The prelude the library writes ahead of gemv.wgsl and gemm.wgsl (src/gpu/params.rs), copied
+// here, where the dense yardstick compiles those kernels with f32 weights: the dtype codes, the
+// parameters and the bindings both kernels share (each kernel's own part is in dense.rs).
 const DT_F32: u32 = 0u;
 const DT_F16: u32 = 1u;
 const DT_BF16: u32 = 2u;
 const WG: u32 = 256u;
-const GEMV_WG: u32 = 64u;
-const ROWS: u32 = 2u;
-const MAX_M: u32 = 8u;
-const FAST_WG: u32 = 256u;
-const TPR: u32 = 32u;
-const MAX_RPT: u32 = 4u;
 struct Params {
     m: u32,
     n: u32,
@@ -31,5 +26,3 @@ struct Params {
 @group(0) @binding(4) var<storage, read> scales: array<f32>;
 @group(0) @binding(5) var<storage, read> zps: array<i32>;
 @group(0) @binding(6) var<storage, read> bias: array<u32>;
-@group(0) @binding(2) var<storage, read> x4: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> weights4: array<vec4<u32>>;
