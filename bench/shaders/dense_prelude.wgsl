@@ -1,24 +1,10 @@
 // The prelude the library writes ahead of gemv.wgsl and gemm.wgsl (src/gpu/params.rs), copied
 // here, where the dense yardstick compiles those kernels with f32 weights: the dtype codes, the
-// parameters and the bindings both kernels share (each kernel's own part is in dense.rs).
+// bindings both kernels share (their parameters and each kernel's own part are in dense.rs).
 const DT_F32: u32 = 0u;
 const DT_F16: u32 = 1u;
 const DT_BF16: u32 = 2u;
 const WG: u32 = 256u;
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    words_per_row: u32,
-    row0: u32,
-    rows: u32,
-    inner: u32,
-    channels: u32,
-    chunk: u32,
-    has_bias: u32,
-    xor_mask: u32,
-    m0: u32,
-}
 @group(0) @binding(0) var<storage, read> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<atomic<u32>>;
 @group(0) @binding(2) var<storage, read> x: array<u32>;

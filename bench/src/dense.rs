@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytemuck::Zeroable;
 use int8_wgpu::gpu::{GEMV_MAX_ROWS, Timing};
 use int8_wgpu::{DType, Error, Gpu, GpuTensor, Result};
 
@@ -45,33 +44,35 @@ const GEMM_TILE: usize = 64;
 /// rule for its int8 GEMV, `rows_per_group` in `src/gpu/matmul.rs`).
 const GEMV_MIN_WORKGROUPS: usize = 256;
 
-/// The kernels' parameters (`Params` in the prelude), one dispatch's.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct LinearParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    words_per_row: u32,
-    row0: u32,
-    rows: u32,
-    inner: u32,
-    channels: u32,
-    chunk: u32,
-    has_bias: u32,
-    xor_mask: u32,
-    m0: u32,
+/// The fields of the kernels' `Params` (a `u32` each, in this order), as the library declares
+/// them (`LinearParams` in `src/gpu/params.rs`); [`params_wgsl`] writes the WGSL struct.
+const PARAMS: [&str; 12] =
+    ["m", "n", "k", "words_per_row", "row0", "rows", "inner", "channels", "chunk", "has_bias", "xor_mask", "m0"];
+
+/// The WGSL declaration of [`PARAMS`].
+fn params_wgsl() -> String {
+    let fields: String = PARAMS.iter().map(|f| format!("    {f}: u32,\n")).collect();
+    format!("struct Params {{\n{fields}}}\n")
+}
+
+/// One dispatch's parameters: the named fields, the others zero.
+fn params(values: &[(&str, usize)]) -> [u32; PARAMS.len()] {
+    let mut p = [0; PARAMS.len()];
+    for &(name, v) in values {
+        p[PARAMS.iter().position(|f| *f == name).expect("a field of Params")] = v as u32;
+    }
+    p
 }
 
 /// The GEMV's source: its prelude, the library's helpers, the kernel and its lane reduction.
 fn gemv_source(subgroups: bool) -> String {
     let reduce = if subgroups { GEMV_REDUCE_SG } else { GEMV_REDUCE_WG };
-    [PRELUDE, GEMV_PRELUDE, COMMON, LINEAR_COMMON, GEMV_UNITS, GEMV, reduce].concat()
+    [PRELUDE, &params_wgsl(), GEMV_PRELUDE, COMMON, LINEAR_COMMON, GEMV_UNITS, GEMV, reduce].concat()
 }
 
 /// The GEMM's source.
 fn gemm_source() -> String {
-    [PRELUDE, GEMM_PRELUDE, COMMON, LINEAR_COMMON, GEMM].concat()
+    [PRELUDE, &params_wgsl(), GEMM_PRELUDE, COMMON, LINEAR_COMMON, GEMM].concat()
 }
 
 /// A plain f32 linear layer `y = x · Wᵀ` run by the library's GEMV/GEMM kernels with f32 weights.
@@ -190,19 +191,18 @@ impl DenseLinear {
         for m0 in (0..m).step_by(pass) {
             let rows = (m - m0).min(pass);
             for (row0, block_rows, weights) in &self.blocks {
-                let params = LinearParams {
-                    m: rows as u32,
-                    n: self.n as u32,
-                    k: self.k as u32,
-                    words_per_row: self.k as u32,
-                    row0: *row0 as u32,
-                    rows: *block_rows as u32,
-                    inner: 1,
-                    channels: 1,
-                    m0: m0 as u32,
-                    ..LinearParams::zeroed()
-                };
-                let u = storage(&self.gpu, "int8-wgpu-bench dense params", bytemuck::bytes_of(&params))?;
+                let params = params(&[
+                    ("m", rows),
+                    ("n", self.n),
+                    ("k", self.k),
+                    ("words_per_row", self.k),
+                    ("row0", *row0),
+                    ("rows", *block_rows),
+                    ("inner", 1),
+                    ("channels", 1),
+                    ("m0", m0),
+                ]);
+                let u = storage(&self.gpu, "int8-wgpu-bench dense params", bytemuck::cast_slice(&params))?;
                 let ph = &self.placeholder;
                 let bound = [(0, &u), (1, y.buffer()), (2, x.buffer()), (3, weights), (4, ph), (5, ph), (6, ph)];
                 let entries: Vec<_> = bound.iter().map(|(b, buf)| entry(*b, buf.as_entire_binding())).collect();
