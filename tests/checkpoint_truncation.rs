@@ -1,6 +1,6 @@
 //! Input files that another program truncates (and writes back) while they are read: every
 //! read is the file's bytes or an `Error::Corrupt`, never a signal (a memory map of a file that
-//! shrinks faults with SIGBUS), through the library and through the CLI.
+//! shrinks faults with SIGBUS), through the library (the CLI's runs: cli/tests/cli_truncation.rs).
 
 mod common;
 

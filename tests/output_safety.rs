@@ -1,7 +1,8 @@
 //! What a quantization run may do to the file system around it: nothing outside the input
 //! folder is copied (symlinks, FIFOs, sockets), an output that appears during the run is never
-//! replaced without `--force`, interrupted and killed runs leave no temporary folders behind, and
-//! the temporary folder's name does not depend on the output's.
+//! replaced without `--force`, interrupted runs leave no temporary folders behind, and the
+//! temporary folder's name does not depend on the output's (`--force` on a folder that is not a
+//! checkpoint: output_force.rs; the CLI under signals: cli/tests/cli_signals.rs).
 
 #![cfg(unix)]
 

@@ -1,6 +1,5 @@
-//! The CLI under signals and `--force`: SIGINT and SIGTERM remove the temporary folder, a later
-//! run removes those of killed runs, and `--force` never deletes a folder that is not a
-//! checkpoint.
+//! The CLI under signals: SIGINT and SIGTERM remove the temporary folder, and a later run
+//! removes those of killed runs.
 
 #![cfg(unix)]
 

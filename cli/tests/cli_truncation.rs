@@ -1,6 +1,6 @@
-//! Input files that another program truncates (and writes back) while they are read: every
-//! read is the file's bytes or an `Error::Corrupt`, never a signal (a memory map of a file that
-//! shrinks faults with SIGBUS), through the library and through the CLI.
+//! `int8-wgpu quantize` on input files that another program truncates, writes back or rewrites
+//! in place while they are read: the run fails cleanly or writes one model's right output, never
+//! dies of a signal (the library's reads: tests/checkpoint_truncation.rs).
 
 mod common;
 
