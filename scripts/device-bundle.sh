@@ -17,12 +17,12 @@ cd "$(dirname "$0")/.."
 rm -rf .device
 mkdir -p .device/bundle
 
-# Every executable cargo builds for the GPU tests (lib unit tests included), the bench table
-# and the criterion bench, located from cargo's JSON messages. Feature `bench`: the benches
-# and the yardsticks' own tests (gpu_bench) need it.
+# Every executable cargo builds for the GPU tests (lib unit tests included; the yardsticks' own
+# tests, gpu_bench, are in the bench package), the bench table and the criterion bench (package
+# int8-wgpu-bench), located from cargo's JSON messages.
 {
-  cargo test --release --features bench --no-run --message-format=json
-  cargo build --release --features bench --example bench_table --bench kernels --message-format=json
+  cargo test --release -p int8-wgpu -p int8-wgpu-bench --no-run --message-format=json
+  cargo build --release -p int8-wgpu-bench --example bench_table --bench kernels --message-format=json
 } 2>/dev/null | python3 -c '
 import json, shutil, sys
 for line in sys.stdin:

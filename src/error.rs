@@ -250,6 +250,8 @@ fn overflow_advice(dtype: DType) -> &'static str {
     }
 }
 
+// Checkpoint files and the quantizer's are what name paths and tensors.
+#[cfg(feature = "files")]
 impl Error {
     /// Wraps an I/O error with the operation and the path it concerned.
     pub(crate) fn io(op: &'static str, path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
@@ -267,6 +269,7 @@ impl Error {
     }
 }
 
+#[cfg(feature = "files")]
 fn names_tensor(message: &str, name: &str) -> bool {
     message.contains(&format!("`{name}`")) || message.contains(&format!("`{name}."))
 }

@@ -6,14 +6,23 @@ use std::sync::{Arc, Mutex};
 
 use crate::check::{check_finite, check_output};
 use crate::gpu::act_quant::read_outlier_columns;
-#[cfg(feature = "bench")]
-use crate::gpu::bench::{Timing, time_passes};
 use crate::gpu::cache::Bindable;
 use crate::gpu::linear::{Bound, LinearPlan, prepare};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor, TuneCase, TuneOptions, TuneReport};
 use crate::reference::check_int8_weight_scheme;
 use crate::scheme::check_shape;
 use crate::{ActivationQuant, DType, Element, Error, QuantScheme, QuantizedTensor, Result};
+
+/// One stage of an int8-activation layer's forward ([`QuantizedLinear::record_stage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ForwardStage {
+    /// The activation quantizer: outlier columns (LLM.int8()), per-row scales and int8 values.
+    QuantizeActivations,
+    /// The matmul of the int8 activations with the int8 weight (and LLM.int8()'s outlier
+    /// columns in float).
+    Matmul,
+}
 
 /// A linear layer `y = x · Wᵀ + b` whose weight `W` (`[out, in]`) is int8 on the GPU.
 ///
@@ -275,6 +284,16 @@ impl QuantizedLinear {
     /// (keeping those buffers alive), so a loop over the same tensors creates no GPU object
     /// after its first pass ([`Gpu::resource_counts`] shows it).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
+        let prepared = self.checked(x, y)?;
+        if let Some(act) = prepared.act_buffer() {
+            *self.last_act.lock().unwrap_or_else(|p| p.into_inner()) = Some(act.clone());
+        }
+        prepared.record(pass);
+        Ok(())
+    }
+
+    /// The bound plan of `x` into `y` after [`QuantizedLinear::record`]'s checks of them.
+    fn checked(&self, x: &GpuTensor, y: &GpuTensor) -> Result<Arc<Bound>> {
         x.same_gpu(&self.gpu, "input")?;
         y.same_gpu(&self.gpu, "output")?;
         let (m, shape) = self.output_shape(x)?;
@@ -293,12 +312,7 @@ impl QuantizedLinear {
                 self.dtype
             )));
         }
-        let prepared = self.prepared(m, x, y)?;
-        if let Some(act) = prepared.act_buffer() {
-            *self.last_act.lock().unwrap_or_else(|p| p.into_inner()) = Some(act.clone());
-        }
-        prepared.record(pass);
-        Ok(())
+        self.prepared(m, x, y)
     }
 
     /// The plan for `m` rows, made on first use.
@@ -346,50 +360,27 @@ impl QuantizedLinear {
         Ok(report)
     }
 
-    /// Times `iters` forwards of `x` recorded into one compute pass (benches, feature `bench`):
-    /// kernel time from GPU timestamps when the device has them, else wall clock.
-    #[cfg(feature = "bench")]
-    #[doc(hidden)]
-    pub fn time_forward(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
-        x.same_gpu(&self.gpu, "input")?;
-        let (m, shape) = self.output_shape(x)?;
-        let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
-        let prepared = self.prepared(m, x, &y)?;
-        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
-    }
-
-    /// Times `iters` runs of the integer matmul alone of an int8-activation layer on `x`
-    /// (benches, feature `bench`): one whole forward quantizes the activations first, then only
-    /// the matmul's dispatches are recorded, `iters` times into one pass. An
-    /// [`Error::Unsupported`] for weight-only layers.
-    #[cfg(feature = "bench")]
-    #[doc(hidden)]
-    pub fn time_int8_matmul(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
-        x.same_gpu(&self.gpu, "input")?;
+    /// Records one stage of an int8-activation layer's forward alone into `pass`, for
+    /// profiling how a forward's time splits ([`Gpu::time_pass`] times it): the activation
+    /// quantizer, or the matmul reading the int8 activations the last quantizer stage or forward
+    /// on the same `x` and `y` wrote. Tensors as for [`QuantizedLinear::record`]. An
+    /// [`Error::Unsupported`] for weight-only layers, whose forward is one stage.
+    pub fn record_stage(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        stage: ForwardStage,
+    ) -> Result<()> {
         if self.act.is_none() {
-            return Err(Error::Unsupported("timing the int8 matmul of a weight-only layer".into()));
+            return Err(Error::Unsupported(format!("recording the {stage:?} stage of a weight-only layer")));
         }
-        let (m, shape) = self.output_shape(x)?;
-        let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
-        let prepared = self.prepared(m, x, &y)?;
-        time_passes(&self.gpu, 1, |_| {}, |pass| prepared.record(pass))?;
-        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record_matmul(pass))
-    }
-
-    /// Times `iters` runs of the activation quantizer alone of an int8-activation layer on `x`
-    /// (benches, feature `bench`), recorded into one pass. An [`Error::Unsupported`] for
-    /// weight-only layers.
-    #[cfg(feature = "bench")]
-    #[doc(hidden)]
-    pub fn time_activation_quant(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
-        x.same_gpu(&self.gpu, "input")?;
-        if self.act.is_none() {
-            return Err(Error::Unsupported("timing the activation quantizer of a weight-only layer".into()));
+        let prepared = self.checked(x, y)?;
+        match stage {
+            ForwardStage::QuantizeActivations => prepared.record_act_quant(pass),
+            ForwardStage::Matmul => prepared.record_matmul(pass),
         }
-        let (m, shape) = self.output_shape(x)?;
-        let y = GpuTensor::zeros(&self.gpu, &shape, self.dtype)?;
-        let prepared = self.prepared(m, x, &y)?;
-        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record_act_quant(pass))
+        Ok(())
     }
 
     /// Host convenience: uploads `x` (`shape = [..., in]`, dtype = the activation dtype), runs

@@ -79,22 +79,28 @@
 //!
 //! ## Features
 //!
-//! - `cli` (default): the `int8-wgpu` command-line tool.
-//! - `bench`: the benches' measuring tools, `gpu::bench` (the device's read limit, a dense f32
-//!   layer, timing), which are not part of the library's API otherwise.
+//! - `files` (default): checkpoints on disk ([`Checkpoint`], `checkpoint`), the [`Quantizer`]
+//!   (threads, temporary folders) and tuning files ([`Gpu::save_tuning`], [`Gpu::load_tuning`]).
+//!   Without it the crate touches no file system and builds for `wasm32-unknown-unknown`.
+//!
+//! The command-line tool is the `int8-wgpu-cli` package (`cli/`), the benches the
+//! `int8-wgpu-bench` package (`bench/`).
 
 #![warn(missing_docs)]
 
 mod activation;
 mod check;
+#[cfg(feature = "files")]
 pub mod checkpoint;
 mod dtype;
 mod error;
 pub mod gpu;
 mod layer;
 mod quantized;
+#[cfg(feature = "files")]
 pub mod quantizer;
 pub mod reference;
+#[cfg(feature = "files")]
 mod regular_file;
 mod scheme;
 
@@ -102,17 +108,9 @@ pub use activation::{ActivationQuant, QuantizedActivations};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Polling};
-pub use layer::QuantizedLinear;
+pub use layer::{ForwardStage, QuantizedLinear};
 pub use quantized::{QuantError, QuantizedTensor};
 pub use scheme::{Granularity, Method, Mode, ParamLayout, QuantScheme};
-
-// Second paths kept only until README.md's checkpoint example and tests/checkpoint.rs,
-// tests/output_safety.rs and tests/quantize_int8_activations.rs use the module paths
-// (issue 18: removed after the merge).
-#[doc(hidden)]
-pub use checkpoint::Checkpoint;
-#[doc(hidden)]
-pub use quantizer::{QuantReport, Quantizer};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -1,7 +1,8 @@
 //! What a quantization run may do to the file system around it: nothing outside the input
 //! folder is copied (symlinks, FIFOs, sockets), an output that appears during the run is never
-//! replaced without `--force`, interrupted and killed runs leave no temporary folders behind, and
-//! the temporary folder's name does not depend on the output's.
+//! replaced without `--force`, interrupted runs leave no temporary folders behind, and the
+//! temporary folder's name does not depend on the output's (`--force` on a folder that is not a
+//! checkpoint: output_force.rs; the CLI under signals: cli/tests/cli_signals.rs).
 
 #![cfg(unix)]
 
@@ -12,47 +13,13 @@ use common::TempDir;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use int8_wgpu::Error;
 use int8_wgpu::checkpoint::Checkpoint;
-use int8_wgpu::quantizer::{self, Quantizer};
-use int8_wgpu::{Error, QuantReport, Result};
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
+use int8_wgpu::quantizer::{self};
 
-/// In-process runs of this binary are serialized: [`quantizer::remove_temp_folders`] removes the
-/// temporary folders of every run in the process, so it must not meet another test's run.
-static IN_PROCESS: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    IN_PROCESS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Writes `layers` F32 linear layers `l{i}.weight` of `[n, n]` into `path`.
-fn write_weights(path: &Path, layers: usize, n: usize) {
-    let data: Vec<Vec<u8>> =
-        (0..layers).map(|i| bytemuck::cast_slice(&common::rand_vec(n * n, 7 + i as u64)).to_vec()).collect();
-    let views: Vec<(String, TensorView<'_>)> = data
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (format!("l{i}.weight"), TensorView::new(Dtype::F32, vec![n, n], d).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
-}
-
-/// A model folder: `model.safetensors` with `layers` layers of `[n, n]`, `config.json`,
-/// `tokenizer.json`.
-fn write_model(dir: &Path, layers: usize, n: usize) {
-    write_weights(&dir.join("model.safetensors"), layers, n);
-    fs::write(dir.join("config.json"), r#"{"model_type": "toy"}"#).unwrap();
-    fs::write(dir.join("tokenizer.json"), r#"{"version": "1.0"}"#).unwrap();
-}
-
-fn quantizer(input: &Path, output: &Path) -> Quantizer {
-    Quantizer::new(input, output).cpu().eval_rows(0)
-}
+use common::square::{quantizer, run_meddling, serial, temp_folders, write_model, write_weights};
 
 /// Everything under `dir`, without following symlinks: relative path, and the file's bytes
 /// (`None` for a folder; a symlink shows as `-> target`).
@@ -75,17 +42,6 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
     }
     let mut v = Vec::new();
     walk(dir, dir, &mut v);
-    v.sort();
-    v
-}
-
-/// The names in `dir` that are a run's temporary folders (this version's or older ones').
-fn temp_folders(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("int8-wgpu-tmp"))
-        .collect();
     v.sort();
     v
 }
@@ -228,16 +184,6 @@ fn fifos_and_sockets_are_skipped_without_being_opened() {
         ]
     );
     assert_eq!(names(&tree(&dest)), ["config.json", "model.safetensors", "tokenizer.json"]);
-}
-
-/// Quantizes `inp` to `dest`; before the second layer, `meddle` runs (as another program would,
-/// mid-run).
-fn run_meddling(q: Quantizer, mut meddle: impl FnMut()) -> Result<QuantReport> {
-    q.run_with_progress(|p| {
-        if p.done == 1 && p.layer.is_some() {
-            meddle();
-        }
-    })
 }
 
 #[test]
@@ -430,201 +376,4 @@ fn remove_temp_folders_stops_the_runs_in_progress() {
     assert_eq!(finished.unfinished, 0);
     assert!(finished.finished >= 1, "{finished:?}");
     assert_eq!(Checkpoint::open(&dest).unwrap().quantized_layers(), ["l0", "l1", "l2"]);
-}
-
-// ---- The CLI under signals -------------------------------------------------------------------
-
-fn exe() -> Option<&'static str> {
-    let exe = option_env!("CARGO_BIN_EXE_int8-wgpu");
-    if exe.is_none() {
-        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
-    }
-    exe
-}
-
-/// A model whose error evaluation takes long enough to interrupt: 3 layers of 512x512 with
-/// `--eval-rows 4096` (the most allowed) are some 6 billion multiply-adds.
-fn slow_model(name: &str) -> TempDir {
-    let inp = TempDir::new(name);
-    write_model(inp.path(), 3, 512);
-    inp
-}
-
-fn spawn_quantize(exe: &str, input: &Path, output: &Path, eval_rows: &str) -> Child {
-    Command::new(exe)
-        .arg("quantize")
-        .arg(input)
-        .arg(output)
-        .args(["--cpu", "--eval-rows", eval_rows])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits until the run's temporary folder is in `parent`, and returns its name.
-fn wait_for_temp_folder(child: &mut Child, parent: &Path) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some(name) = temp_folders(parent).pop() {
-            return name;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the run ended ({status}) before its temporary folder appeared");
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "no temporary folder appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits for the child to exit; kills it (and fails) if it does not within two minutes.
-fn wait_exit(mut child: Child) -> (std::process::ExitStatus, String) {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("the run did not exit after the signal");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let o = child.wait_with_output().unwrap();
-    (o.status, String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    // SAFETY: sending a signal to our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
-}
-
-#[test]
-fn sigint_and_sigterm_remove_the_temporary_folder() {
-    let Some(exe) = exe() else { return };
-    let inp = slow_model("sig-in");
-    for (sig, code, name) in [(libc::SIGTERM, 143, "SIGTERM"), (libc::SIGINT, 130, "SIGINT")] {
-        let out = TempDir::new("sig-out");
-        let dest = out.path().join("q");
-        let mut child = spawn_quantize(exe, inp.path(), &dest, "4096");
-        wait_for_temp_folder(&mut child, out.path());
-        signal(&child, sig);
-        let (status, stderr) = wait_exit(child);
-        assert_eq!(status.code(), Some(code), "{name}: {status}\n{stderr}");
-        assert!(
-            stderr.ends_with(&format!("interrupted by {name}; the unfinished output was removed\n")),
-            "{name}: {stderr}"
-        );
-        assert_eq!(temp_folders(out.path()), Vec::<String>::new(), "{name}");
-        assert!(!dest.exists(), "{name}");
-    }
-}
-
-#[test]
-fn a_later_run_removes_the_temporary_folders_of_killed_runs() {
-    let Some(exe) = exe() else { return };
-    let inp = slow_model("kill-in");
-    let out = TempDir::new("kill-out");
-    let dest = out.path().join("q");
-    let mut child = spawn_quantize(exe, inp.path(), &dest, "4096");
-    let killed = wait_for_temp_folder(&mut child, out.path());
-    let dead_pid = child.id();
-    signal(&child, libc::SIGKILL);
-    let (status, _) = wait_exit(child);
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
-    assert_eq!(temp_folders(out.path()), std::slice::from_ref(&killed), "kill -9 leaves its folder");
-
-    // Only folders holding the lock file this tool writes are removed: a folder named like a
-    // killed run's that another program made is left alone, as are a live process's (ours),
-    // anything not of our naming, and older versions' `.<output>.int8-wgpu-tmp-<pid>-<nanos>`
-    // and `<that>.old` (which may hold the only copy of a previous output).
-    let mine = format!(".int8-wgpu-tmp-{}-77", std::process::id());
-    let impostor = format!(".int8-wgpu-tmp-{dead_pid}-5");
-    let legacy = format!(".q.int8-wgpu-tmp-{dead_pid}-1700000000000000000");
-    let legacy_old = format!("{legacy}.old");
-    let unrelated = format!(".int8-wgpu-tmp-{dead_pid}-x");
-    for name in [&mine, &impostor, &legacy, &legacy_old, &unrelated] {
-        fs::create_dir(out.path().join(name)).unwrap();
-        fs::write(out.path().join(name).join("f.txt"), "x").unwrap();
-    }
-
-    let o = Command::new(exe)
-        .arg("quantize")
-        .arg(inp.path())
-        .arg(out.path().join("q2"))
-        .args(["--cpu", "--eval-rows", "0"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut left = temp_folders(out.path());
-    left.sort();
-    let mut want = vec![mine, impostor, legacy, legacy_old, unrelated];
-    want.sort();
-    assert_eq!(left, want);
-    assert!(!out.path().join(&killed).exists());
-    assert_eq!(Checkpoint::open(out.path().join("q2")).unwrap().quantized_layers(), ["l0", "l1", "l2"]);
-}
-
-/// `--force` replaces only a folder that looks like a checkpoint: once, `quantize --force tiny
-/// victim` deleted `victim/thesis.tex` and `victim/deep/data`.
-#[test]
-fn force_never_deletes_a_folder_that_is_not_a_checkpoint() {
-    let _s = serial();
-    let (inp, out) = (TempDir::new("victim-in"), TempDir::new("victim-out"));
-    write_model(inp.path(), 2, 8);
-    let victim = out.path().join("victim");
-    fs::create_dir_all(victim.join("deep")).unwrap();
-    fs::write(victim.join("deep/data"), "results").unwrap();
-    fs::write(victim.join("config.json"), "{}").unwrap();
-    let e = quantizer(inp.path(), &victim).overwrite(true).run().unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        format!(
-            "checkpoint error: `{}` holds `deep/data`, which is not part of a checkpoint; --force replaces only a \
-             checkpoint folder: remove it yourself or choose another output",
-            victim.display()
-        )
-    );
-    fs::write(victim.join("thesis.tex"), "chapter 1").unwrap();
-    let e = quantizer(inp.path(), &victim).overwrite(true).run().unwrap_err();
-    assert!(e.to_string().contains("holds `deep/data`"), "{e}");
-    fs::remove_dir_all(victim.join("deep")).unwrap();
-    let e = quantizer(inp.path(), &victim).overwrite(true).run().unwrap_err();
-    assert!(e.to_string().contains("holds `thesis.tex`, which is not part of a checkpoint"), "{e}");
-    assert_eq!(fs::read_to_string(victim.join("thesis.tex")).unwrap(), "chapter 1");
-    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
-
-    // Files a checkpoint folder may hold, but no weights: a Python project, notes, a JSON data set.
-    let proj = out.path().join("proj");
-    fs::create_dir_all(proj.join("src")).unwrap();
-    fs::create_dir_all(proj.join("data")).unwrap();
-    fs::write(proj.join("src/train.py"), "print(1)").unwrap();
-    fs::write(proj.join("NOTES.md"), "notes").unwrap();
-    fs::write(proj.join("data/results.json"), "{}").unwrap();
-    fs::write(proj.join("requirements.txt"), "numpy").unwrap();
-    let e = quantizer(inp.path(), &proj).overwrite(true).run().unwrap_err();
-    assert!(e.to_string().contains("holds no `*.safetensors` file, so it is not a checkpoint folder"), "{e}");
-    assert_eq!(fs::read_to_string(proj.join("src/train.py")).unwrap(), "print(1)");
-    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
-
-    // A folder that appears during the run is checked at the move into place.
-    let late = out.path().join("late");
-    let e = run_meddling(quantizer(inp.path(), &late).overwrite(true), || {
-        fs::create_dir(&late).unwrap();
-        fs::write(late.join("notes.odt"), "mine").unwrap();
-    })
-    .unwrap_err();
-    assert!(e.to_string().contains("holds `notes.odt`"), "{e}");
-    assert_eq!(fs::read_to_string(late.join("notes.odt")).unwrap(), "mine");
-    assert_eq!(temp_folders(out.path()), Vec::<String>::new());
-
-    // A checkpoint folder (sub-folders such as 1_Pooling, tokenizer files, a model card) is replaced.
-    let ckpt = out.path().join("ckpt");
-    fs::create_dir_all(ckpt.join("1_Pooling")).unwrap();
-    for f in
-        ["1_Pooling/config.json", "model.safetensors", "vocab.txt", "tokenizer.model", "README.md", ".gitattributes"]
-    {
-        fs::write(ckpt.join(f), "old").unwrap();
-    }
-    quantizer(inp.path(), &ckpt).overwrite(true).run().unwrap();
-    assert_eq!(Checkpoint::open(&ckpt).unwrap().quantized_layers(), ["l0", "l1"]);
 }

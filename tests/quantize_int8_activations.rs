@@ -5,49 +5,20 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
 use common::TempDir;
-use half::bf16;
 use int8_wgpu::checkpoint::{Checkpoint, PackFormat, TensorDtype};
-use int8_wgpu::{ActivationQuant, DType, Error, Granularity, Method, QuantScheme, Quantizer, reference};
-use safetensors::tensor::TensorView;
+use int8_wgpu::quantizer::Quantizer;
+use int8_wgpu::{ActivationQuant, DType, Error, Granularity, Method, QuantScheme, reference};
 use serde_json::{Value, json};
+
+use common::a8_model::{LINEARS, write_model};
 
 /// The `input_activations` llmcompressor 0.14 wrote for its W8A8 preset (the whole config is in
 /// `tests/checkpoint_int8_activations.rs`, `LLMCOMPRESSOR_W8A8`).
 const LLMCOMPRESSOR_INPUT_ACTIVATIONS: &str = r#"{"actorder": null, "block_structure": null, "dynamic": true, "group_size": null, "num_bits": 8, "observer": null, "observer_kwargs": {}, "scale_dtype": null, "strategy": "token", "symmetric": true, "type": "int", "zp_dtype": null}"#;
-
-/// Linear layers: name, [out, in]; `in` not a multiple of 4 for one (int-quantized rows are
-/// not padded).
-const LINEARS: &[(&str, [usize; 2])] = &[("model.layers.0.q_proj", [6, 10]), ("model.layers.0.up_proj", [12, 16])];
-
-/// A float model folder in `dtype`: the linear weights, a norm, an `lm_head` (excluded by default).
-fn write_model(dir: &Path, dtype: DType) -> Vec<Vec<f32>> {
-    let bytes = |v: &[f32]| -> Vec<u8> {
-        match dtype {
-            DType::BF16 => v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
-            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        }
-    };
-    let st = if dtype == DType::BF16 { TensorDtype::BF16 } else { TensorDtype::F32 };
-    let mut weights = Vec::new();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (i, (name, [out, inn])) in LINEARS.iter().enumerate() {
-        let w: Vec<f32> = common::rand_vec(out * inn, 40 + i as u64).iter().map(|&v| dtype.round(v)).collect();
-        tensors.push((format!("{name}.weight"), vec![*out, *inn], bytes(&w)));
-        weights.push(w);
-    }
-    tensors.push(("model.norm.weight".into(), vec![10], bytes(&[1.0; 10])));
-    tensors.push(("lm_head.weight".into(), vec![4, 10], bytes(&common::rand_vec(40, 3))));
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let views = tensors.iter().map(|(n, s, b)| (n.as_str(), TensorView::new(st, s.clone(), b).unwrap()));
-    safetensors::serialize_to_file(views, Some(meta), &dir.join("model.safetensors")).unwrap();
-    fs::write(dir.join("config.json"), r#"{"model_type": "toy"}"#).unwrap();
-    weights
-}
 
 fn quantization_config(dir: &Path) -> Value {
     let config: Value = serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
@@ -191,59 +162,4 @@ fn metadata_that_contradicts_the_config_is_an_error() {
     fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
     let e = Checkpoint::open(&dest).unwrap().activation_quant().unwrap_err();
     assert!(matches!(&e, Error::Corrupt(m) if m.contains("says `w8a8`")), "{e}");
-}
-
-#[test]
-fn cli_quantize_w8a8_and_llm_int8_and_inspect() {
-    let Some(exe) = option_env!("CARGO_BIN_EXE_int8-wgpu") else {
-        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
-        return;
-    };
-    let run = |args: &[&std::ffi::OsStr]| {
-        let o = std::process::Command::new(exe).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
-    let (inp, out) = (TempDir::new("a8-cli-in"), TempDir::new("a8-cli-out"));
-    write_model(inp.path(), DType::F32);
-    let (i, a8, l8) = (inp.path().as_os_str(), out.path().join("a8"), out.path().join("l8"));
-    let s = |s: &'static str| std::ffi::OsStr::new(s);
-
-    let (code, stdout, stderr) = run(&[s("quantize"), i, a8.as_os_str(), s("--cpu"), s("--method"), s("w8a8")]);
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("quantized 2 linear layers (w8a8, sym channel"), "{stdout}");
-    let (code, stdout, _) = run(&[s("inspect"), a8.as_os_str()]);
-    assert_eq!(code, Some(0));
-    assert!(
-        stdout
-            .contains("compressed-tensors, int-quantized; method w8a8, activations bf16 quantized to int8 per token)"),
-        "{stdout}"
-    );
-
-    let args =
-        [s("quantize"), i, l8.as_os_str(), s("--cpu"), s("--method"), s("llm-int8"), s("--outlier-threshold"), s("5")];
-    let (code, stdout, stderr) = run(&args);
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let (_, stdout, _) = run(&[s("inspect"), l8.as_os_str()]);
-    assert!(
-        stdout.contains("method llm-int8, activations bf16 quantized to int8 per token, columns with |x| >= 5 kept)"),
-        "{stdout}"
-    );
-
-    let bad = out.path().join("bad");
-    for (args, needle) in [
-        (vec![s("--method"), s("w8a8"), s("--scheme"), s("asym")], "w8a8 quantizes activations per token"),
-        (vec![s("--method"), s("llm-int8"), s("--group-size"), s("8")], "not sym group 8"),
-        (vec![s("--outlier-threshold"), s("5")], "applies to the llm-int8 method only"),
-        (vec![s("--method"), s("llm-int8"), s("--outlier-threshold"), s("-1")], "outlier threshold is -1"),
-    ] {
-        let args = [vec![s("quantize"), i, bad.as_os_str(), s("--cpu")], args].concat();
-        let (code, _, stderr) = run(&args);
-        assert_eq!(code, Some(1), "{stderr}");
-        assert!(stderr.contains(needle) && !stderr.contains("panicked"), "{stderr}");
-    }
-    assert!(!bad.exists());
 }

@@ -87,7 +87,6 @@ pub use self::compressed_tensors::QuantizedLayerInfo;
 pub use self::pack_format::PackFormat;
 // Public only while tests/checkpoint.rs and tests/quantize_int8_activations.rs call it (issue 18:
 // crate-private after the merge, their checks as unit tests).
-#[doc(hidden)]
 pub use self::encode::exported;
 pub use self::safetensors::{TensorDtype, TensorInfo};
 

@@ -134,18 +134,6 @@ impl Gpu {
         self.create_buffer(label, size.div_ceil(4).max(1) * 4, STORAGE_USAGE, None)
     }
 
-    /// Creates a uniform buffer holding `bytes` (the read-limit kernels bind one; the library's
-    /// own kernels read their parameters from storage buffers, see `params.rs`).
-    #[cfg(feature = "bench")]
-    pub(crate) fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
-        self.create_buffer(
-            label,
-            bytes.len() as u64,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            Some(bytes),
-        )
-    }
-
     pub(crate) fn check_binding(&self, what: &str, size: u64) -> Result<()> {
         let limit = self.max_binding_size();
         if size > limit {

@@ -3,8 +3,6 @@
 pub(crate) mod act_quant;
 mod adapter;
 mod adopt;
-#[cfg(feature = "bench")]
-pub mod bench;
 pub(crate) mod bindings;
 mod buffers;
 pub(crate) mod cache;
@@ -23,6 +21,8 @@ mod readback;
 pub(crate) mod shaders;
 mod tensor;
 mod timing;
+#[cfg(test)]
+mod translate;
 mod wait;
 
 pub use device::{Capabilities, Gpu, ResourceCounts};
@@ -30,4 +30,4 @@ pub use linear::{CandidateTiming, LinearKernel, TuneCase, TuneClass, TuneReport,
 pub use options::{GpuOptions, Polling, TuneOptions};
 pub use quantized_tensor::GpuQuantizedTensor;
 pub use tensor::GpuTensor;
-pub use timing::TimingSource;
+pub use timing::{Timing, TimingSource};

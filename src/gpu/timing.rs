@@ -1,5 +1,5 @@
-//! Timing GPU work, for tuning (`linear/tune_measure.rs`) and the benches: GPU timestamps when the device has
-//! them, else wall clock.
+//! Timing GPU work, for tuning (`linear/tune_measure.rs`) and for profiling ([`Gpu::time_pass`]):
+//! GPU timestamps when the device has them, else wall clock.
 
 use std::time::{Duration, Instant};
 
@@ -89,4 +89,28 @@ pub(crate) fn time_passes(
         }
     }
     Ok(Timing { per_iter: wall / iters, iters, source: TimingSource::WallClock })
+}
+
+impl Gpu {
+    /// Times `iters` repetitions of what `record` records into one compute pass, for profiling
+    /// a layer ([`QuantizedLinear::record`](crate::QuantizedLinear::record),
+    /// [`QuantizedLinear::record_stage`](crate::QuantizedLinear::record_stage)) or an
+    /// application's own kernels: kernel time from GPU timestamps around the pass where the
+    /// device has `TIMESTAMP_QUERY`, else the wall clock of its one submission until the device
+    /// is idle. Waits for the device before and after. The first error `record` returns is
+    /// returned (what was recorded still runs).
+    pub fn time_pass(&self, iters: u32, record: impl Fn(&mut wgpu::ComputePass<'_>) -> Result<()>) -> Result<Timing> {
+        let failed = std::cell::Cell::new(None);
+        let timing = time_passes(
+            self,
+            iters,
+            |_| {},
+            |pass| {
+                if let Err(e) = record(pass) {
+                    failed.replace(failed.take().or(Some(e)));
+                }
+            },
+        )?;
+        failed.into_inner().map_or(Ok(timing), Err)
+    }
 }

@@ -176,6 +176,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 /// Whether following a link failed because links lead back to themselves (ELOOP).
+#[cfg_attr(not(unix), allow(unused_variables))]
 fn is_loop(e: &std::io::Error) -> bool {
     #[cfg(unix)]
     return e.raw_os_error() == Some(libc::ELOOP);

@@ -118,7 +118,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
-use crate::{Error, Gpu, QuantScheme, Result};
+use crate::{Error, Gpu, Method, QuantScheme, Result};
 
 /// Checks before any work.
 mod checks;
@@ -153,10 +153,6 @@ pub use self::output::{Cleanup, remove_temp_folders};
 pub use self::report::{LayerReport, QuantReport};
 pub(crate) use self::select::Selection;
 pub use self::select::{DEFAULT_EXCLUDES, Skipped};
-// A second path kept only until tests/checkpoint.rs imports `int8_wgpu::Method` (issue 18:
-// removed after the merge).
-#[doc(hidden)]
-pub use crate::scheme::Method;
 
 /// The most activation rows [`Quantizer::eval_rows`] accepts. The evaluation costs
 /// rows × out × in multiply-adds per layer in f32 and as many in f64, one layer per worker

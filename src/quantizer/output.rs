@@ -48,6 +48,7 @@ struct Live {
 }
 
 impl Live {
+    #[cfg(unix)]
     fn holds(&self, path: &Path) -> bool {
         self.unfinished.iter().chain(&self.old).any(|p| p == path)
     }

@@ -80,13 +80,6 @@ pub struct Selection {
 }
 
 impl Quantizer {
-    /// Kept only while tests/checkpoint.rs calls it (issue 18: removed after the merge, with
-    /// [`Selection`] crate-private).
-    #[doc(hidden)]
-    pub fn plan(&self, ckpt: &Checkpoint) -> Result<Selection> {
-        self.select(ckpt)
-    }
-
     /// Decides what to quantize from the checkpoint's headers.
     pub(crate) fn select(&self, ckpt: &Checkpoint) -> Result<Selection> {
         let mut selection = Selection::default();

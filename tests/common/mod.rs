@@ -3,6 +3,12 @@
 
 use std::sync::OnceLock;
 
+pub mod a8_model;
+pub mod model;
+pub mod square;
+#[cfg(unix)]
+pub mod truncation;
+
 use int8_wgpu::{ActivationQuant, DType, Element, Gpu, QuantizedActivations, QuantizedTensor, reference};
 
 /// The test device, opened once per test binary. Honours `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`.
@@ -216,26 +222,6 @@ pub fn assert_a8_close<T: Element>(
             (got - want).abs()
         );
     }
-}
-
-/// The `int8-wgpu` binary, or `None` (reported as skipped) where feature `cli` is off.
-pub fn cli_exe() -> Option<&'static str> {
-    let exe = option_env!("CARGO_BIN_EXE_int8-wgpu");
-    if exe.is_none() {
-        eprintln!("SKIPPED: the CLI is not built (feature `cli` off)");
-    }
-    exe
-}
-
-/// Runs the CLI with `args` (and `WGPU_BACKEND=backend` where given): exit code, stdout, stderr.
-pub fn run_cli(exe: &str, args: &[&std::ffi::OsStr], backend: Option<&str>) -> (Option<i32>, String, String) {
-    let mut c = std::process::Command::new(exe);
-    c.args(args).env("XDG_RUNTIME_DIR", "/tmp");
-    if let Some(b) = backend {
-        c.env("WGPU_BACKEND", b);
-    }
-    let o = c.output().unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 /// An int-quantized layer `layer` of `shape` (I8 ints, F32 scales of `scale_shape`) in

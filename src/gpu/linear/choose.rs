@@ -165,13 +165,6 @@ impl Gpu {
     }
 }
 
-/// The lane-group GEMV's rows per group on `gpu` for `n` output rows (the benches' dense
-/// yardstick runs the same kernel design).
-#[cfg(feature = "bench")]
-pub(crate) fn gemv_rows_per_group(gpu: &Gpu, n: usize) -> u8 {
-    crate::gpu::linear::heuristic::rows_per_group(&DeviceFacts::of(gpu), n)
-}
-
 #[cfg(test)]
 #[path = "choose_tests.rs"]
 mod tests;

@@ -10,6 +10,7 @@ mod kernel;
 mod loop_limit;
 mod plan;
 mod table;
+#[cfg(feature = "files")]
 mod tune_file;
 mod tune_measure;
 mod tune_table;
@@ -22,8 +23,6 @@ pub(crate) use facts::DeviceFacts;
 pub(crate) use heuristic::act_quant_per_row;
 pub(crate) use plan::{Bound, LinearPlan};
 pub(crate) use tune_table::TuneTable;
-#[cfg(feature = "bench")]
-pub(crate) use {choose::gemv_rows_per_group, heuristic::gemm_min_rows, plan::Prepared, table::workgroups};
 
 use crate::gpu::{Gpu, GpuQuantizedTensor};
 use crate::{ActivationQuant, DType, Result};

@@ -1,6 +1,5 @@
-//! The tuned choices ([`Gpu::tune`]) as an application handles them: listed, cleared, and in
-//! tuning files, saved as JSON and loaded on a later run so that the measuring is done once per
-//! device.
+//! Tuning files: the tuned choices ([`Gpu::tune`]) saved as JSON and loaded on a later run, so
+//! that the measuring is done once per device.
 //!
 //! A file holds one adapter's choices: the identity of the adapter that measured them (name,
 //! backend, driver and its version, vendor and device ids, whether the kernels reduce with
@@ -44,16 +43,6 @@ const MAX_CLASS: u64 = 1 << 32;
 static SAVES: AtomicU64 = AtomicU64::new(0);
 
 impl Gpu {
-    /// The tuned choices, in a stable order.
-    pub fn tuning(&self) -> Vec<(TuneClass, LinearKernel)> {
-        self.tune_table().entries()
-    }
-
-    /// Forgets every tuned choice: plans made from now on follow the heuristic.
-    pub fn clear_tuning(&self) {
-        self.tune_table().clear();
-    }
-
     /// Saves the tuned choices to `path` as JSON: written to a temporary file beside it (a name
     /// of its own per call, so concurrent saves never share one), flushed to disk, then renamed
     /// over it, so that a reader never sees half a file and the last rename wins whole. Only a

@@ -130,6 +130,16 @@ impl fmt::Display for TuneReport {
 }
 
 impl Gpu {
+    /// The tuned choices, in a stable order.
+    pub fn tuning(&self) -> Vec<(TuneClass, LinearKernel)> {
+        self.tune_table().entries()
+    }
+
+    /// Forgets every tuned choice: plans made from now on follow the heuristic.
+    pub fn clear_tuning(&self) {
+        self.tune_table().clear();
+    }
+
     /// Times every kernel of the fused linear that suits each case's weight at each of its
     /// row counts, on the real weight, and records the fastest (or the heuristic's choice, where
     /// no candidate beats it by [`TuneOptions::margin`]) for the case's class

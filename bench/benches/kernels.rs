@@ -1,11 +1,11 @@
-//! `cargo bench --features bench`: the device's read-limit kernels; GEMV/GEMM against the simple
+//! `cargo bench -p int8-wgpu-bench`: the device's read-limit kernels; GEMV/GEMM against the simple
 //! kernel of issue 12 (`gpu-simple-f32`), the dense f32 GPU matmul of the same design, the CPU reference path and candle's Q8_0 `QMatMul`; GPU
 //! quantization and dequantization; W8A8 and LLM.int8() beside W8A16 and dense f32.
 //!
 //! GPU figures use GPU timestamps when the adapter has `TIMESTAMP_QUERY` (kernel time), else
 //! wall clock over many dispatches in one submission. `INT8_BENCH=full` runs the whole matrix.
 //! For markdown tables with every ratio, from interleaved runs:
-//! `cargo run --release --features bench --example bench_table`.
+//! `cargo run --release -p int8-wgpu-bench --example bench_table`.
 
 #[path = "suite/mod.rs"]
 mod suite;
@@ -13,8 +13,8 @@ mod suite;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use int8_wgpu::gpu::bench::ReadLimit;
 use int8_wgpu::{ActivationQuant, DType, Gpu, GpuQuantizedTensor, QuantScheme, reference};
+use int8_wgpu_bench::{ReadLimit, time_forward};
 
 fn gpu() -> Gpu {
     let gpu = Gpu::new().expect("benches need a GPU adapter (see README)");
@@ -54,7 +54,7 @@ fn linear(c: &mut Criterion) {
                         let (_, x) = layer.input(gpu, m, dtype);
                         let id = format!("gpu-w8a{}-{dtype}", if dtype == DType::F32 { 32 } else { 16 });
                         g.bench_function(BenchmarkId::new(id, m), |b| {
-                            b.iter_custom(|n| l.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
+                            b.iter_custom(|n| time_forward(&l, &x, n as u32).expect("time").per_iter * n as u32)
                         });
                     }
                     let (xh, x) = layer.input(gpu, m, DType::F32);
@@ -148,13 +148,13 @@ fn int8_activations(c: &mut Criterion) {
             let x = layer.input_with_outliers(&gpu, m, DType::BF16, 0);
             for (id, l) in [("gpu-w8a16-bf16", &w8a16), ("gpu-w8a8-bf16", &w8a8)] {
                 g.bench_function(BenchmarkId::new(id, m), |b| {
-                    b.iter_custom(|n| l.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
+                    b.iter_custom(|n| time_forward(l, &x, n as u32).expect("time").per_iter * n as u32)
                 });
             }
             for outliers in suite::OUTLIER_COUNTS {
                 let x = layer.input_with_outliers(&gpu, m, DType::BF16, outliers);
                 g.bench_function(BenchmarkId::new(format!("gpu-llm-int8-bf16-{outliers}-outliers"), m), |b| {
-                    b.iter_custom(|n| llm.time_forward(&x, n as u32).expect("time").per_iter * n as u32)
+                    b.iter_custom(|n| time_forward(&llm, &x, n as u32).expect("time").per_iter * n as u32)
                 });
             }
         }

@@ -1,20 +1,21 @@
-//! The simple kernel of issue 12 with int8 activations (`shaders/bench/simple_gemv_a8.wgsl`):
+//! The simple kernel of issue 12 with int8 activations (`bench/shaders/simple_gemv_a8.wgsl`):
 //! 4 weight rows per invocation, u32 loads, `dot4I8Packed`, i32 accumulators, nothing clever;
-//! timed beside the library's W8A8 matmul (`QuantizedLinear::time_int8_matmul`) on the same
+//! timed beside the library's W8A8 matmul ([`ForwardStage::Matmul`]) on the same
 //! quantized activations, so a table says whether the library's int8 GEMVs pay. It takes the
 //! activations already quantized: the activation quantizer is part of the library's whole
 //! forward, not of this job.
 
 use std::sync::Arc;
 
-use crate::gpu::bench::read_limit::{entry, layout};
-use crate::gpu::bench::simple_gemv::{PASS, simple_weight_shape};
-use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::linear::Prepared;
-use crate::gpu::{GpuQuantizedTensor, GpuTensor};
-use crate::{ActivationQuant, DType, Error, QuantizedTensor, Result, reference};
+#[cfg(doc)]
+use int8_wgpu::ForwardStage;
+use int8_wgpu::gpu::Timing;
+use int8_wgpu::{ActivationQuant, DType, Error, Gpu, GpuTensor, QuantizedTensor, Result, reference};
 
-const SOURCE: &str = include_str!("../../../shaders/bench/simple_gemv_a8.wgsl");
+use crate::simple_gemv::{PASS, SimpleWeight};
+use crate::wgpu_util::{Dispatches, entry, grid, layout, module, pipeline, storage};
+
+const SOURCE: &str = include_str!("../shaders/simple_gemv_a8.wgsl");
 /// Invocations per workgroup (`SIMPLE_WG` in the shader).
 const WG: usize = 64;
 /// Weight rows per invocation.
@@ -32,7 +33,7 @@ pub struct SimpleA8Input {
 /// The simple int8 GEMV over a symmetric per-channel int8 weight:
 /// `y[m, r] = (s_x[m] · Σ_c q_x[m, c] q[r, c]) · s[r]` in f32.
 pub struct SimpleGemvA8 {
-    weight: GpuQuantizedTensor,
+    weight: SimpleWeight,
     n: usize,
     k: usize,
     group_layout: wgpu::BindGroupLayout,
@@ -46,32 +47,17 @@ impl std::fmt::Debug for SimpleGemvA8 {
 }
 
 impl SimpleGemvA8 {
-    /// Takes a 2-D weight `[out, in]` quantized symmetrically per output channel, `in` a
-    /// multiple of 4, bytes not offset-binary, and compiles the kernel.
-    pub fn new(weight: GpuQuantizedTensor) -> Result<Self> {
-        let [n, k] = simple_weight_shape(&weight, "the simple int8 GEMV")?;
-        let gpu = weight.gpu.clone();
-        let device = gpu.device();
+    /// Uploads a 2-D weight `[out, in]` quantized symmetrically per output channel, `in` a
+    /// multiple of 4, and compiles the kernel.
+    pub fn new(gpu: &Gpu, weight: &QuantizedTensor) -> Result<Self> {
+        let weight = SimpleWeight::new(gpu, weight, "the simple int8 GEMV")?;
+        let (n, k) = (weight.n, weight.k);
         let ro = wgpu::BufferBindingType::Storage { read_only: true };
         let (group_layout, pipeline_layout) =
-            layout(&gpu, "simple_gemv_a8.wgsl", &[(0, ro), (2, ro), (3, ro), (4, ro), (5, ro)]);
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("simple_gemv_a8.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("simple_gemv_a8"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("simple_gemv_a8"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling simple_gemv_a8.wgsl: {e}")));
-        }
-        Ok(Self { weight, n, k, group_layout, pipeline: Arc::new(pipeline) })
+            layout(gpu, "simple_gemv_a8.wgsl", &[(0, ro), (2, ro), (3, ro), (4, ro), (5, ro)]);
+        let module = module(gpu, "simple_gemv_a8.wgsl", SOURCE)?;
+        let pipeline = pipeline(gpu, &pipeline_layout, &module, "simple_gemv_a8", &[])?;
+        Ok(Self { weight, n, k, group_layout, pipeline })
     }
 
     /// Quantizes `x` (`[m, in]`, f32) per row as W8A8 does (`reference::quantize_activations`)
@@ -85,22 +71,24 @@ impl SimpleGemvA8 {
             .collect();
         let gpu = &self.weight.gpu;
         Ok(SimpleA8Input {
-            qx: gpu.storage_buffer("int8-wgpu simple int8 GEMV activations", bytemuck::cast_slice(&words))?,
-            sx: gpu.storage_buffer("int8-wgpu simple int8 GEMV scales", bytemuck::cast_slice(&qa.scales))?,
+            qx: storage(gpu, "int8-wgpu simple int8 GEMV activations", bytemuck::cast_slice(&words))?,
+            sx: storage(gpu, "int8-wgpu simple int8 GEMV scales", bytemuck::cast_slice(&qa.scales))?,
             m: qa.shape[0],
         })
     }
 
     /// Bind groups and dispatches of one forward of `input` into `y` (`[m, out]`, f32).
-    fn prepare(&self, input: &SimpleA8Input, y: &GpuTensor) -> Result<Prepared> {
+    fn prepare(&self, input: &SimpleA8Input, y: &GpuTensor) -> Result<Dispatches> {
         let gpu = &self.weight.gpu;
         let mut groups = Vec::new();
         let m = input.m;
         // One pass per 8 activation rows (see the shader: llvmpipe's loop limit).
-        for (b, m0) in self.weight.blocks.iter().flat_map(|b| (0..m).step_by(PASS).map(move |m0| (b, m0))) {
+        for ((row0, rows, weights), m0) in
+            self.weight.blocks.iter().flat_map(|b| (0..m).step_by(PASS).map(move |m0| (b, m0)))
+        {
             let m1 = (m0 + PASS).min(m);
-            let words = [m, self.n, self.k, self.k / 4, b.row0, b.rows, m0, m1].map(|v| v as u32);
-            let params = gpu.storage_buffer("int8-wgpu simple int8 GEMV params", bytemuck::cast_slice(&words))?;
+            let words = [m, self.n, self.k, self.k / 4, *row0, *rows, m0, m1].map(|v| v as u32);
+            let params = storage(gpu, "int8-wgpu simple int8 GEMV params", bytemuck::cast_slice(&words))?;
             let group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("simple_gemv_a8.wgsl"),
                 layout: &self.group_layout,
@@ -108,24 +96,21 @@ impl SimpleGemvA8 {
                     entry(0, params.as_entire_binding()),
                     entry(1, y.buffer().as_entire_binding()),
                     entry(2, input.qx.as_entire_binding()),
-                    entry(3, b.buffer.as_entire_binding()),
+                    entry(3, weights.as_entire_binding()),
                     entry(4, self.weight.scales.as_entire_binding()),
                     entry(5, input.sx.as_entire_binding()),
                 ],
             });
-            groups.push((group, gpu.grid(b.rows.div_ceil(ROWS).div_ceil(WG) as u32)));
+            groups.push((group, grid(gpu, rows.div_ceil(ROWS).div_ceil(WG) as u32)));
         }
-        Ok(Prepared { pipeline: self.pipeline.clone(), groups })
+        Ok(Dispatches { pipeline: self.pipeline.clone(), groups })
     }
 
     /// Runs the kernel on `input` and reads the `[m, out]` f32 result back.
     pub fn forward(&self, input: &SimpleA8Input) -> Result<Vec<f32>> {
         let gpu = &self.weight.gpu;
         let y = GpuTensor::zeros(gpu, &[input.m, self.n], DType::F32)?;
-        let prepared = self.prepare(input, &y)?;
-        let mut enc = gpu.device().create_command_encoder(&Default::default());
-        prepared.record(&mut enc.begin_compute_pass(&Default::default()));
-        gpu.queue().submit([enc.finish()]);
+        self.prepare(input, &y)?.run(gpu);
         y.read_f32()
     }
 
@@ -133,8 +118,7 @@ impl SimpleGemvA8 {
     pub fn time(&self, input: &SimpleA8Input, iters: u32) -> Result<Timing> {
         let gpu = &self.weight.gpu;
         let y = GpuTensor::zeros(gpu, &[input.m, self.n], DType::F32)?;
-        let prepared = self.prepare(input, &y)?;
-        time_passes(gpu, iters, |_| {}, |pass| prepared.record(pass))
+        self.prepare(input, &y)?.time(gpu, iters)
     }
 
     /// Runs the kernel on `x` (`[m, in]`, f32, quantized per row as [`upload`](Self::upload)
@@ -162,7 +146,7 @@ mod tests {
             .validate(&module)
             .unwrap_or_else(|e| panic!("simple_gemv_a8.wgsl: {e:?}"));
         let bindings: Vec<(u32, bool)> = (0..6).map(|b| (b, b == 1)).collect();
-        let n = crate::gpu::shaders::translate_for_every_backend(
+        let n = crate::translate::translate_for_every_backend(
             &module,
             &info,
             "simple_gemv_a8",

@@ -1,5 +1,5 @@
 //! The benchmark matrix and its measurements, shared by `benches/kernels.rs` (criterion) and
-//! `examples/bench_table.rs` (markdown tables). Both need the `bench` feature.
+//! `examples/bench_table.rs` (markdown tables).
 //!
 //! Environment: `INT8_BENCH=full` runs the whole matrix of the fast-kernels issue (shapes
 //! 384x1536, 4096x4096, 4096x14336, 14336x4096; M 1, 4, 8, 32, 128, 512; W8A32, W8A16-f16,
@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use candle_core::Module;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, ReadLimitEstimate, SimpleGemv, Timing, TimingSource};
 use int8_wgpu::{
-    ActivationQuant, DType, Error, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Granularity, QuantScheme,
-    QuantizedLinear, QuantizedTensor, reference,
+    ActivationQuant, DType, Error, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear,
+    QuantizedTensor, reference,
 };
+use int8_wgpu_bench::{DenseLinear, ReadKernel, ReadLimit, ReadLimitEstimate, SimpleGemv, Timing, TimingSource};
 
 /// `[out, in]` of a layer.
 pub type Shape = (usize, usize);
@@ -126,9 +126,7 @@ impl Layer {
     /// The simple kernel of issue 12 over this layer's weight, for the schemes it takes
     /// (symmetric per channel); `None` for the others.
     pub fn simple(&self, gpu: &Gpu) -> Option<SimpleGemv> {
-        (self.scheme == QuantScheme::default()).then(|| {
-            SimpleGemv::new(GpuQuantizedTensor::from_host(gpu, &self.q).expect("upload")).expect("simple GEMV")
-        })
+        (self.scheme == QuantScheme::default()).then(|| SimpleGemv::new(gpu, &self.q).expect("simple GEMV"))
     }
 
     /// Panics unless the simple kernel computes this layer's product on `x` within

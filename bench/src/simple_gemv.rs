@@ -2,26 +2,29 @@
 //! (u32 loads, `unpack4xI8`, f32 accumulate, no workgroup memory, no barriers)", timed beside the
 //! library's pick on the same device so a table says whether the library's cleverness pays.
 //!
-//! It is a yardstick, not a contender: `shaders/bench/simple_gemv.wgsl` stays as the issue
+//! It is a yardstick, not a contender: `bench/shaders/simple_gemv.wgsl` stays as the issue
 //! describes it. Its parameters live in a storage buffer, as the library's do (lavapipe compiles
 //! uniform values into the shader, which would flatter it), and it keeps wgpu's bounds checks,
 //! as the library's kernels do. Any number of activation rows, in passes of 8 (a dispatch each,
 //! for llvmpipe's loop limit), each pass's rows taken together inside the word loop.
 
-use crate::gpu::bench::read_limit::{entry, layout};
-use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::linear::Prepared;
-use crate::gpu::shaders::COMMON;
-use crate::gpu::{GpuQuantizedTensor, GpuTensor};
-use crate::{DType, Error, QuantScheme, QuantizedTensor, Result, reference};
+use std::sync::Arc;
 
-const SOURCE: &str = include_str!("../../../shaders/bench/simple_gemv.wgsl");
+use int8_wgpu::gpu::Timing;
+use int8_wgpu::{DType, Error, Gpu, GpuTensor, QuantScheme, QuantizedTensor, Result, reference};
+
+use crate::wgpu_util::{Dispatches, entry, grid, layout, module, pipeline, shader_code, storage};
+
+const SOURCE: &str = include_str!("../shaders/simple_gemv.wgsl");
+/// The library's numeric helpers (activation decoding, output rounding, the quantizer's
+/// rounding), which the simple kernels share with it.
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
 /// Invocations per workgroup (`SIMPLE_WG` in the shader).
 const WG: usize = 64;
 /// Weight rows per invocation.
 const ROWS: usize = 4;
 /// Activation rows per dispatch.
-pub(super) const PASS: usize = 8;
+pub(crate) const PASS: usize = 8;
 
 /// The shader as compiled: [`with_common`] of the kernel.
 fn source() -> String {
@@ -30,45 +33,77 @@ fn source() -> String {
 
 /// A bench kernel's source as compiled: the dtype codes `common.wgsl` needs, `common.wgsl`
 /// (activation decoding, output rounding, the quantizer's numeric helpers), then `kernel`.
-pub(super) fn with_common(kernel: &str) -> String {
+pub(crate) fn with_common(kernel: &str) -> String {
     let codes: String = [("DT_F32", DType::F32), ("DT_F16", DType::F16), ("DT_BF16", DType::BF16)]
         .iter()
-        .map(|(name, dt)| format!("const {name}: u32 = {}u;\n", dt.shader_code()))
+        .map(|(name, dt)| format!("const {name}: u32 = {}u;\n", shader_code(*dt)))
         .collect();
     [&codes, COMMON, kernel].concat()
 }
 
 /// The override constants of the pipeline for activations (and outputs) of `dtype`.
-fn constants(dtype: DType) -> [(&'static str, f64); 2] {
-    let code = f64::from(dtype.shader_code());
+pub(crate) fn constants(dtype: DType) -> [(&'static str, f64); 2] {
+    let code = f64::from(shader_code(dtype));
     [("IN_DT", code), ("OUT_DT", code)]
 }
 
-/// `[out, in]` of a weight the simple GEMVs take (`what` names the kernel in the errors): 2-D,
-/// symmetric per output channel, plain bytes, `in % 4 == 0` (whole words per row, no padding).
-pub(super) fn simple_weight_shape(weight: &GpuQuantizedTensor, what: &str) -> Result<[usize; 2]> {
-    let [n, k] = weight.shape[..] else {
-        return Err(Error::Shape(format!("{what} takes a 2-D weight, not {:?}", weight.shape)));
-    };
-    if weight.scheme != QuantScheme::default() || weight.offset_binary || !k.is_multiple_of(4) {
-        return Err(Error::Unsupported(format!(
-            "{what} takes symmetric per-channel weights, q in plain bytes, in % 4 == 0 (got {:?}, \
-             offset binary {}, in = {k})",
-            weight.scheme, weight.offset_binary
-        )));
+/// A symmetric per-channel int8 weight on the GPU as the simple GEMVs read it: the ints as
+/// plain bytes, row blocks of whole rows that each fit one binding (as the library splits a
+/// weight), and one f32 scale per row.
+pub(crate) struct SimpleWeight {
+    pub(crate) gpu: Gpu,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    /// First row, rows and buffer of each block.
+    pub(crate) blocks: Vec<(usize, usize, wgpu::Buffer)>,
+    pub(crate) scales: wgpu::Buffer,
+}
+
+impl SimpleWeight {
+    /// Uploads `weight` (`what` names the kernel in the errors): 2-D, symmetric per output
+    /// channel, `in % 4 == 0` (whole words per row, no padding).
+    pub(crate) fn new(gpu: &Gpu, weight: &QuantizedTensor, what: &str) -> Result<Self> {
+        let [n, k] = weight.shape()[..] else {
+            return Err(Error::Shape(format!("{what} takes a 2-D weight, not {:?}", weight.shape())));
+        };
+        if weight.scheme() != QuantScheme::default() || !k.is_multiple_of(4) {
+            return Err(Error::Unsupported(format!(
+                "{what} takes symmetric per-channel weights with in % 4 == 0 (got {:?}, in = {k})",
+                weight.scheme()
+            )));
+        }
+        let per = (gpu.max_binding_size() as usize / k).min(n);
+        if per == 0 {
+            return Err(Error::TooLarge {
+                what: format!("one row of {what}"),
+                size: k as u64,
+                limit: gpu.max_binding_size(),
+            });
+        }
+        let bytes: Vec<u8> = weight.values().iter().map(|&q| q as u8).collect();
+        let mut blocks = Vec::new();
+        for row0 in (0..n).step_by(per) {
+            let rows = per.min(n - row0);
+            blocks.push((
+                row0,
+                rows,
+                storage(gpu, "int8-wgpu-bench simple weight", &bytes[row0 * k..(row0 + rows) * k])?,
+            ));
+        }
+        let scales = storage(gpu, "int8-wgpu-bench simple scales", bytemuck::cast_slice(weight.scales()))?;
+        Ok(Self { gpu: gpu.clone(), n, k, blocks, scales })
     }
-    Ok([n, k])
 }
 
 /// The simple GEMV over a symmetric per-channel int8 weight: `y[m, r] = s[r] · Σ_c x[m, c] · q[r, c]`
 /// for f32, f16 or bf16 activations (outputs in the same dtype).
 pub struct SimpleGemv {
-    weight: GpuQuantizedTensor,
+    weight: SimpleWeight,
     n: usize,
     k: usize,
     group_layout: wgpu::BindGroupLayout,
     /// One pipeline per activation dtype, indexed by its shader code.
-    pipelines: Vec<std::sync::Arc<wgpu::ComputePipeline>>,
+    pipelines: Vec<Arc<wgpu::ComputePipeline>>,
 }
 
 impl std::fmt::Debug for SimpleGemv {
@@ -78,48 +113,28 @@ impl std::fmt::Debug for SimpleGemv {
 }
 
 impl SimpleGemv {
-    /// Takes a 2-D weight `[out, in]` quantized symmetrically per output channel, `in` a
-    /// multiple of 4 (whole words per row, no padding to skip), bytes not offset-binary; compiles
-    /// the kernel for each activation dtype.
-    pub fn new(weight: GpuQuantizedTensor) -> Result<Self> {
-        let [n, k] = simple_weight_shape(&weight, "the simple GEMV")?;
-        let gpu = weight.gpu.clone();
-        let device = gpu.device();
+    /// Uploads a 2-D weight `[out, in]` quantized symmetrically per output channel, `in` a
+    /// multiple of 4 (whole words per row, no padding to skip), and compiles the kernel for
+    /// each activation dtype.
+    pub fn new(gpu: &Gpu, weight: &QuantizedTensor) -> Result<Self> {
+        let weight = SimpleWeight::new(gpu, weight, "the simple GEMV")?;
+        let (n, k) = (weight.n, weight.k);
         let ro = wgpu::BufferBindingType::Storage { read_only: true };
-        let (group_layout, pipeline_layout) = layout(&gpu, "simple_gemv.wgsl", &[(0, ro), (2, ro), (3, ro), (4, ro)]);
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("simple_gemv.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(source().into()),
-        });
+        let (group_layout, pipeline_layout) = layout(gpu, "simple_gemv.wgsl", &[(0, ro), (2, ro), (3, ro), (4, ro)]);
+        let module = module(gpu, "simple_gemv.wgsl", &source())?;
         let pipelines = [DType::F32, DType::F16, DType::BF16]
             .into_iter()
-            .map(|dtype| {
-                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some("simple_gemv"),
-                    layout: Some(&pipeline_layout),
-                    module: &module,
-                    entry_point: Some("simple_gemv"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants(dtype),
-                        ..Default::default()
-                    },
-                    cache: None,
-                });
-                std::sync::Arc::new(pipeline)
-            })
-            .collect();
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling simple_gemv.wgsl: {e}")));
-        }
+            .map(|dtype| pipeline(gpu, &pipeline_layout, &module, "simple_gemv", &constants(dtype)))
+            .collect::<Result<_>>()?;
         Ok(Self { weight, n, k, group_layout, pipelines })
     }
 
     /// Bind groups and dispatches of one forward of `x` (`[m, in]`) into `y` (`[m, out]`, same dtype).
-    fn prepare(&self, x: &GpuTensor, y: &GpuTensor) -> Result<Prepared> {
+    fn prepare(&self, x: &GpuTensor, y: &GpuTensor) -> Result<Dispatches> {
         let gpu = &self.weight.gpu;
-        x.same_gpu(gpu, "input")?;
-        y.same_gpu(gpu, "output")?;
+        if !x.gpu().same_device(gpu) || !y.gpu().same_device(gpu) {
+            return Err(Error::WrongDevice("the simple GEMV's tensors are on another device".into()));
+        }
         let m = x.numel() / self.k;
         if !x.numel().is_multiple_of(self.k) || y.numel() != m * self.n || y.dtype() != x.dtype() {
             return Err(Error::Shape(format!(
@@ -129,10 +144,12 @@ impl SimpleGemv {
         }
         let mut groups = Vec::new();
         // One pass per 8 activation rows (see the shader: llvmpipe's loop limit).
-        for (b, m0) in self.weight.blocks.iter().flat_map(|b| (0..m).step_by(PASS).map(move |m0| (b, m0))) {
+        for ((row0, rows, weights), m0) in
+            self.weight.blocks.iter().flat_map(|b| (0..m).step_by(PASS).map(move |m0| (b, m0)))
+        {
             let m1 = (m0 + PASS).min(m);
-            let words = [m, self.n, self.k, self.k / 4, b.row0, b.rows, m0, m1].map(|v| v as u32);
-            let params = gpu.storage_buffer("int8-wgpu simple GEMV params", bytemuck::cast_slice(&words))?;
+            let words = [m, self.n, self.k, self.k / 4, *row0, *rows, m0, m1].map(|v| v as u32);
+            let params = storage(gpu, "int8-wgpu simple GEMV params", bytemuck::cast_slice(&words))?;
             let group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("simple_gemv.wgsl"),
                 layout: &self.group_layout,
@@ -140,25 +157,22 @@ impl SimpleGemv {
                     entry(0, params.as_entire_binding()),
                     entry(1, y.buffer().as_entire_binding()),
                     entry(2, x.buffer().as_entire_binding()),
-                    entry(3, b.buffer.as_entire_binding()),
+                    entry(3, weights.as_entire_binding()),
                     entry(4, self.weight.scales.as_entire_binding()),
                 ],
             });
-            let workgroups = b.rows.div_ceil(ROWS).div_ceil(WG) as u32;
-            groups.push((group, gpu.grid(workgroups)));
+            let workgroups = rows.div_ceil(ROWS).div_ceil(WG) as u32;
+            groups.push((group, grid(gpu, workgroups)));
         }
-        let pipeline = self.pipelines[x.dtype().shader_code() as usize].clone();
-        Ok(Prepared { pipeline, groups })
+        let pipeline = self.pipelines[shader_code(x.dtype()) as usize].clone();
+        Ok(Dispatches { pipeline, groups })
     }
 
     /// Runs the kernel on `x` (`[m, in]`) into a new `[m, out]` tensor of `x`'s dtype.
     pub fn forward(&self, x: &GpuTensor) -> Result<GpuTensor> {
         let gpu = &self.weight.gpu;
         let y = GpuTensor::zeros(gpu, &[x.numel() / self.k, self.n], x.dtype())?;
-        let prepared = self.prepare(x, &y)?;
-        let mut enc = gpu.device().create_command_encoder(&Default::default());
-        prepared.record(&mut enc.begin_compute_pass(&Default::default()));
-        gpu.queue().submit([enc.finish()]);
+        self.prepare(x, &y)?.run(gpu);
         Ok(y)
     }
 
@@ -166,8 +180,7 @@ impl SimpleGemv {
     pub fn time(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
         let gpu = &self.weight.gpu;
         let y = GpuTensor::zeros(gpu, &[x.numel() / self.k, self.n], x.dtype())?;
-        let prepared = self.prepare(x, &y)?;
-        time_passes(gpu, iters, |_| {}, |pass| prepared.record(pass))
+        self.prepare(x, &y)?.time(gpu, iters)
     }
 
     /// Runs the kernel on `x` and compares it with `reference::linear` over `weight` (the host
@@ -227,7 +240,7 @@ mod tests {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let constants: naga::back::PipelineConstants =
                 constants(dtype).into_iter().map(|(name, v)| (name.to_string(), v)).collect();
-            let n = crate::gpu::shaders::translate_for_every_backend(
+            let n = crate::translate::translate_for_every_backend(
                 &module,
                 &info,
                 "simple_gemv",

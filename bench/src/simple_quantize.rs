@@ -1,22 +1,23 @@
-//! The simple quantizer (`shaders/bench/simple_quantize.wgsl`): one invocation per row, absmax,
+//! The simple quantizer (`bench/shaders/simple_quantize.wgsl`): one invocation per row, absmax,
 //! scale, ints, nothing clever. It is the yardstick of two library kernels that do this job per
 //! row: GPU quantization of a weight symmetric per channel (timed as `Gpu::quantize_tensor` is,
 //! [`SimpleQuantize::time`]) and W8A8's per-token activation quantizer (timed as
-//! `QuantizedLinear::time_activation_quant` is, [`SimpleQuantize::time_kernel`]). Checked against
+//! [`ForwardStage::QuantizeActivations`] is, [`SimpleQuantize::time_kernel`]). Checked against
 //! `reference::quantize` (ints and scale bits) before it is timed; per-token activations follow
 //! the same rules (`reference::quantize_activations`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::gpu::bench::read_limit::{entry, layout};
-use crate::gpu::bench::simple_gemv::with_common;
-use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::linear::Prepared;
-use crate::gpu::{Gpu, GpuTensor};
-use crate::{DType, Error, QuantScheme, Result, reference};
+#[cfg(doc)]
+use int8_wgpu::ForwardStage;
+use int8_wgpu::gpu::Timing;
+use int8_wgpu::{DType, Error, Gpu, GpuTensor, QuantScheme, Result, reference};
 
-const SOURCE: &str = include_str!("../../../shaders/bench/simple_quantize.wgsl");
+use crate::simple_gemv::{constants, with_common};
+use crate::wgpu_util::{Dispatches, entry, grid, layout, module, pipeline, read_bytes, shader_code, storage, zeroed};
+
+const SOURCE: &str = include_str!("../shaders/simple_quantize.wgsl");
 /// Invocations per workgroup (`SIMPLE_WG` in the shader).
 const WG: usize = 64;
 
@@ -43,51 +44,32 @@ impl std::fmt::Debug for SimpleQuantize {
 impl SimpleQuantize {
     /// Compiles the kernel on `gpu` for each input dtype.
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        let device = gpu.device();
         let ro = wgpu::BufferBindingType::Storage { read_only: true };
         let rw = wgpu::BufferBindingType::Storage { read_only: false };
         let (group_layout, pipeline_layout) = layout(gpu, "simple_quantize.wgsl", &[(0, ro), (2, ro), (3, rw)]);
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("simple_quantize.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(with_common(SOURCE).into()),
-        });
+        let module = module(gpu, "simple_quantize.wgsl", &with_common(SOURCE))?;
         let pipelines = [DType::F32, DType::F16, DType::BF16]
             .into_iter()
-            .map(|dtype| {
-                let code = f64::from(dtype.shader_code());
-                Arc::new(device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some("simple_quantize"),
-                    layout: Some(&pipeline_layout),
-                    module: &module,
-                    entry_point: Some("simple_quantize"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("IN_DT", code), ("OUT_DT", code)],
-                        ..Default::default()
-                    },
-                    cache: None,
-                }))
-            })
-            .collect();
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling simple_quantize.wgsl: {e}")));
-        }
+            .map(|dtype| pipeline(gpu, &pipeline_layout, &module, "simple_quantize", &constants(dtype)))
+            .collect::<Result<_>>()?;
         Ok(Self { gpu: gpu.clone(), group_layout, pipelines })
     }
 
     /// The dispatch of one run over `x` (`[rows, cols]`) and the new buffers it writes.
-    fn prepare(&self, x: &GpuTensor) -> Result<(Prepared, Output)> {
-        x.same_gpu(&self.gpu, "input")?;
+    fn prepare(&self, x: &GpuTensor) -> Result<(Dispatches, Output)> {
+        if !x.gpu().same_device(&self.gpu) {
+            return Err(Error::WrongDevice("the simple quantizer's input is on another device".into()));
+        }
         let [m, k] = x.shape()[..] else {
             return Err(Error::Shape(format!("the simple quantizer takes a 2-D tensor, not {:?}", x.shape())));
         };
         let gpu = &self.gpu;
         let wpr = k.div_ceil(4);
         let params = [m, k, wpr, 0].map(|v| v as u32);
-        let params = gpu.storage_buffer("int8-wgpu simple quantize params", bytemuck::cast_slice(&params))?;
+        let params = storage(gpu, "int8-wgpu simple quantize params", bytemuck::cast_slice(&params))?;
         let out = Output {
-            words: gpu.zeroed_buffer("int8-wgpu simple quantize ints", (m * wpr * 4) as u64)?,
-            scales: gpu.zeroed_buffer("int8-wgpu simple quantize scales", (m * 4) as u64)?,
+            words: zeroed(gpu, "int8-wgpu simple quantize ints", (m * wpr * 4) as u64)?,
+            scales: zeroed(gpu, "int8-wgpu simple quantize scales", (m * 4) as u64)?,
         };
         let group = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("simple_quantize.wgsl"),
@@ -99,18 +81,16 @@ impl SimpleQuantize {
                 entry(3, out.scales.as_entire_binding()),
             ],
         });
-        let pipeline = self.pipelines[x.dtype().shader_code() as usize].clone();
-        Ok((Prepared { pipeline, groups: vec![(group, gpu.grid(m.div_ceil(WG) as u32))] }, out))
+        let pipeline = self.pipelines[shader_code(x.dtype()) as usize].clone();
+        Ok((Dispatches { pipeline, groups: vec![(group, grid(gpu, m.div_ceil(WG) as u32))] }, out))
     }
 
     /// Quantizes `x` and waits for it, as `Gpu::quantize_tensor` does: new output buffers, one
     /// submission, a small readback.
     fn run(&self, x: &GpuTensor) -> Result<Output> {
         let (prepared, out) = self.prepare(x)?;
-        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
-        prepared.record(&mut enc.begin_compute_pass(&Default::default()));
-        self.gpu.queue().submit([enc.finish()]);
-        pollster::block_on(self.gpu.read_bytes(&out.scales, 0, 4))?;
+        prepared.run(&self.gpu);
+        read_bytes(&self.gpu, &out.scales, 4)?;
         Ok(out)
     }
 
@@ -128,7 +108,7 @@ impl SimpleQuantize {
     /// them): the kernel alone, as the activation quantizer of a forward is timed.
     pub fn time_kernel(&self, x: &GpuTensor, iters: u32) -> Result<Timing> {
         let (prepared, _out) = self.prepare(x)?;
-        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.record(pass))
+        prepared.time(&self.gpu, iters)
     }
 
     /// Quantizes `x` and counts the ints and scales whose bits differ from `reference::quantize`
@@ -138,8 +118,8 @@ impl SimpleQuantize {
         let (m, k) = (x.shape()[0], x.shape()[1]);
         let want = reference::quantize(&x.read_f32()?, x.shape(), QuantScheme::default())?;
         let wpr = k.div_ceil(4);
-        let words = pollster::block_on(self.gpu.read_bytes(&out.words, 0, (m * wpr * 4) as u64))?;
-        let scales = pollster::block_on(self.gpu.read_bytes(&out.scales, 0, (m * 4) as u64))?;
+        let words = read_bytes(&self.gpu, &out.words, (m * wpr * 4) as u64)?;
+        let scales = read_bytes(&self.gpu, &out.scales, (m * 4) as u64)?;
         let ints = (0..m * k).filter(|&i| words[(i / k) * wpr * 4 + i % k] as i8 != want.values()[i]).count();
         let scale_bits = scales.chunks(4).zip(want.scales()).filter(|(b, s)| b[..] != s.to_le_bytes()[..]).count();
         Ok(ints + scale_bits)
@@ -151,17 +131,17 @@ mod tests {
     /// The kernel parses, validates and translates for every backend in every dtype.
     #[test]
     fn simple_quantize_translates() {
-        let src = crate::gpu::bench::simple_gemv::with_common(super::SOURCE);
+        let src = crate::simple_gemv::with_common(super::SOURCE);
         let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
         let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("simple_quantize.wgsl: {e:?}"));
         let bindings: Vec<(u32, bool)> = (0..4).map(|b| (b, b == 1 || b == 3)).collect();
-        for dtype in [crate::DType::F32, crate::DType::F16, crate::DType::BF16] {
-            let code = f64::from(dtype.shader_code());
+        for dtype in [int8_wgpu::DType::F32, int8_wgpu::DType::F16, int8_wgpu::DType::BF16] {
+            let code = f64::from(crate::wgpu_util::shader_code(dtype));
             let constants: naga::back::PipelineConstants =
                 [("IN_DT".to_string(), code), ("OUT_DT".to_string(), code)].into_iter().collect();
-            let n = crate::gpu::shaders::translate_for_every_backend(
+            let n = crate::translate::translate_for_every_backend(
                 &module,
                 &info,
                 "simple_quantize",

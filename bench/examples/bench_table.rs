@@ -7,7 +7,7 @@
 //! activations (W8A8, LLM.int8() with 0, 8 and 64 outlier columns) beside W8A16 and dense f32, and
 //! W8A8's integer matmul beside the simple kernel with int8 activations.
 //!
-//! `cargo run --release --features bench --example bench_table` (quick subset), or with
+//! `cargo run --release -p int8-wgpu-bench --example bench_table` (quick subset), or with
 //! `INT8_BENCH=full`. Medians over interleaved rounds; see `benches/suite/mod.rs`.
 
 #[path = "../benches/suite/mod.rs"]
@@ -16,8 +16,10 @@ mod suite;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use int8_wgpu::gpu::bench::{DenseLinear, ReadLimit, ReadLimitEstimate, SimpleGemvA8, SimpleQuantize};
-use int8_wgpu::{ActivationQuant, DType, Gpu, GpuQuantizedTensor, QuantScheme, QuantizedLinear, reference};
+use int8_wgpu::{ActivationQuant, DType, ForwardStage, Gpu, QuantScheme, QuantizedLinear, reference};
+use int8_wgpu_bench::{
+    DenseLinear, ReadLimit, ReadLimitEstimate, SimpleGemvA8, SimpleQuantize, time_forward, time_stage,
+};
 use suite::{Measured, Probe};
 
 const MIN: Duration = Duration::from_millis(300);
@@ -84,7 +86,7 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!(
-        "\ntimer: `ts` = GPU timestamps around one pass of many dispatches (kernel time); `wall` = wall clock of one submission of many dispatches. Above 8 rows both paths are measured: the tiled GEMM and passes of the 8-row GEMV; `*` marks the one the library picks on this adapter. Each row's figures are medians of one interleaved set (every kernel, the read limit's fastest kernel, the simple kernel per dtype, the dense layer, the CPU reference and candle, in turn). `read limit GB/s` = the fastest round of the read-limit table above or of that table's fastest kernel re-measured in the set, whichever is faster, and in brackets the in-set rounds' slowest/median/fastest GB/s (a spread far below the limit: the machine was busy); `kernel/limit` = the kernel's median weight GB/s / that read limit. `simple µs` = issue 12's simple kernel (4 weight rows per invocation, u32 loads, `unpack4xI8`, f32 accumulate; above one activation row, 8 rows at a time inside the word loop, each with its accumulators, so each weight word is read once per 8 rows; shaders/bench/simple_gemv.wgsl) on the row's dtype, checked against the CPU reference before timing; `pick/simple` = int8 GPU µs / simple µs (below 1, the library's kernel is faster). `vs rows` = M x the 1-row GEMV time (the layer called row by row) / this time. `candle Q8_0` = candle-core's quantized `QMatMul` (f32 activations, all cores); `GPU/candle` and `ref/candle` are time ratios: above 1, candle is faster.\n"
+        "\ntimer: `ts` = GPU timestamps around one pass of many dispatches (kernel time); `wall` = wall clock of one submission of many dispatches. Above 8 rows both paths are measured: the tiled GEMM and passes of the 8-row GEMV; `*` marks the one the library picks on this adapter. Each row's figures are medians of one interleaved set (every kernel, the read limit's fastest kernel, the simple kernel per dtype, the dense layer, the CPU reference and candle, in turn). `read limit GB/s` = the fastest round of the read-limit table above or of that table's fastest kernel re-measured in the set, whichever is faster, and in brackets the in-set rounds' slowest/median/fastest GB/s (a spread far below the limit: the machine was busy); `kernel/limit` = the kernel's median weight GB/s / that read limit. `simple µs` = issue 12's simple kernel (4 weight rows per invocation, u32 loads, `unpack4xI8`, f32 accumulate; above one activation row, 8 rows at a time inside the word loop, each with its accumulators, so each weight word is read once per 8 rows; bench/shaders/simple_gemv.wgsl) on the row's dtype, checked against the CPU reference before timing; `pick/simple` = int8 GPU µs / simple µs (below 1, the library's kernel is faster). `vs rows` = M x the 1-row GEMV time (the layer called row by row) / this time. `candle Q8_0` = candle-core's quantized `QMatMul` (f32 activations, all cores); `GPU/candle` and `ref/candle` are time ratios: above 1, candle is faster.\n"
     );
     println!(
         "| kernel | [out, in] | M | act | scheme | int8 GPU µs | timer | weight GB/s | GFLOP/s | read limit GB/s | kernel/limit | simple µs | pick/simple | dense f32 GPU µs | int8 vs dense | vs rows | CPU ref µs | candle Q8_0 µs | GPU/candle | ref/candle |"
@@ -144,7 +146,7 @@ fn linear(devices: &suite::Devices) -> Result<(), Box<dyn std::error::Error>> {
                     // dtypes() starts with f32, the dense layer's input.
                     probes.push(Probe::gpu(|n| p.dense.time_forward(&x[0], n).expect("dense")));
                     for ((_, l), x) in p.int8.iter().zip(x) {
-                        probes.push(Probe::gpu(|n| l.time_forward(x, n).expect("int8")));
+                        probes.push(Probe::gpu(|n| time_forward(l, x, n).expect("int8")));
                     }
                 }
                 let t = suite::measure(MIN, &mut probes);
@@ -245,7 +247,7 @@ fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
 /// bf16 in and out except the dense one, in one interleaved set per row.
 fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
     println!(
-        "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch. `W8A8 matmul` = the W8A8 layer's integer matmul alone (activations quantized by an earlier forward); `simple int8` = issue 12's simple kernel with int8 activations on the same quantized activations (4 weight rows per invocation, u32 loads, dot4I8Packed, i32 accumulators; shaders/bench/simple_gemv_a8.wgsl; f32 out), checked bit for bit against reference::linear_a8 before timing; `matmul/simple` below 1: the library's int8 GEMV is faster. `act quant` = W8A8's activation quantizer alone; `simple act quant` = one invocation per row (absmax, scale, ints; shaders/bench/simple_quantize.wgsl), checked bit for bit against the reference first.\n",
+        "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch. `W8A8 matmul` = the W8A8 layer's integer matmul alone (activations quantized by an earlier forward); `simple int8` = issue 12's simple kernel with int8 activations on the same quantized activations (4 weight rows per invocation, u32 loads, dot4I8Packed, i32 accumulators; bench/shaders/simple_gemv_a8.wgsl; f32 out), checked bit for bit against reference::linear_a8 before timing; `matmul/simple` below 1: the library's int8 GEMV is faster. `act quant` = W8A8's activation quantizer alone; `simple act quant` = one invocation per row (absmax, scale, ints; bench/shaders/simple_quantize.wgsl), checked bit for bit against the reference first.\n",
         if gpu.uses_packed_dot() { "WGSL dot4I8Packed" } else { "the exact unpacking fallback" }
     );
     println!(
@@ -259,7 +261,7 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
         let w8a16 = layer.gpu_layer(gpu, DType::BF16);
         let w8a8 = layer.a8_layer(gpu, DType::BF16, ActivationQuant::per_token());
         let llm = layer.a8_layer(gpu, DType::BF16, threshold);
-        let simple = SimpleGemvA8::new(GpuQuantizedTensor::from_host(gpu, &layer.q)?)?;
+        let simple = SimpleGemvA8::new(gpu, &layer.q)?;
         let simple_act = SimpleQuantize::new(gpu)?;
         for m in suite::a8_rows() {
             let (_, xf) = layer.input(gpu, m, DType::F32);
@@ -274,13 +276,15 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
             assert_eq!(differ, 0, "the simple activation quantizer differs from the reference in {differ} values");
             let mut probes = vec![
                 Probe::gpu(|n| dense.time_forward(&xf, n).expect("dense")),
-                Probe::gpu(|n| w8a16.time_forward(&x[0], n).expect("w8a16")),
-                Probe::gpu(|n| w8a8.time_forward(&x[0], n).expect("w8a8")),
+                Probe::gpu(|n| time_forward(&w8a16, &x[0], n).expect("w8a16")),
+                Probe::gpu(|n| time_forward(&w8a8, &x[0], n).expect("w8a8")),
             ];
-            probes.extend(x.iter().map(|x| Probe::gpu(|n| llm.time_forward(x, n).expect("llm.int8()"))));
-            probes.push(Probe::gpu(|n| w8a8.time_int8_matmul(&x[0], n).expect("w8a8 matmul")));
+            probes.extend(x.iter().map(|x| Probe::gpu(|n| time_forward(&llm, x, n).expect("llm.int8()"))));
+            probes.push(Probe::gpu(|n| time_stage(&w8a8, &x[0], ForwardStage::Matmul, n).expect("w8a8 matmul")));
             probes.push(Probe::gpu(|n| simple.time(&input, n).expect("simple int8")));
-            probes.push(Probe::gpu(|n| w8a8.time_activation_quant(&x[0], n).expect("w8a8 act quant")));
+            probes.push(Probe::gpu(|n| {
+                time_stage(&w8a8, &x[0], ForwardStage::QuantizeActivations, n).expect("w8a8 act quant")
+            }));
             probes.push(Probe::gpu(|n| simple_act.time_kernel(&x[0], n).expect("simple act quant")));
             let t = suite::measure(MIN, &mut probes);
             drop(probes);
@@ -312,7 +316,7 @@ fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
 
 fn quantize(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
     println!(
-        "\nGPU quantization, the CPU reference and the simple quantizer (shaders/bench/simple_quantize.wgsl: one invocation per row, absmax, scale, ints; symmetric per channel, resident f32 input; checked against the reference's ints and scale bits first) timed interleaved, medians; `three passes` = the library's statistics/scales/packing passes forced (GpuOptions::quantize_runs = false), what CPU adapters ran before the one-dispatch form; `GPU/simple` below 1: the library's pick is faster. Dequantization timed after, not interleaved.\n"
+        "\nGPU quantization, the CPU reference and the simple quantizer (bench/shaders/simple_quantize.wgsl: one invocation per row, absmax, scale, ints; symmetric per channel, resident f32 input; checked against the reference's ints and scale bits first) timed interleaved, medians; `three passes` = the library's statistics/scales/packing passes forced (GpuOptions::quantize_runs = false), what CPU adapters ran before the one-dispatch form; `GPU/simple` below 1: the library's pick is faster. Dequantization timed after, not interleaved.\n"
     );
     println!(
         "| quantize | [out, in] | scheme | input | GPU ms (wall, incl. flag readback) | three passes ms | CPU ref ms | GPU vs CPU | simple GPU ms (wall) | GPU/simple | GPU dequant f32 ms (wall) | CPU dequant ms |"

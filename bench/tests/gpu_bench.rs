@@ -1,22 +1,23 @@
-//! The benches' yardsticks (feature `bench`): the dense f32 layer and the simple int8 GEMV compute
+//! The benches' yardsticks: the dense f32 layer and the simple int8 GEMV compute
 //! the product they are timed for, and every read-limit kernel reads every byte exactly once.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
-use int8_wgpu::gpu::bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemv, SimpleGemvA8};
+use int8_wgpu::ForwardStage;
 use int8_wgpu::{
     DType, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Granularity, QuantScheme, QuantizedTensor, reference,
 };
+use int8_wgpu_bench::{DenseLinear, ReadKernel, ReadLimit, SimpleGemv, SimpleGemvA8, SimpleQuantize, time_stage};
 
 #[test]
 fn dense_yardstick_computes_the_product() {
     let _ = gpu_or_skip!();
     for rpt in [1u8, 2, 4] {
         // gemm_min_rows 9: 20 rows take the dense GEMM, 2 rows its GEMV.
-        let options = GpuOptions { gemv_rows_per_group: Some(rpt), gemm_min_rows: Some(9), ..Default::default() };
-        let gpu = Gpu::with_options(options).unwrap();
+        let gpu = Gpu::with_options(GpuOptions { gemm_min_rows: Some(9), ..Default::default() }).unwrap();
         let wf = common::rand_vec(40 * 64, 77);
-        let dense = DenseLinear::new(&gpu, &wf, [40, 64]).unwrap();
+        let dense = DenseLinear::new(&gpu, &wf, [40, 64]).unwrap().with_rows_per_group(rpt).unwrap();
         for m in [2, 20] {
             let x = common::rand_vec(m * 64, 78);
             let y = dense.forward(&GpuTensor::from_host(&gpu, &x, &[m, 64]).unwrap()).unwrap().read::<f32>().unwrap();
@@ -113,7 +114,7 @@ fn simple_gemv_computes_the_product() {
     *v = if *v > 0 { *v - 64 } else { *v + 64 };
     let wrong = QuantizedTensor::new(&[n, k], q.scheme(), values, q.scales().to_vec(), None).unwrap();
     for (gpu, rows, blocks) in [(&default, &[1usize, 3, 9][..], 1), (&small, &[1, 2][..], 4)] {
-        let simple = SimpleGemv::new(GpuQuantizedTensor::from_host(gpu, &q).unwrap()).unwrap();
+        let simple = SimpleGemv::new(gpu, &q).unwrap();
         assert_eq!(GpuQuantizedTensor::from_host(gpu, &q).unwrap().num_blocks(), blocks);
         for &m in rows {
             let xf = common::rand_vec(m * k, 92 + m as u64);
@@ -133,14 +134,14 @@ fn simple_gemv_computes_the_product() {
     // loop iterations, past llvmpipe's 65535, and skip the last rows' sums.
     let (n, k) = (8, 8192);
     let long = reference::quantize(&common::rand_vec(n * k, 99), &[n, k], QuantScheme::default()).unwrap();
-    let simple = SimpleGemv::new(GpuQuantizedTensor::from_host(&default, &long).unwrap()).unwrap();
+    let simple = SimpleGemv::new(&default, &long).unwrap();
     let x = activations(&default, &common::rand_vec(72 * k, 100), &[72, k], DType::F32);
     assert!(simple.check(&x, &long).unwrap() <= 1.0, "72 rows of 8192 inputs");
     let asym = QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 });
     let aq = reference::quantize(&common::rand_vec(8 * 16, 93), &[8, 16], asym).unwrap();
     let odd = reference::quantize(&common::rand_vec(8 * 18, 94), &[8, 18], QuantScheme::default()).unwrap();
     for (what, w) in [("asymmetric", aq), ("in % 4 != 0", odd)] {
-        let err = SimpleGemv::new(GpuQuantizedTensor::from_host(&default, &w).unwrap()).unwrap_err();
+        let err = SimpleGemv::new(&default, &w).unwrap_err();
         assert!(matches!(err, int8_wgpu::Error::Unsupported(_)), "{what}: {err}");
     }
 }
@@ -160,7 +161,7 @@ fn simple_int8_gemv_computes_the_product() {
     values[5 * k + 7] = values[5 * k + 7].wrapping_add(3);
     let wrong = QuantizedTensor::new(&[n, k], q.scheme(), values, q.scales().to_vec(), None).unwrap();
     for (gpu, rows) in [(&default, &[1usize, 3, 9][..]), (&small, &[1, 2][..])] {
-        let simple = SimpleGemvA8::new(GpuQuantizedTensor::from_host(gpu, &q).unwrap()).unwrap();
+        let simple = SimpleGemvA8::new(gpu, &q).unwrap();
         for &m in rows {
             let x = common::rand_vec(m * k, 96 + m as u64);
             assert_eq!(simple.check(&x, &q).unwrap(), 0, "m={m}: outputs differ from linear_a8");
@@ -171,16 +172,16 @@ fn simple_int8_gemv_computes_the_product() {
     }
     // Past llvmpipe's loop limit if one invocation looped over all 72 rows (see above).
     let long = reference::quantize(&common::rand_vec(8 * 8192, 99), &[8, 8192], QuantScheme::default()).unwrap();
-    let simple = SimpleGemvA8::new(GpuQuantizedTensor::from_host(&default, &long).unwrap()).unwrap();
+    let simple = SimpleGemvA8::new(&default, &long).unwrap();
     assert_eq!(simple.check(&common::rand_vec(72 * 8192, 100), &long).unwrap(), 0, "72 rows of 8192 inputs");
     let layer = int8_wgpu::QuantizedLinear::from_quantized::<f32>(&default, &q, None, DType::F32).unwrap();
     let x = GpuTensor::from_host(&default, &common::rand_vec(3 * k, 97), &[3, k]).unwrap();
-    assert!(matches!(layer.time_int8_matmul(&x, 1), Err(int8_wgpu::Error::Unsupported(_))));
+    assert!(matches!(time_stage(&layer, &x, ForwardStage::Matmul, 1), Err(int8_wgpu::Error::Unsupported(_))));
     let a8 = layer.with_activation_quant(int8_wgpu::ActivationQuant::per_token()).unwrap();
-    assert_eq!(a8.time_int8_matmul(&x, 2).unwrap().iters, 2);
+    assert_eq!(time_stage(&a8, &x, ForwardStage::Matmul, 2).unwrap().iters, 2);
     let asym = QuantScheme::asymmetric(Granularity::PerChannel { axis: 0 });
     let aq = reference::quantize(&common::rand_vec(8 * 16, 98), &[8, 16], asym).unwrap();
-    let err = SimpleGemvA8::new(GpuQuantizedTensor::from_host(&default, &aq).unwrap()).unwrap_err();
+    let err = SimpleGemvA8::new(&default, &aq).unwrap_err();
     assert!(matches!(err, int8_wgpu::Error::Unsupported(_)), "{err}");
 }
 
@@ -192,7 +193,7 @@ fn simple_int8_gemv_computes_the_product() {
 #[test]
 fn simple_quantizer_gives_the_reference_bits() {
     let gpu = gpu_or_skip!();
-    let simple = int8_wgpu::gpu::bench::SimpleQuantize::new(&gpu).unwrap();
+    let simple = SimpleQuantize::new(&gpu).unwrap();
     for (rows, cols) in [(1, 4), (70, 18), (65, 1027)] {
         let mut xf = common::rand_vec(rows * cols, (rows * cols) as u64);
         if rows > 1 {
@@ -215,7 +216,8 @@ fn simple_quantizer_gives_the_reference_bits() {
     let q = reference::quantize(&common::rand_vec(8 * 32, 5), &[8, 32], QuantScheme::default()).unwrap();
     let layer = int8_wgpu::QuantizedLinear::from_quantized::<f32>(&gpu, &q, None, DType::F32).unwrap();
     let x = GpuTensor::from_host(&gpu, &common::rand_vec(3 * 32, 6), &[3, 32]).unwrap();
-    assert!(matches!(layer.time_activation_quant(&x, 1), Err(int8_wgpu::Error::Unsupported(_))));
+    let stage = ForwardStage::QuantizeActivations;
+    assert!(matches!(time_stage(&layer, &x, stage, 1), Err(int8_wgpu::Error::Unsupported(_))));
     let a8 = layer.with_activation_quant(int8_wgpu::ActivationQuant::per_token()).unwrap();
-    assert_eq!(a8.time_activation_quant(&x, 2).unwrap().iters, 2);
+    assert_eq!(time_stage(&a8, &x, stage, 2).unwrap().iters, 2);
 }

@@ -4,19 +4,19 @@
 //! One read kernel is not the limit: which access pattern reads fastest depends on the device
 //! (and on a shared VM, on the day). Nor is one timing: on a loaded machine a read comes out
 //! slow, never fast, and a limit that came out low makes every kernel look close to it. So the
-//! limit is the fastest round of every pattern of `shaders/bench/read_limit.wgsl` over several
+//! limit is the fastest round of every pattern of `bench/shaders/read_limit.wgsl` over several
 //! rounds ([`ReadLimit::estimate`]), quoted with that pattern's spread over the rounds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::gpu::Gpu;
-use crate::gpu::bench::{Timing, time_passes};
-use crate::gpu::linear::Prepared;
-use crate::{Error, Result};
+use int8_wgpu::gpu::Timing;
+use int8_wgpu::{Error, Gpu, Result};
 
-const SOURCE: &str = include_str!("../../../shaders/bench/read_limit.wgsl");
+use crate::wgpu_util::{self, Dispatches, entry, grid, layout, read_bytes, zeroed};
+
+const SOURCE: &str = include_str!("../shaders/read_limit.wgsl");
 
 /// Bytes of one uniform window (`WINDOW_UNITS` vec4s in the shader).
 const WINDOW: u64 = 64 << 10;
@@ -114,7 +114,7 @@ pub struct ReadLimit {
     uniform_layout: (wgpu::BindGroupLayout, wgpu::PipelineLayout),
     /// Each kernel's timing dispatches, made at its first [`ReadLimit::time`]: the benches time
     /// a kernel dozens of times, and lavapipe compiles a pipeline in tens of milliseconds.
-    timed: Mutex<HashMap<ReadKernel, Arc<(Prepared, wgpu::Buffer)>>>,
+    timed: Mutex<HashMap<ReadKernel, Arc<(Dispatches, wgpu::Buffer)>>>,
 }
 
 impl std::fmt::Debug for ReadLimit {
@@ -148,8 +148,7 @@ impl ReadLimit {
                 xor ^= *w;
             }
             let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
-            blocks
-                .push((gpu.create_buffer("int8-wgpu read limit", size, usage, Some(bytemuck::cast_slice(&words)))?, b));
+            blocks.push((wgpu_util::buffer(gpu, "int8-wgpu read limit", bytemuck::cast_slice(&words), usage)?, b));
             left -= b;
         }
         let device = gpu.device();
@@ -209,17 +208,15 @@ impl ReadLimit {
                 }
             }
         };
-        time_passes(&self.gpu, iters, |_| {}, |pass| prepared.0.record(pass))
+        prepared.0.time(&self.gpu, iters)
     }
 
     /// Reads the buffer once with `kernel` in its checking variant and returns the XOR of every
     /// word it read, for tests to compare with [`ReadLimit::expected_xor`].
     pub fn xor(&self, kernel: ReadKernel) -> Result<u32> {
         let (prepared, sink) = self.prepare(kernel, true)?;
-        let mut enc = self.gpu.device().create_command_encoder(&Default::default());
-        prepared.record(&mut enc.begin_compute_pass(&Default::default()));
-        self.gpu.queue().submit([enc.finish()]);
-        let b = pollster::block_on(self.gpu.read_bytes(&sink, 0, 4))?;
+        prepared.run(&self.gpu);
+        let b = read_bytes(&self.gpu, &sink, 4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
@@ -266,7 +263,7 @@ impl ReadLimit {
     }
 
     /// The pipeline and dispatches of one full read, and the sink it writes to.
-    fn prepare(&self, kernel: ReadKernel, check: bool) -> Result<(Prepared, wgpu::Buffer)> {
+    fn prepare(&self, kernel: ReadKernel, check: bool) -> Result<(Dispatches, wgpu::Buffer)> {
         if !self.kernels().contains(&kernel) {
             return Err(Error::Gpu(format!("{} cannot run on this device", kernel.name())));
         }
@@ -289,7 +286,7 @@ impl ReadLimit {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("compiling {}: {e}", kernel.entry())));
         }
-        let sink = gpu.zeroed_buffer("int8-wgpu read limit sink", 16)?;
+        let sink = zeroed(gpu, "int8-wgpu read limit sink", 16)?;
         let bind = |entries: &[wgpu::BindGroupEntry]| {
             device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: group_layout, entries })
         };
@@ -304,8 +301,13 @@ impl ReadLimit {
                 }
             } else {
                 let units = (bytes / 16) as u32;
-                let params =
-                    gpu.uniform_buffer("int8-wgpu read limit params", bytemuck::bytes_of(&[units, 0, 0, 0]))?;
+                let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+                let params = wgpu_util::buffer(
+                    gpu,
+                    "int8-wgpu read limit params",
+                    bytemuck::bytes_of(&[units, 0, 0, 0]),
+                    uniform,
+                )?;
                 let g = bind(&[
                     entry(0, params.as_entire_binding()),
                     entry(1, sink.as_entire_binding()),
@@ -313,42 +315,11 @@ impl ReadLimit {
                 ]);
                 // Enough workgroups to fill any device, each thread reading about 16 units.
                 let workgroups = u64::from(units).div_ceil(WG * 16).clamp(1, 4096) as u32;
-                groups.push((g, gpu.grid(workgroups)));
+                groups.push((g, grid(gpu, workgroups)));
             }
         }
-        Ok((Prepared { pipeline: Arc::new(pipeline), groups }, sink))
+        Ok((Dispatches { pipeline: Arc::new(pipeline), groups }, sink))
     }
-}
-
-pub(super) fn entry(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry { binding, resource }
-}
-
-/// A bind group layout with a read-write storage buffer at binding 1 (the sink, or the simple
-/// kernel's output) and `extra` bindings, and its pipeline layout, both labelled `label`.
-pub(super) fn layout(
-    gpu: &Gpu,
-    label: &str,
-    extra: &[(u32, wgpu::BufferBindingType)],
-) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
-    let device = gpu.device();
-    let entries: Vec<_> = std::iter::once((1, wgpu::BufferBindingType::Storage { read_only: false }))
-        .chain(extra.iter().copied())
-        .map(|(binding, ty)| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
-            count: None,
-        })
-        .collect();
-    let group =
-        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries });
-    let pipeline = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some(label),
-        bind_group_layouts: &[Some(&group)],
-        immediate_size: 0,
-    });
-    (group, pipeline)
 }
 
 #[cfg(test)]
@@ -367,7 +338,7 @@ mod tests {
                 let ctx = format!("{} check={check}", kernel.entry());
                 let constants: naga::back::PipelineConstants =
                     [("CHECK".to_string(), f64::from(u8::from(check)))].into_iter().collect();
-                crate::gpu::shaders::translate_for_every_backend(
+                crate::translate::translate_for_every_backend(
                     &module,
                     &info,
                     kernel.entry(),
