@@ -172,11 +172,11 @@ fn linear_matches_the_reference_on_both_paths() {
 #[test]
 fn packed_dot_and_fallback_give_identical_bits() {
     let default = gpu_or_skip!();
-    eprintln!("default device uses packed dot: {}", default.uses_packed_dot());
+    eprintln!("default device uses packed dot: {}", default.capabilities().packed_dot);
     for gemm_min_rows in [Some(usize::MAX), Some(9)] {
         let packed = open(GpuOptions { packed_dot: Some(true), gemm_min_rows, ..Default::default() });
         let fallback = open(GpuOptions { packed_dot: Some(false), gemm_min_rows, ..Default::default() });
-        assert!(packed.uses_packed_dot() && !fallback.uses_packed_dot());
+        assert!(packed.capabilities().packed_dot && !fallback.capabilities().packed_dot);
         // k = 72 takes the word-at-a-time GEMV, k = 64 the one in 16-byte units.
         for (m, act, bias, k) in
             [(3, ActivationQuant::per_token(), false, 72), (17, llm(2.0), true, 72), (5, llm(2.0), true, 64)]

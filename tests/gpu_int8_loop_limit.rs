@@ -163,7 +163,10 @@ fn long_int8_activation_rows_run_on_several_rows() {
         let w = int8_wgpu::GpuQuantizedTensor::from_host(&gpu, &exact_weights(1, k, 1)).unwrap();
         gpu.linear_kernel(&w, DType::F32, Some(ActivationQuant::per_token()), 2)
     };
-    assert!(!gpu.is_cpu_adapter() || (kernel(70004) == LinearKernel::A8Gemm && kernel(70000) != LinearKernel::A8Gemm));
+    assert!(
+        !gpu.capabilities().cpu_adapter
+            || (kernel(70004) == LinearKernel::A8Gemm && kernel(70000) != LinearKernel::A8Gemm)
+    );
 }
 
 /// One row of more than 65536 inputs not a multiple of 16: the word GEMV passed the limit
@@ -206,11 +209,11 @@ fn a_forced_gemv_past_the_loop_limit_is_refused() {
     let x = exact_activations(9, k, 10);
     match layer.forward_host(&x, &[9, k]) {
         Err(Error::Unsupported(e)) => {
-            assert!(gpu.is_cpu_adapter(), "{e}");
+            assert!(gpu.capabilities().cpu_adapter, "{e}");
             assert!(e.contains("65535") && e.contains("gemm_min_rows") && e.contains("a8_rows_main"), "{e}");
         }
         Ok(_) => {
-            assert!(!gpu.is_cpu_adapter(), "a CPU adapter ran past its loop limit");
+            assert!(!gpu.capabilities().cpu_adapter, "a CPU adapter ran past its loop limit");
             check_exact::<f32>(&gpu, 3, k, 9, ActivationQuant::per_token());
         }
         Err(e) => panic!("{e}"),

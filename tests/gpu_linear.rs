@@ -160,7 +160,7 @@ fn tolerance_is_tight_enough_to_catch_a_wrong_scale() {
 #[test]
 fn fast_gemv_variants() {
     let default = gpu_or_skip!();
-    eprintln!("subgroup reductions: {}", default.uses_subgroup_reductions());
+    eprintln!("subgroup reductions: {}", default.capabilities().subgroup_reductions);
     // Every rows-per-lane-group variant, whatever this adapter would pick by itself.
     for rpt in [1u8, 2, 4] {
         let options =
@@ -225,12 +225,14 @@ fn long_rows_stay_exact_or_are_refused() {
     match layer.forward_host(&x, &[8, 32768]) {
         Err(int8_wgpu::Error::Unsupported(e)) => {
             assert!(
-                rows.is_cpu_adapter() && e.contains("65535") && e.contains("gemv_rows_per_thread = true chose it"),
+                rows.capabilities().cpu_adapter
+                    && e.contains("65535")
+                    && e.contains("gemv_rows_per_thread = true chose it"),
                 "{e}"
             )
         }
         Ok(y) => {
-            assert!(!rows.is_cpu_adapter(), "a CPU adapter ran past its loop limit");
+            assert!(!rows.capabilities().cpu_adapter, "a CPU adapter ran past its loop limit");
             common::assert_linear_close(&y, &x, &w, None, "word rows, 32768 inputs");
         }
         Err(e) => panic!("{e}"),

@@ -137,7 +137,7 @@ fn int8_activations(c: &mut Criterion) {
         let w8a16 = layer.gpu_layer(&gpu, DType::BF16);
         let w8a8 = layer.a8_layer(&gpu, DType::BF16, ActivationQuant::per_token());
         let llm = layer.a8_layer(&gpu, DType::BF16, llm);
-        let path = if gpu.uses_packed_dot() { "dot4" } else { "unpacked" };
+        let path = if gpu.capabilities().packed_dot { "dot4" } else { "unpacked" };
         let mut g = c.benchmark_group(format!("a8-{path}/{}x{}", shape.0, shape.1));
         g.throughput(Throughput::Bytes(layer.weight_bytes()));
         for m in suite::a8_rows() {

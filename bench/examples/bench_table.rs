@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let devices = suite::Devices::open();
     let gpu = &devices.auto;
     println!("adapter: {}", gpu.describe());
-    println!("subgroup reductions: {}", gpu.uses_subgroup_reductions());
+    println!("subgroup reductions: {}", gpu.capabilities().subgroup_reductions);
     println!("load average at start: {}", suite::load_average());
     println!("rounds per median: {}\n", suite::rounds());
     if suite::section("linear") {
@@ -248,7 +248,7 @@ fn print_row(row: &Row, y: &Yardsticks, one_row: &mut HashMap<DType, f64>) {
 fn int8_activations(gpu: &Gpu) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "\nInt8 activations, the library's pick of kernels; integer products via {}. µs per forward (medians of one interleaved set per row); LLM.int8() at threshold 6 with 0, 8 or 64 outlier columns in the batch. `W8A8 matmul` = the W8A8 layer's integer matmul alone (activations quantized by an earlier forward); `simple int8` = issue 12's simple kernel with int8 activations on the same quantized activations (4 weight rows per invocation, u32 loads, dot4I8Packed, i32 accumulators; bench/shaders/simple_gemv_a8.wgsl; f32 out), checked bit for bit against reference::linear_a8 before timing; `matmul/simple` below 1: the library's int8 GEMV is faster. `act quant` = W8A8's activation quantizer alone; `simple act quant` = one invocation per row (absmax, scale, ints; bench/shaders/simple_quantize.wgsl), checked bit for bit against the reference first.\n",
-        if gpu.uses_packed_dot() { "WGSL dot4I8Packed" } else { "the exact unpacking fallback" }
+        if gpu.capabilities().packed_dot { "WGSL dot4I8Packed" } else { "the exact unpacking fallback" }
     );
     println!(
         "| [out, in] | M | dense f32 | W8A16 bf16 | W8A8 | LLM.int8() 0 | LLM.int8() 8 | LLM.int8() 64 | W8A8 vs W8A16 | LLM.int8() 64 vs W8A8 | W8A8 vs dense | W8A8 matmul | simple int8 | matmul/simple | act quant | simple act quant | act/simple |"

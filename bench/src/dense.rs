@@ -151,7 +151,7 @@ impl DenseLinear {
         if let Some(r) = self.rows_per_group {
             return r;
         }
-        if self.gpu.is_cpu_adapter() {
+        if self.gpu.capabilities().cpu_adapter {
             return 4;
         }
         [4u8, 2]
@@ -171,7 +171,7 @@ impl DenseLinear {
             let m = module(&self.gpu, "gemm.wgsl (dense)", &gemm_source())?;
             pipeline(&self.gpu, &self.pipeline_layout, &m, "gemm_main", &dt)?
         } else {
-            let source = gemv_source(self.gpu.uses_subgroup_reductions());
+            let source = gemv_source(self.gpu.capabilities().subgroup_reductions);
             let m = module(&self.gpu, "gemv.wgsl (dense)", &source)?;
             let constants = [&dt[..], &[("GROUPED", 0.0), ("ASYM", 0.0), ("RPT", f64::from(rpt))]].concat();
             pipeline(&self.gpu, &self.pipeline_layout, &m, "gemv_fast_main", &constants)?

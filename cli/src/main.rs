@@ -205,7 +205,7 @@ fn quantize(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
             Err(e) => return Err(e.into()),
         };
-        if gpu.is_cpu_adapter() && !args.gpu {
+        if gpu.capabilities().cpu_adapter && !args.gpu {
             // An emulated GPU runs the same work slower than the reference, with the same bytes.
             q = q.cpu();
             let which = if std::env::var_os("WGPU_ADAPTER_NAME").is_some() { "chosen" } else { "only" };

@@ -53,7 +53,7 @@ fn the_default_backend_is_the_faster_one_and_writes_the_same_bytes() {
 
     let (code, stdout, stderr) = run(exe, &[s("quantize"), i, default.as_os_str()]);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let want = if gpu.is_cpu_adapter() {
+    let want = if gpu.capabilities().cpu_adapter {
         let which = if std::env::var_os("WGPU_ADAPTER_NAME").is_some() { "chosen" } else { "only" };
         format!(
             "on the CPU reference: the {which} GPU adapter, {}, is a CPU adapter, slower than the reference; --gpu \

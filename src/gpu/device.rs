@@ -12,8 +12,10 @@ use crate::gpu::linear::TuneTable;
 use crate::gpu::options::{GpuOptions, Polling, TuneOptions, Tuning};
 use crate::{Error, Result};
 
-/// Optional device features this crate detected (and requested) on the device.
+/// What the device is and offers, as the kernels see it: its optional features this crate
+/// detected (and requested), and the facts that follow from them and from the adapter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// `SHADER_F16` is offered by the device (informational: no kernel needs it, 16-bit values
     /// travel packed in `u32`, and it is not requested).
@@ -22,6 +24,20 @@ pub struct Capabilities {
     pub subgroups: bool,
     /// `TIMESTAMP_QUERY`.
     pub timestamps: bool,
+    /// The adapter is a CPU (lavapipe, llvmpipe, WARP, SwiftShader): few workgroups run at a
+    /// time there, which kernel choice takes into account, and llvmpipe's loop limit (65535
+    /// loop iterations per shader invocation) makes the library run fewer activation rows per
+    /// pass, or another kernel, on very long rows, and refuse a forced kernel that would pass it
+    /// (`Error::Unsupported`; the library's own choices stay within it).
+    pub cpu_adapter: bool,
+    /// The GEMV kernels reduce with subgroup operations: the device has them and every subgroup
+    /// size it may use divides the kernels' 32 lanes per row (else workgroup memory).
+    pub subgroup_reductions: bool,
+    /// Int8-activation layers (W8A8, LLM.int8()) multiply with WGSL's `dot4I8Packed`, else from
+    /// sign-extended bytes (both exact, same bits): yes unless [`GpuOptions::packed_dot`] or
+    /// `INT8_WGPU_DISABLE=packed_dot` says no. How naga lowers the builtin per backend:
+    /// docs/backends.md.
+    pub packed_dot: bool,
 }
 
 /// A GPU device with its queue and a cache of compiled pipelines.
@@ -139,6 +155,7 @@ impl Gpu {
             shader_f16: f.contains(wgpu::Features::SHADER_F16),
             subgroups: f.contains(wgpu::Features::SUBGROUP),
             timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            ..Capabilities::default()
         };
         let uncaptured = Arc::new(Mutex::new(None));
         if own {
@@ -252,7 +269,12 @@ impl Gpu {
 
     /// Optional features in use.
     pub fn capabilities(&self) -> Capabilities {
-        self.inner.caps
+        Capabilities {
+            cpu_adapter: self.is_cpu_adapter(),
+            subgroup_reductions: self.uses_subgroup_reductions(),
+            packed_dot: self.uses_packed_dot(),
+            ..self.inner.caps
+        }
     }
 
     /// The device's limits.
@@ -338,32 +360,18 @@ impl Gpu {
         self.inner.tuning.tune_on_first_use
     }
 
-    /// Whether the adapter is a CPU (lavapipe, llvmpipe, WARP, SwiftShader): few workgroups run
-    /// at a time there, which the kernel choices take into account, and llvmpipe's loop limit
-    /// (65535 loop iterations per shader invocation) makes the library run fewer activation
-    /// rows per pass, or another kernel, on very long rows, and refuses a forced kernel that
-    /// would pass it (`Error::Unsupported`; the library's own choices stay within it).
-    pub fn is_cpu_adapter(&self) -> bool {
+    /// [`Capabilities::cpu_adapter`].
+    pub(crate) fn is_cpu_adapter(&self) -> bool {
         self.inner.info.as_ref().is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu)
     }
 
-    /// Whether int8-activation layers (W8A8, LLM.int8()) multiply with WGSL's `dot4I8Packed`
-    /// (else from sign-extended bytes, an i32 multiply-add per byte; both exact, same bits).
-    ///
-    /// Yes unless [`GpuOptions::packed_dot`] or `INT8_WGPU_DISABLE=packed_dot` says no. How the
-    /// builtin runs depends on naga's backend: on Vulkan it is one `OpSDot` (with
-    /// `PackedVectorFormat4x8Bit`) when the device has `shaderIntegerDotProduct` (required by
-    /// Vulkan 1.3, so lavapipe has it; what the driver makes of it is its own business), else
-    /// naga's polyfill of four `OpBitFieldSExtract` and multiply-adds; on DX12 `dot4add_i8packed`
-    /// (shader model 6.4) or a polyfill; on Metal a `packed_char4` dot product; on GL (GLSL has no
-    /// packed dot) a polyfill of `bitfieldExtract` and multiply-adds, much like the fallback.
-    pub fn uses_packed_dot(&self) -> bool {
+    /// [`Capabilities::packed_dot`].
+    pub(crate) fn uses_packed_dot(&self) -> bool {
         self.inner.tuning.packed_dot
     }
 
-    /// Whether the GEMV kernels reduce with subgroup operations: the device has them and every
-    /// subgroup size it may use divides the kernels' 32 lanes per row (else workgroup memory).
-    pub fn uses_subgroup_reductions(&self) -> bool {
+    /// [`Capabilities::subgroup_reductions`].
+    pub(crate) fn uses_subgroup_reductions(&self) -> bool {
         let max = self.inner.info.as_ref().map_or(0, |i| i.subgroup_max_size);
         self.inner.caps.subgroups && max > 0 && max <= 32 && max.is_power_of_two()
     }

@@ -39,7 +39,7 @@ pub struct GpuOptions {
     /// Whether int8-activation layers (W8A8, LLM.int8()) multiply packed int8 words with WGSL's
     /// `dot4I8Packed` (`Some(true)`) or from sign-extended bytes (`Some(false)`). Both give the
     /// same bits. `None` uses `dot4I8Packed` unless `INT8_WGPU_DISABLE` names `packed_dot`; see
-    /// [`Gpu::uses_packed_dot`](crate::Gpu::uses_packed_dot).
+    /// [`Capabilities::packed_dot`](crate::Capabilities::packed_dot).
     pub packed_dot: Option<bool>,
     /// Tune the fused linear's kernel choice ([`Gpu::tune`](crate::Gpu::tune)) at a layer's first forward with a
     /// row count of a class no layer has been tuned (or loaded) for: that forward then takes
