@@ -79,8 +79,9 @@
 //!
 //! ## Features
 //!
-//! - `files` (default): checkpoints on disk ([`Checkpoint`], `checkpoint`), the [`Quantizer`]
-//!   (threads, temporary folders) and tuning files ([`Gpu::save_tuning`], [`Gpu::load_tuning`]).
+//! - `files` (default): checkpoints on disk (`checkpoint::Checkpoint`), the quantizer
+//!   (`quantizer::Quantizer`: threads, temporary folders) and tuning files (`Gpu::save_tuning`,
+//!   `Gpu::load_tuning`).
 //!   Without it the crate touches no file system and builds for `wasm32-unknown-unknown`.
 //!
 //! The command-line tool is the `int8-wgpu-cli` package (`cli/`), the benches the
@@ -107,7 +108,10 @@ mod scheme;
 pub use activation::{ActivationQuant, QuantizedActivations};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
-pub use gpu::{Capabilities, Gpu, GpuOptions, GpuQuantizedTensor, GpuTensor, Polling};
+pub use gpu::device::{Capabilities, Gpu};
+pub use gpu::options::{GpuOptions, Polling};
+pub use gpu::quantized_tensor::GpuQuantizedTensor;
+pub use gpu::tensor::GpuTensor;
 pub use layer::{ForwardStage, QuantizedLinear};
 pub use quantized::{QuantError, QuantizedTensor};
 pub use scheme::{Granularity, Method, Mode, ParamLayout, QuantScheme};

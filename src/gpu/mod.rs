@@ -6,28 +6,29 @@ mod adopt;
 pub(crate) mod bindings;
 mod buffers;
 pub(crate) mod cache;
-mod device;
+pub(crate) mod device;
 mod disable;
 #[cfg(test)]
 mod div_check;
 mod family;
 pub(crate) mod linear;
-mod options;
+pub(crate) mod options;
 pub(crate) mod params;
 mod pipelines;
 mod quantize;
-mod quantized_tensor;
+pub(crate) mod quantized_tensor;
 mod readback;
 pub(crate) mod shaders;
-mod tensor;
+pub(crate) mod tensor;
 mod timing;
 #[cfg(test)]
 mod translate;
 mod wait;
 
-pub use device::{Capabilities, Gpu, ResourceCounts};
+pub(crate) use device::Gpu;
+pub use device::ResourceCounts;
 pub use linear::{CandidateTiming, LinearKernel, TuneCase, TuneClass, TuneReport, TuneResult};
-pub use options::{GpuOptions, Polling, TuneOptions};
-pub use quantized_tensor::GpuQuantizedTensor;
-pub use tensor::GpuTensor;
+pub use options::TuneOptions;
+pub(crate) use quantized_tensor::GpuQuantizedTensor;
+pub(crate) use tensor::GpuTensor;
 pub use timing::{Timing, TimingSource};
