@@ -122,7 +122,7 @@ fn act_quant_main(
 // act_quant_main with one invocation per row and no workgroup cooperation (the same arithmetic
 // in the same order per value, so the same bits): CPU adapters run a workgroup's barriers and
 // tree reduction as loops over its lanes, which cost 2-5x a sequential pass over the row at 8-512
-// rows on lavapipe (src/gpu/act_quant.rs has the figures).
+// rows on lavapipe (BENCHMARKS.md; the choice is in src/gpu/linear/heuristic.rs).
 @compute @workgroup_size(WG)
 fn act_quant_rows_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = gid.y * nwg.x * WG + gid.x;

@@ -1,6 +1,5 @@
 //! The GPU path: device, tensors, and the host side of each kernel family.
 
-pub(crate) mod act_quant;
 mod adapter;
 mod adopt;
 pub(crate) mod bindings;

@@ -5,8 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::check::{check_finite, check_output};
-use crate::gpu::act_quant::read_outlier_columns;
-use crate::gpu::linear::{Bound, LinearPlan};
+use crate::gpu::linear::{Bound, LinearPlan, read_outlier_columns};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor, TuneCase, TuneOptions, TuneReport};
 use crate::reference::check_int8_weight_scheme;
 use crate::scheme::check_shape;

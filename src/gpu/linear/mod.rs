@@ -1,8 +1,10 @@
 //! The fused linear's kernels, host side: one table of kernels (`table.rs`), one choice
 //! (`choose.rs`, from the device's facts, the heuristic, the tuned choices and the options),
 //! the loop-limit guard, one plan per row count in which int8 activations are an optional
-//! pre-pass (`plan.rs`), and the tuning that measures the choice per device.
+//! pre-pass (`plan.rs`; the activation quantizer itself in `act_quant.rs`), and the tuning that
+//! measures the choice per device.
 
+mod act_quant;
 mod choose;
 mod facts;
 mod heuristic;
@@ -19,8 +21,7 @@ pub use kernel::LinearKernel;
 pub use tune_measure::{CandidateTiming, TuneCase, TuneReport, TuneResult};
 pub use tune_table::TuneClass;
 
-pub(crate) use facts::DeviceFacts;
-pub(crate) use heuristic::act_quant_per_row;
+pub(crate) use act_quant::read_outlier_columns;
 pub(crate) use plan::{Bound, LinearPlan};
 pub(crate) use tune_table::TuneTable;
 
