@@ -40,7 +40,7 @@ impl Checkpoint {
             let a8 = self.activation_quant()?;
             let info = self.layer_info(name)?;
             if a8.is_some() {
-                crate::reference::check_int8_weight_scheme(info.scheme, &info.shape)?;
+                crate::reference::check_a8_weight_scheme(info.scheme, &info.shape)?;
             }
             let bias_name = format!("{name}.bias");
             let bias = match self.info(&bias_name) {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::check::{check_finite, check_output};
 use crate::gpu::linear::{Bound, LinearPlan, read_outlier_columns};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor, TuneCase, TuneOptions, TuneReport};
-use crate::reference::check_int8_weight_scheme;
+use crate::reference::check_a8_weight_scheme;
 use crate::scheme::check_shape;
 use crate::{ActivationQuant, DType, Element, Error, QuantScheme, QuantizedTensor, Result};
 
@@ -138,7 +138,7 @@ impl QuantizedLinear {
     /// The weight must be symmetric with one scale per output row (or per tensor), else an
     /// [`Error::Scheme`] says how to quantize it.
     pub fn with_activation_quant(mut self, act: ActivationQuant) -> Result<Self> {
-        check_int8_weight_scheme(self.weight.scheme(), self.weight.shape())?;
+        check_a8_weight_scheme(self.weight.scheme(), self.weight.shape())?;
         self.act = Some(act);
         self.plans = Mutex::default();
         self.bound = Mutex::default();

@@ -51,7 +51,7 @@ pub fn quantize_activations<T: Element>(x: &[T], k: usize, a8: ActivationQuant) 
 
 /// Checks that a weight of `scheme` and `shape` can take int8 activations: 2-D, symmetric, one
 /// scale per output row or per tensor, and rows short enough for `i32` sums.
-pub(crate) fn check_int8_weight_scheme(s: QuantScheme, shape: &[usize]) -> Result<()> {
+pub(crate) fn check_a8_weight_scheme(s: QuantScheme, shape: &[usize]) -> Result<()> {
     if !s.takes_a8() || shape.len() != 2 {
         return Err(Error::Scheme(format!(
             "int8 activations (W8A8, LLM.int8()) need 2-D symmetric weights with one scale per output \
@@ -69,8 +69,8 @@ pub(crate) fn check_int8_weight_scheme(s: QuantScheme, shape: &[usize]) -> Resul
     Ok(())
 }
 
-fn check_int8_weight(w: &QuantizedTensor) -> Result<()> {
-    check_int8_weight_scheme(w.scheme(), w.shape())
+fn check_a8_weight(w: &QuantizedTensor) -> Result<()> {
+    check_a8_weight_scheme(w.scheme(), w.shape())
 }
 
 /// The scale of weight row `n` (per tensor or per row).
@@ -87,7 +87,7 @@ fn weight_scale(w: &QuantizedTensor, n: usize) -> f32 {
 /// The weight must be symmetric per output row or per tensor (else an [`Error::Scheme`]). A
 /// result that is not finite although every input is, is an [`Error::Overflow`].
 pub fn linear_a8<T: Element>(x: &[T], w: &QuantizedTensor, bias: Option<&[T]>, a8: ActivationQuant) -> Result<Vec<T>> {
-    check_int8_weight(w)?;
+    check_a8_weight(w)?;
     let (m, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
     if let Some(b) = bias {
         check_finite(b, &[n], "bias")?;
@@ -132,7 +132,7 @@ pub fn linear_a8_f64<T: Element>(
     bias: Option<&[T]>,
     a8: ActivationQuant,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    check_int8_weight(w)?;
+    check_a8_weight(w)?;
     let (m, n, k) = linear_dims(x.len(), w, bias.map(<[T]>::len))?;
     // The same refusals as `linear_a8`: an oracle that answers NaN would hide them.
     if let Some(b) = bias {

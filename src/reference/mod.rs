@@ -18,7 +18,7 @@ use crate::check::{check_finite, check_len, check_output};
 use crate::quantized::{QuantizedTensor, check_scale, max_scale};
 use crate::scheme::ParamLayout;
 use crate::{Element, Error, Mode, QuantScheme, Result};
-pub(crate) use linear_a8::check_int8_weight_scheme;
+pub(crate) use linear_a8::check_a8_weight_scheme;
 pub use linear_a8::{linear_a8, linear_a8_f64, outlier_columns, quantize_activations};
 
 /// Treats subnormal inputs as zero.

@@ -17,7 +17,7 @@ use crate::gpu::params::GEMV_MAX_ROWS;
 use crate::gpu::tensor::check_numel;
 use crate::gpu::timing::{TimingSource, time_passes};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
-use crate::reference::check_int8_weight_scheme;
+use crate::reference::check_a8_weight_scheme;
 use crate::{ActivationQuant, DType, Error, Result};
 
 /// A layer to tune: its weight, activation dtype, and the activation row counts it will run.
@@ -189,7 +189,7 @@ impl Gpu {
         let (w, dtype, a8) = (case.weight, case.activation, case.a8);
         let (n, k) = (w.shape()[0], w.shape()[1]);
         if a8 {
-            check_int8_weight_scheme(w.scheme(), w.shape())?;
+            check_a8_weight_scheme(w.scheme(), w.shape())?;
         }
         let (facts, weight) = (DeviceFacts::of(self), WeightFacts::of(w));
         let act = a8.then(ActivationQuant::per_token);
