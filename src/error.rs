@@ -250,10 +250,10 @@ fn overflow_advice(dtype: DType) -> &'static str {
     }
 }
 
-// Checkpoint files and the quantizer's are what name paths and tensors.
-#[cfg(feature = "files")]
+// Checkpoint files and the quantizer's are what name paths; checkpoints (files or bytes) name tensors.
 impl Error {
     /// Wraps an I/O error with the operation and the path it concerned.
+    #[cfg(feature = "files")]
     pub(crate) fn io(op: &'static str, path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
         Error::Io { op, path: path.into(), source }
     }
@@ -269,7 +269,6 @@ impl Error {
     }
 }
 
-#[cfg(feature = "files")]
 fn names_tensor(message: &str, name: &str) -> bool {
     message.contains(&format!("`{name}`")) || message.contains(&format!("`{name}."))
 }

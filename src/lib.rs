@@ -90,7 +90,6 @@
 
 mod activation;
 mod check;
-#[cfg(feature = "files")]
 pub mod checkpoint;
 mod dtype;
 mod error;

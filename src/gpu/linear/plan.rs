@@ -73,11 +73,13 @@ impl LinearPlan {
                 let g = match &self.act {
                     Some(a) => gpu.bind_group(
                         &self.family,
-                        &[&base[..], &[(slot::BIAS, bias), (slot::QX, &a.qx as &dyn Bindable), (slot::META, &a.act)]].concat(),
+                        &[&base[..], &[(slot::BIAS, bias), (slot::QX, &a.qx as &dyn Bindable), (slot::META, &a.act)]]
+                            .concat(),
                     ),
                     None => gpu.bind_group(
                         &self.family,
-                        &[&base[..], &[(slot::ZERO_POINTS, &w.zero_points as &dyn Bindable), (slot::BIAS, bias)]].concat(),
+                        &[&base[..], &[(slot::ZERO_POINTS, &w.zero_points as &dyn Bindable), (slot::BIAS, bias)]]
+                            .concat(),
                     ),
                 };
                 (g, *grid)
