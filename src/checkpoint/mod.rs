@@ -69,6 +69,8 @@ mod encode;
 /// What a checkpoint path names: file, model.safetensors or shards + index, config.json.
 #[cfg(feature = "files")]
 mod folder;
+#[cfg(test)]
+mod from_bytes_tests;
 /// Hints for names a checkpoint does not hold.
 mod hints;
 /// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
