@@ -81,7 +81,7 @@
 //! ## Features
 //!
 //! - `files` (default): checkpoints on disk ([`Checkpoint::open`](checkpoint::Checkpoint::open),
-//!   and writing them), the [`Quantizer`] (threads, temporary folders) and tuning files
+//!   and writing them), the [`Quantizer`](quantizer::Quantizer) (threads, temporary folders) and tuning files
 //!   ([`Gpu::save_tuning`], [`Gpu::load_tuning`]). Without it the crate touches no file system
 //!   and builds for `wasm32-unknown-unknown`; checkpoints are then read from bytes
 //!   ([`Checkpoint::from_bytes`](checkpoint::Checkpoint::from_bytes)) and tuning kept as JSON
