@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use crate::Result;
-use crate::gpu::act_quant::ActQuantPlan;
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::{Bindable, FamilyObjects};
+use crate::gpu::linear::act_quant::ActQuantPlan;
 use crate::gpu::linear::choose::Choice;
 use crate::gpu::linear::table::workgroups;
 use crate::gpu::params::LinearParams;
