@@ -7,8 +7,8 @@ use std::fs;
 
 use common::TempDir;
 use common::model::*;
-use int8_wgpu::Method;
 use int8_wgpu::checkpoint::{self, Checkpoint, TensorDtype};
+use int8_wgpu::Method;
 use int8_wgpu::{DType, Granularity, QuantScheme};
 use serde_json::json;
 

@@ -5,9 +5,9 @@ use std::fs;
 use std::path::Path;
 use std::sync::Mutex;
 
+use int8_wgpu::quantizer::Quantizer;
 use int8_wgpu::Result;
 use int8_wgpu::quantizer::QuantReport;
-use int8_wgpu::quantizer::Quantizer;
 
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use crate::Result;
+use crate::gpu::act_quant::ActQuantPlan;
 use crate::gpu::bindings::slot;
 use crate::gpu::cache::{Bindable, FamilyObjects};
-use crate::gpu::linear::act_quant::ActQuantPlan;
 use crate::gpu::linear::choose::Choice;
 use crate::gpu::linear::table::workgroups;
 use crate::gpu::params::LinearParams;
@@ -73,13 +73,11 @@ impl LinearPlan {
                 let g = match &self.act {
                     Some(a) => gpu.bind_group(
                         &self.family,
-                        &[&base[..], &[(slot::BIAS, bias), (slot::QX, &a.qx as &dyn Bindable), (slot::META, &a.act)]]
-                            .concat(),
+                        &[&base[..], &[(slot::BIAS, bias), (slot::QX, &a.qx as &dyn Bindable), (slot::META, &a.act)]].concat(),
                     ),
                     None => gpu.bind_group(
                         &self.family,
-                        &[&base[..], &[(slot::ZERO_POINTS, &w.zero_points as &dyn Bindable), (slot::BIAS, bias)]]
-                            .concat(),
+                        &[&base[..], &[(slot::ZERO_POINTS, &w.zero_points as &dyn Bindable), (slot::BIAS, bias)]].concat(),
                     ),
                 };
                 (g, *grid)
