@@ -18,11 +18,11 @@ use crate::{Error, Result};
 static SAVES: AtomicU64 = AtomicU64::new(0);
 
 impl Gpu {
-    /// Saves the tuned choices to `path` as JSON (the text of [`Gpu::tuning_json`]): written to a temporary file beside it (a name
-    /// of its own per call, so concurrent saves never share one), flushed to disk, then renamed
-    /// over it, so that a reader never sees half a file and the last rename wins whole. Only a
-    /// regular file at `path` is replaced: anything else there (a folder, FIFO, device, symbolic
-    /// link) is an [`Error::NotRegularFile`].
+    /// Saves the tuned choices to `path` as JSON (the text of [`Gpu::tuning_json`]): written to
+    /// a temporary file beside it (a name of its own per call, so concurrent saves never share
+    /// one), flushed to disk, then renamed over it, so that a reader never sees half a file and
+    /// the last rename wins whole. Only a regular file at `path` is replaced: anything else
+    /// there (a folder, FIFO, device, symbolic link) is an [`Error::NotRegularFile`].
     pub fn save_tuning(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let text = self.tuning_json()?;
