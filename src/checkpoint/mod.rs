@@ -34,7 +34,8 @@
 //! # Loading
 //!
 //! [`Checkpoint::open`] reads the headers only; tensor data is read a tensor at a time when asked
-//! for. [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from
+//! for. [`Checkpoint::from_bytes`] reads a file held in memory (a browser's download), checked
+//! the same way. [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from
 //! `P.weight_packed` (ours or any compressed-tensors 8-bit checkpoint, `pack-quantized` or
 //! `int-quantized`) or from bitsandbytes' `P.weight` and `P.SCB`. Packed words go to the GPU as
 //! stored; the kernels read the offset-binary bytes directly. Each tensor it reads is held only
