@@ -164,20 +164,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A tuning file ([`Gpu::load_tuning`](crate::Gpu::load_tuning)) is not valid: not JSON,
-    /// not a tuning file, or an entry is malformed. Nothing was loaded.
-    #[error("tuning file `{}` is corrupt: {detail}; delete it and tune again", path.display())]
+    /// A tuning file ([`Gpu::load_tuning`](crate::Gpu::load_tuning)) or tuning JSON text
+    /// ([`Gpu::load_tuning_json`](crate::Gpu::load_tuning_json)) is not valid: not JSON, not
+    /// tuning JSON, or an entry is malformed. Nothing was loaded.
+    #[error("{} is corrupt: {detail}; delete it and tune again", tuning_source(path))]
     TuningCorrupt {
-        /// The file.
+        /// The file; empty for JSON text (messages then say `tuning JSON text`).
         path: std::path::PathBuf,
         /// What is wrong with it.
         detail: String,
     },
-    /// A tuning file was measured on another adapter or driver, or written in another format
-    /// version: its choices would not be this device's fastest. Nothing was loaded.
-    #[error("tuning file `{}` does not apply here: {detail}; nothing was loaded: tune on this device and save again", path.display())]
+    /// A tuning file or tuning JSON text was measured on another adapter or driver, or written
+    /// in another format version: its choices would not be this device's fastest. Nothing was
+    /// loaded.
+    #[error(
+        "{} does not apply here: {detail}; nothing was loaded: tune on this device and save again",
+        tuning_source(path)
+    )]
     TuningMismatch {
-        /// The file.
+        /// The file; empty for JSON text (messages then say `tuning JSON text`).
         path: std::path::PathBuf,
         /// What differs.
         detail: String,
@@ -250,10 +255,10 @@ fn overflow_advice(dtype: DType) -> &'static str {
     }
 }
 
-// Checkpoint files and the quantizer's are what name paths and tensors.
-#[cfg(feature = "files")]
+// Checkpoint files and the quantizer's are what name paths; checkpoints (files or bytes) name tensors.
 impl Error {
     /// Wraps an I/O error with the operation and the path it concerned.
+    #[cfg(feature = "files")]
     pub(crate) fn io(op: &'static str, path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
         Error::Io { op, path: path.into(), source }
     }
@@ -269,7 +274,12 @@ impl Error {
     }
 }
 
-#[cfg(feature = "files")]
+/// How tuning errors name where the tuning came from: `tuning file `path``, or `tuning JSON
+/// text` for an empty path ([`crate::Gpu::load_tuning_json`]).
+pub(crate) fn tuning_source(path: &std::path::Path) -> String {
+    if path.as_os_str().is_empty() { "tuning JSON text".into() } else { format!("tuning file `{}`", path.display()) }
+}
+
 fn names_tensor(message: &str, name: &str) -> bool {
     message.contains(&format!("`{name}`")) || message.contains(&format!("`{name}."))
 }

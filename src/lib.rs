@@ -51,19 +51,20 @@
 //!   quantized on the GPU in the layer's pass; [`reference::linear_a8`] is their oracle and
 //!   [`Gpu::quantize_activations`] shows the GPU's int8 activations.
 //! - [`Gpu::tune`]: picks among those kernel variants per device by timing them on the real
-//!   layer (per shape class), instead of by the built-in heuristic; [`Gpu::save_tuning`] and
-//!   [`Gpu::load_tuning`] keep the choices in a JSON file.
-//! - [`quantizer::Quantizer`]: a whole safetensors checkpoint to int8, written in the
+//!   layer (per shape class), instead of by the built-in heuristic; [`Gpu::tuning_json`] and
+//!   [`Gpu::load_tuning_json`] keep the choices as JSON text, `Gpu::save_tuning` and
+//!   `Gpu::load_tuning` in a file (feature `files`).
+//! - `quantizer::Quantizer` (feature `files`): a whole safetensors checkpoint to int8, written in the
 //!   compressed-tensors `pack-quantized` layout (`int-quantized` for W8A8) with a per-layer error
 //!   report; [`checkpoint::Checkpoint`] reads checkpoints (float, ours, llmcompressor's,
-//!   bitsandbytes' 8-bit) and loads quantized layers as [`QuantizedLinear`]s by name, with the
-//!   int8 activations the file records.
+//!   bitsandbytes' 8-bit), from files or from bytes in memory, and loads quantized layers as
+//!   [`QuantizedLinear`]s by name, with the int8 activations the file records.
 //!
 //! ## Paths
 //!
 //! The types every app names (schemes, dtypes, the error, tensors, the layer, the device) are at
 //! the crate root, their modules private; the families [`reference`](mod@reference),
-//! [`checkpoint`], [`quantizer`] and [`gpu`] are public modules. No item has a second path.
+//! [`checkpoint`], `quantizer` (feature `files`) and [`gpu`] are public modules. No item has a second path.
 //!
 //! ## Numeric conventions
 //!
@@ -79,10 +80,12 @@
 //!
 //! ## Features
 //!
-//! - `files` (default): checkpoints on disk (`checkpoint::Checkpoint`), the quantizer
-//!   (`quantizer::Quantizer`: threads, temporary folders) and tuning files (`Gpu::save_tuning`,
-//!   `Gpu::load_tuning`).
-//!   Without it the crate touches no file system and builds for `wasm32-unknown-unknown`.
+//! - `files` (default): checkpoints on disk (`Checkpoint::open`, and writing them), the
+//!   quantizer (`quantizer::Quantizer`: threads, temporary folders) and tuning files
+//!   (`Gpu::save_tuning`, `Gpu::load_tuning`). Without it the crate touches no file system and
+//!   builds for `wasm32-unknown-unknown`; checkpoints are then read from bytes
+//!   ([`Checkpoint::from_bytes`](checkpoint::Checkpoint::from_bytes)) and tuning kept as JSON
+//!   text ([`Gpu::tuning_json`], [`Gpu::load_tuning_json`]).
 //!
 //! The command-line tool is the `int8-wgpu-cli` package (`cli/`), the benches the
 //! `int8-wgpu-bench` package (`bench/`).
@@ -91,7 +94,6 @@
 
 mod activation;
 mod check;
-#[cfg(feature = "files")]
 pub mod checkpoint;
 mod dtype;
 mod error;

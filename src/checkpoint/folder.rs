@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::config_json::{MAX_JSON_BYTES, parse_config, parse_json, too_big};
 use super::natural_cmp;
 use super::safetensors::TensorInfo;
 use crate::regular_file::open_regular;
@@ -56,7 +57,8 @@ pub(super) fn locate(path: &Path) -> Result<Located> {
         )));
     };
     let config_path = path.join(CONFIG_FILE);
-    let config = if present(&config_path) { Some(read_config(&config_path)?) } else { None };
+    let config =
+        if present(&config_path) { Some(parse_config(&read_text(&config_path)?, &config_path)?) } else { None };
     let file_paths = names.iter().map(|n| path.join(n)).collect();
     Ok(Located { folder: Some(path.to_path_buf()), names, file_paths, weight_map, config })
 }
@@ -67,48 +69,23 @@ fn present(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
-/// The largest `config.json` or shard index read (real ones are under 10 MB): a bigger file,
-/// such as a sparse one, is refused rather than allocated for.
-pub(crate) const MAX_JSON_BYTES: u64 = 64 << 20;
-
+/// Reads a JSON file of a checkpoint.
 fn read_json(path: &Path) -> Result<Value> {
+    parse_json(&read_text(path)?, path)
+}
+
+/// Reads the text of a JSON file of a checkpoint: a regular file, read up to one byte past
+/// [`MAX_JSON_BYTES`] (which [`parse_json`] and [`parse_config`] refuse).
+fn read_text(path: &Path) -> Result<Vec<u8>> {
     let (f, len) = open_regular(path)?;
-    let too_big = |size: u64| {
-        Error::Corrupt(format!(
-            "`{}` is {size} bytes, over the {MAX_JSON_BYTES}-byte limit for a JSON file of a checkpoint; a model \
-             config or shard index is a few megabytes at most",
-            path.display()
-        ))
-    };
     if len > MAX_JSON_BYTES {
-        return Err(too_big(len));
+        return Err(too_big(path, len));
     }
     // At most one byte past the limit, so a file that grows after the length was taken is
     // still refused without reading it all.
     let mut text = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     f.take(MAX_JSON_BYTES + 1).read_to_end(&mut text).map_err(|e| Error::io("reading", path, e))?;
-    if text.len() as u64 > MAX_JSON_BYTES {
-        return Err(too_big(text.len() as u64));
-    }
-    serde_json::from_slice(&text).map_err(|e| Error::Corrupt(format!("`{}` is not valid JSON: {e}", path.display())))
-}
-
-/// Reads `config.json`, which must be a JSON object (it is extended with a
-/// `quantization_config`, and read as one by every loader).
-fn read_config(path: &Path) -> Result<Value> {
-    let v = read_json(path)?;
-    let kind = match &v {
-        Value::Object(_) => return Ok(v),
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-    };
-    Err(Error::Corrupt(format!(
-        "`{}` is not a JSON object (it holds {kind}); a model config is an object of settings",
-        path.display()
-    )))
+    Ok(text)
 }
 
 /// An index's `weight_map`: (tensor, shard file) pairs sorted by tensor name.

@@ -34,7 +34,8 @@
 //! # Loading
 //!
 //! [`Checkpoint::open`] reads the headers only; tensor data is read a tensor at a time when asked
-//! for. [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from
+//! for. [`Checkpoint::from_bytes`] reads a file held in memory (a browser's download), checked
+//! the same way. [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from
 //! `P.weight_packed` (ours or any compressed-tensors 8-bit checkpoint, `pack-quantized` or
 //! `int-quantized`) or from bitsandbytes' `P.weight` and `P.SCB`. Packed words go to the GPU as
 //! stored; the kernels read the offset-binary bytes directly. Each tensor it reads is held only
@@ -59,10 +60,18 @@ mod bitsandbytes;
 mod compressed_tensors;
 /// Which config group quantizes a layer, and its checked weight arguments.
 mod config_groups;
+/// The text of config.json: a JSON object, of bounded size.
+mod config_json;
 /// Encoding a quantized layer into compressed-tensors tensors.
+// The encoders and writers below are the quantizer's (behind `files`); they write no file
+// themselves, so they stay built (and unit-tested) without it.
+#[cfg_attr(not(feature = "files"), allow(dead_code))]
 mod encode;
 /// What a checkpoint path names: file, model.safetensors or shards + index, config.json.
+#[cfg(feature = "files")]
 mod folder;
+#[cfg(test)]
+mod from_bytes_tests;
 /// Hints for names a checkpoint does not hold.
 mod hints;
 /// Loading quantized layers onto the GPU, with the recorded method's activation dtype.
@@ -70,16 +79,22 @@ mod load;
 /// The method a checkpoint records and how its activations are quantized (W8A8, LLM.int8(), none).
 mod method;
 /// The order names are listed and written in.
+#[cfg_attr(not(feature = "files"), allow(dead_code))]
 mod natural_order;
 /// How a quantized layer's ints are stored (formats, offset binary).
 mod pack_format;
 /// The `quantization_config` of config.json.
+#[cfg_attr(not(feature = "files"), allow(dead_code))]
 mod quantization_config;
 /// Positioned reads of a checkpoint file's bytes into reused buffers.
+#[cfg(feature = "files")]
 mod reader;
-/// One safetensors file, read and checked.
+/// The safetensors header, read and checked; the container's dtypes.
 mod safetensors;
+/// Where a safetensors file's data is read from: memory or a file.
+mod source;
 /// Writing files deterministically.
+#[cfg(feature = "files")]
 mod writer;
 
 // The product: the checkpoint, what it says about its tensors and quantized layers.
@@ -91,22 +106,37 @@ pub use self::encode::exported;
 pub use self::safetensors::{TensorDtype, TensorInfo};
 
 // Crate-private: what the quantizer and the files here share.
+#[cfg(feature = "files")]
 pub(crate) use self::encode::{export_scale, layer_bytes, layer_specs, layer_tensors, pack_row};
+#[cfg(feature = "files")]
 pub(crate) use self::folder::{CONFIG_FILE, INDEX_FILE, MODEL_FILE};
-use self::folder::{Located, check_index, unlisted_safetensors};
+#[cfg(feature = "files")]
 pub(crate) use self::method::METHOD_METADATA_KEY;
+#[cfg(feature = "files")]
 pub(crate) use self::method::THRESHOLD_METADATA_KEY;
+#[cfg(feature = "files")]
 pub(crate) use self::natural_order::natural_cmp;
+#[cfg(feature = "files")]
 pub(crate) use self::quantization_config::{pack_format, quantization_config};
-pub(crate) use self::reader::{FileReader, ReadBuf, as_slice_of};
-use self::safetensors::SafetensorsFile;
+#[cfg(feature = "files")]
+pub(crate) use self::reader::{FileReader, ReadBuf};
 pub(crate) use self::safetensors::{f32_to_bytes, floats_to_f32, to_dtype, to_tensor_dtype};
+pub(crate) use self::source::as_slice_of;
+use self::source::{SafetensorsFile, TensorData};
+#[cfg(feature = "files")]
 pub(crate) use self::writer::{SafetensorsWriter, TensorSpec, write_json};
 
 use crate::{Error, Result};
 
+/// What messages (and [`Checkpoint::path`]) call the safetensors bytes of a checkpoint in memory.
+const BYTES_NAME: &str = "<bytes>";
+/// What messages call the `config.json` text of a checkpoint in memory.
+const CONFIG_TEXT_NAME: &str = "<config.json text>";
+
 /// A safetensors checkpoint: one file, a folder with `model.safetensors`, or a folder of shards
-/// listed by `model.safetensors.index.json`; with the folder's `config.json` when present.
+/// listed by `model.safetensors.index.json`, with the folder's `config.json` when present
+/// ([`Checkpoint::open`], with the default feature `files`); or one safetensors file in memory,
+/// with the text of its `config.json` ([`Checkpoint::from_bytes`]).
 ///
 /// Opening reads and checks every file's header (a truncated or corrupt file is an error here);
 /// tensor data is read a tensor at a time (see [`Checkpoint::bytes`] and [`Checkpoint::linear`]),
@@ -138,10 +168,11 @@ impl Checkpoint {
     /// [`Error::Index`] for an index whose `weight_map` is empty or disagrees with the shards, or
     /// a tensor in two shards; [`Error::NotFound`] for a folder without `model.safetensors` or
     /// an index; [`Error::Io`] when a file cannot be read.
+    #[cfg(feature = "files")]
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         // The small files first: a bad config.json fails before megabytes of headers are parsed.
-        let Located { folder, names, file_paths, weight_map, config } = folder::locate(&path)?;
+        let folder::Located { folder, names, file_paths, weight_map, config } = folder::locate(&path)?;
         let mut files = Vec::new();
         let mut entries: Vec<(String, TensorInfo)> = Vec::new();
         for (i, fp) in file_paths.iter().enumerate() {
@@ -149,36 +180,13 @@ impl Checkpoint {
             entries.extend(tensors);
             files.push(file);
         }
-        // One sort by name for all files: a name given twice (in one header or in two shards)
-        // ends up next to itself, the index is checked in one merge pass, and the map is built
-        // in bulk (inserting a million names one by one took seconds).
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
-            let (name, a, b) = (&w[0].0, w[0].1.file.min(w[1].1.file), w[0].1.file.max(w[1].1.file));
-            return Err(if a == b {
-                Error::Corrupt(format!(
-                    "`{}` has a corrupt safetensors header: tensor `{name}` appears twice",
-                    file_paths[a].display()
-                ))
-            } else {
-                Error::Index(format!(
-                    "tensor `{name}` is in both `{}` and `{}`",
-                    file_paths[a].display(),
-                    file_paths[b].display()
-                ))
-            });
-        }
+        let entries = sorted_unique(entries, &files)?;
         if let Some(map) = &weight_map {
-            check_index(&entries, map, &names)?;
+            folder::check_index(&entries, map, &names)?;
         }
-        let nbytes = entries.iter().try_fold(0usize, |sum, (_, t)| sum.checked_add(t.nbytes())).ok_or_else(|| {
-            Error::Corrupt(format!(
-                "the tensors of `{}` add up to more bytes than this platform can address",
-                path.display()
-            ))
-        })?;
+        let nbytes = total_bytes(&path, &entries)?;
         let unlisted = match &folder {
-            Some(dir) => unlisted_safetensors(dir, &names)?,
+            Some(dir) => folder::unlisted_safetensors(dir, &names)?,
             None => Vec::new(),
         };
         let tensors = entries.into_iter().collect();
@@ -186,21 +194,48 @@ impl Checkpoint {
         Ok(Self { path, folder, files, tensors, nbytes, sharded, config, unlisted })
     }
 
+    /// Reads a checkpoint held in memory: the bytes of one safetensors file (a
+    /// `model.safetensors` fetched over HTTP, say) and, optionally, the text of its
+    /// `config.json`, whose `quantization_config` says how llmcompressor's and bitsandbytes'
+    /// layers are quantized (files written by this crate also record it in their metadata).
+    ///
+    /// The bytes are checked as a file's are, by the same parser (a truncated or corrupt header,
+    /// offsets past the end, a name given twice: [`Error::Corrupt`]; a `config_json` that is not
+    /// a JSON object: [`Error::Corrupt`]), and every reading method then works as on a file; tensors
+    /// are read from the bytes in place. `bytes` is kept as given (a `Vec<u8>`, `Box<[u8]>`,
+    /// `Arc<[u8]>` or `&'static [u8]` is not copied). Messages name the bytes `<bytes>` and the
+    /// config `<config.json text>`; [`Checkpoint::path`] is `<bytes>`.
+    pub fn from_bytes(bytes: impl AsRef<[u8]> + Send + Sync + 'static, config_json: Option<&str>) -> Result<Self> {
+        let path = PathBuf::from(BYTES_NAME);
+        // The small text first, as a folder's config.json is read before its headers.
+        let config = match config_json {
+            Some(text) => Some(config_json::parse_config(text.as_bytes(), Path::new(CONFIG_TEXT_NAME))?),
+            None => None,
+        };
+        let (file, entries) = SafetensorsFile::from_bytes(&path, Box::new(bytes))?;
+        let files = vec![file];
+        let entries = sorted_unique(entries, &files)?;
+        let nbytes = total_bytes(&path, &entries)?;
+        let tensors = entries.into_iter().collect();
+        Ok(Self { path, folder: None, files, tensors, nbytes, sharded: false, config, unlisted: Vec::new() })
+    }
+
     /// The `.safetensors` files in the checkpoint's folder that it does not read, sorted
     /// naturally (`layer.2` before `layer.10`): shards missing from `model.safetensors.index.json`, a
     /// `model.safetensors` beside an index (the index wins), or any other safetensors file
     /// beside `model.safetensors`. Their tensors are not part of the checkpoint. Empty when
-    /// opened from a file.
+    /// opened from a file or from bytes.
     pub fn unlisted_files(&self) -> &[String] {
         &self.unlisted
     }
 
-    /// The path it was opened from.
+    /// The path it was opened from; `<bytes>` for a checkpoint in memory
+    /// ([`Checkpoint::from_bytes`]), the name its messages give it.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The folder, when opened from one (`None` for a single file).
+    /// The folder, when opened from one (`None` for a single file or bytes).
     pub fn folder(&self) -> Option<&Path> {
         self.folder.as_deref()
     }
@@ -210,7 +245,7 @@ impl Checkpoint {
         self.sharded
     }
 
-    /// The safetensors files, in order.
+    /// The safetensors files, in order; `[<bytes>]` for a checkpoint in memory.
     pub fn files(&self) -> Vec<&Path> {
         self.files.iter().map(SafetensorsFile::path).collect()
     }
@@ -221,11 +256,13 @@ impl Checkpoint {
     }
 
     /// The `__metadata__` of file `i`.
+    #[cfg(feature = "files")]
     pub(crate) fn file_metadata(&self, i: usize) -> Option<&HashMap<String, String>> {
         self.files.get(i).and_then(SafetensorsFile::metadata)
     }
 
-    /// `config.json`, when the folder has one.
+    /// `config.json`, when the folder has one (for a checkpoint in memory, when its text was
+    /// given).
     pub fn config(&self) -> Option<&Value> {
         self.config.as_ref()
     }
@@ -263,12 +300,14 @@ impl Checkpoint {
 
     /// Opens file `i` again for its data (a new handle, not kept by the checkpoint), checking it
     /// is still the file whose header was validated at open: same size, same header bytes.
+    #[cfg(feature = "files")]
     pub(crate) fn open_reader(&self, i: usize) -> Result<FileReader> {
         self.files[i].open_reader()
     }
 
     /// Reads bytes `within` of a tensor (offsets inside the tensor's data) of the file `reader`
     /// reads, which must be the tensor's file, into `buf`.
+    #[cfg(feature = "files")]
     pub(crate) fn read_tensor<'b>(
         &self,
         reader: &FileReader,
@@ -291,21 +330,21 @@ impl Checkpoint {
         Ok(info.range.start + within.start..info.range.start + within.end)
     }
 
-    /// A tensor's bytes, read into a buffer of their own (through the file's kept reader).
-    pub(crate) fn tensor_data(&self, name: &str) -> Result<ReadBuf> {
+    /// A tensor's bytes: in place for a checkpoint in memory, else read into a buffer of their
+    /// own (through the file's kept reader).
+    pub(crate) fn tensor_data(&self, name: &str) -> Result<TensorData<'_>> {
         let info = self.require(name)?;
-        let mut buf = ReadBuf::default();
-        self.read_tensor(self.files[info.file].reader()?, info, 0..info.nbytes(), &mut buf)?;
-        Ok(buf)
+        self.files[info.file].read(self.tensor_range(info, 0..info.nbytes())?)
     }
 
-    /// The raw little-endian bytes of a tensor, read from its file (a copy the caller owns).
+    /// The raw little-endian bytes of a tensor (a copy the caller owns).
     ///
-    /// The file's size is checked before the read, and a read that comes up short is an error:
-    /// a file that another program truncated, extended or rewrote is an [`Error::Corrupt`].
+    /// From a file, the file's size is checked before the read, and a read that comes up short
+    /// is an error: a file that another program truncated, extended or rewrote is an
+    /// [`Error::Corrupt`].
     pub fn bytes(&self, name: &str) -> Result<Vec<u8>> {
         let info = self.require(name)?;
-        self.files[info.file].reader()?.read_vec(self.tensor_range(info, 0..info.nbytes())?)
+        self.files[info.file].read_vec(self.tensor_range(info, 0..info.nbytes())?)
     }
 
     /// A float tensor (F32, F16, BF16) converted to f32 (exactly).
@@ -315,4 +354,40 @@ impl Checkpoint {
             Error::Unsupported(format!("tensor `{name}` is {}, not a float tensor (F32, F16 or BF16)", info.dtype))
         })
     }
+}
+
+/// Sorts a checkpoint's tensors by name, refusing a name given twice (in one header, or in two
+/// shards of `files`). One sort for all files: the index is then checked in one merge pass, and
+/// the map is built in bulk (inserting a million names one by one took seconds).
+fn sorted_unique(
+    mut entries: Vec<(String, TensorInfo)>,
+    files: &[SafetensorsFile],
+) -> Result<Vec<(String, TensorInfo)>> {
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        let (name, a, b) = (&w[0].0, w[0].1.file.min(w[1].1.file), w[0].1.file.max(w[1].1.file));
+        return Err(if a == b {
+            Error::Corrupt(format!(
+                "`{}` has a corrupt safetensors header: tensor `{name}` appears twice",
+                files[a].path().display()
+            ))
+        } else {
+            Error::Index(format!(
+                "tensor `{name}` is in both `{}` and `{}`",
+                files[a].path().display(),
+                files[b].path().display()
+            ))
+        });
+    }
+    Ok(entries)
+}
+
+/// The bytes of all tensors of the checkpoint at `path`.
+fn total_bytes(path: &Path, entries: &[(String, TensorInfo)]) -> Result<usize> {
+    entries.iter().try_fold(0usize, |sum, (_, t)| sum.checked_add(t.nbytes())).ok_or_else(|| {
+        Error::Corrupt(format!(
+            "the tensors of `{}` add up to more bytes than this platform can address",
+            path.display()
+        ))
+    })
 }

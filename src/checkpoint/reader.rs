@@ -4,7 +4,6 @@
 //! No memory map: reading a map of a file that another program truncates faults (SIGBUS) and kills
 //! the process, where a read that comes up short is an error ([`Error::Corrupt`]).
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
@@ -197,15 +196,6 @@ impl Deref for ReadBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.words)[..self.len]
-    }
-}
-
-/// `bytes` as a slice of `T`: in place when they are aligned for `T` (always, for a
-/// [`ReadBuf`]'s and the 1-, 2-, 4- and 8-byte types of tensors), else copied.
-pub(crate) fn as_slice_of<T: bytemuck::Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
-    match bytemuck::try_cast_slice(bytes) {
-        Ok(x) => Cow::Borrowed(x),
-        Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(bytes)),
     }
 }
 

@@ -1,17 +1,12 @@
-//! The safetensors container, read: one file's header read and checked against the file
-//! (offsets, sizes, dtypes) without reading the data; the file opened again for its data, checked
-//! to be the one whose header was validated, and read (`reader.rs`); the container's dtypes and
-//! ours. Writing is `writer.rs`'s job.
+//! The safetensors container, read: one file's header (on disk or in memory) read and checked
+//! against the file's length (offsets, sizes, dtypes) without reading the data; the container's
+//! dtypes and ours. Where the data is read from is `source.rs`'s job, writing `writer.rs`'s.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
-use super::reader::{FileReader, Stamp, changed_size};
-use crate::regular_file::open_regular;
 use crate::{DType, Error, Result};
 
 /// The element type of a stored tensor: the `safetensors` crate's own, re-exported so that
@@ -93,98 +88,28 @@ pub(crate) fn f32_to_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
     }
 }
 
-/// One safetensors file of a checkpoint: its header, checked at open; the reader of its data.
-pub(super) struct SafetensorsFile {
-    path: PathBuf,
-    /// Its size and last change when its header was read.
-    stamp: Stamp,
+/// What a safetensors header says, checked against the length of its file.
+pub(super) struct Header {
     /// End of the header (8 + its length): the header bytes are `[8, header_end)`.
-    header_end: usize,
-    /// Hash of the header bytes as checked at open, so a file opened again later is known to be
-    /// the one whose offsets were validated without parsing its header again.
-    header_hash: u64,
-    metadata: Option<HashMap<String, String>>,
-    /// The file, opened again and checked on first use, then kept open.
-    reader: OnceLock<FileReader>,
-}
-
-impl std::fmt::Debug for SafetensorsFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SafetensorsFile")
-            .field("path", &self.path)
-            .field("len", &self.stamp.len())
-            .field("metadata", &self.metadata)
-            .finish()
-    }
-}
-
-impl SafetensorsFile {
-    /// Opens the file and checks its header ([`read_header`]); its tensors are given as
-    /// belonging to file number `index` of the checkpoint.
-    pub(super) fn open(path: &Path, index: usize) -> Result<(Self, Vec<(String, TensorInfo)>)> {
-        let h = read_header(path)?;
-        let tensors = h
-            .tensors
-            .into_iter()
-            .map(|(name, dtype, shape, range)| (name, TensorInfo { dtype, shape, file: index, range }))
-            .collect();
-        let file = SafetensorsFile {
-            path: path.to_path_buf(),
-            stamp: h.stamp,
-            header_end: h.header_end,
-            header_hash: h.header_hash,
-            metadata: h.metadata,
-            reader: OnceLock::new(),
-        };
-        Ok((file, tensors))
-    }
-
-    /// Its path.
-    pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Its `__metadata__`.
-    pub(super) fn metadata(&self) -> Option<&HashMap<String, String>> {
-        self.metadata.as_ref()
-    }
-
-    /// Opens the file again for its data (not cached), checking it is still the file whose
-    /// header was validated at open: a regular file, the same size, the same header bytes.
-    pub(super) fn open_reader(&self) -> Result<FileReader> {
-        use std::hash::Hasher;
-        let (file, _) = open_regular(&self.path)?;
-        let reader = FileReader::new(file, &self.path, self.stamp)?;
-        let header = reader.read_vec(8..self.header_end)?;
-        let mut hash = std::hash::DefaultHasher::new();
-        hash.write(&header);
-        if hash.finish() != self.header_hash {
-            return Err(Error::Corrupt(format!(
-                "`{}` changed while it was being read (its header is not the one read at open)",
-                self.path.display()
-            )));
-        }
-        Ok(reader)
-    }
-
-    /// The reader of [`SafetensorsFile::open_reader`], opened on first use and kept.
-    pub(super) fn reader(&self) -> Result<&FileReader> {
-        if let Some(r) = self.reader.get() {
-            return Ok(r);
-        }
-        let r = self.open_reader()?;
-        Ok(self.reader.get_or_init(|| r))
-    }
-}
-
-/// What a checkpoint file's header says, checked against the file.
-struct FileHeader {
-    stamp: Stamp,
-    header_end: usize,
-    header_hash: u64,
-    metadata: Option<HashMap<String, String>>,
+    #[cfg(feature = "files")]
+    pub(super) header_end: usize,
+    /// Hash of the header bytes, so a file opened again later is known to be the one whose
+    /// offsets were validated without parsing its header again.
+    #[cfg(feature = "files")]
+    pub(super) header_hash: u64,
+    pub(super) metadata: Option<HashMap<String, String>>,
     /// Name, dtype, shape and byte range in the file of each tensor, in data order.
-    tensors: Vec<(String, TensorDtype, Vec<usize>, Range<usize>)>,
+    pub(super) tensors: Vec<(String, TensorDtype, Vec<usize>, Range<usize>)>,
+}
+
+impl Header {
+    /// Its tensors' infos (taken out of it), as belonging to file number `file` of the checkpoint.
+    pub(super) fn take_infos(&mut self, file: usize) -> Vec<(String, TensorInfo)> {
+        std::mem::take(&mut self.tensors)
+            .into_iter()
+            .map(|(name, dtype, shape, range)| (name, TensorInfo { dtype, shape, file, range }))
+            .collect()
+    }
 }
 
 /// A safetensors header as written: `__metadata__` and the tensors in file order.
@@ -268,31 +193,28 @@ fn check_tensors(tensors: &mut [(String, safetensors::tensor::TensorInfo)]) -> s
     Ok(end)
 }
 
-/// Reads and checks a safetensors header without reading the data.
-fn read_header(path: &Path) -> Result<FileHeader> {
-    use std::hash::Hasher;
-    let (mut f, _) = open_regular(path)?;
-    // Taken before the header is read: any change from here on shows in the stamp.
-    let stamp = Stamp::of(&f, path)?;
-    let len = stamp.len();
+/// Reads and checks the header of a safetensors file of `len` bytes from `r` (at the file's
+/// start), without reading the data; `name` names the file in messages and `read_error` says
+/// what a failed read means. The one parser of files and of bytes in memory.
+pub(super) fn parse_header(
+    name: &Path,
+    len: u64,
+    mut r: impl Read,
+    read_error: impl Fn(std::io::Error) -> Error,
+) -> Result<Header> {
     let truncated = |detail: String| {
-        Error::Corrupt(format!("`{}` is truncated ({detail}); re-download or re-export it", path.display()))
+        Error::Corrupt(format!("`{}` is truncated ({detail}); re-download or re-export it", name.display()))
     };
     if len < 8 {
         return Err(truncated(format!("{len} bytes, shorter than the 8-byte header length")));
     }
-    // The file shrinking after its size was taken is an error of its own, not an I/O failure.
-    let read_error = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => changed_size(path, len, "fewer"),
-        _ => Error::io("reading", path, e),
-    };
     let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(read_error)?;
+    r.read_exact(&mut n).map_err(&read_error)?;
     let n = u64::from_le_bytes(n);
     if n > MAX_HEADER {
         return Err(Error::Corrupt(format!(
             "`{}` is not a safetensors file (header length {n} is implausible)",
-            path.display()
+            name.display()
         )));
     }
     // n <= MAX_HEADER, so this cannot overflow; every later size is compared with what is left
@@ -303,8 +225,8 @@ fn read_header(path: &Path) -> Result<FileHeader> {
     }
     let available = len - header_end;
     let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(read_error)?;
-    let corrupt = |e: String| Error::Corrupt(format!("`{}` has a corrupt safetensors header: {e}", path.display()));
+    r.read_exact(&mut header).map_err(&read_error)?;
+    let corrupt = |e: String| Error::Corrupt(format!("`{}` has a corrupt safetensors header: {e}", name.display()));
     let mut raw: RawHeader = serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
     let data_len = check_tensors(&mut raw.tensors).map_err(corrupt)?;
     // usize -> u64 cannot lose anything on the platforms Rust supports; saturate rather than assume.
@@ -317,18 +239,16 @@ fn read_header(path: &Path) -> Result<FileHeader> {
     if data_len < available {
         return Err(Error::Corrupt(format!(
             "`{}` has {} bytes after its last tensor; it is corrupt",
-            path.display(),
+            name.display(),
             available - data_len
         )));
     }
     // Tensors' byte ranges are `usize` offsets, so the file must fit the address space; then
     // every range below (at most `len`) fits too.
     if usize::try_from(len).is_err() {
-        return Err(Error::TooLarge { what: format!("`{}`", path.display()), size: len, limit: usize::MAX as u64 });
+        return Err(Error::TooLarge { what: format!("`{}`", name.display()), size: len, limit: usize::MAX as u64 });
     }
     let base = header_end as usize;
-    let mut hash = std::hash::DefaultHasher::new();
-    hash.write(&header);
     let tensors = raw
         .tensors
         .into_iter()
@@ -337,7 +257,23 @@ fn read_header(path: &Path) -> Result<FileHeader> {
             (name, t.dtype, t.shape, base + s..base + e)
         })
         .collect();
-    Ok(FileHeader { stamp, header_end: base, header_hash: hash.finish(), metadata: raw.metadata, tensors })
+    Ok(Header {
+        #[cfg(feature = "files")]
+        header_end: base,
+        #[cfg(feature = "files")]
+        header_hash: hash_header(&header),
+        metadata: raw.metadata,
+        tensors,
+    })
+}
+
+/// The hash of header bytes that a file opened again is checked against.
+#[cfg(feature = "files")]
+pub(super) fn hash_header(header: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hash = std::hash::DefaultHasher::new();
+    hash.write(header);
+    hash.finish()
 }
 
 #[cfg(test)]

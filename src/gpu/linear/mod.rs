@@ -14,6 +14,7 @@ mod plan;
 mod table;
 #[cfg(feature = "files")]
 mod tune_file;
+mod tune_json;
 mod tune_measure;
 mod tune_table;
 

@@ -24,7 +24,6 @@ pub(crate) enum RowClass {
 }
 
 impl RowClass {
-    #[cfg(any(feature = "files", test))]
     const ALL: [RowClass; 5] = [RowClass::One, RowClass::UpTo8, RowClass::UpTo32, RowClass::UpTo128, RowClass::Over128];
 
     /// The class of `rows` activation rows.
@@ -49,8 +48,7 @@ impl RowClass {
         }
     }
 
-    /// Parses [`RowClass::label`] (tuning files).
-    #[cfg(any(feature = "files", test))]
+    /// Parses [`RowClass::label`] (tuning JSON).
     pub(crate) fn from_label(label: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.label() == label)
     }
