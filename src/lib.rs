@@ -95,6 +95,7 @@ mod check;
 pub mod checkpoint;
 mod dtype;
 mod error;
+pub mod gguf;
 pub mod gpu;
 mod layer;
 mod quantized;
