@@ -58,12 +58,14 @@
 //!   report; [`checkpoint::Checkpoint`] reads checkpoints (float, ours, llmcompressor's,
 //!   bitsandbytes' 8-bit) and loads quantized layers as [`QuantizedLinear`]s by name, with the
 //!   int8 activations the file records.
+//! - [`gguf::Gguf`]: llama.cpp's GGUF files, from bytes or a file: metadata, the tokenizer,
+//!   Llama hyper-parameters; Q8_0 weights as int8 without requantizing, other tensors as f32.
 //!
 //! ## Paths
 //!
 //! The types every app names (schemes, dtypes, the error, tensors, the layer, the device) are at
 //! the crate root, their modules private; the families [`reference`](mod@reference),
-//! [`checkpoint`], [`quantizer`] and [`gpu`] are public modules. No item has a second path.
+//! [`checkpoint`], [`gguf`], [`quantizer`] and [`gpu`] are public modules. No item has a second path.
 //!
 //! ## Numeric conventions
 //!
@@ -81,7 +83,8 @@
 //!
 //! - `files` (default): checkpoints on disk (`checkpoint::Checkpoint`), the quantizer
 //!   (`quantizer::Quantizer`: threads, temporary folders) and tuning files (`Gpu::save_tuning`,
-//!   `Gpu::load_tuning`).
+//!   `Gpu::load_tuning`), and `gguf::Gguf::open` (GGUF files from disk; `Gguf::from_bytes`
+//!   needs no feature).
 //!   Without it the crate touches no file system and builds for `wasm32-unknown-unknown`.
 //!
 //! The command-line tool is the `int8-wgpu-cli` package (`cli/`), the benches the

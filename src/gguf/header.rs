@@ -196,7 +196,7 @@ fn place_tensors(tensors: &mut [TensorInfo], data_offset: u64, alignment: u64, l
         }
         let start = data_offset.checked_add(t.offset);
         match start.and_then(|s| s.checked_add(t.nbytes)) {
-            Some(end) if end <= len => t.offset = data_offset + t.offset,
+            Some(end) if end <= len => t.offset += data_offset,
             _ => {
                 return Err(corrupt(format!(
                     "truncated: tensor `{}` ({} bytes at data offset {}) ends past the end of the file ({len} bytes)",

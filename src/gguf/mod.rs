@@ -2,9 +2,9 @@
 //! types.
 //!
 //! [`Gguf::from_bytes`] reads a file already in memory (any target, the browser included);
-//! [`Gguf::open`] reads one from disk (feature `files`), whole, with no memory map. Versions 2
+//! `Gguf::open` reads one from disk (feature `files`), whole, with no memory map. Versions 2
 //! and 3, little-endian. Every count, length, dimension and offset is checked against the bytes
-//! there are: a truncated or corrupt file is an [`Error::Corrupt`](crate::Error::Corrupt), never
+//! there are: a truncated or corrupt file is an `Error::Corrupt`, never
 //! a panic or an allocation sized by an unchecked count.
 //!
 //! Tensors: [`Gguf::tensor_q8_0`] gives a Q8_0 tensor as a [`QuantizedTensor`] (symmetric groups
