@@ -14,7 +14,7 @@ impl Gguf {
     ///
     /// Anything but a regular file (or a link to one) is an
     /// [`Error::NotRegularFile`], refused without blocking; a file larger than the address
-    /// space is [`Error::TooLarge`]; one that comes up shorter than its size when read
+    /// space is [`Error::TooLarge`], one memory cannot hold an [`Error::Io`]; one that comes up shorter than its size when read
     /// [`Error::Corrupt`]. Bytes appended while it is read are not read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
@@ -25,11 +25,9 @@ impl Gguf {
             limit: isize::MAX as u64,
         })?;
         let mut bytes = Vec::new();
-        bytes.try_reserve_exact(size).map_err(|_| Error::TooLarge {
-            what: format!("GGUF file `{}` (host memory)", path.display()),
-            size: len,
-            limit: 0,
-        })?;
+        bytes
+            .try_reserve_exact(size)
+            .map_err(|_| Error::io("reading", path, std::io::ErrorKind::OutOfMemory.into()))?;
         file.take(len).read_to_end(&mut bytes).map_err(|e| Error::io("reading", path, e))?;
         if bytes.len() != size {
             return Err(Error::Corrupt(format!(

@@ -174,9 +174,15 @@ fn tensor_info(c: &mut Cursor<'_>, i: u64) -> Result<TensorInfo> {
         )));
     }
     let nbytes = (numel / ggml_type.block_size()).checked_mul(ggml_type.type_size()).ok_or_else(overflow)?;
-    let shape = dims.iter().rev().map(|&d| usize::try_from(d)).collect::<Result<Vec<_>, _>>().map_err(|_| {
-        Error::TooLarge { what: format!("a dimension of tensor `{name}`"), size: numel, limit: usize::MAX as u64 }
-    })?;
+    // Elements, not only bytes, must be countable in usize (wasm32: 32 bits).
+    if usize::try_from(numel).is_err() {
+        return Err(Error::TooLarge {
+            what: format!("tensor `{name}`'s element count"),
+            size: numel,
+            limit: usize::MAX as u64,
+        });
+    }
+    let shape = dims.iter().rev().map(|&d| d as usize).collect();
     Ok(TensorInfo { name, dims, shape, ggml_type, offset, nbytes })
 }
 
