@@ -80,7 +80,8 @@ fn tokenizer() {
     let t = g.tokenizer().unwrap();
     assert_eq!((t.model, t.pre), ("gpt2", Some("smollm")));
     assert_eq!((t.tokens.len(), t.merges.len()), (49152, 48900));
-    assert_eq!((t.bos, t.eos), (Some(1), Some(2)));
+    assert_eq!((t.bos, t.eos, t.unknown, t.padding, t.add_bos), (Some(1), Some(2), Some(0), Some(2), Some(false)));
+    assert_eq!(t.token_types.as_ref().map(Vec::len), Some(49152));
     assert_eq!(t.tokens[1], "<|im_start|>");
     assert_eq!(t.tokens[2], "<|im_end|>");
     assert!(t.chat_template.is_some_and(|c| c.contains("<|im_start|>")));
@@ -93,6 +94,9 @@ fn q8_0_embedding_is_d_times_q() {
     let raw = g.tensor_bytes("token_embd.weight").unwrap();
     let q = g.tensor_q8_0("token_embd.weight").unwrap();
     assert_eq!(q.shape(), [49152, 576]);
+    // Every block is inside the scale contract as stored: the scales are the blocks' d.
+    let d: Vec<f32> = raw.chunks_exact(34).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+    assert_eq!(q.scales(), d);
     let deq = q.dequantize();
     let expected: Vec<f32> = raw
         .chunks_exact(34)

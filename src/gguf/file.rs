@@ -12,10 +12,10 @@ impl Gguf {
     /// Reads the GGUF file at `path` whole into memory and checks it as
     /// [`from_bytes`](Self::from_bytes) does.
     ///
-    /// Anything but a regular file (or a link to one) is an
-    /// [`Error::NotRegularFile`], refused without blocking; a file larger than the address
-    /// space is [`Error::TooLarge`], one memory cannot hold an [`Error::Io`]; one that comes up shorter than its size when read
-    /// [`Error::Corrupt`]. Bytes appended while it is read are not read.
+    /// Anything but a regular file (or a link to one) is an [`Error::NotRegularFile`], refused
+    /// without blocking; a file larger than the address space is [`Error::TooLarge`], one
+    /// that host memory cannot hold an [`Error::Io`], one that comes up shorter than its size
+    /// when read (it shrank) [`Error::Corrupt`]. Bytes appended while it is read are not read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let (file, len) = open_regular(path)?;
