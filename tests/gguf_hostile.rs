@@ -165,6 +165,15 @@ fn overlapping_tensors() {
 }
 
 #[test]
+fn a_huge_alignment() {
+    for a in [1u32 << 31, 1 << 20] {
+        let mut w = Writer::new().kv("general.alignment", Value::U32(a)).tensor("t", &[1], F32, f32s(&[1.0]));
+        w.alignment = 32; // the writer pads to 32: the data section the header asks for is past the end
+        corrupt(w.bytes(), "past the end");
+    }
+}
+
+#[test]
 fn a_file_that_ends_in_the_padding() {
     let b = Writer::new().tensor("a", &[1], F32, f32s(&[1.0])).bytes();
     let g = Gguf::from_bytes(b.clone()).unwrap();

@@ -155,6 +155,17 @@ fn float_tensors_widen_exactly() {
     assert_eq!(bits(g.tensor_f32("f16").unwrap()), bits(h.iter().map(|v| v.to_f32()).collect()));
     assert_eq!(bits(g.tensor_f32("bf16").unwrap()), bits(b.iter().map(|v| v.to_f32()).collect()));
     assert_eq!(g.tensor_bytes("f16").unwrap().len(), 8);
+    // In their own dtype, bit for bit; asked in another, an error.
+    assert_eq!(bits(g.tensor_float::<f32>("f32").unwrap()), bits(x.to_vec()));
+    assert_eq!(
+        g.tensor_float::<f16>("f16").unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        h.map(|v| v.to_bits())
+    );
+    assert_eq!(
+        g.tensor_float::<bf16>("bf16").unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.map(|v| v.to_bits())
+    );
+    assert!(matches!(g.tensor_float::<f32>("f16"), Err(Error::DType { .. })));
 }
 
 #[test]
@@ -184,6 +195,7 @@ fn other_types_parse_and_are_refused_by_name() {
     assert_eq!(g.tensor("k").unwrap().ggml_type().name(), "Q6_K");
     assert!(matches!(g.tensor_f32("k"), Err(Error::Unsupported(m)) if m.contains("Q6_K") && m.contains("`k`")));
     assert!(matches!(g.tensor_f32("nope"), Err(Error::NotFound(m)) if m.contains("`nope`")));
+    assert!(matches!(g.tensor_float::<f32>("k"), Err(Error::Unsupported(m)) if m.contains("Q6_K")));
 }
 
 #[test]

@@ -10,7 +10,8 @@
 //! Tensors: [`Gguf::tensor_q8_0`] gives a Q8_0 tensor as a [`QuantizedTensor`] (symmetric groups
 //! of 32 along the input axis, the blocks' f16 scales widened to f32, the ints as stored:
 //! no requantizing, so it dequantizes to llama.cpp's values); [`Gguf::tensor_f32`] gives F32,
-//! F16, BF16 and the dequantized Q8_0, Q4_0 and Q4_1. GGUF lists dimensions innermost first;
+//! F16, BF16 and the dequantized Q8_0, Q4_0 and Q4_1; [`Gguf::tensor_float`] a float tensor in
+//! its own dtype. GGUF lists dimensions innermost first;
 //! [`TensorInfo::shape`] reverses them into this library's row-major order, so a linear
 //! layer's weight is `[out, in]`.
 //!
@@ -42,7 +43,7 @@ pub use metadata::Tokenizer;
 pub use types::GgmlType;
 pub use value::Value;
 
-use crate::{Error, QuantizedTensor, Result};
+use crate::{DType, Element, Error, QuantizedTensor, Result};
 
 /// A GGUF file, read and checked, held in memory.
 pub struct Gguf {
@@ -111,6 +112,29 @@ impl Gguf {
     /// multiply-add). Other types are an [`Error::Unsupported`] naming the type.
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
         tensors::to_f32(self.tensor(name)?, self.tensor_bytes(name)?)
+    }
+
+    /// An F32, F16 or BF16 tensor in its own dtype, bit for bit, row-major in
+    /// [`TensorInfo::shape`] (`T` = `f32`, `half::f16` or `half::bf16`); a tensor of another
+    /// type is an [`Error::DType`] (F32/F16/BF16) or [`Error::Unsupported`].
+    pub fn tensor_float<T: Element>(&self, name: &str) -> Result<Vec<T>> {
+        let t = self.tensor(name)?;
+        let found = match t.ggml_type() {
+            GgmlType::F32 => DType::F32,
+            GgmlType::F16 => DType::F16,
+            GgmlType::BF16 => DType::BF16,
+            other => {
+                return Err(Error::Unsupported(format!("GGUF tensor `{name}` is {other}, not a float type")));
+            }
+        };
+        if found != T::DTYPE {
+            return Err(Error::DType { what: format!("GGUF tensor `{name}`"), expected: T::DTYPE, found });
+        }
+        let mut v: Vec<T> = bytemuck::pod_collect_to_vec(self.tensor_bytes(name)?);
+        if cfg!(target_endian = "big") {
+            v.iter_mut().for_each(|x| bytemuck::bytes_of_mut(x).reverse());
+        }
+        Ok(v)
     }
 
     /// A Q8_0 tensor as int8 weights without requantizing: symmetric groups of 32 along the
