@@ -65,6 +65,7 @@ fn every_metadata_value_type_reads_back() {
         assert!(matches!(g.f32("f64"), Err(Error::Corrupt(_))));
         assert!(matches!(g.string("u8"), Err(Error::Corrupt(_))));
         assert!(matches!(g.strings("u8s"), Err(Error::Corrupt(_))));
+        assert!(matches!(g.u32("strings"), Err(Error::Corrupt(m)) if m.contains("array of 3 string")));
         assert!(matches!(g.u32("absent"), Err(Error::NotFound(m)) if m.contains("`absent`")));
     }
 }

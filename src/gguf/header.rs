@@ -112,7 +112,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Header> {
     let alignment = match keys.get("general.alignment").map(|&i| &metadata[i].1) {
         None => DEFAULT_ALIGNMENT,
         Some(Value::U32(a)) if a.is_power_of_two() => u64::from(*a),
-        Some(v) => return Err(corrupt(format!("`general.alignment` is {v:?}, not a u32 power of two"))),
+        Some(v) => return Err(corrupt(format!("`general.alignment` is {}, not a u32 power of two", v.brief()))),
     };
     check_count(&c, n_tensors, MIN_TENSOR_INFO, "tensor infos")?;
     let mut tensors = Vec::with_capacity(c.capacity_for(n_tensors, MIN_TENSOR_INFO));

@@ -20,7 +20,7 @@ impl Gguf {
     }
 
     fn wrong_type(key: &str, v: &Value, expected: &str) -> Error {
-        Error::Corrupt(format!("GGUF metadata key `{key}` is {} {v:?}, expected {expected}", v.type_name()))
+        Error::Corrupt(format!("GGUF metadata key `{key}` is {}, expected {expected}", v.brief()))
     }
 
     /// An integer key (of any integer type) as a `u32`; missing is [`Error::NotFound`],

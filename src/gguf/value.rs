@@ -77,6 +77,17 @@ impl Value {
         })
     }
 
+    /// A short description for messages: the type, and the value unless it is long
+    /// (`u32 7`, `string "gpt2"`, `array of 49152 string`).
+    pub(super) fn brief(&self) -> String {
+        match self {
+            Value::Array(a) => format!("array of {} {}", a.len(), a.first().map_or("", Value::type_name)),
+            Value::String(s) if s.chars().count() > 40 => format!("string of {} bytes", s.len()),
+            Value::String(s) => format!("string {s:?}"),
+            v => format!("{} {v:?}", v.type_name()),
+        }
+    }
+
     /// The value as an integer, if it is one of the eight integer types.
     pub fn as_i128(&self) -> Option<i128> {
         Some(match *self {
