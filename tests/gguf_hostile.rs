@@ -182,7 +182,13 @@ fn a_file_that_ends_in_the_padding() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    // A fixed seed: the same 2000 files on every run, so a failure reproduces.
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20),
+        ..ProptestConfig::default()
+    })]
 
     /// Bytes of a valid file overwritten, or the file cut: never a panic.
     #[test]
