@@ -4,16 +4,15 @@
 //! [`Gguf::from_bytes`] reads a file already in memory (any target, the browser included);
 //! `Gguf::open` reads one from disk (feature `files`), whole, with no memory map. Versions 2
 //! and 3, little-endian. Every count, length, dimension and offset is checked against the bytes
-//! there are: a truncated or corrupt file is an `Error::Corrupt`, never
-//! a panic or an allocation sized by an unchecked count.
+//! there are: a truncated or corrupt file is an `Error::Corrupt`, never a panic or an
+//! allocation sized by an unchecked count.
 //!
 //! Tensors: [`Gguf::tensor_q8_0`] gives a Q8_0 tensor as a [`QuantizedTensor`] (symmetric groups
-//! of 32 along the input axis, the blocks' f16 scales widened to f32, the ints as stored:
-//! no requantizing, so it dequantizes to llama.cpp's values); [`Gguf::tensor_f32`] gives F32,
-//! F16, BF16 and the dequantized Q8_0, Q4_0 and Q4_1; [`Gguf::tensor_float`] a float tensor in
-//! its own dtype. GGUF lists dimensions innermost first;
-//! [`TensorInfo::shape`] reverses them into this library's row-major order, so a linear
-//! layer's weight is `[out, in]`.
+//! of 32 along the input axis, the blocks' f16 scales widened to f32, the ints as stored: no
+//! requantizing, so it dequantizes to llama.cpp's values); [`Gguf::tensor_f32`] gives F32, F16,
+//! BF16 and the dequantized Q8_0, Q4_0 and Q4_1; [`Gguf::tensor_float`] a float tensor in its
+//! own dtype. GGUF lists dimensions innermost first; [`TensorInfo::shape`] reverses them into
+//! this library's row-major order, so a linear layer's weight is `[out, in]`.
 //!
 //! ```
 //! # fn main() -> Result<(), int8_wgpu::Error> {
