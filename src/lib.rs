@@ -54,17 +54,20 @@
 //!   layer (per shape class), instead of by the built-in heuristic; [`Gpu::tuning_json`] and
 //!   [`Gpu::load_tuning_json`] keep the choices as JSON text, `Gpu::save_tuning` and
 //!   `Gpu::load_tuning` in a file (feature `files`).
-//! - `quantizer::Quantizer` (feature `files`): a whole safetensors checkpoint to int8, written in the
-//!   compressed-tensors `pack-quantized` layout (`int-quantized` for W8A8) with a per-layer error
+//! - `quantizer::Quantizer` (feature `files`): a whole safetensors checkpoint to int8, written in
+//!   the compressed-tensors `pack-quantized` layout (`int-quantized` for W8A8) with a per-layer error
 //!   report; [`checkpoint::Checkpoint`] reads checkpoints (float, ours, llmcompressor's,
 //!   bitsandbytes' 8-bit), from files or from bytes in memory, and loads quantized layers as
 //!   [`QuantizedLinear`]s by name, with the int8 activations the file records.
+//! - [`gguf::Gguf`]: llama.cpp's GGUF files, from bytes or a file: metadata, the tokenizer,
+//!   Llama hyper-parameters; Q8_0 weights as int8 without requantizing, other tensors as f32.
 //!
 //! ## Paths
 //!
 //! The types every app names (schemes, dtypes, the error, tensors, the layer, the device) are at
 //! the crate root, their modules private; the families [`reference`](mod@reference),
-//! [`checkpoint`], `quantizer` (feature `files`) and [`gpu`] are public modules. No item has a second path.
+//! [`checkpoint`], [`gguf`], `quantizer` (feature `files`) and [`gpu`] are public modules. No
+//! item has a second path.
 //!
 //! ## Numeric conventions
 //!
@@ -81,11 +84,13 @@
 //! ## Features
 //!
 //! - `files` (default): checkpoints on disk (`Checkpoint::open`, and writing them), the
-//!   quantizer (`quantizer::Quantizer`: threads, temporary folders) and tuning files
-//!   (`Gpu::save_tuning`, `Gpu::load_tuning`). Without it the crate touches no file system and
-//!   builds for `wasm32-unknown-unknown`; checkpoints are then read from bytes
-//!   ([`Checkpoint::from_bytes`](checkpoint::Checkpoint::from_bytes)) and tuning kept as JSON
-//!   text ([`Gpu::tuning_json`], [`Gpu::load_tuning_json`]).
+//!   quantizer (`quantizer::Quantizer`: threads, temporary folders), tuning files
+//!   (`Gpu::save_tuning`, `Gpu::load_tuning`) and GGUF files on disk (`Gguf::open`). Without it
+//!   the crate touches no file system and builds for `wasm32-unknown-unknown`; checkpoints and
+//!   GGUF files are then read from bytes
+//!   ([`Checkpoint::from_bytes`](checkpoint::Checkpoint::from_bytes),
+//!   [`Gguf::from_bytes`](gguf::Gguf::from_bytes)) and tuning kept as JSON text
+//!   ([`Gpu::tuning_json`], [`Gpu::load_tuning_json`]).
 //!
 //! The command-line tool is the `int8-wgpu-cli` package (`cli/`), the benches the
 //! `int8-wgpu-bench` package (`bench/`).
@@ -97,6 +102,7 @@ mod check;
 pub mod checkpoint;
 mod dtype;
 mod error;
+pub mod gguf;
 pub mod gpu;
 mod layer;
 mod quantized;

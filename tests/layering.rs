@@ -14,7 +14,7 @@ fn layer_of_module(module: &str) -> Option<usize> {
         "reference" => 1,
         "gpu" => 2,
         "layer" => 3,
-        "checkpoint" => 4,
+        "checkpoint" | "gguf" => 4,
         "quantizer" => 5,
         _ => return None,
     })
