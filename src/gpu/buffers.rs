@@ -63,6 +63,8 @@ impl Gpu {
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
         let copied = staging.get_mapped_range(..size).map(|view| out.copy_from_slice(&view[..out.len()]));
         staging.unmap();
+        #[cfg(target_arch = "wasm32")]
+        self.scopes().take().await?;
         self.take_uncaptured()?;
         copied.map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))
     }
@@ -91,8 +93,14 @@ impl Gpu {
             mapped_at_creation: contents.is_some(),
         });
         // Scopes pop in reverse order of their pushes.
-        let invalid = pollster::block_on(validation.pop());
-        if let Some(e) = pollster::block_on(oom.pop()) {
+        let what = label.to_string();
+        let invalid =
+            self.scopes().pop(validation, move |e| Error::Gpu(format!("creating {what} ({size} bytes): {e}")));
+        let what = label.to_string();
+        if let Some(e) = self.scopes().pop(oom, move |e| {
+            log::warn!("int8-wgpu: allocating {size} bytes for {what}: {e}");
+            Error::OutOfMemory { what, bytes: size }
+        }) {
             log::warn!("int8-wgpu: allocating {size} bytes for {label}: {e}");
             return Err(Error::OutOfMemory { what: label.to_string(), bytes: size });
         }
@@ -176,7 +184,7 @@ impl Gpu {
                 }],
             });
         }));
-        let error = pollster::block_on(scope.pop());
+        let error = self.scopes().pop(scope, |e| Error::WrongDevice(format!("the buffer cannot be bound on this device: {e}")));
         match (probe, error) {
             (Ok(()), None) => Ok(()),
             (Err(_), _) => Err(Error::WrongDevice(
@@ -196,7 +204,8 @@ impl Gpu {
     pub(crate) fn validated<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let scope = self.device().push_error_scope(wgpu::ErrorFilter::Validation);
         let r = f();
-        let error = pollster::block_on(scope.pop());
+        let context = what.to_string();
+        let error = self.scopes().pop(scope, move |e| Error::Gpu(format!("{context}: {e}")));
         let value = r?;
         match error {
             Some(e) => Err(Error::Gpu(format!("{what}: {e}"))),

@@ -17,6 +17,7 @@ mod pipelines;
 mod quantize;
 pub(crate) mod quantized_tensor;
 mod readback;
+mod scopes;
 pub(crate) mod shaders;
 pub(crate) mod tensor;
 mod timing;
