@@ -184,7 +184,8 @@ impl Gpu {
                 }],
             });
         }));
-        let error = self.scopes().pop(scope, |e| Error::WrongDevice(format!("the buffer cannot be bound on this device: {e}")));
+        let error =
+            self.scopes().pop(scope, |e| Error::WrongDevice(format!("the buffer cannot be bound on this device: {e}")));
         match (probe, error) {
             (Ok(()), None) => Ok(()),
             (Err(_), _) => Err(Error::WrongDevice(

@@ -26,7 +26,12 @@ pub(crate) struct PipelineCache {
 
 impl PipelineCache {
     /// `family`'s module and layouts on `device`, compiled once and cached.
-    pub(crate) fn family(&self, device: &wgpu::Device, scopes: &ErrorScopes, family: Family) -> Result<Arc<FamilyObjects>> {
+    pub(crate) fn family(
+        &self,
+        device: &wgpu::Device,
+        scopes: &ErrorScopes,
+        family: Family,
+    ) -> Result<Arc<FamilyObjects>> {
         let mut map = self.families.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = map.get(&family) {
             return Ok(f.clone());

@@ -104,9 +104,9 @@ impl Gpu {
         #[cfg(target_arch = "wasm32")]
         {
             drop(options);
-            return Err(Error::Unsupported(
+            Err(Error::Unsupported(
                 "opening a device blocks, which a browser cannot do: use Gpu::with_options_async".into(),
-            ));
+            ))
         }
         #[cfg(not(target_arch = "wasm32"))]
         pollster::block_on(Self::with_options_async(options))

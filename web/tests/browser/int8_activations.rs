@@ -2,7 +2,9 @@
 //! for bit against the CPU reference, layer outputs within the native suite's bound.
 
 use half::{bf16, f16};
-use int8_wgpu::{ActivationQuant, Element, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear, reference};
+use int8_wgpu::{
+    ActivationQuant, Element, Gpu, GpuOptions, GpuTensor, Granularity, QuantScheme, QuantizedLinear, reference,
+};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 use crate::common::{self, to_dtype};
@@ -61,7 +63,8 @@ async fn run<T: Element>(
     let w = reference::quantize(&common::rand_vec(n * k, (n * k + rows) as u64), &[n, k], s).unwrap();
     let b: Option<Vec<T>> = bias.then(|| to_dtype(&common::rand_vec(n, 5)));
     let x: Vec<T> = to_dtype(&activations(rows, k, rows as u64));
-    let layer = QuantizedLinear::from_quantized(gpu, &w, b.as_deref(), T::DTYPE).unwrap().with_activation_quant(act).unwrap();
+    let layer =
+        QuantizedLinear::from_quantized(gpu, &w, b.as_deref(), T::DTYPE).unwrap().with_activation_quant(act).unwrap();
     let kernel = gpu.linear_kernel(layer.weight(), T::DTYPE, Some(act), rows).to_string();
     let ctx = format!("{} [{n}, {k}] {s:?} {rows} rows {act:?} bias {bias}, {kernel}", T::DTYPE);
     let xt = GpuTensor::from_host(gpu, &x, &[rows, k]).unwrap();

@@ -3,6 +3,7 @@
 #![cfg(target_arch = "wasm32")]
 
 mod common;
+mod errors;
 mod int8_activations;
 mod linear;
 mod quantize;
