@@ -3,13 +3,14 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::gpu::adapter::shared_adapter;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::disable::wanted_features;
 use crate::gpu::linear::TuneTable;
 use crate::gpu::options::{GpuOptions, Polling, TuneOptions, Tuning};
+use crate::gpu::poll::{PollRequests, poll_thread};
 use crate::gpu::scopes::ErrorScopes;
 use crate::{Error, Result};
 
@@ -60,7 +61,7 @@ struct Inner {
     /// Error scopes whose catch a later readback reports (wasm32).
     scopes: ErrorScopes,
     /// The poll thread's request channel; `None` with [`Polling::Application`].
-    poll_requests: Option<Mutex<mpsc::Sender<()>>>,
+    poll_requests: Option<PollRequests>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
     /// Kernel choices measured by `Gpu::tune` or loaded (`linear/tune_table.rs`).
@@ -180,22 +181,7 @@ impl Gpu {
                 slot.get_or_insert_with(|| e.to_string());
             }));
         }
-        // Map callbacks only fire while the device is polled; one thread polls on request so
-        // that async readbacks never block their caller's executor. A browser has no threads
-        // (and polls WebGPU from its event loop): no thread there, whatever `polling` says.
-        let poll_requests = (polling == Polling::Thread && cfg!(not(target_arch = "wasm32"))).then(|| {
-            let (tx, rx) = mpsc::channel::<()>();
-            let poll_device = device.clone();
-            std::thread::Builder::new()
-                .name("int8-wgpu-poll".into())
-                .spawn(move || {
-                    while rx.recv().is_ok() {
-                        let _ = poll_device.poll(wgpu::PollType::wait_indefinitely());
-                    }
-                })
-                .expect("spawning the poll thread");
-            Mutex::new(tx)
-        });
+        let poll_requests = poll_thread(&device, polling);
         let mut limits = device.limits();
         if let Some(max) = max_binding {
             limits.max_storage_buffer_binding_size = max.min(limits.max_storage_buffer_binding_size);

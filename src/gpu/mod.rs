@@ -14,6 +14,7 @@ pub(crate) mod linear;
 pub(crate) mod options;
 pub(crate) mod params;
 mod pipelines;
+mod poll;
 mod quantize;
 pub(crate) mod quantized_tensor;
 mod readback;
