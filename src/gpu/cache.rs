@@ -53,9 +53,7 @@ impl PipelineCache {
             immediate_size: 0,
         });
         let name = family.name();
-        if let Some(e) = scopes.pop(scope, move |e| Error::Gpu(format!("compiling shader family {name}: {e}"))) {
-            return Err(Error::Gpu(format!("compiling shader family {}: {e}", family.name())));
-        }
+        scopes.check(scope, move |e| Error::Gpu(format!("compiling shader family {name}: {e}")))?;
         let objects = Arc::new(FamilyObjects { module, bind_group_layout, pipeline_layout });
         map.insert(family, objects.clone());
         Ok(objects)
@@ -94,9 +92,7 @@ impl PipelineCache {
             cache: None,
         });
         let entry = kernel.entry();
-        if let Some(e) = scopes.pop(scope, move |e| Error::Gpu(format!("compiling kernel {entry} {variant:?}: {e}"))) {
-            return Err(Error::Gpu(format!("compiling kernel {} {variant:?}: {e}", kernel.entry())));
-        }
+        scopes.check(scope, move |e| Error::Gpu(format!("compiling kernel {entry} {variant:?}: {e}")))?;
         let pipeline = Arc::new(pipeline);
         self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)

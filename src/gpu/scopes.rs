@@ -6,9 +6,7 @@
 //! scope's future is kept, and the next awaited readback of the device awaits it and returns
 //! what it caught, in the words the blocking path would have used.
 
-use crate::Error;
-#[cfg(target_arch = "wasm32")]
-use crate::Result;
+use crate::{Error, Result};
 
 /// The scope pops whose errors a later readback reports (wasm32 only; empty natively).
 #[derive(Default)]
@@ -25,22 +23,21 @@ type Pending = (
 );
 
 impl ErrorScopes {
-    /// Pops `scope` (scopes pop in reverse order of their pushes) and returns what it caught.
-    /// On wasm32 this is always `None`: the catch, turned into an error by `context`, is
-    /// returned by [`ErrorScopes::take`] at the next readback instead.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(unused_variables))]
-    pub(crate) fn pop(
+    /// Pops `scope` (scopes pop in reverse order of their pushes): natively what it caught,
+    /// turned into an error by `context`; on wasm32 `Ok`, and [`ErrorScopes::take`] returns
+    /// that error at the next readback instead.
+    pub(crate) fn check(
         &self,
         scope: wgpu::ErrorScopeGuard,
         context: impl FnOnce(wgpu::Error) -> Error + Send + 'static,
-    ) -> Option<wgpu::Error> {
+    ) -> Result<()> {
         #[cfg(not(target_arch = "wasm32"))]
-        return pollster::block_on(scope.pop());
+        return pollster::block_on(scope.pop()).map_or(Ok(()), |e| Err(context(e)));
         #[cfg(target_arch = "wasm32")]
         {
             let pending: Pending = (Box::pin(scope.pop()), Box::new(context));
             self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(pending);
-            None
+            Ok(())
         }
     }
 
