@@ -1,7 +1,7 @@
 //! Quantization on WebGPU: every scheme × input dtype bit for bit against the CPU reference.
 
 use half::{bf16, f16};
-use int8_wgpu::{Element, Error, Gpu, Granularity, QuantScheme, reference};
+use int8_wgpu::{DType, Element, Error, Gpu, GpuOptions, GpuQuantizedTensor, Granularity, QuantScheme, reference};
 use wasm_bindgen_test::wasm_bindgen_test;
 
 use crate::common::{self, to_dtype};
@@ -25,16 +25,45 @@ async fn check<T: Element>(gpu: &Gpu, xf: &[f32], shape: &[usize], s: QuantSchem
 
 #[wasm_bindgen_test]
 async fn every_scheme_and_dtype_matches_the_cpu_bit_for_bit() {
-    let gpu = common::gpu().await;
+    grid(&common::gpu().await).await;
+}
+
+/// The three-pass form (statistics, scales, packing) that GPUs take; CPU adapters, SwiftShader
+/// among them, take one dispatch per run where runs are rows or groups.
+#[wasm_bindgen_test]
+async fn the_three_pass_quantizer_matches_the_cpu_bit_for_bit() {
+    grid(&common::open(GpuOptions { quantize_runs: Some(false), ..Default::default() }).await).await;
+}
+
+async fn grid(gpu: &Gpu) {
     let mut seed = 0;
     for shape in [[1usize, 32], [5, 33], [17, 64], [3, 96]] {
         for s in schemes(shape[1]) {
             seed += 1;
             let x: Vec<f32> = common::rand_vec(shape[0] * shape[1], seed).iter().map(|v| v * 3.0).collect();
-            check::<f32>(&gpu, &x, &shape, s).await;
-            check::<f16>(&gpu, &x, &shape, s).await;
-            check::<bf16>(&gpu, &x, &shape, s).await;
+            check::<f32>(gpu, &x, &shape, s).await;
+            check::<f16>(gpu, &x, &shape, s).await;
+            check::<bf16>(gpu, &x, &shape, s).await;
         }
+    }
+}
+
+/// Dequantization on the GPU: f32 bits equal the host's, 16-bit outputs its values rounded.
+#[wasm_bindgen_test]
+async fn dequantize_matches_the_cpu() {
+    let gpu = common::gpu().await;
+    let x = common::rand_vec(33 * 64, 5);
+    for s in schemes(64) {
+        let cpu = reference::quantize(&x, &[33, 64], s).unwrap();
+        let gq = GpuQuantizedTensor::from_host(&gpu, &cpu).unwrap();
+        let want = cpu.dequantize();
+        let got: Vec<f32> = gq.dequantize_async(DType::F32).await.unwrap().read_async().await.unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{s:?}: f32 dequant bits");
+        let got: Vec<f16> = gq.dequantize_async(DType::F16).await.unwrap().read_async().await.unwrap();
+        assert_eq!(got, to_dtype::<f16>(&want), "{s:?}: f16");
+        let got: Vec<bf16> = gq.dequantize_async(DType::BF16).await.unwrap().read_async().await.unwrap();
+        assert_eq!(got, to_dtype::<bf16>(&want), "{s:?}: bf16");
     }
 }
 
