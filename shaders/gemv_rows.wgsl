@@ -109,8 +109,8 @@ fn gemv_rows16_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     var acc: array<vec4<f32>, MAX_M>;
     for (var u0 = 0u; u0 < units; u0 += seg_units) {
         let u1 = u0 + seg_units;
-        var d: array<vec4<f32>, MAX_M>;
-        var xs: array<f32, MAX_M>;
+        var d = array<vec4<f32>, MAX_M>();
+        var xs = array<f32, MAX_M>();
         if p.m == 1u {
             var d0 = vec4<f32>(0.0);
             var s0 = 0.0;
@@ -317,14 +317,14 @@ fn gemv_rows16_wide_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
     var y6: array<vec4<f32>, 4>;
     var y7: array<vec4<f32>, 4>;
     for (var u0 = 0u; u0 < units; u0 += seg_units) {
-        var a0: WideSums;
-        var a1: WideSums;
-        var a2: WideSums;
-        var a3: WideSums;
-        var a4: WideSums;
-        var a5: WideSums;
-        var a6: WideSums;
-        var a7: WideSums;
+        var a0 = WideSums();
+        var a1 = WideSums();
+        var a2 = WideSums();
+        var a3 = WideSums();
+        var a4 = WideSums();
+        var a5 = WideSums();
+        var a6 = WideSums();
+        var a7 = WideSums();
         for (var u = u0; u < u0 + seg_units; u++) {
             let w = wide_unit(b, u, xm);
             let e = x0 + 16u * u;

@@ -180,8 +180,11 @@ fn quantize_runs_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     // Element i of this block's input is flat element elem0 + i.
     let i0 = t * inner;
     let e0 = p.elem0 + i0;
-    var hi = bitcast<f32>(0xff800000u);
-    var lo = bitcast<f32>(0x7f800000u);
+    // -f32::MAX and f32::MAX, not the infinities: Tint rejects a constant expression that
+    // evaluates to an infinity. Equal for every run with a finite element; a run of none is
+    // flagged non-finite above, and that error wins over its parameters.
+    var hi = bitcast<f32>(0xff7fffffu);
+    var lo = bitcast<f32>(0x7f7fffffu);
     for (var i = i0; i < i0 + inner; i++) {
         let x = decode(input[word_index(i, IN_DT)], i, IN_DT);
         if is_non_finite(x) {

@@ -10,7 +10,8 @@
 //! made it current on two threads at once (EGL `BadAccess`, an abort), so a GL adapter is opened
 //! once and GL is never enumerated again while it is open. Keeping the instance also keeps the
 //! driver loaded: Mesa's lavapipe leaves an exit handler that crashed short runs when the last
-//! instance was destroyed.
+//! instance was destroyed. In a browser (WebGPU) an adapter serves one device only, so there
+//! every `Gpu` gets a fresh adapter.
 
 use futures::lock::Mutex;
 
@@ -109,6 +110,11 @@ pub(super) async fn shared_adapter(backends: wgpu::Backends, name: Option<&str>)
             })?
         }
     };
+    // WebGPU consumes an adapter with its first device (a second `requestDevice` on it fails):
+    // in a browser every `Gpu` asks for a fresh one.
+    if cfg!(target_arch = "wasm32") {
+        return Ok(adapter);
+    }
     if !s.adapters.contains(&adapter) {
         s.adapters.push(adapter.clone());
     }

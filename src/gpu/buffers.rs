@@ -63,6 +63,8 @@ impl Gpu {
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
         let copied = staging.get_mapped_range(..size).map(|view| out.copy_from_slice(&view[..out.len()]));
         staging.unmap();
+        #[cfg(target_arch = "wasm32")]
+        self.scopes().take().await?;
         self.take_uncaptured()?;
         copied.map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))
     }
@@ -90,15 +92,16 @@ impl Gpu {
             usage,
             mapped_at_creation: contents.is_some(),
         });
-        // Scopes pop in reverse order of their pushes.
-        let invalid = pollster::block_on(validation.pop());
-        if let Some(e) = pollster::block_on(oom.pop()) {
-            log::warn!("int8-wgpu: allocating {size} bytes for {label}: {e}");
-            return Err(Error::OutOfMemory { what: label.to_string(), bytes: size });
-        }
-        if let Some(e) = invalid {
-            return Err(Error::Gpu(format!("creating {label} ({size} bytes): {e}")));
-        }
+        // Scopes pop in reverse order of their pushes; out of memory is the error that counts.
+        let what = label.to_string();
+        let invalid =
+            self.scopes().check(validation, move |e| Error::Gpu(format!("creating {what} ({size} bytes): {e}")));
+        let what = label.to_string();
+        self.scopes().check(oom, move |e| {
+            log::warn!("int8-wgpu: allocating {size} bytes for {what}: {e}");
+            Error::OutOfMemory { what, bytes: size }
+        })?;
+        invalid?;
         if let Some(bytes) = contents {
             let mut view = buffer.get_mapped_range_mut(..).map_err(|e| {
                 // Some backends (wgpu's GL) report a failed allocation only here, as an
@@ -176,16 +179,20 @@ impl Gpu {
                 }],
             });
         }));
-        let error = pollster::block_on(scope.pop());
-        match (probe, error) {
-            (Ok(()), None) => Ok(()),
-            (Err(_), _) => Err(Error::WrongDevice(
+        // wgpu-core says "doesn't match"; Dawn (in a browser) "cannot be used with".
+        let bound = self.scopes().check(scope, |e| {
+            let message = e.to_string();
+            if message.contains("doesn't match") || message.contains("cannot be used with") {
+                Error::WrongDevice(format!("the buffer belongs to another device: {e}"))
+            } else {
+                Error::Gpu(format!("the buffer cannot be bound on this device: {e}"))
+            }
+        });
+        match probe {
+            Ok(()) => bound,
+            Err(_) => Err(Error::WrongDevice(
                 "the buffer belongs to another device (wgpu does not know it on this one)".into(),
             )),
-            (Ok(()), Some(e)) if e.to_string().contains("doesn't match") => {
-                Err(Error::WrongDevice(format!("the buffer belongs to another device: {e}")))
-            }
-            (Ok(()), Some(e)) => Err(Error::Gpu(format!("the buffer cannot be bound on this device: {e}"))),
         }
     }
 
@@ -196,11 +203,9 @@ impl Gpu {
     pub(crate) fn validated<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let scope = self.device().push_error_scope(wgpu::ErrorFilter::Validation);
         let r = f();
-        let error = pollster::block_on(scope.pop());
+        let context = what.to_string();
+        let checked = self.scopes().check(scope, move |e| Error::Gpu(format!("{context}: {e}")));
         let value = r?;
-        match error {
-            Some(e) => Err(Error::Gpu(format!("{what}: {e}"))),
-            None => Ok(value),
-        }
+        checked.map(|()| value)
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::gpu::bindings;
 use crate::gpu::family::Family;
+use crate::gpu::scopes::ErrorScopes;
 use crate::gpu::shaders::{Kernel, Variant};
 use crate::{Error, Result};
 
@@ -25,7 +26,12 @@ pub(crate) struct PipelineCache {
 
 impl PipelineCache {
     /// `family`'s module and layouts on `device`, compiled once and cached.
-    pub(crate) fn family(&self, device: &wgpu::Device, family: Family) -> Result<Arc<FamilyObjects>> {
+    pub(crate) fn family(
+        &self,
+        device: &wgpu::Device,
+        scopes: &ErrorScopes,
+        family: Family,
+    ) -> Result<Arc<FamilyObjects>> {
         let mut map = self.families.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = map.get(&family) {
             return Ok(f.clone());
@@ -46,9 +52,8 @@ impl PipelineCache {
             bind_group_layouts: &[Some(&bind_group_layout)],
             immediate_size: 0,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling shader family {}: {e}", family.name())));
-        }
+        let name = family.name();
+        scopes.check(scope, move |e| Error::Gpu(format!("compiling shader family {name}: {e}")))?;
         let objects = Arc::new(FamilyObjects { module, bind_group_layout, pipeline_layout });
         map.insert(family, objects.clone());
         Ok(objects)
@@ -58,6 +63,7 @@ impl PipelineCache {
     pub(crate) fn pipeline(
         &self,
         device: &wgpu::Device,
+        scopes: &ErrorScopes,
         kernel: Kernel,
         variant: Variant,
     ) -> Result<Arc<wgpu::ComputePipeline>> {
@@ -65,7 +71,7 @@ impl PipelineCache {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }
-        let fam = self.family(device, kernel.family(variant))?;
+        let fam = self.family(device, scopes, kernel.family(variant))?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut constants = vec![
             ("IN_DT", f64::from(variant.in_dt.shader_code())),
@@ -85,9 +91,8 @@ impl PipelineCache {
             },
             cache: None,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling kernel {} {variant:?}: {e}", kernel.entry())));
-        }
+        let entry = kernel.entry();
+        scopes.check(scope, move |e| Error::Gpu(format!("compiling kernel {entry} {variant:?}: {e}")))?;
         let pipeline = Arc::new(pipeline);
         self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)

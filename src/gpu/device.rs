@@ -3,13 +3,15 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::gpu::adapter::shared_adapter;
 use crate::gpu::cache::PipelineCache;
 use crate::gpu::disable::wanted_features;
 use crate::gpu::linear::TuneTable;
 use crate::gpu::options::{GpuOptions, Polling, TuneOptions, Tuning};
+use crate::gpu::poll::{PollRequests, poll_thread};
+use crate::gpu::scopes::ErrorScopes;
 use crate::{Error, Result};
 
 /// What the device is and offers, as the kernels see it: its optional features this crate
@@ -56,8 +58,10 @@ struct Inner {
     caps: Capabilities,
     limits: wgpu::Limits,
     cache: PipelineCache,
+    /// Error scopes whose catch a later readback reports (wasm32).
+    scopes: ErrorScopes,
     /// The poll thread's request channel; `None` with [`Polling::Application`].
-    poll_requests: Option<Mutex<mpsc::Sender<()>>>,
+    poll_requests: Option<PollRequests>,
     uncaptured: Arc<Mutex<Option<String>>>,
     tuning: Tuning,
     /// Kernel choices measured by `Gpu::tune` or loaded (`linear/tune_table.rs`).
@@ -90,12 +94,22 @@ impl Gpu {
     /// Opens a headless device, honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
     ///
     /// Fails with [`Error::NoAdapter`], whose message says what to install, when no adapter exists.
+    /// On wasm32 (a browser, which cannot block) it fails with [`Error::Unsupported`]: use
+    /// [`Gpu::with_options_async`].
     pub fn new() -> Result<Self> {
-        pollster::block_on(Self::with_options_async(GpuOptions::default()))
+        Self::with_options(GpuOptions::default())
     }
 
     /// [`Gpu::new`] with options.
     pub fn with_options(options: GpuOptions) -> Result<Self> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            drop(options);
+            Err(Error::Unsupported(
+                "opening a device blocks, which a browser cannot do: use Gpu::with_options_async".into(),
+            ))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
         pollster::block_on(Self::with_options_async(options))
     }
 
@@ -167,21 +181,7 @@ impl Gpu {
                 slot.get_or_insert_with(|| e.to_string());
             }));
         }
-        // Map callbacks only fire while the device is polled; one thread polls on request so
-        // that async readbacks never block their caller's executor.
-        let poll_requests = (polling == Polling::Thread).then(|| {
-            let (tx, rx) = mpsc::channel::<()>();
-            let poll_device = device.clone();
-            std::thread::Builder::new()
-                .name("int8-wgpu-poll".into())
-                .spawn(move || {
-                    while rx.recv().is_ok() {
-                        let _ = poll_device.poll(wgpu::PollType::wait_indefinitely());
-                    }
-                })
-                .expect("spawning the poll thread");
-            Mutex::new(tx)
-        });
+        let poll_requests = poll_thread(&device, polling);
         let mut limits = device.limits();
         if let Some(max) = max_binding {
             limits.max_storage_buffer_binding_size = max.min(limits.max_storage_buffer_binding_size);
@@ -194,6 +194,7 @@ impl Gpu {
                 caps,
                 limits,
                 cache: PipelineCache::default(),
+                scopes: ErrorScopes::default(),
                 poll_requests,
                 uncaptured,
                 tuning,
@@ -228,12 +229,18 @@ impl Gpu {
             .map_err(|_| Error::Gpu("the poll thread has stopped".into()))
     }
 
+    /// The error scopes whose catch a later readback reports (`scopes.rs`).
+    pub(super) fn scopes(&self) -> &ErrorScopes {
+        &self.inner.scopes
+    }
+
     /// The staging buffer kept for reuse by `readback.rs`.
     pub(super) fn staging(&self) -> &Mutex<Option<wgpu::Buffer>> {
         &self.inner.staging
     }
 
     /// Whether this `Gpu` polls its device from a thread of its own ([`Polling::Thread`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn has_poll_thread(&self) -> bool {
         self.inner.poll_requests.is_some()
     }
@@ -295,10 +302,16 @@ impl Gpu {
         }
     }
 
-    /// Waits until all submitted work is done.
+    /// Waits until all submitted work is done. On wasm32 (a browser, which cannot block) it
+    /// fails with [`Error::Unsupported`]; an awaited readback waits there instead.
     pub fn synchronize(&self) -> Result<()> {
-        self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
-        self.take_uncaptured()
+        #[cfg(target_arch = "wasm32")]
+        return Err(Error::Unsupported("Gpu::synchronize blocks, which a browser cannot do: await a readback".into()));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+            self.take_uncaptured()
+        }
     }
 
     /// Records `range` of `buffer` as a layer parameter's: no layer writes it, however it is

@@ -12,12 +12,12 @@ use crate::gpu::shaders::{Kernel, Variant};
 impl Gpu {
     /// `family`'s module and layouts, compiled once per device.
     pub(crate) fn family(&self, family: Family) -> Result<Arc<FamilyObjects>> {
-        self.cache().family(self.device(), family)
+        self.cache().family(self.device(), self.scopes(), family)
     }
 
     /// The compiled pipeline of `kernel` in `variant`, compiled once per device.
     pub(crate) fn pipeline(&self, kernel: Kernel, variant: Variant) -> Result<Arc<wgpu::ComputePipeline>> {
-        self.cache().pipeline(self.device(), kernel, variant)
+        self.cache().pipeline(self.device(), self.scopes(), kernel, variant)
     }
 
     /// A bind group in `family`'s layout binding each slot to a whole buffer or a tensor's range.

@@ -215,6 +215,11 @@ impl GpuQuantizedTensor {
     /// Dequantizes on the GPU into a new tensor of `dtype` (f32 results equal the CPU's bits);
     /// a value beyond a 16-bit `dtype`'s range is an [`Error::Overflow`].
     pub fn dequantize(&self, dtype: DType) -> Result<GpuTensor> {
+        self.gpu.block_on(self.dequantize_async(dtype))
+    }
+
+    /// Async form of [`GpuQuantizedTensor::dequantize`] (16-bit outputs may read the scales back).
+    pub async fn dequantize_async(&self, dtype: DType) -> Result<GpuTensor> {
         let out = GpuTensor::zeros(&self.gpu, &self.shape, dtype)?;
         let (_, cols) = rows_cols(&self.shape);
         let fam = self.gpu.family(Family::Dequantize)?;
@@ -255,14 +260,14 @@ impl GpuQuantizedTensor {
             }
         }
         self.gpu.queue().submit([enc.finish()]);
-        self.check_dequantized(&out)?;
+        self.check_dequantized(&out).await?;
         Ok(out)
     }
 
     /// An [`Error::Overflow`] where a dequantized value is beyond `out`'s 16-bit dtype. Read
     /// back only where the scales allow one (|q - zero point| ≤ 255 times the largest scale
     /// reaches the dtype's range); f32 results are finite by the scales' own check.
-    fn check_dequantized(&self, out: &GpuTensor) -> Result<()> {
+    async fn check_dequantized(&self, out: &GpuTensor) -> Result<()> {
         let max = match out.dtype() {
             DType::F32 => return Ok(()),
             DType::F16 => f32::from(half::f16::MAX),
@@ -270,11 +275,14 @@ impl GpuQuantizedTensor {
         };
         let np = self.layout.num_params();
         let scales: Vec<f32> =
-            bytemuck::pod_collect_to_vec(&self.gpu.block_on(self.gpu.read_bytes(&self.scales, 0, 4 * np as u64))?);
+            bytemuck::pod_collect_to_vec(&self.gpu.read_bytes(&self.scales, 0, 4 * np as u64).await?);
         if scales.iter().all(|s| 255.0 * f64::from(*s) < f64::from(max)) {
             return Ok(());
         }
-        let y = out.read_f32()?;
+        let y: Vec<f32> = match out.dtype() {
+            DType::F16 => out.read_async::<half::f16>().await?.into_iter().map(f32::from).collect(),
+            _ => out.read_async::<half::bf16>().await?.into_iter().map(f32::from).collect(),
+        };
         match crate::check::find_non_finite(&y) {
             None => Ok(()),
             Some((index, value)) => Err(Error::Overflow {

@@ -3,6 +3,7 @@
 //! done, so that no blocking call waits forever for a poll that nobody makes.
 
 use std::future::Future;
+#[cfg(not(target_arch = "wasm32"))]
 use std::task::{Context, Poll, Waker};
 
 use crate::gpu::Gpu;
@@ -10,10 +11,22 @@ use crate::{Error, Result};
 
 /// Polls of an idle device (no submission in flight) after which a readback still pending is
 /// an error: its map callback fires at the first poll after its copy is done.
+#[cfg(not(target_arch = "wasm32"))]
 const IDLE_POLLS: u32 = 4;
 
 impl Gpu {
+    /// On wasm32 (a browser: no thread, no blocking wait) a blocking readback is
+    /// [`Error::Unsupported`], naming the async form to use, instead of a hang.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn block_on<T>(&self, readback: impl Future<Output = Result<T>>) -> Result<T> {
+        drop(readback);
+        Err(Error::Unsupported(
+            "blocking readbacks cannot run in a browser: use the `_async` form (read_async, to_host_async, ...)".into(),
+        ))
+    }
+
     /// Runs `readback` (a future of this crate waiting on map callbacks) to completion.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn block_on<T>(&self, readback: impl Future<Output = Result<T>>) -> Result<T> {
         if self.has_poll_thread() {
             return pollster::block_on(readback);

@@ -183,9 +183,14 @@ impl QuantizedLinear {
     /// hot loop. Empty for plain W8A8, for weight-only layers and before the first forward. A
     /// forward recorded but not yet submitted reports the previous submission's columns.
     pub fn last_outlier_columns(&self) -> Result<Vec<usize>> {
+        self.gpu.block_on(self.last_outlier_columns_async())
+    }
+
+    /// Async form of [`QuantizedLinear::last_outlier_columns`] (the one that runs in a browser).
+    pub async fn last_outlier_columns_async(&self) -> Result<Vec<usize>> {
         let act = self.last_act.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match act {
-            Some(buffer) => self.gpu.block_on(read_outlier_columns(&self.gpu, &buffer, self.in_features())),
+            Some(buffer) => read_outlier_columns(&self.gpu, &buffer, self.in_features()).await,
             None => Ok(Vec::new()),
         }
     }
