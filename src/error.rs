@@ -164,7 +164,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A tuning file ([`Gpu::load_tuning`](crate::Gpu::load_tuning)) or tuning JSON text
+    /// A tuning file (`Gpu::load_tuning`) or tuning JSON text
     /// ([`Gpu::load_tuning_json`](crate::Gpu::load_tuning_json)) is not valid: not JSON, not
     /// tuning JSON, or an entry is malformed. Nothing was loaded.
     #[error("{} is corrupt: {detail}; delete it and tune again", tuning_source(path))]
@@ -226,7 +226,7 @@ pub enum Error {
     #[error("checkpoint error: {0}")]
     Output(String),
     /// The run was interrupted: its temporary output folder was removed (by
-    /// [`remove_temp_folders`](crate::quantizer::remove_temp_folders), typically from a signal
+    /// `quantizer::remove_temp_folders`, typically from a signal
     /// handler), so it wrote no output.
     #[error("checkpoint error: the run was interrupted: its temporary output folder `{}` was removed", folder.display())]
     Interrupted {

@@ -7,27 +7,9 @@
 
 mod common;
 
-#[allow(dead_code)]
-#[path = "../examples/embed/bert.rs"]
-mod bert;
-#[allow(dead_code)]
-#[path = "../examples/embed/config.rs"]
-mod config;
-#[allow(dead_code)]
-#[path = "../examples/embed/cpu.rs"]
-mod cpu;
-#[allow(dead_code)]
-#[path = "../examples/embed/forward.rs"]
-mod forward;
-#[allow(dead_code)]
-#[path = "../examples/embed/ops.rs"]
-mod ops;
-#[allow(dead_code)]
-#[path = "../examples/embed/tokens.rs"]
-mod tokens;
-#[allow(dead_code)]
-#[path = "../examples/embed/weights.rs"]
-mod weights;
+mod embed_app;
+
+use embed_app::{bert, cpu, tokens};
 
 use std::collections::BTreeSet;
 

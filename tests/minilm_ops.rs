@@ -4,27 +4,9 @@
 mod common;
 mod embed_support;
 
-#[allow(dead_code)]
-#[path = "../examples/embed/bert.rs"]
-mod bert;
-#[allow(dead_code)]
-#[path = "../examples/embed/config.rs"]
-mod config;
-#[allow(dead_code)]
-#[path = "../examples/embed/cpu.rs"]
-mod cpu;
-#[allow(dead_code)]
-#[path = "../examples/embed/forward.rs"]
-mod forward;
-#[allow(dead_code)]
-#[path = "../examples/embed/ops.rs"]
-mod ops;
-#[allow(dead_code)]
-#[path = "../examples/embed/tokens.rs"]
-mod tokens;
-#[allow(dead_code)]
-#[path = "../examples/embed/weights.rs"]
-mod weights;
+mod embed_app;
+
+use embed_app::{cpu, ops};
 
 use std::sync::OnceLock;
 

@@ -33,7 +33,7 @@
 //!
 //! # Loading
 //!
-//! [`Checkpoint::open`] reads the headers only; tensor data is read a tensor at a time when asked
+//! `Checkpoint::open` reads the headers only; tensor data is read a tensor at a time when asked
 //! for. [`Checkpoint::from_bytes`] reads a file held in memory (a browser's download), checked
 //! the same way. [`Checkpoint::linear`] builds a [`QuantizedLinear`](crate::QuantizedLinear) from
 //! `P.weight_packed` (ours or any compressed-tensors 8-bit checkpoint, `pack-quantized` or
@@ -135,7 +135,7 @@ const CONFIG_TEXT_NAME: &str = "<config.json text>";
 
 /// A safetensors checkpoint: one file, a folder with `model.safetensors`, or a folder of shards
 /// listed by `model.safetensors.index.json`, with the folder's `config.json` when present
-/// ([`Checkpoint::open`], with the default feature `files`); or one safetensors file in memory,
+/// (`Checkpoint::open`, with the default feature `files`); or one safetensors file in memory,
 /// with the text of its `config.json` ([`Checkpoint::from_bytes`]).
 ///
 /// Opening reads and checks every file's header (a truncated or corrupt file is an error here);

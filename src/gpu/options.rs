@@ -44,7 +44,7 @@ pub struct GpuOptions {
     /// Tune the fused linear's kernel choice ([`Gpu::tune`](crate::Gpu::tune)) at a layer's first forward with a
     /// row count of a class no layer has been tuned (or loaded) for: that forward then takes
     /// as long as the timing (seconds for large layers on a software adapter). `None`: only
-    /// [`Gpu::tune`](crate::Gpu::tune) and [`Gpu::load_tuning`](crate::Gpu::load_tuning) fill the tuning table.
+    /// [`Gpu::tune`](crate::Gpu::tune) and [`Gpu::load_tuning_json`](crate::Gpu::load_tuning_json) (or `Gpu::load_tuning`) fill the tuning table.
     pub tune_on_first_use: Option<TuneOptions>,
     /// Who polls the device so that readbacks complete: a thread of the `Gpu` (the default)
     /// or the application.

@@ -36,7 +36,7 @@ const MAX_CLASS: u64 = 1 << 32;
 
 impl Gpu {
     /// The tuned choices ([`Gpu::tune`]) as JSON text, for [`Gpu::load_tuning_json`] on a later
-    /// run: exactly what [`Gpu::save_tuning`] writes to its file (pretty-printed, ending in a
+    /// run: exactly what `Gpu::save_tuning` writes to its file (pretty-printed, ending in a
     /// newline). A table of more than 4096 entries is an [`Error::TooLarge`].
     pub fn tuning_json(&self) -> Result<String> {
         let tuning = self.tuning();
@@ -51,7 +51,7 @@ impl Gpu {
     }
 
     /// Loads tuned choices from JSON text of [`Gpu::tuning_json`] (or a file of
-    /// [`Gpu::save_tuning`]) measured on this adapter, replacing choices of the same classes;
+    /// `Gpu::save_tuning`) measured on this adapter, replacing choices of the same classes;
     /// returns how many were loaded.
     ///
     /// The text names the adapter that measured it (name, backend, driver and its version,
