@@ -3,7 +3,14 @@
 
 use std::cell::RefCell;
 
-use int8_wgpu::{ActivationQuant, DType, Element, Gpu, GpuOptions, QuantizedActivations, QuantizedTensor, reference};
+use int8_wgpu::{Gpu, GpuOptions};
+
+// The oracle's verdicts, one definition with the native suite's (bit-identical quantization,
+// outputs within the project's bound of the f64 oracle).
+#[allow(dead_code)]
+#[path = "../../../tests/common/oracle.rs"]
+mod oracle;
+pub use oracle::*;
 
 thread_local! {
     static GPU: RefCell<Option<Gpu>> = const { RefCell::new(None) };
@@ -41,84 +48,4 @@ pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         })
         .collect()
-}
-
-/// `v` converted to the element type `T` (round to nearest even).
-pub fn to_dtype<T: Element>(v: &[f32]) -> Vec<T> {
-    v.iter().map(|&x| T::from_f32(x)).collect()
-}
-
-/// Asserts two quantized tensors are identical: ints, scale bits, zero points.
-pub fn assert_same_quantized(gpu: &QuantizedTensor, cpu: &QuantizedTensor, ctx: &str) {
-    assert_eq!(gpu.shape(), cpu.shape(), "{ctx}: shape");
-    assert_eq!(gpu.scales().len(), cpu.scales().len(), "{ctx}: scale count");
-    for (p, (g, c)) in gpu.scales().iter().zip(cpu.scales()).enumerate() {
-        assert_eq!(g.to_bits(), c.to_bits(), "{ctx}: scale {p}: gpu {g:e} cpu {c:e}");
-    }
-    assert_eq!(gpu.zero_points(), cpu.zero_points(), "{ctx}: zero points");
-    assert_eq!(gpu.values(), cpu.values(), "{ctx}: ints");
-}
-
-/// Asserts GPU-quantized activations equal the CPU reference's: outlier columns, scale bits, ints.
-pub fn assert_same_activations(gpu: &QuantizedActivations, cpu: &QuantizedActivations, ctx: &str) {
-    assert_eq!(gpu.shape, cpu.shape, "{ctx}: shape");
-    assert_eq!(gpu.outlier_columns, cpu.outlier_columns, "{ctx}: outlier columns (gpu, then cpu)");
-    let bits = |v: &[f32]| v.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&gpu.scales), bits(&cpu.scales), "{ctx}: row scales");
-    assert_eq!(gpu.values, cpu.values, "{ctx}: int8 values");
-}
-
-/// The one rounding of an output `y` to `dtype` (as tests/common/mod.rs).
-fn output_rounding(y: f64, dtype: DType) -> f64 {
-    match dtype {
-        DType::F32 => 0.0,
-        DType::F16 => y.abs() * 2f64.powi(-11) * 1.001 + 2f64.powi(-25),
-        DType::BF16 => y.abs() * 2f64.powi(-8) * 1.001,
-    }
-}
-
-/// Asserts a float-activation layer's outputs against the f64 oracle within the native suite's
-/// bound: 2·(k + 4)·u·M of f32 accumulation, plus the output rounding.
-pub fn assert_linear_close<T: Element>(y: &[T], x: &[T], w: &QuantizedTensor, bias: Option<&[T]>, ctx: &str) {
-    let (want, mag) = reference::linear_f64(x, w, bias).expect("oracle");
-    assert_eq!(y.len(), want.len(), "{ctx}: output length");
-    let k = w.shape()[1];
-    let u = f64::from(f32::EPSILON) / 2.0;
-    for (i, ((got, want), mag)) in y.iter().zip(&want).zip(&mag).enumerate() {
-        let got = f64::from(got.to_f32());
-        let tol = 2.0 * (k as f64 + 4.0) * u * mag + 1e-30 + output_rounding(*want, T::DTYPE);
-        assert!((got - want).abs() <= tol, "{ctx}: y[{i}] = {got:e}, f64 oracle {want:e}, tolerance {tol:e}");
-    }
-}
-
-/// Asserts an int8-activation layer's outputs as the native suite does: bit-equal to
-/// `reference::linear_a8` without bias and outlier columns, else within 2·(c + 6)·u·M of
-/// `reference::linear_a8_f64` plus the output rounding.
-pub fn assert_a8_close<T: Element>(
-    y: &[T],
-    x: &[T],
-    w: &QuantizedTensor,
-    bias: Option<&[T]>,
-    act: ActivationQuant,
-    ctx: &str,
-) {
-    let k = w.shape()[1];
-    let outliers = reference::outlier_columns(x, k, act).len();
-    let cpu = reference::linear_a8(x, w, bias, act).expect("reference");
-    assert_eq!(y.len(), cpu.len(), "{ctx}: output length");
-    if bias.is_none() && outliers == 0 {
-        let bits = |v: &[T]| v.iter().map(|e| e.to_f32().to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(y), bits(&cpu), "{ctx}: bit-equal to reference::linear_a8 expected");
-        return;
-    }
-    let (want, mag) = reference::linear_a8_f64(x, w, bias, act).expect("oracle");
-    let u = f64::from(f32::EPSILON) / 2.0;
-    for (i, ((got, want), mag)) in y.iter().zip(&want).zip(&mag).enumerate() {
-        let got = f64::from(got.to_f32());
-        let tol = 2.0 * (outliers as f64 + 6.0) * u * mag + 1e-30 + output_rounding(*want, T::DTYPE);
-        assert!(
-            (got - want).abs() <= tol,
-            "{ctx}: y[{i}] = {got:e}, f64 oracle {want:e}, tolerance {tol:e} ({outliers} outlier columns)"
-        );
-    }
 }
