@@ -84,4 +84,22 @@ mod tests {
         let e = gpu.block_on(std::future::pending::<Result<()>>()).unwrap_err();
         assert!(matches!(&e, Error::Gpu(m) if m.contains("idle")), "{e}");
     }
+
+    /// A future of many readbacks in turn (as tuning awaits) completes: the idle polls are
+    /// counted per readback, not over the whole future.
+    #[test]
+    fn a_future_of_many_readbacks_completes() {
+        let Ok(gpu) = Gpu::with_options(GpuOptions { polling: Polling::Application, ..Default::default() }) else {
+            return;
+        };
+        let buffer = gpu.zeroed_buffer("int8-wgpu test", 16).unwrap();
+        let bytes = gpu.block_on(async {
+            let mut all = Vec::new();
+            for _ in 0..4 * IDLE_POLLS {
+                all.extend(gpu.read_bytes(&buffer, 0, 16).await?);
+            }
+            Ok(all)
+        });
+        assert_eq!(bytes.unwrap(), vec![0; 16 * 4 * IDLE_POLLS as usize]);
+    }
 }
