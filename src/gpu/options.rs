@@ -45,6 +45,9 @@ pub struct GpuOptions {
     /// row count of a class no layer has been tuned (or loaded) for: that forward then takes
     /// as long as the timing (seconds for large layers on a software adapter). `None`: only
     /// [`Gpu::tune`](crate::Gpu::tune) and [`Gpu::load_tuning_json`](crate::Gpu::load_tuning_json) (or `Gpu::load_tuning`) fill the tuning table.
+    /// In a browser, which cannot block on the timing, such a forward is an
+    /// [`Error::Unsupported`](crate::Error::Unsupported): await
+    /// [`Gpu::tune_async`](crate::Gpu::tune_async) before it instead.
     pub tune_on_first_use: Option<TuneOptions>,
     /// Who polls the device so that readbacks complete: a thread of the `Gpu` (the default)
     /// or the application.

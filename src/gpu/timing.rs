@@ -29,8 +29,10 @@ pub struct Timing {
 }
 
 /// Records `iters` repetitions of `record` into one compute pass (after `before` on the
-/// encoder) and times them.
-pub(crate) fn time_passes(
+/// encoder) and times them. Natively the device is waited for before and after the submission
+/// (the wall clock's span); a browser cannot wait and has no wall clock here, so it times by
+/// the timestamps alone, whose readback is what waits for the work.
+pub(crate) async fn time_passes(
     gpu: &Gpu,
     iters: u32,
     before: impl Fn(&mut wgpu::CommandEncoder),
@@ -70,13 +72,13 @@ pub(crate) fn time_passes(
     if let Some((set, resolve)) = &stamps {
         enc.resolve_query_set(set, 0..2, resolve, 0);
     }
-    gpu.synchronize()?;
-    let start = Instant::now();
+    wait_idle(gpu)?;
+    let start = now();
     gpu.queue().submit([enc.finish()]);
-    gpu.synchronize()?;
-    let wall = start.elapsed();
+    wait_idle(gpu)?;
+    let wall = start.map(|s| s.elapsed());
     if let Some((_, resolve)) = &stamps {
-        let b = gpu.block_on(gpu.read_bytes(resolve, 0, 16))?;
+        let b = gpu.read_bytes(resolve, 0, 16).await?;
         let t0 = u64::from_le_bytes(b[..8].try_into().map_err(|_| Error::Gpu("timestamp".into()))?);
         let t1 = u64::from_le_bytes(b[8..].try_into().map_err(|_| Error::Gpu("timestamp".into()))?);
         if t1 > t0 {
@@ -88,7 +90,32 @@ pub(crate) fn time_passes(
             });
         }
     }
+    let wall = wall.ok_or_else(|| {
+        Error::Unsupported(
+            "timing in a browser needs GPU timestamps that advance (timestamp-query): there is no wall clock here"
+                .into(),
+        )
+    })?;
     Ok(Timing { per_iter: wall / iters, iters, source: TimingSource::WallClock })
+}
+
+/// Waits until the device is idle (natively; a browser cannot block, see [`time_passes`]).
+fn wait_idle(gpu: &Gpu) -> Result<()> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return gpu.synchronize();
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = gpu;
+        Ok(())
+    }
+}
+
+/// The wall clock, where there is one (`Instant::now` panics on `wasm32-unknown-unknown`).
+fn now() -> Option<Instant> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return Some(Instant::now());
+    #[cfg(target_arch = "wasm32")]
+    None
 }
 
 impl Gpu {
@@ -98,8 +125,19 @@ impl Gpu {
     /// application's own kernels: kernel time from GPU timestamps around the pass where the
     /// device has `TIMESTAMP_QUERY`, else the wall clock of its one submission until the device
     /// is idle. Waits for the device before and after. The first error `record` returns is
-    /// returned (what was recorded still runs).
+    /// returned (what was recorded still runs). In a browser use [`Gpu::time_pass_async`].
     pub fn time_pass(&self, iters: u32, record: impl Fn(&mut wgpu::ComputePass<'_>) -> Result<()>) -> Result<Timing> {
+        self.block_on(self.time_pass_async(iters, record))
+    }
+
+    /// [`Gpu::time_pass`] without blocking, for a browser: it awaits the timestamps' readback
+    /// instead of waiting for the device, and needs timestamps that advance there (a browser
+    /// has no wall clock here: else [`Error::Unsupported`]).
+    pub async fn time_pass_async(
+        &self,
+        iters: u32,
+        record: impl Fn(&mut wgpu::ComputePass<'_>) -> Result<()>,
+    ) -> Result<Timing> {
         let failed = std::cell::Cell::new(None);
         let timing = time_passes(
             self,
@@ -110,7 +148,8 @@ impl Gpu {
                     failed.replace(failed.take().or(Some(e)));
                 }
             },
-        )?;
+        )
+        .await?;
         failed.into_inner().map_or(Ok(timing), Err)
     }
 }

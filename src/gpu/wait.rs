@@ -4,7 +4,11 @@
 
 use std::future::Future;
 #[cfg(not(target_arch = "wasm32"))]
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(not(target_arch = "wasm32"))]
+use std::task::{Context, Poll, Wake, Waker};
 
 use crate::gpu::Gpu;
 use crate::{Error, Result};
@@ -13,6 +17,17 @@ use crate::{Error, Result};
 /// an error: its map callback fires at the first poll after its copy is done.
 #[cfg(not(target_arch = "wasm32"))]
 const IDLE_POLLS: u32 = 4;
+
+/// Whether the blocked-on future was woken since the last poll of the device.
+#[cfg(not(target_arch = "wasm32"))]
+struct Woken(AtomicBool);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
 
 impl Gpu {
     /// On wasm32 (a browser: no thread, no blocking wait) a blocking readback is
@@ -32,7 +47,9 @@ impl Gpu {
             return pollster::block_on(readback);
         }
         let mut readback = std::pin::pin!(readback);
-        let mut cx = Context::from_waker(Waker::noop());
+        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
         let mut idle = 0;
         loop {
             if let Poll::Ready(r) = readback.as_mut().poll(&mut cx) {
@@ -42,7 +59,10 @@ impl Gpu {
                 .device()
                 .poll(wgpu::PollType::wait_indefinitely())
                 .map_err(|e| Error::Gpu(format!("waiting for a readback: {e}")))?;
-            idle = if status.is_queue_empty() { idle + 1 } else { 0 };
+            // A future of several readbacks (tuning) counts idle polls per readback: a woken
+            // future has progressed.
+            let progressed = woken.0.swap(false, Ordering::SeqCst);
+            idle = if status.is_queue_empty() && !progressed { idle + 1 } else { 0 };
             if idle > IDLE_POLLS {
                 return Err(Error::Gpu("a readback is still pending although the device is idle".into()));
             }
@@ -63,5 +83,23 @@ mod tests {
         };
         let e = gpu.block_on(std::future::pending::<Result<()>>()).unwrap_err();
         assert!(matches!(&e, Error::Gpu(m) if m.contains("idle")), "{e}");
+    }
+
+    /// A future of many readbacks in turn (as tuning awaits) completes: the idle polls are
+    /// counted per readback, not over the whole future.
+    #[test]
+    fn a_future_of_many_readbacks_completes() {
+        let Ok(gpu) = Gpu::with_options(GpuOptions { polling: Polling::Application, ..Default::default() }) else {
+            return;
+        };
+        let buffer = gpu.zeroed_buffer("int8-wgpu test", 16).unwrap();
+        let bytes = gpu.block_on(async {
+            let mut all = Vec::new();
+            for _ in 0..4 * IDLE_POLLS {
+                all.extend(gpu.read_bytes(&buffer, 0, 16).await?);
+            }
+            Ok(all)
+        });
+        assert_eq!(bytes.unwrap(), vec![0; 16 * 4 * IDLE_POLLS as usize]);
     }
 }

@@ -295,8 +295,13 @@ impl QuantizedLinear {
     /// ([`Gpu::tune`]), then forgets the layer's plans so that its next forwards run the
     /// choices (other layers keep the plans they already made).
     pub fn tune(&self, rows: &[usize], options: &TuneOptions) -> Result<TuneReport> {
+        self.gpu.block_on(self.tune_async(rows, options))
+    }
+
+    /// [`QuantizedLinear::tune`] without blocking, for a browser ([`Gpu::tune_async`]).
+    pub async fn tune_async(&self, rows: &[usize], options: &TuneOptions) -> Result<TuneReport> {
         let case = TuneCase { weight: &self.weight, activation: self.dtype, rows, a8: self.act.is_some() };
-        let report = self.gpu.tune(&[case], options)?;
+        let report = self.gpu.tune_async(&[case], options).await?;
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.bound.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(report)

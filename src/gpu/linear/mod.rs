@@ -45,6 +45,17 @@ pub(crate) fn prepare(
     if let Some(options) = gpu.tune_on_first_use()
         && gpu.tune_table().get(&choose::class_of(w, dtype, m, a8)).is_none()
     {
+        // A browser cannot block on the timing: an error, never a silent untuned choice.
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = options;
+            return Err(crate::Error::Unsupported(
+                "GpuOptions::tune_on_first_use cannot tune inside a forward in a browser: await Gpu::tune_async \
+                 (or QuantizedLinear::tune_async) before the layer's first forward, or load_tuning_json"
+                    .into(),
+            ));
+        }
+        #[cfg(not(target_arch = "wasm32"))]
         gpu.tune(&[TuneCase { weight: w, activation: dtype, rows: &[m], a8 }], &options)?;
     }
     LinearPlan::new(gpu, w, m, &choose::choose(gpu, w, m, dtype, act)?, has_bias)

@@ -15,7 +15,7 @@ use crate::gpu::linear::tune_table::TuneClass;
 use crate::gpu::options::TuneOptions;
 use crate::gpu::params::GEMV_MAX_ROWS;
 use crate::gpu::tensor::check_numel;
-use crate::gpu::timing::{TimingSource, time_passes};
+use crate::gpu::timing::{Timing, TimingSource, time_passes};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor};
 use crate::reference::check_a8_weight_scheme;
 use crate::{ActivationQuant, DType, Error, Result};
@@ -157,8 +157,18 @@ impl Gpu {
     /// The candidates run in interleaved rounds ([`TuneOptions`]) on zero-bias forwards of a
     /// fixed input, timed by GPU timestamps where the device has them (kernel time), else by
     /// the wall clock of one submission of many forwards. Takes seconds on a software adapter
-    /// for large layers: about `rounds + 2` forwards per candidate and row count.
+    /// for large layers: about `rounds + 2` forwards per candidate and row count. In a browser
+    /// use [`Gpu::tune_async`].
     pub fn tune(&self, cases: &[TuneCase<'_>], options: &TuneOptions) -> Result<TuneReport> {
+        self.block_on(self.tune_async(cases, options))
+    }
+
+    /// [`Gpu::tune`] without blocking, for a browser: it awaits each timing's readback. There
+    /// it times by GPU timestamps alone (a browser has no wall clock here): a device without
+    /// `TIMESTAMP_QUERY` gets [`Error::Unsupported`]. Save the choices with
+    /// [`Gpu::tuning_json`] (a page can keep them in `localStorage`) and give them to the next
+    /// session's device with [`Gpu::load_tuning_json`].
+    pub async fn tune_async(&self, cases: &[TuneCase<'_>], options: &TuneOptions) -> Result<TuneReport> {
         options.check()?;
         // Every case and row count is checked before any is timed (and before any allocation).
         for case in cases {
@@ -177,7 +187,7 @@ impl Gpu {
         let mut results = Vec::new();
         for case in cases {
             for &m in case.rows {
-                let r = self.tune_one(case, m, options)?;
+                let r = self.tune_one(case, m, options).await?;
                 self.tune_table().extend([(r.class, r.chosen)]);
                 results.push(r);
             }
@@ -185,7 +195,7 @@ impl Gpu {
         Ok(TuneReport { adapter: self.describe(), results })
     }
 
-    fn tune_one(&self, case: &TuneCase<'_>, m: usize, options: &TuneOptions) -> Result<TuneResult> {
+    async fn tune_one(&self, case: &TuneCase<'_>, m: usize, options: &TuneOptions) -> Result<TuneResult> {
         let (w, dtype, a8) = (case.weight, case.activation, case.a8);
         let (n, k) = (w.shape()[0], w.shape()[1]);
         if a8 {
@@ -222,19 +232,18 @@ impl Gpu {
                  (see Gpu::is_cpu_adapter: llvmpipe's loop limit)"
             )));
         }
-        let time = |p: &Bound, iters| time_passes(self, iters, |_| {}, |pass| p.record(pass));
         // One untimed forward each (first-touch costs), then one that sizes the samples.
         let mut iters = Vec::with_capacity(runs.len());
         for (_, p) in &runs {
-            time(p, 1)?;
-            let one = time(p, 1)?.per_iter.as_secs_f64().max(1e-7);
+            time(self, p, 1).await?;
+            let one = time(self, p, 1).await?.per_iter.as_secs_f64().max(1e-7);
             iters.push((options.min_sample.as_secs_f64() / one).ceil().clamp(1.0, 1000.0) as u32);
         }
         let mut samples = vec![Vec::new(); runs.len()];
         let mut source = TimingSource::GpuTimestamps;
         for _ in 0..options.rounds.max(1) {
             for (i, (_, p)) in runs.iter().enumerate() {
-                let t = time(p, iters[i])?;
+                let t = time(self, p, iters[i]).await?;
                 // One wall-clock sample (a timestamp that did not advance) marks the set.
                 if t.source == TimingSource::WallClock {
                     source = t.source;
@@ -262,6 +271,11 @@ impl Gpu {
         let class = class_of(w, dtype, m, a8);
         Ok(TuneResult { class, shape: [n, k], rows: m, candidates, chosen, heuristic, source })
     }
+}
+
+/// Times `iters` forwards of `plan`.
+async fn time(gpu: &Gpu, plan: &Bound, iters: u32) -> Result<Timing> {
+    time_passes(gpu, iters, |_| {}, |pass| plan.record(pass)).await
 }
 
 /// A fixed activation of `len` values in `dtype`, spread over [-1, 1] so that no kernel meets

@@ -8,5 +8,6 @@ mod int8_activations;
 mod linear;
 mod quantize;
 mod recording;
+mod tuning;
 
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
