@@ -2,7 +2,6 @@
 //! apply to it, and what stays the application's (its instance, its error handler).
 
 use crate::gpu::Gpu;
-use crate::gpu::device::check_gemv_rows_per_group;
 use crate::gpu::options::{GpuOptions, Polling, Tuning};
 use crate::{Error, Result};
 
@@ -74,9 +73,8 @@ impl Gpu {
                 "backends and adapter_name choose an adapter; an adopted device has one (leave them None)".into(),
             ));
         }
-        check_gemv_rows_per_group(options.gemv_rows_per_group)?;
         let info = device.adapter_info();
-        let tuning = Tuning::new(&options, true);
+        let tuning = Tuning::new(&options, true)?;
         let cap = options.max_storage_buffer_binding_size;
         Ok(Self::build(device, queue, Some(info), false, tuning, options.polling, cap))
     }

@@ -131,7 +131,7 @@ impl Gpu {
         let adapter = shared_adapter(backends, name.as_deref()).await?;
         let info = adapter.get_info();
         let (wanted, packed_dot) = wanted_features(&std::env::var("INT8_WGPU_DISABLE").unwrap_or_default())?;
-        check_gemv_rows_per_group(options.gemv_rows_per_group)?;
+        let tuning = Tuning::new(&options, packed_dot)?;
         let features = adapter.features() & wanted;
         let mut limits = adapter.limits();
         if let Some(max) = options.max_storage_buffer_binding_size {
@@ -147,7 +147,6 @@ impl Gpu {
             .await
             .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), detail: e.to_string() })?;
         log::info!("int8-wgpu: adapter {} ({:?}, {})", info.name, info.backend, info.driver_info);
-        let tuning = Tuning::new(&options, packed_dot);
         // The device was opened with the binding size asked for.
         Ok(Self::build(device, queue, Some(info), true, tuning, options.polling, None))
     }
@@ -387,15 +386,5 @@ impl Gpu {
     pub(crate) fn uses_subgroup_reductions(&self) -> bool {
         let max = self.inner.info.as_ref().map_or(0, |i| i.subgroup_max_size);
         self.inner.caps.subgroups && max > 0 && max <= 32 && max.is_power_of_two()
-    }
-}
-
-/// [`GpuOptions::gemv_rows_per_group`] is 1, 2 or 4 where set.
-pub(super) fn check_gemv_rows_per_group(rows: Option<u8>) -> Result<()> {
-    match rows {
-        Some(r) if ![1, 2, 4].contains(&r) => {
-            Err(Error::InvalidOption(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")))
-        }
-        _ => Ok(()),
     }
 }

@@ -89,16 +89,22 @@ pub(crate) struct Tuning {
 }
 
 impl Tuning {
-    /// The overrides `options` sets; `packed_dot` where it leaves that open.
-    pub(crate) fn new(options: &GpuOptions, packed_dot: bool) -> Self {
-        Self {
+    /// The overrides `options` sets, checked (`gemv_rows_per_group` is 1, 2 or 4 where set);
+    /// `packed_dot` where it leaves that open.
+    pub(crate) fn new(options: &GpuOptions, packed_dot: bool) -> Result<Self> {
+        if let Some(r) = options.gemv_rows_per_group
+            && ![1, 2, 4].contains(&r)
+        {
+            return Err(Error::InvalidOption(format!("gemv_rows_per_group must be 1, 2 or 4, not {r}")));
+        }
+        Ok(Self {
             gemv_rpt: options.gemv_rows_per_group,
             gemv_rows_per_thread: options.gemv_rows_per_thread,
             gemm_min_rows: options.gemm_min_rows,
             quantize_runs: options.quantize_runs,
             packed_dot: options.packed_dot.unwrap_or(packed_dot),
             tune_on_first_use: options.tune_on_first_use,
-        }
+        })
     }
 }
 
