@@ -216,3 +216,23 @@ fn copy_to_writes_the_packed_words_into_the_apps_buffer() {
     let e = t.copy_to(&mut enc, t.buffer(), 0).unwrap_err();
     assert!(matches!(e, Error::Aliasing(_)), "{e}");
 }
+
+/// A binding a layer kept from an earlier forward is checked again once another layer's bias
+/// takes its output's range: the output is then refused, not written over the bias.
+#[test]
+fn a_kept_binding_is_checked_again_when_a_bias_takes_its_output() {
+    let gpu = gpu_or_skip!();
+    let w = reference::quantize(&common::rand_vec(8 * 16, 3), &[8, 16], QuantScheme::default()).unwrap();
+    let layer = QuantizedLinear::from_quantized::<f32>(&gpu, &w, None, DType::F32).unwrap();
+    let x = GpuTensor::from_host(&gpu, &common::rand_vec(16, 4), &[1, 16]).unwrap();
+    let y = GpuTensor::zeros(&gpu, &[1, 8], DType::F32).unwrap();
+    layer.forward_into(&x, &y).unwrap();
+    let before = y.read::<f32>().unwrap();
+    let _other = QuantizedLinear::from_quantized::<f32>(&gpu, &w, None, DType::F32)
+        .unwrap()
+        .with_bias(y.reshape(&[8]).unwrap())
+        .unwrap();
+    let e = layer.forward_into(&x, &y).unwrap_err();
+    assert!(matches!(e, Error::Aliasing(_)), "{e}");
+    assert_eq!(y.read::<f32>().unwrap(), before, "the refused forward wrote nothing");
+}

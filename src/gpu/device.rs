@@ -70,6 +70,8 @@ struct Inner {
     bind_groups_created: AtomicU64,
     /// The buffer ranges of layer parameters (biases), which no layer writes.
     parameters: Mutex<Vec<(Weak<wgpu::Buffer>, Range<u64>)>>,
+    /// How many parameters were ever registered: a layer re-checks a cached binding only when it moved.
+    parameters_registered: AtomicU64,
     /// The staging buffer [`GpuTensor::read_into`](crate::GpuTensor::read_into) reuses.
     staging: Mutex<Option<wgpu::Buffer>>,
 }
@@ -201,6 +203,7 @@ impl Gpu {
                 buffers_created: AtomicU64::new(0),
                 bind_groups_created: AtomicU64::new(0),
                 parameters: Mutex::default(),
+                parameters_registered: AtomicU64::new(0),
                 staging: Mutex::default(),
             }),
         }
@@ -319,6 +322,13 @@ impl Gpu {
         let mut parameters = self.inner.parameters.lock().unwrap_or_else(|p| p.into_inner());
         parameters.retain(|(p, _)| p.strong_count() > 0);
         parameters.push((Arc::downgrade(buffer), range));
+        self.inner.parameters_registered.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The count of parameters ever registered ([`Gpu::register_parameter`]): while it stays the
+    /// same, a binding checked against the registry needs no new check.
+    pub(crate) fn parameters_registered(&self) -> u64 {
+        self.inner.parameters_registered.load(Ordering::SeqCst)
     }
 
     /// Whether `range` of `buffer` overlaps a live layer parameter's ([`Gpu::register_parameter`]).

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::check::{check_finite, check_output};
-use crate::gpu::linear::{Bound, LinearPlan, read_outlier_columns};
+use crate::gpu::linear::{LinearPlan, read_outlier_columns};
 use crate::gpu::{Gpu, GpuQuantizedTensor, GpuTensor, TuneCase, TuneOptions, TuneReport};
 use crate::reference::check_a8_weight_scheme;
 use crate::scheme::check_shape;
@@ -13,7 +13,7 @@ use crate::{ActivationQuant, DType, Element, Error, QuantScheme, QuantizedTensor
 
 mod bind;
 
-use bind::BindKey;
+use bind::BoundEntry;
 
 /// One stage of an int8-activation layer's forward ([`QuantizedLinear::record_stage`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,7 +50,7 @@ pub struct QuantizedLinear {
     /// activations, its scratch buffers).
     plans: Mutex<HashMap<usize, Arc<LinearPlan>>>,
     /// The most recently used bind groups, by (rows, x buffer, y buffer), newest first.
-    bound: Mutex<VecDeque<(BindKey, Arc<Bound>)>>,
+    bound: Mutex<VecDeque<BoundEntry>>,
     /// The outlier buffer of the most recently recorded int8-activation forward.
     last_act: Mutex<Option<wgpu::Buffer>>,
 }
