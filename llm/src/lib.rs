@@ -1,0 +1,12 @@
+//! SmolLM2-135M (a Llama decoder) from its GGUF file on the GPU: the app's own WGSL kernels
+//! (RMSNorm, RoPE, attention over a KV cache, SwiGLU) around int8-wgpu's int8 linear layers.
+
+// Text and token ids: the GGUF's byte-level BPE, the chat template, streaming decode.
+
+
+
+// ---------------------------------------------------------------------------------------------
+
+
+
+// The model: weights, kernels, forward, sampling.
