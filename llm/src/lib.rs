@@ -13,3 +13,12 @@ pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + S
 
 
 // The model: weights, kernels, forward, sampling.
+
+mod forward;
+pub mod mode;
+pub mod model;
+mod ops;
+pub mod weights;
+
+pub use mode::WeightMode;
+pub use model::{Model, Session};
