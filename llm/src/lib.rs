@@ -5,6 +5,12 @@
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 // Text and token ids: the GGUF's byte-level BPE, the chat template, streaming decode.
+pub mod chat;
+mod stream;
+mod tokenizer;
+
+pub use stream::StreamDecoder;
+pub use tokenizer::Tokenizer;
 
 
 
