@@ -19,12 +19,13 @@ pub use tokenizer::Tokenizer;
 
 
 // The model: weights, kernels, forward, sampling.
-
 mod forward;
 pub mod mode;
 pub mod model;
 mod ops;
+pub mod sampling;
 pub mod weights;
 
 pub use mode::WeightMode;
 pub use model::{Model, Session};
+pub use sampling::Sampler;
