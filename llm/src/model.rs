@@ -190,4 +190,21 @@ impl Session<'_> {
         self.pos += 1;
         Ok(logits)
     }
+
+    /// Empties the cache for a new text (a new conversation), keeping every plan and buffer.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Records one token's whole forward (every block and the logits) into `encoder` without
+    /// writing the token or submitting: what [`Session::step`] submits, for an app that owns
+    /// the submission (or times the host's share of a token).
+    pub fn record_step(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.step.record(encoder)
+    }
+
+    /// Bytes of the KV cache on the GPU.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.kv.iter().map(|(k, v)| k.size() + v.size()).sum()
+    }
 }
