@@ -96,26 +96,34 @@ impl Bert {
         let act_norm = Variant { in_dt: act, residual: true, ..to_act };
         let mut steps = Vec::new();
         let mut app = |d: Dispatch| steps.push(Step::App(d));
-        app(kn.dispatch_async(
-            Kernel::Embed,
-            Variant::default(),
-            base,
-            &[(i0, &ids), (i1, &types), (i2, &self.word), (i3, &self.position), (i4, &self.token_type), (o0, &emb)],
-        ).await?);
-        app(kn.dispatch_async(
-            Kernel::LayerNorm,
-            to_act,
-            base,
-            &[(i0, &emb), (i2, &self.norm.gamma), (i3, &self.norm.beta), (o0, &hs), (o1, &hs_act)]
-                [..if act == DType::F32 { 4 } else { 5 }],
-        ).await?);
+        app(kn
+            .dispatch_async(
+                Kernel::Embed,
+                Variant::default(),
+                base,
+                &[(i0, &ids), (i1, &types), (i2, &self.word), (i3, &self.position), (i4, &self.token_type), (o0, &emb)],
+            )
+            .await?);
+        app(kn
+            .dispatch_async(
+                Kernel::LayerNorm,
+                to_act,
+                base,
+                &[(i0, &emb), (i2, &self.norm.gamma), (i3, &self.norm.beta), (o0, &hs), (o1, &hs_act)]
+                    [..if act == DType::F32 { 4 } else { 5 }],
+            )
+            .await?);
         for layer in &self.layers {
             self.linear_step(&mut steps, &layer.query, m, &hs_act, &q).await?;
             self.linear_step(&mut steps, &layer.key, m, &hs_act, &k).await?;
             self.linear_step(&mut steps, &layer.value, m, &hs_act, &v).await?;
             let mut app = |d: Dispatch| steps.push(Step::App(d));
-            app(kn.dispatch_async(Kernel::AttentionProbs, act_in, base, &[(i0, &q), (i1, &k), (i3, &mask), (o0, &probs)]).await?);
-            app(kn.dispatch_async(Kernel::AttentionContext, act_in, base, &[(i0, &probs), (i2, &v), (o0, &ctx)]).await?);
+            app(kn
+                .dispatch_async(Kernel::AttentionProbs, act_in, base, &[(i0, &q), (i1, &k), (i3, &mask), (o0, &probs)])
+                .await?);
+            app(kn
+                .dispatch_async(Kernel::AttentionContext, act_in, base, &[(i0, &probs), (i2, &v), (o0, &ctx)])
+                .await?);
             self.linear_step(&mut steps, &layer.attn_out, m, &ctx, &proj).await?;
             let n = &layer.attn_norm;
             let mut binds = vec![(i0, &proj), (i1, &hs), (i2, &n.gamma), (i3, &n.beta), (o0, &h1)];
@@ -135,7 +143,9 @@ impl Bert {
             steps.push(Step::App(kn.dispatch_async(Kernel::LayerNorm, act_norm, base, &binds).await?));
         }
         let mut app = |d: Dispatch| steps.push(Step::App(d));
-        app(kn.dispatch_async(Kernel::MeanPool, Variant::default(), base, &[(i0, &hs), (i3, &mask), (o0, &pooled)]).await?);
+        app(kn
+            .dispatch_async(Kernel::MeanPool, Variant::default(), base, &[(i0, &hs), (i3, &mask), (o0, &pooled)])
+            .await?);
         let rows = Params { m: batch as u32, ..base };
         app(kn.dispatch_async(Kernel::L2Normalize, Variant::default(), rows, &[(i0, &pooled), (o0, &out)]).await?);
 

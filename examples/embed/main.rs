@@ -288,11 +288,8 @@ fn main() -> Result<()> {
     }
 
     if let Some(path) = &args.json {
-        let models: Vec<serde_json::Value> = runs
-            .iter()
-            .zip(&embeddings)
-            .map(|(r, e)| serde_json::json!({ "name": r.name, "embeddings": e }))
-            .collect();
+        let models: Vec<serde_json::Value> =
+            runs.iter().zip(&embeddings).map(|(r, e)| serde_json::json!({ "name": r.name, "embeddings": e })).collect();
         let doc = serde_json::json!({ "adapter": gpu.describe(), "sentences": args.sentences, "models": models });
         std::fs::write(path, doc.to_string()).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
