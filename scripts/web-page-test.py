@@ -11,7 +11,8 @@ for the time per query), reads the ranking and the corpus and query embeddings f
 `cargo run --example embed -- --quantized <served checkpoint> --json ...` on the same sentences.
 Fails (exit 1, with the reason) unless every embedding has cosine >= 0.9999 to the native one,
 the page's scores match its embeddings, and the ranking is the native one (pairs whose native
-scores differ by less than TIE may swap). Any page error or timeout fails.
+scores differ by less than TIE may swap); the TRICKY queries (the tokenizer compiled to wasm)
+must give the native token counts and embeddings too. Any page error or timeout fails.
 """
 
 import argparse
@@ -29,6 +30,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "Someone is riding a horse."
+# Queries that test the tokenizer compiled to wasm against the native one: accents, CJK, emoji,
+# nothing, and more than the model's 256 tokens (truncated). Set as the box's value by script
+# (chromedriver types only characters of the Basic Multilingual Plane).
+TRICKY = [
+    "Crème brûlée, café au lait and a naïve façade.",
+    "東京は日本の首都です。",
+    "Pizza night 🍕🔥 with friends 👩‍👩‍👧!",
+    "",
+    " ".join(f"word{i}" for i in range(300)),
+]
 REPEATS = 5  # resubmissions of the query, for the time per query
 MIN_COSINE = 0.9999
 TIE = 1e-4
@@ -128,21 +139,27 @@ def native_embeddings(model, checkpoint, sentences, out):
 
 
 def check(page, native, checkpoint):
-    corpus, last = page["corpus"], page["last"]
-    sentences = corpus + [QUERY]
+    corpus, last, tricky = page["corpus"], page["last"], page["tricky"]
+    sentences = corpus + [QUERY] + TRICKY
     if native["sentences"] != sentences:
         raise Failure("the native run embedded other sentences")
+    got_tokens = [t["tokens"] for t in tricky]
+    want_tokens = native["tokens"][len(corpus) + 1:]
+    print(f"tricky queries' tokens: page {got_tokens}, native {want_tokens}; "
+          f"their times {[round(t['ms'], 1) for t in tricky]} ms")
+    if got_tokens != want_tokens:
+        raise Failure("the tokenizer in the page counts other tokens than the native one")
     models = {m["name"]: m["embeddings"] for m in native["models"]}
     name = next((n for n in models if n.endswith(f"from {checkpoint}")), None)
     if name is None:
         raise Failure(f"no native run of {checkpoint} among {list(models)}")
     ref = models[name]
-    got = page["corpusEmbeddings"] + [last["embedding"]]
+    got = page["corpusEmbeddings"] + [last["embedding"]] + [t["embedding"] for t in tricky]
     if len(got) != len(ref) or any(len(g) != len(r) for g, r in zip(got, ref)):
         raise Failure("the page's embeddings have other shapes than the native ones")
     cos = [cosine(g, r) for g, r in zip(got, ref)]
     print(f"native: {name} on {native['adapter']}")
-    print("cosine page vs native, per sentence (corpus, then the query): "
+    print("cosine page vs native, per sentence (corpus, the query, the tricky queries): "
           + " ".join(f"{c:.7f}" for c in cos))
     print(f"min {min(cos):.7f}, mean {sum(cos) / len(cos):.7f}")
     f32 = next((e for n, e in models.items() if n.startswith("f32")), None)
@@ -158,7 +175,7 @@ def check(page, native, checkpoint):
         if abs(r["score"] - cosine(page["corpusEmbeddings"][r["index"]], qe)) > 1e-6:
             raise Failure(f"the page's score for sentence {r['index']} is not its embeddings' cosine")
     page_order = [r["index"] for r in last["ranking"]]
-    native_scores = [cosine(ref[i], ref[-1]) for i in range(len(corpus))]
+    native_scores = [cosine(ref[i], ref[len(corpus)]) for i in range(len(corpus))]
     native_order = sorted(range(len(corpus)), key=lambda i: -native_scores[i])
     print(f"query {QUERY!r}: page top 3 {page_order[:3]}, native top 3 {native_order[:3]} "
           f"(native scores {[round(native_scores[i], 4) for i in native_order[:3]]})")
@@ -218,6 +235,19 @@ def main():
             raise Failure(f"the page answered {page['last']['query']!r}, not the typed {QUERY!r}")
         shot = out_dir / "screenshot.png"
         shot.write_bytes(base64.b64decode(driver.s("GET", "/screenshot")))
+        timed, typed = page["times"], page["last"]
+        tricky = []
+        for text in TRICKY:
+            n = page["queries"] + 1
+            driver.s("POST", "/execute/sync", {"script": "document.getElementById('query').value = arguments[0]",
+                                               "args": [text]})
+            driver.s("POST", f"/element/{go}/click", {})
+            page = wait_page(driver, time.time() + 600,
+                             lambda p, n=n: p["queries"] >= n and p["state"] == "ready", "answering a tricky query")
+            if page["last"]["query"] != text:
+                raise Failure(f"the page answered {page['last']['query']!r}, not {text!r}")
+            tricky.append(page["last"])
+        page.update(times=timed, last=typed, tricky=tricky)
         times = page["times"]
         later = sorted(times[1:])
         print(f"download: int8 checkpoint {page['int8Bytes']} bytes, f32 model.safetensors {page['f32Bytes']} bytes "
@@ -238,7 +268,7 @@ def main():
                 p.kill()
 
     checkpoint = Path(args.site) / "model"
-    native = native_embeddings(args.model, checkpoint, page["corpus"] + [QUERY], out_dir / "native.json")
+    native = native_embeddings(args.model, checkpoint, page["corpus"] + [QUERY] + TRICKY, out_dir / "native.json")
     check(page, native, checkpoint)
     print("web page test: ok")
 

@@ -20,7 +20,8 @@
 //!   `--bench-batch N` more, plus the host time to record one forward.
 //! - `--check`: also run the f32 forward on the CPU in f64 and print the GPU's cosine to it.
 //! - `--json FILE`: also write every model's embeddings as JSON (`{"sentences": [...],
-//!   "models": [{"name", "embeddings": [[...]]}]}`), for `scripts/web-page.sh --test`.
+//!   "tokens": [...], "models": [{"name", "embeddings": [[...]]}]}`), for
+//!   `scripts/web-page.sh --test`.
 //! - `--quality`: the scheme comparison against the sentence-transformers reference
 //!   (tests/fixtures/minilm_reference.json): mean and min cosine, retrieval, LLM.int8()'s
 //!   outlier columns; markdown, printed and written to `docs/quality.md` (the README's copy).
@@ -290,7 +291,12 @@ fn main() -> Result<()> {
     if let Some(path) = &args.json {
         let models: Vec<serde_json::Value> =
             runs.iter().zip(&embeddings).map(|(r, e)| serde_json::json!({ "name": r.name, "embeddings": e })).collect();
-        let doc = serde_json::json!({ "adapter": gpu.describe(), "sentences": args.sentences, "models": models });
+        let doc = serde_json::json!({
+            "adapter": gpu.describe(),
+            "sentences": args.sentences,
+            "tokens": lengths,
+            "models": models
+        });
         std::fs::write(path, doc.to_string()).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
 
