@@ -51,12 +51,22 @@ impl Bert {
     /// int8 layers, W8A8 or LLM.int8() as it records, with the activation dtype of `precision`,
     /// which must not be `F32`; `W8A8` or `LlmInt8` override its activation scheme. The pooler
     /// (`pooler.dense`) is not loaded: sentence embeddings mean-pool the last hidden states.
+    ///
+    /// Blocks on [`Bert::load_async`] (a browser awaits that).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(gpu: &Gpu, ckpt: &Checkpoint, precision: Precision) -> Result<Self> {
         Self::load_with(gpu, ckpt, precision, QuantScheme::default())
     }
 
     /// [`Bert::load`] quantizing a float checkpoint's linear weights with `scheme`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load_with(gpu: &Gpu, ckpt: &Checkpoint, precision: Precision, scheme: QuantScheme) -> Result<Self> {
+        pollster::block_on(Self::load_async(gpu, ckpt, precision, scheme))
+    }
+
+    /// Async form of [`Bert::load_with`]. In a browser the library's allocation and pipeline
+    /// errors arrive at its next awaited readback, which [`ops::settle`] makes before returning.
+    pub async fn load_async(gpu: &Gpu, ckpt: &Checkpoint, precision: Precision, scheme: QuantScheme) -> Result<Self> {
         let config = Config::from_json(ckpt.config().ok_or("the checkpoint has no config.json")?)?;
         let prefix = if ckpt.info("embeddings.word_embeddings.weight").is_some() {
             ""
@@ -71,15 +81,19 @@ impl Bert {
                 "this checkpoint's linear layers are int8; the dense f32 baseline needs the float checkpoint".into()
             );
         }
-        let kernels = Kernels::new(gpu)?;
+        let kernels = Kernels::new_async(gpu).await?;
         let mut l = Loader { gpu, ckpt, prefix, quantized, precision, scheme, bytes: 0 };
         let h = config.hidden;
-        let word = l.upload("embeddings.word_embeddings.weight", &[config.vocab, h])?;
-        let position = l.upload("embeddings.position_embeddings.weight", &[config.max_positions, h])?;
-        let token_type = l.upload("embeddings.token_type_embeddings.weight", &[config.type_vocab, h])?;
-        let norm = l.norm("embeddings.LayerNorm", h)?;
-        let layers = (0..config.layers).map(|n| l.layer(n, &config)).collect::<Result<Vec<_>>>()?;
+        let word = l.upload("embeddings.word_embeddings.weight", &[config.vocab, h]).await?;
+        let position = l.upload("embeddings.position_embeddings.weight", &[config.max_positions, h]).await?;
+        let token_type = l.upload("embeddings.token_type_embeddings.weight", &[config.type_vocab, h]).await?;
+        let norm = l.norm("embeddings.LayerNorm", h).await?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for n in 0..config.layers {
+            layers.push(l.layer(n, &config).await?);
+        }
         let weight_bytes = l.bytes;
+        ops::settle(gpu).await?;
         Ok(Self {
             gpu: gpu.clone(),
             kernels,
@@ -155,8 +169,15 @@ impl Bert {
     /// Embeds a tokenized batch with one queue submission: the token ids are written into the
     /// plan's buffers (`Queue::write_buffer`, carried by that same submission), the forward
     /// and its readback copy are recorded into one encoder and submitted, and the L2-normalised
-    /// sentence embeddings are read back, one `Vec` of `hidden` values per sentence.
+    /// sentence embeddings are read back, one `Vec` of `hidden` values per sentence. Blocks on
+    /// [`Bert::embed_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn embed(&self, plan: &ForwardPlan, batch: &Batch) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.embed_async(plan, batch))
+    }
+
+    /// Async form of [`Bert::embed`].
+    pub async fn embed_async(&self, plan: &ForwardPlan, batch: &Batch) -> Result<Vec<Vec<f32>>> {
         if (batch.batch, batch.seq) != (plan.batch, plan.seq) {
             return Err(format!(
                 "the batch is {} x {} tokens; the plan was made for {} x {}",
@@ -180,25 +201,51 @@ impl Bert {
         self.record(plan, &mut encoder)?;
         queue.submit([encoder.finish()]);
         self.submissions.fetch_add(1, Ordering::Relaxed);
-        let bytes = ops::read_mapped(&self.gpu, &plan.staging, plan.staging.size())?;
+        let bytes = ops::read_mapped_async(&self.gpu, &plan.staging, plan.staging.size()).await?;
         let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         Ok(values.chunks(self.config.hidden).map(<[f32]>::to_vec).collect())
     }
 
     /// The batches, each with its plan, that embed `sentences`: one batch padded to the longest,
     /// or under LLM.int8() ([`Bert::rows_interact`]) one per sentence, so that its embedding
-    /// depends neither on padding nor on the other sentences.
+    /// depends neither on padding nor on the other sentences. Blocks on
+    /// [`Bert::batches_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn batches(&self, tokenizer: &tokenizers::Tokenizer, sentences: &[&str]) -> Result<Vec<(ForwardPlan, Batch)>> {
+        pollster::block_on(self.batches_async(tokenizer, sentences))
+    }
+
+    /// Async form of [`Bert::batches`].
+    pub async fn batches_async(
+        &self,
+        tokenizer: &tokenizers::Tokenizer,
+        sentences: &[&str],
+    ) -> Result<Vec<(ForwardPlan, Batch)>> {
         let groups: Vec<&[&str]> = if self.rows_interact() { sentences.chunks(1).collect() } else { vec![sentences] };
-        let batch = |g: &[&str]| Batch::tokenize(tokenizer, g).and_then(|b| Ok((self.plan(b.batch, b.seq)?, b)));
-        groups.into_iter().map(batch).collect()
+        let mut out = Vec::with_capacity(groups.len());
+        for g in groups {
+            let b = Batch::tokenize(tokenizer, g)?;
+            out.push((self.plan_async(b.batch, b.seq).await?, b));
+        }
+        Ok(out)
     }
 
     /// Tokenizes, plans and embeds `sentences` ([`Bert::batches`]; loops should keep those).
+    /// Blocks on [`Bert::embed_sentences_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn embed_sentences(&self, tokenizer: &tokenizers::Tokenizer, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.embed_sentences_async(tokenizer, sentences))
+    }
+
+    /// Async form of [`Bert::embed_sentences`].
+    pub async fn embed_sentences_async(
+        &self,
+        tokenizer: &tokenizers::Tokenizer,
+        sentences: &[&str],
+    ) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(sentences.len());
-        for (plan, batch) in self.batches(tokenizer, sentences)? {
-            out.extend(self.embed(&plan, &batch)?);
+        for (plan, batch) in self.batches_async(tokenizer, sentences).await? {
+            out.extend(self.embed_async(&plan, &batch).await?);
         }
         Ok(out)
     }

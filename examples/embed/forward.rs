@@ -13,8 +13,14 @@ use super::weights::Linear;
 impl Bert {
     /// Makes every buffer, parameter and bind group of a forward over `batch` sentences of
     /// `seq` tokens (padded), and prepares the int8 layers' dispatches for them, so that
-    /// recording the plan creates no GPU object.
+    /// recording the plan creates no GPU object. Blocks on [`Bert::plan_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn plan(&self, batch: usize, seq: usize) -> Result<ForwardPlan> {
+        pollster::block_on(self.plan_async(batch, seq))
+    }
+
+    /// Async form of [`Bert::plan`].
+    pub async fn plan_async(&self, batch: usize, seq: usize) -> Result<ForwardPlan> {
         let c = &self.config;
         if batch == 0 || seq == 0 {
             return Err(format!("a batch of {batch} sentences of {seq} tokens is empty").into());
@@ -31,36 +37,39 @@ impl Bert {
         let act = self.precision.activation();
         let gpu = &self.gpu;
         let mut bytes = 0u64;
-        let mut buffer = |label: &str, len: usize, size: usize| -> Result<wgpu::Buffer> {
-            let b = ops::storage(gpu, label, (len * size) as u64, None)?;
-            bytes += b.size();
-            Ok(b)
-        };
-        let ids = buffer("token ids", m, 4)?;
-        let types = buffer("token type ids", m, 4)?;
-        let mask = buffer("attention mask", m, 4)?;
-        let emb = buffer("embeddings", m * h, 4)?;
-        let hs = buffer("hidden states", m * h, 4)?;
-        let h1 = buffer("attention block output", m * h, 4)?;
+        // Allocates `len` elements of `size` bytes, counted in the plan's bytes.
+        macro_rules! buffer {
+            ($label:expr, $len:expr, $size:expr) => {{
+                let b = ops::storage_async(gpu, $label, ($len * $size) as u64, None).await?;
+                bytes += b.size();
+                b
+            }};
+        }
+        let ids = buffer!("token ids", m, 4);
+        let types = buffer!("token type ids", m, 4);
+        let mask = buffer!("attention mask", m, 4);
+        let emb = buffer!("embeddings", m * h, 4);
+        let hs = buffer!("hidden states", m * h, 4);
+        let h1 = buffer!("attention block output", m * h, 4);
         // With f32 linear layers the f32 results are their inputs; else 16-bit copies.
         let (hs_act, h1_act) = if act == DType::F32 {
             (hs.clone(), h1.clone())
         } else {
             (
-                buffer("hidden states (act)", m * h, act.size())?,
-                buffer("attention block output (act)", m * h, act.size())?,
+                buffer!("hidden states (act)", m * h, act.size()),
+                buffer!("attention block output (act)", m * h, act.size()),
             )
         };
-        let q = buffer("query", m * h, act.size())?;
-        let k = buffer("key", m * h, act.size())?;
-        let v = buffer("value", m * h, act.size())?;
-        let ctx = buffer("attention context", m * h, act.size())?;
-        let proj = buffer("projection", m * h, act.size())?;
-        let probs = buffer("attention probabilities", probs_len, 4)?;
-        let inter = buffer("mlp", m * inner, act.size())?;
-        let gelu = buffer("mlp gelu", m * inner, act.size())?;
-        let pooled = buffer("pooled", batch * h, 4)?;
-        let out = buffer("sentence embeddings", batch * h, 4)?;
+        let q = buffer!("query", m * h, act.size());
+        let k = buffer!("key", m * h, act.size());
+        let v = buffer!("value", m * h, act.size());
+        let ctx = buffer!("attention context", m * h, act.size());
+        let proj = buffer!("projection", m * h, act.size());
+        let probs = buffer!("attention probabilities", probs_len, 4);
+        let inter = buffer!("mlp", m * inner, act.size());
+        let gelu = buffer!("mlp gelu", m * inner, act.size());
+        let pooled = buffer!("pooled", batch * h, 4);
+        let out = buffer!("sentence embeddings", batch * h, 4);
         let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("sentence embeddings readback"),
             size: (batch * h * 4) as u64,
@@ -87,57 +96,68 @@ impl Bert {
         let act_norm = Variant { in_dt: act, residual: true, ..to_act };
         let mut steps = Vec::new();
         let mut app = |d: Dispatch| steps.push(Step::App(d));
-        app(kn.dispatch(
-            Kernel::Embed,
-            Variant::default(),
-            base,
-            &[(i0, &ids), (i1, &types), (i2, &self.word), (i3, &self.position), (i4, &self.token_type), (o0, &emb)],
-        )?);
-        app(kn.dispatch(
-            Kernel::LayerNorm,
-            to_act,
-            base,
-            &[(i0, &emb), (i2, &self.norm.gamma), (i3, &self.norm.beta), (o0, &hs), (o1, &hs_act)]
-                [..if act == DType::F32 { 4 } else { 5 }],
-        )?);
+        app(kn
+            .dispatch_async(
+                Kernel::Embed,
+                Variant::default(),
+                base,
+                &[(i0, &ids), (i1, &types), (i2, &self.word), (i3, &self.position), (i4, &self.token_type), (o0, &emb)],
+            )
+            .await?);
+        app(kn
+            .dispatch_async(
+                Kernel::LayerNorm,
+                to_act,
+                base,
+                &[(i0, &emb), (i2, &self.norm.gamma), (i3, &self.norm.beta), (o0, &hs), (o1, &hs_act)]
+                    [..if act == DType::F32 { 4 } else { 5 }],
+            )
+            .await?);
         for layer in &self.layers {
-            self.linear_step(&mut steps, &layer.query, m, &hs_act, &q)?;
-            self.linear_step(&mut steps, &layer.key, m, &hs_act, &k)?;
-            self.linear_step(&mut steps, &layer.value, m, &hs_act, &v)?;
+            self.linear_step(&mut steps, &layer.query, m, &hs_act, &q).await?;
+            self.linear_step(&mut steps, &layer.key, m, &hs_act, &k).await?;
+            self.linear_step(&mut steps, &layer.value, m, &hs_act, &v).await?;
             let mut app = |d: Dispatch| steps.push(Step::App(d));
-            app(kn.dispatch(Kernel::AttentionProbs, act_in, base, &[(i0, &q), (i1, &k), (i3, &mask), (o0, &probs)])?);
-            app(kn.dispatch(Kernel::AttentionContext, act_in, base, &[(i0, &probs), (i2, &v), (o0, &ctx)])?);
-            self.linear_step(&mut steps, &layer.attn_out, m, &ctx, &proj)?;
+            app(kn
+                .dispatch_async(Kernel::AttentionProbs, act_in, base, &[(i0, &q), (i1, &k), (i3, &mask), (o0, &probs)])
+                .await?);
+            app(kn
+                .dispatch_async(Kernel::AttentionContext, act_in, base, &[(i0, &probs), (i2, &v), (o0, &ctx)])
+                .await?);
+            self.linear_step(&mut steps, &layer.attn_out, m, &ctx, &proj).await?;
             let n = &layer.attn_norm;
             let mut binds = vec![(i0, &proj), (i1, &hs), (i2, &n.gamma), (i3, &n.beta), (o0, &h1)];
             if act != DType::F32 {
                 binds.push((o1, &h1_act));
             }
-            steps.push(Step::App(kn.dispatch(Kernel::LayerNorm, act_norm, base, &binds)?));
-            self.linear_step(&mut steps, &layer.inter, m, &h1_act, &inter)?;
+            steps.push(Step::App(kn.dispatch_async(Kernel::LayerNorm, act_norm, base, &binds).await?));
+            self.linear_step(&mut steps, &layer.inter, m, &h1_act, &inter).await?;
             let wide = Params { n: inner as u32, ..base };
-            steps.push(Step::App(kn.dispatch(Kernel::Gelu, act_in, wide, &[(i0, &inter), (o0, &gelu)])?));
-            self.linear_step(&mut steps, &layer.out, m, &gelu, &proj)?;
+            steps.push(Step::App(kn.dispatch_async(Kernel::Gelu, act_in, wide, &[(i0, &inter), (o0, &gelu)]).await?));
+            self.linear_step(&mut steps, &layer.out, m, &gelu, &proj).await?;
             let n = &layer.out_norm;
             let mut binds = vec![(i0, &proj), (i1, &h1), (i2, &n.gamma), (i3, &n.beta), (o0, &hs)];
             if act != DType::F32 {
                 binds.push((o1, &hs_act));
             }
-            steps.push(Step::App(kn.dispatch(Kernel::LayerNorm, act_norm, base, &binds)?));
+            steps.push(Step::App(kn.dispatch_async(Kernel::LayerNorm, act_norm, base, &binds).await?));
         }
         let mut app = |d: Dispatch| steps.push(Step::App(d));
-        app(kn.dispatch(Kernel::MeanPool, Variant::default(), base, &[(i0, &hs), (i3, &mask), (o0, &pooled)])?);
+        app(kn
+            .dispatch_async(Kernel::MeanPool, Variant::default(), base, &[(i0, &hs), (i3, &mask), (o0, &pooled)])
+            .await?);
         let rows = Params { m: batch as u32, ..base };
-        app(kn.dispatch(Kernel::L2Normalize, Variant::default(), rows, &[(i0, &pooled), (o0, &out)])?);
+        app(kn.dispatch_async(Kernel::L2Normalize, Variant::default(), rows, &[(i0, &pooled), (o0, &out)]).await?);
 
         let plan = ForwardPlan { batch, seq, ids, types, mask, out, staging, steps, bytes };
         // Recording once, into an encoder that is dropped unsubmitted, makes the int8 layers'
         // bind groups for these buffers now rather than in the first forward.
         self.record(&plan, &mut gpu.device().create_command_encoder(&Default::default()))?;
+        ops::settle(gpu).await?;
         Ok(plan)
     }
 
-    fn linear_step(
+    async fn linear_step(
         &self,
         steps: &mut Vec<Step>,
         linear: &Linear,
@@ -157,7 +177,7 @@ impl Bert {
                 let p = Params { m: m as u32, n: *out as u32, k: *inp as u32, ..Params::default() };
                 let [i0, i1, i2, _, _] = slot::IN;
                 let binds = [(i0, x), (i1, weight), (i2, bias), (slot::OUT[0], y)];
-                Step::App(self.kernels.dispatch(Kernel::Dense, Variant::default(), p, &binds)?)
+                Step::App(self.kernels.dispatch_async(Kernel::Dense, Variant::default(), p, &binds).await?)
             }
         });
         Ok(())

@@ -19,6 +19,9 @@
 //! - `--bench`: time batches of 1 and 8 sentences (cycling the sentences given), and
 //!   `--bench-batch N` more, plus the host time to record one forward.
 //! - `--check`: also run the f32 forward on the CPU in f64 and print the GPU's cosine to it.
+//! - `--json FILE`: also write every model's embeddings as JSON (`{"sentences": [...],
+//!   "tokens": [...], "models": [{"name", "embeddings": [[...]]}]}`), for
+//!   `scripts/web-page.sh --test`.
 //! - `--quality`: the scheme comparison against the sentence-transformers reference
 //!   (tests/fixtures/minilm_reference.json): mean and min cosine, retrieval, LLM.int8()'s
 //!   outlier columns; markdown, printed and written to `docs/quality.md` (the README's copy).
@@ -35,6 +38,7 @@ mod config;
 #[allow(dead_code)]
 mod cpu;
 /// A forward's buffers and dispatches, and its recording.
+#[allow(dead_code)]
 mod forward;
 #[allow(dead_code)]
 mod ops;
@@ -64,6 +68,7 @@ const HELP: &str = "usage: embed [OPTIONS] SENTENCE...
   --iters N          timed runs per model (default 3)
   --bench            time batches of 1 and 8 sentences; --bench-batch N adds a size
   --check            also compare with a CPU f64 forward
+  --json FILE        also write every model's embeddings as JSON
   --quality          the scheme comparison against sentence-transformers; writes docs/quality.md";
 
 struct Args {
@@ -74,6 +79,7 @@ struct Args {
     bench: bool,
     bench_batches: Vec<usize>,
     check: bool,
+    json: Option<PathBuf>,
     quality: bool,
     sentences: Vec<String>,
 }
@@ -94,6 +100,7 @@ fn parse_args() -> Result<Args> {
         bench: false,
         bench_batches: vec![1, 8],
         check: false,
+        json: None,
         quality: false,
         sentences: vec![],
     };
@@ -118,6 +125,7 @@ fn parse_args() -> Result<Args> {
             "--bench" => a.bench = true,
             "--bench-batch" => a.bench_batches.push(value("--bench-batch")?.parse()?),
             "--check" => a.check = true,
+            "--json" => a.json = Some(value("--json")?.into()),
             "--quality" => a.quality = true,
             "-h" | "--help" => {
                 println!("{HELP}");
@@ -278,6 +286,18 @@ fn main() -> Result<()> {
                 reference.iter().zip(&embeddings[i]).map(|(a, b)| format!("{:.6}", cpu::cosine(a, b))).collect();
             println!("cosine to f32, per sentence: {}", cos.join(" "));
         }
+    }
+
+    if let Some(path) = &args.json {
+        let models: Vec<serde_json::Value> =
+            runs.iter().zip(&embeddings).map(|(r, e)| serde_json::json!({ "name": r.name, "embeddings": e })).collect();
+        let doc = serde_json::json!({
+            "adapter": gpu.describe(),
+            "sentences": args.sentences,
+            "tokens": lengths,
+            "models": models
+        });
+        std::fs::write(path, doc.to_string()).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
 
     if args.check {

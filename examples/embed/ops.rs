@@ -3,7 +3,9 @@
 //! and recorded into any compute pass any number of times.
 //!
 //! This is application code on plain wgpu: it shares int8-wgpu's device ([`Gpu::device`]) and
-//! buffers, and nothing here is part of the library.
+//! buffers, and nothing here is part of the library. Its core is async (a browser cannot block:
+//! `examples/web`); natively the blocking forms (`Kernels::new`, `dispatch`, `storage`,
+//! `read_mapped`) block on it, where a popped error scope is ready at once.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -179,15 +181,21 @@ pub struct Kernels {
 
 impl Kernels {
     /// Compiles `ops.wgsl` on the device; a shader the device rejects is an error, not a
-    /// panic.
+    /// panic. Blocks on [`Kernels::new_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(gpu: &Gpu) -> Result<Self> {
+        pollster::block_on(Self::new_async(gpu))
+    }
+
+    /// Async form of [`Kernels::new`].
+    pub async fn new_async(gpu: &Gpu) -> Result<Self> {
         let device = gpu.device();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("minilm app kernels"),
             source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope.pop().await {
             return Err(format!("compiling ops.wgsl: {e}").into());
         }
         let placeholder = |label| {
@@ -212,10 +220,10 @@ impl Kernels {
         &self.gpu
     }
 
-    fn pipeline(&self, kernel: Kernel, v: Variant) -> Result<wgpu::ComputePipeline> {
-        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = cache.get(&(kernel, v)) {
-            return Ok(p.clone());
+    async fn pipeline(&self, kernel: Kernel, v: Variant) -> Result<wgpu::ComputePipeline> {
+        let cached = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&(kernel, v)).cloned();
+        if let Some(p) = cached {
+            return Ok(p);
         }
         let device = self.gpu.device();
         let constants = [
@@ -233,17 +241,30 @@ impl Kernels {
             compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
             cache: None,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope.pop().await {
             return Err(format!("compiling kernel {} {v:?}: {e}", kernel.entry()).into());
         }
-        cache.insert((kernel, v), pipeline.clone());
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert((kernel, v), pipeline.clone());
         Ok(pipeline)
     }
 
     /// Prepares a launch of `kernel` over `threads` (1-D kernels), `rows` workgroups
     /// (`LayerNorm`, `L2Normalize`) or the `[m, n]` output (`Dense`), as `params` say, with
     /// `buffers` at their slots. Slots the kernel uses but `buffers` omits get a placeholder.
+    /// Blocks on [`Kernels::dispatch_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn dispatch(
+        &self,
+        kernel: Kernel,
+        variant: Variant,
+        params: Params,
+        buffers: &[(u32, &wgpu::Buffer)],
+    ) -> Result<Dispatch> {
+        pollster::block_on(self.dispatch_async(kernel, variant, params, buffers))
+    }
+
+    /// Async form of [`Kernels::dispatch`].
+    pub async fn dispatch_async(
         &self,
         kernel: Kernel,
         variant: Variant,
@@ -255,7 +276,7 @@ impl Kernels {
                 return Err(format!("kernel {} has no binding {s}", kernel.entry()).into());
             }
         }
-        let pipeline = self.pipeline(kernel, variant)?;
+        let pipeline = self.pipeline(kernel, variant).await?;
         let device = self.gpu.device();
         let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("minilm params"),
@@ -277,7 +298,7 @@ impl Kernels {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope.pop().await {
             return Err(format!("binding kernel {}: {e}", kernel.entry()).into());
         }
         let groups = match kernel {
@@ -307,8 +328,15 @@ impl Kernels {
 }
 
 /// Creates an application storage buffer (`STORAGE | COPY_SRC | COPY_DST`) of `size` bytes,
-/// zeroed, or holding `contents`; refuses sizes over the device's binding limit.
+/// zeroed, or holding `contents`; refuses sizes over the device's binding limit. Blocks on
+/// [`storage_async`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn storage(gpu: &Gpu, label: &str, size: u64, contents: Option<&[u8]>) -> Result<wgpu::Buffer> {
+    pollster::block_on(storage_async(gpu, label, size, contents))
+}
+
+/// Async form of [`storage`].
+pub async fn storage_async(gpu: &Gpu, label: &str, size: u64, contents: Option<&[u8]>) -> Result<wgpu::Buffer> {
     let limit = gpu.max_binding_size();
     let size = size.div_ceil(4).max(1) * 4;
     if size > limit {
@@ -334,20 +362,42 @@ pub fn storage(gpu: &Gpu, label: &str, size: u64, contents: Option<&[u8]>) -> Re
             device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
         }
     };
-    if let Some(e) = pollster::block_on(scope.pop()) {
+    if let Some(e) = scope.pop().await {
         return Err(format!("allocating {size} bytes for {label}: {e}").into());
     }
     Ok(buffer)
 }
 
-/// Reads `size` bytes of a `MAP_READ` buffer after the work submitted so far; waits.
+/// Where errors are deferred (a browser: int8-wgpu keeps its popped error scopes until its next
+/// awaited readback), makes such a readback, of one value, so that the library's first error
+/// so far is returned here. Natively every call returned its error already: nothing to do.
+pub async fn settle(gpu: &Gpu) -> Result<()> {
+    #[cfg(target_arch = "wasm32")]
+    int8_wgpu::GpuTensor::from_host(gpu, &[0.0f32], &[1])?.read_async::<f32>().await?;
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = gpu;
+    Ok(())
+}
+
+/// Reads `size` bytes of a `MAP_READ` buffer after the work submitted so far; waits. Blocks
+/// on [`read_mapped_async`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn read_mapped(gpu: &Gpu, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    pollster::block_on(read_mapped_async(gpu, staging, size))
+}
+
+/// Async form of [`read_mapped`]: natively it waits for the device here (as the blocking form
+/// always did), in a browser the page's event loop completes the mapping.
+pub async fn read_mapped_async(gpu: &Gpu, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+    let (tx, rx) = futures::channel::oneshot::channel();
     staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
         let _ = tx.send(r);
     });
+    #[cfg(not(target_arch = "wasm32"))]
     gpu.synchronize()?;
-    rx.recv().map_err(|_| "the readback mapping was dropped (device lost?)")??;
+    #[cfg(target_arch = "wasm32")]
+    let _ = gpu;
+    rx.await.map_err(|_| "the readback mapping was dropped (device lost?)")??;
     let bytes = staging.get_mapped_range(..size)?.to_vec();
     staging.unmap();
     Ok(bytes)

@@ -72,7 +72,17 @@ impl Batch {
 /// [`Batch`] pads to the longest sentence).
 pub fn load_tokenizer(folder: &Path, max_len: usize) -> Result<tokenizers::Tokenizer> {
     let path = folder.join("tokenizer.json");
-    let mut t = tokenizers::Tokenizer::from_file(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let t = tokenizers::Tokenizer::from_file(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    configure(t, max_len)
+}
+
+/// [`load_tokenizer`] from the bytes of a `tokenizer.json` (a page fetches it).
+pub fn tokenizer_from_bytes(json: &[u8], max_len: usize) -> Result<tokenizers::Tokenizer> {
+    let t = tokenizers::Tokenizer::from_bytes(json).map_err(|e| format!("reading tokenizer.json: {e}"))?;
+    configure(t, max_len)
+}
+
+fn configure(mut t: tokenizers::Tokenizer, max_len: usize) -> Result<tokenizers::Tokenizer> {
     t.with_padding(None);
     let params = tokenizers::TruncationParams { max_length: max_len, ..Default::default() };
     t.with_truncation(Some(params))?;
@@ -81,9 +91,13 @@ pub fn load_tokenizer(folder: &Path, max_len: usize) -> Result<tokenizers::Token
 
 /// sentence-transformers' `max_seq_length` from `sentence_bert_config.json`, else 512.
 pub fn max_seq_length(folder: &Path) -> usize {
-    std::fs::read_to_string(folder.join("sentence_bert_config.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    max_seq_length_in(std::fs::read_to_string(folder.join("sentence_bert_config.json")).ok().as_deref())
+}
+
+/// [`max_seq_length`] from the text of a `sentence_bert_config.json`, if any.
+pub fn max_seq_length_in(sentence_bert_config: Option<&str>) -> usize {
+    sentence_bert_config
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
         .and_then(|v| v.get("max_seq_length").and_then(Value::as_u64))
         .map_or(512, |n| n as usize)
 }

@@ -89,24 +89,24 @@ impl Loader<'_> {
         Ok(v)
     }
 
-    pub fn upload(&mut self, name: &str, shape: &[usize]) -> Result<wgpu::Buffer> {
+    pub async fn upload(&mut self, name: &str, shape: &[usize]) -> Result<wgpu::Buffer> {
         let v = self.floats(name, shape)?;
         self.bytes += 4 * v.len() as u64;
-        ops::storage(self.gpu, name, 4 * v.len() as u64, Some(bytemuck::cast_slice(&v)))
+        ops::storage_async(self.gpu, name, 4 * v.len() as u64, Some(bytemuck::cast_slice(&v))).await
     }
 
-    pub fn norm(&mut self, name: &str, n: usize) -> Result<Norm> {
+    pub async fn norm(&mut self, name: &str, n: usize) -> Result<Norm> {
         Ok(Norm {
-            gamma: self.upload(&format!("{name}.weight"), &[n])?,
-            beta: self.upload(&format!("{name}.bias"), &[n])?,
+            gamma: self.upload(&format!("{name}.weight"), &[n]).await?,
+            beta: self.upload(&format!("{name}.bias"), &[n]).await?,
         })
     }
 
-    pub fn linear(&mut self, name: &str, out: usize, inp: usize) -> Result<Linear> {
+    pub async fn linear(&mut self, name: &str, out: usize, inp: usize) -> Result<Linear> {
         let act = match self.precision {
             Precision::F32 => {
-                let weight = self.upload(&format!("{name}.weight"), &[out, inp])?;
-                let bias = self.upload(&format!("{name}.bias"), &[out])?;
+                let weight = self.upload(&format!("{name}.weight"), &[out, inp]).await?;
+                let bias = self.upload(&format!("{name}.bias"), &[out]).await?;
                 return Ok(Linear::Dense { weight, bias, out, inp });
             }
             p => p.activation(),
@@ -141,17 +141,17 @@ impl Loader<'_> {
     }
 
     /// Encoder layer `n`.
-    pub fn layer(&mut self, n: usize, c: &Config) -> Result<Layer> {
+    pub async fn layer(&mut self, n: usize, c: &Config) -> Result<Layer> {
         let (h, i, p) = (c.hidden, c.intermediate, format!("encoder.layer.{n}"));
         Ok(Layer {
-            query: self.linear(&format!("{p}.attention.self.query"), h, h)?,
-            key: self.linear(&format!("{p}.attention.self.key"), h, h)?,
-            value: self.linear(&format!("{p}.attention.self.value"), h, h)?,
-            attn_out: self.linear(&format!("{p}.attention.output.dense"), h, h)?,
-            attn_norm: self.norm(&format!("{p}.attention.output.LayerNorm"), h)?,
-            inter: self.linear(&format!("{p}.intermediate.dense"), i, h)?,
-            out: self.linear(&format!("{p}.output.dense"), h, i)?,
-            out_norm: self.norm(&format!("{p}.output.LayerNorm"), h)?,
+            query: self.linear(&format!("{p}.attention.self.query"), h, h).await?,
+            key: self.linear(&format!("{p}.attention.self.key"), h, h).await?,
+            value: self.linear(&format!("{p}.attention.self.value"), h, h).await?,
+            attn_out: self.linear(&format!("{p}.attention.output.dense"), h, h).await?,
+            attn_norm: self.norm(&format!("{p}.attention.output.LayerNorm"), h).await?,
+            inter: self.linear(&format!("{p}.intermediate.dense"), i, h).await?,
+            out: self.linear(&format!("{p}.output.dense"), h, i).await?,
+            out_norm: self.norm(&format!("{p}.output.LayerNorm"), h).await?,
         })
     }
 }
