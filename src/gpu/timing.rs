@@ -155,8 +155,9 @@ impl Gpu {
     }
 
     /// [`Gpu::time_pass`] without blocking, for a browser: it awaits the timestamps' readback
-    /// instead of waiting for the device, and needs timestamps that advance there (a browser
-    /// has no wall clock here: else [`Error::Unsupported`]).
+    /// instead of waiting for the device, and needs timestamps that advance there within 1024
+    /// times `iters` repetitions (a browser has no wall clock here: else
+    /// [`Error::Unsupported`]).
     pub async fn time_pass_async(
         &self,
         iters: u32,
