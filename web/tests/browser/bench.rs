@@ -10,6 +10,7 @@ use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 use crate::common;
 
+// The shapes and layers it lists are the native table's.
 #[allow(dead_code)]
 #[path = "../../../bench/examples/web_bench/round.rs"]
 mod round;
