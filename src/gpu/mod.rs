@@ -22,6 +22,7 @@ mod scopes;
 pub(crate) mod shaders;
 pub(crate) mod tensor;
 mod timing;
+mod timing_repeat;
 #[cfg(test)]
 mod translate;
 mod wait;

@@ -2,6 +2,7 @@
 //! CPU reference computed in the same wasm module. Off wasm32 this compiles to nothing.
 #![cfg(target_arch = "wasm32")]
 
+mod bench;
 mod common;
 mod errors;
 mod int8_activations;
