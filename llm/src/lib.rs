@@ -12,11 +12,7 @@ mod tokenizer;
 pub use stream::StreamDecoder;
 pub use tokenizer::Tokenizer;
 
-
-
 // ---------------------------------------------------------------------------------------------
-
-
 
 // The model: weights, kernels, forward, sampling.
 mod forward;

@@ -34,8 +34,15 @@ impl Config {
         }
         // 16-bit tensors are written a word (two elements) per thread; the dense kernel reads
         // vec4s along the input.
-        if head_dim % 2 != 0 || p.embedding_length % 4 != 0 || p.feed_forward_length % 4 != 0 {
-            return Err(format!("unsupported shape: head size {head_dim}, hidden {}, FFN {}", p.embedding_length, p.feed_forward_length).into());
+        if !head_dim.is_multiple_of(2)
+            || !p.embedding_length.is_multiple_of(4)
+            || !p.feed_forward_length.is_multiple_of(4)
+        {
+            return Err(format!(
+                "unsupported shape: head size {head_dim}, hidden {}, FFN {}",
+                p.embedding_length, p.feed_forward_length
+            )
+            .into());
         }
         Ok(Config { params, head_dim })
     }

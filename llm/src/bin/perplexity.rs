@@ -97,7 +97,11 @@ fn run() -> Result<()> {
             nll += n;
             count += chunk.len() - 1;
             top.extend_from_slice(&t1[..chunk.len() - 1]);
-            eprintln!("{name}: window {w}: ppl so far {:.4}, {:.2} s", (nll / count as f64).exp(), t.elapsed().as_secs_f64());
+            eprintln!(
+                "{name}: window {w}: ppl so far {:.4}, {:.2} s",
+                (nll / count as f64).exp(),
+                t.elapsed().as_secs_f64()
+            );
         }
         let ppl = (nll / count as f64).exp();
         let agree = match &baseline {
