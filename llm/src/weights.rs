@@ -61,17 +61,8 @@ pub enum Linear {
     Dense { weight: wgpu::Buffer, out: usize, inp: usize },
 }
 
-impl Linear {
-    /// The dtype of the layer's input and output.
-    pub fn activation(&self) -> DType {
-        match self {
-            Linear::Int8(l) => l.activation_dtype(),
-            Linear::Dense { .. } => DType::F32,
-        }
-    }
-}
-
-/// One transformer block's weights.
+/// One transformer block's weights (GGUF `blk.N.*`): RMSNorm weights `[hidden]` f32, the
+/// attention projections, the SwiGLU's gate, up and down projections.
 pub struct Block {
     pub attn_norm: wgpu::Buffer,
     pub q: Linear,
@@ -88,7 +79,9 @@ pub struct Block {
 pub struct Weights {
     /// Token embedding table `[vocab, hidden]` f32.
     pub embed: wgpu::Buffer,
+    /// The transformer blocks, in order.
     pub blocks: Vec<Block>,
+    /// The final RMSNorm's weight `[hidden]` f32.
     pub output_norm: wgpu::Buffer,
     /// The output projection (tied to the embedding unless the file has `output.weight`);
     /// its activations are f32 in every mode, so logits are f32.
