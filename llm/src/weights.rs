@@ -44,6 +44,10 @@ impl Config {
             )
             .into());
         }
+        // The RoPE table holds every position the model has (8192 x 64 values for SmolLM2).
+        if p.context_length.checked_mul(head_dim).is_none_or(|x| x > 1 << 26) {
+            return Err(format!("a context of {} positions is more than this decoder tables", p.context_length).into());
+        }
         Ok(Config { params, head_dim })
     }
 
