@@ -169,7 +169,12 @@ impl Plan {
             b.linear(&blk.gate, &xa, &gate)?;
             b.linear(&blk.up, &xa, &up)?;
             let wide = Params { n: ffn as u32, ..base };
-            b.app(Kernel::Swiglu, Variant { in_dt: act, out_dt: act, residual: false }, wide, &[(i0, &gate), (i1, &up), (o0, &mid)])?;
+            b.app(
+                Kernel::Swiglu,
+                Variant { in_dt: act, out_dt: act, residual: false },
+                wide,
+                &[(i0, &gate), (i1, &up), (o0, &mid)],
+            )?;
             b.linear(&blk.down, &mid, &proj)?;
             // The next block's attention norm, or the final norm (f32 out: the output projection
             // runs on f32 activations in every mode).
@@ -199,10 +204,8 @@ impl Plan {
             Ok(())
         };
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("llm blocks"),
-                timestamp_writes: None,
-            });
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("llm blocks"), timestamp_writes: None });
             for step in &self.blocks {
                 run(&mut pass, step)?;
             }

@@ -12,11 +12,7 @@ mod tokenizer;
 pub use stream::StreamDecoder;
 pub use tokenizer::Tokenizer;
 
-
-
 // ---------------------------------------------------------------------------------------------
-
-
 
 // The model: weights, kernels, forward, sampling.
 mod forward;
@@ -24,8 +20,9 @@ pub mod mode;
 pub mod model;
 mod ops;
 pub mod sampling;
-pub mod weights;
+mod weights;
 
 pub use mode::WeightMode;
 pub use model::{Model, Session};
 pub use sampling::Sampler;
+pub use weights::Config;

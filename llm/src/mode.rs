@@ -68,10 +68,9 @@ impl WeightMode {
             "llm-int8" => int8(DType::F32, Some(ActivationQuant::llm_int8(ActivationQuant::DEFAULT_THRESHOLD)?)),
             "q8_0" => WeightMode::Q8_0 { activation: DType::BF16 },
             _ => {
-                return Err(format!(
-                    "weights `{name}`: use f32, w8a16, w8a16-f16, w8a32, w8a8, llm-int8 or q8_0"
-                )
-                .into());
+                return Err(
+                    format!("weights `{name}`: use f32, w8a16, w8a16-f16, w8a32, w8a8, llm-int8 or q8_0").into()
+                );
             }
         };
         let scheme_given = group.is_some() || asym;

@@ -34,8 +34,19 @@ impl Config {
         }
         // 16-bit tensors are written a word (two elements) per thread; the dense kernel reads
         // vec4s along the input.
-        if head_dim % 2 != 0 || p.embedding_length % 4 != 0 || p.feed_forward_length % 4 != 0 {
-            return Err(format!("unsupported shape: head size {head_dim}, hidden {}, FFN {}", p.embedding_length, p.feed_forward_length).into());
+        if !head_dim.is_multiple_of(2)
+            || !p.embedding_length.is_multiple_of(4)
+            || !p.feed_forward_length.is_multiple_of(4)
+        {
+            return Err(format!(
+                "unsupported shape: head size {head_dim}, hidden {}, FFN {}",
+                p.embedding_length, p.feed_forward_length
+            )
+            .into());
+        }
+        // The RoPE table holds every position the model has (8192 x 64 values for SmolLM2).
+        if p.context_length.checked_mul(head_dim).is_none_or(|x| x > 1 << 26) {
+            return Err(format!("a context of {} positions is more than this decoder tables", p.context_length).into());
         }
         Ok(Config { params, head_dim })
     }
@@ -54,17 +65,8 @@ pub enum Linear {
     Dense { weight: wgpu::Buffer, out: usize, inp: usize },
 }
 
-impl Linear {
-    /// The dtype of the layer's input and output.
-    pub fn activation(&self) -> DType {
-        match self {
-            Linear::Int8(l) => l.activation_dtype(),
-            Linear::Dense { .. } => DType::F32,
-        }
-    }
-}
-
-/// One transformer block's weights.
+/// One transformer block's weights (GGUF `blk.N.*`): RMSNorm weights `[hidden]` f32, the
+/// attention projections, the SwiGLU's gate, up and down projections.
 pub struct Block {
     pub attn_norm: wgpu::Buffer,
     pub q: Linear,
@@ -81,7 +83,9 @@ pub struct Block {
 pub struct Weights {
     /// Token embedding table `[vocab, hidden]` f32.
     pub embed: wgpu::Buffer,
+    /// The transformer blocks, in order.
     pub blocks: Vec<Block>,
+    /// The final RMSNorm's weight `[hidden]` f32.
     pub output_norm: wgpu::Buffer,
     /// The output projection (tied to the embedding unless the file has `output.weight`);
     /// its activations are f32 in every mode, so logits are f32.

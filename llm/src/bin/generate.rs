@@ -117,7 +117,7 @@ fn run() -> Result<()> {
     }
     let mut stream = tokenizer.stream();
     let (t, mut generated, mut steps) = (Instant::now(), 0, 0);
-    while a.max_tokens > 0 {
+    while generated < a.max_tokens {
         let id = sampler.sample(&logits);
         generated += 1;
         if tokenizer.is_end(id) {
