@@ -6,8 +6,10 @@
 //! on every Debian system), in windows of W tokens (default 512), each window a fresh context
 //! scored in one pass: the perplexity is exp of the mean negative log-likelihood of every token
 //! after a window's first. Modes (default all): f32, w8a16, w8a16-asym, w8a16-gN (groups of N),
-//! tensor-absmax, tensor-zeropoint, w8a8, llm-int8, q8_0 (only for a file with Q8_0 linear
-//! tensors).
+//! tensor-absmax, tensor-zeropoint, w8a8, llm-int8, q8_0. The q8_0 row reads `--q8-0-model`
+//! (default: `SmolLM2-135M-Instruct.Q8_0.gguf` beside the model, which llama.cpp's
+//! `llama_model_quantize` makes from it, see scripts/llama-cpp-bench.py): its linear tensors as
+//! llama.cpp stores them, no requantizing; skipped when that file is missing.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -51,6 +53,7 @@ fn score(logits: &[Vec<f32>], ids: &[u32]) -> (f64, Vec<u32>) {
 
 fn run() -> Result<()> {
     let mut model_path = int8_wgpu_llm::model::default_path();
+    let mut q8_path = None;
     let mut text = PathBuf::from("/usr/share/common-licenses/GPL-3");
     let (mut tokens, mut window, mut modes) = (4096usize, 512usize, ALL.to_string());
     let mut it = std::env::args().skip(1);
@@ -58,6 +61,7 @@ fn run() -> Result<()> {
         let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--model" => model_path = PathBuf::from(value()?),
+            "--q8-0-model" => q8_path = Some(PathBuf::from(value()?)),
             "--text" => text = PathBuf::from(value()?),
             "--tokens" => tokens = value()?.parse().map_err(|_| "--tokens: not a number")?,
             "--window" => window = value()?.parse().map_err(|_| "--window: not a number")?,
@@ -72,6 +76,7 @@ fn run() -> Result<()> {
         return Err(format!("no model file at {} (scripts/fetch-smollm2.sh fetches it)", model_path.display()).into());
     }
     let gguf = Gguf::open(&model_path)?;
+    let q8_path = q8_path.unwrap_or_else(|| model_path.with_file_name("SmolLM2-135M-Instruct.Q8_0.gguf"));
     let body = std::fs::read_to_string(&text).map_err(|e| format!("{}: {e}", text.display()))?;
     let mut ids = Tokenizer::from_gguf(&gguf)?.encode(&body)?;
     if ids.len() < tokens {
@@ -88,7 +93,11 @@ fn run() -> Result<()> {
     let mut baseline: Option<Vec<u32>> = None;
     let mut rows = Vec::new();
     for (name, m) in modes {
-        let model = match Model::load(&gpu, &gguf, m) {
+        let loaded = match m {
+            WeightMode::Q8_0 { .. } => Model::open(&gpu, &q8_path, m),
+            _ => Model::load(&gpu, &gguf, m),
+        };
+        let model = match loaded {
             Ok(model) => model,
             Err(e) => {
                 eprintln!("{name}: skipped ({e})");
