@@ -42,7 +42,9 @@ pub fn render(messages: &[Message], add_generation_prompt: bool) -> String {
 pub fn check(gguf: &Gguf) -> Result<()> {
     match gguf.tokenizer()?.chat_template {
         Some(TEMPLATE) => Ok(()),
-        Some(_) => Err("the GGUF's chat template is not SmolLM2's ChatML template, which chat::render implements".into()),
+        Some(_) => {
+            Err("the GGUF's chat template is not SmolLM2's ChatML template, which chat::render implements".into())
+        }
         None => Err("the GGUF has no chat template (tokenizer.chat_template)".into()),
     }
 }

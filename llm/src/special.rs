@@ -12,8 +12,16 @@ use crate::Result;
 const SPECIAL_TYPES: [i64; 3] = [2, 3, 4];
 
 /// Texts llama.cpp takes for the end-of-turn token when the file names none.
-const EOT: [&str; 8] =
-    ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "_<EOT>", "<｜end▁of▁sentence｜>"];
+const EOT: [&str; 8] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<EOT>",
+    "_<EOT>",
+    "<｜end▁of▁sentence｜>",
+];
 /// Texts of the end-of-message token.
 const EOM: [&str; 1] = ["<|eom_id|>"];
 /// Texts of the fill-in-the-middle tokens that end generation: pad, repository, file separator.
@@ -51,7 +59,8 @@ const FIM_OTHER: [&str; 18] = [
     "▁<MID>",
 ];
 /// Texts that end generation wherever they are in the vocabulary.
-const END: [&str; 8] = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>"];
+const END: [&str; 8] =
+    ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>"];
 
 /// Whether llama.cpp matches `token` (of type `token_type`) whole in text that may contain
 /// special tokens: its type says so, or its text is one llama.cpp turns into a control token.

@@ -33,7 +33,9 @@ impl Tokenizer {
     pub fn from_gguf(gguf: &Gguf) -> Result<Tokenizer> {
         let meta = gguf.tokenizer()?;
         if meta.model != "gpt2" {
-            return Err(format!("tokenizer model `{}` is not supported (only byte-level BPE, `gpt2`)", meta.model).into());
+            return Err(
+                format!("tokenizer model `{}` is not supported (only byte-level BPE, `gpt2`)", meta.model).into()
+            );
         }
         let pre = meta.pre.unwrap_or("default");
         if pre != "smollm" {
