@@ -23,7 +23,7 @@ How it measures:
   Times are wall clock around those calls, logits read included (it waits for the device).
 - The table gives the median over the rounds with the range, the load average before and
   after, the Vulkan adapter as llama.cpp names it, and whether each configuration's 32 greedy
-  tokens equal those of the first configuration.
+  tokens are the same in every round and equal those of the Vulkan run of the same weights.
 """
 
 import argparse
@@ -210,19 +210,21 @@ def main():
         child.close()
 
     adapter = next((c.adapter for c in children if c.gpu_layers != 0 and c.adapter), "none")
-    first = children[0].rounds[0]["ids"]
+    vulkan_ids = {weights: child.rounds[0]["ids"] for (backend, weights, _, _), child in zip(configs, children)
+                  if backend == "Vulkan"}
     print(f"llama-cpp-python {llama_cpp.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; Vulkan adapter: {adapter}")
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
           f"{PROMPT_TOKENS}-token prompt, {DECODE_TOKENS} greedy tokens, {THREADS} threads, "
           f"median (range) of {args.rounds} rounds after a warm-up\n")
-    print("| llama.cpp | weights | prefill tokens/s | decode tokens/s | greedy tokens = first row's |")
+    print("| llama.cpp | weights | prefill tokens/s | decode tokens/s | greedy tokens = Vulkan's, same weights |")
     print("|---|---|---|---|---|")
     for (backend, weights, _, layers), child in zip(configs, children):
         prefill = [PROMPT_TOKENS / r["prefill_s"] for r in child.rounds]
         decode = [DECODE_TOKENS / r["decode_s"] for r in child.rounds]
-        same = all(r["ids"] == first for r in child.rounds)
+        reference = vulkan_ids.get(weights, child.rounds[0]["ids"])
+        same = all(r["ids"] == reference for r in child.rounds)
         where = f"{backend} (n_gpu_layers={layers})"
         print(f"| {where} | {weights} | {fmt(prefill)} | {fmt(decode)} | {'yes' if same else 'no'} |")
 
