@@ -6,6 +6,7 @@ pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + S
 
 // Text and token ids: the GGUF's byte-level BPE, the chat template, streaming decode.
 pub mod chat;
+mod special;
 mod stream;
 mod tokenizer;
 

@@ -13,18 +13,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use crate::Result;
+use crate::special;
 use crate::stream::StreamDecoder;
-
-/// llama.cpp's token type for control tokens (`<|im_start|>`, ...): matched in the text only
-/// when special tokens are parsed, never split by BPE.
-const CONTROL: i64 = 3;
-/// llama.cpp's token type for user-defined tokens: always matched in the text as a whole.
-const USER_DEFINED: i64 = 4;
-
-/// Token texts llama.cpp treats as end of generation besides `eos` (`llama-vocab.cpp`, where
-/// it builds `special_eog_ids` from the token texts).
-const END_TEXTS: [&str; 8] =
-    ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>"];
 
 /// Text to token ids and back, as llama.cpp tokenizes for the same GGUF.
 pub struct Tokenizer {
@@ -85,27 +75,16 @@ impl Tokenizer {
             ByteLevel::new(false, false, true).into(),
         ]))));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let special: Vec<AddedToken> = meta
+        let added: Vec<AddedToken> = meta
             .tokens
             .iter()
             .zip(&types)
-            .filter(|(_, t)| matches!(**t, CONTROL | USER_DEFINED))
+            .filter(|&(&token, &token_type)| special::is_special(token, token_type))
             .map(|(&token, _)| AddedToken::from(token, true))
             .collect();
-        inner.add_special_tokens(special)?;
+        inner.add_special_tokens(added)?;
 
-        let mut end: BTreeSet<u32> =
-            (0..vocab_size).zip(&meta.tokens).filter(|(_, t)| END_TEXTS.contains(t)).map(|(id, _)| id).collect();
-        end.insert(eos);
-        for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
-            if gguf.value(key).is_some() {
-                let id = gguf.u32(key)?;
-                if id >= vocab_size {
-                    return Err(format!("{key} is token {id}; the vocabulary has {vocab_size} tokens").into());
-                }
-                end.insert(id);
-            }
-        }
+        let end = special::end_ids(gguf, &meta.tokens, eos)?;
         // llama.cpp's default for a `gpt2` model with this pre-tokenizer is no BOS.
         let bos = if meta.add_bos == Some(true) {
             Some(meta.bos.ok_or("the GGUF asks for a BOS token but names none (tokenizer.ggml.bos_token_id)")?)
@@ -144,8 +123,9 @@ impl Tokenizer {
         self.eos
     }
 
-    /// Whether generation ends at `id`: eos and the chat's end tokens (`<|im_end|>`,
-    /// `<|endoftext|>`, ...), the set llama.cpp stops at.
+    /// Whether generation ends at `id`: the set llama.cpp stops at, i.e. eos and the end
+    /// tokens it knows by text (`<|im_end|>`, `<|endoftext|>`, and for SmolLM2 also
+    /// `<reponame>`, a fill-in-the-middle token).
     pub fn is_end(&self, id: u32) -> bool {
         self.end.contains(&id)
     }
