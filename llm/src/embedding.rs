@@ -36,7 +36,13 @@ impl Embedding {
     }
 
     /// The lookup of `params.m` token ids into `out` (`[m, params.n]` f32).
-    pub fn dispatch(&self, kernels: &Kernels, params: Params, ids: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<Dispatch> {
+    pub fn dispatch(
+        &self,
+        kernels: &Kernels,
+        params: Params,
+        ids: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Result<Dispatch> {
         let [i0, i1, i2, ..] = slot::IN;
         let o0 = slot::OUT[0];
         match self {

@@ -225,9 +225,7 @@ pub fn load(gpu: &Gpu, gguf: &Gguf, config: &Config, mode: WeightMode) -> Result
     let output_norm = l.float("output_norm.weight", &[h])?;
     let name = if tied { "token_embd.weight" } else { "output.weight" };
     let output = match (mode, &embed) {
-        (WeightMode::F32, Embedding::F32(table)) if tied => {
-            Linear::Dense { weight: table.clone(), out: vocab, inp: h }
-        }
+        (WeightMode::F32, Embedding::F32(table)) if tied => Linear::Dense { weight: table.clone(), out: vocab, inp: h },
         (WeightMode::F32, _) => l.linear(name, vocab, h)?,
         _ if gguf.tensor(name)?.ggml_type() == GgmlType::Q8_0 => {
             let layer = l.q8_0(name, DType::F32)?;
