@@ -149,7 +149,7 @@ impl Plan {
         let [o0, o1, o2] = slot::OUT;
         let w = model.weights();
         let mut b = Builder { model, m: n, steps: Vec::new() };
-        b.app(Kernel::Embed, Variant::default(), base, &[(i0, &ids), (i1, &w.embed), (o0, &x)])?;
+        b.steps.push(Step::App(w.embed.dispatch(model.kernels(), base, &ids, &x)?));
         let first = Variant { out_dt: act, ..Variant::default() };
         b.app(Kernel::RmsNorm, first, base, &[(i1, &w.blocks[0].attn_norm), (o0, &x), (o1, &xa)])?;
         let add_norm = Variant { in_dt: act, out_dt: act, residual: true };

@@ -16,6 +16,7 @@ pub use tokenizer::Tokenizer;
 // ---------------------------------------------------------------------------------------------
 
 // The model: weights, kernels, forward, sampling.
+mod embedding;
 mod forward;
 pub mod mode;
 pub mod model;

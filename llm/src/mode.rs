@@ -7,7 +7,9 @@ use crate::Result;
 
 /// How the linear layers of the transformer blocks hold their weights and run.
 ///
-/// The embedding table is always the GGUF's values dequantized to f32; the tied output
+/// A Q8_0 embedding table is looked up as stored (int8 and its scales, values bit-identical to
+/// its f32 dequantization) in every mode but [`WeightMode::F32`] with a tied output, whose
+/// dense output projection needs the f32 table anyway; other tables are f32. The tied output
 /// projection is the GGUF's Q8_0 `token_embd` as stored (int8, groups of 32, f32 activations)
 /// in every int8 mode, and its f32 dequantization in [`WeightMode::F32`].
 #[derive(Clone, Copy, Debug, PartialEq)]

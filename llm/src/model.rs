@@ -75,6 +75,35 @@ impl Model {
         self.weights.bytes
     }
 
+    /// The embedding rows of `ids`, `[ids.len(), hidden]` f32 flat: what the forward's first
+    /// kernel writes into the residual stream, whichever way the table is stored.
+    pub fn embeddings(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab()) {
+            return Err(format!("token id {id} is outside the vocabulary of {}", self.vocab()).into());
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (gpu, h) = (&self.gpu, self.config.params.embedding_length);
+        let n = ids.len();
+        let ids_buf = ops::storage(gpu, "token ids", 4 * n as u64, Some(bytemuck::cast_slice(ids)))?;
+        let out = ops::storage(gpu, "embeddings", (4 * n * h) as u64, None)?;
+        let params = ops::Params { m: ids.len() as u32, n: h as u32, ..Default::default() };
+        let lookup = self.weights.embed.dispatch(&self.kernels, params, &ids_buf, &out)?;
+        let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("embeddings readback"),
+            size: out.size(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        lookup.record(&mut encoder.begin_compute_pass(&Default::default()));
+        encoder.copy_buffer_to_buffer(&out, 0, &staging, 0, out.size());
+        gpu.queue().submit([encoder.finish()]);
+        let bytes = ops::read_mapped(gpu, &staging, (4 * ids.len() * h) as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
     pub(crate) fn weights(&self) -> &Weights {
         &self.weights
     }

@@ -55,8 +55,10 @@ pub mod slot {
 /// The kernels of `ops.wgsl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// Token embedding lookup.
+    /// Token embedding lookup in an f32 table.
     Embed,
+    /// Token embedding lookup in a Q8_0 table (int8 and a scale per 32 values).
+    EmbedQ8,
     /// (Residual add +) RMSNorm.
     RmsNorm,
     /// RoPE on queries and keys; keys and values into the KV cache.
@@ -74,6 +76,7 @@ impl Kernel {
     pub fn entry(self) -> &'static str {
         match self {
             Kernel::Embed => "embed",
+            Kernel::EmbedQ8 => "embed_q8",
             Kernel::RmsNorm => "rms_norm",
             Kernel::RopeKv => "rope_kv",
             Kernel::Attention => "attention",
@@ -87,6 +90,7 @@ impl Kernel {
     pub fn slots(self) -> &'static [u32] {
         match self {
             Kernel::Embed | Kernel::Swiglu | Kernel::Dense => &[1, 2, 6],
+            Kernel::EmbedQ8 => &[1, 2, 3, 6],
             Kernel::RmsNorm => &[1, 2, 6, 7],
             Kernel::RopeKv => &[1, 2, 3, 4, 5, 6, 7, 8],
             Kernel::Attention => &[1, 2, 3, 4, 6, 7],
@@ -248,7 +252,7 @@ impl Kernels {
         let groups = match kernel {
             Kernel::RmsNorm => params.m,
             Kernel::Attention => params.m * params.heads,
-            Kernel::Embed => (params.m * params.n).div_ceil(WG),
+            Kernel::Embed | Kernel::EmbedQ8 => (params.m * params.n).div_ceil(WG),
             Kernel::Swiglu => (params.m * params.n).div_ceil(2 * WG),
             Kernel::RopeKv => (params.m * params.heads * (params.head_dim / 2)).div_ceil(WG),
             Kernel::Dense => {

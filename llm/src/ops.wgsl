@@ -138,6 +138,22 @@ fn embed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     out0[t] = in1[in0[row] * p.n + t % p.n];
 }
 
+// in0: token ids [m], in1: a Q8_0 table [vocab, n] as int8 packed 4 per u32, in2: its scales,
+// one f32 per 32 values; out0: [m, n] f32, f32(q) * d as the host dequantizes it (one rounding,
+// so bit for bit the f32 table's value). One thread per element.
+@compute @workgroup_size(64)
+fn embed_q8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let t = flat(wid, nwg) * WG + lid;
+    if t >= p.m * p.n {
+        return;
+    }
+    let e = in0[t / p.n] * p.n + t % p.n;
+    // Byte e % 4 of its word, sign-extended.
+    let q = bitcast<i32>(in1[e >> 2u] << (24u - 8u * (e & 3u))) >> 24u;
+    out0[t] = bitcast<u32>(f32(q) * f(in2[e >> 5u]));
+}
+
 // ---- (residual add +) RMSNorm -------------------------------------------------------------------
 // out0: the residual stream x [m, n] f32 (HAS_RES: x += in0 [m, n] IN_DT first), in1: gamma [n];
 // out1: x / sqrt(mean(x²) + eps) · gamma in OUT_DT. One workgroup per row.

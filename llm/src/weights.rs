@@ -7,6 +7,7 @@ use int8_wgpu::gguf::{GgmlType, Gguf, LlamaParams};
 use int8_wgpu::{DType, Gpu, QuantizedLinear};
 
 use crate::Result;
+use crate::embedding::{self, Embedding};
 use crate::mode::WeightMode;
 use crate::ops;
 
@@ -81,8 +82,8 @@ pub struct Block {
 
 /// Every weight of the model on the GPU.
 pub struct Weights {
-    /// Token embedding table `[vocab, hidden]` f32.
-    pub embed: wgpu::Buffer,
+    /// Token embedding table.
+    pub embed: Embedding,
     /// The transformer blocks, in order.
     pub blocks: Vec<Block>,
     /// The final RMSNorm's weight `[hidden]` f32.
@@ -208,16 +209,24 @@ pub fn load(gpu: &Gpu, gguf: &Gguf, config: &Config, mode: WeightMode) -> Result
     let p = &config.params;
     let (h, vocab) = (p.embedding_length, p.vocab_size);
     let mut l = Loader { gpu, gguf, mode, bytes: 0 };
-    let table = l.floats("token_embd.weight", &[vocab, h])?;
-    let embed = l.upload("token_embd.weight", &table)?;
-    drop(table);
+    let tied = gguf.tensor("output.weight").is_err();
+    // The dense f32 mode's tied output projection reads the f32 table: an int8 one beside it
+    // would be a second copy, so that mode keeps the f32 table alone.
+    let f32_head = tied && mode == WeightMode::F32;
+    let embed = if !f32_head && gguf.tensor("token_embd.weight")?.ggml_type() == GgmlType::Q8_0 {
+        let table = embedding::q8_0(gpu, gguf, "token_embd.weight", [vocab, h])?;
+        l.bytes += table.nbytes();
+        table
+    } else {
+        let table = l.floats("token_embd.weight", &[vocab, h])?;
+        Embedding::F32(l.upload("token_embd.weight", &table)?)
+    };
     let blocks = (0..p.block_count).map(|n| l.block(n, config)).collect::<Result<Vec<_>>>()?;
     let output_norm = l.float("output_norm.weight", &[h])?;
-    let tied = gguf.tensor("output.weight").is_err();
     let name = if tied { "token_embd.weight" } else { "output.weight" };
-    let output = match mode {
-        WeightMode::F32 if tied => Linear::Dense { weight: embed.clone(), out: vocab, inp: h },
-        WeightMode::F32 => l.linear(name, vocab, h)?,
+    let output = match (mode, &embed) {
+        (WeightMode::F32, Embedding::F32(table)) if tied => Linear::Dense { weight: table.clone(), out: vocab, inp: h },
+        (WeightMode::F32, _) => l.linear(name, vocab, h)?,
         _ if gguf.tensor(name)?.ggml_type() == GgmlType::Q8_0 => {
             let layer = l.q8_0(name, DType::F32)?;
             l.bytes += layer.weight().nbytes();
