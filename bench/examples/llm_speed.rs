@@ -144,7 +144,7 @@ fn main() -> Result<()> {
 /// One token's linear layers timed alone (1 row each, the model's shapes, random weights in the
 /// mode's scheme), their bytes, and the device's read limit over the same bytes.
 fn linear_share(gpu: &Gpu, models: &[(String, Model)], figures: &mut [Figures]) -> Result<()> {
-    let p = models[0].1.config().params.clone();
+    let p = models[0].1.config().params;
     let (h, f, kv, vocab) = (p.embedding_length, p.feed_forward_length, models[0].1.config().kv_dim(), p.vocab_size);
     let block: [(usize, usize); 7] = [(h, h), (kv, h), (kv, h), (h, h), (f, h), (f, h), (h, f)];
     let shapes: Vec<((usize, usize), f64)> =
