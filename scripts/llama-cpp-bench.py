@@ -6,6 +6,7 @@ prompt and decode tokens/s for 32 greedy tokens. Out of CI; the figures go to BE
 
 Usage (the model comes from scripts/fetch-smollm2.sh):
 
+    apt-get install -y cmake g++ libvulkan-dev glslc   # Debian 12: newer llama-cpp-python needs newer Vulkan headers
     python3 -m venv /work/llamacpp-venv
     CMAKE_ARGS="-DGGML_VULKAN=on" /work/llamacpp-venv/bin/pip install llama-cpp-python==0.3.9
     XDG_RUNTIME_DIR=/tmp /work/llamacpp-venv/bin/python scripts/llama-cpp-bench.py [--rounds 3]

@@ -12,6 +12,7 @@ tests check the llm crate against llama.cpp without Python or a llama.cpp build:
 
 Usage (the model comes from scripts/fetch-smollm2.sh; nothing is downloaded here):
 
+    apt-get install -y cmake g++ libvulkan-dev glslc   # Debian 12: newer llama-cpp-python needs newer Vulkan headers
     python3 -m venv /work/llamacpp-venv
     CMAKE_ARGS="-DGGML_VULKAN=on" /work/llamacpp-venv/bin/pip install llama-cpp-python==0.3.9
     XDG_RUNTIME_DIR=/tmp /work/llamacpp-venv/bin/python scripts/llama-cpp-fixtures.py
