@@ -14,7 +14,7 @@ use std::time::Instant;
 use int8_wgpu::gguf::Gguf;
 use int8_wgpu::{ActivationQuant, DType, Gpu, GpuTensor, Granularity, QuantScheme, QuantizedLinear};
 use int8_wgpu_bench::{ReadLimit, time_forward};
-use int8_wgpu_llm::{Model, Tokenizer, WeightMode};
+use int8_wgpu_llm::{Model, Session, Tokenizer, WeightMode};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -136,8 +136,34 @@ fn main() -> Result<()> {
         );
     }
     println!();
+    for ((name, _), (session, f)) in models.iter().zip(sessions.iter().zip(&mut figures)) {
+        profile(name, session, 1e3 / median(&mut f.decode))?;
+    }
     linear_share(&gpu, &models, &mut figures)?;
     println!("\nload average at end: {}", load_average());
+    Ok(())
+}
+
+/// Where one token's GPU time goes (the session sits after the prompt and the decoded tokens):
+/// each kernel's dispatches timed alone, the whole pass, and the wall clock's rest.
+fn profile(name: &str, session: &Session<'_>, token_ms: f64) -> Result<()> {
+    let p = session.profile_step(10)?;
+    let whole = p.whole.as_secs_f64() * 1e3;
+    println!("{name}: one token at position {}, timed by {:?}", session.position(), p.source);
+    println!("| kernel | dispatches | ms per token | share of the whole pass |");
+    println!("|---|---|---|---|");
+    for k in &p.kernels {
+        let ms = k.time.as_secs_f64() * 1e3;
+        println!("| {} | {} | {ms:.2} | {:.1} % |", k.kernel, k.dispatches, 100.0 * ms / whole);
+    }
+    let sum: f64 = p.kernels.iter().map(|k| k.time.as_secs_f64() * 1e3).sum();
+    println!(
+        "| every kernel alone, summed | {} | {sum:.2} | {:.1} % |",
+        p.kernels.iter().map(|k| k.dispatches).sum::<usize>(),
+        100.0 * sum / whole
+    );
+    println!("| the whole pass | | {whole:.2} | 100 % |");
+    println!("| a decoded token, wall clock (median) | | {token_ms:.2} | {:.1} % |\n", 100.0 * token_ms / whole);
     Ok(())
 }
 

@@ -41,7 +41,7 @@ impl Cache {
     }
 }
 
-enum Step {
+pub(crate) enum Step {
     App(Dispatch),
     Int8 { layer: Arc<QuantizedLinear>, x: GpuTensor, y: GpuTensor },
 }
@@ -50,11 +50,14 @@ enum Step {
 pub struct Plan {
     pub(crate) n: usize,
     pub(crate) ids: wgpu::Buffer,
-    blocks: Vec<Step>,
+    pub(crate) blocks: Vec<Step>,
+    /// Each block step's kernel (`labels[i]` names `blocks[i]`).
+    pub(crate) labels: Vec<String>,
     /// The final norm's output, and the last row of it when only that row's logits are made.
     normed: wgpu::Buffer,
     last: Option<wgpu::Buffer>,
-    head: Step,
+    pub(crate) head: Step,
+    pub(crate) head_label: String,
     logits: wgpu::Buffer,
     pub(crate) staging: wgpu::Buffer,
 }
@@ -63,19 +66,40 @@ struct Builder<'a> {
     model: &'a Model,
     m: usize,
     steps: Vec<Step>,
+    /// Each step's kernel, for [`Plan::profile`].
+    labels: Vec<String>,
 }
 
 impl Builder<'_> {
     fn app(&mut self, kernel: Kernel, v: Variant, p: Params, binds: &[(u32, &wgpu::Buffer)]) -> Result<()> {
         self.steps.push(Step::App(self.model.kernels().dispatch(kernel, v, p, binds)?));
+        self.labels.push(kernel.entry().to_string());
         Ok(())
     }
 
     fn linear(&mut self, linear: &Linear, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<()> {
         let step = linear_step(self.model, linear, self.m, x, y)?;
+        self.labels.push(linear_label(linear));
         self.steps.push(step);
         Ok(())
     }
+}
+
+/// A linear layer's kernel and shape, e.g. `int8 [1536, 576]`.
+fn linear_label(linear: &Linear) -> String {
+    match linear {
+        Linear::Int8(layer) => format!("int8 [{}, {}]", layer.out_features(), layer.in_features()),
+        Linear::Dense { out, inp, .. } => format!("dense f32 [{out}, {inp}]"),
+    }
+}
+
+/// Records one step into a pass.
+pub(crate) fn record_step(pass: &mut wgpu::ComputePass<'_>, step: &Step) -> int8_wgpu::Result<()> {
+    match step {
+        Step::App(d) => d.record(pass),
+        Step::Int8 { layer, x, y } => layer.record(pass, x, y)?,
+    }
+    Ok(())
 }
 
 fn linear_step(model: &Model, linear: &Linear, m: usize, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Step> {
@@ -148,8 +172,9 @@ impl Plan {
         let [i0, i1, i2, i3, i4] = slot::IN;
         let [o0, o1, o2] = slot::OUT;
         let w = model.weights();
-        let mut b = Builder { model, m: n, steps: Vec::new() };
+        let mut b = Builder { model, m: n, steps: Vec::new(), labels: Vec::new() };
         b.steps.push(Step::App(w.embed.dispatch(model.kernels(), base, &ids, &x)?));
+        b.labels.push("embedding".into());
         let first = Variant { out_dt: act, ..Variant::default() };
         b.app(Kernel::RmsNorm, first, base, &[(i1, &w.blocks[0].attn_norm), (o0, &x), (o1, &xa)])?;
         let add_norm = Variant { in_dt: act, out_dt: act, residual: true };
@@ -185,7 +210,8 @@ impl Plan {
             b.app(Kernel::RmsNorm, v, base, &[(i0, &proj), (i1, gamma), (o0, &x), (o1, out)])?;
         }
         let head = linear_step(model, &w.output, rows, last.as_ref().unwrap_or(&normed), &logits)?;
-        let plan = Plan { n, ids, blocks: b.steps, normed, last, head, logits, staging };
+        let head_label = format!("{} (output projection)", linear_label(&w.output));
+        let plan = Plan { n, ids, blocks: b.steps, labels: b.labels, normed, last, head, head_label, logits, staging };
         // Recording once, into an encoder dropped unsubmitted, makes the int8 layers' bind
         // groups now rather than in the first pass.
         plan.record(&mut gpu.device().create_command_encoder(&Default::default()))?;
@@ -196,13 +222,7 @@ impl Plan {
     /// (of the last row only, copied out, unless every row's logits are wanted), and the copy of
     /// the logits into the readback buffer. Creates no GPU object.
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        let run = |pass: &mut wgpu::ComputePass<'_>, step: &Step| -> Result<()> {
-            match step {
-                Step::App(d) => d.record(pass),
-                Step::Int8 { layer, x, y } => layer.record(pass, x, y)?,
-            }
-            Ok(())
-        };
+        let run = |pass: &mut wgpu::ComputePass<'_>, step: &Step| -> Result<()> { Ok(record_step(pass, step)?) };
         {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("llm blocks"), timestamp_writes: None });

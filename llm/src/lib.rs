@@ -21,6 +21,7 @@ mod forward;
 pub mod mode;
 pub mod model;
 mod ops;
+pub mod profile;
 pub mod sampling;
 mod weights;
 

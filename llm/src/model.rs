@@ -11,6 +11,7 @@ use crate::Result;
 use crate::forward::{Cache, Plan};
 use crate::mode::WeightMode;
 use crate::ops::{self, Kernels};
+use crate::profile::Profile;
 use crate::weights::{self, Config, Weights};
 
 /// Where `scripts/fetch-smollm2.sh` puts SmolLM2-135M-Instruct:
@@ -230,6 +231,13 @@ impl Session<'_> {
     /// the submission (or times the host's share of a token).
     pub fn record_step(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         self.step.record(encoder)
+    }
+
+    /// Where a token's GPU time goes: [`Session::step`]'s dispatches grouped by kernel, each
+    /// group timed alone (`iters` repetitions in one pass), and the whole pass timed the same
+    /// way; at the session's current position (attention reads that many cached tokens).
+    pub fn profile_step(&self, iters: u32) -> Result<Profile> {
+        self.step.profile(self.model.gpu(), iters)
     }
 
     /// Bytes of the KV cache on the GPU.
