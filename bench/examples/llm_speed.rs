@@ -150,20 +150,26 @@ fn profile(name: &str, session: &Session<'_>, token_ms: f64) -> Result<()> {
     let p = session.profile_step(10)?;
     let whole = p.whole.as_secs_f64() * 1e3;
     println!("{name}: one token at position {}, timed by {:?}", session.position(), p.source);
-    println!("| kernel | dispatches | ms per token | share of the whole pass |");
-    println!("|---|---|---|---|");
+    println!("| weights | kernel | dispatches | ms per token | share of the whole pass |");
+    println!("|---|---|---|---|---|");
     for k in &p.kernels {
         let ms = k.time.as_secs_f64() * 1e3;
-        println!("| {} | {} | {ms:.2} | {:.1} % |", k.kernel, k.dispatches, 100.0 * ms / whole);
+        println!("| {name} | {} | {} | {ms:.2} | {:.1} % |", k.kernel, k.dispatches, 100.0 * ms / whole);
     }
     let sum: f64 = p.kernels.iter().map(|k| k.time.as_secs_f64() * 1e3).sum();
     println!(
-        "| every kernel alone, summed | {} | {sum:.2} | {:.1} % |",
+        "| {name} | every kernel alone, summed | {} | {sum:.2} | {:.1} % |",
         p.kernels.iter().map(|k| k.dispatches).sum::<usize>(),
         100.0 * sum / whole
     );
-    println!("| the whole pass | | {whole:.2} | 100 % |");
-    println!("| a decoded token, wall clock (median) | | {token_ms:.2} | {:.1} % |\n", 100.0 * token_ms / whole);
+    println!(
+        "| {name} | the whole pass | {} | {whole:.2} | 100 % |",
+        p.kernels.iter().map(|k| k.dispatches).sum::<usize>()
+    );
+    println!(
+        "| {name} | a decoded token, wall clock (median of the rounds) | | {token_ms:.2} | {:.1} % |\n",
+        100.0 * token_ms / whole
+    );
     Ok(())
 }
 
